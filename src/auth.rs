@@ -1,0 +1,261 @@
+//! Tokens: issuing, revoking and checking agent tokens and the admin token.
+//!
+//! Tokens are 192-bit random strings; only their SHA-256 hash is stored (tokens
+//! are high-entropy, so a fast hash is enough), plus an 8-character prefix so an
+//! operator can tell them apart in listings.
+//!
+//! Architecture invariant: this module knows tokens and who they belong to. It
+//! does not know routes, sessions or what an agent may do.
+
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::StoreError;
+use crate::store::{decode, encode, Store};
+use crate::util::now_ms;
+
+const ADMIN_HASH_KEY: &[u8] = b"admin_token_hash";
+const PREFIX_LEN: usize = 8;
+
+/// Who a bearer token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    Admin,
+    Agent(String),
+}
+
+/// What is stored for an agent's token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TokenRecord {
+    pub agent_id: String,
+    pub token_prefix: String,
+    pub created_at: i64,
+    pub capabilities: Vec<String>,
+    pub token_hash: String,
+}
+
+/// Why an `identify` was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentifyRefusal {
+    /// The token is unknown.
+    InvalidToken,
+    /// The token belongs to another agent (or is the admin token).
+    TokenAgentMismatch,
+}
+
+/// Why an agent token could not be issued.
+#[derive(Debug, Clone)]
+pub enum IssueError {
+    AlreadyExists,
+    Store(StoreError),
+}
+
+impl From<StoreError> for IssueError {
+    fn from(e: StoreError) -> Self {
+        IssueError::Store(e)
+    }
+}
+
+/// Token storage over the store's `tokens`, `token_hashes` and `meta` trees.
+#[derive(Clone)]
+pub struct Tokens {
+    store: Store,
+}
+
+/// SHA-256 of a token, hex.
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// A fresh random token.
+pub fn new_token() -> String {
+    let mut bytes = [0u8; 24];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    format!("ac_{}", hex::encode(bytes))
+}
+
+impl Tokens {
+    pub fn new(store: Store) -> Self {
+        Tokens { store }
+    }
+
+    /// Creates the admin token if the store has none. Returns the token when it was
+    /// generated here (so it can be shown once); `None` when one existed or the
+    /// caller supplied it.
+    pub fn init_admin(&self, supplied: Option<&str>) -> Result<Option<String>, StoreError> {
+        if self.store.meta.get(ADMIN_HASH_KEY)?.is_some() {
+            return Ok(None);
+        }
+        let (token, generated) = match supplied.filter(|t| !t.is_empty()) {
+            Some(t) => (t.to_string(), false),
+            None => (new_token(), true),
+        };
+        self.store
+            .meta
+            .insert(ADMIN_HASH_KEY, hash_token(&token).as_bytes())?;
+        self.store.flush_now()?;
+        Ok(generated.then_some(token))
+    }
+
+    /// Whose token this is, if anyone's.
+    pub fn authenticate(&self, token: &str) -> Result<Option<Principal>, StoreError> {
+        let hash = hash_token(token);
+        if let Some(admin) = self.store.meta.get(ADMIN_HASH_KEY)? {
+            if admin.as_ref() == hash.as_bytes() {
+                return Ok(Some(Principal::Admin));
+            }
+        }
+        Ok(self
+            .store
+            .token_hashes
+            .get(hash.as_bytes())?
+            .map(|id| Principal::Agent(String::from_utf8_lossy(&id).into_owned())))
+    }
+
+    /// Checks an `identify`: the token must be this agent's.
+    pub fn check_identify(&self, agent_id: &str, token: &str) -> Result<(), IdentifyRefusal> {
+        match self.authenticate(token) {
+            Ok(Some(Principal::Agent(owner))) if owner == agent_id => Ok(()),
+            Ok(Some(_)) => Err(IdentifyRefusal::TokenAgentMismatch),
+            Ok(None) | Err(_) => Err(IdentifyRefusal::InvalidToken),
+        }
+    }
+
+    /// Issues a token for a new agent. The change is durable when this returns.
+    pub async fn issue(
+        &self,
+        agent_id: &str,
+        capabilities: Vec<String>,
+    ) -> Result<(String, TokenRecord), IssueError> {
+        let (token, record) = self.insert(agent_id, capabilities)?;
+        self.store.durable().await?;
+        Ok((token, record))
+    }
+
+    /// Issues a token and flushes synchronously (command-line use).
+    pub fn issue_now(
+        &self,
+        agent_id: &str,
+        capabilities: Vec<String>,
+    ) -> Result<(String, TokenRecord), IssueError> {
+        let out = self.insert(agent_id, capabilities)?;
+        self.store.flush_now()?;
+        Ok(out)
+    }
+
+    fn insert(
+        &self,
+        agent_id: &str,
+        mut capabilities: Vec<String>,
+    ) -> Result<(String, TokenRecord), IssueError> {
+        capabilities.sort();
+        capabilities.dedup();
+        let token = new_token();
+        let record = TokenRecord {
+            agent_id: agent_id.to_string(),
+            token_prefix: token.chars().take(PREFIX_LEN).collect(),
+            created_at: now_ms(),
+            capabilities,
+            token_hash: hash_token(&token),
+        };
+        let value = encode(&record);
+        // compare_and_swap makes two concurrent issues for one agent create one token.
+        let swapped = self
+            .store
+            .tokens
+            .compare_and_swap(agent_id.as_bytes(), None as Option<&[u8]>, Some(value))
+            .map_err(StoreError::from)?;
+        if swapped.is_err() {
+            return Err(IssueError::AlreadyExists);
+        }
+        self.store
+            .token_hashes
+            .insert(record.token_hash.as_bytes(), agent_id.as_bytes())
+            .map_err(StoreError::from)?;
+        Ok((token, record))
+    }
+
+    /// Revokes an agent's token; `false` when the agent had none.
+    pub async fn revoke(&self, agent_id: &str) -> Result<bool, StoreError> {
+        let removed = self.remove(agent_id)?;
+        self.store.durable().await?;
+        Ok(removed)
+    }
+
+    /// Revokes and flushes synchronously (command-line use).
+    pub fn revoke_now(&self, agent_id: &str) -> Result<bool, StoreError> {
+        let removed = self.remove(agent_id)?;
+        self.store.flush_now()?;
+        Ok(removed)
+    }
+
+    fn remove(&self, agent_id: &str) -> Result<bool, StoreError> {
+        let Some(old) = self.store.tokens.remove(agent_id.as_bytes())? else {
+            return Ok(false);
+        };
+        if let Ok(record) = decode::<TokenRecord>("tokens", agent_id.as_bytes(), &old) {
+            self.store
+                .token_hashes
+                .remove(record.token_hash.as_bytes())?;
+        }
+        Ok(true)
+    }
+
+    /// One agent's record.
+    pub fn get(&self, agent_id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        match self.store.tokens.get(agent_id.as_bytes())? {
+            None => Ok(None),
+            Some(v) => decode("tokens", agent_id.as_bytes(), &v).map(Some),
+        }
+    }
+
+    /// Every agent's record, by agent id.
+    pub fn list(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.store
+            .tokens
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode("tokens", &k, &v)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_check_revoke() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tokens = Tokens::new(Store::open(dir.path()).expect("open"));
+        let admin = tokens.init_admin(None).expect("init").expect("generated");
+        assert_eq!(tokens.init_admin(None).expect("init"), None);
+        let (tok, rec) = tokens.issue_now("a1", vec!["x".into()]).expect("issue");
+        assert_eq!(rec.token_prefix, &tok[..PREFIX_LEN]);
+        assert!(matches!(
+            tokens.issue_now("a1", vec![]),
+            Err(IssueError::AlreadyExists)
+        ));
+        assert_eq!(tokens.check_identify("a1", &tok), Ok(()));
+        assert_eq!(
+            tokens.check_identify("a2", &tok),
+            Err(IdentifyRefusal::TokenAgentMismatch)
+        );
+        assert_eq!(
+            tokens.check_identify("a1", &admin),
+            Err(IdentifyRefusal::TokenAgentMismatch)
+        );
+        assert_eq!(
+            tokens.authenticate(&admin).expect("auth"),
+            Some(Principal::Admin)
+        );
+        assert!(tokens.revoke_now("a1").expect("revoke"));
+        assert_eq!(
+            tokens.check_identify("a1", &tok),
+            Err(IdentifyRefusal::InvalidToken)
+        );
+    }
+}

@@ -1,0 +1,178 @@
+//! Hub configuration: defaults, an optional TOML file, then environment overrides,
+//! then command-line flags (each later source wins).
+//!
+//! Architecture invariant: this module only reads and checks settings. It starts
+//! nothing and opens no storage.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::ConfigError;
+
+/// Every setting of the hub. The TOML file uses the same flat keys; see README.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to serve HTTP and WebSockets on.
+    pub bind: String,
+    /// Directory of the embedded sled store.
+    pub data_dir: PathBuf,
+    /// `error`, `warn`, `info`, `debug` or `trace`.
+    pub log_level: String,
+    /// Largest inbound WebSocket frame; larger frames close the socket with 1009.
+    pub max_frame_bytes: usize,
+    /// A connection with no inbound frame for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// Time from `task_assign` to `task_accepted` before the task is reclaimed.
+    pub acceptance_timeout_ms: u64,
+    /// Lease of a task without its own `lease_ms`: reclaimed after this long
+    /// without a lifecycle frame.
+    pub default_lease_ms: u64,
+    /// How often leases and `complete_by` deadlines are checked.
+    pub sweep_interval_ms: u64,
+    /// Safety-net pass of the scheduler (it is event-driven; this only repairs).
+    pub scheduler_sweep_ms: u64,
+    /// After an agent rejects a task it is offered new work only after this long,
+    /// so a busy agent is not handed the same task in a tight loop.
+    pub reject_backoff_ms: u64,
+    /// Failed attempts after which a task dead-letters (when the task sets none).
+    pub default_max_retries: u32,
+    /// Reclaims after which a task dead-letters (when the task sets none).
+    pub default_max_reclaims: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: "127.0.0.1:4000".into(),
+            data_dir: PathBuf::from("./agentcom-data"),
+            log_level: "info".into(),
+            max_frame_bytes: 1024 * 1024,
+            idle_timeout_ms: 60_000,
+            acceptance_timeout_ms: 60_000,
+            default_lease_ms: 300_000,
+            sweep_interval_ms: 1_000,
+            scheduler_sweep_ms: 5_000,
+            reject_backoff_ms: 1_000,
+            default_max_retries: 3,
+            default_max_reclaims: 5,
+        }
+    }
+}
+
+/// Values given on the command line or in the environment, which override the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub bind: Option<String>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads the file (if any), applies overrides and checks every value.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut config = match file {
+            None => Config::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    reason: e.message().to_string(),
+                })?
+            }
+        };
+        if let Some(bind) = &overrides.bind {
+            config.bind = bind.clone();
+        }
+        if let Some(dir) = &overrides.data_dir {
+            config.data_dir = dir.clone();
+        }
+        config.check()?;
+        Ok(config)
+    }
+
+    /// The bind address, parsed.
+    pub fn bind_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.bind.parse().map_err(|_| ConfigError::Invalid {
+            field: "bind",
+            reason: format!("{:?} is not an address like 127.0.0.1:4000", self.bind),
+        })
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        self.bind_addr()?;
+        if !["error", "warn", "info", "debug", "trace"].contains(&self.log_level.as_str()) {
+            return Err(ConfigError::Invalid {
+                field: "log_level",
+                reason: "must be one of error, warn, info, debug, trace".into(),
+            });
+        }
+        let positive: [(&'static str, u64); 6] = [
+            ("max_frame_bytes", self.max_frame_bytes as u64),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+            ("acceptance_timeout_ms", self.acceptance_timeout_ms),
+            ("default_lease_ms", self.default_lease_ms),
+            ("sweep_interval_ms", self.sweep_interval_ms),
+            ("scheduler_sweep_ms", self.scheduler_sweep_ms),
+        ];
+        for (field, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    field,
+                    reason: "must be greater than 0".into(),
+                });
+            }
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid {
+                field: "data_dir",
+                reason: "must not be empty".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().expect("temp file");
+        std::io::Write::write_all(&mut f, text.as_bytes()).expect("write");
+        f
+    }
+
+    #[test]
+    fn file_then_overrides() {
+        let f = write("bind = \"127.0.0.1:5000\"\nacceptance_timeout_ms = 10\n");
+        let o = Overrides {
+            bind: Some("127.0.0.1:6000".into()),
+            data_dir: None,
+        };
+        let c = Config::load(Some(f.path()), &o).expect("valid");
+        assert_eq!(c.bind, "127.0.0.1:6000");
+        assert_eq!(c.acceptance_timeout_ms, 10);
+    }
+
+    #[test]
+    fn unknown_key_names_the_key() {
+        let f = write("acceptance_timeout = 10\n");
+        let e = Config::load(Some(f.path()), &Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("acceptance_timeout"), "{e}");
+    }
+
+    #[test]
+    fn bad_value_names_the_field() {
+        let f = write("sweep_interval_ms = 0\n");
+        let e = Config::load(Some(f.path()), &Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("sweep_interval_ms"), "{e}");
+        let f = write("bind = \"nowhere\"\n");
+        let e = Config::load(Some(f.path()), &Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("bind"), "{e}");
+    }
+}

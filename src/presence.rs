@@ -1,0 +1,269 @@
+//! `Presence`: the registry of agents.
+//!
+//! It creates each agent's `AgentFsm` on first use and routes messages to it, keeps
+//! the latest view every FSM published (so listings never have to ask every agent),
+//! pushes `agent_joined` / `agent_left` / `status_changed` to the other online
+//! agents, and remembers violation cooldowns (PROTOCOL.md 1.2).
+//!
+//! Architecture invariant: presence holds copies, never the truth: an agent's state
+//! belongs to its FSM, which publishes every change here. Presence never changes a
+//! task or an agent's state.
+
+use std::collections::HashMap;
+
+use actix::prelude::*;
+
+use crate::fsm::{AgentFsm, AgentView, FsmTimings, Push, Revoked, Withdrawn};
+use crate::protocol::ServerFrame;
+use crate::queue::TaskQueue;
+use crate::scheduler::Scheduler;
+use crate::util::now_ms;
+
+/// Cooldowns after the 1st, 2nd and later violation disconnects (seconds).
+const COOLDOWN_SECS: [i64; 3] = [30, 60, 300];
+/// A violation-disconnect count resets after this long without one (ms).
+const COOLDOWN_DECAY_MS: i64 = 3_600_000;
+
+#[derive(Debug, Clone, Copy)]
+struct Cooldown {
+    disconnects: usize,
+    last_at: i64,
+    until: i64,
+}
+
+pub struct Presence {
+    fsms: HashMap<String, Addr<AgentFsm>>,
+    views: HashMap<String, AgentView>,
+    online: HashMap<String, Recipient<Push>>,
+    cooldowns: HashMap<String, Cooldown>,
+    timings: FsmTimings,
+    queue: Addr<TaskQueue>,
+    scheduler: Addr<Scheduler>,
+}
+
+impl Presence {
+    pub fn new(timings: FsmTimings, queue: Addr<TaskQueue>, scheduler: Addr<Scheduler>) -> Self {
+        Presence {
+            fsms: HashMap::new(),
+            views: HashMap::new(),
+            online: HashMap::new(),
+            cooldowns: HashMap::new(),
+            timings,
+            queue,
+            scheduler,
+        }
+    }
+
+    fn broadcast(&self, except: &str, frame: ServerFrame) {
+        for (agent_id, push) in &self.online {
+            if agent_id != except {
+                push.do_send(Push(frame.clone()));
+            }
+        }
+    }
+}
+
+impl Actor for Presence {
+    type Context = Context<Self>;
+}
+
+/// The FSM of an agent, created on first use.
+#[derive(Message)]
+#[rtype(result = "Addr<AgentFsm>")]
+pub struct FsmFor {
+    pub agent_id: String,
+}
+
+impl Handler<FsmFor> for Presence {
+    type Result = MessageResult<FsmFor>;
+
+    fn handle(&mut self, msg: FsmFor, ctx: &mut Context<Self>) -> Self::Result {
+        let (timings, queue, scheduler, me) = (
+            self.timings,
+            self.queue.clone(),
+            self.scheduler.clone(),
+            ctx.address(),
+        );
+        let addr = self
+            .fsms
+            .entry(msg.agent_id.clone())
+            .or_insert_with(|| AgentFsm::new(msg.agent_id, timings, queue, scheduler, me).start())
+            .clone();
+        MessageResult(addr)
+    }
+}
+
+/// Routes a withdrawal notice to the agent's FSM (if it ever connected).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ToAgent(pub Withdrawn);
+
+impl Handler<ToAgent> for Presence {
+    type Result = ();
+
+    fn handle(&mut self, msg: ToAgent, _: &mut Context<Self>) {
+        if let Some(fsm) = self.fsms.get(&msg.0.agent_id) {
+            fsm.do_send(msg.0);
+        }
+    }
+}
+
+/// Closes the socket of an agent whose token was revoked.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RevokeAgent {
+    pub agent_id: String,
+}
+
+impl Handler<RevokeAgent> for Presence {
+    type Result = ();
+
+    fn handle(&mut self, msg: RevokeAgent, _: &mut Context<Self>) {
+        if let Some(fsm) = self.fsms.get(&msg.agent_id) {
+            fsm.do_send(Revoked);
+        }
+    }
+}
+
+/// What changed for other agents to hear about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresenceEvent {
+    Joined,
+    Left,
+    StatusChanged,
+}
+
+/// An FSM's latest view of itself.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PresenceUpdate {
+    pub view: AgentView,
+    pub push: Option<Recipient<Push>>,
+    pub event: Option<PresenceEvent>,
+}
+
+impl Handler<PresenceUpdate> for Presence {
+    type Result = ();
+
+    fn handle(&mut self, msg: PresenceUpdate, _: &mut Context<Self>) {
+        let agent_id = msg.view.agent_id.clone();
+        match msg.push {
+            Some(push) => {
+                self.online.insert(agent_id.clone(), push);
+            }
+            None => {
+                self.online.remove(&agent_id);
+            }
+        }
+        let frame = match msg.event {
+            Some(PresenceEvent::Joined) => Some(ServerFrame::AgentJoined {
+                agent: msg.view.info(false),
+            }),
+            Some(PresenceEvent::Left) => Some(ServerFrame::AgentLeft {
+                agent_id: agent_id.clone(),
+            }),
+            Some(PresenceEvent::StatusChanged) => Some(ServerFrame::StatusChanged {
+                agent: msg.view.info(false),
+            }),
+            None => None,
+        };
+        if let Some(frame) = frame {
+            self.broadcast(&agent_id, frame);
+        }
+        self.views.insert(agent_id, msg.view);
+    }
+}
+
+/// Every known agent (or only the online ones), by id.
+#[derive(Message)]
+#[rtype(result = "Vec<AgentView>")]
+pub struct ListAgents {
+    pub online_only: bool,
+}
+
+impl Handler<ListAgents> for Presence {
+    type Result = MessageResult<ListAgents>;
+
+    fn handle(&mut self, msg: ListAgents, _: &mut Context<Self>) -> Self::Result {
+        let mut out: Vec<AgentView> = self
+            .views
+            .values()
+            .filter(|v| !msg.online_only || self.online.contains_key(&v.agent_id))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+        MessageResult(out)
+    }
+}
+
+/// One agent's view.
+#[derive(Message)]
+#[rtype(result = "Option<AgentView>")]
+pub struct AgentState {
+    pub agent_id: String,
+}
+
+impl Handler<AgentState> for Presence {
+    type Result = Option<AgentView>;
+
+    fn handle(&mut self, msg: AgentState, _: &mut Context<Self>) -> Self::Result {
+        self.views.get(&msg.agent_id).cloned()
+    }
+}
+
+/// How many agents are online.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct OnlineCount;
+
+impl Handler<OnlineCount> for Presence {
+    type Result = usize;
+
+    fn handle(&mut self, _: OnlineCount, _: &mut Context<Self>) -> usize {
+        self.online.len()
+    }
+}
+
+/// Seconds left of the agent's violation cooldown, if one is active.
+#[derive(Message)]
+#[rtype(result = "Option<u64>")]
+pub struct CooldownLeft {
+    pub agent_id: String,
+}
+
+impl Handler<CooldownLeft> for Presence {
+    type Result = Option<u64>;
+
+    fn handle(&mut self, msg: CooldownLeft, _: &mut Context<Self>) -> Option<u64> {
+        let now = now_ms();
+        let c = self.cooldowns.get(&msg.agent_id)?;
+        (c.until > now).then(|| ((c.until - now + 999) / 1000) as u64)
+    }
+}
+
+/// The agent's socket was closed for too many validation errors.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ViolationDisconnect {
+    pub agent_id: String,
+}
+
+impl Handler<ViolationDisconnect> for Presence {
+    type Result = ();
+
+    fn handle(&mut self, msg: ViolationDisconnect, _: &mut Context<Self>) {
+        let now = now_ms();
+        let entry = self.cooldowns.entry(msg.agent_id).or_insert(Cooldown {
+            disconnects: 0,
+            last_at: now,
+            until: now,
+        });
+        if now - entry.last_at > COOLDOWN_DECAY_MS {
+            entry.disconnects = 0;
+        }
+        entry.disconnects += 1;
+        entry.last_at = now;
+        let secs = COOLDOWN_SECS[(entry.disconnects - 1).min(COOLDOWN_SECS.len() - 1)];
+        entry.until = now + secs * 1000;
+    }
+}

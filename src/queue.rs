@@ -1,0 +1,892 @@
+//! `TaskQueue`: the one owner of task state.
+//!
+//! It keeps every unfinished task in memory (ordered by sequence) and all tasks in
+//! sled. A change is applied to the in-memory record and written to sled inside the
+//! handler, so the actor's mailbox orders all changes; the reply (and every effect
+//! others can observe: scheduling, withdrawal notices) waits for the group-commit
+//! flush that covers the write.
+//!
+//! Architecture invariant: the queue never talks to a socket and never chooses an
+//! agent. It tells the `Scheduler` which tasks are ready and `Presence` which agents
+//! lost a task; the rules of each transition live in `task`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde_json::{json, Map, Value};
+
+use crate::config::Config;
+use crate::error::StoreError;
+use crate::fsm::Withdrawn;
+use crate::presence::{Presence, ToAgent};
+use crate::protocol::{TaskAssignment, TaskSpec};
+use crate::scheduler::{Scheduler, TaskReady, TaskUnready};
+use crate::store::{decode, encode, key_seq, seq_key, Store};
+use crate::task::{ReclaimOutcome, Task, TaskDefaults, TaskError, TaskStatus};
+use crate::util::{new_task_id, now_ms};
+
+/// Why a queue operation failed.
+#[derive(Debug, Clone)]
+pub enum QueueError {
+    /// Refused by the task's rules; nothing changed.
+    Task(TaskError),
+    /// The store failed; the change was not made durable.
+    Store(StoreError),
+}
+
+impl QueueError {
+    /// Wire form, e.g. `stale_generation` or `storage_error`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            QueueError::Task(e) => e.as_str(),
+            QueueError::Store(_) => "storage_error",
+        }
+    }
+}
+
+impl From<TaskError> for QueueError {
+    fn from(e: TaskError) -> Self {
+        QueueError::Task(e)
+    }
+}
+
+impl From<StoreError> for QueueError {
+    fn from(e: StoreError) -> Self {
+        QueueError::Store(e)
+    }
+}
+
+/// The lease of an assigned task.
+#[derive(Debug, Clone)]
+struct Lease {
+    agent_id: String,
+    generation: u64,
+    accepted: bool,
+    deadline: i64,
+}
+
+/// Effects that others may see only after the change is durable.
+#[derive(Default)]
+struct Effects {
+    ready: Vec<TaskReady>,
+    unready: Vec<String>,
+    withdrawn: Vec<Withdrawn>,
+}
+
+pub struct TaskQueue {
+    store: Store,
+    defaults: TaskDefaults,
+    sweep_every: Duration,
+    /// Unfinished tasks (queued, assigned, blocked) by sequence.
+    live: BTreeMap<u64, Task>,
+    /// Task id → sequence, for live tasks.
+    ids: HashMap<String, u64>,
+    /// Sequences of dead-lettered tasks.
+    dead_letter: BTreeSet<u64>,
+    counts: HashMap<TaskStatus, u64>,
+    queued_by_priority: [u64; 4],
+    /// Assigned tasks by id.
+    leases: HashMap<String, Lease>,
+    next_seq: u64,
+    scheduler: Addr<Scheduler>,
+    presence: Addr<Presence>,
+}
+
+impl TaskQueue {
+    /// Rebuilds the in-memory index from sled. A record that cannot be decoded is
+    /// reported and left in place (never deleted), and the rest still load.
+    pub fn load(
+        store: Store,
+        config: &Config,
+        scheduler: Addr<Scheduler>,
+        presence: Addr<Presence>,
+    ) -> Result<TaskQueue, StoreError> {
+        let mut queue = TaskQueue {
+            defaults: TaskDefaults {
+                max_retries: config.default_max_retries,
+                max_reclaims: config.default_max_reclaims,
+                lease_ms: config.default_lease_ms,
+            },
+            sweep_every: Duration::from_millis(config.sweep_interval_ms),
+            live: BTreeMap::new(),
+            ids: HashMap::new(),
+            dead_letter: BTreeSet::new(),
+            counts: HashMap::new(),
+            queued_by_priority: [0; 4],
+            leases: HashMap::new(),
+            next_seq: 1,
+            scheduler,
+            presence,
+            store,
+        };
+        let now = now_ms();
+        let mut corrupt = 0usize;
+        for item in queue.store.tasks.iter() {
+            let (key, value) = item?;
+            let task: Task = match decode("tasks", &key, &value) {
+                Ok(t) => t,
+                Err(e) => {
+                    corrupt += 1;
+                    tracing::error!(error = %e, "skipping unreadable task record");
+                    continue;
+                }
+            };
+            if let Some(seq) = key_seq(&key) {
+                queue.next_seq = queue.next_seq.max(seq + 1);
+            }
+            // The id index is written in the same flush as the record; repair it if a
+            // crash left only the record.
+            if queue.store.task_ids.get(task.id.as_bytes())?.is_none() {
+                queue
+                    .store
+                    .task_ids
+                    .insert(task.id.as_bytes(), &seq_key(task.seq))?;
+            }
+            queue.index(&task, None, now);
+            if !task.status.is_terminal() {
+                queue.ids.insert(task.id.clone(), task.seq);
+                queue.live.insert(task.seq, task);
+            }
+        }
+        tracing::info!(
+            tasks = queue.counts.values().sum::<u64>(),
+            live = queue.live.len(),
+            corrupt,
+            "task queue loaded"
+        );
+        Ok(queue)
+    }
+
+    /// Updates counters, dead letter and leases for a task whose status went from
+    /// `old` (None when new) to its current one.
+    fn index(&mut self, task: &Task, old: Option<TaskStatus>, now: i64) {
+        if let Some(old) = old {
+            if let Some(c) = self.counts.get_mut(&old) {
+                *c = c.saturating_sub(1);
+            }
+            if old == TaskStatus::Queued {
+                let p = &mut self.queued_by_priority[usize::from(task.priority.min(3))];
+                *p = p.saturating_sub(1);
+            }
+        }
+        *self.counts.entry(task.status).or_insert(0) += 1;
+        if task.status == TaskStatus::Queued {
+            self.queued_by_priority[usize::from(task.priority.min(3))] += 1;
+        }
+        if task.status == TaskStatus::DeadLetter {
+            self.dead_letter.insert(task.seq);
+        } else {
+            self.dead_letter.remove(&task.seq);
+        }
+        match (&task.assigned_to, task.status) {
+            (Some(agent), TaskStatus::Assigned) => {
+                let same = self
+                    .leases
+                    .get(&task.id)
+                    .is_some_and(|l| l.generation == task.generation);
+                if !same {
+                    self.leases.insert(
+                        task.id.clone(),
+                        Lease {
+                            agent_id: agent.clone(),
+                            generation: task.generation,
+                            accepted: task.accepted_at.is_some(),
+                            deadline: now.saturating_add(task.lease_ms as i64),
+                        },
+                    );
+                }
+            }
+            _ => {
+                self.leases.remove(&task.id);
+            }
+        }
+    }
+
+    fn ready_of(task: &Task) -> TaskReady {
+        TaskReady {
+            task_id: task.id.clone(),
+            seq: task.seq,
+            priority: task.priority,
+            capabilities: task.needed_capabilities.clone(),
+        }
+    }
+
+    /// Reads a task from memory or, for finished tasks, from sled.
+    fn read(&self, id: &str) -> Result<Option<Task>, StoreError> {
+        if let Some(seq) = self.ids.get(id) {
+            return Ok(self.live.get(seq).cloned());
+        }
+        let Some(seq) = self.store.task_ids.get(id.as_bytes())? else {
+            return Ok(None);
+        };
+        match self.store.tasks.get(&seq)? {
+            None => Ok(None),
+            Some(v) => decode("tasks", &seq, &v).map(Some),
+        }
+    }
+
+    /// Applies `change` to one task: all of it, durably written, or nothing.
+    fn with_task<R>(
+        &mut self,
+        id: &str,
+        change: impl FnOnce(&mut Task, i64) -> Result<R, TaskError>,
+    ) -> Result<(R, Task), QueueError> {
+        let now = now_ms();
+        let Some(mut task) = self.read(id)? else {
+            return Err(TaskError::NotFound.into());
+        };
+        let old = task.status;
+        let out = change(&mut task, now)?;
+        self.store
+            .tasks
+            .insert(seq_key(task.seq), encode(&task))
+            .map_err(StoreError::from)?;
+        self.index(&task, Some(old), now);
+        if task.status.is_terminal() {
+            self.ids.remove(&task.id);
+            self.live.remove(&task.seq);
+        } else {
+            self.ids.insert(task.id.clone(), task.seq);
+            self.live.insert(task.seq, task.clone());
+        }
+        Ok((out, task))
+    }
+
+    fn renew(&mut self, task_id: &str, accepted: bool) {
+        let now = now_ms();
+        let lease_ms = self
+            .ids
+            .get(task_id)
+            .and_then(|seq| self.live.get(seq))
+            .map_or(self.defaults.lease_ms, |t| t.lease_ms);
+        if let Some(lease) = self.leases.get_mut(task_id) {
+            lease.deadline = now.saturating_add(lease_ms as i64);
+            lease.accepted |= accepted;
+        }
+    }
+
+    /// Replies once the writes so far are durable, then releases the effects.
+    fn after_flush<T: 'static>(
+        &self,
+        effects: Effects,
+        value: Result<T, QueueError>,
+    ) -> ResponseActFuture<Self, Result<T, QueueError>> {
+        if value.is_err() {
+            return Box::pin(fut::ready(value));
+        }
+        Box::pin(
+            self.store
+                .durable()
+                .into_actor(self)
+                .map(move |flushed, act, _| {
+                    flushed?;
+                    act.release(effects);
+                    value
+                }),
+        )
+    }
+
+    fn release(&self, effects: Effects) {
+        for task_id in effects.unready {
+            self.scheduler.do_send(TaskUnready { task_id });
+        }
+        for ready in effects.ready {
+            self.scheduler.do_send(ready);
+        }
+        for w in effects.withdrawn {
+            self.presence.do_send(ToAgent(w));
+        }
+    }
+
+    /// Reclaims every assigned task whose lease ran out or whose `complete_by` passed.
+    fn sweep(&mut self, ctx: &mut Context<Self>) {
+        let now = now_ms();
+        let mut due = Vec::new();
+        for (task_id, lease) in &self.leases {
+            let overdue = self
+                .ids
+                .get(task_id)
+                .and_then(|seq| self.live.get(seq))
+                .and_then(|t| t.complete_by)
+                .is_some_and(|by| by < now);
+            if overdue {
+                due.push((task_id.clone(), lease.clone(), "overdue"));
+            } else if lease.deadline < now {
+                due.push((task_id.clone(), lease.clone(), "lease_expired"));
+            }
+        }
+        if due.is_empty() {
+            return;
+        }
+        let mut effects = Effects::default();
+        for (task_id, lease, reason) in due {
+            match self.with_task(&task_id, |t, now| {
+                t.reclaim(&lease.agent_id, lease.generation, reason, now)
+            }) {
+                Ok((outcome, task)) => {
+                    tracing::warn!(task_id = %task_id, agent_id = %lease.agent_id, reason, "task reclaimed");
+                    if outcome == ReclaimOutcome::Requeued {
+                        effects.ready.push(Self::ready_of(&task));
+                    }
+                    effects.withdrawn.push(Withdrawn {
+                        agent_id: lease.agent_id,
+                        task_id,
+                        generation: lease.generation,
+                        reason: reason.to_string(),
+                    });
+                }
+                Err(e) => {
+                    tracing::error!(task_id = %task_id, error = e.as_str(), "sweep reclaim failed")
+                }
+            }
+        }
+        ctx.spawn(
+            self.store
+                .durable()
+                .into_actor(self)
+                .map(|flushed, act, _| match flushed {
+                    Ok(()) => act.release(effects),
+                    Err(e) => tracing::error!(error = %e, "flush after sweep failed"),
+                }),
+        );
+    }
+
+    fn stats(&self) -> Value {
+        let by_status: Map<String, Value> = TaskStatus::ALL
+            .iter()
+            .map(|s| {
+                (
+                    s.as_str().to_string(),
+                    json!(self.counts.get(s).copied().unwrap_or(0)),
+                )
+            })
+            .collect();
+        let by_priority: Map<String, Value> = self
+            .queued_by_priority
+            .iter()
+            .enumerate()
+            .map(|(p, n)| (p.to_string(), json!(n)))
+            .collect();
+        json!({
+            "by_status": by_status,
+            "by_priority": by_priority,
+            "dead_letter": self.dead_letter.len(),
+        })
+    }
+}
+
+impl Actor for TaskQueue {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Everything that was queued before the restart is ready again, in order.
+        for task in self.live.values() {
+            if task.status == TaskStatus::Queued {
+                self.scheduler.do_send(Self::ready_of(task));
+            }
+        }
+        ctx.run_interval(self.sweep_every, |act, ctx| act.sweep(ctx));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Messages
+// ---------------------------------------------------------------------------
+
+/// One accepted submission.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    pub task_id: String,
+    pub priority: u8,
+    pub created_at: i64,
+}
+
+/// Create tasks (one or a batch, all in one flush).
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Submitted>, QueueError>")]
+pub struct Submit {
+    pub specs: Vec<TaskSpec>,
+    pub submitted_by: String,
+}
+
+impl Handler<Submit> for TaskQueue {
+    type Result = ResponseActFuture<Self, Result<Vec<Submitted>, QueueError>>;
+
+    fn handle(&mut self, msg: Submit, _: &mut Context<Self>) -> Self::Result {
+        let now = now_ms();
+        let mut created = Vec::with_capacity(msg.specs.len());
+        let mut effects = Effects::default();
+        let mut records = sled::Batch::default();
+        let mut ids = sled::Batch::default();
+        let mut tasks = Vec::with_capacity(msg.specs.len());
+        for spec in msg.specs {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let task = Task::new(
+                new_task_id(),
+                seq,
+                spec,
+                &msg.submitted_by,
+                self.defaults,
+                now,
+            );
+            records.insert(&seq_key(seq), encode(&task));
+            ids.insert(task.id.as_bytes(), &seq_key(seq));
+            tasks.push(task);
+        }
+        let written = self
+            .store
+            .tasks
+            .apply_batch(records)
+            .and_then(|_| self.store.task_ids.apply_batch(ids));
+        if let Err(e) = written {
+            return Box::pin(fut::ready(Err(QueueError::Store(e.into()))));
+        }
+        for task in tasks {
+            created.push(Submitted {
+                task_id: task.id.clone(),
+                priority: task.priority,
+                created_at: task.created_at,
+            });
+            effects.ready.push(Self::ready_of(&task));
+            self.index(&task, None, now);
+            self.ids.insert(task.id.clone(), task.seq);
+            self.live.insert(task.seq, task);
+        }
+        self.after_flush(effects, Ok(created))
+    }
+}
+
+/// The scheduler's decision: give this queued task to this agent.
+#[derive(Message)]
+#[rtype(result = "Result<TaskAssignment, QueueError>")]
+pub struct Assign {
+    pub task_id: String,
+    pub agent_id: String,
+}
+
+impl Handler<Assign> for TaskQueue {
+    type Result = ResponseActFuture<Self, Result<TaskAssignment, QueueError>>;
+
+    fn handle(&mut self, msg: Assign, _: &mut Context<Self>) -> Self::Result {
+        let result = self
+            .with_task(&msg.task_id, |t, now| t.assign(&msg.agent_id, now))
+            .map(|(a, _)| a);
+        if result.is_ok() {
+            tracing::info!(task_id = %msg.task_id, agent_id = %msg.agent_id, "task assigned");
+        }
+        self.after_flush(Effects::default(), result)
+    }
+}
+
+/// A lifecycle report from an agent, already validated.
+#[derive(Debug, Clone)]
+pub enum Report {
+    Accept {
+        generation: Option<u64>,
+    },
+    Progress {
+        generation: Option<u64>,
+        progress: Option<u64>,
+        message: Option<String>,
+    },
+    Complete {
+        generation: u64,
+        result: Option<Map<String, Value>>,
+        tokens_used: Option<u64>,
+    },
+    Fail {
+        generation: u64,
+        error: String,
+    },
+    Reject {
+        generation: Option<u64>,
+        reason: Option<String>,
+    },
+    Block {
+        generation: u64,
+        reason: String,
+        needs: Option<String>,
+    },
+    /// `task_recovering` and `state_report`: does the agent still hold the task?
+    Recover {
+        generation: Option<u64>,
+    },
+    /// `wake_result`; a success renews the lease.
+    Wake {
+        success: bool,
+    },
+}
+
+/// What a report achieved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportReply {
+    /// Send `task_ack` with this status.
+    Ack(String),
+    /// The agent holds the task at this generation.
+    Holds(u64),
+    /// The agent does not hold the task.
+    NotHeld,
+    /// Recorded; nothing to answer.
+    Noted,
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<ReportReply, QueueError>")]
+pub struct AgentReport {
+    pub agent_id: String,
+    pub task_id: String,
+    pub report: Report,
+}
+
+impl Handler<AgentReport> for TaskQueue {
+    type Result = ResponseActFuture<Self, Result<ReportReply, QueueError>>;
+
+    fn handle(&mut self, msg: AgentReport, _: &mut Context<Self>) -> Self::Result {
+        let AgentReport {
+            agent_id: agent,
+            task_id,
+            report,
+        } = msg;
+        let mut effects = Effects::default();
+        let result = match report {
+            Report::Recover { generation } => {
+                let holds = self
+                    .leases
+                    .get(&task_id)
+                    .filter(|l| l.agent_id == agent && generation.is_none_or(|g| g == l.generation))
+                    .map(|l| l.generation);
+                let reply = match holds {
+                    Some(g) => {
+                        self.renew(&task_id, true);
+                        ReportReply::Holds(g)
+                    }
+                    None => ReportReply::NotHeld,
+                };
+                return Box::pin(fut::ready(Ok(reply)));
+            }
+            Report::Wake { success } => {
+                let held = self
+                    .leases
+                    .get(&task_id)
+                    .is_some_and(|l| l.agent_id == agent);
+                if success && held {
+                    self.renew(&task_id, false);
+                }
+                return Box::pin(fut::ready(Ok(ReportReply::Noted)));
+            }
+            Report::Progress {
+                generation,
+                progress,
+                message,
+            } => {
+                let r = self.with_task(&task_id, |t, now| {
+                    t.progress(&agent, generation, progress, message, now)
+                });
+                if r.is_ok() {
+                    self.renew(&task_id, false);
+                }
+                // Progress is not acknowledged, so it need not wait for a flush.
+                return Box::pin(fut::ready(r.map(|_| ReportReply::Noted)));
+            }
+            Report::Accept { generation } => self
+                .with_task(&task_id, |t, now| t.accept(&agent, generation, now))
+                .map(|_| {
+                    self.renew(&task_id, true);
+                    ReportReply::Ack("accepted".into())
+                }),
+            Report::Complete {
+                generation,
+                result,
+                tokens_used,
+            } => self
+                .with_task(&task_id, |t, now| {
+                    t.complete(&agent, generation, result, tokens_used, now)
+                })
+                .map(|(ack, _)| ReportReply::Ack(ack)),
+            Report::Fail { generation, error } => self
+                .with_task(&task_id, |t, now| t.fail(&agent, generation, error, now))
+                .map(|(ack, task)| {
+                    if task.status == TaskStatus::Queued {
+                        effects.ready.push(Self::ready_of(&task));
+                    }
+                    ReportReply::Ack(ack)
+                }),
+            Report::Reject { generation, reason } => self
+                .with_task(&task_id, |t, now| t.reject(&agent, generation, reason, now))
+                .map(|(ack, task)| {
+                    if task.status == TaskStatus::Queued {
+                        effects.ready.push(Self::ready_of(&task));
+                    }
+                    ReportReply::Ack(ack)
+                }),
+            Report::Block {
+                generation,
+                reason,
+                needs,
+            } => self
+                .with_task(&task_id, |t, now| {
+                    t.block(&agent, generation, reason, needs, now)
+                })
+                .map(|(ack, _)| ReportReply::Ack(ack)),
+        };
+        if let Ok(ReportReply::Ack(status)) = &result {
+            tracing::info!(task_id = %task_id, agent_id = %agent, status = %status, "task report accepted");
+        }
+        self.after_flush(effects, result)
+    }
+}
+
+/// Take a task back from an agent that lost it (disconnect, acceptance timeout).
+#[derive(Message)]
+#[rtype(result = "Result<ReclaimOutcome, QueueError>")]
+pub struct Reclaim {
+    pub task_id: String,
+    pub agent_id: String,
+    pub generation: u64,
+    pub reason: String,
+}
+
+impl Handler<Reclaim> for TaskQueue {
+    type Result = ResponseActFuture<Self, Result<ReclaimOutcome, QueueError>>;
+
+    fn handle(&mut self, msg: Reclaim, _: &mut Context<Self>) -> Self::Result {
+        let mut effects = Effects::default();
+        let result = self
+            .with_task(&msg.task_id, |t, now| {
+                t.reclaim(&msg.agent_id, msg.generation, &msg.reason, now)
+            })
+            .map(|(outcome, task)| {
+                tracing::warn!(task_id = %msg.task_id, agent_id = %msg.agent_id,
+                               reason = %msg.reason, "task reclaimed");
+                if outcome == ReclaimOutcome::Requeued {
+                    effects.ready.push(Self::ready_of(&task));
+                }
+                outcome
+            });
+        self.after_flush(effects, result)
+    }
+}
+
+/// A task an agent holds, as seen by the queue.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub task_id: String,
+    pub generation: u64,
+}
+
+/// Which tasks are assigned to this agent (oldest first)?
+#[derive(Message)]
+#[rtype(result = "Vec<Held>")]
+pub struct HeldBy {
+    pub agent_id: String,
+}
+
+impl Handler<HeldBy> for TaskQueue {
+    type Result = MessageResult<HeldBy>;
+
+    fn handle(&mut self, msg: HeldBy, _: &mut Context<Self>) -> Self::Result {
+        let mut held: Vec<(u64, Held)> = self
+            .leases
+            .iter()
+            .filter(|(_, l)| l.agent_id == msg.agent_id)
+            .map(|(id, l)| {
+                let seq = self.ids.get(id).copied().unwrap_or(u64::MAX);
+                (
+                    seq,
+                    Held {
+                        task_id: id.clone(),
+                        generation: l.generation,
+                    },
+                )
+            })
+            .collect();
+        held.sort_by_key(|(seq, _)| *seq);
+        MessageResult(held.into_iter().map(|(_, h)| h).collect())
+    }
+}
+
+/// Operator cancel; answers the previous status.
+#[derive(Message)]
+#[rtype(result = "Result<TaskStatus, QueueError>")]
+pub struct Cancel {
+    pub task_id: String,
+    pub by: String,
+}
+
+impl Handler<Cancel> for TaskQueue {
+    type Result = ResponseActFuture<Self, Result<TaskStatus, QueueError>>;
+
+    fn handle(&mut self, msg: Cancel, _: &mut Context<Self>) -> Self::Result {
+        let mut effects = Effects::default();
+        let holder = self.leases.get(&msg.task_id).cloned();
+        let result = self
+            .with_task(&msg.task_id, |t, now| t.cancel(&msg.by, now))
+            .map(|(previous, _)| {
+                match previous {
+                    TaskStatus::Queued => effects.unready.push(msg.task_id.clone()),
+                    TaskStatus::Assigned => {
+                        if let Some(lease) = holder {
+                            effects.withdrawn.push(Withdrawn {
+                                agent_id: lease.agent_id,
+                                task_id: msg.task_id.clone(),
+                                generation: lease.generation,
+                                reason: "cancelled".into(),
+                            });
+                        }
+                    }
+                    _ => {}
+                }
+                tracing::info!(task_id = %msg.task_id, by = %msg.by, "task cancelled");
+                previous
+            });
+        self.after_flush(effects, result)
+    }
+}
+
+/// Operator retry of a dead-lettered or blocked task; answers its priority.
+#[derive(Message)]
+#[rtype(result = "Result<u8, QueueError>")]
+pub struct Retry {
+    pub task_id: String,
+    pub by: String,
+}
+
+impl Handler<Retry> for TaskQueue {
+    type Result = ResponseActFuture<Self, Result<u8, QueueError>>;
+
+    fn handle(&mut self, msg: Retry, _: &mut Context<Self>) -> Self::Result {
+        let mut effects = Effects::default();
+        let result = self
+            .with_task(&msg.task_id, |t, now| {
+                t.retry_from_dead_letter(&msg.by, now)
+            })
+            .map(|(_, task)| {
+                effects.ready.push(Self::ready_of(&task));
+                task.priority
+            });
+        self.after_flush(effects, result)
+    }
+}
+
+/// One task as the API shows it.
+#[derive(Message)]
+#[rtype(result = "Result<Option<Value>, StoreError>")]
+pub struct GetTask {
+    pub task_id: String,
+}
+
+impl Handler<GetTask> for TaskQueue {
+    type Result = Result<Option<Value>, StoreError>;
+
+    fn handle(&mut self, msg: GetTask, _: &mut Context<Self>) -> Self::Result {
+        Ok(self.read(&msg.task_id)?.map(|t| t.view()))
+    }
+}
+
+/// A page of tasks in creation order.
+#[derive(Message, Default)]
+#[rtype(result = "Result<TaskPage, StoreError>")]
+pub struct ListTasks {
+    pub status: Option<TaskStatus>,
+    pub priority: Option<u8>,
+    pub assigned_to: Option<String>,
+    pub limit: usize,
+    /// Only tasks created after the task with this sequence.
+    pub cursor: u64,
+}
+
+pub struct TaskPage {
+    pub tasks: Vec<Value>,
+    pub next_cursor: Option<u64>,
+}
+
+impl ListTasks {
+    fn matches(&self, t: &Task) -> bool {
+        self.status.is_none_or(|s| s == t.status)
+            && self.priority.is_none_or(|p| p == t.priority)
+            && self
+                .assigned_to
+                .as_ref()
+                .is_none_or(|a| t.assigned_to.as_ref() == Some(a))
+    }
+}
+
+impl Handler<ListTasks> for TaskQueue {
+    type Result = Result<TaskPage, StoreError>;
+
+    fn handle(&mut self, msg: ListTasks, _: &mut Context<Self>) -> Self::Result {
+        let mut page: Vec<Task> = Vec::with_capacity(msg.limit.min(1024) + 1);
+        let start = msg.cursor.saturating_add(1);
+        if msg.status.is_some_and(|s| !s.is_terminal()) {
+            // Unfinished tasks are all in memory.
+            page.extend(
+                self.live
+                    .range(start..)
+                    .map(|(_, t)| t)
+                    .filter(|t| msg.matches(t))
+                    .take(msg.limit + 1)
+                    .cloned(),
+            );
+        } else {
+            for item in self.store.tasks.range(seq_key(start)..) {
+                let (key, value) = item?;
+                match decode::<Task>("tasks", &key, &value) {
+                    Ok(t) if msg.matches(&t) => page.push(t),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "skipping unreadable task record"),
+                }
+                if page.len() > msg.limit {
+                    break;
+                }
+            }
+        }
+        let more = page.len() > msg.limit;
+        page.truncate(msg.limit);
+        let next_cursor = if more {
+            page.last().map(|t| t.seq)
+        } else {
+            None
+        };
+        Ok(TaskPage {
+            tasks: page.iter().map(Task::view).collect(),
+            next_cursor,
+        })
+    }
+}
+
+/// Dead-lettered tasks, oldest first (at most `limit`).
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Value>, StoreError>")]
+pub struct DeadLetters {
+    pub limit: usize,
+}
+
+impl Handler<DeadLetters> for TaskQueue {
+    type Result = Result<Vec<Value>, StoreError>;
+
+    fn handle(&mut self, msg: DeadLetters, _: &mut Context<Self>) -> Self::Result {
+        let mut out = Vec::new();
+        for seq in self.dead_letter.iter().take(msg.limit) {
+            let key = seq_key(*seq);
+            if let Some(v) = self.store.tasks.get(key)? {
+                out.push(decode::<Task>("tasks", &key, &v)?.view());
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Counts by status and by priority.
+#[derive(Message)]
+#[rtype(result = "Value")]
+pub struct Stats;
+
+impl Handler<Stats> for TaskQueue {
+    type Result = MessageResult<Stats>;
+
+    fn handle(&mut self, _: Stats, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.stats())
+    }
+}

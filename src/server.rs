@@ -1,0 +1,108 @@
+//! Wiring: opens the store, starts the actors in dependency order and serves HTTP.
+//!
+//! Architecture invariant: this is the only place that knows every actor; the
+//! actors know each other only through the addresses handed to them here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_web::{web, App, HttpServer};
+
+use crate::auth::Tokens;
+use crate::config::Config;
+use crate::error::StoreError;
+use crate::fsm::FsmTimings;
+use crate::http;
+use crate::presence::Presence;
+use crate::queue::TaskQueue;
+use crate::scheduler::Scheduler;
+use crate::session::SessionDeps;
+use crate::store::Store;
+
+/// Largest HTTP body accepted (a full batch of long tasks fits).
+const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// Shared, read-only handles every HTTP handler gets.
+pub struct HubState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub tokens: Tokens,
+    pub queue: Addr<TaskQueue>,
+    pub scheduler: Addr<Scheduler>,
+    pub presence: Addr<Presence>,
+}
+
+impl HubState {
+    pub fn session_deps(&self) -> SessionDeps {
+        SessionDeps {
+            tokens: self.tokens.clone(),
+            presence: self.presence.clone(),
+            idle_timeout: Duration::from_millis(self.config.idle_timeout_ms),
+        }
+    }
+}
+
+/// Starts the actors on the current actix system. Must run inside one.
+pub fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState, StoreError> {
+    // The queue, scheduler and presence refer to one another: create the contexts
+    // first so every actor can be given the others' addresses.
+    let scheduler_ctx = Context::<Scheduler>::new();
+    let presence_ctx = Context::<Presence>::new();
+    let queue = TaskQueue::load(
+        store.clone(),
+        &config,
+        scheduler_ctx.address(),
+        presence_ctx.address(),
+    )?
+    .start();
+    let scheduler = scheduler_ctx.run(Scheduler::new(
+        queue.clone(),
+        Duration::from_millis(config.scheduler_sweep_ms),
+    ));
+    let timings = FsmTimings {
+        acceptance_timeout: Duration::from_millis(config.acceptance_timeout_ms),
+        reject_backoff: Duration::from_millis(config.reject_backoff_ms),
+    };
+    let presence = presence_ctx.run(Presence::new(timings, queue.clone(), scheduler.clone()));
+    Ok(HubState {
+        tokens: Tokens::new(store.clone()),
+        config,
+        store,
+        queue,
+        scheduler,
+        presence,
+    })
+}
+
+/// Serves until the process is told to stop. `on_listening` gets the bound address.
+pub async fn serve(
+    config: Config,
+    store: Store,
+    on_listening: impl FnOnce(std::net::SocketAddr),
+) -> std::io::Result<()> {
+    let config = Arc::new(config);
+    let addr = config
+        .bind_addr()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    let state = start_actors(config.clone(), store.clone())
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let data = web::Data::new(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
+            .configure(http::routes)
+            .default_service(web::to(http::not_found))
+    })
+    .workers(2)
+    .bind(addr)?;
+    if let Some(bound) = server.addrs().first() {
+        on_listening(*bound);
+    }
+    let result = server.run().await;
+    if let Err(e) = store.flush_now() {
+        tracing::error!(error = %e, "final flush failed");
+    }
+    result
+}

@@ -1,0 +1,361 @@
+//! `AgentSession`: one actor per agent WebSocket (`GET /ws`).
+//!
+//! It applies PROTOCOL.md 1.1 to every inbound frame in order: parse, validate,
+//! require identify, dispatch. It counts violations (1.2), enforces the idle
+//! timeout and the frame size limit, and writes whatever the agent's FSM pushes.
+//! Frames that need an answer from another actor are handled with `ctx.wait`, so a
+//! session's frames are processed strictly in the order they arrived.
+//!
+//! Architecture invariant: the session knows the wire and one agent's identity. It
+//! never changes task or agent state itself: identify goes through `Tokens` and the
+//! agent's `AgentFsm`, lifecycle frames go to the FSM.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_web_actors::ws;
+
+use crate::auth::{IdentifyRefusal, Tokens};
+use crate::fsm::{
+    AgentFsm, CloseSocket, Connect, Disconnect, Lifecycle, Push, SessionHandle, SetStatus,
+};
+use crate::presence::{CooldownLeft, FsmFor, ListAgents, Presence, ViolationDisconnect};
+use crate::protocol::{parse_client_frame, ClientFrame, ErrorFrame, FrameError, ServerFrame};
+use crate::util::now_ms;
+
+/// Violations within `VIOLATION_WINDOW` that close the socket.
+const MAX_VIOLATIONS: usize = 10;
+const VIOLATION_WINDOW: Duration = Duration::from_secs(60);
+
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+/// What a session needs from the hub.
+#[derive(Clone)]
+pub struct SessionDeps {
+    pub tokens: Tokens,
+    pub presence: Addr<Presence>,
+    pub idle_timeout: Duration,
+}
+
+pub struct AgentSession {
+    id: u64,
+    deps: SessionDeps,
+    agent: Option<(String, Addr<AgentFsm>)>,
+    last_seen: Instant,
+    violations: VecDeque<Instant>,
+    frames: u64,
+}
+
+enum IdentifyFailure {
+    Cooldown(u64),
+    Refused(IdentifyRefusal),
+    Unavailable,
+}
+
+impl AgentSession {
+    pub fn new(deps: SessionDeps) -> Self {
+        AgentSession {
+            id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
+            deps,
+            agent: None,
+            last_seen: Instant::now(),
+            violations: VecDeque::new(),
+            frames: 0,
+        }
+    }
+
+    fn send(&self, ctx: &mut ws::WebsocketContext<Self>, frame: &ServerFrame) {
+        match serde_json::to_string(frame) {
+            Ok(text) => ctx.text(text),
+            Err(e) => tracing::error!(error = %e, "cannot encode frame"),
+        }
+    }
+
+    fn close(&self, ctx: &mut ws::WebsocketContext<Self>, code: ws::CloseCode, reason: &str) {
+        ctx.close(Some(ws::CloseReason {
+            code,
+            description: Some(reason.to_string()),
+        }));
+        ctx.stop();
+    }
+
+    fn agent_id(&self) -> Option<&str> {
+        self.agent.as_ref().map(|(id, _)| id.as_str())
+    }
+
+    /// Counts a violation; closes the socket at the limit.
+    fn violation(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let now = Instant::now();
+        self.violations.push_back(now);
+        while self
+            .violations
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > VIOLATION_WINDOW)
+        {
+            self.violations.pop_front();
+        }
+        if self.violations.len() >= MAX_VIOLATIONS {
+            tracing::warn!(agent_id = ?self.agent_id(), session = self.id, "too many validation errors");
+            if let Some(agent_id) = self.agent_id() {
+                self.deps.presence.do_send(ViolationDisconnect {
+                    agent_id: agent_id.to_string(),
+                });
+            }
+            self.close(ctx, ws::CloseCode::Policy, "too many validation errors");
+        }
+    }
+
+    fn handle_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        self.frames += 1;
+        let request_id = format!("{}-{}", self.id, self.frames);
+        let frame = match parse_client_frame(text) {
+            Ok(f) => f,
+            Err(e) => {
+                let is_violation = matches!(e, FrameError::Validation { .. });
+                tracing::debug!(request_id = %request_id, agent_id = ?self.agent_id(), error = ?e, "frame refused");
+                self.send(ctx, &e.into());
+                if is_violation {
+                    self.violation(ctx);
+                }
+                return;
+            }
+        };
+        tracing::debug!(request_id = %request_id, agent_id = ?self.agent_id(),
+                        message_type = frame.type_name(), "frame");
+        let fsm = match (&self.agent, &frame) {
+            (None, ClientFrame::Identify { .. }) => {
+                self.identify(frame, ctx);
+                return;
+            }
+            (None, _) => {
+                self.send(
+                    ctx,
+                    &ServerFrame::Error(ErrorFrame::plain("not_identified")),
+                );
+                return;
+            }
+            (Some(_), ClientFrame::Identify { .. }) => {
+                self.send(
+                    ctx,
+                    &ServerFrame::Error(ErrorFrame::plain("already_identified")),
+                );
+                return;
+            }
+            (Some((_, fsm)), _) => fsm.clone(),
+        };
+        match frame {
+            ClientFrame::Ping => self.send(
+                ctx,
+                &ServerFrame::Pong {
+                    timestamp: now_ms(),
+                },
+            ),
+            ClientFrame::Status { status } => {
+                fsm.do_send(SetStatus(status));
+                self.send(ctx, &ServerFrame::StatusUpdated);
+            }
+            ClientFrame::ListAgents => {
+                let request = self.deps.presence.send(ListAgents { online_only: true });
+                ctx.wait(request.into_actor(self).map(|result, act, ctx| {
+                    let agents = result
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|v| v.info(false))
+                        .collect();
+                    act.send(ctx, &ServerFrame::Agents { agents });
+                }));
+            }
+            ClientFrame::AgentRestarting { reason } => {
+                tracing::info!(agent_id = ?self.agent_id(), reason = ?reason, "agent restarting");
+            }
+            f if f.is_lifecycle() => {
+                ctx.wait(fsm.send(Lifecycle(f)).into_actor(self).map(
+                    |result, act, ctx| match result {
+                        Ok(Some(reply)) => act.send(ctx, &reply),
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::error!(error = %e, "agent state machine unreachable");
+                            act.send(
+                                ctx,
+                                &ServerFrame::Error(ErrorFrame::plain("hub_unavailable")),
+                            );
+                        }
+                    },
+                ));
+            }
+            other => {
+                // Messaging and channels arrive with the messaging layer.
+                self.send(
+                    ctx,
+                    &ServerFrame::Error(ErrorFrame {
+                        message_type: Some(other.type_name().to_string()),
+                        ..ErrorFrame::plain("not_supported")
+                    }),
+                );
+            }
+        }
+    }
+
+    fn identify(&mut self, frame: ClientFrame, ctx: &mut ws::WebsocketContext<Self>) {
+        let ClientFrame::Identify {
+            agent_id,
+            token,
+            name,
+            status,
+            capabilities,
+        } = frame
+        else {
+            return;
+        };
+        let deps = self.deps.clone();
+        let handle = SessionHandle {
+            id: self.id,
+            push: ctx.address().recipient(),
+            close: ctx.address().recipient(),
+        };
+        let work = async move {
+            // Cooldown first, then the token (PROTOCOL.md 1.3).
+            match deps
+                .presence
+                .send(CooldownLeft {
+                    agent_id: agent_id.clone(),
+                })
+                .await
+            {
+                Ok(Some(secs)) => return Err(IdentifyFailure::Cooldown(secs)),
+                Ok(None) => {}
+                Err(_) => return Err(IdentifyFailure::Unavailable),
+            }
+            deps.tokens
+                .check_identify(&agent_id, &token)
+                .map_err(IdentifyFailure::Refused)?;
+            let mut caps = match capabilities {
+                Some(c) => c,
+                None => deps
+                    .tokens
+                    .get(&agent_id)
+                    .ok()
+                    .flatten()
+                    .map(|r| r.capabilities)
+                    .unwrap_or_default(),
+            };
+            caps.sort();
+            caps.dedup();
+            let fsm = deps
+                .presence
+                .send(FsmFor {
+                    agent_id: agent_id.clone(),
+                })
+                .await
+                .map_err(|_| IdentifyFailure::Unavailable)?;
+            fsm.send(Connect {
+                session: handle,
+                name,
+                status,
+                capabilities: caps,
+            })
+            .await
+            .map_err(|_| IdentifyFailure::Unavailable)?;
+            Ok((agent_id, fsm))
+        };
+        ctx.wait(work.into_actor(self).map(|result, act, ctx| match result {
+            Ok((agent_id, fsm)) => {
+                tracing::info!(agent_id = %agent_id, session = act.id, "agent identified");
+                act.agent = Some((agent_id.clone(), fsm));
+                act.send(ctx, &ServerFrame::Identified { agent_id });
+            }
+            Err(IdentifyFailure::Cooldown(secs)) => act.close(
+                ctx,
+                ws::CloseCode::Policy,
+                &format!("cooldown active: retry in {secs}s"),
+            ),
+            Err(IdentifyFailure::Refused(r)) => {
+                let error = match r {
+                    IdentifyRefusal::InvalidToken => "invalid_token",
+                    IdentifyRefusal::TokenAgentMismatch => "token_agent_mismatch",
+                };
+                act.send(ctx, &ServerFrame::Error(ErrorFrame::plain(error)));
+            }
+            Err(IdentifyFailure::Unavailable) => act.send(
+                ctx,
+                &ServerFrame::Error(ErrorFrame::plain("hub_unavailable")),
+            ),
+        }));
+    }
+}
+
+impl Actor for AgentSession {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let check = (self.deps.idle_timeout / 4).max(Duration::from_millis(50));
+        ctx.run_interval(check, |act, ctx| {
+            if act.last_seen.elapsed() > act.deps.idle_timeout {
+                tracing::info!(agent_id = ?act.agent_id(), session = act.id, "idle timeout");
+                act.close(ctx, ws::CloseCode::Normal, "idle timeout");
+            }
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        if let Some((agent_id, fsm)) = self.agent.take() {
+            tracing::info!(agent_id = %agent_id, session = self.id, "agent disconnected");
+            fsm.do_send(Disconnect {
+                session_id: self.id,
+            });
+        }
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for AgentSession {
+    fn handle(&mut self, item: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        self.last_seen = Instant::now();
+        match item {
+            Ok(ws::Message::Text(text)) => self.handle_text(&text, ctx),
+            Ok(ws::Message::Binary(bytes)) => match std::str::from_utf8(&bytes) {
+                Ok(text) => self.handle_text(text, ctx),
+                Err(_) => self.send(ctx, &ServerFrame::Error(ErrorFrame::plain("invalid_json"))),
+            },
+            Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
+            Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
+            Ok(ws::Message::Close(_)) => {
+                ctx.close(None);
+                ctx.stop();
+            }
+            Ok(ws::Message::Continuation(_)) => self.close(
+                ctx,
+                ws::CloseCode::Unsupported,
+                "fragmented frames are not supported",
+            ),
+            Err(ws::ProtocolError::Overflow) => {
+                self.close(ctx, ws::CloseCode::Size, "frame too large")
+            }
+            Err(e) => {
+                tracing::info!(agent_id = ?self.agent_id(), error = %e, "websocket protocol error");
+                self.close(ctx, ws::CloseCode::Protocol, "protocol error");
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl Handler<Push> for AgentSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: Push, ctx: &mut Self::Context) {
+        self.send(ctx, &msg.0);
+    }
+}
+
+impl Handler<CloseSocket> for AgentSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: CloseSocket, ctx: &mut Self::Context) {
+        self.close(ctx, ws::CloseCode::Other(msg.code), &msg.reason);
+    }
+}

@@ -1,0 +1,634 @@
+//! The task record and the rules of its life (PROTOCOL.md section 2).
+//!
+//! Every state change of a task is a method here that either applies the whole
+//! change or returns an error and changes nothing. The methods are pure: no I/O,
+//! no clock (the caller passes `now`), so the rules are unit-tested directly.
+//!
+//! Architecture invariant: this module knows nothing of actors, storage or agents'
+//! connections. `TaskQueue` is its only caller that mutates tasks.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::protocol::{TaskAssignment, TaskSpec};
+
+/// How many history entries a task record keeps (the API returns these).
+pub const HISTORY_KEPT: usize = 50;
+/// How many accepted terminal reports are remembered for idempotent repeats.
+const REPORTS_KEPT: usize = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    Queued,
+    Assigned,
+    Blocked,
+    Completed,
+    DeadLetter,
+    Cancelled,
+}
+
+impl TaskStatus {
+    pub const ALL: [TaskStatus; 6] = [
+        TaskStatus::Queued,
+        TaskStatus::Assigned,
+        TaskStatus::Blocked,
+        TaskStatus::Completed,
+        TaskStatus::DeadLetter,
+        TaskStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Queued => "queued",
+            TaskStatus::Assigned => "assigned",
+            TaskStatus::Blocked => "blocked",
+            TaskStatus::Completed => "completed",
+            TaskStatus::DeadLetter => "dead_letter",
+            TaskStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TaskStatus> {
+        TaskStatus::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    /// Completed, dead-lettered and cancelled tasks never change again on their own.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Completed | TaskStatus::DeadLetter | TaskStatus::Cancelled
+        )
+    }
+}
+
+/// One entry of a task's history.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HistoryEntry {
+    pub event: String,
+    pub ts: i64,
+    pub details: Value,
+}
+
+/// An accepted terminal report, remembered so a repeat is acknowledged again.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReportRecord {
+    pub agent_id: String,
+    pub generation: u64,
+    pub kind: ReportKind,
+    pub ack: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportKind {
+    Complete,
+    Failed,
+    Rejected,
+    Blocked,
+}
+
+/// Why a report or operation was refused. The string forms are the wire forms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskError {
+    NotFound,
+    InvalidState(TaskStatus),
+    NotOwner,
+    StaleGeneration,
+}
+
+impl TaskError {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TaskError::NotFound => "not_found",
+            TaskError::InvalidState(_) => "invalid_state",
+            TaskError::NotOwner => "not_owner",
+            TaskError::StaleGeneration => "stale_generation",
+        }
+    }
+}
+
+/// What a reclaim did to the task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReclaimOutcome {
+    Requeued,
+    DeadLettered,
+}
+
+/// The durable task record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Task {
+    pub id: String,
+    /// Creation order; the queue position of the task for its whole life.
+    pub seq: u64,
+    pub status: TaskStatus,
+    pub priority: u8,
+    pub description: String,
+    pub metadata: Map<String, Value>,
+    pub needed_capabilities: Vec<String>,
+    pub assigned_to: Option<String>,
+    pub assigned_at: Option<i64>,
+    pub accepted_at: Option<i64>,
+    pub generation: u64,
+    /// Number of assignments so far.
+    pub attempt: u32,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub completed_at: Option<i64>,
+    pub max_retries: u32,
+    pub retry_count: u32,
+    pub reclaim_count: u32,
+    pub max_reclaims: u32,
+    pub complete_by: Option<i64>,
+    pub lease_ms: u64,
+    pub result: Option<Map<String, Value>>,
+    pub tokens_used: Option<u64>,
+    pub last_error: Option<String>,
+    pub submitted_by: String,
+    pub history: Vec<HistoryEntry>,
+    pub reports: Vec<ReportRecord>,
+}
+
+/// Defaults a submission falls back on.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskDefaults {
+    pub max_retries: u32,
+    pub max_reclaims: u32,
+    pub lease_ms: u64,
+}
+
+impl Task {
+    /// A new queued task from a validated submission.
+    pub fn new(
+        id: String,
+        seq: u64,
+        spec: TaskSpec,
+        submitted_by: &str,
+        defaults: TaskDefaults,
+        now: i64,
+    ) -> Task {
+        let mut task = Task {
+            id,
+            seq,
+            status: TaskStatus::Queued,
+            priority: spec.priority,
+            description: spec.description,
+            metadata: spec.metadata,
+            needed_capabilities: spec.needed_capabilities,
+            assigned_to: None,
+            assigned_at: None,
+            accepted_at: None,
+            generation: 0,
+            attempt: 0,
+            created_at: now,
+            updated_at: now,
+            completed_at: None,
+            max_retries: spec.max_retries.unwrap_or(defaults.max_retries),
+            retry_count: 0,
+            reclaim_count: 0,
+            max_reclaims: spec.max_reclaims.unwrap_or(defaults.max_reclaims),
+            complete_by: spec.complete_by,
+            lease_ms: spec.lease_ms.unwrap_or(defaults.lease_ms),
+            result: None,
+            tokens_used: None,
+            last_error: None,
+            submitted_by: submitted_by.to_string(),
+            history: Vec::new(),
+            reports: Vec::new(),
+        };
+        task.record(
+            "queued",
+            now,
+            json!({"priority": task.priority, "submitted_by": submitted_by}),
+        );
+        task
+    }
+
+    fn record(&mut self, event: &str, now: i64, details: Value) {
+        self.updated_at = now;
+        self.history.push(HistoryEntry {
+            event: event.to_string(),
+            ts: now,
+            details,
+        });
+        if self.history.len() > HISTORY_KEPT {
+            let extra = self.history.len() - HISTORY_KEPT;
+            self.history.drain(..extra);
+        }
+    }
+
+    /// The ack of an earlier accepted report this one repeats, if any.
+    fn repeated(&self, agent: &str, generation: u64, kind: ReportKind) -> Option<String> {
+        self.reports
+            .iter()
+            .find(|r| r.agent_id == agent && r.generation == generation && r.kind == kind)
+            .map(|r| r.ack.clone())
+    }
+
+    fn remember(&mut self, agent: &str, generation: u64, kind: ReportKind, ack: &str) {
+        self.reports.push(ReportRecord {
+            agent_id: agent.to_string(),
+            generation,
+            kind,
+            ack: ack.to_string(),
+        });
+        if self.reports.len() > REPORTS_KEPT {
+            self.reports.remove(0);
+        }
+    }
+
+    /// Fencing: only the current holder with the current generation may report.
+    pub fn check_holder(&self, agent: &str, generation: Option<u64>) -> Result<(), TaskError> {
+        if generation.is_some_and(|g| g != self.generation) {
+            return Err(TaskError::StaleGeneration);
+        }
+        if self.status != TaskStatus::Assigned {
+            return Err(TaskError::InvalidState(self.status));
+        }
+        if self.assigned_to.as_deref() != Some(agent) {
+            return Err(TaskError::NotOwner);
+        }
+        Ok(())
+    }
+
+    /// Back to the queue: a new generation fences every report of the old one.
+    fn requeue(&mut self) {
+        self.status = TaskStatus::Queued;
+        self.generation += 1;
+        self.assigned_to = None;
+        self.assigned_at = None;
+        self.accepted_at = None;
+    }
+
+    /// Hands the queued task to `agent`.
+    pub fn assign(&mut self, agent: &str, now: i64) -> Result<TaskAssignment, TaskError> {
+        if self.status != TaskStatus::Queued {
+            return Err(TaskError::InvalidState(self.status));
+        }
+        self.status = TaskStatus::Assigned;
+        self.generation += 1;
+        self.attempt += 1;
+        self.assigned_to = Some(agent.to_string());
+        self.assigned_at = Some(now);
+        self.accepted_at = None;
+        self.record(
+            "assigned",
+            now,
+            json!({"agent_id": agent, "generation": self.generation, "attempt": self.attempt}),
+        );
+        Ok(self.assignment())
+    }
+
+    /// The `task_assign` push for the current assignment.
+    pub fn assignment(&self) -> TaskAssignment {
+        TaskAssignment {
+            task_id: self.id.clone(),
+            description: self.description.clone(),
+            metadata: Value::Object(self.metadata.clone()),
+            generation: self.generation,
+            assigned_at: self.assigned_at.unwrap_or(self.updated_at),
+            priority: self.priority,
+            attempt: self.attempt,
+            lease_ms: self.lease_ms,
+            needed_capabilities: self.needed_capabilities.clone(),
+        }
+    }
+
+    /// `task_accepted`. Accepting twice is harmless.
+    pub fn accept(
+        &mut self,
+        agent: &str,
+        generation: Option<u64>,
+        now: i64,
+    ) -> Result<(), TaskError> {
+        self.check_holder(agent, generation)?;
+        if self.accepted_at.is_none() {
+            self.accepted_at = Some(now);
+            self.record(
+                "accepted",
+                now,
+                json!({"agent_id": agent, "generation": self.generation}),
+            );
+        }
+        Ok(())
+    }
+
+    /// `task_progress`.
+    pub fn progress(
+        &mut self,
+        agent: &str,
+        generation: Option<u64>,
+        progress: Option<u64>,
+        message: Option<String>,
+        now: i64,
+    ) -> Result<(), TaskError> {
+        self.check_holder(agent, generation)?;
+        self.record(
+            "progress",
+            now,
+            json!({"agent_id": agent, "progress": progress, "message": message}),
+        );
+        Ok(())
+    }
+
+    /// `task_complete`; returns the ack status.
+    pub fn complete(
+        &mut self,
+        agent: &str,
+        generation: u64,
+        result: Option<Map<String, Value>>,
+        tokens_used: Option<u64>,
+        now: i64,
+    ) -> Result<String, TaskError> {
+        if let Some(ack) = self.repeated(agent, generation, ReportKind::Complete) {
+            return Ok(ack);
+        }
+        self.check_holder(agent, Some(generation))?;
+        self.status = TaskStatus::Completed;
+        self.completed_at = Some(now);
+        self.result = Some(result.unwrap_or_default());
+        self.tokens_used = tokens_used;
+        self.record(
+            "completed",
+            now,
+            json!({"agent_id": agent, "generation": generation, "tokens_used": tokens_used}),
+        );
+        self.remember(agent, generation, ReportKind::Complete, "complete");
+        Ok("complete".into())
+    }
+
+    /// `task_failed`: requeue, or dead-letter at the `max_retries`-th failure.
+    pub fn fail(
+        &mut self,
+        agent: &str,
+        generation: u64,
+        error: String,
+        now: i64,
+    ) -> Result<String, TaskError> {
+        if let Some(ack) = self.repeated(agent, generation, ReportKind::Failed) {
+            return Ok(ack);
+        }
+        self.check_holder(agent, Some(generation))?;
+        self.retry_count += 1;
+        self.last_error = Some(error.clone());
+        let ack = if self.retry_count >= self.max_retries {
+            self.status = TaskStatus::DeadLetter;
+            self.record(
+                "dead_letter",
+                now,
+                json!({"agent_id": agent, "generation": generation, "error": error,
+                       "retry_count": self.retry_count}),
+            );
+            "dead_letter"
+        } else {
+            self.requeue();
+            self.record(
+                "retry",
+                now,
+                json!({"agent_id": agent, "generation": generation, "error": error,
+                       "retry_count": self.retry_count}),
+            );
+            "retried"
+        };
+        self.remember(agent, generation, ReportKind::Failed, ack);
+        Ok(ack.into())
+    }
+
+    /// `task_rejected`: back to the queue at once, not counted as a failure.
+    pub fn reject(
+        &mut self,
+        agent: &str,
+        generation: Option<u64>,
+        reason: Option<String>,
+        now: i64,
+    ) -> Result<String, TaskError> {
+        if let Some(ack) = generation.and_then(|g| self.repeated(agent, g, ReportKind::Rejected)) {
+            return Ok(ack);
+        }
+        self.check_holder(agent, generation)?;
+        let held = self.generation;
+        self.requeue();
+        self.record(
+            "rejected",
+            now,
+            json!({"agent_id": agent, "generation": held, "reason": reason}),
+        );
+        self.remember(agent, held, ReportKind::Rejected, "rejected");
+        Ok("rejected".into())
+    }
+
+    /// `task_blocked`: the task waits for help; the agent is free.
+    pub fn block(
+        &mut self,
+        agent: &str,
+        generation: u64,
+        reason: String,
+        needs: Option<String>,
+        now: i64,
+    ) -> Result<String, TaskError> {
+        if let Some(ack) = self.repeated(agent, generation, ReportKind::Blocked) {
+            return Ok(ack);
+        }
+        self.check_holder(agent, Some(generation))?;
+        self.status = TaskStatus::Blocked;
+        self.last_error = Some(reason.clone());
+        self.record(
+            "blocked",
+            now,
+            json!({"agent_id": agent, "generation": generation, "reason": reason, "needs": needs}),
+        );
+        self.remember(agent, generation, ReportKind::Blocked, "blocked");
+        Ok("blocked".into())
+    }
+
+    /// Takes the task back from `agent` (disconnect, acceptance timeout, lease
+    /// expiry, overdue). Not a failure, but counted toward `max_reclaims`.
+    pub fn reclaim(
+        &mut self,
+        agent: &str,
+        generation: u64,
+        reason: &str,
+        now: i64,
+    ) -> Result<ReclaimOutcome, TaskError> {
+        self.check_holder(agent, Some(generation))?;
+        self.reclaim_count += 1;
+        if self.reclaim_count > self.max_reclaims {
+            self.status = TaskStatus::DeadLetter;
+            self.last_error = Some("too_many_reclaims".into());
+            self.record(
+                "dead_letter",
+                now,
+                json!({"agent_id": agent, "generation": generation, "reason": reason,
+                       "error": "too_many_reclaims", "reclaim_count": self.reclaim_count}),
+            );
+            return Ok(ReclaimOutcome::DeadLettered);
+        }
+        self.requeue();
+        self.record(
+            "reclaimed",
+            now,
+            json!({"agent_id": agent, "generation": generation, "reason": reason,
+                   "reclaim_count": self.reclaim_count}),
+        );
+        Ok(ReclaimOutcome::Requeued)
+    }
+
+    /// Operator cancel of a task that is not finished. Returns the previous status.
+    pub fn cancel(&mut self, by: &str, now: i64) -> Result<TaskStatus, TaskError> {
+        let previous = self.status;
+        if previous.is_terminal() {
+            return Err(TaskError::InvalidState(previous));
+        }
+        self.status = TaskStatus::Cancelled;
+        self.record(
+            "cancelled",
+            now,
+            json!({"by": by, "previous_status": previous.as_str(),
+                   "agent_id": self.assigned_to, "generation": self.generation}),
+        );
+        Ok(previous)
+    }
+
+    /// Operator retry of a dead-lettered (or blocked) task: back to the queue with
+    /// fresh retry and reclaim budgets, in its old place.
+    pub fn retry_from_dead_letter(&mut self, by: &str, now: i64) -> Result<(), TaskError> {
+        let previous = self.status;
+        if !matches!(previous, TaskStatus::DeadLetter | TaskStatus::Blocked) {
+            return Err(TaskError::InvalidState(previous));
+        }
+        self.requeue();
+        self.retry_count = 0;
+        self.reclaim_count = 0;
+        self.completed_at = None;
+        self.record(
+            "retried_from_dead_letter",
+            now,
+            json!({"by": by, "previous_status": previous.as_str()}),
+        );
+        Ok(())
+    }
+
+    /// The task as the HTTP API shows it.
+    pub fn view(&self) -> Value {
+        json!({
+            "id": self.id,
+            "status": self.status.as_str(),
+            "priority": self.priority,
+            "description": self.description,
+            "metadata": self.metadata,
+            "needed_capabilities": self.needed_capabilities,
+            "assigned_to": self.assigned_to,
+            "assigned_at": self.assigned_at,
+            "accepted_at": self.accepted_at,
+            "generation": self.generation,
+            "attempt": self.attempt,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "completed_at": self.completed_at,
+            "max_retries": self.max_retries,
+            "retry_count": self.retry_count,
+            "reclaim_count": self.reclaim_count,
+            "max_reclaims": self.max_reclaims,
+            "complete_by": self.complete_by,
+            "lease_ms": self.lease_ms,
+            "result": self.result,
+            "tokens_used": self.tokens_used,
+            "last_error": self.last_error,
+            "submitted_by": self.submitted_by,
+            "history": self.history,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(max_retries: u32) -> Task {
+        let spec = TaskSpec {
+            description: "d".into(),
+            priority: 2,
+            metadata: Map::new(),
+            max_retries: Some(max_retries),
+            complete_by: None,
+            needed_capabilities: vec![],
+            lease_ms: None,
+            max_reclaims: Some(1),
+        };
+        let defaults = TaskDefaults {
+            max_retries: 3,
+            max_reclaims: 5,
+            lease_ms: 1000,
+        };
+        Task::new("task-1".into(), 1, spec, "admin", defaults, 0)
+    }
+
+    #[test]
+    fn generations_fence_reports() {
+        let mut t = task(2);
+        assert_eq!(t.assign("a", 1).unwrap().generation, 1);
+        assert_eq!(
+            t.complete("a", 0, None, None, 2),
+            Err(TaskError::StaleGeneration)
+        );
+        assert_eq!(t.complete("b", 1, None, None, 2), Err(TaskError::NotOwner));
+        assert_eq!(t.fail("a", 1, "x".into(), 3).unwrap(), "retried");
+        assert_eq!(t.generation, 2);
+        // A repeat of the accepted failure is acknowledged again and changes nothing.
+        let before = t.clone();
+        assert_eq!(t.fail("a", 1, "x".into(), 4).unwrap(), "retried");
+        assert_eq!(t, before);
+        assert_eq!(t.assign("a", 5).unwrap().generation, 3);
+        assert_eq!(t.fail("a", 3, "y".into(), 6).unwrap(), "dead_letter");
+        assert_eq!(t.status, TaskStatus::DeadLetter);
+        t.retry_from_dead_letter("admin", 7).unwrap();
+        assert_eq!(
+            (t.status, t.generation, t.retry_count),
+            (TaskStatus::Queued, 4, 0)
+        );
+    }
+
+    #[test]
+    fn complete_is_idempotent() {
+        let mut t = task(3);
+        t.assign("a", 1).unwrap();
+        assert_eq!(t.complete("a", 1, None, Some(5), 2).unwrap(), "complete");
+        let before = t.clone();
+        assert_eq!(t.complete("a", 1, None, Some(9), 3).unwrap(), "complete");
+        assert_eq!(t, before);
+        assert_eq!(
+            t.complete("b", 1, None, None, 3),
+            Err(TaskError::InvalidState(TaskStatus::Completed))
+        );
+    }
+
+    #[test]
+    fn reclaims_past_the_limit_dead_letter() {
+        let mut t = task(3);
+        t.assign("a", 1).unwrap();
+        assert_eq!(
+            t.reclaim("a", 1, "disconnect", 2),
+            Ok(ReclaimOutcome::Requeued)
+        );
+        assert_eq!(
+            t.reclaim("a", 1, "disconnect", 2),
+            Err(TaskError::StaleGeneration)
+        );
+        t.assign("a", 3).unwrap();
+        assert_eq!(
+            t.reclaim("a", 3, "lease_expired", 4),
+            Ok(ReclaimOutcome::DeadLettered)
+        );
+        assert_eq!(t.last_error.as_deref(), Some("too_many_reclaims"));
+    }
+
+    #[test]
+    fn history_is_capped() {
+        let mut t = task(3);
+        t.assign("a", 1).unwrap();
+        for i in 0..100 {
+            t.progress("a", None, Some(i), None, i as i64).unwrap();
+        }
+        assert_eq!(t.history.len(), HISTORY_KEPT);
+    }
+}
