@@ -81,7 +81,7 @@ impl Config {
                 })?;
                 toml::from_str(&text).map_err(|e| ConfigError::Parse {
                     path: path.to_path_buf(),
-                    reason: e.message().to_string(),
+                    reason: describe_toml_error(&text, &e),
                 })?
             }
         };
@@ -135,6 +135,18 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The parser's message plus the line it points at, so a wrong value is reported
+/// with its key (`line 3: sweep_interval_ms = "soon": invalid type ...`).
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let Some(span) = e.span() else {
+        return e.message().to_string();
+    };
+    let start = span.start.min(text.len());
+    let line_no = text.get(..start).unwrap_or(text).matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or_default().trim();
+    format!("line {line_no}: `{line}`: {}", e.message())
 }
 
 #[cfg(test)]

@@ -244,12 +244,13 @@ impl AgentFsm {
         tracing::warn!(agent_id = %self.agent_id, task_id = %task_id, "acceptance timeout");
         self.unresponsive = true;
         self.reclaim(task_id.clone(), generation, "acceptance_timeout");
+        // State first, so anyone who reacts to the push already sees it.
+        self.become_idle(ctx, None);
         self.push(ServerFrame::TaskCancelled {
             task_id,
             reason: "acceptance_timeout".into(),
             timestamp: now_ms(),
         });
-        self.become_idle(ctx, None);
     }
 
     fn reclaim(&self, task_id: String, generation: u64, reason: &str) {
@@ -491,12 +492,14 @@ impl Handler<Lifecycle> for AgentFsm {
                     })),
                     (Ok(ReportReply::Ack(status)), _) => {
                         if status == "accepted" {
+                            act.unresponsive = false;
                             if act.holds(&task_id) {
                                 act.stop_accept_timer(ctx);
                                 let current = act.current.clone();
                                 act.set_state(FsmState::Working, current);
+                            } else {
+                                act.publish(None);
                             }
-                            act.unresponsive = false;
                         } else if act.holds(&task_id) {
                             let delay = is_reject.then_some(act.timings.reject_backoff);
                             act.become_idle(ctx, delay);
@@ -588,14 +591,14 @@ impl Handler<Withdrawn> for AgentFsm {
     type Result = ();
 
     fn handle(&mut self, msg: Withdrawn, ctx: &mut Context<Self>) {
+        if self.current.as_ref() == Some(&(msg.task_id.clone(), msg.generation)) {
+            self.become_idle(ctx, None);
+        }
         self.push(ServerFrame::TaskCancelled {
-            task_id: msg.task_id.clone(),
+            task_id: msg.task_id,
             reason: msg.reason,
             timestamp: now_ms(),
         });
-        if self.current.as_ref() == Some(&(msg.task_id, msg.generation)) {
-            self.become_idle(ctx, None);
-        }
     }
 }
 

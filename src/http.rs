@@ -10,6 +10,9 @@
 use std::collections::HashMap;
 use std::future::{ready, Ready};
 
+use actix_web::dev::ServiceResponse;
+use actix_web::http::header::CONTENT_TYPE;
+use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 use serde_json::{json, Value};
@@ -145,6 +148,32 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/admin/tokens", web::post().to(issue_token))
         .route("/admin/tokens", web::get().to(list_tokens))
         .route("/admin/tokens/{agent_id}", web::delete().to(revoke_token));
+}
+
+/// Gives error responses made by the framework itself (an oversized body, a failed
+/// WebSocket handshake) the same JSON shape as ours: `{"error": "<snake_case>"}`.
+pub fn json_errors<B: 'static>(
+    res: ServiceResponse<B>,
+) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let is_json = res
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let error = status
+        .canonical_reason()
+        .unwrap_or("error")
+        .to_ascii_lowercase()
+        .replace([' ', '-'], "_");
+    let (req, _) = res.into_parts();
+    let body = HttpResponse::build(status).json(json!({ "error": error }));
+    Ok(ErrorHandlerResponse::Response(
+        ServiceResponse::new(req, body).map_into_right_body(),
+    ))
 }
 
 /// Every unknown route.

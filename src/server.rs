@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use actix_web::middleware::ErrorHandlers;
 use actix_web::{web, App, HttpServer};
 
 use crate::auth::Tokens;
@@ -90,12 +91,15 @@ pub async fn serve(
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(ErrorHandlers::new().default_handler(http::json_errors))
             .app_data(data.clone())
             .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
             .configure(http::routes)
             .default_service(web::to(http::not_found))
     })
     .workers(2)
+    // Open agent sockets must not hold a stop (SIGTERM) for long.
+    .shutdown_timeout(3)
     .bind(addr)?;
     if let Some(bound) = server.addrs().first() {
         on_listening(*bound);
