@@ -47,8 +47,21 @@ pub enum IdentifyRefusal {
 /// Why an agent token could not be issued.
 #[derive(Debug, Clone)]
 pub enum IssueError {
+    /// The agent has a token already (revoke it first).
     AlreadyExists,
+    /// The invite is unknown, expired, used, or for another agent.
+    InvalidInvite,
     Store(StoreError),
+}
+
+/// A one-time invite for one agent id; stored under the hash of its code.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InviteRecord {
+    pub agent_id: String,
+    pub capabilities: Vec<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub used_at: Option<i64>,
 }
 
 impl From<StoreError> for IssueError {
@@ -66,6 +79,29 @@ pub struct Tokens {
 /// SHA-256 of a token, hex.
 pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// The one command that joins a new agent machine to the hub.
+pub fn join_command(hub_url: &str, agent_id: &str, code: &str, capabilities: &[String]) -> String {
+    // Quoted, so an odd agent id or URL can never turn into extra shell commands.
+    let quote = |s: &str| {
+        shlex::try_quote(s)
+            .map(|q| q.into_owned())
+            .unwrap_or_else(|_| "''".to_string())
+    };
+    let mut cmd = format!(
+        "agentcom-sidecar join --hub {} --agent-id {} --invite {}",
+        quote(hub_url),
+        quote(agent_id),
+        quote(code)
+    );
+    if !capabilities.is_empty() {
+        cmd.push_str(&format!(
+            " --capabilities {}",
+            quote(&capabilities.join(","))
+        ));
+    }
+    cmd
 }
 
 /// A fresh random token.
@@ -176,6 +212,84 @@ impl Tokens {
         Ok((token, record))
     }
 
+    /// Creates a one-time invite for `agent_id`, valid for `ttl_ms`; returns its code.
+    /// Durable when this returns.
+    pub fn invite_now(
+        &self,
+        agent_id: &str,
+        mut capabilities: Vec<String>,
+        ttl_ms: i64,
+    ) -> Result<(String, InviteRecord), StoreError> {
+        capabilities.sort();
+        capabilities.dedup();
+        let mut bytes = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut bytes);
+        let code = format!("inv_{}", hex::encode(bytes));
+        let now = now_ms();
+        let record = InviteRecord {
+            agent_id: agent_id.to_string(),
+            capabilities,
+            created_at: now,
+            expires_at: now.saturating_add(ttl_ms),
+            used_at: None,
+        };
+        self.store
+            .invites
+            .insert(hash_token(&code).as_bytes(), encode(&record))?;
+        self.store.flush_now()?;
+        Ok((code, record))
+    }
+
+    /// Redeems an invite: issues the agent's token with the invite's capabilities
+    /// and marks the invite used, or changes nothing. Durable when this returns.
+    pub async fn redeem(
+        &self,
+        agent_id: &str,
+        code: &str,
+    ) -> Result<(String, TokenRecord), IssueError> {
+        let key = hash_token(code);
+        let Some(old) = self
+            .store
+            .invites
+            .get(key.as_bytes())
+            .map_err(StoreError::from)?
+        else {
+            return Err(IssueError::InvalidInvite);
+        };
+        let invite: InviteRecord = decode("invites", key.as_bytes(), &old)?;
+        if invite.used_at.is_some() || invite.expires_at < now_ms() || invite.agent_id != agent_id {
+            return Err(IssueError::InvalidInvite);
+        }
+        let used = InviteRecord {
+            used_at: Some(now_ms()),
+            ..invite.clone()
+        };
+        // The swap makes a concurrent second use of the same code fail.
+        let swapped = self
+            .store
+            .invites
+            .compare_and_swap(key.as_bytes(), Some(&old), Some(encode(&used)))
+            .map_err(StoreError::from)?;
+        if swapped.is_err() {
+            return Err(IssueError::InvalidInvite);
+        }
+        match self.insert(agent_id, invite.capabilities) {
+            Ok(issued) => {
+                self.store.durable().await?;
+                Ok(issued)
+            }
+            Err(e) => {
+                // Nothing was issued: the invite stays usable.
+                let _ = self.store.invites.compare_and_swap(
+                    key.as_bytes(),
+                    Some(encode(&used)),
+                    Some(old),
+                );
+                Err(e)
+            }
+        }
+    }
+
     /// Revokes an agent's token; `false` when the agent had none.
     pub async fn revoke(&self, agent_id: &str) -> Result<bool, StoreError> {
         let removed = self.remove(agent_id)?;
@@ -252,6 +366,51 @@ mod tests {
             tokens.authenticate(&admin).expect("auth"),
             Some(Principal::Admin)
         );
+        assert!(tokens.revoke_now("a1").expect("revoke"));
+        assert_eq!(
+            tokens.check_identify("a1", &tok),
+            Err(IdentifyRefusal::InvalidToken)
+        );
+    }
+
+    #[actix_rt::test]
+    async fn invites_are_single_use_and_bound_to_their_agent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tokens = Tokens::new(Store::open(dir.path()).expect("open"));
+        let (code, _) = tokens
+            .invite_now("new", vec!["b".into(), "a".into()], 60_000)
+            .expect("invite");
+        assert!(matches!(
+            tokens.redeem("other", &code).await,
+            Err(IssueError::InvalidInvite)
+        ));
+        let (token, record) = tokens.redeem("new", &code).await.expect("redeem");
+        assert_eq!(record.capabilities, vec!["a", "b"]);
+        assert_eq!(tokens.check_identify("new", &token), Ok(()));
+        assert!(matches!(
+            tokens.redeem("new", &code).await,
+            Err(IssueError::InvalidInvite)
+        ));
+        let (expired, _) = tokens.invite_now("late", vec![], -1).expect("invite");
+        assert!(matches!(
+            tokens.redeem("late", &expired).await,
+            Err(IssueError::InvalidInvite)
+        ));
+        // An invite for an agent that exists already is refused and stays usable.
+        let (again, _) = tokens.invite_now("new", vec![], 60_000).expect("invite");
+        assert!(matches!(
+            tokens.redeem("new", &again).await,
+            Err(IssueError::AlreadyExists)
+        ));
+        assert!(tokens.revoke_now("new").expect("revoke"));
+        assert!(tokens.redeem("new", &again).await.is_ok());
+    }
+
+    #[test]
+    fn revoked_token_no_longer_identifies() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tokens = Tokens::new(Store::open(dir.path()).expect("open"));
+        let (tok, _) = tokens.issue_now("a1", vec![]).expect("issue");
         assert!(tokens.revoke_now("a1").expect("revoke"));
         assert_eq!(
             tokens.check_identify("a1", &tok),

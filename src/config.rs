@@ -41,6 +41,15 @@ pub struct Config {
     pub default_max_retries: u32,
     /// Reclaims after which a task dead-letters (when the task sets none).
     pub default_max_reclaims: u32,
+    /// Let anyone register an agent without an invite (off: invites or admin only).
+    pub open_registration: bool,
+    /// How agents reach this hub (e.g. `http://hub.tailnet:4000`); used in invites
+    /// and registration answers. Default: the address the request came in on.
+    pub public_url: Option<String>,
+    /// Repository handed to newly registered agents.
+    pub default_repo: Option<String>,
+    /// How long an invite stays valid.
+    pub invite_ttl_hours: u64,
 }
 
 impl Default for Config {
@@ -58,6 +67,10 @@ impl Default for Config {
             reject_backoff_ms: 1_000,
             default_max_retries: 3,
             default_max_reclaims: 5,
+            open_registration: false,
+            public_url: None,
+            default_repo: None,
+            invite_ttl_hours: 24,
         }
     }
 }
@@ -95,6 +108,14 @@ impl Config {
         Ok(config)
     }
 
+    /// The URL agents use to reach the hub's HTTP API, without a trailing slash.
+    pub fn hub_url(&self) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("http://{}", self.bind),
+        }
+    }
+
     /// The bind address, parsed.
     pub fn bind_addr(&self) -> Result<SocketAddr, ConfigError> {
         self.bind.parse().map_err(|_| ConfigError::Invalid {
@@ -126,6 +147,20 @@ impl Config {
                     reason: "must be greater than 0".into(),
                 });
             }
+        }
+        if let Some(url) = &self.public_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::Invalid {
+                    field: "public_url",
+                    reason: "must start with http:// or https://".into(),
+                });
+            }
+        }
+        if self.invite_ttl_hours == 0 {
+            return Err(ConfigError::Invalid {
+                field: "invite_ttl_hours",
+                reason: "must be greater than 0".into(),
+            });
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::Invalid {

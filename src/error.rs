@@ -75,6 +75,10 @@ pub enum ApiError {
     /// 409: the resource exists already.
     #[error("{what} already exists")]
     AlreadyExists { what: &'static str, id: String },
+    /// 403: the invite is unknown, expired, used or for another agent, or none was
+    /// given where registration needs one.
+    #[error("invalid invite")]
+    InvalidInvite,
     /// 409: the task is not in a state that allows the operation.
     #[error("task {task_id} is {status}")]
     InvalidState { task_id: String, status: String },
@@ -100,7 +104,9 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::AdminOnly | ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::AdminOnly | ApiError::Forbidden | ApiError::InvalidInvite => {
+                StatusCode::FORBIDDEN
+            }
             ApiError::NotFound | ApiError::TaskNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::InvalidJson(_) => StatusCode::BAD_REQUEST,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -117,6 +123,10 @@ impl ResponseError for ApiError {
             }),
             ApiError::AdminOnly => json!({"error": "admin_only"}),
             ApiError::Forbidden => json!({"error": "forbidden"}),
+            ApiError::InvalidInvite => json!({
+                "error": "invalid_invite",
+                "hint": "ask an operator for a fresh invite: agentcom-hub agent invite NAME",
+            }),
             ApiError::NotFound => json!({"error": "not_found"}),
             ApiError::TaskNotFound(id) => json!({"error": "task_not_found", "task_id": id}),
             ApiError::InvalidJson(detail) => json!({"error": "invalid_json", "detail": detail}),

@@ -216,9 +216,12 @@ impl AgentFsm {
         } else {
             self.idle_since
         };
+        // Every agent implicitly serves `agent:<its id>`, so a task can name its agent.
+        let mut capabilities = self.capabilities.clone();
+        capabilities.push(format!("agent:{}", self.agent_id));
         self.scheduler.do_send(AgentAvailable {
             agent_id: self.agent_id.clone(),
-            capabilities: self.capabilities.clone(),
+            capabilities,
             idle_since,
             fsm: ctx.address(),
         });

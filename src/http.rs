@@ -17,7 +17,7 @@ use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 use serde_json::{json, Value};
 
-use crate::auth::{IssueError, Principal};
+use crate::auth::{join_command, IssueError, Principal};
 use crate::error::ApiError;
 use crate::presence::{AgentState, ListAgents, OnlineCount, RevokeAgent};
 use crate::protocol::{check_fields, parse_priority, parse_task_spec, Field, FieldError, Kind};
@@ -147,7 +147,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/agents/{id}/state", web::get().to(agent_state))
         .route("/admin/tokens", web::post().to(issue_token))
         .route("/admin/tokens", web::get().to(list_tokens))
-        .route("/admin/tokens/{agent_id}", web::delete().to(revoke_token));
+        .route("/admin/tokens/{agent_id}", web::delete().to(revoke_token))
+        .route("/admin/invites", web::post().to(create_invite))
+        .route("/api/onboard/register", web::post().to(register));
 }
 
 /// Gives error responses made by the framework itself (an oversized body, a failed
@@ -465,7 +467,72 @@ async fn agent_state(
     }
 }
 
-const TOKEN_REQUEST: &[Field] = &[
+async fn issue_token(
+    _admin: Admin,
+    body: web::Bytes,
+    state: web::Data<HubState>,
+) -> Result<HttpResponse, ApiError> {
+    let obj = object_body(&body, &[agent_id_field(), CAPABILITIES_FIELD])?;
+    let agent_id = obj
+        .get("agent_id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let caps = str_list(&obj, "capabilities");
+    let (token, record) = state
+        .tokens
+        .issue(&agent_id, caps)
+        .await
+        .map_err(|e| issue_error(&agent_id, e))?;
+    tracing::info!(agent_id = %agent_id, "agent token issued");
+    Ok(HttpResponse::Created().json(json!({
+        "agent_id": record.agent_id,
+        "token": token,
+        "token_prefix": record.token_prefix,
+        "created_at": record.created_at,
+        "capabilities": record.capabilities,
+    })))
+}
+
+fn issue_error(agent_id: &str, e: IssueError) -> ApiError {
+    match e {
+        IssueError::AlreadyExists => ApiError::AlreadyExists {
+            what: "agent",
+            id: agent_id.to_string(),
+        },
+        IssueError::InvalidInvite => ApiError::InvalidInvite,
+        IssueError::Store(e) => e.into(),
+    }
+}
+
+/// Parses a JSON object body against `fields`.
+fn object_body(body: &[u8], fields: &[Field]) -> Result<serde_json::Map<String, Value>, ApiError> {
+    let Value::Object(obj) = parse_json(body)? else {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "",
+            "wrong_type",
+            "expected a JSON object",
+        )]));
+    };
+    let errors = check_fields(&obj, fields);
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    Ok(obj)
+}
+
+fn str_list(obj: &serde_json::Map<String, Value>, key: &str) -> Vec<String> {
+    obj.get(key)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn agent_id_field() -> Field {
     Field {
         name: "agent_id",
         kind: Kind::Str {
@@ -473,62 +540,122 @@ const TOKEN_REQUEST: &[Field] = &[
             non_empty: true,
         },
         required: true,
-    },
-    Field {
-        name: "capabilities",
-        kind: Kind::StrList,
-        required: false,
-    },
-];
+    }
+}
 
-async fn issue_token(
+const CAPABILITIES_FIELD: Field = Field {
+    name: "capabilities",
+    kind: Kind::StrList,
+    required: false,
+};
+
+/// `POST /admin/invites`: a one-time invite and the join command that uses it.
+async fn create_invite(
     _admin: Admin,
+    req: HttpRequest,
     body: web::Bytes,
     state: web::Data<HubState>,
 ) -> Result<HttpResponse, ApiError> {
-    let value = parse_json(&body)?;
-    let Value::Object(obj) = &value else {
-        return Err(ApiError::Validation(vec![FieldError::new(
-            "",
-            "wrong_type",
-            "expected a JSON object",
-        )]));
+    let ttl = Field {
+        name: "ttl_hours",
+        kind: Kind::UInt,
+        required: false,
     };
-    let errors = check_fields(obj, TOKEN_REQUEST);
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
+    let obj = object_body(&body, &[agent_id_field(), CAPABILITIES_FIELD, ttl])?;
     let agent_id = obj
         .get("agent_id")
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    let caps: Vec<String> = obj
-        .get("capabilities")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|c| c.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    match state.tokens.issue(&agent_id, caps).await {
-        Ok((token, record)) => {
-            tracing::info!(agent_id = %agent_id, "agent token issued");
-            Ok(HttpResponse::Created().json(json!({
-                "agent_id": record.agent_id,
-                "token": token,
-                "token_prefix": record.token_prefix,
-                "created_at": record.created_at,
-                "capabilities": record.capabilities,
-            })))
+    let hours = match obj.get("ttl_hours").and_then(Value::as_u64) {
+        None => state.config.invite_ttl_hours,
+        Some(h) if (1..=24 * 365).contains(&h) => h,
+        Some(_) => {
+            return Err(ApiError::Validation(vec![FieldError::new(
+                "ttl_hours",
+                "invalid_value",
+                "must be between 1 and 8760",
+            )]))
         }
-        Err(IssueError::AlreadyExists) => Err(ApiError::AlreadyExists {
-            what: "agent",
-            id: agent_id,
-        }),
-        Err(IssueError::Store(e)) => Err(e.into()),
+    };
+    let caps = str_list(&obj, "capabilities");
+    let tokens = state.tokens.clone();
+    let (code, record) = web::block(move || {
+        tokens.invite_now(&agent_id, caps, (hours as i64).saturating_mul(3_600_000))
+    })
+    .await
+    .map_err(|e| ApiError::Unavailable(e.to_string()))??;
+    let hub_url = public_url(&state, &req);
+    tracing::info!(agent_id = %record.agent_id, "invite created");
+    Ok(HttpResponse::Created().json(json!({
+        "invite": code,
+        "agent_id": record.agent_id,
+        "capabilities": record.capabilities,
+        "expires_at": record.expires_at,
+        "command": join_command(&hub_url, &record.agent_id, &code, &record.capabilities),
+    })))
+}
+
+/// The hub's URL as agents should use it: the configured public URL, else the
+/// address this request reached.
+fn public_url(state: &HubState, req: &HttpRequest) -> String {
+    match &state.config.public_url {
+        Some(_) => state.config.hub_url(),
+        None => {
+            let info = req.connection_info();
+            format!("{}://{}", info.scheme(), info.host())
+        }
     }
+}
+
+/// `POST /api/onboard/register`: an invite (or the admin token, or open
+/// registration) buys the agent its token.
+async fn register(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<HubState>,
+) -> Result<HttpResponse, ApiError> {
+    let invite = Field {
+        name: "invite",
+        kind: Kind::Str {
+            max: 256,
+            non_empty: true,
+        },
+        required: false,
+    };
+    let obj = object_body(&body, &[agent_id_field(), invite, CAPABILITIES_FIELD])?;
+    let agent_id = obj
+        .get("agent_id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let issued = match obj.get("invite").and_then(Value::as_str) {
+        Some(code) => state.tokens.redeem(&agent_id, code).await,
+        None => {
+            let admin = matches!(bearer(&req), Ok(Caller(Principal::Admin)));
+            if !admin && !state.config.open_registration {
+                return Err(ApiError::InvalidInvite);
+            }
+            let caps = str_list(&obj, "capabilities");
+            state.tokens.issue(&agent_id, caps).await
+        }
+    };
+    let (token, record) = issued.map_err(|e| issue_error(&agent_id, e))?;
+    tracing::info!(agent_id = %agent_id, "agent registered");
+    let api = public_url(&state, &req);
+    let ws = format!(
+        "{}/ws",
+        api.replacen("https://", "wss://", 1)
+            .replacen("http://", "ws://", 1)
+    );
+    Ok(HttpResponse::Created().json(json!({
+        "agent_id": record.agent_id,
+        "token": token,
+        "capabilities": record.capabilities,
+        "hub_ws_url": ws,
+        "hub_api_url": api,
+        "default_repo": state.config.default_repo,
+    })))
 }
 
 async fn list_tokens(_admin: Admin, state: web::Data<HubState>) -> Result<HttpResponse, ApiError> {

@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 
-use agentcom_hub::auth::{IssueError, Tokens};
+use agentcom_hub::auth::{join_command, IssueError, Tokens};
 use agentcom_hub::config::{Config, Overrides};
 use agentcom_hub::error::StoreError;
 use agentcom_hub::server;
@@ -52,6 +53,16 @@ struct Common {
     config: Option<PathBuf>,
 }
 
+#[derive(Args, Clone)]
+struct Target {
+    #[command(flatten)]
+    common: Common,
+    /// Talk to a running hub at this URL (needs AGENTCOM_ADMIN_TOKEN) instead of
+    /// opening the data directory.
+    #[arg(long, env = "AGENTCOM_HUB_URL")]
+    hub: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum AgentAction {
     /// Register an agent and print its token (shown once).
@@ -62,19 +73,32 @@ enum AgentAction {
         #[arg(long, value_delimiter = ',')]
         capabilities: Vec<String>,
         #[command(flatten)]
-        common: Common,
+        target: Target,
+    },
+    /// Print the one command that joins a new agent machine (one-time invite).
+    Invite {
+        /// The agent's id.
+        name: String,
+        /// Comma-separated capabilities, e.g. code,review.
+        #[arg(long, value_delimiter = ',')]
+        capabilities: Vec<String>,
+        /// How long the invite stays valid [default: config invite_ttl_hours].
+        #[arg(long)]
+        ttl_hours: Option<u64>,
+        #[command(flatten)]
+        target: Target,
     },
     /// List registered agents (token prefixes only).
     List {
         #[command(flatten)]
-        common: Common,
+        target: Target,
     },
     /// Revoke an agent's token.
     Revoke {
         /// The agent's id.
         name: String,
         #[command(flatten)]
-        common: Common,
+        target: Target,
     },
 }
 
@@ -146,60 +170,198 @@ fn valid_agent_id(name: &str) -> Result<(), Fatal> {
     Ok(())
 }
 
+fn clean_caps(capabilities: Vec<String>) -> Vec<String> {
+    capabilities
+        .into_iter()
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty())
+        .collect()
+}
+
+fn refused(e: IssueError, name: &str) -> Fatal {
+    let message = match e {
+        IssueError::AlreadyExists => format!("agent {name} already exists (revoke it first)"),
+        IssueError::InvalidInvite => "invalid invite".into(),
+        IssueError::Store(e) => e.to_string(),
+    };
+    Fatal { code: 1, message }
+}
+
+/// Offline: work on the data directory of a stopped hub.
+fn open_tokens(common: &Common) -> Result<(Config, Tokens), Fatal> {
+    let config = load_config(common, None)?;
+    let tokens = Tokens::new(Store::open(&config.data_dir)?);
+    Ok((config, tokens))
+}
+
+/// What a running hub answered: its JSON body, or its refusal (status, body).
+type HubAnswer = Result<serde_json::Value, (u16, String)>;
+
+/// Online: one admin request to a running hub.
+fn hub_request(
+    hub: &str,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<HubAnswer, Fatal> {
+    let admin = std::env::var("AGENTCOM_ADMIN_TOKEN").map_err(|_| Fatal {
+        code: 2,
+        message: "--hub needs the admin token in AGENTCOM_ADMIN_TOKEN".into(),
+    })?;
+    let url = format!("{}{path}", hub.trim_end_matches('/'));
+    let request = ureq::request(method, &url)
+        .timeout(std::time::Duration::from_secs(30))
+        .set("Authorization", &format!("Bearer {admin}"));
+    let response = match body {
+        Some(b) => request.send_json(b),
+        None => request.call(),
+    };
+    match response {
+        Ok(r) => r.into_json().map(Ok).map_err(|e| Fatal {
+            code: 1,
+            message: format!("unreadable answer from {url}: {e}"),
+        }),
+        Err(ureq::Error::Status(code, r)) => Ok(Err((code, r.into_string().unwrap_or_default()))),
+        Err(e) => Err(Fatal {
+            code: 1,
+            message: format!("cannot reach the hub at {url}: {e}"),
+        }),
+    }
+}
+
 fn agent(action: AgentAction) -> Result<(), Fatal> {
     match action {
         AgentAction::Add {
             name,
             capabilities,
-            common,
+            target,
         } => {
             valid_agent_id(&name)?;
-            let config = load_config(&common, None)?;
-            let tokens = Tokens::new(Store::open(&config.data_dir)?);
-            let caps = capabilities
-                .into_iter()
-                .map(|c| c.trim().to_string())
-                .filter(|c| !c.is_empty())
-                .collect();
-            match tokens.issue_now(&name, caps) {
-                Ok((token, _)) => {
-                    println!("{token}");
-                    Ok(())
+            let caps = clean_caps(capabilities);
+            let token = match &target.hub {
+                Some(hub) => {
+                    let body = serde_json::json!({"agent_id": name, "capabilities": caps});
+                    let answer = accepted(hub_request(hub, "POST", "/admin/tokens", Some(body))?)?;
+                    answer["token"].as_str().unwrap_or_default().to_string()
                 }
-                Err(IssueError::AlreadyExists) => Err(Fatal {
-                    code: 1,
-                    message: format!("agent {name} already exists (revoke it first)"),
-                }),
-                Err(IssueError::Store(e)) => Err(e.into()),
-            }
+                None => {
+                    let (_, tokens) = open_tokens(&target.common)?;
+                    tokens
+                        .issue_now(&name, caps)
+                        .map_err(|e| refused(e, &name))?
+                        .0
+                }
+            };
+            println!("{token}");
+            Ok(())
         }
-        AgentAction::List { common } => {
-            let config = load_config(&common, None)?;
-            let tokens = Tokens::new(Store::open(&config.data_dir)?);
-            for r in tokens.list()? {
-                println!(
-                    "{}\t{}…\t{}",
-                    r.agent_id,
-                    r.token_prefix,
-                    r.capabilities.join(",")
-                );
+        AgentAction::Invite {
+            name,
+            capabilities,
+            ttl_hours,
+            target,
+        } => {
+            valid_agent_id(&name)?;
+            let caps = clean_caps(capabilities);
+            if ttl_hours.is_some_and(|h| h == 0 || h > 24 * 365) {
+                return Err(Fatal {
+                    code: 2,
+                    message: "--ttl-hours must be between 1 and 8760".into(),
+                });
+            }
+            let command = match &target.hub {
+                Some(hub) => {
+                    let mut body = serde_json::json!({"agent_id": name, "capabilities": caps});
+                    if let Some(h) = ttl_hours {
+                        body["ttl_hours"] = h.into();
+                    }
+                    let answer = accepted(hub_request(hub, "POST", "/admin/invites", Some(body))?)?;
+                    answer["command"].as_str().unwrap_or_default().to_string()
+                }
+                None => {
+                    let (config, tokens) = open_tokens(&target.common)?;
+                    let hours = ttl_hours.unwrap_or(config.invite_ttl_hours);
+                    let (code, record) =
+                        tokens.invite_now(&name, caps, (hours as i64).saturating_mul(3_600_000))?;
+                    join_command(&config.hub_url(), &name, &code, &record.capabilities)
+                }
+            };
+            println!("{command}");
+            Ok(())
+        }
+        AgentAction::List { target } => {
+            let rows: Vec<(String, String, Vec<String>)> = match &target.hub {
+                Some(hub) => {
+                    let answer = accepted(hub_request(hub, "GET", "/admin/tokens", None)?)?;
+                    answer["tokens"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .map(|t| {
+                                    (
+                                        t["agent_id"].as_str().unwrap_or_default().to_string(),
+                                        t["token_prefix"].as_str().unwrap_or_default().to_string(),
+                                        t["capabilities"]
+                                            .as_array()
+                                            .map(|c| {
+                                                c.iter()
+                                                    .filter_map(|v| v.as_str().map(str::to_string))
+                                                    .collect()
+                                            })
+                                            .unwrap_or_default(),
+                                    )
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                }
+                None => {
+                    let (_, tokens) = open_tokens(&target.common)?;
+                    tokens
+                        .list()?
+                        .into_iter()
+                        .map(|r| (r.agent_id, r.token_prefix, r.capabilities))
+                        .collect()
+                }
+            };
+            for (agent_id, prefix, caps) in rows {
+                println!("{agent_id}\t{prefix}…\t{}", caps.join(","));
             }
             Ok(())
         }
-        AgentAction::Revoke { name, common } => {
-            let config = load_config(&common, None)?;
-            let tokens = Tokens::new(Store::open(&config.data_dir)?);
-            if tokens.revoke_now(&name)? {
-                println!("revoked {name}");
-                Ok(())
-            } else {
-                Err(Fatal {
+        AgentAction::Revoke { name, target } => {
+            let revoked = match &target.hub {
+                Some(hub) => {
+                    let segment = utf8_percent_encode(&name, NON_ALPHANUMERIC);
+                    match hub_request(hub, "DELETE", &format!("/admin/tokens/{segment}"), None)? {
+                        Ok(_) => true,
+                        Err((404, _)) => false,
+                        Err(refusal) => return accepted(Err(refusal)).map(|_| ()),
+                    }
+                }
+                None => {
+                    let (_, tokens) = open_tokens(&target.common)?;
+                    tokens.revoke_now(&name)?
+                }
+            };
+            if !revoked {
+                return Err(Fatal {
                     code: 1,
                     message: format!("no agent named {name}"),
-                })
+                });
             }
+            println!("revoked {name}");
+            Ok(())
         }
     }
+}
+
+/// The body of a successful answer, or the hub's refusal as a failure.
+fn accepted(answer: HubAnswer) -> Result<serde_json::Value, Fatal> {
+    answer.map_err(|(status, body)| Fatal {
+        code: 1,
+        message: format!("hub refused ({status}): {body}"),
+    })
 }
 
 fn main() -> ExitCode {

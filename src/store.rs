@@ -39,6 +39,8 @@ pub struct Store {
     pub token_hashes: sled::Tree,
     /// Hub-wide settings and markers (admin token hash, format version).
     pub meta: sled::Tree,
+    /// Invite code hash → one-time invite record.
+    pub invites: sled::Tree,
     flush_requests: mpsc::Sender<Waiter>,
 }
 
@@ -66,6 +68,7 @@ impl Store {
             tokens: db.open_tree("tokens")?,
             token_hashes: db.open_tree("token_hashes")?,
             meta: db.open_tree("meta")?,
+            invites: db.open_tree("invites")?,
             path: dir.to_path_buf(),
             db,
             flush_requests: tx,
