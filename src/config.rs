@@ -50,6 +50,20 @@ pub struct Config {
     pub default_repo: Option<String>,
     /// How long an invite stays valid.
     pub invite_ttl_hours: u64,
+    /// Messages kept per agent mailbox; past it the oldest are evicted (counted).
+    pub mailbox_cap: u64,
+    /// Mailbox messages older than this are dropped (counted as expired).
+    pub mailbox_ttl_days: u64,
+    /// Messages kept per channel history.
+    pub channel_history: u64,
+    /// Message history (queries, threads) is kept this long.
+    pub message_retention_days: u64,
+    /// Hourly analytics buckets are kept this long.
+    pub analytics_retention_days: u64,
+    /// Largest message payload (serialized JSON bytes).
+    pub max_message_bytes: usize,
+    /// How often retention runs.
+    pub retention_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -71,6 +85,13 @@ impl Default for Config {
             public_url: None,
             default_repo: None,
             invite_ttl_hours: 24,
+            mailbox_cap: 1_000,
+            mailbox_ttl_days: 7,
+            channel_history: 200,
+            message_retention_days: 7,
+            analytics_retention_days: 7,
+            max_message_bytes: 256 * 1024,
+            retention_interval_ms: 60_000,
         }
     }
 }
@@ -116,6 +137,11 @@ impl Config {
         }
     }
 
+    /// A number of days in milliseconds (saturating).
+    pub fn days_ms(days: u64) -> i64 {
+        (days as i64).saturating_mul(86_400_000)
+    }
+
     /// The bind address, parsed.
     pub fn bind_addr(&self) -> Result<SocketAddr, ConfigError> {
         self.bind.parse().map_err(|_| ConfigError::Invalid {
@@ -132,7 +158,15 @@ impl Config {
                 reason: "must be one of error, warn, info, debug, trace".into(),
             });
         }
-        let positive: [(&'static str, u64); 6] = [
+        let positive: [(&'static str, u64); 14] = [
+            ("retention_interval_ms", self.retention_interval_ms),
+            ("invite_ttl_hours", self.invite_ttl_hours),
+            ("mailbox_cap", self.mailbox_cap),
+            ("mailbox_ttl_days", self.mailbox_ttl_days),
+            ("channel_history", self.channel_history),
+            ("message_retention_days", self.message_retention_days),
+            ("analytics_retention_days", self.analytics_retention_days),
+            ("max_message_bytes", self.max_message_bytes as u64),
             ("max_frame_bytes", self.max_frame_bytes as u64),
             ("idle_timeout_ms", self.idle_timeout_ms),
             ("acceptance_timeout_ms", self.acceptance_timeout_ms),
@@ -155,12 +189,6 @@ impl Config {
                     reason: "must start with http:// or https://".into(),
                 });
             }
-        }
-        if self.invite_ttl_hours == 0 {
-            return Err(ConfigError::Invalid {
-                field: "invite_ttl_hours",
-                reason: "must be greater than 0".into(),
-            });
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::Invalid {

@@ -72,6 +72,15 @@ pub enum ApiError {
     /// 422: the body or a query parameter breaks its schema.
     #[error("validation failed")]
     Validation(Vec<FieldError>),
+    /// 404: no channel with this name.
+    #[error("channel {0} not found")]
+    ChannelNotFound(String),
+    /// 404: a direct message to an agent that is not registered.
+    #[error("recipient {0} not found")]
+    RecipientNotFound(String),
+    /// 404: no message with this id (or it outlived retention).
+    #[error("message {0} not found")]
+    MessageNotFound(String),
     /// 409: the resource exists already.
     #[error("{what} already exists")]
     AlreadyExists { what: &'static str, id: String },
@@ -107,7 +116,11 @@ impl ResponseError for ApiError {
             ApiError::AdminOnly | ApiError::Forbidden | ApiError::InvalidInvite => {
                 StatusCode::FORBIDDEN
             }
-            ApiError::NotFound | ApiError::TaskNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound
+            | ApiError::TaskNotFound(_)
+            | ApiError::ChannelNotFound(_)
+            | ApiError::RecipientNotFound(_)
+            | ApiError::MessageNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::InvalidJson(_) => StatusCode::BAD_REQUEST,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::AlreadyExists { .. } | ApiError::InvalidState { .. } => StatusCode::CONFLICT,
@@ -133,8 +146,17 @@ impl ResponseError for ApiError {
             ApiError::Validation(errors) => {
                 json!({"error": "validation_failed", "errors": errors})
             }
+            ApiError::ChannelNotFound(c) => json!({"error": "channel_not_found", "channel": c}),
+            ApiError::RecipientNotFound(a) => {
+                json!({"error": "recipient_not_found", "agent_id": a})
+            }
+            ApiError::MessageNotFound(id) => {
+                json!({"error": "message_not_found", "message_id": id})
+            }
             ApiError::AlreadyExists { what, id } => {
-                json!({"error": "already_exists", "what": what, "id": id, "agent_id": id})
+                let mut body = json!({"error": "already_exists", "what": what, "id": id});
+                body[format!("{what}_id")] = json!(id);
+                body
             }
             ApiError::InvalidState { task_id, status } => {
                 json!({"error": "invalid_state", "task_id": task_id, "status": status})

@@ -7,6 +7,8 @@
 pub mod protocol;
 
 #[cfg(feature = "server")]
+pub mod analytics;
+#[cfg(feature = "server")]
 pub mod auth;
 #[cfg(feature = "server")]
 pub mod config;
@@ -17,9 +19,13 @@ pub mod fsm;
 #[cfg(feature = "server")]
 pub mod http;
 #[cfg(feature = "server")]
+pub mod messaging;
+#[cfg(feature = "server")]
 pub mod presence;
 #[cfg(feature = "server")]
 pub mod queue;
+#[cfg(feature = "server")]
+pub mod retention;
 #[cfg(feature = "server")]
 pub mod scheduler;
 #[cfg(feature = "server")]

@@ -267,3 +267,58 @@ impl Handler<ViolationDisconnect> for Presence {
         entry.until = now + secs * 1000;
     }
 }
+
+/// Push a frame to one agent if it is online; answers whether it was handed to a
+/// live socket.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Deliver {
+    pub agent_id: String,
+    pub frame: ServerFrame,
+}
+
+impl Handler<Deliver> for Presence {
+    type Result = bool;
+
+    fn handle(&mut self, msg: Deliver, _: &mut Context<Self>) -> bool {
+        self.online
+            .get(&msg.agent_id)
+            .is_some_and(|push| push.try_send(Push(msg.frame)).is_ok())
+    }
+}
+
+/// Push a frame to those of `agents` that are online.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DeliverMany {
+    pub agents: Vec<String>,
+    pub frame: ServerFrame,
+}
+
+impl Handler<DeliverMany> for Presence {
+    type Result = ();
+
+    fn handle(&mut self, msg: DeliverMany, _: &mut Context<Self>) {
+        for agent_id in &msg.agents {
+            if let Some(push) = self.online.get(agent_id) {
+                push.do_send(Push(msg.frame.clone()));
+            }
+        }
+    }
+}
+
+/// Push a frame to every online agent but `except`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Broadcast {
+    pub except: String,
+    pub frame: ServerFrame,
+}
+
+impl Handler<Broadcast> for Presence {
+    type Result = ();
+
+    fn handle(&mut self, msg: Broadcast, _: &mut Context<Self>) {
+        self.broadcast(&msg.except, msg.frame);
+    }
+}

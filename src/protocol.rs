@@ -624,6 +624,8 @@ pub struct ErrorFrame {
     pub errors: Option<Vec<FieldError>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
 }
 
 impl ErrorFrame {
@@ -633,8 +635,42 @@ impl ErrorFrame {
             message_type: None,
             errors: None,
             task_id: None,
+            channel: None,
         }
     }
+}
+
+/// A stored message: direct (`to` set), broadcast (neither set) or on a channel.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ChatMessage {
+    pub id: String,
+    pub from: String,
+    #[serde(default)]
+    pub to: Option<String>,
+    #[serde(default)]
+    pub channel: Option<String>,
+    pub message_type: String,
+    pub payload: Value,
+    #[serde(default)]
+    pub reply_to: Option<String>,
+    pub timestamp: i64,
+}
+
+/// One entry of a sequence (channel history, mailbox).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SeqEntry {
+    pub seq: u64,
+    pub message: ChatMessage,
+    pub stored_at: i64,
+}
+
+/// A channel as listed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ChannelInfo {
+    pub name: String,
+    pub description: String,
+    pub subscriber_count: usize,
+    pub created_at: i64,
 }
 
 /// A hub → agent frame.
@@ -682,6 +718,76 @@ pub enum ServerFrame {
     StatusChanged {
         agent: AgentInfo,
     },
+    Message {
+        id: String,
+        from: String,
+        message_type: String,
+        payload: Value,
+        reply_to: Option<String>,
+        timestamp: i64,
+    },
+    ChannelMessage {
+        channel: String,
+        id: String,
+        from: String,
+        message_type: String,
+        payload: Value,
+        reply_to: Option<String>,
+        timestamp: i64,
+    },
+    MessageSent {
+        id: String,
+    },
+    ChannelSubscribed {
+        channel: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+    },
+    ChannelUnsubscribed {
+        channel: String,
+    },
+    ChannelPublished {
+        channel: String,
+        seq: u64,
+        id: String,
+    },
+    ChannelHistory {
+        channel: String,
+        messages: Vec<SeqEntry>,
+    },
+    Channels {
+        channels: Vec<ChannelInfo>,
+    },
+    ChannelAgentJoined {
+        channel: String,
+        agent_id: String,
+    },
+}
+
+impl ServerFrame {
+    /// The push for a stored message: `message` for direct and broadcast ones,
+    /// `channel_message` for channel ones.
+    pub fn for_message(m: &ChatMessage) -> ServerFrame {
+        match &m.channel {
+            Some(channel) => ServerFrame::ChannelMessage {
+                channel: channel.clone(),
+                id: m.id.clone(),
+                from: m.from.clone(),
+                message_type: m.message_type.clone(),
+                payload: m.payload.clone(),
+                reply_to: m.reply_to.clone(),
+                timestamp: m.timestamp,
+            },
+            None => ServerFrame::Message {
+                id: m.id.clone(),
+                from: m.from.clone(),
+                message_type: m.message_type.clone(),
+                payload: m.payload.clone(),
+                reply_to: m.reply_to.clone(),
+                timestamp: m.timestamp,
+            },
+        }
+    }
 }
 
 impl From<FrameError> for ServerFrame {
@@ -696,6 +802,7 @@ impl From<FrameError> for ServerFrame {
                 message_type,
                 errors: Some(errors),
                 task_id: None,
+                channel: None,
             }),
         }
     }

@@ -16,6 +16,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use serde_json::{json, Map, Value};
 
+use crate::analytics::{Analytics, Count, Counter};
 use crate::config::Config;
 use crate::error::StoreError;
 use crate::fsm::Withdrawn;
@@ -72,6 +73,7 @@ struct Effects {
     ready: Vec<TaskReady>,
     unready: Vec<String>,
     withdrawn: Vec<Withdrawn>,
+    counts: Vec<Count>,
 }
 
 pub struct TaskQueue {
@@ -91,6 +93,7 @@ pub struct TaskQueue {
     next_seq: u64,
     scheduler: Addr<Scheduler>,
     presence: Addr<Presence>,
+    analytics: Addr<Analytics>,
 }
 
 impl TaskQueue {
@@ -101,6 +104,7 @@ impl TaskQueue {
         config: &Config,
         scheduler: Addr<Scheduler>,
         presence: Addr<Presence>,
+        analytics: Addr<Analytics>,
     ) -> Result<TaskQueue, StoreError> {
         let mut queue = TaskQueue {
             defaults: TaskDefaults {
@@ -118,6 +122,7 @@ impl TaskQueue {
             next_seq: 1,
             scheduler,
             presence,
+            analytics,
             store,
         };
         let now = now_ms();
@@ -296,6 +301,9 @@ impl TaskQueue {
         }
         for w in effects.withdrawn {
             self.presence.do_send(ToAgent(w));
+        }
+        for c in effects.counts {
+            self.analytics.do_send(c);
         }
     }
 
@@ -480,6 +488,17 @@ impl Handler<Assign> for TaskQueue {
     }
 }
 
+/// Runs a report and tells whether it changed the task (a repeat of an accepted
+/// report is acknowledged again but changes neither status nor generation).
+fn fresh<R>(
+    task: &mut Task,
+    report: impl FnOnce(&mut Task) -> Result<R, TaskError>,
+) -> Result<(R, bool), TaskError> {
+    let before = (task.status, task.generation);
+    let out = report(task)?;
+    Ok((out, (task.status, task.generation) != before))
+}
+
 /// A lifecycle report from an agent, already validated.
 #[derive(Debug, Clone)]
 pub enum Report {
@@ -602,21 +621,43 @@ impl Handler<AgentReport> for TaskQueue {
                 tokens_used,
             } => self
                 .with_task(&task_id, |t, now| {
-                    t.complete(&agent, generation, result, tokens_used, now)
+                    fresh(t, |t| {
+                        t.complete(&agent, generation, result, tokens_used, now)
+                    })
                 })
-                .map(|(ack, _)| ReportReply::Ack(ack)),
+                .map(|((ack, fresh), task)| {
+                    if fresh {
+                        effects.counts.push(Count {
+                            agent_id: agent.clone(),
+                            counter: Counter::TasksCompleted,
+                            at: task.updated_at,
+                        });
+                    }
+                    ReportReply::Ack(ack)
+                }),
             Report::Fail { generation, error } => self
-                .with_task(&task_id, |t, now| t.fail(&agent, generation, error, now))
-                .map(|(ack, task)| {
-                    if task.status == TaskStatus::Queued {
-                        effects.ready.push(Self::ready_of(&task));
+                .with_task(&task_id, |t, now| {
+                    fresh(t, |t| t.fail(&agent, generation, error, now))
+                })
+                .map(|((ack, fresh), task)| {
+                    if fresh {
+                        effects.counts.push(Count {
+                            agent_id: agent.clone(),
+                            counter: Counter::TasksFailed,
+                            at: task.updated_at,
+                        });
+                        if task.status == TaskStatus::Queued {
+                            effects.ready.push(Self::ready_of(&task));
+                        }
                     }
                     ReportReply::Ack(ack)
                 }),
             Report::Reject { generation, reason } => self
-                .with_task(&task_id, |t, now| t.reject(&agent, generation, reason, now))
-                .map(|(ack, task)| {
-                    if task.status == TaskStatus::Queued {
+                .with_task(&task_id, |t, now| {
+                    fresh(t, |t| t.reject(&agent, generation, reason, now))
+                })
+                .map(|((ack, fresh), task)| {
+                    if fresh && task.status == TaskStatus::Queued {
                         effects.ready.push(Self::ready_of(&task));
                     }
                     ReportReply::Ack(ack)

@@ -10,13 +10,16 @@ use actix::prelude::*;
 use actix_web::middleware::ErrorHandlers;
 use actix_web::{web, App, HttpServer};
 
+use crate::analytics::Analytics;
 use crate::auth::Tokens;
 use crate::config::Config;
 use crate::error::StoreError;
 use crate::fsm::FsmTimings;
 use crate::http;
+use crate::messaging::{Messaging, MessagingLimits};
 use crate::presence::Presence;
 use crate::queue::TaskQueue;
+use crate::retention::Retention;
 use crate::scheduler::Scheduler;
 use crate::session::SessionDeps;
 use crate::store::Store;
@@ -32,6 +35,8 @@ pub struct HubState {
     pub queue: Addr<TaskQueue>,
     pub scheduler: Addr<Scheduler>,
     pub presence: Addr<Presence>,
+    pub messaging: Addr<Messaging>,
+    pub analytics: Addr<Analytics>,
 }
 
 impl HubState {
@@ -39,6 +44,7 @@ impl HubState {
         SessionDeps {
             tokens: self.tokens.clone(),
             presence: self.presence.clone(),
+            messaging: self.messaging.clone(),
             idle_timeout: Duration::from_millis(self.config.idle_timeout_ms),
         }
     }
@@ -48,6 +54,11 @@ impl HubState {
 pub fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState, StoreError> {
     // The queue, scheduler and presence refer to one another: create the contexts
     // first so every actor can be given the others' addresses.
+    let analytics = Analytics::new(
+        store.clone(),
+        Config::days_ms(config.analytics_retention_days),
+    )
+    .start();
     let scheduler_ctx = Context::<Scheduler>::new();
     let presence_ctx = Context::<Presence>::new();
     let queue = TaskQueue::load(
@@ -55,6 +66,7 @@ pub fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState, Store
         &config,
         scheduler_ctx.address(),
         presence_ctx.address(),
+        analytics.clone(),
     )?
     .start();
     let scheduler = scheduler_ctx.run(Scheduler::new(
@@ -66,8 +78,32 @@ pub fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState, Store
         reject_backoff: Duration::from_millis(config.reject_backoff_ms),
     };
     let presence = presence_ctx.run(Presence::new(timings, queue.clone(), scheduler.clone()));
+    let tokens = Tokens::new(store.clone());
+    let limits = MessagingLimits {
+        mailbox_cap: config.mailbox_cap,
+        mailbox_ttl_ms: Config::days_ms(config.mailbox_ttl_days),
+        channel_history: config.channel_history,
+        history_ttl_ms: Config::days_ms(config.message_retention_days),
+        max_message_bytes: config.max_message_bytes,
+    };
+    let messaging = Messaging::load(
+        store.clone(),
+        tokens.clone(),
+        presence.clone(),
+        analytics.clone(),
+        limits,
+    )?
+    .start();
+    Retention {
+        every: Duration::from_millis(config.retention_interval_ms),
+        messaging: messaging.clone(),
+        analytics: analytics.clone(),
+    }
+    .start();
     Ok(HubState {
-        tokens: Tokens::new(store.clone()),
+        tokens,
+        messaging,
+        analytics,
         config,
         store,
         queue,

@@ -21,8 +21,13 @@ use crate::auth::{IdentifyRefusal, Tokens};
 use crate::fsm::{
     AgentFsm, CloseSocket, Connect, Disconnect, Lifecycle, Push, SessionHandle, SetStatus,
 };
+use crate::messaging::{
+    ChannelHistory, ListChannels, Messaging, MsgError, Publish, SendMessage, Subscribe, Unsubscribe,
+};
 use crate::presence::{CooldownLeft, FsmFor, ListAgents, Presence, ViolationDisconnect};
-use crate::protocol::{parse_client_frame, ClientFrame, ErrorFrame, FrameError, ServerFrame};
+use crate::protocol::{
+    parse_client_frame, ClientFrame, ErrorFrame, FieldError, FrameError, ServerFrame,
+};
 use crate::util::now_ms;
 
 /// Violations within `VIOLATION_WINDOW` that close the socket.
@@ -36,6 +41,7 @@ static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 pub struct SessionDeps {
     pub tokens: Tokens,
     pub presence: Addr<Presence>,
+    pub messaging: Addr<Messaging>,
     pub idle_timeout: Duration,
 }
 
@@ -185,17 +191,97 @@ impl AgentSession {
                     },
                 ));
             }
-            other => {
-                // Messaging and channels arrive with the messaging layer.
-                self.send(
-                    ctx,
-                    &ServerFrame::Error(ErrorFrame {
-                        message_type: Some(other.type_name().to_string()),
-                        ..ErrorFrame::plain("not_supported")
-                    }),
-                );
-            }
+            other => self.messaging_frame(other, ctx),
         }
+    }
+
+    /// `message` and `channel_*` frames: ask `Messaging`, answer in order.
+    fn messaging_frame(&mut self, frame: ClientFrame, ctx: &mut ws::WebsocketContext<Self>) {
+        let Some(from) = self.agent_id().map(str::to_string) else {
+            return;
+        };
+        let messaging = self.deps.messaging.clone();
+        let message_type = frame.type_name();
+        let work = async move {
+            let reply = match frame {
+                ClientFrame::Message {
+                    payload,
+                    to,
+                    message_type,
+                    reply_to,
+                } => messaging
+                    .send(SendMessage {
+                        from,
+                        to,
+                        message_type,
+                        payload,
+                        reply_to,
+                    })
+                    .await
+                    .map(|r| r.map(|id| ServerFrame::MessageSent { id })),
+                ClientFrame::ChannelSubscribe { channel } => messaging
+                    .send(Subscribe {
+                        channel: channel.clone(),
+                        agent_id: from,
+                    })
+                    .await
+                    .map(|r| {
+                        r.map(|already| ServerFrame::ChannelSubscribed {
+                            channel,
+                            note: already.then(|| "already_subscribed".to_string()),
+                        })
+                    }),
+                ClientFrame::ChannelUnsubscribe { channel } => messaging
+                    .send(Unsubscribe {
+                        channel: channel.clone(),
+                        agent_id: from,
+                    })
+                    .await
+                    .map(|r| r.map(|_| ServerFrame::ChannelUnsubscribed { channel })),
+                ClientFrame::ChannelPublish {
+                    channel,
+                    payload,
+                    message_type,
+                    reply_to,
+                } => messaging
+                    .send(Publish {
+                        channel: channel.clone(),
+                        from,
+                        message_type,
+                        payload,
+                        reply_to,
+                    })
+                    .await
+                    .map(|r| r.map(|(seq, id)| ServerFrame::ChannelPublished { channel, seq, id })),
+                ClientFrame::ChannelHistory {
+                    channel,
+                    limit,
+                    since,
+                } => messaging
+                    .send(ChannelHistory {
+                        channel: channel.clone(),
+                        since: since.unwrap_or(0),
+                        limit: limit.unwrap_or(50).clamp(1, 200) as usize,
+                    })
+                    .await
+                    .map(|r| r.map(|messages| ServerFrame::ChannelHistory { channel, messages })),
+                ClientFrame::ListChannels => messaging
+                    .send(ListChannels)
+                    .await
+                    .map(|channels| Ok(ServerFrame::Channels { channels })),
+                _ => return None,
+            };
+            Some(match reply {
+                Ok(Ok(frame)) => frame,
+                Ok(Err(e)) => messaging_error(e, message_type),
+                Err(_) => ServerFrame::Error(ErrorFrame::plain("hub_unavailable")),
+            })
+        };
+        ctx.wait(work.into_actor(self).map(|reply, act, ctx| {
+            if let Some(reply) = reply {
+                act.send(ctx, &reply);
+            }
+        }));
     }
 
     fn identify(&mut self, frame: ClientFrame, ctx: &mut ws::WebsocketContext<Self>) {
@@ -284,6 +370,36 @@ impl AgentSession {
             ),
         }));
     }
+}
+
+/// The wire form of a messaging refusal.
+fn messaging_error(e: MsgError, message_type: &str) -> ServerFrame {
+    let frame = match e {
+        MsgError::ChannelNotFound(channel) => ErrorFrame {
+            channel: Some(channel),
+            ..ErrorFrame::plain("channel_not_found")
+        },
+        MsgError::RecipientNotFound(_) => ErrorFrame::plain("recipient_not_found"),
+        MsgError::TooLarge(max) => ErrorFrame {
+            errors: Some(vec![FieldError::new(
+                "payload",
+                "too_long",
+                format!("at most {max} bytes of JSON"),
+            )]),
+            ..ErrorFrame::plain("validation_failed")
+        },
+        MsgError::ChannelExists(_) | MsgError::MessageNotFound(_) => {
+            ErrorFrame::plain("invalid_request")
+        }
+        MsgError::Store(e) => {
+            tracing::error!(error = %e, "messaging storage failed");
+            ErrorFrame::plain("storage_error")
+        }
+    };
+    ServerFrame::Error(ErrorFrame {
+        message_type: Some(message_type.to_string()),
+        ..frame
+    })
 }
 
 impl Actor for AgentSession {

@@ -41,6 +41,22 @@ pub struct Store {
     pub meta: sled::Tree,
     /// Invite code hash → one-time invite record.
     pub invites: sled::Tree,
+    /// Message history by sequence.
+    pub messages: sled::Tree,
+    /// Message id → sequence.
+    pub message_ids: sled::Tree,
+    /// (parent message id, reply sequence) → reply id: the thread index.
+    pub replies: sled::Tree,
+    /// (agent id, mailbox sequence) → mailbox entry.
+    pub mailbox: sled::Tree,
+    /// Agent id → mailbox bookkeeping (last sequence, count, evictions, ack).
+    pub mailbox_meta: sled::Tree,
+    /// Channel name → channel record (subscribers included).
+    pub channels: sled::Tree,
+    /// (channel name, sequence) → channel history entry.
+    pub channel_log: sled::Tree,
+    /// (agent id, hour) → activity counters.
+    pub analytics: sled::Tree,
     flush_requests: mpsc::Sender<Waiter>,
 }
 
@@ -69,6 +85,14 @@ impl Store {
             token_hashes: db.open_tree("token_hashes")?,
             meta: db.open_tree("meta")?,
             invites: db.open_tree("invites")?,
+            messages: db.open_tree("messages")?,
+            message_ids: db.open_tree("message_ids")?,
+            replies: db.open_tree("replies")?,
+            mailbox: db.open_tree("mailbox")?,
+            mailbox_meta: db.open_tree("mailbox_meta")?,
+            channels: db.open_tree("channels")?,
+            channel_log: db.open_tree("channel_log")?,
+            analytics: db.open_tree("analytics")?,
             path: dir.to_path_buf(),
             db,
             flush_requests: tx,
@@ -154,6 +178,30 @@ pub fn seq_key(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
 }
 
+/// Prefix of every key scoped to `scope` (length-prefixed, so no scope is a prefix
+/// of another's keys).
+pub fn scope_prefix(scope: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(4 + scope.len() + 8);
+    key.extend_from_slice(&(scope.len() as u32).to_be_bytes());
+    key.extend_from_slice(scope.as_bytes());
+    key
+}
+
+/// Key of entry `seq` within `scope`; ordered by sequence inside the scope.
+pub fn scoped_key(scope: &str, seq: u64) -> Vec<u8> {
+    let mut key = scope_prefix(scope);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The (scope, seq) of a key written by [`scoped_key`].
+pub fn split_scoped_key(key: &[u8]) -> Option<(String, u64)> {
+    let len = u32::from_be_bytes(key.get(..4)?.try_into().ok()?) as usize;
+    let scope = key.get(4..4 + len)?;
+    let seq = key_seq(key.get(4 + len..)?)?;
+    Some((String::from_utf8_lossy(scope).into_owned(), seq))
+}
+
 /// Reads a big-endian u64 key back.
 pub fn key_seq(key: &[u8]) -> Option<u64> {
     let bytes: [u8; 8] = key.try_into().ok()?;
@@ -172,6 +220,18 @@ mod tests {
         assert_eq!(back, v);
         let e = decode::<serde_json::Value>("t", b"k", &[9, b'{']).unwrap_err();
         assert!(e.to_string().contains("format byte 9"));
+    }
+
+    #[test]
+    fn scoped_keys_do_not_collide_and_round_trip() {
+        assert!(!scoped_key("a", 1).starts_with(&scope_prefix("ab")));
+        assert!(!scoped_key("ab", 1).starts_with(&scope_prefix("a")));
+        assert!(scoped_key("a", 1) < scoped_key("a", 2));
+        assert_eq!(
+            split_scoped_key(&scoped_key("x\u{0}y", 7)),
+            Some(("x\u{0}y".into(), 7))
+        );
+        assert_eq!(split_scoped_key(b"\x00"), None);
     }
 
     #[actix_rt::test]

@@ -1,0 +1,261 @@
+//! Task routes: submit (single and batch), list, dead letter, stats, get, retry,
+//! cancel.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::{json, Value};
+
+use super::{parse_json, query_map, query_uint, Admin, Caller};
+use crate::error::ApiError;
+use crate::protocol::{parse_priority, parse_task_spec, FieldError};
+use crate::queue::{Cancel, DeadLetters, GetTask, ListTasks, QueueError, Retry, Stats, Submit};
+use crate::server::HubState;
+use crate::task::{TaskError, TaskStatus};
+
+/// Largest batch of tasks accepted in one `POST /api/tasks`.
+pub const MAX_BATCH: usize = 1000;
+/// Page size limits of `GET /api/tasks`.
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/tasks", web::post().to(submit_tasks))
+        .route("/api/tasks", web::get().to(list_tasks))
+        .route("/api/tasks/dead-letter", web::get().to(dead_letter))
+        .route("/api/tasks/stats", web::get().to(task_stats))
+        .route("/api/tasks/{id}", web::get().to(get_task))
+        .route("/api/tasks/{id}/retry", web::post().to(retry_task))
+        .route("/api/tasks/{id}/cancel", web::post().to(cancel_task));
+}
+
+fn queue_error(task_id: &str, e: QueueError) -> ApiError {
+    match e {
+        QueueError::Task(TaskError::NotFound) => ApiError::TaskNotFound(task_id.to_string()),
+        QueueError::Task(TaskError::InvalidState(s)) => ApiError::InvalidState {
+            task_id: task_id.to_string(),
+            status: s.as_str().to_string(),
+        },
+        QueueError::Task(other) => ApiError::InvalidState {
+            task_id: task_id.to_string(),
+            status: other.as_str().to_string(),
+        },
+        QueueError::Store(e) => e.into(),
+    }
+}
+
+async fn submit_tasks(
+    caller: Caller,
+    body: web::Bytes,
+    state: web::Data<HubState>,
+) -> Result<HttpResponse, ApiError> {
+    let value = parse_json(&body)?;
+    let batch = value.is_array();
+    let items: Vec<Value> = match value {
+        Value::Array(items) => items,
+        single => vec![single],
+    };
+    if items.is_empty() || items.len() > MAX_BATCH {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "",
+            "invalid_value",
+            format!("a batch holds 1 to {MAX_BATCH} tasks"),
+        )]));
+    }
+    let mut specs = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let prefix = if batch {
+            format!("[{i}].")
+        } else {
+            String::new()
+        };
+        match parse_task_spec(item, &prefix) {
+            Ok(spec) => specs.push(spec),
+            Err(mut e) => errors.append(&mut e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let created = state
+        .queue
+        .send(Submit {
+            specs,
+            submitted_by: caller.id(),
+        })
+        .await?
+        .map_err(|e| queue_error("", e))?;
+    if batch {
+        let tasks: Vec<Value> = created
+            .iter()
+            .map(|s| json!({"task_id": s.task_id, "priority": s.priority, "created_at": s.created_at}))
+            .collect();
+        return Ok(HttpResponse::Created().json(json!({
+            "status": "queued",
+            "count": tasks.len(),
+            "tasks": tasks,
+        })));
+    }
+    let s = created
+        .first()
+        .ok_or_else(|| ApiError::Unavailable("no task created".into()))?;
+    Ok(HttpResponse::Created().json(json!({
+        "status": "queued",
+        "task_id": s.task_id,
+        "priority": s.priority,
+        "created_at": s.created_at,
+    })))
+}
+
+async fn list_tasks(
+    _caller: Caller,
+    req: HttpRequest,
+    state: web::Data<HubState>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query_map(&req)?;
+    let mut errors = Vec::new();
+    let status = match q.get("status") {
+        None => None,
+        Some(s) => TaskStatus::parse(s).or_else(|| {
+            errors.push(FieldError::new(
+                "status",
+                "invalid_value",
+                "expected queued, assigned, blocked, completed, dead_letter or cancelled",
+            ));
+            None
+        }),
+    };
+    let priority = match q.get("priority") {
+        None => None,
+        Some(p) => {
+            let v = p
+                .parse::<u64>()
+                .map(Value::from)
+                .unwrap_or_else(|_| Value::from(p.as_str()));
+            parse_priority(&v).map_err(|e| errors.push(e)).ok()
+        }
+    };
+    if let Some(a) = q.get("assigned_to") {
+        if a.is_empty() || a.chars().count() > 128 {
+            errors.push(FieldError::new(
+                "assigned_to",
+                "invalid_value",
+                "1 to 128 characters",
+            ));
+        }
+    }
+    let limit = match query_uint(&q, "limit") {
+        Ok(Some(n)) if (1..=MAX_LIMIT as u64).contains(&n) => n as usize,
+        Ok(Some(_)) => {
+            errors.push(FieldError::new(
+                "limit",
+                "invalid_value",
+                format!("must be between 1 and {MAX_LIMIT}"),
+            ));
+            DEFAULT_LIMIT
+        }
+        Ok(None) => DEFAULT_LIMIT,
+        Err(ApiError::Validation(mut e)) => {
+            errors.append(&mut e);
+            DEFAULT_LIMIT
+        }
+        Err(e) => return Err(e),
+    };
+    let cursor = match query_uint(&q, "cursor") {
+        Ok(c) => c.unwrap_or(0),
+        Err(ApiError::Validation(mut e)) => {
+            errors.append(&mut e);
+            0
+        }
+        Err(e) => return Err(e),
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let page = state
+        .queue
+        .send(ListTasks {
+            status,
+            priority,
+            assigned_to: q.get("assigned_to").cloned(),
+            limit,
+            cursor,
+        })
+        .await??;
+    Ok(HttpResponse::Ok().json(json!({
+        "count": page.tasks.len(),
+        "tasks": page.tasks,
+        "next_cursor": page.next_cursor,
+    })))
+}
+
+async fn dead_letter(
+    _caller: Caller,
+    state: web::Data<HubState>,
+) -> Result<HttpResponse, ApiError> {
+    let tasks = state.queue.send(DeadLetters { limit: MAX_LIMIT }).await??;
+    Ok(HttpResponse::Ok().json(json!({"count": tasks.len(), "tasks": tasks})))
+}
+
+async fn task_stats(_caller: Caller, state: web::Data<HubState>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(state.queue.send(Stats).await?))
+}
+
+async fn get_task(
+    _caller: Caller,
+    path: web::Path<String>,
+    state: web::Data<HubState>,
+) -> Result<HttpResponse, ApiError> {
+    let task_id = path.into_inner();
+    match state
+        .queue
+        .send(GetTask {
+            task_id: task_id.clone(),
+        })
+        .await??
+    {
+        Some(task) => Ok(HttpResponse::Ok().json(task)),
+        None => Err(ApiError::TaskNotFound(task_id)),
+    }
+}
+
+async fn retry_task(
+    _admin: Admin,
+    path: web::Path<String>,
+    state: web::Data<HubState>,
+) -> Result<HttpResponse, ApiError> {
+    let task_id = path.into_inner();
+    let priority = state
+        .queue
+        .send(Retry {
+            task_id: task_id.clone(),
+            by: "admin".into(),
+        })
+        .await?
+        .map_err(|e| queue_error(&task_id, e))?;
+    Ok(HttpResponse::Ok().json(json!({
+        "status": "requeued",
+        "task_id": task_id,
+        "priority": priority,
+    })))
+}
+
+async fn cancel_task(
+    _admin: Admin,
+    path: web::Path<String>,
+    state: web::Data<HubState>,
+) -> Result<HttpResponse, ApiError> {
+    let task_id = path.into_inner();
+    let previous = state
+        .queue
+        .send(Cancel {
+            task_id: task_id.clone(),
+            by: "admin".into(),
+        })
+        .await?
+        .map_err(|e| queue_error(&task_id, e))?;
+    Ok(HttpResponse::Ok().json(json!({
+        "status": "cancelled",
+        "task_id": task_id,
+        "previous_status": previous.as_str(),
+    })))
+}

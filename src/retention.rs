@@ -1,0 +1,36 @@
+//! `Retention`: the background actor that asks each owner to drop what outlived
+//! its retention (mailbox TTL, message history, analytics buckets), so nothing
+//! grows forever. Channel history and mailboxes are also capped where they grow.
+//!
+//! Architecture invariant: retention decides *when*; each owner decides *what*.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use crate::analytics::{Analytics, PruneAnalytics};
+use crate::messaging::{Messaging, PruneMessages};
+use crate::util::now_ms;
+
+pub struct Retention {
+    pub every: Duration,
+    pub messaging: Addr<Messaging>,
+    pub analytics: Addr<Analytics>,
+}
+
+impl Retention {
+    fn tick(&self) {
+        let now = now_ms();
+        self.messaging.do_send(PruneMessages { now });
+        self.analytics.do_send(PruneAnalytics { now });
+    }
+}
+
+impl Actor for Retention {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.tick();
+        ctx.run_interval(self.every, |act, _| act.tick());
+    }
+}
