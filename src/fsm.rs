@@ -553,6 +553,14 @@ impl Handler<Assigned> for AgentFsm {
 
     fn handle(&mut self, msg: Assigned, ctx: &mut Context<Self>) {
         let a = msg.0;
+        let awaiting_this = self.state == FsmState::Assigned
+            && self.current.as_ref() == Some(&(a.task_id.clone(), a.generation));
+        if self.session.is_some() && awaiting_this {
+            // The agent reconnected while this assignment was in flight and the
+            // queue already counted the task as held: it has not seen it yet.
+            self.push(ServerFrame::TaskAssign(a));
+            return;
+        }
         if self.session.is_none() || self.state != FsmState::Idle {
             // Gone or busy since the scheduler looked: give the task straight back.
             self.reclaim(a.task_id, a.generation, "agent_unavailable");

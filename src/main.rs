@@ -137,6 +137,11 @@ fn init_logging(level: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    // Panics are contained by the actors (see `TaskQueue::contained`); make sure each
+    // one is still logged as a structured error with its location.
+    std::panic::set_hook(Box::new(|info| {
+        tracing::error!(panic = %info, "panic");
+    }));
 }
 
 fn serve(common: Common, bind: Option<String>) -> Result<(), Fatal> {

@@ -125,41 +125,7 @@ impl TaskQueue {
             analytics,
             store,
         };
-        let now = now_ms();
-        let mut corrupt = 0usize;
-        for item in queue.store.tasks.iter() {
-            let (key, value) = item?;
-            let task: Task = match decode("tasks", &key, &value) {
-                Ok(t) => t,
-                Err(e) => {
-                    corrupt += 1;
-                    tracing::error!(error = %e, "skipping unreadable task record");
-                    continue;
-                }
-            };
-            if let Some(seq) = key_seq(&key) {
-                queue.next_seq = queue.next_seq.max(seq + 1);
-            }
-            // The id index is written in the same flush as the record; repair it if a
-            // crash left only the record.
-            if queue.store.task_ids.get(task.id.as_bytes())?.is_none() {
-                queue
-                    .store
-                    .task_ids
-                    .insert(task.id.as_bytes(), &seq_key(task.seq))?;
-            }
-            queue.index(&task, None, now);
-            if !task.status.is_terminal() {
-                queue.ids.insert(task.id.clone(), task.seq);
-                queue.live.insert(task.seq, task);
-            }
-        }
-        tracing::info!(
-            tasks = queue.counts.values().sum::<u64>(),
-            live = queue.live.len(),
-            corrupt,
-            "task queue loaded"
-        );
+        queue.reload()?;
         Ok(queue)
     }
 
@@ -384,6 +350,114 @@ impl TaskQueue {
     }
 }
 
+/// A reply to give when a handler panicked (the queue restarts from sled).
+pub trait PanicReply {
+    fn after_panic() -> Self;
+}
+
+impl<T: 'static> PanicReply for ResponseActFuture<TaskQueue, Result<T, QueueError>> {
+    fn after_panic() -> Self {
+        Box::pin(fut::ready(Err(QueueError::Store(StoreError::Sled(
+            "internal error: the task queue restarted from storage".into(),
+        )))))
+    }
+}
+
+impl<T> PanicReply for Result<T, StoreError> {
+    fn after_panic() -> Self {
+        Err(StoreError::Sled(
+            "internal error: the task queue restarted from storage".into(),
+        ))
+    }
+}
+
+impl PanicReply for () {
+    fn after_panic() -> Self {}
+}
+
+impl<M> PanicReply for MessageResult<M>
+where
+    M: Message,
+    M::Result: Default,
+{
+    fn after_panic() -> Self {
+        MessageResult(M::Result::default())
+    }
+}
+
+impl TaskQueue {
+    /// Runs a handler body. A panic is contained: it is logged, the caller gets an
+    /// error, and the actor stops so its `Supervisor` restarts it from sled (the
+    /// in-memory index may be half-changed; the store is not).
+    fn contained<R: PanicReply>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        body: impl FnOnce(&mut Self) -> R,
+    ) -> R {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(self))) {
+            Ok(reply) => reply,
+            Err(_) => {
+                tracing::error!("task queue handler panicked; restarting it from storage");
+                ctx.stop();
+                R::after_panic()
+            }
+        }
+    }
+
+    /// Rebuilds every in-memory index from sled (start and restart).
+    fn reload(&mut self) -> Result<(), StoreError> {
+        self.live.clear();
+        self.ids.clear();
+        self.dead_letter.clear();
+        self.counts.clear();
+        self.queued_by_priority = [0; 4];
+        self.leases.clear();
+        let now = now_ms();
+        let mut corrupt = 0usize;
+        for item in self.store.tasks.iter() {
+            let (key, value) = item?;
+            let task: Task = match decode("tasks", &key, &value) {
+                Ok(t) => t,
+                Err(e) => {
+                    corrupt += 1;
+                    tracing::error!(error = %e, "skipping unreadable task record");
+                    continue;
+                }
+            };
+            if let Some(seq) = key_seq(&key) {
+                self.next_seq = self.next_seq.max(seq + 1);
+            }
+            // The id index is written in the same flush as the record; repair it if a
+            // crash left only the record.
+            if self.store.task_ids.get(task.id.as_bytes())?.is_none() {
+                self.store
+                    .task_ids
+                    .insert(task.id.as_bytes(), &seq_key(task.seq))?;
+            }
+            self.index(&task, None, now);
+            if !task.status.is_terminal() {
+                self.ids.insert(task.id.clone(), task.seq);
+                self.live.insert(task.seq, task);
+            }
+        }
+        tracing::info!(
+            tasks = self.counts.values().sum::<u64>(),
+            live = self.live.len(),
+            corrupt,
+            "task queue loaded"
+        );
+        Ok(())
+    }
+}
+
+impl Supervised for TaskQueue {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        if let Err(e) = self.reload() {
+            tracing::error!(error = %e, "task queue could not reload from storage");
+        }
+    }
+}
+
 impl Actor for TaskQueue {
     type Context = Context<Self>;
 
@@ -421,48 +495,50 @@ pub struct Submit {
 impl Handler<Submit> for TaskQueue {
     type Result = ResponseActFuture<Self, Result<Vec<Submitted>, QueueError>>;
 
-    fn handle(&mut self, msg: Submit, _: &mut Context<Self>) -> Self::Result {
-        let now = now_ms();
-        let mut created = Vec::with_capacity(msg.specs.len());
-        let mut effects = Effects::default();
-        let mut records = sled::Batch::default();
-        let mut ids = sled::Batch::default();
-        let mut tasks = Vec::with_capacity(msg.specs.len());
-        for spec in msg.specs {
-            let seq = self.next_seq;
-            self.next_seq += 1;
-            let task = Task::new(
-                new_task_id(),
-                seq,
-                spec,
-                &msg.submitted_by,
-                self.defaults,
-                now,
-            );
-            records.insert(&seq_key(seq), encode(&task));
-            ids.insert(task.id.as_bytes(), &seq_key(seq));
-            tasks.push(task);
-        }
-        let written = self
-            .store
-            .tasks
-            .apply_batch(records)
-            .and_then(|_| self.store.task_ids.apply_batch(ids));
-        if let Err(e) = written {
-            return Box::pin(fut::ready(Err(QueueError::Store(e.into()))));
-        }
-        for task in tasks {
-            created.push(Submitted {
-                task_id: task.id.clone(),
-                priority: task.priority,
-                created_at: task.created_at,
-            });
-            effects.ready.push(Self::ready_of(&task));
-            self.index(&task, None, now);
-            self.ids.insert(task.id.clone(), task.seq);
-            self.live.insert(task.seq, task);
-        }
-        self.after_flush(effects, Ok(created))
+    fn handle(&mut self, msg: Submit, ctx: &mut Context<Self>) -> Self::Result {
+        self.contained(ctx, move |this| -> Self::Result {
+            let now = now_ms();
+            let mut created = Vec::with_capacity(msg.specs.len());
+            let mut effects = Effects::default();
+            let mut records = sled::Batch::default();
+            let mut ids = sled::Batch::default();
+            let mut tasks = Vec::with_capacity(msg.specs.len());
+            for spec in msg.specs {
+                let seq = this.next_seq;
+                this.next_seq += 1;
+                let task = Task::new(
+                    new_task_id(),
+                    seq,
+                    spec,
+                    &msg.submitted_by,
+                    this.defaults,
+                    now,
+                );
+                records.insert(&seq_key(seq), encode(&task));
+                ids.insert(task.id.as_bytes(), &seq_key(seq));
+                tasks.push(task);
+            }
+            let written = this
+                .store
+                .tasks
+                .apply_batch(records)
+                .and_then(|_| this.store.task_ids.apply_batch(ids));
+            if let Err(e) = written {
+                return Box::pin(fut::ready(Err(QueueError::Store(e.into()))));
+            }
+            for task in tasks {
+                created.push(Submitted {
+                    task_id: task.id.clone(),
+                    priority: task.priority,
+                    created_at: task.created_at,
+                });
+                effects.ready.push(Self::ready_of(&task));
+                this.index(&task, None, now);
+                this.ids.insert(task.id.clone(), task.seq);
+                this.live.insert(task.seq, task);
+            }
+            this.after_flush(effects, Ok(created))
+        })
     }
 }
 
@@ -477,14 +553,16 @@ pub struct Assign {
 impl Handler<Assign> for TaskQueue {
     type Result = ResponseActFuture<Self, Result<TaskAssignment, QueueError>>;
 
-    fn handle(&mut self, msg: Assign, _: &mut Context<Self>) -> Self::Result {
-        let result = self
-            .with_task(&msg.task_id, |t, now| t.assign(&msg.agent_id, now))
-            .map(|(a, _)| a);
-        if result.is_ok() {
-            tracing::info!(task_id = %msg.task_id, agent_id = %msg.agent_id, "task assigned");
-        }
-        self.after_flush(Effects::default(), result)
+    fn handle(&mut self, msg: Assign, ctx: &mut Context<Self>) -> Self::Result {
+        self.contained(ctx, move |this| -> Self::Result {
+            let result = this
+                .with_task(&msg.task_id, |t, now| t.assign(&msg.agent_id, now))
+                .map(|(a, _)| a);
+            if result.is_ok() {
+                tracing::info!(task_id = %msg.task_id, agent_id = %msg.agent_id, "task assigned");
+            }
+            this.after_flush(Effects::default(), result)
+        })
     }
 }
 
@@ -562,120 +640,122 @@ pub struct AgentReport {
 impl Handler<AgentReport> for TaskQueue {
     type Result = ResponseActFuture<Self, Result<ReportReply, QueueError>>;
 
-    fn handle(&mut self, msg: AgentReport, _: &mut Context<Self>) -> Self::Result {
-        let AgentReport {
-            agent_id: agent,
-            task_id,
-            report,
-        } = msg;
-        let mut effects = Effects::default();
-        let result = match report {
-            Report::Recover { generation } => {
-                let holds = self
-                    .leases
-                    .get(&task_id)
-                    .filter(|l| l.agent_id == agent && generation.is_none_or(|g| g == l.generation))
-                    .map(|l| l.generation);
-                let reply = match holds {
-                    Some(g) => {
-                        self.renew(&task_id, true);
-                        ReportReply::Holds(g)
+    fn handle(&mut self, msg: AgentReport, ctx: &mut Context<Self>) -> Self::Result {
+        self.contained(ctx, move |this| -> Self::Result {
+            let AgentReport {
+                agent_id: agent,
+                task_id,
+                report,
+            } = msg;
+            let mut effects = Effects::default();
+            let result = match report {
+                Report::Recover { generation } => {
+                    let holds = this
+                        .leases
+                        .get(&task_id)
+                        .filter(|l| l.agent_id == agent && generation.is_none_or(|g| g == l.generation))
+                        .map(|l| l.generation);
+                    let reply = match holds {
+                        Some(g) => {
+                            this.renew(&task_id, true);
+                            ReportReply::Holds(g)
+                        }
+                        None => ReportReply::NotHeld,
+                    };
+                    return Box::pin(fut::ready(Ok(reply)));
+                }
+                Report::Wake { success } => {
+                    let held = this
+                        .leases
+                        .get(&task_id)
+                        .is_some_and(|l| l.agent_id == agent);
+                    if success && held {
+                        this.renew(&task_id, false);
                     }
-                    None => ReportReply::NotHeld,
-                };
-                return Box::pin(fut::ready(Ok(reply)));
-            }
-            Report::Wake { success } => {
-                let held = self
-                    .leases
-                    .get(&task_id)
-                    .is_some_and(|l| l.agent_id == agent);
-                if success && held {
-                    self.renew(&task_id, false);
+                    return Box::pin(fut::ready(Ok(ReportReply::Noted)));
                 }
-                return Box::pin(fut::ready(Ok(ReportReply::Noted)));
-            }
-            Report::Progress {
-                generation,
-                progress,
-                message,
-            } => {
-                let r = self.with_task(&task_id, |t, now| {
-                    t.progress(&agent, generation, progress, message, now)
-                });
-                if r.is_ok() {
-                    self.renew(&task_id, false);
+                Report::Progress {
+                    generation,
+                    progress,
+                    message,
+                } => {
+                    let r = this.with_task(&task_id, |t, now| {
+                        t.progress(&agent, generation, progress, message, now)
+                    });
+                    if r.is_ok() {
+                        this.renew(&task_id, false);
+                    }
+                    // Progress is not acknowledged, so it need not wait for a flush.
+                    return Box::pin(fut::ready(r.map(|_| ReportReply::Noted)));
                 }
-                // Progress is not acknowledged, so it need not wait for a flush.
-                return Box::pin(fut::ready(r.map(|_| ReportReply::Noted)));
-            }
-            Report::Accept { generation } => self
-                .with_task(&task_id, |t, now| t.accept(&agent, generation, now))
-                .map(|_| {
-                    self.renew(&task_id, true);
-                    ReportReply::Ack("accepted".into())
-                }),
-            Report::Complete {
-                generation,
-                result,
-                tokens_used,
-            } => self
-                .with_task(&task_id, |t, now| {
-                    fresh(t, |t| {
-                        t.complete(&agent, generation, result, tokens_used, now)
+                Report::Accept { generation } => this
+                    .with_task(&task_id, |t, now| t.accept(&agent, generation, now))
+                    .map(|_| {
+                        this.renew(&task_id, true);
+                        ReportReply::Ack("accepted".into())
+                    }),
+                Report::Complete {
+                    generation,
+                    result,
+                    tokens_used,
+                } => this
+                    .with_task(&task_id, |t, now| {
+                        fresh(t, |t| {
+                            t.complete(&agent, generation, result, tokens_used, now)
+                        })
                     })
-                })
-                .map(|((ack, fresh), task)| {
-                    if fresh {
-                        effects.counts.push(Count {
-                            agent_id: agent.clone(),
-                            counter: Counter::TasksCompleted,
-                            at: task.updated_at,
-                        });
-                    }
-                    ReportReply::Ack(ack)
-                }),
-            Report::Fail { generation, error } => self
-                .with_task(&task_id, |t, now| {
-                    fresh(t, |t| t.fail(&agent, generation, error, now))
-                })
-                .map(|((ack, fresh), task)| {
-                    if fresh {
-                        effects.counts.push(Count {
-                            agent_id: agent.clone(),
-                            counter: Counter::TasksFailed,
-                            at: task.updated_at,
-                        });
-                        if task.status == TaskStatus::Queued {
+                    .map(|((ack, fresh), task)| {
+                        if fresh {
+                            effects.counts.push(Count {
+                                agent_id: agent.clone(),
+                                counter: Counter::TasksCompleted,
+                                at: task.updated_at,
+                            });
+                        }
+                        ReportReply::Ack(ack)
+                    }),
+                Report::Fail { generation, error } => this
+                    .with_task(&task_id, |t, now| {
+                        fresh(t, |t| t.fail(&agent, generation, error, now))
+                    })
+                    .map(|((ack, fresh), task)| {
+                        if fresh {
+                            effects.counts.push(Count {
+                                agent_id: agent.clone(),
+                                counter: Counter::TasksFailed,
+                                at: task.updated_at,
+                            });
+                            if task.status == TaskStatus::Queued {
+                                effects.ready.push(Self::ready_of(&task));
+                            }
+                        }
+                        ReportReply::Ack(ack)
+                    }),
+                Report::Reject { generation, reason } => this
+                    .with_task(&task_id, |t, now| {
+                        fresh(t, |t| t.reject(&agent, generation, reason, now))
+                    })
+                    .map(|((ack, fresh), task)| {
+                        if fresh && task.status == TaskStatus::Queued {
                             effects.ready.push(Self::ready_of(&task));
                         }
-                    }
-                    ReportReply::Ack(ack)
-                }),
-            Report::Reject { generation, reason } => self
-                .with_task(&task_id, |t, now| {
-                    fresh(t, |t| t.reject(&agent, generation, reason, now))
-                })
-                .map(|((ack, fresh), task)| {
-                    if fresh && task.status == TaskStatus::Queued {
-                        effects.ready.push(Self::ready_of(&task));
-                    }
-                    ReportReply::Ack(ack)
-                }),
-            Report::Block {
-                generation,
-                reason,
-                needs,
-            } => self
-                .with_task(&task_id, |t, now| {
-                    t.block(&agent, generation, reason, needs, now)
-                })
-                .map(|(ack, _)| ReportReply::Ack(ack)),
-        };
-        if let Ok(ReportReply::Ack(status)) = &result {
-            tracing::info!(task_id = %task_id, agent_id = %agent, status = %status, "task report accepted");
-        }
-        self.after_flush(effects, result)
+                        ReportReply::Ack(ack)
+                    }),
+                Report::Block {
+                    generation,
+                    reason,
+                    needs,
+                } => this
+                    .with_task(&task_id, |t, now| {
+                        t.block(&agent, generation, reason, needs, now)
+                    })
+                    .map(|(ack, _)| ReportReply::Ack(ack)),
+            };
+            if let Ok(ReportReply::Ack(status)) = &result {
+                tracing::info!(task_id = %task_id, agent_id = %agent, status = %status, "task report accepted");
+            }
+            this.after_flush(effects, result)
+        })
     }
 }
 
@@ -692,21 +772,23 @@ pub struct Reclaim {
 impl Handler<Reclaim> for TaskQueue {
     type Result = ResponseActFuture<Self, Result<ReclaimOutcome, QueueError>>;
 
-    fn handle(&mut self, msg: Reclaim, _: &mut Context<Self>) -> Self::Result {
-        let mut effects = Effects::default();
-        let result = self
-            .with_task(&msg.task_id, |t, now| {
-                t.reclaim(&msg.agent_id, msg.generation, &msg.reason, now)
-            })
-            .map(|(outcome, task)| {
-                tracing::warn!(task_id = %msg.task_id, agent_id = %msg.agent_id,
-                               reason = %msg.reason, "task reclaimed");
-                if outcome == ReclaimOutcome::Requeued {
-                    effects.ready.push(Self::ready_of(&task));
-                }
-                outcome
-            });
-        self.after_flush(effects, result)
+    fn handle(&mut self, msg: Reclaim, ctx: &mut Context<Self>) -> Self::Result {
+        self.contained(ctx, move |this| -> Self::Result {
+            let mut effects = Effects::default();
+            let result = this
+                .with_task(&msg.task_id, |t, now| {
+                    t.reclaim(&msg.agent_id, msg.generation, &msg.reason, now)
+                })
+                .map(|(outcome, task)| {
+                    tracing::warn!(task_id = %msg.task_id, agent_id = %msg.agent_id,
+                                   reason = %msg.reason, "task reclaimed");
+                    if outcome == ReclaimOutcome::Requeued {
+                        effects.ready.push(Self::ready_of(&task));
+                    }
+                    outcome
+                });
+            this.after_flush(effects, result)
+        })
     }
 }
 
@@ -727,24 +809,26 @@ pub struct HeldBy {
 impl Handler<HeldBy> for TaskQueue {
     type Result = MessageResult<HeldBy>;
 
-    fn handle(&mut self, msg: HeldBy, _: &mut Context<Self>) -> Self::Result {
-        let mut held: Vec<(u64, Held)> = self
-            .leases
-            .iter()
-            .filter(|(_, l)| l.agent_id == msg.agent_id)
-            .map(|(id, l)| {
-                let seq = self.ids.get(id).copied().unwrap_or(u64::MAX);
-                (
-                    seq,
-                    Held {
-                        task_id: id.clone(),
-                        generation: l.generation,
-                    },
-                )
-            })
-            .collect();
-        held.sort_by_key(|(seq, _)| *seq);
-        MessageResult(held.into_iter().map(|(_, h)| h).collect())
+    fn handle(&mut self, msg: HeldBy, ctx: &mut Context<Self>) -> Self::Result {
+        self.contained(ctx, move |this| -> Self::Result {
+            let mut held: Vec<(u64, Held)> = this
+                .leases
+                .iter()
+                .filter(|(_, l)| l.agent_id == msg.agent_id)
+                .map(|(id, l)| {
+                    let seq = this.ids.get(id).copied().unwrap_or(u64::MAX);
+                    (
+                        seq,
+                        Held {
+                            task_id: id.clone(),
+                            generation: l.generation,
+                        },
+                    )
+                })
+                .collect();
+            held.sort_by_key(|(seq, _)| *seq);
+            MessageResult(held.into_iter().map(|(_, h)| h).collect())
+        })
     }
 }
 
@@ -759,30 +843,32 @@ pub struct Cancel {
 impl Handler<Cancel> for TaskQueue {
     type Result = ResponseActFuture<Self, Result<TaskStatus, QueueError>>;
 
-    fn handle(&mut self, msg: Cancel, _: &mut Context<Self>) -> Self::Result {
-        let mut effects = Effects::default();
-        let holder = self.leases.get(&msg.task_id).cloned();
-        let result = self
-            .with_task(&msg.task_id, |t, now| t.cancel(&msg.by, now))
-            .map(|(previous, _)| {
-                match previous {
-                    TaskStatus::Queued => effects.unready.push(msg.task_id.clone()),
-                    TaskStatus::Assigned => {
-                        if let Some(lease) = holder {
-                            effects.withdrawn.push(Withdrawn {
-                                agent_id: lease.agent_id,
-                                task_id: msg.task_id.clone(),
-                                generation: lease.generation,
-                                reason: "cancelled".into(),
-                            });
+    fn handle(&mut self, msg: Cancel, ctx: &mut Context<Self>) -> Self::Result {
+        self.contained(ctx, move |this| -> Self::Result {
+            let mut effects = Effects::default();
+            let holder = this.leases.get(&msg.task_id).cloned();
+            let result = this
+                .with_task(&msg.task_id, |t, now| t.cancel(&msg.by, now))
+                .map(|(previous, _)| {
+                    match previous {
+                        TaskStatus::Queued => effects.unready.push(msg.task_id.clone()),
+                        TaskStatus::Assigned => {
+                            if let Some(lease) = holder {
+                                effects.withdrawn.push(Withdrawn {
+                                    agent_id: lease.agent_id,
+                                    task_id: msg.task_id.clone(),
+                                    generation: lease.generation,
+                                    reason: "cancelled".into(),
+                                });
+                            }
                         }
+                        _ => {}
                     }
-                    _ => {}
-                }
-                tracing::info!(task_id = %msg.task_id, by = %msg.by, "task cancelled");
-                previous
-            });
-        self.after_flush(effects, result)
+                    tracing::info!(task_id = %msg.task_id, by = %msg.by, "task cancelled");
+                    previous
+                });
+            this.after_flush(effects, result)
+        })
     }
 }
 
@@ -797,17 +883,19 @@ pub struct Retry {
 impl Handler<Retry> for TaskQueue {
     type Result = ResponseActFuture<Self, Result<u8, QueueError>>;
 
-    fn handle(&mut self, msg: Retry, _: &mut Context<Self>) -> Self::Result {
-        let mut effects = Effects::default();
-        let result = self
-            .with_task(&msg.task_id, |t, now| {
-                t.retry_from_dead_letter(&msg.by, now)
-            })
-            .map(|(_, task)| {
-                effects.ready.push(Self::ready_of(&task));
-                task.priority
-            });
-        self.after_flush(effects, result)
+    fn handle(&mut self, msg: Retry, ctx: &mut Context<Self>) -> Self::Result {
+        self.contained(ctx, move |this| -> Self::Result {
+            let mut effects = Effects::default();
+            let result = this
+                .with_task(&msg.task_id, |t, now| {
+                    t.retry_from_dead_letter(&msg.by, now)
+                })
+                .map(|(_, task)| {
+                    effects.ready.push(Self::ready_of(&task));
+                    task.priority
+                });
+            this.after_flush(effects, result)
+        })
     }
 }
 
@@ -821,8 +909,10 @@ pub struct GetTask {
 impl Handler<GetTask> for TaskQueue {
     type Result = Result<Option<Value>, StoreError>;
 
-    fn handle(&mut self, msg: GetTask, _: &mut Context<Self>) -> Self::Result {
-        Ok(self.read(&msg.task_id)?.map(|t| t.view()))
+    fn handle(&mut self, msg: GetTask, ctx: &mut Context<Self>) -> Self::Result {
+        self.contained(ctx, move |this| -> Self::Result {
+            Ok(this.read(&msg.task_id)?.map(|t| t.view()))
+        })
     }
 }
 
@@ -857,42 +947,44 @@ impl ListTasks {
 impl Handler<ListTasks> for TaskQueue {
     type Result = Result<TaskPage, StoreError>;
 
-    fn handle(&mut self, msg: ListTasks, _: &mut Context<Self>) -> Self::Result {
-        let mut page: Vec<Task> = Vec::with_capacity(msg.limit.min(1024) + 1);
-        let start = msg.cursor.saturating_add(1);
-        if msg.status.is_some_and(|s| !s.is_terminal()) {
-            // Unfinished tasks are all in memory.
-            page.extend(
-                self.live
-                    .range(start..)
-                    .map(|(_, t)| t)
-                    .filter(|t| msg.matches(t))
-                    .take(msg.limit + 1)
-                    .cloned(),
-            );
-        } else {
-            for item in self.store.tasks.range(seq_key(start)..) {
-                let (key, value) = item?;
-                match decode::<Task>("tasks", &key, &value) {
-                    Ok(t) if msg.matches(&t) => page.push(t),
-                    Ok(_) => {}
-                    Err(e) => tracing::error!(error = %e, "skipping unreadable task record"),
-                }
-                if page.len() > msg.limit {
-                    break;
+    fn handle(&mut self, msg: ListTasks, ctx: &mut Context<Self>) -> Self::Result {
+        self.contained(ctx, move |this| -> Self::Result {
+            let mut page: Vec<Task> = Vec::with_capacity(msg.limit.min(1024) + 1);
+            let start = msg.cursor.saturating_add(1);
+            if msg.status.is_some_and(|s| !s.is_terminal()) {
+                // Unfinished tasks are all in memory.
+                page.extend(
+                    this.live
+                        .range(start..)
+                        .map(|(_, t)| t)
+                        .filter(|t| msg.matches(t))
+                        .take(msg.limit + 1)
+                        .cloned(),
+                );
+            } else {
+                for item in this.store.tasks.range(seq_key(start)..) {
+                    let (key, value) = item?;
+                    match decode::<Task>("tasks", &key, &value) {
+                        Ok(t) if msg.matches(&t) => page.push(t),
+                        Ok(_) => {}
+                        Err(e) => tracing::error!(error = %e, "skipping unreadable task record"),
+                    }
+                    if page.len() > msg.limit {
+                        break;
+                    }
                 }
             }
-        }
-        let more = page.len() > msg.limit;
-        page.truncate(msg.limit);
-        let next_cursor = if more {
-            page.last().map(|t| t.seq)
-        } else {
-            None
-        };
-        Ok(TaskPage {
-            tasks: page.iter().map(Task::view).collect(),
-            next_cursor,
+            let more = page.len() > msg.limit;
+            page.truncate(msg.limit);
+            let next_cursor = if more {
+                page.last().map(|t| t.seq)
+            } else {
+                None
+            };
+            Ok(TaskPage {
+                tasks: page.iter().map(Task::view).collect(),
+                next_cursor,
+            })
         })
     }
 }
@@ -907,15 +999,17 @@ pub struct DeadLetters {
 impl Handler<DeadLetters> for TaskQueue {
     type Result = Result<Vec<Value>, StoreError>;
 
-    fn handle(&mut self, msg: DeadLetters, _: &mut Context<Self>) -> Self::Result {
-        let mut out = Vec::new();
-        for seq in self.dead_letter.iter().take(msg.limit) {
-            let key = seq_key(*seq);
-            if let Some(v) = self.store.tasks.get(key)? {
-                out.push(decode::<Task>("tasks", &key, &v)?.view());
+    fn handle(&mut self, msg: DeadLetters, ctx: &mut Context<Self>) -> Self::Result {
+        self.contained(ctx, move |this| -> Self::Result {
+            let mut out = Vec::new();
+            for seq in this.dead_letter.iter().take(msg.limit) {
+                let key = seq_key(*seq);
+                if let Some(v) = this.store.tasks.get(key)? {
+                    out.push(decode::<Task>("tasks", &key, &v)?.view());
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 }
 
@@ -927,7 +1021,69 @@ pub struct Stats;
 impl Handler<Stats> for TaskQueue {
     type Result = MessageResult<Stats>;
 
-    fn handle(&mut self, _: Stats, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.stats())
+    fn handle(&mut self, _: Stats, ctx: &mut Context<Self>) -> Self::Result {
+        self.contained(ctx, move |this| -> Self::Result {
+            MessageResult(this.stats())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::protocol::parse_task_spec;
+
+    /// Simulates a bug: half-clears the indexes, then panics.
+    #[derive(Message)]
+    #[rtype(result = "()")]
+    struct Crash;
+
+    impl Handler<Crash> for TaskQueue {
+        type Result = ();
+
+        fn handle(&mut self, _: Crash, ctx: &mut Context<Self>) {
+            self.contained(ctx, |this| {
+                this.live.clear();
+                this.counts.clear();
+                panic!("injected fault");
+            })
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_panicking_handler_restarts_the_queue_from_storage() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open store");
+        let hub =
+            crate::server::start_actors(Arc::new(Config::default()), store).expect("start actors");
+        let spec = parse_task_spec(&serde_json::json!({"description": "survive"}), "")
+            .expect("valid spec");
+        let created = hub
+            .queue
+            .send(Submit {
+                specs: vec![spec],
+                submitted_by: "test".into(),
+            })
+            .await
+            .expect("queue reachable")
+            .expect("submitted");
+        hub.queue
+            .send(Crash)
+            .await
+            .expect("answered despite the panic");
+        // The same address keeps serving, with its indexes rebuilt from sled.
+        let stats = hub.queue.send(Stats).await.expect("queue restarted");
+        assert_eq!(stats["by_status"]["queued"], 1, "{stats}");
+        let task = hub
+            .queue
+            .send(GetTask {
+                task_id: created[0].task_id.clone(),
+            })
+            .await
+            .expect("queue restarted")
+            .expect("store readable");
+        assert_eq!(task.map(|t| t["status"].clone()), Some("queued".into()));
     }
 }

@@ -67,8 +67,9 @@ pub fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState, Store
         scheduler_ctx.address(),
         presence_ctx.address(),
         analytics.clone(),
-    )?
-    .start();
+    )?;
+    // Supervised: a handler panic stops the queue and it restarts from sled.
+    let queue = Supervisor::start(move |_| queue);
     let scheduler = scheduler_ctx.run(Scheduler::new(
         queue.clone(),
         Duration::from_millis(config.scheduler_sweep_ms),
