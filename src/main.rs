@@ -36,11 +36,48 @@ enum Command {
         #[arg(long, env = "AGENTCOM_BIND")]
         bind: Option<String>,
     },
+    /// Measure the hub: simulated agents complete tasks over real sockets.
+    Bench(BenchArgs),
     /// Manage agents and their tokens (works on a stopped hub's data directory).
     Agent {
         #[command(subcommand)]
         action: AgentAction,
     },
+}
+
+#[derive(Args, Clone)]
+struct BenchArgs {
+    /// Target a running hub (admin token in AGENTCOM_ADMIN_TOKEN) instead of
+    /// starting one on a temporary data dir.
+    #[arg(long)]
+    hub: Option<String>,
+    /// Simulated agents (WebSocket connections).
+    #[arg(long, default_value_t = 10)]
+    agents: usize,
+    /// Tasks to submit and complete.
+    #[arg(long, default_value_t = 10_000)]
+    tasks: usize,
+    /// Tasks per POST /api/tasks (1 = single submits, up to 1000).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    batch: u64,
+    /// Concurrent submitters.
+    #[arg(long, default_value_t = 2)]
+    submitters: usize,
+    /// Distinct capabilities spread over agents and tasks (0 = none needed).
+    #[arg(long, default_value_t = 0)]
+    capabilities: usize,
+    /// Spread tasks over the four priority lanes.
+    #[arg(long)]
+    mixed_priorities: bool,
+    /// Filler bytes in each task description.
+    #[arg(long, default_value_t = 64)]
+    payload_bytes: usize,
+    /// Give up after this long.
+    #[arg(long, default_value_t = 600)]
+    timeout_secs: u64,
+    /// Print the report as one JSON object on the last stdout line.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Clone)]
@@ -369,11 +406,41 @@ fn accepted(answer: HubAnswer) -> Result<serde_json::Value, Fatal> {
     })
 }
 
+fn bench(args: BenchArgs) -> Result<(), Fatal> {
+    let opts = agentcom_hub::bench::BenchOptions {
+        hub: args.hub,
+        admin_token: std::env::var("AGENTCOM_ADMIN_TOKEN").ok(),
+        agents: args.agents,
+        tasks: args.tasks,
+        batch: args.batch as usize,
+        submitters: args.submitters,
+        capabilities: args.capabilities,
+        mixed_priorities: args.mixed_priorities,
+        payload_bytes: args.payload_bytes,
+        timeout: std::time::Duration::from_secs(args.timeout_secs),
+        progress: !args.json,
+    };
+    let report = agentcom_hub::bench::run(&opts).map_err(|message| Fatal { code: 1, message })?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    } else {
+        println!("{}", agentcom_hub::bench::render(&report));
+    }
+    if report.lost > 0 || report.duplicated > 0 {
+        return Err(Fatal {
+            code: 1,
+            message: format!("{} lost and {} duplicated", report.lost, report.duplicated),
+        });
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { common, bind } => serve(common, bind),
         Command::Agent { action } => agent(action),
+        Command::Bench(args) => bench(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

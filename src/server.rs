@@ -135,6 +135,8 @@ pub async fn serve(
             .default_service(web::to(http::not_found))
     })
     .workers(2)
+    // Frames are small and latency matters: no Nagle delay on agent sockets.
+    .tcp_nodelay(true)
     // Open agent sockets must not hold a stop (SIGTERM) for long.
     .shutdown_timeout(3)
     .bind(addr)?;

@@ -1,0 +1,71 @@
+//! `agentcom-hub bench` end to end: it starts its own hub, drives real sockets and
+//! reports every task completed exactly once, as one JSON object on the last line.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+#[test]
+fn bench_json_reports_every_task_completed_once() {
+    let out = Command::new(env!("CARGO_BIN_EXE_agentcom-hub"))
+        .args([
+            "bench",
+            "--agents",
+            "3",
+            "--tasks",
+            "300",
+            "--batch",
+            "20",
+            "--capabilities",
+            "2",
+            "--mixed-priorities",
+            "--timeout-secs",
+            "120",
+            "--json",
+        ])
+        .env_remove("AGENTCOM_ADMIN_TOKEN")
+        .output()
+        .expect("run bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout.lines().last().expect("a report line");
+    let report: Value = serde_json::from_str(last).expect("last line is JSON");
+    assert_eq!(report["submitted"], 300, "{report}");
+    assert_eq!(report["completed"], 300, "{report}");
+    assert_eq!(report["lost"], 0, "{report}");
+    assert_eq!(report["duplicated"], 0, "{report}");
+    assert!(
+        report["throughput_per_s"].as_f64().is_some_and(|t| t > 0.0),
+        "{report}"
+    );
+    for key in ["p50", "p90", "p99", "max"] {
+        assert!(report["assign_latency_ms"][key].is_number(), "{report}");
+    }
+    assert!(
+        report["hub_peak_rss_bytes"].as_u64().is_some_and(|b| b > 0),
+        "{report}"
+    );
+}
+
+#[test]
+fn bench_refuses_impossible_shapes() {
+    let out = Command::new(env!("CARGO_BIN_EXE_agentcom-hub"))
+        .args(["bench", "--agents", "2", "--capabilities", "3", "--json"])
+        .output()
+        .expect("run bench");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("capabilities"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_agentcom-hub"))
+        .args(["bench", "--batch", "0"])
+        .output()
+        .expect("run bench");
+    assert_eq!(out.status.code(), Some(2), "clap refuses --batch 0");
+}
