@@ -10,6 +10,7 @@
 //! generation, and its timers. It does not know other agents, does not pick tasks
 //! (the `Scheduler` does) and does not change tasks (the `TaskQueue` does).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -19,6 +20,10 @@ use crate::protocol::{AgentInfo, ClientFrame, ErrorFrame, ServerFrame, TaskAssig
 use crate::queue::{AgentReport, HeldBy, Reclaim, Report, ReportReply, TaskQueue};
 use crate::scheduler::{AgentAvailable, AgentUnavailable, Scheduler};
 use crate::util::now_ms;
+
+/// Set while the hub shuts down: sockets closing then are not agents leaving, so
+/// their tasks are not reclaimed (the agents recover them after the restart).
+pub static HUB_STOPPING: AtomicBool = AtomicBool::new(false);
 
 /// The agent's state machine states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,6 +179,12 @@ impl AgentFsm {
     fn set_state(&mut self, state: FsmState, current: Option<(String, u64)>) {
         if state != self.state || current != self.current {
             self.last_state_change = now_ms();
+        }
+        if self.state == FsmState::Idle && state != FsmState::Idle {
+            // Busy by the agent's own account (accept, recovery): not a candidate.
+            self.scheduler.do_send(AgentUnavailable {
+                agent_id: self.agent_id.clone(),
+            });
         }
         self.state = state;
         self.current = current;
@@ -347,7 +358,12 @@ impl Handler<Disconnect> for AgentFsm {
             agent_id: self.agent_id.clone(),
         });
         if let Some((task_id, generation)) = self.current.take() {
-            self.reclaim(task_id, generation, "disconnect");
+            if HUB_STOPPING.load(Ordering::SeqCst) {
+                tracing::info!(agent_id = %self.agent_id, task_id = %task_id,
+                               "hub stopping: task kept for recovery");
+            } else {
+                self.reclaim(task_id, generation, "disconnect");
+            }
         }
         self.set_state(FsmState::Offline, None);
         self.publish(Some(PresenceEvent::Left));
@@ -470,6 +486,10 @@ impl Handler<Lifecycle> for AgentFsm {
             return AtomicResponse::new(Box::pin(fut::ready(None)));
         };
         let is_reject = matches!(report, Report::Reject { .. });
+        let reported_generation = match &report {
+            Report::Recover { generation } => *generation,
+            _ => None,
+        };
         let request = self.queue.send(AgentReport {
             agent_id: self.agent_id.clone(),
             task_id: task_id.clone(),
@@ -493,17 +513,19 @@ impl Handler<Lifecycle> for AgentFsm {
                         task_id: Some(task_id),
                         ..ErrorFrame::plain(format!("task_report_failed: {}", e.as_str()))
                     })),
+                    (Ok(ReportReply::Accepted(generation)), _) => {
+                        // The queue is the truth: whatever the FSM thought, the agent
+                        // now works on this task at this generation.
+                        act.unresponsive = false;
+                        act.stop_accept_timer(ctx);
+                        act.set_state(FsmState::Working, Some((task_id.clone(), generation)));
+                        Some(ServerFrame::TaskAck {
+                            task_id,
+                            status: "accepted".into(),
+                        })
+                    }
                     (Ok(ReportReply::Ack(status)), _) => {
-                        if status == "accepted" {
-                            act.unresponsive = false;
-                            if act.holds(&task_id) {
-                                act.stop_accept_timer(ctx);
-                                let current = act.current.clone();
-                                act.set_state(FsmState::Working, current);
-                            } else {
-                                act.publish(None);
-                            }
-                        } else if act.holds(&task_id) {
+                        if act.holds(&task_id) {
                             let delay = is_reject.then_some(act.timings.reject_backoff);
                             act.become_idle(ctx, delay);
                         }
@@ -525,7 +547,12 @@ impl Handler<Lifecycle> for AgentFsm {
                         })
                     }
                     (Ok(ReportReply::NotHeld), reply) => {
-                        if act.holds(&task_id) {
+                        // A report about an older generation says nothing about the
+                        // one the FSM holds now; only let go of what it matches.
+                        let about_current = act.current.as_ref().is_some_and(|(t, g)| {
+                            *t == task_id && reported_generation.is_none_or(|r| r == *g)
+                        });
+                        if about_current {
                             act.become_idle(ctx, None);
                         }
                         Some(match reply {
@@ -553,12 +580,14 @@ impl Handler<Assigned> for AgentFsm {
 
     fn handle(&mut self, msg: Assigned, ctx: &mut Context<Self>) {
         let a = msg.0;
-        let awaiting_this = self.state == FsmState::Assigned
-            && self.current.as_ref() == Some(&(a.task_id.clone(), a.generation));
-        if self.session.is_some() && awaiting_this {
-            // The agent reconnected while this assignment was in flight and the
-            // queue already counted the task as held: it has not seen it yet.
-            self.push(ServerFrame::TaskAssign(a));
+        let holds_this = self.current.as_ref() == Some(&(a.task_id.clone(), a.generation));
+        if self.session.is_some() && holds_this {
+            // The agent reconnected while this assignment was in flight and the queue
+            // already counted the task as held. If it has not recovered it yet it
+            // has not seen it: push it. Either way it is this agent's task.
+            if self.state == FsmState::Assigned {
+                self.push(ServerFrame::TaskAssign(a));
+            }
             return;
         }
         if self.session.is_none() || self.state != FsmState::Idle {

@@ -621,6 +621,8 @@ pub enum Report {
 pub enum ReportReply {
     /// Send `task_ack` with this status.
     Ack(String),
+    /// `task_accepted` took: the agent works on the task at this generation.
+    Accepted(u64),
     /// The agent holds the task at this generation.
     Holds(u64),
     /// The agent does not hold the task.
@@ -690,9 +692,9 @@ impl Handler<AgentReport> for TaskQueue {
                 }
                 Report::Accept { generation } => this
                     .with_task(&task_id, |t, now| t.accept(&agent, generation, now))
-                    .map(|_| {
+                    .map(|(_, task)| {
                         this.renew(&task_id, true);
-                        ReportReply::Ack("accepted".into())
+                        ReportReply::Accepted(task.generation)
                     }),
                 Report::Complete {
                     generation,

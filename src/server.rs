@@ -6,6 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::Ordering;
+
 use actix::prelude::*;
 use actix_web::middleware::ErrorHandlers;
 use actix_web::{web, App, HttpServer};
@@ -14,7 +16,7 @@ use crate::analytics::Analytics;
 use crate::auth::Tokens;
 use crate::config::Config;
 use crate::error::StoreError;
-use crate::fsm::FsmTimings;
+use crate::fsm::{FsmTimings, HUB_STOPPING};
 use crate::http;
 use crate::messaging::{Messaging, MessagingLimits};
 use crate::presence::Presence;
@@ -113,6 +115,25 @@ pub fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState, Store
     })
 }
 
+/// Resolves on SIGTERM or SIGINT.
+async fn wait_for_stop_signal() {
+    use actix_rt::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = actix_rt::signal::ctrl_c().await;
+        }
+    }
+}
+
 /// Serves until the process is told to stop. `on_listening` gets the bound address.
 pub async fn serve(
     config: Config,
@@ -143,7 +164,17 @@ pub async fn serve(
     if let Some(bound) = server.addrs().first() {
         on_listening(*bound);
     }
-    let result = server.run().await;
+    let server = server.disable_signals().run();
+    let handle = server.handle();
+    actix_rt::spawn(async move {
+        wait_for_stop_signal().await;
+        // A stop is not a disconnect: agents keep their tasks across a restart and
+        // recover them when they reconnect (their leases still run).
+        HUB_STOPPING.store(true, Ordering::SeqCst);
+        tracing::info!("stopping: agent tasks stay assigned for recovery");
+        handle.stop(true).await;
+    });
+    let result = server.await;
     if let Err(e) = store.flush_now() {
         tracing::error!(error = %e, "final flush failed");
     }

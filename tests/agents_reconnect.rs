@@ -197,3 +197,62 @@ fn replaced_connection_teardown_leaves_the_agent_online_for_others() {
     let assign = current.recv_type("task_assign", PUSH_TIMEOUT);
     assert_eq!(assign["task_id"], task_id.as_str(), "{assign}");
 }
+
+/// Regression: a graceful stop (SIGTERM) used to reclaim every task in progress as
+/// if its agent had left; a restart must be transparent to working agents.
+#[test]
+fn graceful_hub_restart_keeps_tasks_with_their_agents() {
+    let mut hub = Hub::start();
+    let token = register_agent(&hub, "steady", &[]);
+    let mut agent = Agent::connect(&hub, "steady", &token);
+    let task_id = submit(&hub, json!({"description": "long job"}));
+    let assign = agent.recv_type("task_assign", PUSH_TIMEOUT);
+    agent.accept(&task_id, assign["generation"].clone());
+    hub.restart();
+    let task = get_task(&hub, &task_id);
+    assert_eq!(task["status"], "assigned", "{task}");
+    assert_eq!(task["generation"], assign["generation"], "{task}");
+    assert_eq!(count_events(&task, "reclaimed"), 0, "{task}");
+    let mut again = Agent::connect(&hub, "steady", &token);
+    let reply = request(
+        &mut again,
+        json!({"type": "task_recovering", "task_id": task_id, "generation": assign["generation"]}),
+    );
+    assert_eq!(reply["type"], "task_continue", "{reply}");
+}
+
+/// Regression: `task_recovering` for an older generation made the agent look idle
+/// while the hub held the task for it at a newer one.
+#[test]
+fn recovering_an_old_generation_does_not_release_the_current_one() {
+    let hub = Hub::start();
+    let token = register_agent(&hub, "flaky", &[]);
+    let mut agent = Agent::connect(&hub, "flaky", &token);
+    let task_id = submit(&hub, json!({"description": "bounced"}));
+    let first = agent.recv_type("task_assign", PUSH_TIMEOUT);
+    agent.accept(&task_id, first["generation"].clone());
+    agent.close();
+    // The disconnect reclaims; the only agent gets the task back at a newer generation.
+    let mut agent = Agent::connect(&hub, "flaky", &token);
+    let second = agent.recv_type("task_assign", PUSH_TIMEOUT);
+    assert_eq!(second["task_id"], task_id.as_str());
+    assert!(
+        second["generation"].as_u64() > first["generation"].as_u64(),
+        "{second}"
+    );
+    let reply = request(
+        &mut agent,
+        json!({"type": "task_recovering", "task_id": task_id, "generation": first["generation"]}),
+    );
+    assert_eq!(reply["type"], "task_reassign", "{reply}");
+    let state = agent_state(&hub, "flaky");
+    assert_eq!(state["fsm_state"], "assigned", "{state}");
+    assert_eq!(state["current_task_id"], task_id.as_str(), "{state}");
+    agent.accept(&task_id, second["generation"].clone());
+    assert!(
+        wait_for(REPLY_TIMEOUT, || agent_state(&hub, "flaky")["fsm_state"]
+            == "working"),
+        "{}",
+        agent_state(&hub, "flaky")
+    );
+}

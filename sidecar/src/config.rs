@@ -1,0 +1,553 @@
+//! The sidecar's configuration: a TOML file, or the v1.1 `config.json`.
+//!
+//! Every field is read by name from the parsed document, so a missing or bad
+//! value is reported with the field's name (exit code 2). Relative paths are
+//! taken relative to the directory of the config file, so a service started from
+//! any working directory finds the same state.
+//!
+//! Architecture invariant: this module reads and validates; it starts nothing and
+//! creates no directory.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+/// A configuration problem, naming the field it is about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    /// The field (`agent_id`, `wake_command[1]`, ...) or `""` for the file itself.
+    pub field: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(field: &str, problem: impl Into<String>) -> Self {
+        ConfigError {
+            field: field.to_string(),
+            problem: problem.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "invalid configuration: {}", self.problem)
+        } else {
+            write!(
+                f,
+                "invalid configuration: field `{}`: {}",
+                self.field, self.problem
+            )
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// How the agent is woken.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WakeCommand {
+    /// Run through `sh -c`; task values reach it only as environment variables.
+    Shell(String),
+    /// Run directly (no shell); `${TASK_ID}`, `${TASK_DESCRIPTION}` and
+    /// `${TASK_JSON}` inside an argument are replaced by the value, as one argument.
+    Argv(Vec<String>),
+}
+
+/// Validated sidecar configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    pub agent_id: String,
+    pub token: String,
+    /// Display name sent with `identify` (default: agent_id).
+    pub name: Option<String>,
+    /// `ws://host:port/ws`.
+    pub hub_url: String,
+    /// `http://host:port` (derived from hub_url when absent).
+    pub hub_api_url: String,
+    pub capabilities: Vec<String>,
+    pub wake_command: Option<WakeCommand>,
+    pub state_dir: PathBuf,
+    pub results_dir: PathBuf,
+    pub repo_dir: Option<PathBuf>,
+    pub reviewer: Option<String>,
+    pub log_file: Option<PathBuf>,
+    pub log_level: String,
+    pub timings: Timings,
+}
+
+/// Every wait the sidecar makes; all configurable so tests can shorten them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timings {
+    /// After a successful wake, how long to wait for `results/<id>.started`.
+    pub confirmation_timeout: Duration,
+    /// Longest a wake command may run.
+    pub wake_timeout: Duration,
+    /// Waits between wake attempts; attempts = 1 + len.
+    pub wake_retry_delays: Vec<Duration>,
+    pub ping_interval: Duration,
+    pub pong_timeout: Duration,
+    pub reconnect_initial: Duration,
+    pub reconnect_max: Duration,
+    /// How often `task_progress` renews the lease while the agent works
+    /// (`None`: a third of the task's lease, at most 60 s).
+    pub progress_interval: Option<Duration>,
+    /// Poll fallback for the results directory (file events are the fast path).
+    pub results_poll: Duration,
+    /// How long an unparseable result file may stay unparseable (being written).
+    pub result_settle: Duration,
+    /// After `task_reassign`, how long the woken processes are left running in
+    /// case the hub gives the same task straight back.
+    pub release_grace: Duration,
+    /// SIGTERM → SIGKILL grace when stopping a woken process group.
+    pub kill_grace: Duration,
+    /// Re-send delay for a report the hub could not take (`hub_unavailable`).
+    pub outbox_retry: Duration,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Timings {
+            confirmation_timeout: Duration::from_secs(120),
+            wake_timeout: Duration::from_secs(60),
+            wake_retry_delays: vec![
+                Duration::from_secs(5),
+                Duration::from_secs(15),
+                Duration::from_secs(30),
+            ],
+            ping_interval: Duration::from_secs(30),
+            pong_timeout: Duration::from_secs(10),
+            reconnect_initial: Duration::from_secs(1),
+            reconnect_max: Duration::from_secs(60),
+            progress_interval: None,
+            results_poll: Duration::from_secs(2),
+            result_settle: Duration::from_secs(10),
+            release_grace: Duration::from_secs(30),
+            kill_grace: Duration::from_secs(5),
+            outbox_retry: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Every key a TOML config may contain (unknown keys are refused there; the v1.1
+/// JSON config may carry extra keys and they are ignored).
+const KNOWN_KEYS: &[&str] = &[
+    "agent_id",
+    "token",
+    "name",
+    "hub_url",
+    "hub_api_url",
+    "capabilities",
+    "wake_command",
+    "confirmation_timeout_ms",
+    "results_dir",
+    "state_dir",
+    "repo_dir",
+    "reviewer",
+    "log_file",
+    "log_level",
+    "wake_timeout_ms",
+    "wake_retry_delays_ms",
+    "ping_interval_ms",
+    "pong_timeout_ms",
+    "reconnect_initial_ms",
+    "reconnect_max_ms",
+    "progress_interval_ms",
+    "results_poll_ms",
+    "result_settle_ms",
+    "release_grace_ms",
+    "kill_grace_ms",
+    "outbox_retry_ms",
+];
+
+const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
+
+/// Default config file: `$AGENTCOM_SIDECAR_CONFIG`, else
+/// `$HOME/.agentcom/sidecar/config.toml`.
+pub fn default_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("AGENTCOM_SIDECAR_CONFIG") {
+        return Some(PathBuf::from(p));
+    }
+    home_dir().map(|h| h.join(".agentcom").join("sidecar").join("config.toml"))
+}
+
+pub fn home_dir() -> Option<PathBuf> {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+}
+
+impl Config {
+    /// Reads and validates `path` (TOML, or JSON when it ends in `.json` or starts
+    /// with `{`).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("", format!("cannot read {}: {e}", path.display())))?;
+        Config::parse(&text, path)
+    }
+
+    /// Validates config text as if read from `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let is_json =
+            path.extension().is_some_and(|e| e == "json") || text.trim_start().starts_with('{');
+        let doc: Value = if is_json {
+            serde_json::from_str(text).map_err(|e| {
+                ConfigError::new("", format!("{} is not valid JSON: {e}", path.display()))
+            })?
+        } else {
+            let table: toml::Table = toml::from_str(text).map_err(|e| {
+                ConfigError::new("", format!("{} is not valid TOML: {e}", path.display()))
+            })?;
+            serde_json::to_value(table)
+                .map_err(|e| ConfigError::new("", format!("unreadable TOML: {e}")))?
+        };
+        let Value::Object(map) = doc else {
+            return Err(ConfigError::new("", "the file must hold a table / object"));
+        };
+        if !is_json {
+            if let Some(unknown) = map.keys().find(|k| !KNOWN_KEYS.contains(&k.as_str())) {
+                return Err(ConfigError::new(unknown, "unknown key"));
+            }
+        }
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let f = Fields { map: &map };
+
+        let agent_id = f.req_str("agent_id", 128)?;
+        let token = f.req_str("token", 256)?;
+        let name = f.opt_str("name", 256)?;
+        let hub_url = f.req_str("hub_url", 2048)?;
+        if !(hub_url.starts_with("ws://") || hub_url.starts_with("wss://")) {
+            return Err(ConfigError::new(
+                "hub_url",
+                "must be a ws:// or wss:// URL, e.g. ws://hub:4000/ws",
+            ));
+        }
+        let hub_api_url = match f.opt_str("hub_api_url", 2048)? {
+            Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
+                u.trim_end_matches('/').to_string()
+            }
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "hub_api_url",
+                    "must be an http:// or https:// URL",
+                ))
+            }
+            None => api_url_from_ws(&hub_url),
+        };
+        let capabilities = f.opt_str_list("capabilities")?.unwrap_or_default();
+        let wake_command = match map.get("wake_command") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.trim().is_empty() => {
+                return Err(ConfigError::new("wake_command", "must not be empty"))
+            }
+            Some(Value::String(s)) => Some(WakeCommand::Shell(s.clone())),
+            Some(Value::Array(_)) => {
+                let argv = f.opt_str_list("wake_command")?.unwrap_or_default();
+                if argv.is_empty() {
+                    return Err(ConfigError::new("wake_command", "must not be empty"));
+                }
+                Some(WakeCommand::Argv(argv))
+            }
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "wake_command",
+                    "expected a string (run with sh -c) or a list of strings (argv)",
+                ))
+            }
+        };
+        let state_dir = f
+            .opt_path("state_dir", &base)?
+            .unwrap_or_else(|| base.join("state"));
+        let results_dir = f
+            .opt_path("results_dir", &base)?
+            .unwrap_or_else(|| base.join("results"));
+        let repo_dir = f.opt_path("repo_dir", &base)?;
+        let reviewer = f.opt_str("reviewer", 256)?;
+        let log_file = f.opt_path("log_file", &base)?;
+        let log_level = f
+            .opt_str("log_level", 16)?
+            .unwrap_or_else(|| "info".to_string());
+        if !LOG_LEVELS.contains(&log_level.as_str()) {
+            return Err(ConfigError::new(
+                "log_level",
+                format!("expected one of {}", LOG_LEVELS.join(", ")),
+            ));
+        }
+
+        let d = Timings::default();
+        let ms = |key: &str, default: Duration| -> Result<Duration, ConfigError> {
+            Ok(f.opt_ms(key)?.unwrap_or(default))
+        };
+        let wake_retry_delays = match map.get("wake_retry_delays_ms") {
+            None | Some(Value::Null) => d.wake_retry_delays.clone(),
+            Some(Value::Array(items)) => {
+                if items.len() > 10 {
+                    return Err(ConfigError::new(
+                        "wake_retry_delays_ms",
+                        "at most 10 delays",
+                    ));
+                }
+                let mut out = Vec::new();
+                for (i, item) in items.iter().enumerate() {
+                    match item.as_u64() {
+                        Some(n) if n <= 3_600_000 => out.push(Duration::from_millis(n)),
+                        _ => {
+                            return Err(ConfigError::new(
+                                &format!("wake_retry_delays_ms[{i}]"),
+                                "expected milliseconds (an integer 0..=3600000)",
+                            ))
+                        }
+                    }
+                }
+                out
+            }
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "wake_retry_delays_ms",
+                    "expected a list of milliseconds",
+                ))
+            }
+        };
+        let timings = Timings {
+            confirmation_timeout: ms("confirmation_timeout_ms", d.confirmation_timeout)?,
+            wake_timeout: ms("wake_timeout_ms", d.wake_timeout)?,
+            wake_retry_delays,
+            ping_interval: ms("ping_interval_ms", d.ping_interval)?,
+            pong_timeout: ms("pong_timeout_ms", d.pong_timeout)?,
+            reconnect_initial: ms("reconnect_initial_ms", d.reconnect_initial)?,
+            reconnect_max: ms("reconnect_max_ms", d.reconnect_max)?,
+            progress_interval: f.opt_ms("progress_interval_ms")?,
+            results_poll: ms("results_poll_ms", d.results_poll)?,
+            result_settle: ms("result_settle_ms", d.result_settle)?,
+            release_grace: ms("release_grace_ms", d.release_grace)?,
+            kill_grace: ms("kill_grace_ms", d.kill_grace)?,
+            outbox_retry: ms("outbox_retry_ms", d.outbox_retry)?,
+        };
+        for (key, v) in [
+            ("wake_timeout_ms", timings.wake_timeout),
+            ("ping_interval_ms", timings.ping_interval),
+            ("pong_timeout_ms", timings.pong_timeout),
+            ("reconnect_initial_ms", timings.reconnect_initial),
+            ("results_poll_ms", timings.results_poll),
+        ] {
+            if v.is_zero() {
+                return Err(ConfigError::new(key, "must be greater than 0"));
+            }
+        }
+        if timings.reconnect_max < timings.reconnect_initial {
+            return Err(ConfigError::new(
+                "reconnect_max_ms",
+                "must not be smaller than reconnect_initial_ms",
+            ));
+        }
+        if timings.progress_interval.is_some_and(|p| p.is_zero()) {
+            return Err(ConfigError::new(
+                "progress_interval_ms",
+                "must be greater than 0",
+            ));
+        }
+
+        Ok(Config {
+            path: path.to_path_buf(),
+            agent_id,
+            token,
+            name,
+            hub_url,
+            hub_api_url,
+            capabilities,
+            wake_command,
+            state_dir,
+            results_dir,
+            repo_dir,
+            reviewer,
+            log_file,
+            log_level,
+            timings,
+        })
+    }
+}
+
+/// `ws://host:4000/ws` → `http://host:4000`.
+pub fn api_url_from_ws(ws: &str) -> String {
+    let (scheme, rest) = if let Some(r) = ws.strip_prefix("wss://") {
+        ("https://", r)
+    } else if let Some(r) = ws.strip_prefix("ws://") {
+        ("http://", r)
+    } else {
+        ("http://", ws)
+    };
+    let host = rest.split('/').next().unwrap_or(rest);
+    format!("{scheme}{host}")
+}
+
+/// `http://host:4000[/]` → `ws://host:4000/ws`.
+pub fn ws_url_from_api(api: &str) -> String {
+    let (scheme, rest) = if let Some(r) = api.strip_prefix("https://") {
+        ("wss://", r)
+    } else if let Some(r) = api.strip_prefix("http://") {
+        ("ws://", r)
+    } else {
+        ("ws://", api)
+    };
+    let host = rest.split('/').next().unwrap_or(rest);
+    format!("{scheme}{host}/ws")
+}
+
+/// Typed, named access to the config document.
+struct Fields<'a> {
+    map: &'a Map<String, Value>,
+}
+
+impl Fields<'_> {
+    fn get(&self, key: &str) -> Option<&Value> {
+        self.map.get(key).filter(|v| !v.is_null())
+    }
+
+    fn req_str(&self, key: &str, max: usize) -> Result<String, ConfigError> {
+        self.opt_str(key, max)?
+            .ok_or_else(|| ConfigError::new(key, "is required"))
+    }
+
+    fn opt_str(&self, key: &str, max: usize) -> Result<Option<String>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) if s.trim().is_empty() => {
+                Err(ConfigError::new(key, "must not be empty"))
+            }
+            Some(Value::String(s)) if s.chars().count() > max => {
+                Err(ConfigError::new(key, format!("at most {max} characters")))
+            }
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(ConfigError::new(key, "expected a string")),
+        }
+    }
+
+    fn opt_str_list(&self, key: &str) -> Result<Option<Vec<String>>, ConfigError> {
+        let Some(v) = self.get(key) else {
+            return Ok(None);
+        };
+        let Some(items) = v.as_array() else {
+            return Err(ConfigError::new(key, "expected a list of strings"));
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            match item.as_str() {
+                Some(s) if !s.is_empty() => out.push(s.to_string()),
+                _ => {
+                    return Err(ConfigError::new(
+                        &format!("{key}[{i}]"),
+                        "expected a non-empty string",
+                    ))
+                }
+            }
+        }
+        Ok(Some(out))
+    }
+
+    fn opt_path(&self, key: &str, base: &Path) -> Result<Option<PathBuf>, ConfigError> {
+        Ok(self.opt_str(key, 4096)?.map(|s| {
+            let p = PathBuf::from(s);
+            if p.is_absolute() {
+                p
+            } else {
+                base.join(p)
+            }
+        }))
+    }
+
+    fn opt_ms(&self, key: &str) -> Result<Option<Duration>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => match v.as_u64() {
+                Some(n) if n <= 7 * 24 * 3_600_000 => Ok(Some(Duration::from_millis(n))),
+                Some(_) => Err(ConfigError::new(key, "at most one week")),
+                None => Err(ConfigError::new(
+                    key,
+                    "expected milliseconds (a non-negative integer)",
+                )),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/agentcom/config.toml"))
+    }
+
+    const MINIMAL: &str = "agent_id = \"a1\"\ntoken = \"t\"\nhub_url = \"ws://h:4000/ws\"\n";
+
+    #[test]
+    fn minimal_toml_gets_defaults() {
+        let c = parse(MINIMAL).expect("valid");
+        assert_eq!(c.hub_api_url, "http://h:4000");
+        assert_eq!(c.state_dir, PathBuf::from("/etc/agentcom/state"));
+        assert_eq!(c.results_dir, PathBuf::from("/etc/agentcom/results"));
+        assert_eq!(c.timings, Timings::default());
+        assert_eq!(c.wake_command, None);
+    }
+
+    #[test]
+    fn missing_field_is_named() {
+        let e = parse("agent_id = \"a1\"\nhub_url = \"ws://h/ws\"\n").unwrap_err();
+        assert_eq!(e.field, "token");
+        assert!(e.to_string().contains("`token`"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_are_named() {
+        let e = parse(&format!("{MINIMAL}ping_interval_ms = \"30\"\n")).unwrap_err();
+        assert_eq!(e.field, "ping_interval_ms");
+        let e = parse(&format!("{MINIMAL}wake_command = 3\n")).unwrap_err();
+        assert_eq!(e.field, "wake_command");
+        let e = parse(&format!("{MINIMAL}capabilities = [\"a\", 1]\n")).unwrap_err();
+        assert_eq!(e.field, "capabilities[1]");
+        let e = parse(&format!("{MINIMAL}wake_retry_delays_ms = [1, -2]\n")).unwrap_err();
+        assert_eq!(e.field, "wake_retry_delays_ms[1]");
+        let e = parse(&format!("{MINIMAL}log_level = \"loud\"\n")).unwrap_err();
+        assert_eq!(e.field, "log_level");
+        let e = parse("agent_id = \"a\"\ntoken = \"t\"\nhub_url = \"http://h\"\n").unwrap_err();
+        assert_eq!(e.field, "hub_url");
+    }
+
+    #[test]
+    fn unknown_toml_key_is_refused() {
+        let e = parse(&format!("{MINIMAL}wake_comand = \"x\"\n")).unwrap_err();
+        assert_eq!(e.field, "wake_comand");
+    }
+
+    #[test]
+    fn v1_json_config_is_read_and_extra_keys_ignored() {
+        let text = r#"{"agent_id":"a1","token":"t","hub_url":"wss://hub.example/ws",
+            "hub_api_url":"https://hub.example","capabilities":["code"],
+            "wake_command":"openclaw wake","confirmation_timeout_ms":5000,
+            "results_dir":"./results","repo_dir":"/src/repo","reviewer":"bob",
+            "log_file":"sidecar.log","log_level":"debug","protocol_version":"1.1"}"#;
+        let c = Config::parse(text, Path::new("/opt/sc/config.json")).expect("valid");
+        assert_eq!(c.hub_api_url, "https://hub.example");
+        assert_eq!(
+            c.wake_command,
+            Some(WakeCommand::Shell("openclaw wake".into()))
+        );
+        assert_eq!(c.results_dir, PathBuf::from("/opt/sc/./results"));
+        assert_eq!(c.log_file, Some(PathBuf::from("/opt/sc/sidecar.log")));
+        assert_eq!(c.timings.confirmation_timeout, Duration::from_millis(5000));
+    }
+
+    #[test]
+    fn url_derivations() {
+        assert_eq!(api_url_from_ws("wss://h:1/ws"), "https://h:1");
+        assert_eq!(ws_url_from_api("http://h:1/"), "ws://h:1/ws");
+    }
+}

@@ -1,0 +1,493 @@
+//! `agentcom-sidecar join`: one command from invite to a verified agent.
+//!
+//! 1. Register with the one-time invite (`POST /api/onboard/register`). Nothing
+//!    is written before the hub says yes, so a bad invite leaves no trace.
+//! 2. Write the config atomically (mode 0600: it holds the token).
+//! 3. Run the sidecar: as a systemd user service when `systemctl --user` works;
+//!    otherwise print the manual steps and start it as a detached background
+//!    process (own session, pid file `sidecar.pid`, output in `sidecar.log`).
+//! 4. Verify the whole path: submit an onboarding task routed to this agent only
+//!    (`agent:<id>`), which the sidecar completes itself, and wait for it.
+//!
+//! Re-running resumes: an existing config for the same agent is kept (the invite
+//! is not used again), a running background sidecar is reused, and the
+//! verification runs again.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::config::{self, Config};
+use crate::http;
+use crate::state;
+
+/// What `join` was asked to do.
+#[derive(Debug, Clone)]
+pub struct JoinArgs {
+    pub hub: String,
+    pub agent_id: String,
+    pub invite: String,
+    pub capabilities: Vec<String>,
+    pub dir: Option<PathBuf>,
+    pub wake_command: Option<String>,
+    pub no_service: bool,
+    pub verify_timeout: Duration,
+}
+
+/// A failure of `join`, with its exit code.
+#[derive(Debug)]
+pub struct JoinError {
+    pub code: u8,
+    pub message: String,
+}
+
+fn err(code: u8, message: impl Into<String>) -> JoinError {
+    JoinError {
+        code,
+        message: message.into(),
+    }
+}
+
+/// The sidecar's home: `--dir`, else `$HOME/.agentcom/sidecar`.
+fn sidecar_dir(args: &JoinArgs) -> Result<PathBuf, JoinError> {
+    if let Some(d) = &args.dir {
+        return Ok(d.clone());
+    }
+    config::home_dir()
+        .map(|h| h.join(".agentcom").join("sidecar"))
+        .ok_or_else(|| err(2, "HOME is not set; pass --dir"))
+}
+
+fn api_base(hub: &str) -> String {
+    let hub = hub.trim_end_matches('/');
+    if hub.starts_with("ws://") || hub.starts_with("wss://") {
+        config::api_url_from_ws(hub)
+    } else {
+        hub.to_string()
+    }
+}
+
+pub fn join(args: &JoinArgs) -> Result<(), JoinError> {
+    if args.agent_id.is_empty() || args.agent_id.chars().count() > 128 {
+        return Err(err(2, "--agent-id must be 1 to 128 characters"));
+    }
+    let base = api_base(&args.hub);
+    if !(base.starts_with("http://") || base.starts_with("https://")) {
+        return Err(err(2, "--hub must be an http(s):// or ws(s):// URL"));
+    }
+    let dir = sidecar_dir(args)?;
+    let config_path = dir.join("config.toml");
+
+    // 1 + 2: register and write the config, or resume with the existing one.
+    let cfg = if config_path.exists() {
+        let cfg = Config::load(&config_path).map_err(|e| {
+            err(
+                1,
+                format!(
+                    "{} exists but is not usable ({e}); move it away and run join again",
+                    config_path.display()
+                ),
+            )
+        })?;
+        if cfg.agent_id != args.agent_id {
+            return Err(err(
+                1,
+                format!(
+                    "{} already configures agent {:?}; use --dir for a second agent on this machine",
+                    config_path.display(),
+                    cfg.agent_id
+                ),
+            ));
+        }
+        println!(
+            "config for agent {} already exists at {}; registration skipped (the invite was not used)",
+            cfg.agent_id,
+            config_path.display()
+        );
+        cfg
+    } else {
+        let reg = register(&base, args)?;
+        write_config(&dir, &config_path, args, &base, &reg)?;
+        println!(
+            "registered agent {} with {}; config written to {}",
+            args.agent_id,
+            base,
+            config_path.display()
+        );
+        Config::load(&config_path)
+            .map_err(|e| err(1, format!("the written config does not load: {e}")))?
+    };
+
+    // 3: run it.
+    let exe = std::env::current_exe()
+        .map_err(|e| err(1, format!("cannot locate this executable: {e}")))?;
+    let mut started: Option<std::process::Child> = None;
+    match systemd_user(args) {
+        Ok(()) => install_service(&exe, &cfg)?,
+        Err(why) => {
+            print_manual_steps(&exe, &cfg, &why);
+            started = start_detached(&exe, &cfg, &dir)?;
+        }
+    }
+
+    // 4: verify.
+    verify(&cfg, args.verify_timeout, &dir, started.as_mut())
+}
+
+/// The hub's answer to a registration.
+struct Registration {
+    token: String,
+    capabilities: Vec<String>,
+    hub_ws_url: Option<String>,
+    hub_api_url: Option<String>,
+    default_repo: Option<String>,
+}
+
+fn register(base: &str, args: &JoinArgs) -> Result<Registration, JoinError> {
+    let url = format!("{base}/api/onboard/register");
+    let body = json!({"agent_id": args.agent_id, "invite": args.invite});
+    let (status, resp) = http::request("POST", &url, None, Some(&body))
+        .map_err(|e| err(1, format!("cannot reach the hub: {e}")))?;
+    match status {
+        200 | 201 => {
+            let token = resp["token"]
+                .as_str()
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| err(1, format!("the hub's registration reply has no token: {resp}")))?;
+            let text = |k: &str| resp[k].as_str().filter(|s| !s.is_empty()).map(str::to_string);
+            Ok(Registration {
+                token: token.to_string(),
+                capabilities: resp["capabilities"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|c| c.as_str().map(str::to_string)).collect())
+                    .unwrap_or_default(),
+                hub_ws_url: text("hub_ws_url"),
+                hub_api_url: text("hub_api_url"),
+                default_repo: text("default_repo"),
+            })
+        }
+        403 => Err(err(
+            1,
+            "the hub refused the invite: it is invalid, expired, already used, or for another agent name. Ask the hub operator for a new one (agentcom-hub agent invite NAME). Nothing was written.",
+        )),
+        409 => Err(err(
+            1,
+            format!(
+                "agent {:?} already exists on the hub. Choose another name, or ask the operator to revoke it. Nothing was written.",
+                args.agent_id
+            ),
+        )),
+        _ => Err(err(
+            1,
+            format!("registration failed with HTTP {status}: {resp}. Nothing was written."),
+        )),
+    }
+}
+
+fn write_config(
+    dir: &Path,
+    path: &Path,
+    args: &JoinArgs,
+    base: &str,
+    reg: &Registration,
+) -> Result<(), JoinError> {
+    let api = reg.hub_api_url.clone().unwrap_or_else(|| base.to_string());
+    let ws = reg
+        .hub_ws_url
+        .clone()
+        .unwrap_or_else(|| config::ws_url_from_api(&api));
+    let mut table = toml::Table::new();
+    table.insert("agent_id".into(), args.agent_id.clone().into());
+    table.insert("token".into(), reg.token.clone().into());
+    table.insert("hub_url".into(), ws.into());
+    table.insert("hub_api_url".into(), api.trim_end_matches('/').into());
+    // The invite's capabilities (as the hub recorded them) unless given here.
+    let caps = if args.capabilities.is_empty() {
+        &reg.capabilities
+    } else {
+        &args.capabilities
+    };
+    table.insert(
+        "capabilities".into(),
+        toml::Value::Array(caps.iter().map(|c| c.clone().into()).collect()),
+    );
+    if let Some(w) = &args.wake_command {
+        table.insert("wake_command".into(), w.clone().into());
+    }
+    table.insert("results_dir".into(), "results".into());
+    table.insert("state_dir".into(), "state".into());
+    table.insert("log_file".into(), "sidecar.log".into());
+    let body =
+        toml::to_string(&table).map_err(|e| err(1, format!("cannot encode the config: {e}")))?;
+    let mut text = String::from(
+        "# AgentCom sidecar configuration, written by `agentcom-sidecar join`.\n# Holds the agent's token: keep it private (mode 0600).\n",
+    );
+    if args.wake_command.is_none() {
+        text.push_str("# Set how the agent is woken, e.g.:\n# wake_command = \"my-agent --task-file \\\"$TASK_JSON_FILE\\\"\"\n");
+    }
+    if let Some(repo) = &reg.default_repo {
+        text.push_str(&format!(
+            "# The hub's default repository: {repo}\n# repo_dir = \"/path/to/your/checkout\"\n"
+        ));
+    }
+    text.push_str(&body);
+    // Validate before anything touches the disk.
+    Config::parse(&text, path)
+        .map_err(|e| err(1, format!("the generated config is invalid: {e}")))?;
+    create_private_dir(dir)?;
+    if let Err(e) = state::write_atomic_private(path, text.as_bytes()) {
+        eprintln!(
+            "agentcom-sidecar: registration succeeded but the config could not be written; the agent token is:\n{}",
+            reg.token
+        );
+        return Err(err(1, format!("cannot write {}: {e}", path.display())));
+    }
+    Ok(())
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), JoinError> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| err(1, format!("cannot create {}: {e}", dir.display())))
+}
+
+/// `Ok` when a systemd user manager is reachable.
+fn systemd_user(args: &JoinArgs) -> Result<(), String> {
+    if args.no_service {
+        return Err("--no-service was given".into());
+    }
+    match Command::new("systemctl")
+        .args(["--user", "show-environment"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+    {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(format!(
+            "systemctl --user is not usable: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Err(format!("systemctl is not available: {e}")),
+    }
+}
+
+const UNIT_NAME: &str = "agentcom-sidecar.service";
+
+fn unit_text(exe: &Path, cfg: &Config) -> String {
+    format!(
+        "[Unit]\nDescription=AgentCom sidecar for agent {agent}\nWants=network-online.target\nAfter=network-online.target\n\n\
+         [Service]\nExecStart=\"{exe}\" run --config \"{config}\"\nRestart=always\nRestartSec=5\n\
+         # Stopping or restarting the sidecar must not kill the agent it woke; the\n\
+         # sidecar recovers the task when it comes back.\nKillMode=process\n\n\
+         [Install]\nWantedBy=default.target\n",
+        agent = cfg.agent_id,
+        exe = exe.display(),
+        config = cfg.path.display(),
+    )
+}
+
+fn install_service(exe: &Path, cfg: &Config) -> Result<(), JoinError> {
+    let home = config::home_dir().ok_or_else(|| err(1, "HOME is not set"))?;
+    let unit_dir = home.join(".config").join("systemd").join("user");
+    fs::create_dir_all(&unit_dir)
+        .map_err(|e| err(1, format!("cannot create {}: {e}", unit_dir.display())))?;
+    let unit = unit_dir.join(UNIT_NAME);
+    state::write_atomic(&unit, unit_text(exe, cfg).as_bytes())
+        .map_err(|e| err(1, format!("cannot write {}: {e}", unit.display())))?;
+    for args in [
+        vec!["--user", "daemon-reload"],
+        vec!["--user", "enable", UNIT_NAME],
+        vec!["--user", "restart", UNIT_NAME],
+    ] {
+        let out = Command::new("systemctl")
+            .args(&args)
+            .output()
+            .map_err(|e| err(1, format!("systemctl {}: {e}", args.join(" "))))?;
+        if !out.status.success() {
+            return Err(err(
+                1,
+                format!(
+                    "systemctl {} failed: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            ));
+        }
+    }
+    println!(
+        "installed and started the systemd user service {UNIT_NAME} ({})",
+        unit.display()
+    );
+    println!("to keep it running after you log out: loginctl enable-linger $USER");
+    Ok(())
+}
+
+fn print_manual_steps(exe: &Path, cfg: &Config, why: &str) {
+    println!("no systemd user service was installed ({why}).");
+    println!("to run the sidecar permanently, start this command under your process supervisor:");
+    println!(
+        "    \"{}\" run --config \"{}\"",
+        exe.display(),
+        cfg.path.display()
+    );
+    println!("or, where systemd user services are available, install this unit as ~/.config/systemd/user/{UNIT_NAME}:");
+    for line in unit_text(exe, cfg).lines() {
+        println!("    {line}");
+    }
+    println!("then: systemctl --user daemon-reload && systemctl --user enable --now {UNIT_NAME}");
+}
+
+fn pid_file(dir: &Path) -> PathBuf {
+    dir.join("sidecar.pid")
+}
+
+/// The pid of a background sidecar started earlier by join, if it still runs.
+fn running_pid(dir: &Path) -> Option<i32> {
+    let pid: i32 = fs::read_to_string(pid_file(dir))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    if pid <= 1 {
+        return None;
+    }
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    cmdline.contains("agentcom-sidecar").then_some(pid)
+}
+
+/// Starts `agentcom-sidecar run` detached (own session); reuses a running one.
+fn start_detached(
+    exe: &Path,
+    cfg: &Config,
+    dir: &Path,
+) -> Result<Option<std::process::Child>, JoinError> {
+    if let Some(pid) = running_pid(dir) {
+        println!("a background sidecar started earlier is running (pid {pid}); reusing it");
+        return Ok(None);
+    }
+    use std::os::unix::process::CommandExt;
+    let log_path = dir.join("sidecar.out");
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| err(1, format!("cannot open {}: {e}", log_path.display())))?;
+    let log2 = log
+        .try_clone()
+        .map_err(|e| err(1, format!("cannot open {}: {e}", log_path.display())))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("run")
+        .arg("--config")
+        .arg(&cfg.path)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2);
+    // SAFETY: setsid is async-signal-safe and touches no memory of this process.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| err(1, format!("cannot start the sidecar: {e}")))?;
+    let pid = child.id();
+    state::write_atomic(&pid_file(dir), format!("{pid}\n").as_bytes())
+        .map_err(|e| err(1, format!("cannot write the pid file: {e}")))?;
+    println!(
+        "started the sidecar in the background for now: pid {pid} (pid file {}, output {}); stop it with: kill $(cat {})",
+        pid_file(dir).display(),
+        log_path.display(),
+        pid_file(dir).display()
+    );
+    Ok(Some(child))
+}
+
+/// Submits the onboarding task and waits until the sidecar completed it.
+fn verify(
+    cfg: &Config,
+    timeout: Duration,
+    dir: &Path,
+    mut child: Option<&mut std::process::Child>,
+) -> Result<(), JoinError> {
+    let task = json!({
+        "description": "AgentCom onboarding check",
+        "priority": "urgent",
+        "metadata": {"onboarding": true},
+        "needed_capabilities": [format!("agent:{}", cfg.agent_id)],
+    });
+    let url = format!("{}/api/tasks", cfg.hub_api_url);
+    let (status, resp) = http::request("POST", &url, Some(&cfg.token), Some(&task))
+        .map_err(|e| err(1, format!("cannot reach the hub to verify: {e}")))?;
+    if status != 201 && status != 200 {
+        return Err(err(
+            1,
+            format!("the hub refused the onboarding task (HTTP {status}): {resp}"),
+        ));
+    }
+    let task_id = resp["task_id"]
+        .as_str()
+        .ok_or_else(|| err(1, format!("no task_id in the hub's reply: {resp}")))?
+        .to_string();
+    println!(
+        "verifying: onboarding task {task_id} submitted; waiting for the sidecar to complete it"
+    );
+    let deadline = Instant::now() + timeout;
+    let task_url = format!("{}/api/tasks/{task_id}", cfg.hub_api_url);
+    let mut last = Value::Null;
+    while Instant::now() < deadline {
+        if let Some(c) = child.as_deref_mut() {
+            if let Ok(Some(status)) = c.try_wait() {
+                return Err(err(
+                    1,
+                    format!(
+                        "the sidecar exited ({status}) before verification; see {}",
+                        dir.join("sidecar.out").display()
+                    ),
+                ));
+            }
+        }
+        if let Ok((200, t)) = http::request("GET", &task_url, Some(&cfg.token), None) {
+            match t["status"].as_str() {
+                Some("completed") => {
+                    println!(
+                        "verified: agent {} is connected to {} and completed onboarding task {task_id}",
+                        cfg.agent_id, cfg.hub_api_url
+                    );
+                    return Ok(());
+                }
+                Some("dead_letter") | Some("cancelled") => {
+                    return Err(err(
+                        1,
+                        format!("the onboarding task ended as {}: {t}", t["status"]),
+                    ))
+                }
+                _ => last = t,
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    Err(err(
+        1,
+        format!(
+            "not verified: onboarding task {task_id} was not completed within {} s (last state: {}). Is the sidecar running? Its log: {}",
+            timeout.as_secs(),
+            last["status"],
+            cfg.log_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "stderr".into())
+        ),
+    ))
+}
