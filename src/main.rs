@@ -15,6 +15,11 @@ use agentcom_hub::error::StoreError;
 use agentcom_hub::server;
 use agentcom_hub::store::Store;
 
+// The hub allocates many small, short-lived objects across threads (frames, actor
+// messages); mimalloc handles that pattern far better than glibc malloc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "agentcom-hub",

@@ -67,6 +67,16 @@ struct Lease {
     deadline: i64,
 }
 
+/// What callers of `with_task` need to know about the changed task.
+#[derive(Debug, Clone)]
+struct Changed {
+    status: TaskStatus,
+    generation: u64,
+    priority: u8,
+    updated_at: i64,
+    ready: TaskReady,
+}
+
 /// Effects that others may see only after the change is durable.
 #[derive(Default)]
 struct Effects {
@@ -186,8 +196,15 @@ impl TaskQueue {
     /// Reads a task from memory or, for finished tasks, from sled.
     fn read(&self, id: &str) -> Result<Option<Task>, StoreError> {
         if let Some(seq) = self.ids.get(id) {
-            return Ok(self.live.get(seq).cloned());
+            if let Some(t) = self.live.get(seq) {
+                return Ok(Some(t.clone()));
+            }
         }
+        self.read_stored(id)
+    }
+
+    /// Reads a task's stored record from sled.
+    fn read_stored(&self, id: &str) -> Result<Option<Task>, StoreError> {
         let Some(seq) = self.store.task_ids.get(id.as_bytes())? else {
             return Ok(None);
         };
@@ -197,31 +214,58 @@ impl TaskQueue {
         }
     }
 
-    /// Applies `change` to one task: all of it, durably written, or nothing.
+    /// Applies `change` to one task: all of it, written to sled, or nothing. The
+    /// task is moved out of memory and back, never cloned (this is the hot path).
     fn with_task<R>(
         &mut self,
         id: &str,
         change: impl FnOnce(&mut Task, i64) -> Result<R, TaskError>,
-    ) -> Result<(R, Task), QueueError> {
+    ) -> Result<(R, Changed), QueueError> {
         let now = now_ms();
-        let Some(mut task) = self.read(id)? else {
-            return Err(TaskError::NotFound.into());
+        let live_seq = self.ids.get(id).copied();
+        let mut task = match live_seq.and_then(|seq| self.live.remove(&seq)) {
+            Some(t) => t,
+            None => match self.read(id)? {
+                Some(t) => t,
+                None => return Err(TaskError::NotFound.into()),
+            },
         };
         let old = task.status;
-        let out = change(&mut task, now)?;
-        self.store
-            .tasks
-            .insert(seq_key(task.seq), encode(&task))
-            .map_err(StoreError::from)?;
+        let out = match change(&mut task, now) {
+            Ok(out) => out,
+            Err(e) => {
+                if live_seq.is_some() {
+                    self.live.insert(task.seq, task);
+                }
+                return Err(e.into());
+            }
+        };
+        if let Err(e) = self.store.tasks.insert(seq_key(task.seq), encode(&task)) {
+            // Not written: the in-memory record must not run ahead of sled. The
+            // change methods only move forward, so reload the stored record.
+            tracing::error!(task_id = %id, error = %e, "task write failed");
+            if let Ok(Some(stored)) = self.read_stored(id) {
+                if live_seq.is_some() {
+                    self.live.insert(stored.seq, stored);
+                }
+            }
+            return Err(QueueError::Store(e.into()));
+        }
         self.index(&task, Some(old), now);
+        let changed = Changed {
+            status: task.status,
+            generation: task.generation,
+            priority: task.priority,
+            updated_at: task.updated_at,
+            ready: Self::ready_of(&task),
+        };
         if task.status.is_terminal() {
             self.ids.remove(&task.id);
-            self.live.remove(&task.seq);
         } else {
             self.ids.insert(task.id.clone(), task.seq);
-            self.live.insert(task.seq, task.clone());
+            self.live.insert(task.seq, task);
         }
-        Ok((out, task))
+        Ok((out, changed))
     }
 
     fn renew(&mut self, task_id: &str, accepted: bool) {
@@ -301,7 +345,7 @@ impl TaskQueue {
                 Ok((outcome, task)) => {
                     tracing::warn!(task_id = %task_id, agent_id = %lease.agent_id, reason, "task reclaimed");
                     if outcome == ReclaimOutcome::Requeued {
-                        effects.ready.push(Self::ready_of(&task));
+                        effects.ready.push(task.ready.clone());
                     }
                     effects.withdrawn.push(Withdrawn {
                         agent_id: lease.agent_id,
@@ -728,7 +772,7 @@ impl Handler<AgentReport> for TaskQueue {
                                 at: task.updated_at,
                             });
                             if task.status == TaskStatus::Queued {
-                                effects.ready.push(Self::ready_of(&task));
+                                effects.ready.push(task.ready.clone());
                             }
                         }
                         ReportReply::Ack(ack)
@@ -739,7 +783,7 @@ impl Handler<AgentReport> for TaskQueue {
                     })
                     .map(|((ack, fresh), task)| {
                         if fresh && task.status == TaskStatus::Queued {
-                            effects.ready.push(Self::ready_of(&task));
+                            effects.ready.push(task.ready.clone());
                         }
                         ReportReply::Ack(ack)
                     }),
@@ -785,7 +829,7 @@ impl Handler<Reclaim> for TaskQueue {
                     tracing::warn!(task_id = %msg.task_id, agent_id = %msg.agent_id,
                                    reason = %msg.reason, "task reclaimed");
                     if outcome == ReclaimOutcome::Requeued {
-                        effects.ready.push(Self::ready_of(&task));
+                        effects.ready.push(task.ready.clone());
                     }
                     outcome
                 });
@@ -893,7 +937,7 @@ impl Handler<Retry> for TaskQueue {
                     t.retry_from_dead_letter(&msg.by, now)
                 })
                 .map(|(_, task)| {
-                    effects.ready.push(Self::ready_of(&task));
+                    effects.ready.push(task.ready.clone());
                     task.priority
                 });
             this.after_flush(effects, result)
