@@ -51,8 +51,9 @@ pub enum MsgError {
     ChannelNotFound(String),
     ChannelExists(String),
     MessageNotFound(String),
-    /// The payload is larger than `max_message_bytes`.
-    TooLarge(usize),
+    /// The payload is larger than `max_message_bytes` (limit, first 50 characters of
+    /// the payload's JSON).
+    TooLarge(usize, String),
     Store(StoreError),
 }
 
@@ -164,9 +165,13 @@ impl Messaging {
     }
 
     fn check_size(&self, payload: &Map<String, Value>) -> Result<(), MsgError> {
-        let size = serde_json::to_vec(payload).map(|v| v.len()).unwrap_or(0);
-        if size > self.limits.max_message_bytes {
-            return Err(MsgError::TooLarge(self.limits.max_message_bytes));
+        let text = serde_json::to_string(payload).unwrap_or_default();
+        if text.len() > self.limits.max_message_bytes {
+            let head: String = text.chars().take(50).collect();
+            return Err(MsgError::TooLarge(
+                self.limits.max_message_bytes,
+                format!("{head}..."),
+            ));
         }
         Ok(())
     }
@@ -842,5 +847,94 @@ impl Handler<PruneMessages> for Messaging {
         if let Err(e) = self.prune(msg.now) {
             tracing::error!(error = ?e, "message retention failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::Config;
+
+    #[actix_rt::test]
+    async fn retention_expires_old_mailbox_entries_and_history_and_counts_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open store");
+        let hub =
+            crate::server::start_actors(Arc::new(Config::default()), store).expect("start actors");
+        hub.tokens
+            .issue_now("away", vec![])
+            .map_err(|_| "issue")
+            .expect("token");
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            let mut payload = Map::new();
+            payload.insert("n".into(), Value::from(i));
+            let id = hub
+                .messaging
+                .send(SendMessage {
+                    from: "admin".into(),
+                    to: Some("away".into()),
+                    message_type: None,
+                    payload,
+                    reply_to: ids.last().cloned(),
+                })
+                .await
+                .expect("messaging reachable")
+                .expect("sent");
+            ids.push(id);
+        }
+        let read = || ReadMailbox {
+            agent_id: "away".into(),
+            since: 0,
+        };
+        let (entries, _) = hub
+            .messaging
+            .send(read())
+            .await
+            .expect("reachable")
+            .expect("read");
+        assert_eq!(entries.len(), 3);
+        // Still within the TTL: nothing goes.
+        hub.messaging
+            .send(PruneMessages { now: now_ms() })
+            .await
+            .expect("pruned");
+        let (entries, _) = hub
+            .messaging
+            .send(read())
+            .await
+            .expect("reachable")
+            .expect("read");
+        assert_eq!(entries.len(), 3);
+        // Eight days later (TTL 7 days): the mailbox and the history are empty, counted.
+        let later = now_ms() + Config::days_ms(8);
+        hub.messaging
+            .send(PruneMessages { now: later })
+            .await
+            .expect("pruned");
+        let (entries, meta) = hub
+            .messaging
+            .send(read())
+            .await
+            .expect("reachable")
+            .expect("read");
+        assert!(entries.is_empty());
+        assert_eq!((meta.expired, meta.count, meta.last_seq), (3, 0, 3));
+        let thread = hub
+            .messaging
+            .send(Thread {
+                id: ids[0].clone(),
+                view: ThreadView::Thread,
+            })
+            .await
+            .expect("reachable");
+        assert!(matches!(thread, Err(MsgError::MessageNotFound(_))));
+        assert_eq!(
+            hub.store.replies.len(),
+            0,
+            "no reply index entry outlives its messages"
+        );
     }
 }

@@ -262,6 +262,14 @@ pub fn known_types() -> Vec<String> {
         .collect()
 }
 
+impl FieldError {
+    /// Adds the echoed value (`too_long`: first 50 characters plus `...`).
+    pub fn with_value(mut self, value: String) -> Self {
+        self.value = Some(value);
+        self
+    }
+}
+
 fn too_long(field: &str, text: &str, max: usize) -> FieldError {
     let mut e = FieldError::new(field, "too_long", format!("at most {max} characters"));
     let head: String = text.chars().take(50).collect();

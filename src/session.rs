@@ -261,7 +261,7 @@ impl AgentSession {
                     .send(ChannelHistory {
                         channel: channel.clone(),
                         since: since.unwrap_or(0),
-                        limit: limit.unwrap_or(50).clamp(1, 200) as usize,
+                        limit: limit.unwrap_or(50).min(200) as usize,
                     })
                     .await
                     .map(|r| r.map(|messages| ServerFrame::ChannelHistory { channel, messages })),
@@ -380,12 +380,13 @@ fn messaging_error(e: MsgError, message_type: &str) -> ServerFrame {
             ..ErrorFrame::plain("channel_not_found")
         },
         MsgError::RecipientNotFound(_) => ErrorFrame::plain("recipient_not_found"),
-        MsgError::TooLarge(max) => ErrorFrame {
+        MsgError::TooLarge(max, head) => ErrorFrame {
             errors: Some(vec![FieldError::new(
                 "payload",
                 "too_long",
                 format!("at most {max} bytes of JSON"),
-            )]),
+            )
+            .with_value(head)]),
             ..ErrorFrame::plain("validation_failed")
         },
         MsgError::ChannelExists(_) | MsgError::MessageNotFound(_) => {

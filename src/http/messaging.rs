@@ -60,11 +60,12 @@ fn msg_error(e: MsgError) -> ApiError {
             what: "channel",
             id: c,
         },
-        MsgError::TooLarge(max) => ApiError::Validation(vec![FieldError::new(
+        MsgError::TooLarge(max, head) => ApiError::Validation(vec![FieldError::new(
             "payload",
             "too_long",
             format!("at most {max} bytes of JSON"),
-        )]),
+        )
+        .with_value(head)]),
         MsgError::Store(e) => e.into(),
     }
 }
