@@ -111,16 +111,40 @@ impl Drop for OwnHub {
     }
 }
 
+impl OwnHub {
+    /// Stops the hub with SIGTERM (waits up to 60 s, then kills it).
+    fn stop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn start_hub(admin: &str) -> Result<(OwnHub, String), String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
     let dir = std::env::temp_dir().join(format!(
         "agentcom-bench-{}-{:x}",
         std::process::id(),
         rand::random::<u32>()
     ));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let config = dir.join("hub.toml");
-    std::fs::write(&config, "log_level = \"warn\"\n").map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("hub.toml"), "log_level = \"warn\"\n").map_err(|e| e.to_string())?;
+    let (child, url) = spawn_hub(&dir, admin)?;
+    Ok((OwnHub { child, dir }, url))
+}
+
+/// Runs `agentcom-hub serve` on `dir` and waits for its listening line.
+fn spawn_hub(dir: &std::path::Path, admin: &str) -> Result<(Child, String), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
     let mut child = Command::new(exe)
         .arg("serve")
         .arg("--data-dir")
@@ -128,7 +152,7 @@ fn start_hub(admin: &str) -> Result<(OwnHub, String), String> {
         .arg("--bind")
         .arg("127.0.0.1:0")
         .arg("--config")
-        .arg(&config)
+        .arg(dir.join("hub.toml"))
         .env("AGENTCOM_ADMIN_TOKEN", admin)
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
@@ -136,8 +160,10 @@ fn start_hub(admin: &str) -> Result<(OwnHub, String), String> {
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot start the hub: {e}"))?;
-    let stdout = child.stdout.take().ok_or("hub stdout missing")?;
-    let hub = OwnHub { child, dir };
+    let Some(stdout) = child.stdout.take() else {
+        let _ = child.kill();
+        return Err("hub stdout missing".into());
+    };
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -146,10 +172,27 @@ fn start_hub(admin: &str) -> Result<(OwnHub, String), String> {
             }
         }
     });
-    let url = rx
-        .recv_timeout(Duration::from_secs(30))
-        .map_err(|_| "the hub did not start within 30 s".to_string())?;
-    Ok((hub, url))
+    match rx.recv_timeout(Duration::from_secs(300)) {
+        Ok(url) => Ok((child, url)),
+        Err(_) => {
+            let _ = child.kill();
+            Err("the hub did not start within 300 s".into())
+        }
+    }
+}
+
+/// Current resident set size of a process, bytes.
+fn current_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
 }
 
 /// (utime + stime seconds, peak RSS bytes) of a process, from /proc.
@@ -183,6 +226,47 @@ fn http_post(url: &str, token: &str, body: &Value) -> Result<Value, String> {
         .map_err(|e| format!("POST {url}: {e}"))
 }
 
+/// Registers `n` agents (4 threads); answers (agent id, token) pairs.
+fn register_agents(
+    url: &str,
+    admin: &str,
+    n: usize,
+    capabilities: usize,
+) -> Result<Vec<(String, String)>, String> {
+    let run_id = format!("{:08x}", rand::random::<u32>());
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let (url, admin, run_id) = (url.to_string(), admin.to_string(), run_id.clone());
+            std::thread::spawn(move || -> Result<Vec<(String, String)>, String> {
+                let mut out = Vec::new();
+                for i in (t..n).step_by(4) {
+                    let agent_id = format!("bench-{run_id}-{i}");
+                    let caps: Vec<String> = (capabilities > 0)
+                        .then(|| format!("cap-{}", i % capabilities))
+                        .into_iter()
+                        .collect();
+                    let answer = http_post(
+                        &format!("{url}/admin/tokens"),
+                        &admin,
+                        &json!({"agent_id": agent_id, "capabilities": caps}),
+                    )?;
+                    let token = answer["token"]
+                        .as_str()
+                        .ok_or("no token issued")?
+                        .to_string();
+                    out.push((agent_id, token));
+                }
+                Ok(out)
+            })
+        })
+        .collect();
+    let mut all = Vec::with_capacity(n);
+    for t in threads {
+        all.extend(t.join().map_err(|_| "a registration thread panicked")??);
+    }
+    Ok(all)
+}
+
 /// Runs the benchmark and returns its report.
 pub fn run(opts: &BenchOptions) -> Result<BenchReport, String> {
     if opts.agents == 0 || opts.tasks == 0 || opts.batch == 0 || opts.submitters == 0 {
@@ -206,25 +290,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, String> {
         }
     };
     let hub_pid = own.as_ref().map(|h| h.child.id());
-    let run_id = format!("{:08x}", rand::random::<u32>());
-    let mut agent_tokens = Vec::with_capacity(opts.agents);
-    for i in 0..opts.agents {
-        let agent_id = format!("bench-{run_id}-{i}");
-        let mut caps = Vec::new();
-        if opts.capabilities > 0 {
-            caps.push(format!("cap-{}", i % opts.capabilities));
-        }
-        let answer = http_post(
-            &format!("{url}/admin/tokens"),
-            &admin,
-            &json!({"agent_id": agent_id, "capabilities": caps}),
-        )?;
-        let token = answer["token"]
-            .as_str()
-            .ok_or("no token issued")?
-            .to_string();
-        agent_tokens.push((agent_id, token));
-    }
+    let agent_tokens = register_agents(&url, &admin, opts.agents, opts.capabilities)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -237,67 +303,14 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, String> {
     let deadline = Instant::now() + opts.timeout;
 
     // Connect every agent before any task exists.
-    let agents = runtime.block_on(async {
-        let mut handles = Vec::new();
-        for (agent_id, token) in agent_tokens {
-            let (ws, _) = tokio_tungstenite::connect_async_with_config(ws_url.as_str(), None, true)
-                .await
-                .map_err(|e| format!("agent {agent_id} cannot connect: {e}"))?;
-            let (mut sink, mut stream) = ws.split();
-            let identify = json!({"type": "identify", "agent_id": agent_id, "token": token});
-            sink.send(Message::text(identify.to_string()))
-                .await
-                .map_err(|e| e.to_string())?;
-            loop {
-                match tokio::time::timeout(Duration::from_secs(30), stream.next()).await {
-                    Ok(Some(Ok(Message::Text(t)))) if t.contains("\"identified\"") => break,
-                    Ok(Some(Ok(_))) => continue,
-                    _ => return Err(format!("agent {agent_id} was not identified")),
-                }
-            }
-            let timeline = timeline.clone();
-            let done = done.clone();
-            let total = opts.tasks;
-            handles.push(tokio::spawn(async move {
-                while done.load(Ordering::Relaxed) < total && Instant::now() < deadline {
-                    let frame = match tokio::time::timeout(Duration::from_millis(200), stream.next()).await {
-                        Err(_) => continue,
-                        Ok(Some(Ok(Message::Text(t)))) => t,
-                        Ok(Some(Ok(_))) => continue,
-                        Ok(_) => break,
-                    };
-                    match serde_json::from_str::<ServerFrame>(&frame) {
-                        Ok(ServerFrame::TaskAssign(a)) => {
-                            if let Ok(mut t) = timeline.lock() {
-                                let entry = t.assigned.entry(a.task_id.clone()).or_insert((Instant::now(), 0));
-                                entry.1 += 1;
-                            }
-                            let accept = json!({"type": "task_accepted", "task_id": a.task_id, "generation": a.generation});
-                            let complete = json!({"type": "task_complete", "task_id": a.task_id,
-                                                  "generation": a.generation, "result": {"ok": true}, "tokens_used": 1});
-                            if sink.send(Message::text(accept.to_string())).await.is_err()
-                                || sink.send(Message::text(complete.to_string())).await.is_err()
-                            {
-                                break;
-                            }
-                        }
-                        Ok(ServerFrame::TaskAck { task_id, status }) if status == "complete" => {
-                            if let Ok(mut t) = timeline.lock() {
-                                let entry = t.completed.entry(task_id).or_insert((Instant::now(), 0));
-                                entry.1 += 1;
-                                if entry.1 == 1 {
-                                    done.fetch_add(1, Ordering::Relaxed);
-                                }
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                let _ = sink.close().await;
-            }));
-        }
-        Ok::<_, String>(handles)
-    })?;
+    let agents = runtime.block_on(connect_workers(
+        &ws_url,
+        agent_tokens,
+        timeline.clone(),
+        done.clone(),
+        opts.tasks,
+        deadline,
+    ))?;
 
     // Submit, from plain threads (blocking HTTP), in batches.
     let started = Instant::now();
@@ -456,6 +469,264 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, String> {
         hub_peak_rss_bytes: usage.map(|u| u.1),
         lost,
         duplicated,
+    })
+}
+
+/// Connects and identifies agents that accept and complete every task they are
+/// assigned, until `total` completions were seen (by all of them) or `deadline`.
+async fn connect_workers(
+    ws_url: &str,
+    agent_tokens: Vec<(String, String)>,
+    timeline: Arc<Mutex<Timeline>>,
+    done: Arc<AtomicUsize>,
+    total: usize,
+    deadline: Instant,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
+    let mut handles = Vec::new();
+    for (agent_id, token) in agent_tokens {
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(ws_url, None, true)
+            .await
+            .map_err(|e| format!("agent {agent_id} cannot connect: {e}"))?;
+        let (mut sink, mut stream) = ws.split();
+        let identify = json!({"type": "identify", "agent_id": agent_id, "token": token});
+        sink.send(Message::text(identify.to_string()))
+            .await
+            .map_err(|e| e.to_string())?;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(30), stream.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) if t.contains("\"identified\"") => break,
+                Ok(Some(Ok(_))) => continue,
+                _ => return Err(format!("agent {agent_id} was not identified")),
+            }
+        }
+        let timeline = timeline.clone();
+        let done = done.clone();
+        handles.push(tokio::spawn(async move {
+                while done.load(Ordering::Relaxed) < total && Instant::now() < deadline {
+                    let frame = match tokio::time::timeout(Duration::from_millis(200), stream.next()).await {
+                        Err(_) => continue,
+                        Ok(Some(Ok(Message::Text(t)))) => t,
+                        Ok(Some(Ok(_))) => continue,
+                        Ok(_) => break,
+                    };
+                    match serde_json::from_str::<ServerFrame>(&frame) {
+                        Ok(ServerFrame::TaskAssign(a)) => {
+                            if let Ok(mut t) = timeline.lock() {
+                                let entry = t.assigned.entry(a.task_id.clone()).or_insert((Instant::now(), 0));
+                                entry.1 += 1;
+                            }
+                            let accept = json!({"type": "task_accepted", "task_id": a.task_id, "generation": a.generation});
+                            let complete = json!({"type": "task_complete", "task_id": a.task_id,
+                                                  "generation": a.generation, "result": {"ok": true}, "tokens_used": 1});
+                            if sink.send(Message::text(accept.to_string())).await.is_err()
+                                || sink.send(Message::text(complete.to_string())).await.is_err()
+                            {
+                                break;
+                            }
+                        }
+                        Ok(ServerFrame::TaskAck { task_id, status }) if status == "complete" => {
+                            if let Ok(mut t) = timeline.lock() {
+                                let entry = t.completed.entry(task_id).or_insert((Instant::now(), 0));
+                                entry.1 += 1;
+                                if entry.1 == 1 {
+                                    done.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                let _ = sink.close().await;
+            }));
+    }
+    Ok(handles)
+}
+
+/// What a scale run measured.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ScaleReport {
+    pub mode: String,
+    pub agents: usize,
+    pub queued: usize,
+    pub hub_rss_before_bytes: u64,
+    pub hub_rss_after_bytes: u64,
+    /// idle-agents: hub memory per idle connection.
+    pub bytes_per_idle_agent: Option<f64>,
+    /// queued: time from start to serving with `queued` tasks in the store.
+    pub restart_to_serving_ms: Option<f64>,
+    /// queued: mean wall time per lifecycle with few vs `queued` tasks waiting.
+    pub per_assignment_ms_1k: Option<f64>,
+    pub per_assignment_ms_full: Option<f64>,
+    pub per_assignment_ratio: Option<f64>,
+}
+
+fn new_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the client runtime: {e}"))
+}
+
+/// `--scale idle-agents`: hub memory per idle, identified connection.
+pub fn scale_idle_agents(agents: usize) -> Result<ScaleReport, String> {
+    let admin = format!("bench-{:016x}", rand::random::<u64>());
+    let (hub, url) = start_hub(&admin)?;
+    let pid = hub.child.id();
+    let tokens = register_agents(&url, &admin, agents, 0)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let before = current_rss(pid).ok_or("cannot read hub RSS")?;
+    let ws_url = format!("{}/ws", url.replacen("http://", "ws://", 1));
+    let runtime = new_runtime()?;
+    let sockets = runtime.block_on(async {
+        let mut sockets = Vec::with_capacity(tokens.len());
+        for chunk in tokens.chunks(200) {
+            let connects = chunk.iter().map(|(agent_id, token)| {
+                let ws_url = ws_url.clone();
+                async move {
+                    let (mut ws, _) =
+                        tokio_tungstenite::connect_async_with_config(ws_url.as_str(), None, true)
+                            .await
+                            .map_err(|e| format!("{agent_id} cannot connect: {e}"))?;
+                    let identify =
+                        json!({"type": "identify", "agent_id": agent_id, "token": token});
+                    ws.send(Message::text(identify.to_string()))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    loop {
+                        match tokio::time::timeout(Duration::from_secs(60), ws.next()).await {
+                            Ok(Some(Ok(Message::Text(t)))) if t.contains("\"identified\"") => {
+                                return Ok::<_, String>(ws)
+                            }
+                            Ok(Some(Ok(_))) => continue,
+                            _ => return Err(format!("{agent_id} was not identified")),
+                        }
+                    }
+                }
+            });
+            for ws in futures_util::future::join_all(connects).await {
+                sockets.push(ws?);
+            }
+        }
+        Ok::<_, String>(sockets)
+    })?;
+    std::thread::sleep(Duration::from_secs(1));
+    let after = current_rss(pid).ok_or("cannot read hub RSS")?;
+    drop(sockets);
+    Ok(ScaleReport {
+        mode: "idle-agents".into(),
+        agents,
+        hub_rss_before_bytes: before,
+        hub_rss_after_bytes: after,
+        bytes_per_idle_agent: Some(after.saturating_sub(before) as f64 / agents.max(1) as f64),
+        ..ScaleReport::default()
+    })
+}
+
+/// Mean wall time per lifecycle for `lifecycles` completions by `agents` agents
+/// against whatever is queued.
+fn timed_lifecycles(
+    url: &str,
+    admin: &str,
+    agents: usize,
+    lifecycles: usize,
+) -> Result<f64, String> {
+    let tokens = register_agents(url, admin, agents, 0)?;
+    let ws_url = format!("{}/ws", url.replacen("http://", "ws://", 1));
+    let runtime = new_runtime()?;
+    let timeline = Arc::new(Mutex::new(Timeline::default()));
+    let done = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let started = Instant::now();
+    let handles = runtime.block_on(connect_workers(
+        &ws_url,
+        tokens,
+        timeline,
+        done.clone(),
+        lifecycles,
+        deadline,
+    ))?;
+    runtime.block_on(async {
+        for h in handles {
+            let _ = h.await;
+        }
+    });
+    let completed = done.load(Ordering::Relaxed);
+    if completed < lifecycles {
+        return Err(format!(
+            "only {completed}/{lifecycles} lifecycles completed"
+        ));
+    }
+    Ok(started.elapsed().as_secs_f64() * 1000.0 / lifecycles as f64)
+}
+
+/// Queues `n` tasks (batches of 1000, 2 submitters), with no agent connected.
+fn fill_queue(url: &str, admin: &str, n: usize, progress: bool) -> Result<(), String> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let bar = progress.then(|| indicatif::ProgressBar::new(n as u64));
+    let submitters: Vec<_> = (0..2)
+        .map(|_| {
+            let (next, url, admin, bar) = (next.clone(), url.to_string(), admin.to_string(), bar.clone());
+            std::thread::spawn(move || -> Result<(), String> {
+                loop {
+                    let first = next.fetch_add(1000, Ordering::Relaxed);
+                    if first >= n {
+                        return Ok(());
+                    }
+                    let last = (first + 1000).min(n);
+                    let specs: Vec<Value> = (first..last)
+                        .map(|i| json!({"description": format!("queued task {i}"), "priority": i % 4}))
+                        .collect();
+                    http_post(&format!("{url}/api/tasks"), &admin, &Value::Array(specs))?;
+                    if let Some(bar) = &bar {
+                        bar.inc((last - first) as u64);
+                    }
+                }
+            })
+        })
+        .collect();
+    for s in submitters {
+        s.join().map_err(|_| "a submitter panicked")??;
+    }
+    if let Some(bar) = bar {
+        bar.finish();
+    }
+    Ok(())
+}
+
+/// `--scale queued`: hub RSS with `n` queued tasks, restart-to-serving time, and
+/// per-assignment cost with 1k vs `n` queued.
+pub fn scale_queued(n: usize, progress: bool) -> Result<ScaleReport, String> {
+    const AGENTS: usize = 4;
+    const LIFECYCLES: usize = 2000;
+    let admin = format!("bench-{:016x}", rand::random::<u64>());
+    // Small queue first, on its own hub.
+    let small = {
+        let (_hub, url) = start_hub(&admin)?;
+        fill_queue(&url, &admin, 1000 + LIFECYCLES, false)?;
+        timed_lifecycles(&url, &admin, AGENTS, LIFECYCLES)?
+    };
+    let (mut hub, url) = start_hub(&admin)?;
+    let before = current_rss(hub.child.id()).ok_or("cannot read hub RSS")?;
+    fill_queue(&url, &admin, n + LIFECYCLES, progress)?;
+    let after = current_rss(hub.child.id()).ok_or("cannot read hub RSS")?;
+    hub.stop();
+    let restarted = Instant::now();
+    let (child, url) = spawn_hub(&hub.dir, &admin)?;
+    hub.child = child;
+    let restart_ms = restarted.elapsed().as_secs_f64() * 1000.0;
+    let full = timed_lifecycles(&url, &admin, AGENTS, LIFECYCLES)?;
+    Ok(ScaleReport {
+        mode: "queued".into(),
+        agents: AGENTS,
+        queued: n,
+        hub_rss_before_bytes: before,
+        hub_rss_after_bytes: after,
+        restart_to_serving_ms: Some(restart_ms),
+        per_assignment_ms_1k: Some(small),
+        per_assignment_ms_full: Some(full),
+        per_assignment_ratio: Some(full / small.max(1e-9)),
+        ..ScaleReport::default()
     })
 }
 

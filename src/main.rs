@@ -83,6 +83,17 @@ struct BenchArgs {
     /// Print the report as one JSON object on the last stdout line.
     #[arg(long)]
     json: bool,
+    /// A scale run instead of the throughput run: `idle-agents` measures hub memory
+    /// per idle connection (--agents); `queued` fills the queue (--tasks), measures
+    /// RSS, restart-to-serving time and per-assignment cost at 1k vs that many.
+    #[arg(long, value_enum)]
+    scale: Option<Scale>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Scale {
+    IdleAgents,
+    Queued,
 }
 
 #[derive(Args, Clone)]
@@ -412,6 +423,20 @@ fn accepted(answer: HubAnswer) -> Result<serde_json::Value, Fatal> {
 }
 
 fn bench(args: BenchArgs) -> Result<(), Fatal> {
+    if let Some(scale) = args.scale {
+        let report = match scale {
+            Scale::IdleAgents => agentcom_hub::bench::scale_idle_agents(args.agents),
+            Scale::Queued => agentcom_hub::bench::scale_queued(args.tasks, !args.json),
+        }
+        .map_err(|message| Fatal { code: 1, message })?;
+        let text = serde_json::to_string(&report).unwrap_or_default();
+        if args.json {
+            println!("{text}");
+        } else {
+            println!("{}", serde_json::to_string_pretty(&report).unwrap_or(text));
+        }
+        return Ok(());
+    }
     let opts = agentcom_hub::bench::BenchOptions {
         hub: args.hub,
         admin_token: std::env::var("AGENTCOM_ADMIN_TOKEN").ok(),

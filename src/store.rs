@@ -19,6 +19,9 @@ use tokio::sync::oneshot;
 
 use crate::error::StoreError;
 
+/// sled's page cache when not configured (sled's own default is 1 GiB).
+pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Leading byte of every stored value; bump it when a record's format changes.
 pub const FORMAT_V1: u8 = 1;
 
@@ -61,17 +64,27 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir` and starts its flusher thread.
+    /// Opens (or creates) the store in `dir` with the default page cache.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens (or creates) the store in `dir` and starts its flusher thread. sled
+    /// keeps at most `cache_bytes` of pages in memory.
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Sled(e.to_string()))?;
-        let db = sled::Config::new().path(dir).open().map_err(|e| {
-            let text = e.to_string();
-            if text.contains("lock") || text.contains("WouldBlock") {
-                StoreError::Locked(dir.to_path_buf())
-            } else {
-                StoreError::Sled(text)
-            }
-        })?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .open()
+            .map_err(|e| {
+                let text = e.to_string();
+                if text.contains("lock") || text.contains("WouldBlock") {
+                    StoreError::Locked(dir.to_path_buf())
+                } else {
+                    StoreError::Sled(text)
+                }
+            })?;
         let (tx, rx) = mpsc::channel::<Waiter>();
         let flush_db = db.clone();
         std::thread::Builder::new()

@@ -69,3 +69,45 @@ fn bench_refuses_impossible_shapes() {
         .expect("run bench");
     assert_eq!(out.status.code(), Some(2), "clap refuses --batch 0");
 }
+
+fn scale_report(args: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_agentcom-hub"))
+        .args(["bench", "--json"])
+        .args(args)
+        .env_remove("AGENTCOM_ADMIN_TOKEN")
+        .output()
+        .expect("run bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().expect("a report line")).expect("JSON report")
+}
+
+#[test]
+fn scale_idle_agents_reports_memory_per_connection() {
+    let report = scale_report(&["--scale", "idle-agents", "--agents", "50"]);
+    assert_eq!(report["mode"], "idle-agents", "{report}");
+    assert_eq!(report["agents"], 50, "{report}");
+    assert!(report["hub_rss_after_bytes"].as_u64() > Some(0), "{report}");
+    assert!(report["bytes_per_idle_agent"].is_number(), "{report}");
+}
+
+#[test]
+fn scale_queued_reports_restart_and_per_assignment_cost() {
+    let report = scale_report(&["--scale", "queued", "--tasks", "3000"]);
+    assert_eq!(report["queued"], 3000, "{report}");
+    for key in [
+        "restart_to_serving_ms",
+        "per_assignment_ms_1k",
+        "per_assignment_ms_full",
+        "per_assignment_ratio",
+    ] {
+        assert!(
+            report[key].as_f64().is_some_and(|v| v > 0.0),
+            "{key}: {report}"
+        );
+    }
+}
