@@ -1100,3 +1100,493 @@ pub fn all_messages(hub: &Hub, query: &str, limit: usize) -> Vec<Value> {
     }
     panic!("GET /api/messages did not finish paging within 1000 pages");
 }
+
+// ---------------------------------------------------------------------------
+// Chaos helpers (tests/chaos_*.rs): seeded RNG, fallible HTTP, a worker that
+// reconnects across hub restarts and injects connection faults
+// ---------------------------------------------------------------------------
+
+/// A small seeded PRNG (SplitMix64), std only, so a chaos run can be replayed
+/// from its seed.
+#[derive(Debug, Clone)]
+pub struct ChaosRng(u64);
+
+impl ChaosRng {
+    pub fn new(seed: u64) -> ChaosRng {
+        ChaosRng(seed)
+    }
+
+    /// An independent stream derived from this seed and `stream`.
+    pub fn fork(seed: u64, stream: u64) -> ChaosRng {
+        let mut r = ChaosRng(seed ^ stream.wrapping_mul(0xA076_1D64_78BD_642F));
+        r.next_u64();
+        r
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        if hi <= lo {
+            return lo;
+        }
+        lo + self.next_u64() % (hi - lo + 1)
+    }
+
+    /// True with probability `per_mille / 1000`.
+    pub fn chance(&mut self, per_mille: u64) -> bool {
+        self.next_u64() % 1000 < per_mille
+    }
+
+    /// A duration uniform in `lo_ms..=hi_ms` milliseconds.
+    pub fn millis(&mut self, lo_ms: u64, hi_ms: u64) -> Duration {
+        Duration::from_millis(self.range(lo_ms, hi_ms))
+    }
+
+    /// A WebSocket masking key.
+    pub fn mask(&mut self) -> [u8; 4] {
+        let b = self.next_u64().to_be_bytes();
+        [b[0], b[1], b[2], b[3]]
+    }
+}
+
+/// The chaos seed: `AGENTCOM_CHAOS_SEED` when set (to replay a run), else a
+/// fresh random one. Printed by the caller.
+pub fn chaos_seed() -> u64 {
+    match std::env::var("AGENTCOM_CHAOS_SEED") {
+        Ok(s) if !s.trim().is_empty() => s
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("AGENTCOM_CHAOS_SEED must be a u64, got {s:?}")),
+        _ => u64::from_str_radix(&random_hex(1), 16).expect("random_hex gives hex"),
+    }
+}
+
+/// Whether the long chaos mode is asked for (`AGENTCOM_CHAOS_LONG=1`).
+pub fn chaos_long() -> bool {
+    std::env::var("AGENTCOM_CHAOS_LONG").is_ok_and(|v| v == "1")
+}
+
+/// One HTTP request that reports transport failures instead of panicking:
+/// `Ok((status, json body))`, or `Err` when no answer came (refused, reset,
+/// timed out).
+pub fn try_http(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+    timeout: Duration,
+) -> Result<(u16, Value), String> {
+    let agent = ureq::AgentBuilder::new().timeout(timeout).build();
+    let mut req = agent.request(method, url);
+    if let Some(t) = token {
+        req = req.set("Authorization", &format!("Bearer {t}"));
+    }
+    let result = match body {
+        Some(v) => req.send_json(v),
+        None => req.call(),
+    };
+    match result {
+        Ok(resp) => Ok((resp.status(), body_json(resp))),
+        Err(ureq::Error::Status(code, resp)) => Ok((code, body_json(resp))),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A client WebSocket text frame, masked as RFC 6455 requires of clients.
+pub fn masked_text_frame(payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    let mut frame = vec![0x81u8];
+    let len = payload.len();
+    if len < 126 {
+        frame.push(0x80 | len as u8);
+    } else if len <= usize::from(u16::MAX) {
+        frame.push(0x80 | 126);
+        frame.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        frame.push(0x80 | 127);
+        frame.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+/// Opens a WebSocket to `127.0.0.1:port` and identifies as `agent_id`, without
+/// panicking: `Err` says why it did not work (the hub may be down).
+pub fn try_connect_agent(port: u16, agent_id: &str, token: &str) -> Result<Agent, String> {
+    let stream = TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        REPLY_TIMEOUT,
+    )
+    .map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(REPLY_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    stream
+        .set_write_timeout(Some(REPLY_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    let (ws, _) = tungstenite::client(format!("ws://127.0.0.1:{port}/ws"), stream)
+        .map_err(|e| format!("handshake: {e}"))?;
+    let mut agent = Agent {
+        agent_id: agent_id.to_string(),
+        ws,
+        pending: VecDeque::new(),
+        closed: None,
+    };
+    agent.try_send_text(
+        &json!({"type": "identify", "agent_id": agent_id, "token": token}).to_string(),
+    )?;
+    match agent.next_reply(REPLY_TIMEOUT) {
+        Incoming::Frame(v) if v["type"] == "identified" => Ok(agent),
+        other => Err(format!("identify: {other:?}")),
+    }
+}
+
+impl Agent {
+    /// Writes the first half of `frame`'s WebSocket encoding straight to the
+    /// socket, bypassing the WebSocket layer (a frame cut mid-way).
+    pub fn write_half_frame(&mut self, frame: &Value, mask: [u8; 4]) {
+        use std::io::Write;
+        let bytes = masked_text_frame(frame.to_string().as_bytes(), mask);
+        let half = (bytes.len() / 2).max(1);
+        let stream = self.ws.get_mut();
+        let _ = stream.write_all(&bytes[..half]);
+        let _ = stream.flush();
+    }
+
+    /// Ends the TCP connection at once, with no close frame (a crash, a pulled cable).
+    pub fn drop_abruptly(mut self) {
+        let _ = self.ws.get_mut().shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// Fault rates of a [`ChaosWorker`], in per mille (0 disables).
+#[derive(Debug, Clone, Copy)]
+pub struct ChaosFaults {
+    /// Instead of sending `task_complete`, write half its frame and drop the socket.
+    pub cut_complete_mid_frame: u64,
+    /// Accept a task, then drop the socket abruptly while holding it.
+    pub drop_while_holding: u64,
+    /// Write half of `task_complete`, leave that socket stalled open and reconnect
+    /// on a new one (the hub replaces the stalled session).
+    pub stall_mid_frame: u64,
+    /// Before a (re)connect, open a socket, write half an `identify` frame, drop it.
+    pub cut_identify: u64,
+    /// On reconnect, forget the tasks held before (no `task_recovering`).
+    pub forget_on_reconnect: u64,
+}
+
+impl ChaosFaults {
+    pub const NONE: ChaosFaults = ChaosFaults {
+        cut_complete_mid_frame: 0,
+        drop_while_holding: 0,
+        stall_mid_frame: 0,
+        cut_identify: 0,
+        forget_on_reconnect: 0,
+    };
+}
+
+/// What a [`ChaosWorker`] did.
+#[derive(Debug, Clone, Default)]
+pub struct ChaosWorkerLog {
+    pub agent_id: String,
+    /// Every `task_assign` as (task_id, generation).
+    pub assigned: Vec<(String, u64)>,
+    /// Completions the hub acknowledged, as (task_id, generation sent).
+    pub completed: Vec<(String, u64)>,
+    /// Successful connections (the first included).
+    pub connects: usize,
+    /// Failed connection attempts (hub down, mostly).
+    pub connect_failures: usize,
+    /// Faults injected, by kind.
+    pub faults: std::collections::BTreeMap<&'static str, usize>,
+    /// `error` frames received.
+    pub errors: Vec<Value>,
+    pub recovered_continue: usize,
+    pub recovered_reassign: usize,
+}
+
+impl ChaosWorkerLog {
+    pub fn fault_count(&self) -> usize {
+        self.faults.values().sum()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Held {
+    /// Accepted; complete when `due`.
+    Working(Instant),
+    /// `task_complete` sent, waiting for the ack.
+    CompleteSent,
+    /// `task_recovering` sent after a reconnect.
+    Recovering,
+}
+
+/// An agent thread that survives hub restarts: it reads the hub's current port
+/// from `port` (0 while the hub is down), reconnects with a short backoff, sends
+/// `task_recovering` for every task it held (completing on `task_continue`,
+/// dropping on `task_reassign`), accepts and completes every `task_assign` after
+/// `work`, and injects the [`ChaosFaults`] while `faults_on` is set.
+pub struct ChaosWorker {
+    pub agent_id: String,
+    log: Arc<Mutex<ChaosWorkerLog>>,
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl ChaosWorker {
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        agent_id: &str,
+        token: &str,
+        port: Arc<std::sync::atomic::AtomicU16>,
+        work: Duration,
+        faults: ChaosFaults,
+        faults_on: Arc<AtomicBool>,
+        mut rng: ChaosRng,
+        max_lifetime: Duration,
+    ) -> ChaosWorker {
+        let log = Arc::new(Mutex::new(ChaosWorkerLog {
+            agent_id: agent_id.to_string(),
+            ..ChaosWorkerLog::default()
+        }));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (log2, stop2) = (Arc::clone(&log), Arc::clone(&stop));
+        let (agent_id2, token) = (agent_id.to_string(), token.to_string());
+        let handle = thread::spawn(move || {
+            let born = Instant::now();
+            let mut held: Vec<(String, u64, Held)> = Vec::new();
+            // Stalled half-frame sockets, dropped a little later.
+            let mut stalled: VecDeque<(Agent, Instant)> = VecDeque::new();
+            let fault = |log: &Mutex<ChaosWorkerLog>, kind: &'static str| {
+                *chaos_lock(log).faults.entry(kind).or_default() += 1;
+            };
+            let live = || !stop2.load(Ordering::SeqCst) && born.elapsed() < max_lifetime;
+            while live() {
+                while stalled
+                    .front()
+                    .is_some_and(|(_, at)| at.elapsed() > Duration::from_secs(2))
+                {
+                    stalled.pop_front();
+                }
+                let p = port.load(Ordering::SeqCst);
+                if p == 0 {
+                    thread::sleep(Duration::from_millis(20));
+                    continue;
+                }
+                let faulty = faults_on.load(Ordering::SeqCst);
+                if faulty && rng.chance(faults.cut_identify) {
+                    if let Ok(stream) = TcpStream::connect(("127.0.0.1", p)) {
+                        let _ = stream.set_read_timeout(Some(REPLY_TIMEOUT));
+                        if let Ok((ws, _)) =
+                            tungstenite::client(format!("ws://127.0.0.1:{p}/ws"), stream)
+                        {
+                            let mut half = Agent {
+                                agent_id: agent_id2.clone(),
+                                ws,
+                                pending: VecDeque::new(),
+                                closed: None,
+                            };
+                            half.write_half_frame(
+                                &json!({"type": "identify", "agent_id": agent_id2, "token": token}),
+                                rng.mask(),
+                            );
+                            half.drop_abruptly();
+                            fault(&log2, "cut_identify_mid_frame");
+                        }
+                    }
+                }
+                let mut agent = match try_connect_agent(p, &agent_id2, &token) {
+                    Ok(a) => a,
+                    Err(_) => {
+                        chaos_lock(&log2).connect_failures += 1;
+                        thread::sleep(rng.millis(10, 60));
+                        continue;
+                    }
+                };
+                chaos_lock(&log2).connects += 1;
+                if faulty && !held.is_empty() && rng.chance(faults.forget_on_reconnect) {
+                    held.clear();
+                    fault(&log2, "forget_on_reconnect");
+                }
+                let mut sent_ok = true;
+                for (task_id, generation, state) in held.iter_mut() {
+                    *state = Held::Recovering;
+                    sent_ok &= agent
+                        .try_send_text(
+                            &json!({"type": "task_recovering", "task_id": task_id, "generation": *generation})
+                                .to_string(),
+                        )
+                        .is_ok();
+                }
+                if !sent_ok {
+                    continue;
+                }
+                let mut last_sent = Instant::now();
+                // One connection's life; `break` reconnects.
+                'session: while live() {
+                    let faulty = faults_on.load(Ordering::SeqCst);
+                    let now = Instant::now();
+                    for entry in held.iter_mut() {
+                        let (task_id, generation) = (entry.0.clone(), entry.1);
+                        let Held::Working(due) = entry.2 else {
+                            continue;
+                        };
+                        if now < due {
+                            continue;
+                        }
+                        let frame = json!({
+                            "type": "task_complete", "task_id": task_id, "generation": generation,
+                            "result": {"done_by": agent_id2}, "tokens_used": 1
+                        });
+                        if faulty && rng.chance(faults.cut_complete_mid_frame) {
+                            agent.write_half_frame(&frame, rng.mask());
+                            agent.drop_abruptly();
+                            fault(&log2, "cut_complete_mid_frame");
+                            break 'session;
+                        }
+                        if faulty && rng.chance(faults.stall_mid_frame) {
+                            agent.write_half_frame(&frame, rng.mask());
+                            stalled.push_back((agent, Instant::now()));
+                            fault(&log2, "stall_mid_frame");
+                            break 'session;
+                        }
+                        if agent.try_send_text(&frame.to_string()).is_err() {
+                            break 'session;
+                        }
+                        last_sent = Instant::now();
+                        entry.2 = Held::CompleteSent;
+                    }
+                    if last_sent.elapsed() > Duration::from_millis(1000) {
+                        if agent.try_send_text(r#"{"type":"ping"}"#).is_err() {
+                            break 'session;
+                        }
+                        last_sent = Instant::now();
+                    }
+                    let wait = held
+                        .iter()
+                        .filter_map(|(_, _, s)| match s {
+                            Held::Working(due) => Some(due.saturating_duration_since(now)),
+                            _ => None,
+                        })
+                        .min()
+                        .unwrap_or(Duration::from_millis(100))
+                        .clamp(Duration::from_millis(1), Duration::from_millis(100));
+                    let v = match agent.recv_any(wait) {
+                        Incoming::Timeout => continue,
+                        Incoming::Closed { .. } => break 'session,
+                        Incoming::Frame(v) => v,
+                    };
+                    let task_id = v["task_id"].as_str().unwrap_or_default().to_string();
+                    let pos = held.iter().position(|(t, _, _)| *t == task_id);
+                    match v["type"].as_str().unwrap_or_default() {
+                        "task_assign" => {
+                            let generation = v["generation"].as_u64().unwrap_or_default();
+                            chaos_lock(&log2)
+                                .assigned
+                                .push((task_id.clone(), generation));
+                            let entry = (
+                                task_id.clone(),
+                                generation,
+                                Held::Working(Instant::now() + work),
+                            );
+                            match pos {
+                                Some(i) => held[i] = entry,
+                                None => held.push(entry),
+                            }
+                            let accepted = json!({"type": "task_accepted", "task_id": task_id, "generation": generation});
+                            if agent.try_send_text(&accepted.to_string()).is_err() {
+                                break 'session;
+                            }
+                            last_sent = Instant::now();
+                            if faulty && rng.chance(faults.drop_while_holding) {
+                                agent.drop_abruptly();
+                                fault(&log2, "drop_while_holding");
+                                break 'session;
+                            }
+                        }
+                        "task_ack" if v["status"] == "complete" => {
+                            if let Some(i) = pos {
+                                let (t, g, _) = held.remove(i);
+                                chaos_lock(&log2).completed.push((t, g));
+                            }
+                        }
+                        "task_continue" => {
+                            if let Some(i) = pos {
+                                held[i].1 = v["generation"].as_u64().unwrap_or(held[i].1);
+                                held[i].2 = Held::Working(Instant::now());
+                                chaos_lock(&log2).recovered_continue += 1;
+                            }
+                        }
+                        "task_reassign" => {
+                            // Only the recovery answer: a fresh assignment of the
+                            // same task that overtook it stays.
+                            if let Some(i) = pos.filter(|&i| held[i].2 == Held::Recovering) {
+                                held.remove(i);
+                                chaos_lock(&log2).recovered_reassign += 1;
+                            }
+                        }
+                        "task_cancelled" => {
+                            if let Some(i) = pos {
+                                held.remove(i);
+                            }
+                        }
+                        "error" => {
+                            let refused_complete = v["error"]
+                                .as_str()
+                                .is_some_and(|e| e.starts_with("task_complete_failed"));
+                            if let Some(i) =
+                                pos.filter(|&i| refused_complete && held[i].2 == Held::CompleteSent)
+                            {
+                                held.remove(i);
+                            }
+                            chaos_lock(&log2).errors.push(v);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        });
+        ChaosWorker {
+            agent_id: agent_id.to_string(),
+            log,
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// A copy of what the worker did so far.
+    pub fn log(&self) -> ChaosWorkerLog {
+        chaos_lock(&self.log).clone()
+    }
+
+    /// Stops the thread (its socket is dropped) and returns the final log.
+    pub fn stop(mut self) -> ChaosWorkerLog {
+        self.halt();
+        self.log()
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for ChaosWorker {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+fn chaos_lock(log: &Mutex<ChaosWorkerLog>) -> std::sync::MutexGuard<'_, ChaosWorkerLog> {
+    log.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -581,3 +581,177 @@ pub fn wakes(dir: &Path) -> Vec<String> {
 pub fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
+
+// ---------------------------------------------------------------------------
+// Chaos helpers (chaos_*.rs): seeded RNG, fallible HTTP, hub kill -9, a wake
+// command that sleeps a random short time
+// ---------------------------------------------------------------------------
+
+/// A small seeded PRNG (SplitMix64), std only, so a chaos run can be replayed
+/// from its seed.
+#[derive(Debug, Clone)]
+pub struct ChaosRng(u64);
+
+impl ChaosRng {
+    /// An independent stream derived from `seed` and `stream`.
+    pub fn fork(seed: u64, stream: u64) -> ChaosRng {
+        let mut r = ChaosRng(seed ^ stream.wrapping_mul(0xA076_1D64_78BD_642F));
+        r.next_u64();
+        r
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        if hi <= lo {
+            return lo;
+        }
+        lo + self.next_u64() % (hi - lo + 1)
+    }
+
+    /// A duration uniform in `lo_ms..=hi_ms` milliseconds.
+    pub fn millis(&mut self, lo_ms: u64, hi_ms: u64) -> Duration {
+        Duration::from_millis(self.range(lo_ms, hi_ms))
+    }
+}
+
+/// The chaos seed: `AGENTCOM_CHAOS_SEED` when set (to replay a run), else a
+/// fresh one. Printed by the caller.
+pub fn chaos_seed() -> u64 {
+    match std::env::var("AGENTCOM_CHAOS_SEED") {
+        Ok(s) if !s.trim().is_empty() => s
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("AGENTCOM_CHAOS_SEED must be a u64, got {s:?}")),
+        _ => {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(now_ms());
+            h.write_u32(std::process::id());
+            h.finish()
+        }
+    }
+}
+
+/// Whether the long chaos mode is asked for (`AGENTCOM_CHAOS_LONG=1`).
+pub fn chaos_long() -> bool {
+    std::env::var("AGENTCOM_CHAOS_LONG").is_ok_and(|v| v == "1")
+}
+
+/// One HTTP request that reports transport failures instead of panicking.
+pub fn try_http(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+    timeout: Duration,
+) -> Result<(u16, Value), String> {
+    let agent = ureq::AgentBuilder::new().timeout(timeout).build();
+    let mut req = agent.request(method, url);
+    if let Some(t) = token {
+        req = req.set("Authorization", &format!("Bearer {t}"));
+    }
+    let result = match body {
+        Some(b) => req.send_json(b),
+        None => req.call(),
+    };
+    let json_of = |resp: ureq::Response| {
+        let text = resp.into_string().unwrap_or_default();
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    match result {
+        Ok(resp) => Ok((resp.status(), json_of(resp))),
+        Err(ureq::Error::Status(code, resp)) => Ok((code, json_of(resp))),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+impl Hub {
+    /// `kill -9`: no chance to flush anything. `start_again` brings it back on
+    /// the same data dir and port.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().expect("SIGKILL the hub");
+            c.wait().expect("reap the hub");
+        }
+    }
+
+    /// Every stderr log this hub wrote so far.
+    pub fn log_paths(&self) -> Vec<PathBuf> {
+        (1..=self.starts)
+            .map(|n| self.root.path().join(format!("hub-stderr-{n}.log")))
+            .collect()
+    }
+
+    /// Pages through `GET /api/tasks` (`limit` per page, at most 1000 pages).
+    pub fn all_tasks(&self, limit: usize) -> Vec<Value> {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..1000 {
+            let mut path = format!("/api/tasks?limit={limit}");
+            if let Some(c) = &cursor {
+                path.push_str("&cursor=");
+                path.push_str(c);
+            }
+            let (status, page) = self.get(&path);
+            assert_eq!(status, 200, "GET {path}: {page}");
+            all.extend(
+                page["tasks"]
+                    .as_array()
+                    .expect("tasks array")
+                    .iter()
+                    .cloned(),
+            );
+            match &page["next_cursor"] {
+                Value::Null => return all,
+                Value::String(c) => cursor = Some(c.clone()),
+                other => cursor = Some(other.to_string()),
+            }
+        }
+        panic!("GET /api/tasks did not finish paging within 1000 pages");
+    }
+}
+
+impl Sidecar {
+    /// Every stderr file and the JSON log of this sidecar.
+    pub fn log_paths(&self) -> Vec<PathBuf> {
+        let mut paths: Vec<PathBuf> = (1..=self.starts)
+            .map(|n| self.path(&format!("sidecar-stderr-{n}.log")))
+            .collect();
+        paths.push(self.path("sidecar.log"));
+        paths
+    }
+}
+
+/// Writes `agent.sh` into `dir`: records each wake in `wakes.log`, writes
+/// `.started`, then in the background sleeps a pseudo-random 0..`max_ms` ms
+/// (from `salt` and the task id) and writes a success result atomically.
+/// Returns the wake command.
+pub fn sleepy_agent(dir: &Path, salt: u64, max_ms: u64) -> String {
+    let d = dir.display();
+    let script = format!(
+        r#"#!/bin/sh
+echo "$TASK_ID" >> '{d}/wakes.log'
+n=$(printf '%s%s' '{salt}' "$TASK_ID" | cksum | cut -d' ' -f1)
+ms=$((n % {max_ms}))
+(
+  touch "$AGENTCOM_STARTED_FILE"
+  sleep "$((ms / 1000)).$(printf '%03d' $((ms % 1000)))"
+  printf '{{"status":"success","summary":"chaos","tokens_used":1}}' > "$AGENTCOM_RESULT_FILE.tmp"
+  mv "$AGENTCOM_RESULT_FILE.tmp" "$AGENTCOM_RESULT_FILE"
+) </dev/null >/dev/null 2>&1 &
+exit 0
+"#,
+        max_ms = max_ms.max(1)
+    );
+    let path = dir.join("agent.sh");
+    fs::write(&path, script).expect("write agent.sh");
+    format!("sh '{}'", path.display())
+}

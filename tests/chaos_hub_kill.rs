@@ -1,0 +1,482 @@
+//! Chaos suite, hub side: `kill -9` of the hub at random points under load, many
+//! times, plus agent connections cut mid-frame and dropped while holding tasks.
+//! After every run each task acknowledged to its submitter (HTTP 201) exists and
+//! completes exactly once; a task whose submit got no answer may exist, and then
+//! completes exactly once too.
+//!
+//! Quick by default (CI); `AGENTCOM_CHAOS_LONG=1` for the long mode. The fault
+//! schedule comes from a seeded RNG: the seed is printed, and
+//! `AGENTCOM_CHAOS_SEED=<seed>` replays it (thread timing still varies).
+//!
+//! ```sh
+//! cargo test --test chaos_hub_kill -- --nocapture
+//! AGENTCOM_CHAOS_LONG=1 cargo test --release --test chaos_hub_kill -- --nocapture
+//! ```
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+/// Short timers so the hub recovers quickly: a held task nobody recovers is
+/// reclaimed after 1 s, a silent lease after 5 s, a stalled socket after 3 s.
+/// Reclaims are unlimited here: chaos reclaims a task many times, and dead-
+/// lettering it would hide whether it completes.
+const HUB_CONFIG: &str = "acceptance_timeout_ms = 1000\ndefault_lease_ms = 5000\nsweep_interval_ms = 100\nidle_timeout_ms = 3000\nscheduler_sweep_ms = 500\ndefault_max_reclaims = 1000000\n";
+
+/// Per mille, per task (or per connect / reconnect for the last two).
+const FAULTS: ChaosFaults = ChaosFaults {
+    cut_complete_mid_frame: 12,
+    drop_while_holding: 12,
+    stall_mid_frame: 6,
+    cut_identify: 60,
+    forget_on_reconnect: 150,
+};
+
+/// Timeout of one submit request.
+const SUBMIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Mode {
+    name: &'static str,
+    runs: usize,
+    workers: usize,
+    submitters: usize,
+    /// Load before the kill (ms range).
+    before_kill: (u64, u64),
+    /// Time the hub stays down.
+    down: (u64, u64),
+    /// Load after the restart, before draining.
+    after_restart: (u64, u64),
+    /// Pause between two submit requests of one submitter.
+    submit_gap: (u64, u64),
+    /// Largest batch (a quarter of the requests are batches).
+    max_batch: u64,
+    /// Bound for one run's drain (every task finished).
+    drain: Duration,
+    /// Bound for the whole test; runs stop early when it passes.
+    deadline: Duration,
+}
+
+static QUICK: Mode = Mode {
+    name: "quick",
+    runs: 4,
+    workers: 4,
+    submitters: 2,
+    before_kill: (300, 1200),
+    down: (0, 300),
+    after_restart: (300, 800),
+    submit_gap: (10, 40),
+    max_batch: 8,
+    drain: Duration::from_secs(60),
+    deadline: Duration::from_secs(150),
+};
+
+static LONG: Mode = Mode {
+    name: "long",
+    runs: 50,
+    workers: 8,
+    submitters: 3,
+    before_kill: (200, 2000),
+    down: (0, 1000),
+    after_restart: (200, 1500),
+    submit_gap: (2, 30),
+    max_batch: 20,
+    drain: Duration::from_secs(120),
+    deadline: Duration::from_secs(40 * 60),
+};
+
+/// What one submitter saw.
+#[derive(Default)]
+struct SubmitLog {
+    /// chaos key → task id, for every 201.
+    acknowledged: Vec<(String, String)>,
+    /// Keys whose request got no answer (the hub died, or was down).
+    unanswered: Vec<String>,
+    /// Keys answered with something other than 201: (key, status, body).
+    refused: Vec<(String, u16, Value)>,
+}
+
+/// Posts tasks (single and batch) until `stop`, reading the hub's port from
+/// `port` (0 while it is down). Every task carries a unique `chaos_key`.
+fn submitter(
+    name: String,
+    port: Arc<AtomicU16>,
+    admin_token: String,
+    stop: Arc<AtomicBool>,
+    mut rng: ChaosRng,
+    mode: &'static Mode,
+    deadline: Instant,
+) -> SubmitLog {
+    let mut log = SubmitLog::default();
+    let priorities = ["urgent", "high", "normal", "low"];
+    let mut n = 0u64;
+    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+        thread::sleep(rng.millis(mode.submit_gap.0, mode.submit_gap.1));
+        let p = port.load(Ordering::SeqCst);
+        if p == 0 {
+            continue;
+        }
+        let count = if rng.chance(250) {
+            rng.range(2, mode.max_batch)
+        } else {
+            1
+        };
+        let keys: Vec<String> = (0..count)
+            .map(|_| {
+                n += 1;
+                format!("{name}-{n}")
+            })
+            .collect();
+        let tasks: Vec<Value> = keys
+            .iter()
+            .map(|k| {
+                json!({
+                    "description": format!("chaos task {k}"),
+                    "priority": priorities[rng.range(0, 3) as usize],
+                    "metadata": {"chaos_key": k},
+                })
+            })
+            .collect();
+        let body = if count == 1 {
+            tasks[0].clone()
+        } else {
+            Value::Array(tasks)
+        };
+        let url = format!("http://127.0.0.1:{p}/api/tasks");
+        match try_http(
+            "POST",
+            &url,
+            Some(&admin_token),
+            Some(&body),
+            SUBMIT_TIMEOUT,
+        ) {
+            Ok((201, resp)) => {
+                let ids: Vec<String> = if count == 1 {
+                    vec![resp["task_id"].as_str().unwrap_or_default().to_string()]
+                } else {
+                    resp["tasks"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .map(|t| t["task_id"].as_str().unwrap_or_default().to_string())
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                };
+                assert_eq!(
+                    ids.len(),
+                    keys.len(),
+                    "201 with one task id per submitted task: {resp}"
+                );
+                log.acknowledged.extend(keys.into_iter().zip(ids));
+            }
+            Ok((status, resp)) => {
+                for k in keys {
+                    log.refused.push((k, status, resp.clone()));
+                }
+            }
+            Err(_) => log.unanswered.extend(keys),
+        }
+    }
+    log
+}
+
+/// Tasks not yet finished (queued, assigned or blocked), or `None` if the hub
+/// did not answer.
+fn unfinished(hub: &Hub) -> Option<u64> {
+    let (status, stats) = try_http(
+        "GET",
+        &hub.url("/api/tasks/stats"),
+        Some(&hub.admin_token),
+        None,
+        HTTP_TIMEOUT,
+    )
+    .ok()?;
+    if status != 200 {
+        return None;
+    }
+    Some(
+        ["queued", "assigned", "blocked"]
+            .iter()
+            .map(|s| stats["by_status"][s].as_u64().unwrap_or(0))
+            .sum(),
+    )
+}
+
+/// The result of checking every task against what submitters and workers saw.
+#[derive(Default)]
+struct Audit {
+    tasks: usize,
+    completed: usize,
+    unacknowledged_present: usize,
+    /// Problems: an acknowledged task missing, or a task not completed.
+    lost: BTreeMap<String, String>,
+    /// Problems: more than one completion, or more than one task per submission.
+    duplicated: BTreeMap<String, String>,
+}
+
+fn audit(
+    hub: &Hub,
+    acknowledged: &HashMap<String, String>,
+    unanswered: &HashSet<String>,
+    logs: &[ChaosWorkerLog],
+) -> Audit {
+    let tasks = list_all_tasks(hub, "", 1000);
+    let mut a = Audit {
+        tasks: tasks.len(),
+        ..Audit::default()
+    };
+    let mut by_key: HashMap<&str, Vec<&Value>> = HashMap::new();
+    for t in &tasks {
+        let id = t["id"].as_str().unwrap_or_default();
+        let Some(key) = t["metadata"]["chaos_key"].as_str() else {
+            a.duplicated
+                .insert(id.to_string(), format!("task nobody submitted: {t}"));
+            continue;
+        };
+        by_key.entry(key).or_default().push(t);
+        let completions = count_events(t, "completed");
+        if completions > 1 {
+            a.duplicated.insert(
+                id.to_string(),
+                format!("{completions} completed events (key {key}): {t}"),
+            );
+        }
+        if t["status"] == "completed" && completions >= 1 {
+            a.completed += 1;
+        } else {
+            a.lost.insert(
+                id.to_string(),
+                format!(
+                    "not completed (key {key}, status {}, events {:?})",
+                    t["status"],
+                    history_events(t)
+                ),
+            );
+        }
+    }
+    for (key, tasks) in &by_key {
+        if tasks.len() > 1 {
+            a.duplicated.insert(
+                key.to_string(),
+                format!("{} tasks for one submission", tasks.len()),
+            );
+        }
+        match (acknowledged.get(*key), unanswered.contains(*key)) {
+            (Some(id), _) if tasks.iter().all(|t| t["id"] != id.as_str()) => {
+                a.lost.insert(
+                    id.clone(),
+                    format!("acknowledged as {id} but stored under another id (key {key})"),
+                );
+            }
+            (Some(_), _) => {}
+            (None, true) => a.unacknowledged_present += 1,
+            (None, false) => {
+                a.duplicated.insert(
+                    key.to_string(),
+                    "task exists for a key never submitted or refused".into(),
+                );
+            }
+        }
+    }
+    for (key, id) in acknowledged {
+        if !by_key.contains_key(key.as_str()) {
+            a.lost.insert(
+                id.clone(),
+                format!("acknowledged (201, key {key}) but absent"),
+            );
+        }
+    }
+    // The hub acknowledged a completion to at most one (agent, generation) per task.
+    let mut acked_completions: HashMap<&str, HashSet<(&str, u64)>> = HashMap::new();
+    for log in logs {
+        for (task_id, generation) in &log.completed {
+            acked_completions
+                .entry(task_id)
+                .or_default()
+                .insert((&log.agent_id, *generation));
+        }
+    }
+    for (task_id, holders) in acked_completions {
+        if holders.len() > 1 {
+            a.duplicated.insert(
+                task_id.to_string(),
+                format!("completion acknowledged to {holders:?}"),
+            );
+        }
+    }
+    a
+}
+
+/// Copies the hub's stderr logs somewhere that outlives the temp dir.
+fn keep_logs(hub: &Hub, seed: u64) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("agentcom-chaos-hub-{seed}"));
+    let _ = std::fs::create_dir_all(&dir);
+    for p in hub.log_paths() {
+        if let Some(name) = p.file_name() {
+            let _ = std::fs::copy(&p, dir.join(name));
+        }
+    }
+    dir
+}
+
+fn show(problems: &BTreeMap<String, String>) -> String {
+    problems
+        .iter()
+        .take(20)
+        .map(|(k, v)| format!("  {k}: {v}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn hub_kill9_under_load_every_acknowledged_task_completes_exactly_once() {
+    let mode: &'static Mode = if chaos_long() { &LONG } else { &QUICK };
+    let seed = chaos_seed();
+    println!(
+        "chaos seed={seed} mode={} (replay: AGENTCOM_CHAOS_SEED={seed} cargo test --test chaos_hub_kill -- --nocapture)",
+        mode.name
+    );
+    let started = Instant::now();
+    let deadline = started + mode.deadline;
+    let mut rng = ChaosRng::fork(seed, 0);
+
+    let mut hub = Hub::start_with_config(HUB_CONFIG);
+    let port = Arc::new(AtomicU16::new(hub.port));
+    let faults_on = Arc::new(AtomicBool::new(true));
+    let workers: Vec<ChaosWorker> = (0..mode.workers)
+        .map(|i| {
+            let id = format!("chaos-agent-{i}");
+            let token = register_agent(&hub, &id, &[]);
+            let work = rng.millis(0, 15);
+            ChaosWorker::start(
+                &id,
+                &token,
+                Arc::clone(&port),
+                work,
+                FAULTS,
+                Arc::clone(&faults_on),
+                ChaosRng::fork(seed, 100 + i as u64),
+                mode.deadline + Duration::from_secs(60),
+            )
+        })
+        .collect();
+
+    let mut acknowledged: HashMap<String, String> = HashMap::new();
+    let mut unanswered: HashSet<String> = HashSet::new();
+    let mut refused: Vec<(String, u16, Value)> = Vec::new();
+    let mut hub_kills = 0usize;
+    let mut runs = 0usize;
+    let mut last = Audit::default();
+    for run in 1..=mode.runs {
+        if Instant::now() >= deadline {
+            println!("chaos: deadline reached after {runs} runs");
+            break;
+        }
+        faults_on.store(true, Ordering::SeqCst);
+        let stop = Arc::new(AtomicBool::new(false));
+        let submitters: Vec<_> = (0..mode.submitters)
+            .map(|s| {
+                let (port, stop) = (Arc::clone(&port), Arc::clone(&stop));
+                let token = hub.admin_token.clone();
+                let rng = ChaosRng::fork(seed, 1000 + (run * 16 + s) as u64);
+                let name = format!("r{run}s{s}");
+                thread::spawn(move || submitter(name, port, token, stop, rng, mode, deadline))
+            })
+            .collect();
+
+        thread::sleep(rng.millis(mode.before_kill.0, mode.before_kill.1));
+        hub.kill9();
+        port.store(0, Ordering::SeqCst);
+        hub_kills += 1;
+        thread::sleep(rng.millis(mode.down.0, mode.down.1));
+        hub.start_again();
+        port.store(hub.port, Ordering::SeqCst);
+        thread::sleep(rng.millis(mode.after_restart.0, mode.after_restart.1));
+
+        stop.store(true, Ordering::SeqCst);
+        for s in submitters {
+            let log = s.join().expect("submitter thread");
+            acknowledged.extend(log.acknowledged);
+            unanswered.extend(log.unanswered);
+            refused.extend(log.refused);
+        }
+        runs = run;
+
+        // Drain with faults off: every task must finish.
+        faults_on.store(false, Ordering::SeqCst);
+        let drained = wait_for(mode.drain, || unfinished(&hub) == Some(0));
+        let logs: Vec<ChaosWorkerLog> = workers.iter().map(ChaosWorker::log).collect();
+        last = audit(&hub, &acknowledged, &unanswered, &logs);
+        let worker_faults: usize = logs.iter().map(ChaosWorkerLog::fault_count).sum();
+        println!(
+            "chaos run {run}/{}: tasks={} acknowledged={} unanswered={} (present {}) completed={} faults={} drained={drained} t={:.1}s",
+            mode.runs,
+            last.tasks,
+            acknowledged.len(),
+            unanswered.len(),
+            last.unacknowledged_present,
+            last.completed,
+            hub_kills + worker_faults,
+            started.elapsed().as_secs_f64()
+        );
+        if !last.lost.is_empty() || !last.duplicated.is_empty() {
+            break;
+        }
+    }
+
+    faults_on.store(false, Ordering::SeqCst);
+    let logs: Vec<ChaosWorkerLog> = workers.into_iter().map(ChaosWorker::stop).collect();
+    let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
+    by_kind.insert("hub_kill9", hub_kills);
+    for log in &logs {
+        for (k, n) in &log.faults {
+            *by_kind.entry(k).or_default() += n;
+        }
+    }
+    let faults: usize = by_kind.values().sum();
+    let errors: usize = logs.iter().map(|l| l.errors.len()).sum();
+    println!(
+        "chaos faults by kind: {by_kind:?}; agent reconnects: {}; recoveries continue/reassign: {}/{}; error frames: {errors}; refused submits: {}",
+        logs.iter().map(|l| l.connects.saturating_sub(1)).sum::<usize>(),
+        logs.iter().map(|l| l.recovered_continue).sum::<usize>(),
+        logs.iter().map(|l| l.recovered_reassign).sum::<usize>(),
+        refused.len(),
+    );
+    println!(
+        "chaos: runs={runs} faults={faults} acknowledged={} completed={} lost={} duplicated={}",
+        acknowledged.len(),
+        last.completed,
+        last.lost.len(),
+        last.duplicated.len()
+    );
+    if !last.lost.is_empty() || !last.duplicated.is_empty() || !refused.is_empty() {
+        let kept = keep_logs(&hub, seed);
+        println!(
+            "chaos seed={seed}: hub logs kept in {}; lost:\n{}\nduplicated:\n{}\nrefused submits: {:?}",
+            kept.display(),
+            show(&last.lost),
+            show(&last.duplicated),
+            refused.iter().take(5).collect::<Vec<_>>()
+        );
+    }
+    assert!(
+        runs >= 1,
+        "no chaos run finished within {:?}",
+        mode.deadline
+    );
+    assert_eq!(last.lost.len(), 0, "lost tasks (seed {seed})");
+    assert_eq!(last.duplicated.len(), 0, "duplicated tasks (seed {seed})");
+    assert!(
+        refused.is_empty(),
+        "submits answered with neither 201 nor silence (seed {seed}): {:?}",
+        refused.iter().take(5).collect::<Vec<_>>()
+    );
+}
