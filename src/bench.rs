@@ -181,18 +181,22 @@ fn spawn_hub(dir: &std::path::Path, admin: &str) -> Result<(Child, String), Stri
     }
 }
 
-/// Current resident set size of a process, bytes.
-fn current_rss(pid: u32) -> Option<u64> {
+/// A `kB` field (e.g. `VmRSS:`) of /proc/PID/status.
+fn status_kb(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: u64 = status
+    status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .find_map(|l| l.strip_prefix(field))?
         .trim()
         .trim_end_matches("kB")
         .trim()
         .parse()
-        .ok()?;
-    Some(kb * 1024)
+        .ok()
+}
+
+/// Current resident set size of a process, bytes.
+fn current_rss(pid: u32) -> Option<u64> {
+    Some(status_kb(pid, "VmRSS:")? * 1024)
 }
 
 /// (utime + stime seconds, peak RSS bytes) of a process, from /proc.
@@ -204,15 +208,7 @@ fn process_usage(pid: u32) -> Option<(f64, u64)> {
     let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
     // SAFETY: sysconf has no preconditions; it only reads a system constant.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let hwm_kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
+    let hwm_kb = status_kb(pid, "VmHWM:")?;
     Some((ticks / hz, hwm_kb * 1024))
 }
 

@@ -94,6 +94,15 @@ struct ChannelRecord {
 }
 
 impl ChannelRecord {
+    /// Subscribers other than `agent_id` (who never gets its own events echoed).
+    fn others(&self, agent_id: &str) -> Vec<String> {
+        self.subscribers
+            .iter()
+            .filter(|s| *s != agent_id)
+            .cloned()
+            .collect()
+    }
+
     fn info(&self) -> ChannelInfo {
         ChannelInfo {
             name: self.name.clone(),
@@ -552,12 +561,7 @@ impl Handler<Subscribe> for Messaging {
                 return Ok(true);
             }
             c.subscribers.insert(msg.agent_id.clone());
-            let others: Vec<String> = c
-                .subscribers
-                .iter()
-                .filter(|s| **s != msg.agent_id)
-                .cloned()
-                .collect();
+            let others = c.others(&msg.agent_id);
             self.save_channel(c)?;
             self.presence.do_send(DeliverMany {
                 agents: others,
@@ -646,12 +650,7 @@ impl Handler<Publish> for Messaging {
                 self.store.channel_log.remove(oldest)?;
                 c.count -= 1;
             }
-            let subscribers: Vec<String> = c
-                .subscribers
-                .iter()
-                .filter(|s| **s != msg.from)
-                .cloned()
-                .collect();
+            let subscribers = c.others(&msg.from);
             self.save_channel(c)?;
             self.presence.do_send(DeliverMany {
                 agents: subscribers,
