@@ -43,6 +43,11 @@ pub struct BenchOptions {
     pub mixed_priorities: bool,
     /// Bytes of filler in each task's description.
     pub payload_bytes: usize,
+    /// Submit at this many tasks per second (below saturation: a latency run)
+    /// instead of as fast as the hub takes them.
+    pub rate: Option<f64>,
+    /// Stop submitting after this long (the run then counts what was submitted).
+    pub duration: Option<Duration>,
     pub timeout: Duration,
     pub progress: bool,
 }
@@ -77,6 +82,8 @@ impl Percentiles {
 pub struct BenchReport {
     pub agents: usize,
     pub tasks: usize,
+    /// Submission rate asked for (`None`: as fast as possible).
+    pub rate_per_s: Option<f64>,
     pub batch: usize,
     pub submitted: usize,
     pub completed: usize,
@@ -294,6 +301,9 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, String> {
         .map_err(|e| format!("cannot start the client runtime: {e}"))?;
     let timeline = Arc::new(Mutex::new(Timeline::default()));
     let done = Arc::new(AtomicUsize::new(0));
+    // How many completions end the run: all tasks, or what was submitted when
+    // `--duration-secs` ran out.
+    let target = Arc::new(AtomicUsize::new(opts.tasks));
     let cpu_before = hub_pid.and_then(process_usage).map(|u| u.0);
     let ws_url = format!("{}/ws", url.replacen("http://", "ws://", 1));
     let deadline = Instant::now() + opts.timeout;
@@ -304,18 +314,21 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, String> {
         agent_tokens,
         timeline.clone(),
         done.clone(),
-        opts.tasks,
+        target.clone(),
         deadline,
     ))?;
 
     // Submit, from plain threads (blocking HTTP), in batches.
     let started = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
+    let submitted = Arc::new(AtomicUsize::new(0));
+    let stop_submitting = opts.duration.map(|d| started + d);
     let filler = "x".repeat(opts.payload_bytes);
     let mut submitters = Vec::new();
     for _ in 0..opts.submitters {
-        let (next, timeline, url, admin, filler, opts) = (
+        let (next, submitted, timeline, url, admin, filler, opts) = (
             next.clone(),
+            submitted.clone(),
             timeline.clone(),
             url.clone(),
             admin.clone(),
@@ -325,8 +338,16 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, String> {
         submitters.push(std::thread::spawn(move || -> Result<(), String> {
             loop {
                 let first = next.fetch_add(opts.batch, Ordering::Relaxed);
-                if first >= opts.tasks || Instant::now() >= deadline {
+                if first >= opts.tasks
+                    || Instant::now() >= deadline
+                    || stop_submitting.is_some_and(|at| Instant::now() >= at)
+                {
                     return Ok(());
+                }
+                if let Some(rate) = opts.rate {
+                    // Task `first` is due `first / rate` seconds into the run.
+                    let due = started + Duration::from_secs_f64(first as f64 / rate);
+                    std::thread::sleep(due.saturating_duration_since(Instant::now()));
                 }
                 let last = (first + opts.batch).min(opts.tasks);
                 let specs: Vec<Value> = (first..last)
@@ -349,6 +370,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, String> {
                 };
                 let sent = Instant::now();
                 let answer = http_post(&format!("{url}/api/tasks"), &admin, &body)?;
+                submitted.fetch_add(last - first, Ordering::Relaxed);
                 let ids: Vec<String> = if opts.batch == 1 {
                     answer["task_id"]
                         .as_str()
@@ -391,7 +413,12 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, String> {
             Err(_) => submit_error = Some("a submitter thread panicked".into()),
         }
     }
-    while done.load(Ordering::Relaxed) < opts.tasks && Instant::now() < deadline {
+    target.store(submitted.load(Ordering::Relaxed), Ordering::Relaxed);
+    if let Some(bar) = &progress {
+        bar.set_length(target.load(Ordering::Relaxed) as u64);
+    }
+    while done.load(Ordering::Relaxed) < target.load(Ordering::Relaxed) && Instant::now() < deadline
+    {
         if let Some(bar) = &progress {
             bar.set_position(done.load(Ordering::Relaxed) as u64);
         }
@@ -451,6 +478,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, String> {
     Ok(BenchReport {
         agents: opts.agents,
         tasks: opts.tasks,
+        rate_per_s: opts.rate,
         batch: opts.batch,
         submitted: t.submitted.len(),
         completed,
@@ -475,7 +503,7 @@ async fn connect_workers(
     agent_tokens: Vec<(String, String)>,
     timeline: Arc<Mutex<Timeline>>,
     done: Arc<AtomicUsize>,
-    total: usize,
+    target: Arc<AtomicUsize>,
     deadline: Instant,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
     let mut handles = Vec::new();
@@ -495,10 +523,11 @@ async fn connect_workers(
                 _ => return Err(format!("agent {agent_id} was not identified")),
             }
         }
-        let timeline = timeline.clone();
-        let done = done.clone();
+        let (timeline, done, target) = (timeline.clone(), done.clone(), target.clone());
         handles.push(tokio::spawn(async move {
-                while done.load(Ordering::Relaxed) < total && Instant::now() < deadline {
+                while done.load(Ordering::Relaxed) < target.load(Ordering::Relaxed)
+                    && Instant::now() < deadline
+                {
                     let frame = match tokio::time::timeout(Duration::from_millis(200), stream.next()).await {
                         Err(_) => continue,
                         Ok(Some(Ok(Message::Text(t)))) => t,
@@ -514,7 +543,8 @@ async fn connect_workers(
                             let accept = json!({"type": "task_accepted", "task_id": a.task_id, "generation": a.generation});
                             let complete = json!({"type": "task_complete", "task_id": a.task_id,
                                                   "generation": a.generation, "result": {"ok": true}, "tokens_used": 1});
-                            if sink.send(Message::text(accept.to_string())).await.is_err()
+                            // Both frames in one write, as a sidecar that finishes at once would.
+                            if sink.feed(Message::text(accept.to_string())).await.is_err()
                                 || sink.send(Message::text(complete.to_string())).await.is_err()
                             {
                                 break;
@@ -592,7 +622,11 @@ pub fn scale_idle_agents(agents: usize) -> Result<ScaleReport, String> {
                     loop {
                         match tokio::time::timeout(Duration::from_secs(60), ws.next()).await {
                             Ok(Some(Ok(Message::Text(t)))) if t.contains("\"identified\"") => {
-                                return Ok::<_, String>(ws)
+                                // An idle sidecar still reads (other agents' joins,
+                                // pings): drain, so the hub's send buffers stay empty.
+                                return Ok::<_, String>(tokio::spawn(async move {
+                                    while let Some(Ok(_)) = ws.next().await {}
+                                }));
                             }
                             Ok(Some(Ok(_))) => continue,
                             _ => return Err(format!("{agent_id} was not identified")),
@@ -606,9 +640,22 @@ pub fn scale_idle_agents(agents: usize) -> Result<ScaleReport, String> {
         }
         Ok::<_, String>(sockets)
     })?;
-    std::thread::sleep(Duration::from_secs(1));
+    // Joins are broadcast to every online agent (N² frames in all): measure once
+    // the hub has written them out and its memory has settled.
+    let mut last = 0;
+    for _ in 0..30 {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = current_rss(pid).ok_or("cannot read hub RSS")?;
+        if now == last {
+            break;
+        }
+        last = now;
+    }
     let after = current_rss(pid).ok_or("cannot read hub RSS")?;
-    drop(sockets);
+    for drain in sockets {
+        drain.abort();
+    }
+    drop(runtime);
     Ok(ScaleReport {
         mode: "idle-agents".into(),
         agents,
@@ -639,7 +686,7 @@ fn timed_lifecycles(
         tokens,
         timeline,
         done.clone(),
-        lifecycles,
+        Arc::new(AtomicUsize::new(lifecycles)),
         deadline,
     ))?;
     runtime.block_on(async {
@@ -735,7 +782,7 @@ pub fn render(r: &BenchReport) -> String {
         )
     };
     format!(
-        "agents {}  tasks {}  batch {}\n\
+        "agents {}  tasks {}  batch {}  rate {}\n\
          completed {}/{} in {:.2} s: {:.0} durable lifecycles/s\n\
          submit→assign   {}\n\
          assign→complete {}\n\
@@ -744,6 +791,7 @@ pub fn render(r: &BenchReport) -> String {
         r.agents,
         r.tasks,
         r.batch,
+        r.rate_per_s.map_or("max".into(), |r| format!("{r:.0}/s")),
         r.completed,
         r.submitted,
         r.elapsed_s,

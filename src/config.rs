@@ -32,6 +32,10 @@ pub struct Config {
     pub default_lease_ms: u64,
     /// How often leases and `complete_by` deadlines are checked.
     pub sweep_interval_ms: u64,
+    /// Group commit: store flushes (fsync) start at most once per this many
+    /// microseconds, each covering every change since the last. 0 = no pacing.
+    /// At most 100000.
+    pub group_commit_window_us: u64,
     /// Safety-net pass of the scheduler (it is event-driven; this only repairs).
     pub scheduler_sweep_ms: u64,
     /// After an agent rejects a task it is offered new work only after this long,
@@ -77,6 +81,7 @@ impl Default for Config {
             acceptance_timeout_ms: 60_000,
             default_lease_ms: 300_000,
             sweep_interval_ms: 1_000,
+            group_commit_window_us: 1_000,
             scheduler_sweep_ms: 5_000,
             reject_backoff_ms: 1_000,
             default_max_retries: 3,
@@ -181,6 +186,12 @@ impl Config {
                     reason: "must be greater than 0".into(),
                 });
             }
+        }
+        if self.group_commit_window_us > 100_000 {
+            return Err(ConfigError::Invalid {
+                field: "group_commit_window_us",
+                reason: "must be at most 100000 (0.1 s)".into(),
+            });
         }
         if let Some(url) = &self.public_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {

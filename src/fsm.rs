@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;
+use bytestring::ByteString;
 
 use crate::presence::{Presence, PresenceEvent, PresenceUpdate};
 use crate::protocol::{AgentInfo, ClientFrame, ErrorFrame, ServerFrame, TaskAssignment};
@@ -45,10 +46,24 @@ impl FsmState {
     }
 }
 
-/// Sends a frame to the agent's socket.
+/// Sends a frame, encoded once, to the agent's socket. A broadcast clones the
+/// encoded text (a reference count), never the frame.
 #[derive(Message, Clone)]
 #[rtype(result = "()")]
-pub struct Push(pub ServerFrame);
+pub struct Push(pub ByteString);
+
+impl Push {
+    /// Encodes `frame` for sending; `None` (logged) if it cannot be encoded.
+    pub fn encode(frame: &ServerFrame) -> Option<Push> {
+        match serde_json::to_string(frame) {
+            Ok(text) => Some(Push(ByteString::from(text))),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode frame");
+                None
+            }
+        }
+    }
+}
 
 /// Closes the agent's socket with a code and reason.
 #[derive(Message, Clone)]
@@ -192,8 +207,8 @@ impl AgentFsm {
     }
 
     fn push(&self, frame: ServerFrame) {
-        if let Some(s) = &self.session {
-            s.push.do_send(Push(frame));
+        if let (Some(s), Some(push)) = (&self.session, Push::encode(&frame)) {
+            s.push.do_send(push);
         }
     }
 

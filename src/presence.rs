@@ -55,9 +55,12 @@ impl Presence {
     }
 
     fn broadcast(&self, except: &str, frame: ServerFrame) {
+        let Some(encoded) = Push::encode(&frame) else {
+            return;
+        };
         for (agent_id, push) in &self.online {
             if agent_id != except {
-                push.do_send(Push(frame.clone()));
+                push.do_send(encoded.clone());
             }
         }
     }
@@ -283,7 +286,8 @@ impl Handler<Deliver> for Presence {
     fn handle(&mut self, msg: Deliver, _: &mut Context<Self>) -> bool {
         self.online
             .get(&msg.agent_id)
-            .is_some_and(|push| push.try_send(Push(msg.frame)).is_ok())
+            .zip(Push::encode(&msg.frame))
+            .is_some_and(|(push, encoded)| push.try_send(encoded).is_ok())
     }
 }
 
@@ -299,9 +303,12 @@ impl Handler<DeliverMany> for Presence {
     type Result = ();
 
     fn handle(&mut self, msg: DeliverMany, _: &mut Context<Self>) {
+        let Some(encoded) = Push::encode(&msg.frame) else {
+            return;
+        };
         for agent_id in &msg.agents {
             if let Some(push) = self.online.get(agent_id) {
-                push.do_send(Push(msg.frame.clone()));
+                push.do_send(encoded.clone());
             }
         }
     }

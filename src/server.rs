@@ -54,6 +54,7 @@ impl HubState {
 
 /// Starts the actors on the current actix system. Must run inside one.
 pub fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState, StoreError> {
+    store.set_commit_window(Duration::from_micros(config.group_commit_window_us));
     // The queue, scheduler and presence refer to one another: create the contexts
     // first so every actor can be given the others' addresses.
     let analytics = Analytics::new(
@@ -156,6 +157,9 @@ pub async fn serve(
             .default_service(web::to(http::not_found))
     })
     .workers(2)
+    // Frames and responses are small. A bigger write buffer only fills up (and then
+    // stays allocated) on a slow socket: keep it at the initial 8 KiB.
+    .h1_write_buffer_size(8 * 1024)
     // Frames are small and latency matters: no Nagle delay on agent sockets.
     .tcp_nodelay(true)
     // Open agent sockets must not hold a stop (SIGTERM) for long.

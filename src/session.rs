@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_web_actors::ws;
+use bytestring::ByteString;
 
 use crate::auth::{IdentifyRefusal, Tokens};
 use crate::fsm::{
@@ -29,6 +30,13 @@ use crate::protocol::{
     parse_client_frame, ClientFrame, ErrorFrame, FieldError, FrameError, ServerFrame,
 };
 use crate::util::now_ms;
+
+/// At most this many frames go to the socket per `TURN`; a burst beyond it (say,
+/// thousands of `agent_joined` when a fleet connects at once) waits in the
+/// session's own outbox, which is released once drained. Frames are never dropped
+/// and keep their order.
+const FRAMES_PER_TURN: u32 = 16;
+const TURN: Duration = Duration::from_millis(1);
 
 /// Violations within `VIOLATION_WINDOW` that close the socket.
 const MAX_VIOLATIONS: usize = 10;
@@ -52,6 +60,11 @@ pub struct AgentSession {
     last_seen: Instant,
     violations: VecDeque<Instant>,
     frames: u64,
+    /// Paced output: frames waiting for the next turn, and this turn's count.
+    outbox: VecDeque<ByteString>,
+    turn_started: Instant,
+    turn_sent: u32,
+    flush_scheduled: bool,
 }
 
 enum IdentifyFailure {
@@ -69,17 +82,65 @@ impl AgentSession {
             last_seen: Instant::now(),
             violations: VecDeque::new(),
             frames: 0,
+            outbox: VecDeque::new(),
+            turn_started: Instant::now(),
+            turn_sent: 0,
+            flush_scheduled: false,
         }
     }
 
-    fn send(&self, ctx: &mut ws::WebsocketContext<Self>, frame: &ServerFrame) {
-        match serde_json::to_string(frame) {
-            Ok(text) => ctx.text(text),
-            Err(e) => tracing::error!(error = %e, "cannot encode frame"),
+    fn send(&mut self, ctx: &mut ws::WebsocketContext<Self>, frame: &ServerFrame) {
+        if let Some(Push(text)) = Push::encode(frame) {
+            self.emit(ctx, text);
         }
     }
 
-    fn close(&self, ctx: &mut ws::WebsocketContext<Self>, code: ws::CloseCode, reason: &str) {
+    /// Writes a frame now if this turn has room and nothing waits, else queues it.
+    fn emit(&mut self, ctx: &mut ws::WebsocketContext<Self>, text: ByteString) {
+        let now = Instant::now();
+        if now.duration_since(self.turn_started) >= TURN {
+            self.turn_started = now;
+            self.turn_sent = 0;
+        }
+        if self.outbox.is_empty() && self.turn_sent < FRAMES_PER_TURN {
+            self.turn_sent += 1;
+            ctx.text(text);
+            return;
+        }
+        self.outbox.push_back(text);
+        if !self.flush_scheduled {
+            self.flush_scheduled = true;
+            ctx.run_later(TURN, |act, ctx| act.flush_turn(ctx));
+        }
+    }
+
+    /// Writes the next turn's worth of queued frames.
+    fn flush_turn(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        self.flush_scheduled = false;
+        self.turn_started = Instant::now();
+        self.turn_sent = 0;
+        while self.turn_sent < FRAMES_PER_TURN {
+            let Some(text) = self.outbox.pop_front() else {
+                break;
+            };
+            self.turn_sent += 1;
+            ctx.text(text);
+        }
+        if self.outbox.is_empty() {
+            if self.outbox.capacity() > FRAMES_PER_TURN as usize {
+                self.outbox = VecDeque::new();
+            }
+        } else {
+            self.flush_scheduled = true;
+            ctx.run_later(TURN, |act, ctx| act.flush_turn(ctx));
+        }
+    }
+
+    fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: ws::CloseCode, reason: &str) {
+        // Whatever was promised to the agent goes out before the close frame.
+        for text in self.outbox.drain(..) {
+            ctx.text(text);
+        }
         ctx.close(Some(ws::CloseReason {
             code,
             description: Some(reason.to_string()),
@@ -465,7 +526,7 @@ impl Handler<Push> for AgentSession {
     type Result = ();
 
     fn handle(&mut self, msg: Push, ctx: &mut Self::Context) {
-        self.send(ctx, &msg.0);
+        self.emit(ctx, msg.0);
     }
 }
 

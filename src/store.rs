@@ -11,7 +11,9 @@
 //! meaning of any record. It never decides task or agent state.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -61,6 +63,8 @@ pub struct Store {
     /// (agent id, hour) → activity counters.
     pub analytics: sled::Tree,
     flush_requests: mpsc::Sender<Waiter>,
+    /// Group-commit window under load, in microseconds (see `run_flusher`).
+    commit_window_us: Arc<AtomicU64>,
 }
 
 impl Store {
@@ -87,9 +91,11 @@ impl Store {
             })?;
         let (tx, rx) = mpsc::channel::<Waiter>();
         let flush_db = db.clone();
+        let commit_window_us = Arc::new(AtomicU64::new(0));
+        let window = commit_window_us.clone();
         std::thread::Builder::new()
             .name("store-flusher".into())
-            .spawn(move || run_flusher(flush_db, rx))
+            .spawn(move || run_flusher(flush_db, rx, window))
             .map_err(|e| StoreError::Sled(format!("cannot start flusher: {e}")))?;
         Ok(Store {
             tasks: db.open_tree("tasks")?,
@@ -109,12 +115,21 @@ impl Store {
             path: dir.to_path_buf(),
             db,
             flush_requests: tx,
+            commit_window_us,
         })
     }
 
     /// The data directory.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Flushes start at most this often, so under load one flush covers every
+    /// change of the window (less CPU per change, at most one window more
+    /// latency). Zero flushes whenever a change waits.
+    pub fn set_commit_window(&self, window: Duration) {
+        let us = u64::try_from(window.as_micros()).unwrap_or(u64::MAX);
+        self.commit_window_us.store(us, Ordering::Relaxed);
     }
 
     /// Resolves once every change written before this call is on disk.
@@ -143,11 +158,19 @@ impl Store {
 }
 
 /// The group-commit loop: wait for one request, take every request queued behind it,
-/// flush once, answer them all.
-fn run_flusher(db: sled::Db, requests: mpsc::Receiver<Waiter>) {
+/// flush once, answer them all. Flushes start at most once per commit window: a
+/// request after a quiet spell is flushed at once, under load one flush (one round
+/// of fsyncs, which cost real CPU on this kind of machine) covers a window's worth.
+fn run_flusher(db: sled::Db, requests: mpsc::Receiver<Waiter>, window_us: Arc<AtomicU64>) {
+    let mut last_flush = Instant::now();
     while let Ok(first) = requests.recv() {
+        let window = Duration::from_micros(window_us.load(Ordering::Relaxed));
+        if let Some(left) = window.checked_sub(last_flush.elapsed()) {
+            std::thread::sleep(left);
+        }
         let mut waiters = vec![first];
         waiters.extend(requests.try_iter());
+        last_flush = Instant::now();
         let result = db.flush().map(|_| ()).map_err(StoreError::from);
         if let Err(e) = &result {
             tracing::error!(error = %e, waiters = waiters.len(), "store flush failed");

@@ -161,3 +161,50 @@ fn agent_state_route_needs_a_token_and_reports_the_fsm() {
     assert_eq!(state["flags"], json!([]), "{state}");
     assert!(state["last_state_change"].is_u64(), "{state}");
 }
+
+/// A burst of pushes (more than the session writes per turn) reaches the agent
+/// whole and in order, and a later push arrives after all of it.
+#[test]
+fn a_burst_of_pushes_arrives_complete_and_in_order() {
+    const BURST: usize = 300;
+    let hub = Hub::start();
+    let t_a = register_agent(&hub, "chatty", &[]);
+    let t_b = register_agent(&hub, "watcher", &[]);
+    let mut chatty = Agent::connect(&hub, "chatty", &t_a);
+    let mut watcher = Agent::connect(&hub, "watcher", &t_b);
+    // Written back to back, so the watcher's session gets the status_changed
+    // pushes far faster than one turn's worth per millisecond.
+    for i in 0..BURST {
+        chatty.send(json!({"type": "status", "status": format!("step {i}")}));
+    }
+    for _ in 0..BURST {
+        assert_eq!(
+            chatty.recv_reply(REPLY_TIMEOUT),
+            json!({"type": "status_updated"})
+        );
+    }
+    let (status, resp) = hub.post(
+        "/api/message",
+        &json!({"to": "watcher", "payload": {"after": "burst"}}),
+    );
+    assert_eq!(status, 200, "{resp}");
+
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match watcher.recv_any(left) {
+            Incoming::Frame(v) if v["type"] == "status_changed" => {
+                seen.push(v["agent"]["status"].as_str().unwrap_or("").to_string());
+            }
+            Incoming::Frame(v) if v["type"] == "message" => break,
+            Incoming::Frame(_) => continue,
+            other => panic!("watcher got {other:?} after {} status frames", seen.len()),
+        }
+    }
+    let expected: Vec<String> = (0..BURST).map(|i| format!("step {i}")).collect();
+    assert_eq!(
+        seen, expected,
+        "every status_changed, in order, before the message"
+    );
+}
