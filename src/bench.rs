@@ -641,15 +641,17 @@ pub fn scale_idle_agents(agents: usize) -> Result<ScaleReport, String> {
         Ok::<_, String>(sockets)
     })?;
     // Joins are broadcast to every online agent (N² frames in all): measure once
-    // the hub has written them out and its memory has settled.
-    let mut last = 0;
-    for _ in 0..30 {
+    // the hub has written them out, i.e. once it is idle (under 2% of a core).
+    let mut cpu = process_usage(pid).map(|u| u.0);
+    for _ in 0..120 {
         std::thread::sleep(Duration::from_secs(1));
-        let now = current_rss(pid).ok_or("cannot read hub RSS")?;
-        if now == last {
-            break;
+        let now = process_usage(pid).map(|u| u.0);
+        if let (Some(before), Some(after)) = (cpu, now) {
+            if after - before < 0.02 {
+                break;
+            }
         }
-        last = now;
+        cpu = now;
     }
     let after = current_rss(pid).ok_or("cannot read hub RSS")?;
     for drain in sockets {
