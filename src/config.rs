@@ -36,6 +36,12 @@ pub struct Config {
     /// microseconds, each covering every change since the last. 0 = no pacing.
     /// At most 100000.
     pub group_commit_window_us: u64,
+    /// Rate limits of PROTOCOL.md section 5 (per agent, per transport, per tier).
+    pub rate_limits_enabled: bool,
+    /// Actions per minute (and bucket capacity) of each tier.
+    pub rate_limit_light_per_min: u32,
+    pub rate_limit_normal_per_min: u32,
+    pub rate_limit_heavy_per_min: u32,
     /// Safety-net pass of the scheduler (it is event-driven; this only repairs).
     pub scheduler_sweep_ms: u64,
     /// After an agent rejects a task it is offered new work only after this long,
@@ -82,6 +88,10 @@ impl Default for Config {
             default_lease_ms: 300_000,
             sweep_interval_ms: 1_000,
             group_commit_window_us: 1_000,
+            rate_limits_enabled: true,
+            rate_limit_light_per_min: 120,
+            rate_limit_normal_per_min: 60,
+            rate_limit_heavy_per_min: 10,
             scheduler_sweep_ms: 5_000,
             reject_backoff_ms: 1_000,
             default_max_retries: 3,
@@ -184,6 +194,18 @@ impl Config {
                 return Err(ConfigError::Invalid {
                     field,
                     reason: "must be greater than 0".into(),
+                });
+            }
+        }
+        for (field, value) in [
+            ("rate_limit_light_per_min", self.rate_limit_light_per_min),
+            ("rate_limit_normal_per_min", self.rate_limit_normal_per_min),
+            ("rate_limit_heavy_per_min", self.rate_limit_heavy_per_min),
+        ] {
+            if value == 0 || value > crate::ratelimit::MAX_PER_MINUTE {
+                return Err(ConfigError::Invalid {
+                    field,
+                    reason: format!("must be between 1 and {}", crate::ratelimit::MAX_PER_MINUTE),
                 });
             }
         }

@@ -91,6 +91,12 @@ pub enum ApiError {
     /// 409: the task is not in a state that allows the operation.
     #[error("task {task_id} is {status}")]
     InvalidState { task_id: String, status: String },
+    /// 429: the caller's bucket for this tier is empty for `retry_after_ms`.
+    #[error("rate limited ({tier}) for {retry_after_ms} ms")]
+    RateLimited {
+        retry_after_ms: u64,
+        tier: &'static str,
+    },
     /// 503: the store or an actor could not serve the request; nothing was changed
     /// unless the store says otherwise.
     #[error("unavailable: {0}")]
@@ -124,6 +130,7 @@ impl ResponseError for ApiError {
             ApiError::InvalidJson(_) => StatusCode::BAD_REQUEST,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::AlreadyExists { .. } | ApiError::InvalidState { .. } => StatusCode::CONFLICT,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -162,6 +169,20 @@ impl ResponseError for ApiError {
                 json!({"error": "invalid_state", "task_id": task_id, "status": status})
             }
             ApiError::Unavailable(detail) => json!({"error": "unavailable", "detail": detail}),
+            ApiError::RateLimited {
+                retry_after_ms,
+                tier,
+            } => {
+                // `retry-after` is in whole seconds: round up, never early.
+                let secs = retry_after_ms.div_ceil(1000).max(1);
+                return HttpResponse::build(self.status_code())
+                    .insert_header(("retry-after", secs.to_string()))
+                    .json(json!({
+                        "error": "rate_limited",
+                        "retry_after_ms": retry_after_ms,
+                        "tier": tier,
+                    }));
+            }
         };
         HttpResponse::build(self.status_code()).json(body)
     }

@@ -65,6 +65,38 @@ impl Push {
     }
 }
 
+/// The agent went over a rate limit: no new tasks for `retry_after`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Throttle {
+    pub retry_after: Duration,
+}
+
+impl Handler<Throttle> for AgentFsm {
+    type Result = ();
+
+    fn handle(&mut self, msg: Throttle, ctx: &mut Context<Self>) {
+        let until = std::time::Instant::now() + msg.retry_after;
+        self.throttled_until = Some(self.throttled_until.map_or(until, |u| u.max(until)));
+        if self.state == FsmState::Idle {
+            self.scheduler.do_send(AgentUnavailable {
+                agent_id: self.agent_id.clone(),
+            });
+        }
+        self.publish(None);
+        ctx.run_later(msg.retry_after, |act, ctx| {
+            if act
+                .throttled_until
+                .is_some_and(|u| u <= std::time::Instant::now())
+            {
+                act.throttled_until = None;
+                act.publish(None);
+                act.announce(ctx);
+            }
+        });
+    }
+}
+
 /// Closes the agent's socket with a code and reason.
 #[derive(Message, Clone)]
 #[rtype(result = "()")]
@@ -126,6 +158,8 @@ pub struct AgentFsm {
     capabilities: Vec<String>,
     connected_at: Option<i64>,
     unresponsive: bool,
+    /// Over its rate limit until then: offered no new tasks (PROTOCOL.md 5).
+    throttled_until: Option<std::time::Instant>,
     idle_since: i64,
     last_state_change: i64,
     accept_timer: Option<SpawnHandle>,
@@ -154,6 +188,7 @@ impl AgentFsm {
             capabilities: Vec::new(),
             connected_at: None,
             unresponsive: false,
+            throttled_until: None,
             idle_since: now,
             last_state_change: now,
             accept_timer: None,
@@ -168,6 +203,9 @@ impl AgentFsm {
         let mut flags = Vec::new();
         if self.unresponsive {
             flags.push("unresponsive".to_string());
+        }
+        if self.is_throttled() {
+            flags.push("rate_limited".to_string());
         }
         AgentView {
             agent_id: self.agent_id.clone(),
@@ -231,8 +269,13 @@ impl AgentFsm {
         }
     }
 
+    fn is_throttled(&self) -> bool {
+        self.throttled_until
+            .is_some_and(|until| until > std::time::Instant::now())
+    }
+
     fn announce(&self, ctx: &mut Context<Self>) {
-        if self.state != FsmState::Idle || self.session.is_none() {
+        if self.state != FsmState::Idle || self.session.is_none() || self.is_throttled() {
             return;
         }
         // An agent that let a task time out is offered work only when no other

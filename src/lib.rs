@@ -27,6 +27,8 @@ pub mod presence;
 #[cfg(feature = "server")]
 pub mod queue;
 #[cfg(feature = "server")]
+pub mod ratelimit;
+#[cfg(feature = "server")]
 pub mod retention;
 #[cfg(feature = "server")]
 pub mod scheduler;

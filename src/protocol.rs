@@ -588,6 +588,24 @@ impl ClientFrame {
         let t = self.type_name();
         t.starts_with("task_") || t == "state_report" || t == "wake_result"
     }
+
+    /// The rate-limit tier of the frame (PROTOCOL.md section 5), as its name:
+    /// `None` for lifecycle frames, which are never limited. `identify` is heavy
+    /// (only a socket's first identify is free; the session decides that).
+    pub fn rate_tier(&self) -> Option<&'static str> {
+        if self.is_lifecycle() {
+            return None;
+        }
+        Some(match self {
+            ClientFrame::Ping
+            | ClientFrame::ListAgents
+            | ClientFrame::ListChannels
+            | ClientFrame::Status { .. }
+            | ClientFrame::ChannelHistory { .. } => "light",
+            ClientFrame::Identify { .. } => "heavy",
+            _ => "normal",
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -693,6 +711,17 @@ pub enum ServerFrame {
         timestamp: i64,
     },
     StatusUpdated,
+    /// Sent before the reply when fewer than a fifth of a bucket is left.
+    RateLimitWarning {
+        tier: String,
+        remaining: u32,
+        capacity: u32,
+    },
+    /// The frame was dropped: its tier's bucket is empty for `retry_after_ms`.
+    RateLimited {
+        retry_after_ms: u64,
+        tier: String,
+    },
     Agents {
         agents: Vec<AgentInfo>,
     },

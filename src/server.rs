@@ -21,6 +21,7 @@ use crate::http;
 use crate::messaging::{Messaging, MessagingLimits};
 use crate::presence::Presence;
 use crate::queue::TaskQueue;
+use crate::ratelimit::{Limits, RateLimits};
 use crate::retention::Retention;
 use crate::scheduler::Scheduler;
 use crate::session::SessionDeps;
@@ -39,12 +40,14 @@ pub struct HubState {
     pub presence: Addr<Presence>,
     pub messaging: Addr<Messaging>,
     pub analytics: Addr<Analytics>,
+    pub limits: RateLimits,
 }
 
 impl HubState {
     pub fn session_deps(&self) -> SessionDeps {
         SessionDeps {
             tokens: self.tokens.clone(),
+            limits: self.limits.clone(),
             presence: self.presence.clone(),
             messaging: self.messaging.clone(),
             idle_timeout: Duration::from_millis(self.config.idle_timeout_ms),
@@ -83,6 +86,25 @@ pub fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState, Store
     };
     let presence = presence_ctx.run(Presence::new(timings, queue.clone(), scheduler.clone()));
     let tokens = Tokens::new(store.clone());
+    let rate_limits = RateLimits::load(
+        store.clone(),
+        config.rate_limits_enabled,
+        Limits {
+            light: config.rate_limit_light_per_min,
+            normal: config.rate_limit_normal_per_min,
+            heavy: config.rate_limit_heavy_per_min,
+        },
+    )?;
+    // Buckets of callers gone quiet are full again: forget them, so memory follows
+    // the callers active now, not every caller ever seen.
+    let sweeping = rate_limits.clone();
+    actix_rt::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            every.tick().await;
+            sweeping.sweep();
+        }
+    });
     let limits = MessagingLimits {
         mailbox_cap: config.mailbox_cap,
         mailbox_ttl_ms: Config::days_ms(config.mailbox_ttl_days),
@@ -105,6 +127,7 @@ pub fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState, Store
     }
     .start();
     Ok(HubState {
+        limits: rate_limits,
         tokens,
         messaging,
         analytics,
@@ -150,6 +173,7 @@ pub async fn serve(
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(actix_web::middleware::from_fn(http::limit_requests))
             .wrap(ErrorHandlers::new().default_handler(http::json_errors))
             .app_data(data.clone())
             .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))

@@ -20,7 +20,7 @@ use bytestring::ByteString;
 
 use crate::auth::{IdentifyRefusal, Tokens};
 use crate::fsm::{
-    AgentFsm, CloseSocket, Connect, Disconnect, Lifecycle, Push, SessionHandle, SetStatus,
+    AgentFsm, CloseSocket, Connect, Disconnect, Lifecycle, Push, SessionHandle, SetStatus, Throttle,
 };
 use crate::messaging::{
     ChannelHistory, ListChannels, Messaging, MsgError, Publish, SendMessage, Subscribe, Unsubscribe,
@@ -29,6 +29,7 @@ use crate::presence::{CooldownLeft, FsmFor, ListAgents, Presence, ViolationDisco
 use crate::protocol::{
     parse_client_frame, ClientFrame, ErrorFrame, FieldError, FrameError, ServerFrame,
 };
+use crate::ratelimit::{duration_ms, Decision, RateLimits, Tier, Transport};
 use crate::util::now_ms;
 
 /// At most this many frames go to the socket per `TURN`; a burst beyond it (say,
@@ -48,6 +49,7 @@ static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 #[derive(Clone)]
 pub struct SessionDeps {
     pub tokens: Tokens,
+    pub limits: RateLimits,
     pub presence: Addr<Presence>,
     pub messaging: Addr<Messaging>,
     pub idle_timeout: Duration,
@@ -60,6 +62,9 @@ pub struct AgentSession {
     last_seen: Instant,
     violations: VecDeque<Instant>,
     frames: u64,
+    /// Rate-limit key before identify (`ip:<addr>`), and identify frames seen.
+    peer_key: String,
+    identifies: u32,
     /// Paced output: frames waiting for the next turn, and this turn's count.
     outbox: VecDeque<ByteString>,
     turn_started: Instant,
@@ -74,8 +79,10 @@ enum IdentifyFailure {
 }
 
 impl AgentSession {
-    pub fn new(deps: SessionDeps) -> Self {
+    pub fn new(deps: SessionDeps, peer: Option<std::net::IpAddr>) -> Self {
         AgentSession {
+            peer_key: peer.map_or_else(|| "ip:unknown".to_string(), |ip| format!("ip:{ip}")),
+            identifies: 0,
             id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
             deps,
             agent: None,
@@ -152,6 +159,43 @@ impl AgentSession {
         self.agent.as_ref().map(|(id, _)| id.as_str())
     }
 
+    /// Spends one action of `tier`: sends `rate_limit_warning` (before the reply)
+    /// when the bucket is nearly empty; when it is empty, drops the frame with
+    /// `rate_limited` and keeps the agent from new tasks until it refills.
+    fn admit(&mut self, tier: Tier, ctx: &mut ws::WebsocketContext<Self>) -> bool {
+        let key = self
+            .agent_id()
+            .map_or_else(|| self.peer_key.clone(), str::to_string);
+        match self.deps.limits.check(&key, Transport::Ws, tier) {
+            Decision::Allowed(None) => true,
+            Decision::Allowed(Some(w)) => {
+                self.send(
+                    ctx,
+                    &ServerFrame::RateLimitWarning {
+                        tier: w.tier.as_str().into(),
+                        remaining: w.remaining,
+                        capacity: w.capacity,
+                    },
+                );
+                true
+            }
+            Decision::Denied { tier, retry_after } => {
+                tracing::info!(agent_id = %key, tier = tier.as_str(), "rate limited");
+                self.send(
+                    ctx,
+                    &ServerFrame::RateLimited {
+                        retry_after_ms: duration_ms(retry_after),
+                        tier: tier.as_str().into(),
+                    },
+                );
+                if let Some((_, fsm)) = &self.agent {
+                    fsm.do_send(Throttle { retry_after });
+                }
+                false
+            }
+        }
+    }
+
     /// Counts a violation; closes the socket at the limit.
     fn violation(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         let now = Instant::now();
@@ -191,6 +235,24 @@ impl AgentSession {
         };
         tracing::debug!(request_id = %request_id, agent_id = ?self.agent_id(),
                         message_type = frame.type_name(), "frame");
+        if matches!(frame, ClientFrame::Identify { .. }) {
+            self.identifies = self.identifies.saturating_add(1);
+        }
+        // Step 4 of PROTOCOL.md 1.1 (identify gets no answer but `not_identified`
+        // before it, so those frames are not counted). A socket's first identify is
+        // free; lifecycle frames are never limited.
+        let limited_tier = match (&self.agent, &frame) {
+            (None, ClientFrame::Identify { .. }) if self.identifies == 1 => None,
+            (None, ClientFrame::Identify { .. }) | (Some(_), _) => {
+                frame.rate_tier().and_then(Tier::parse)
+            }
+            (None, _) => None,
+        };
+        if let Some(tier) = limited_tier {
+            if !self.admit(tier, ctx) {
+                return;
+            }
+        }
         let fsm = match (&self.agent, &frame) {
             (None, ClientFrame::Identify { .. }) => {
                 self.identify(frame, ctx);

@@ -167,7 +167,8 @@ fn agent_state_route_needs_a_token_and_reports_the_fsm() {
 #[test]
 fn a_burst_of_pushes_arrives_complete_and_in_order() {
     const BURST: usize = 300;
-    let hub = Hub::start();
+    // More status frames than the default light tier allows in a minute.
+    let hub = Hub::start_with_config("rate_limit_light_per_min = 1000\n");
     let t_a = register_agent(&hub, "chatty", &[]);
     let t_b = register_agent(&hub, "watcher", &[]);
     let mut chatty = Agent::connect(&hub, "chatty", &t_a);

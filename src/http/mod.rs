@@ -8,8 +8,11 @@
 //! status-code mapping lives only in `error::ApiError`.
 
 mod agents;
+mod limits;
 mod messaging;
 mod tasks;
+
+pub use limits::limit_requests;
 
 use std::collections::HashMap;
 use std::future::{ready, Ready};
@@ -29,6 +32,7 @@ use crate::server::HubState;
 use crate::session::AgentSession;
 
 /// The authenticated caller of a route that needs a bearer token.
+#[derive(Clone)]
 pub struct Caller(pub Principal);
 
 impl Caller {
@@ -41,6 +45,10 @@ impl Caller {
 }
 
 pub(crate) fn bearer(req: &HttpRequest) -> Result<Caller, ApiError> {
+    // The rate-limit middleware authenticated the request already.
+    if let Some(caller) = limits::cached_caller(req) {
+        return Ok(caller);
+    }
     let state = req
         .app_data::<web::Data<HubState>>()
         .ok_or_else(|| ApiError::Unavailable("hub state missing".into()))?;
@@ -164,7 +172,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/ws", web::get().to(agent_socket))
         .configure(tasks::routes)
         .configure(agents::routes)
-        .configure(messaging::routes);
+        .configure(messaging::routes)
+        .configure(limits::routes);
 }
 
 /// Gives error responses made by the framework itself (an oversized body, a failed
@@ -212,7 +221,7 @@ async fn agent_socket(
     stream: web::Payload,
     state: web::Data<HubState>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let session = AgentSession::new(state.session_deps());
+    let session = AgentSession::new(state.session_deps(), req.peer_addr().map(|a| a.ip()));
     ws::WsResponseBuilder::new(session, &req, stream)
         .frame_size(state.config.max_frame_bytes)
         .start()
