@@ -21,6 +21,12 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `error`, `warn`, `info`, `debug` or `trace`.
     pub log_level: String,
+    /// Also write the JSON log to this file (rotated); none = stderr only.
+    pub log_file: Option<PathBuf>,
+    /// `never`, `hourly` or `daily`.
+    pub log_rotation: String,
+    /// Rotated log files kept.
+    pub log_keep: u64,
     /// Largest inbound WebSocket frame; larger frames close the socket with 1009.
     pub max_frame_bytes: usize,
     /// A connection with no inbound frame for this long is closed.
@@ -82,6 +88,9 @@ impl Default for Config {
             bind: "127.0.0.1:4000".into(),
             data_dir: PathBuf::from("./agentcom-data"),
             log_level: "info".into(),
+            log_file: None,
+            log_rotation: "daily".into(),
+            log_keep: 7,
             max_frame_bytes: 1024 * 1024,
             idle_timeout_ms: 60_000,
             acceptance_timeout_ms: 60_000,
@@ -167,6 +176,18 @@ impl Config {
 
     fn check(&self) -> Result<(), ConfigError> {
         self.bind_addr()?;
+        if !["never", "hourly", "daily"].contains(&self.log_rotation.as_str()) {
+            return Err(ConfigError::Invalid {
+                field: "log_rotation",
+                reason: "must be never, hourly or daily".into(),
+            });
+        }
+        if self.log_keep == 0 || self.log_keep > 10_000 {
+            return Err(ConfigError::Invalid {
+                field: "log_keep",
+                reason: "must be between 1 and 10000".into(),
+            });
+        }
         if !["error", "warn", "info", "debug", "trace"].contains(&self.log_level.as_str()) {
             return Err(ConfigError::Invalid {
                 field: "log_level",

@@ -21,6 +21,8 @@ pub mod fsm;
 #[cfg(feature = "server")]
 pub mod http;
 #[cfg(feature = "server")]
+pub mod logging;
+#[cfg(feature = "server")]
 pub mod messaging;
 #[cfg(feature = "server")]
 pub mod presence;

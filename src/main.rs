@@ -12,6 +12,7 @@ use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use agentcom_hub::auth::{join_command, IssueError, Tokens};
 use agentcom_hub::config::{Config, Overrides};
 use agentcom_hub::error::StoreError;
+use agentcom_hub::logging;
 use agentcom_hub::server;
 use agentcom_hub::store::Store;
 
@@ -195,20 +196,16 @@ fn load_config(common: &Common, bind: Option<String>) -> Result<Config, Fatal> {
     })
 }
 
-fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .json()
-        .with_current_span(false)
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-    // Panics are contained by the actors (see `TaskQueue::contained`); make sure each
-    // one is still logged as a structured error with its location.
-    std::panic::set_hook(Box::new(|info| {
-        tracing::error!(panic = %info, "panic");
-    }));
+fn init_logging(config: &Config) -> Result<(), Fatal> {
+    let file = config.log_file.as_ref().map(|path| logging::LogFile {
+        path: path.clone(),
+        rotation: config.log_rotation.clone(),
+        keep: usize::try_from(config.log_keep).unwrap_or(usize::MAX),
+    });
+    logging::init(&config.log_level, file.as_ref()).map_err(|e| Fatal {
+        code: 2,
+        message: e.to_string(),
+    })
 }
 
 fn serve(common: Common, bind: Option<String>) -> Result<(), Fatal> {
@@ -219,7 +216,7 @@ fn serve(common: Common, bind: Option<String>) -> Result<(), Fatal> {
         libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }
     let config = load_config(&common, bind)?;
-    init_logging(&config.log_level);
+    init_logging(&config)?;
     let store = Store::open(&config.data_dir)?;
     let tokens = Tokens::new(store.clone());
     let supplied = std::env::var("AGENTCOM_ADMIN_TOKEN").ok();

@@ -10,6 +10,7 @@
 mod agents;
 mod limits;
 mod messaging;
+mod ops;
 mod tasks;
 
 pub use limits::limit_requests;
@@ -173,7 +174,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .configure(tasks::routes)
         .configure(agents::routes)
         .configure(messaging::routes)
-        .configure(limits::routes);
+        .configure(limits::routes)
+        .configure(ops::routes);
 }
 
 /// Gives error responses made by the framework itself (an oversized body, a failed
