@@ -42,6 +42,10 @@ pub struct Config {
     /// microseconds, each covering every change since the last. 0 = no pacing.
     /// At most 100000.
     pub group_commit_window_us: u64,
+    /// How often a metrics snapshot is taken (`GET /api/metrics`, `GET /metrics`).
+    pub metrics_interval_ms: u64,
+    /// A bearer token that may read `GET /metrics` (Prometheus) besides the admin's.
+    pub metrics_token: Option<String>,
     /// Rate limits of PROTOCOL.md section 5 (per agent, per transport, per tier).
     pub rate_limits_enabled: bool,
     /// Actions per minute (and bucket capacity) of each tier.
@@ -97,6 +101,8 @@ impl Default for Config {
             default_lease_ms: 300_000,
             sweep_interval_ms: 1_000,
             group_commit_window_us: 1_000,
+            metrics_interval_ms: 10_000,
+            metrics_token: None,
             rate_limits_enabled: true,
             rate_limit_light_per_min: 120,
             rate_limit_normal_per_min: 60,
@@ -194,7 +200,7 @@ impl Config {
                 reason: "must be one of error, warn, info, debug, trace".into(),
             });
         }
-        let positive: [(&'static str, u64); 14] = [
+        let positive: [(&'static str, u64); 15] = [
             ("retention_interval_ms", self.retention_interval_ms),
             ("invite_ttl_hours", self.invite_ttl_hours),
             ("mailbox_cap", self.mailbox_cap),
@@ -209,6 +215,7 @@ impl Config {
             ("default_lease_ms", self.default_lease_ms),
             ("sweep_interval_ms", self.sweep_interval_ms),
             ("scheduler_sweep_ms", self.scheduler_sweep_ms),
+            ("metrics_interval_ms", self.metrics_interval_ms),
         ];
         for (field, value) in positive {
             if value == 0 {
@@ -229,6 +236,16 @@ impl Config {
                     reason: format!("must be between 1 and {}", crate::ratelimit::MAX_PER_MINUTE),
                 });
             }
+        }
+        if self
+            .metrics_token
+            .as_ref()
+            .is_some_and(|t| t.len() < 16 || t.len() > 256)
+        {
+            return Err(ConfigError::Invalid {
+                field: "metrics_token",
+                reason: "must be 16 to 256 characters".into(),
+            });
         }
         if self.group_commit_window_us > 100_000 {
             return Err(ConfigError::Invalid {

@@ -25,6 +25,8 @@ pub mod logging;
 #[cfg(feature = "server")]
 pub mod messaging;
 #[cfg(feature = "server")]
+pub mod metrics;
+#[cfg(feature = "server")]
 pub mod presence;
 #[cfg(feature = "server")]
 pub mod queue;

@@ -10,10 +10,12 @@
 //! task or an agent's state.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use actix::prelude::*;
 
 use crate::fsm::{AgentFsm, AgentView, FsmTimings, Push, Revoked, Withdrawn};
+use crate::metrics::{Counter, Telemetry};
 use crate::protocol::ServerFrame;
 use crate::queue::TaskQueue;
 use crate::scheduler::Scheduler;
@@ -39,9 +41,16 @@ pub struct Presence {
     timings: FsmTimings,
     queue: Addr<TaskQueue>,
     scheduler: Addr<Scheduler>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Presence {
+    /// Counts connects and disconnects into `telemetry` (the hub's metrics).
+    pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Presence {
+        self.telemetry = telemetry;
+        self
+    }
+
     pub fn new(timings: FsmTimings, queue: Addr<TaskQueue>, scheduler: Addr<Scheduler>) -> Self {
         Presence {
             fsms: HashMap::new(),
@@ -51,6 +60,7 @@ impl Presence {
             timings,
             queue,
             scheduler,
+            telemetry: Arc::new(Telemetry::default()),
         }
     }
 
@@ -157,6 +167,11 @@ impl Handler<PresenceUpdate> for Presence {
             None => {
                 self.online.remove(&agent_id);
             }
+        }
+        match msg.event {
+            Some(PresenceEvent::Joined) => self.telemetry.add(Counter::Connected, 1),
+            Some(PresenceEvent::Left) => self.telemetry.add(Counter::Disconnected, 1),
+            _ => {}
         }
         let frame = match msg.event {
             Some(PresenceEvent::Joined) => Some(ServerFrame::AgentJoined {

@@ -11,6 +11,7 @@
 //! lost a task; the rules of each transition live in `task`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -20,6 +21,7 @@ use crate::analytics::{Analytics, Count, Counter};
 use crate::config::Config;
 use crate::error::StoreError;
 use crate::fsm::Withdrawn;
+use crate::metrics::{Counter as MetricCounter, Telemetry};
 use crate::presence::{Presence, ToAgent};
 use crate::protocol::{TaskAssignment, TaskSpec};
 use crate::scheduler::{Scheduler, TaskReady, TaskUnready};
@@ -104,9 +106,16 @@ pub struct TaskQueue {
     scheduler: Addr<Scheduler>,
     presence: Addr<Presence>,
     analytics: Addr<Analytics>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl TaskQueue {
+    /// Counts task events into `telemetry` (the hub's metrics) from now on.
+    pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> TaskQueue {
+        self.telemetry = telemetry;
+        self
+    }
+
     /// Rebuilds the in-memory index from sled. A record that cannot be decoded is
     /// reported and left in place (never deleted), and the rest still load.
     pub fn load(
@@ -133,6 +142,7 @@ impl TaskQueue {
             scheduler,
             presence,
             analytics,
+            telemetry: Arc::new(Telemetry::default()),
             store,
         };
         queue.reload()?;
@@ -231,6 +241,7 @@ impl TaskQueue {
             },
         };
         let old = task.status;
+        let last_event = task.history.last().cloned();
         let out = match change(&mut task, now) {
             Ok(out) => out,
             Err(e) => {
@@ -252,6 +263,16 @@ impl TaskQueue {
             return Err(QueueError::Store(e.into()));
         }
         self.index(&task, Some(old), now);
+        let recorded = match &last_event {
+            Some(prev) => task
+                .history
+                .iter()
+                .rposition(|e| e == prev)
+                .map_or(&task.history[..], |i| &task.history[i + 1..]),
+            None => &task.history[..],
+        };
+        self.telemetry
+            .task_events(recorded, task.created_at, task.assigned_at);
         let changed = Changed {
             status: task.status,
             generation: task.generation,
@@ -570,6 +591,8 @@ impl Handler<Submit> for TaskQueue {
             if let Err(e) = written {
                 return Box::pin(fut::ready(Err(QueueError::Store(e.into()))));
             }
+            this.telemetry
+                .add(MetricCounter::Submitted, tasks.len() as u64);
             for task in tasks {
                 created.push(Submitted {
                     task_id: task.id.clone(),

@@ -19,6 +19,7 @@ use crate::error::StoreError;
 use crate::fsm::{FsmTimings, HUB_STOPPING};
 use crate::http;
 use crate::messaging::{Messaging, MessagingLimits};
+use crate::metrics::{Metrics, Telemetry};
 use crate::presence::Presence;
 use crate::queue::TaskQueue;
 use crate::ratelimit::{Limits, RateLimits};
@@ -41,6 +42,7 @@ pub struct HubState {
     pub messaging: Addr<Messaging>,
     pub analytics: Addr<Analytics>,
     pub limits: RateLimits,
+    pub metrics: Addr<Metrics>,
 }
 
 impl HubState {
@@ -67,13 +69,15 @@ pub fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState, Store
     .start();
     let scheduler_ctx = Context::<Scheduler>::new();
     let presence_ctx = Context::<Presence>::new();
+    let telemetry = Arc::new(Telemetry::default());
     let queue = TaskQueue::load(
         store.clone(),
         &config,
         scheduler_ctx.address(),
         presence_ctx.address(),
         analytics.clone(),
-    )?;
+    )?
+    .with_telemetry(telemetry.clone());
     // Supervised: a handler panic stops the queue and it restarts from sled.
     let queue = Supervisor::start(move |_| queue);
     let scheduler = scheduler_ctx.run(Scheduler::new(
@@ -84,7 +88,17 @@ pub fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState, Store
         acceptance_timeout: Duration::from_millis(config.acceptance_timeout_ms),
         reject_backoff: Duration::from_millis(config.reject_backoff_ms),
     };
-    let presence = presence_ctx.run(Presence::new(timings, queue.clone(), scheduler.clone()));
+    let presence = presence_ctx.run(
+        Presence::new(timings, queue.clone(), scheduler.clone()).with_telemetry(telemetry.clone()),
+    );
+    let metrics = Metrics::new(
+        telemetry,
+        queue.clone(),
+        presence.clone(),
+        store.clone(),
+        Duration::from_millis(config.metrics_interval_ms),
+    )
+    .start();
     let tokens = Tokens::new(store.clone());
     let rate_limits = RateLimits::load(
         store.clone(),
@@ -128,6 +142,7 @@ pub fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState, Store
     .start();
     Ok(HubState {
         limits: rate_limits,
+        metrics,
         tokens,
         messaging,
         analytics,

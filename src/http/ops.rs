@@ -1,16 +1,85 @@
-//! Operator routes: the runtime log level.
+//! Operator routes: metrics (JSON and Prometheus text) and the runtime log level.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
-use super::{object_body, Admin};
+use super::{bearer, object_body, query_map, Admin};
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::logging::{self, LogError};
+use crate::metrics::{self, History, Latest};
 use crate::protocol::{Field, FieldError, Kind};
+use crate::server::HubState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/admin/log-level", web::get().to(get_level))
-        .route("/api/admin/log-level", web::put().to(put_level));
+        .route("/api/admin/log-level", web::put().to(put_level))
+        .route("/api/metrics", web::get().to(metrics_json))
+        .route("/metrics", web::get().to(metrics_text));
+}
+
+/// The newest snapshot; `?history=true` adds the last hour of snapshots.
+async fn metrics_json(
+    _: Admin,
+    req: HttpRequest,
+    state: web::Data<HubState>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query_map(&req)?;
+    let history = match q.get("history").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => {
+            return Err(ApiError::Validation(vec![FieldError::new(
+                "history",
+                "invalid_value",
+                "true or false",
+            )]))
+        }
+    };
+    let latest = state
+        .metrics
+        .send(Latest)
+        .await?
+        .ok_or_else(|| ApiError::Unavailable("no metrics snapshot yet".into()))?;
+    let mut body = metrics::to_json(&latest);
+    if history {
+        let all = state.metrics.send(History).await?;
+        body["history"] = all.iter().map(metrics::to_json).collect();
+    }
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// Prometheus text; the admin token or `metrics_token` may read it.
+async fn metrics_text(
+    req: HttpRequest,
+    state: web::Data<HubState>,
+) -> Result<HttpResponse, ApiError> {
+    let presented = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let scrape_ok = match (&state.config.metrics_token, presented) {
+        // Digests, so the comparison's timing says nothing about the token.
+        (Some(expected), Some(given)) => Sha256::digest(expected) == Sha256::digest(given),
+        _ => false,
+    };
+    if !scrape_ok {
+        match bearer(&req)?.0 {
+            Principal::Admin => {}
+            Principal::Agent(_) => return Err(ApiError::AdminOnly),
+        }
+    }
+    let latest = state
+        .metrics
+        .send(Latest)
+        .await?
+        .ok_or_else(|| ApiError::Unavailable("no metrics snapshot yet".into()))?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(metrics::prometheus(&latest)))
 }
 
 fn unavailable(e: LogError) -> ApiError {
