@@ -46,6 +46,14 @@ pub struct Config {
     pub metrics_interval_ms: u64,
     /// A bearer token that may read `GET /metrics` (Prometheus) besides the admin's.
     pub metrics_token: Option<String>,
+    /// How often alert rules are checked.
+    pub alert_check_interval_ms: u64,
+    /// No alert fires this long after start.
+    pub alert_startup_grace_ms: u64,
+    /// Optional: POST alert events here (JSON), retried with backoff.
+    pub alert_webhook_url: Option<String>,
+    /// Retries of a failed webhook delivery (0 to 10).
+    pub alert_webhook_retries: u32,
     /// Rate limits of PROTOCOL.md section 5 (per agent, per transport, per tier).
     pub rate_limits_enabled: bool,
     /// Actions per minute (and bucket capacity) of each tier.
@@ -103,6 +111,10 @@ impl Default for Config {
             group_commit_window_us: 1_000,
             metrics_interval_ms: 10_000,
             metrics_token: None,
+            alert_check_interval_ms: 10_000,
+            alert_startup_grace_ms: 30_000,
+            alert_webhook_url: None,
+            alert_webhook_retries: 3,
             rate_limits_enabled: true,
             rate_limit_light_per_min: 120,
             rate_limit_normal_per_min: 60,
@@ -200,7 +212,7 @@ impl Config {
                 reason: "must be one of error, warn, info, debug, trace".into(),
             });
         }
-        let positive: [(&'static str, u64); 15] = [
+        let positive: [(&'static str, u64); 16] = [
             ("retention_interval_ms", self.retention_interval_ms),
             ("invite_ttl_hours", self.invite_ttl_hours),
             ("mailbox_cap", self.mailbox_cap),
@@ -216,6 +228,7 @@ impl Config {
             ("sweep_interval_ms", self.sweep_interval_ms),
             ("scheduler_sweep_ms", self.scheduler_sweep_ms),
             ("metrics_interval_ms", self.metrics_interval_ms),
+            ("alert_check_interval_ms", self.alert_check_interval_ms),
         ];
         for (field, value) in positive {
             if value == 0 {
@@ -246,6 +259,20 @@ impl Config {
                 field: "metrics_token",
                 reason: "must be 16 to 256 characters".into(),
             });
+        }
+        if self.alert_webhook_retries > 10 {
+            return Err(ConfigError::Invalid {
+                field: "alert_webhook_retries",
+                reason: "must be at most 10".into(),
+            });
+        }
+        if let Some(url) = &self.alert_webhook_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::Invalid {
+                    field: "alert_webhook_url",
+                    reason: "must start with http:// or https://".into(),
+                });
+            }
         }
         if self.group_commit_window_us > 100_000 {
             return Err(ConfigError::Invalid {

@@ -7,6 +7,8 @@
 pub mod protocol;
 
 #[cfg(feature = "server")]
+pub mod alerts;
+#[cfg(feature = "server")]
 pub mod analytics;
 #[cfg(feature = "server")]
 pub mod auth;

@@ -38,10 +38,12 @@ pub enum Counter {
     Reclaimed,
     Connected,
     Disconnected,
+    /// Error answers: HTTP 4xx/5xx (but 429) and WS `error` frames.
+    Errors,
 }
 
 impl Counter {
-    const ALL: [Counter; 8] = [
+    const ALL: [Counter; 9] = [
         Counter::Submitted,
         Counter::Assigned,
         Counter::Completed,
@@ -50,6 +52,7 @@ impl Counter {
         Counter::Reclaimed,
         Counter::Connected,
         Counter::Disconnected,
+        Counter::Errors,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -62,6 +65,7 @@ impl Counter {
             Counter::Reclaimed => "reclaimed",
             Counter::Connected => "connected",
             Counter::Disconnected => "disconnected",
+            Counter::Errors => "errors",
         }
     }
 }
@@ -91,7 +95,7 @@ impl Reservoir {
 /// Counters and latency samples; shared, cheap to bump from any thread.
 #[derive(Default)]
 pub struct Telemetry {
-    counters: [AtomicU64; 8],
+    counters: [AtomicU64; 9],
     submit_to_assign: Mutex<Reservoir>,
     assign_to_complete: Mutex<Reservoir>,
 }
@@ -239,6 +243,8 @@ pub struct ErrorRates {
     pub failed_per_min: f64,
     pub dead_lettered_per_min: f64,
     pub completed_per_min: f64,
+    /// Error answers (HTTP 4xx/5xx but 429, WS `error` frames) per minute.
+    pub errors_per_min: f64,
     /// failed / (failed + completed) over the last interval (0 without either).
     pub failure_rate: f64,
 }
@@ -351,6 +357,7 @@ impl Metrics {
                 failed_per_min: failed as f64 / minutes,
                 dead_lettered_per_min: dead as f64 / minutes,
                 completed_per_min: completed as f64 / minutes,
+                errors_per_min: delta("errors") as f64 / minutes,
                 failure_rate: if failed + completed == 0 {
                     0.0
                 } else {
@@ -392,6 +399,29 @@ impl Handler<Latest> for Metrics {
             s.counters = self.telemetry.counters();
             s
         })
+    }
+}
+
+/// The oldest snapshot taken at or after `since` (ms) and the newest one: the
+/// counters' difference between them is what happened in the window.
+#[derive(Message)]
+#[rtype(result = "Option<(Snapshot, Snapshot)>")]
+pub struct Window {
+    pub since: i64,
+}
+
+impl Handler<Window> for Metrics {
+    type Result = Option<(Snapshot, Snapshot)>;
+
+    fn handle(&mut self, msg: Window, _: &mut Context<Self>) -> Self::Result {
+        let newest = self.history.back()?.clone();
+        let oldest = self
+            .history
+            .iter()
+            .find(|s| s.timestamp >= msg.since)
+            .unwrap_or(&newest)
+            .clone();
+        Some((oldest, newest))
     }
 }
 

@@ -868,6 +868,34 @@ pub struct Held {
     pub generation: u64,
 }
 
+/// Tasks assigned (held by an agent) since before `assigned_before` (ms), oldest
+/// first: (task id, agent id, assigned_at).
+#[derive(Message)]
+#[rtype(result = "Vec<(String, String, i64)>")]
+pub struct StuckTasks {
+    pub assigned_before: i64,
+}
+
+impl Handler<StuckTasks> for TaskQueue {
+    type Result = MessageResult<StuckTasks>;
+
+    fn handle(&mut self, msg: StuckTasks, ctx: &mut Context<Self>) -> Self::Result {
+        self.contained(ctx, move |this| -> Self::Result {
+            let mut stuck: Vec<(String, String, i64)> = this
+                .leases
+                .iter()
+                .filter_map(|(id, lease)| {
+                    let task = this.ids.get(id).and_then(|seq| this.live.get(seq))?;
+                    let at = task.assigned_at?;
+                    (at < msg.assigned_before).then(|| (id.clone(), lease.agent_id.clone(), at))
+                })
+                .collect();
+            stuck.sort_by_key(|(_, _, at)| *at);
+            MessageResult(stuck)
+        })
+    }
+}
+
 /// Which tasks are assigned to this agent (oldest first)?
 #[derive(Message)]
 #[rtype(result = "Vec<Held>")]

@@ -12,6 +12,7 @@ use actix::prelude::*;
 use actix_web::middleware::ErrorHandlers;
 use actix_web::{web, App, HttpServer};
 
+use crate::alerts::{Alerter, AlerterConfig};
 use crate::analytics::Analytics;
 use crate::auth::Tokens;
 use crate::config::Config;
@@ -43,6 +44,8 @@ pub struct HubState {
     pub analytics: Addr<Analytics>,
     pub limits: RateLimits,
     pub metrics: Addr<Metrics>,
+    pub telemetry: Arc<Telemetry>,
+    pub alerter: Addr<Alerter>,
 }
 
 impl HubState {
@@ -50,6 +53,7 @@ impl HubState {
         SessionDeps {
             tokens: self.tokens.clone(),
             limits: self.limits.clone(),
+            telemetry: self.telemetry.clone(),
             presence: self.presence.clone(),
             messaging: self.messaging.clone(),
             idle_timeout: Duration::from_millis(self.config.idle_timeout_ms),
@@ -92,7 +96,7 @@ pub fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState, Store
         Presence::new(timings, queue.clone(), scheduler.clone()).with_telemetry(telemetry.clone()),
     );
     let metrics = Metrics::new(
-        telemetry,
+        telemetry.clone(),
         queue.clone(),
         presence.clone(),
         store.clone(),
@@ -119,6 +123,19 @@ pub fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState, Store
             sweeping.sweep();
         }
     });
+    let alerter = Alerter::new(
+        store.clone(),
+        tokens.clone(),
+        metrics.clone(),
+        queue.clone(),
+        AlerterConfig {
+            check_every: Duration::from_millis(config.alert_check_interval_ms),
+            startup_grace: Duration::from_millis(config.alert_startup_grace_ms),
+            webhook_url: config.alert_webhook_url.clone(),
+            webhook_retries: config.alert_webhook_retries,
+        },
+    )?
+    .start();
     let limits = MessagingLimits {
         mailbox_cap: config.mailbox_cap,
         mailbox_ttl_ms: Config::days_ms(config.mailbox_ttl_days),
@@ -143,6 +160,8 @@ pub fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState, Store
     Ok(HubState {
         limits: rate_limits,
         metrics,
+        telemetry,
+        alerter,
         tokens,
         messaging,
         analytics,

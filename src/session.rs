@@ -12,6 +12,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -25,6 +26,7 @@ use crate::fsm::{
 use crate::messaging::{
     ChannelHistory, ListChannels, Messaging, MsgError, Publish, SendMessage, Subscribe, Unsubscribe,
 };
+use crate::metrics::{Counter, Telemetry};
 use crate::presence::{CooldownLeft, FsmFor, ListAgents, Presence, ViolationDisconnect};
 use crate::protocol::{
     parse_client_frame, ClientFrame, ErrorFrame, FieldError, FrameError, ServerFrame,
@@ -50,6 +52,7 @@ static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 pub struct SessionDeps {
     pub tokens: Tokens,
     pub limits: RateLimits,
+    pub telemetry: Arc<Telemetry>,
     pub presence: Addr<Presence>,
     pub messaging: Addr<Messaging>,
     pub idle_timeout: Duration,
@@ -97,6 +100,9 @@ impl AgentSession {
     }
 
     fn send(&mut self, ctx: &mut ws::WebsocketContext<Self>, frame: &ServerFrame) {
+        if matches!(frame, ServerFrame::Error(_)) {
+            self.deps.telemetry.add(Counter::Errors, 1);
+        }
         if let Some(Push(text)) = Push::encode(frame) {
             self.emit(ctx, text);
         }

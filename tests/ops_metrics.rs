@@ -66,6 +66,7 @@ fn metrics_after_a_known_workload() {
     let expected = json!({
         "submitted": 7, "assigned": 7, "completed": 5, "failed": 2,
         "dead_lettered": 2, "reclaimed": 0, "connected": 2, "disconnected": 0,
+        "errors": 0,
     });
     let mut m = Value::Null;
     let settled = wait_for(Duration::from_secs(20), || {

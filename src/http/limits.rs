@@ -12,6 +12,7 @@ use serde_json::{json, Map, Value};
 use super::{bearer, object_body, parse_json, Admin, Caller};
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::metrics::Counter;
 use crate::protocol::{Field, FieldError, Kind};
 use crate::ratelimit::{duration_ms, Decision, Override, Tier, Transport, MAX_PER_MINUTE};
 use crate::server::HubState;
@@ -101,9 +102,13 @@ pub async fn limit_requests(
             return Ok(req.into_response(response).map_into_right_body());
         }
     }
-    next.call(req)
-        .await
-        .map(ServiceResponse::map_into_left_body)
+    let telemetry = state.telemetry.clone();
+    let res = next.call(req).await?;
+    let status = res.status().as_u16();
+    if status >= 400 && status != 429 {
+        telemetry.add(Counter::Errors, 1);
+    }
+    Ok(res.map_into_left_body())
 }
 
 fn override_json(o: &Override) -> Value {

@@ -1,10 +1,12 @@
-//! Operator routes: metrics (JSON and Prometheus text) and the runtime log level.
+//! Operator routes: metrics (JSON and Prometheus text), alerts and their
+//! thresholds, and the runtime log level.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::{bearer, object_body, query_map, Admin};
+use crate::alerts::{Acknowledge, AlertsView, GetThresholds, SetThresholds, Thresholds};
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::logging::{self, LogError};
@@ -16,7 +18,92 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/admin/log-level", web::get().to(get_level))
         .route("/api/admin/log-level", web::put().to(put_level))
         .route("/api/metrics", web::get().to(metrics_json))
-        .route("/metrics", web::get().to(metrics_text));
+        .route("/metrics", web::get().to(metrics_text))
+        .route("/api/alerts", web::get().to(alerts))
+        .route(
+            "/api/alerts/{rule_id}/acknowledge",
+            web::post().to(acknowledge),
+        )
+        .route(
+            "/api/config/alert-thresholds",
+            web::get().to(get_thresholds),
+        )
+        .route(
+            "/api/config/alert-thresholds",
+            web::put().to(put_thresholds),
+        );
+}
+
+async fn alerts(_: Admin, state: web::Data<HubState>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(state.alerter.send(AlertsView).await?))
+}
+
+async fn acknowledge(
+    _: Admin,
+    path: web::Path<String>,
+    state: web::Data<HubState>,
+) -> Result<HttpResponse, ApiError> {
+    let rule_id = path.into_inner();
+    let known = state
+        .alerter
+        .send(Acknowledge {
+            rule_id: rule_id.clone(),
+        })
+        .await?;
+    if !known {
+        return Err(ApiError::NotFound);
+    }
+    tracing::info!(rule_id = %rule_id, "alert acknowledged");
+    Ok(HttpResponse::Ok().json(json!({"status": "acknowledged", "rule_id": rule_id})))
+}
+
+async fn get_thresholds(_: Admin, state: web::Data<HubState>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(state.alerter.send(GetThresholds).await?))
+}
+
+/// Any subset of the thresholds; the rest keep their values. In force at the next
+/// check, and kept across restarts.
+async fn put_thresholds(
+    _: Admin,
+    body: web::Bytes,
+    state: web::Data<HubState>,
+) -> Result<HttpResponse, ApiError> {
+    let serde_json::Value::Object(changes) = super::parse_json(&body)? else {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "",
+            "wrong_type",
+            "expected a JSON object",
+        )]));
+    };
+    let current = state.alerter.send(GetThresholds).await?;
+    let mut merged =
+        serde_json::to_value(&current).map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    for (k, v) in changes {
+        if merged.get(&k).is_none() {
+            return Err(ApiError::Validation(vec![FieldError::new(
+                &k,
+                "invalid_value",
+                "unknown threshold",
+            )]));
+        }
+        merged[k] = v;
+    }
+    let next: Thresholds = serde_json::from_value(merged).map_err(|e| {
+        ApiError::Validation(vec![FieldError::new("", "wrong_type", e.to_string())])
+    })?;
+    let problems = next.problems();
+    if !problems.is_empty() {
+        return Err(ApiError::Validation(
+            problems
+                .into_iter()
+                .map(|(field, why)| FieldError::new(field, "invalid_value", why))
+                .collect(),
+        ));
+    }
+    state.alerter.send(SetThresholds(next.clone())).await??;
+    state.store.durable().await?;
+    tracing::info!("alert thresholds changed");
+    Ok(HttpResponse::Ok().json(json!({"status": "updated", "thresholds": next})))
 }
 
 /// The newest snapshot; `?history=true` adds the last hour of snapshots.
