@@ -362,3 +362,24 @@ fn agent_restarting_gets_no_reply_and_is_not_a_violation() {
     let reply = request(&mut agent, json!({"type": "ping"}));
     assert_eq!(reply["type"], "pong", "{reply}");
 }
+
+#[test]
+fn a_2_mib_frame_is_refused_with_1009_and_harms_nobody() {
+    let hub = Hub::start();
+    let worker = Worker::spawn(&hub, "bystander", std::time::Duration::from_millis(1));
+    let mut agent = identified(&hub, "hoarder");
+    let big = json!({"type": "status", "status": "x".repeat(2 * 1024 * 1024)}).to_string();
+    let _ = agent.try_send_text(&big);
+    let (code, reason) = agent.recv_close(REPLY_TIMEOUT);
+    assert_eq!(code, Some(1009), "{reason}");
+    // The hub still serves everyone else.
+    let task_id = submit(
+        &hub,
+        json!({"description": "after the big frame", "needed_capabilities": ["agent:bystander"]}),
+    );
+    assert!(wait_for(std::time::Duration::from_secs(10), || {
+        get_task(&hub, &task_id)["status"] == "completed"
+    }));
+    assert_eq!(hub.get("/health").0, 200);
+    drop(worker.stop());
+}
