@@ -87,6 +87,59 @@ pub enum Kind {
     Any,
 }
 
+impl Kind {
+    /// The JSON Schema of a value of this kind.
+    pub fn json_schema(&self) -> Value {
+        match self {
+            Kind::Str { max, non_empty } => {
+                let mut s = serde_json::json!({"type": "string", "maxLength": max});
+                if *non_empty {
+                    s["minLength"] = 1.into();
+                }
+                s
+            }
+            Kind::UInt => serde_json::json!({"type": "integer", "minimum": 0}),
+            Kind::Object => serde_json::json!({"type": "object"}),
+            Kind::StrList => serde_json::json!({
+                "type": "array",
+                "items": {"type": "string", "minLength": 1, "maxLength": MAX_CAPABILITY_LEN},
+                "maxItems": MAX_CAPABILITIES,
+            }),
+            Kind::Any => serde_json::json!({}),
+        }
+    }
+}
+
+/// The JSON Schema of an object with `fields` (unknown fields are ignored by the
+/// hub, so `additionalProperties` is left open).
+pub fn object_schema(fields: &[Field]) -> Value {
+    let properties: Map<String, Value> = fields
+        .iter()
+        .map(|f| (f.name.to_string(), f.kind.json_schema()))
+        .collect();
+    let required: Vec<&str> = fields
+        .iter()
+        .filter(|f| f.required)
+        .map(|f| f.name)
+        .collect();
+    serde_json::json!({"type": "object", "properties": properties, "required": required})
+}
+
+/// Every client → hub WebSocket frame's JSON Schema, by `type`.
+pub fn client_frame_schemas() -> Map<String, Value> {
+    CLIENT_FRAME_SCHEMAS
+        .iter()
+        .map(|(ty, fields)| {
+            let mut schema = object_schema(fields);
+            schema["properties"]["type"] = serde_json::json!({"const": ty});
+            if let Some(req) = schema["required"].as_array_mut() {
+                req.insert(0, Value::from("type"));
+            }
+            (ty.to_string(), schema)
+        })
+        .collect()
+}
+
 /// One field of a schema.
 #[derive(Debug, Clone, Copy)]
 pub struct Field {
@@ -877,7 +930,8 @@ pub fn parse_priority(v: &Value) -> Result<u8, FieldError> {
     }
 }
 
-const TASK_SPEC_FIELDS: &[Field] = &[
+/// Schema of one task submission (`POST /api/tasks`).
+pub const TASK_SPEC_FIELDS: &[Field] = &[
     req(
         "description",
         Kind::Str {

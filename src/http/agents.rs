@@ -4,12 +4,38 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
-use super::{agent_id_field, bearer, object_body, str_list, Admin, Caller, CAPABILITIES_FIELD};
+use super::{bearer, object_body, str_list, Admin, Caller, AGENT_ID_FIELD, CAPABILITIES_FIELD};
 use crate::auth::{join_command, IssueError, Principal};
 use crate::error::ApiError;
 use crate::presence::{AgentState, ListAgents, RevokeAgent};
 use crate::protocol::{Field, FieldError, Kind};
 use crate::server::HubState;
+
+/// Body of `POST /admin/tokens`.
+pub(crate) const TOKEN_FIELDS: &[Field] = &[AGENT_ID_FIELD, CAPABILITIES_FIELD];
+/// Body of `POST /admin/invites`.
+pub(crate) const INVITE_FIELDS: &[Field] = &[
+    AGENT_ID_FIELD,
+    CAPABILITIES_FIELD,
+    Field {
+        name: "ttl_hours",
+        kind: Kind::UInt,
+        required: false,
+    },
+];
+/// Body of `POST /api/onboard/register`.
+pub(crate) const REGISTER_FIELDS: &[Field] = &[
+    AGENT_ID_FIELD,
+    Field {
+        name: "invite",
+        kind: Kind::Str {
+            max: 256,
+            non_empty: true,
+        },
+        required: false,
+    },
+    CAPABILITIES_FIELD,
+];
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/agents", web::get().to(list_agents))
@@ -73,7 +99,7 @@ async fn issue_token(
     body: web::Bytes,
     state: web::Data<HubState>,
 ) -> Result<HttpResponse, ApiError> {
-    let obj = object_body(&body, &[agent_id_field(), CAPABILITIES_FIELD])?;
+    let obj = object_body(&body, TOKEN_FIELDS)?;
     let agent_id = obj
         .get("agent_id")
         .and_then(Value::as_str)
@@ -113,12 +139,7 @@ async fn create_invite(
     body: web::Bytes,
     state: web::Data<HubState>,
 ) -> Result<HttpResponse, ApiError> {
-    let ttl = Field {
-        name: "ttl_hours",
-        kind: Kind::UInt,
-        required: false,
-    };
-    let obj = object_body(&body, &[agent_id_field(), CAPABILITIES_FIELD, ttl])?;
+    let obj = object_body(&body, INVITE_FIELDS)?;
     let agent_id = obj
         .get("agent_id")
         .and_then(Value::as_str)
@@ -172,15 +193,7 @@ async fn register(
     body: web::Bytes,
     state: web::Data<HubState>,
 ) -> Result<HttpResponse, ApiError> {
-    let invite = Field {
-        name: "invite",
-        kind: Kind::Str {
-            max: 256,
-            non_empty: true,
-        },
-        required: false,
-    };
-    let obj = object_body(&body, &[agent_id_field(), invite, CAPABILITIES_FIELD])?;
+    let obj = object_body(&body, REGISTER_FIELDS)?;
     let agent_id = obj
         .get("agent_id")
         .and_then(Value::as_str)

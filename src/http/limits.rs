@@ -154,7 +154,7 @@ async fn get_agent(
     })))
 }
 
-const OVERRIDE_FIELDS: [Field; 3] = [
+pub(crate) const OVERRIDE_FIELDS: [Field; 3] = [
     Field {
         name: "light",
         kind: Kind::UInt,

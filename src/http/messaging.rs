@@ -87,13 +87,30 @@ const fn text(max: usize) -> Kind {
 
 /// Body of `POST /api/message` and channel publish (`type` is the v1.1 name of
 /// `message_type`).
-const MESSAGE_FIELDS: &[Field] = &[
+pub(crate) const MESSAGE_FIELDS: &[Field] = &[
     field("payload", Kind::Object, true),
     field("to", text(128), false),
     field("type", text(64), false),
     field("message_type", text(64), false),
     field("reply_to", text(128), false),
 ];
+
+/// Body of `POST /api/mailbox/:agent_id/ack`.
+pub(crate) const ACK_FIELDS: &[Field] = &[field("seq", Kind::UInt, true)];
+/// Body of `POST /api/channels`.
+pub(crate) const CHANNEL_FIELDS: &[Field] = &[
+    field("name", text(64), true),
+    field(
+        "description",
+        Kind::Str {
+            max: 1000,
+            non_empty: false,
+        },
+        false,
+    ),
+];
+/// Body of subscribe / unsubscribe when the admin acts for an agent.
+pub(crate) const SUBSCRIBER_FIELDS: &[Field] = &[field("agent_id", text(128), true)];
 
 fn get_str(obj: &Map<String, Value>, key: &str) -> Option<String> {
     obj.get(key).and_then(Value::as_str).map(str::to_string)
@@ -195,7 +212,7 @@ async fn ack_mailbox(
 ) -> Result<HttpResponse, ApiError> {
     let agent_id = path.into_inner();
     check_self(&caller, &agent_id)?;
-    let obj = object_body(&body, &[field("seq", Kind::UInt, true)])?;
+    let obj = object_body(&body, ACK_FIELDS)?;
     let seq = obj.get("seq").and_then(Value::as_u64).unwrap_or(0);
     let up_to = state
         .messaging
@@ -218,20 +235,7 @@ async fn create_channel(
     body: web::Bytes,
     state: web::Data<HubState>,
 ) -> Result<HttpResponse, ApiError> {
-    let obj = object_body(
-        &body,
-        &[
-            field("name", text(64), true),
-            field(
-                "description",
-                Kind::Str {
-                    max: 1000,
-                    non_empty: false,
-                },
-                false,
-            ),
-        ],
-    )?;
+    let obj = object_body(&body, CHANNEL_FIELDS)?;
     let info = state
         .messaging
         .send(CreateChannel {
@@ -271,7 +275,7 @@ fn subscriber(caller: &Caller, body: &[u8]) -> Result<String, ApiError> {
     match &caller.0 {
         Principal::Agent(me) => Ok(me.clone()),
         Principal::Admin => {
-            let obj = object_body(body, &[field("agent_id", text(128), true)])?;
+            let obj = object_body(body, SUBSCRIBER_FIELDS)?;
             Ok(get_str(&obj, "agent_id").unwrap_or_default())
         }
     }

@@ -11,6 +11,7 @@ mod agents;
 mod limits;
 mod messaging;
 mod ops;
+mod schemas;
 mod tasks;
 
 pub use limits::limit_requests;
@@ -151,16 +152,14 @@ pub(crate) fn str_list(obj: &serde_json::Map<String, Value>, key: &str) -> Vec<S
         .unwrap_or_default()
 }
 
-pub(crate) fn agent_id_field() -> Field {
-    Field {
-        name: "agent_id",
-        kind: Kind::Str {
-            max: 128,
-            non_empty: true,
-        },
-        required: true,
-    }
-}
+pub(crate) const AGENT_ID_FIELD: Field = Field {
+    name: "agent_id",
+    kind: Kind::Str {
+        max: 128,
+        non_empty: true,
+    },
+    required: true,
+};
 
 pub(crate) const CAPABILITIES_FIELD: Field = Field {
     name: "capabilities",
@@ -175,7 +174,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .configure(agents::routes)
         .configure(messaging::routes)
         .configure(limits::routes)
-        .configure(ops::routes);
+        .configure(ops::routes)
+        .configure(schemas::routes);
 }
 
 /// Gives error responses made by the framework itself (an oversized body, a failed

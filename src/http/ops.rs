@@ -178,7 +178,7 @@ async fn get_level(_: Admin) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(json!({ "level": level })))
 }
 
-const LEVEL_FIELDS: [Field; 1] = [Field {
+pub(crate) const LEVEL_FIELDS: [Field; 1] = [Field {
     name: "level",
     kind: Kind::Str {
         max: 1024,

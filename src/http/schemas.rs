@@ -1,0 +1,517 @@
+//! The API described by itself: `GET /api/schemas` (every WebSocket frame and HTTP
+//! route with its body and query schema, machine-readable) and `GET /api/openapi.json`
+//! (OpenAPI 3.0 for the HTTP API). Bodies are described by the very field lists the
+//! handlers validate with, so the description cannot drift from the validation.
+
+use actix_web::{web, HttpResponse};
+use serde_json::{json, Map, Value};
+
+use super::agents::{INVITE_FIELDS, REGISTER_FIELDS, TOKEN_FIELDS};
+use super::limits::OVERRIDE_FIELDS;
+use super::messaging::{ACK_FIELDS, CHANNEL_FIELDS, MESSAGE_FIELDS, SUBSCRIBER_FIELDS};
+use super::ops::LEVEL_FIELDS;
+use crate::error::ApiError;
+use crate::protocol::{
+    client_frame_schemas, object_schema, Field, PROTOCOL_VERSION, TASK_SPEC_FIELDS,
+};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/schemas", web::get().to(schemas))
+        .route("/api/openapi.json", web::get().to(openapi_route));
+}
+
+/// Who may call a route.
+#[derive(Clone, Copy)]
+enum Auth {
+    Public,
+    /// An agent token or the admin token.
+    Token,
+    Admin,
+    /// The admin, or `metrics_token`.
+    AdminOrScrape,
+}
+
+impl Auth {
+    fn as_str(self) -> &'static str {
+        match self {
+            Auth::Public => "none",
+            Auth::Token => "agent_or_admin",
+            Auth::Admin => "admin",
+            Auth::AdminOrScrape => "admin_or_metrics_token",
+        }
+    }
+}
+
+enum BodyDoc {
+    None,
+    Fields(&'static [Field]),
+    Schema(fn() -> Value),
+}
+
+struct Route {
+    method: &'static str,
+    path: &'static str,
+    auth: Auth,
+    summary: &'static str,
+    body: BodyDoc,
+    /// (name, JSON type, description)
+    query: &'static [(&'static str, &'static str, &'static str)],
+}
+
+const fn route(
+    method: &'static str,
+    path: &'static str,
+    auth: Auth,
+    summary: &'static str,
+) -> Route {
+    Route {
+        method,
+        path,
+        auth,
+        summary,
+        body: BodyDoc::None,
+        query: &[],
+    }
+}
+
+fn task_submission() -> Value {
+    let mut one = object_schema(TASK_SPEC_FIELDS);
+    one["properties"]["priority"] = json!({
+        "oneOf": [
+            {"type": "integer", "minimum": 0, "maximum": 3},
+            {"type": "string", "enum": ["urgent", "critical", "high", "normal", "low"]}
+        ],
+        "description": "0 urgent … 3 low; default normal (2)"
+    });
+    json!({"oneOf": [one, {"type": "array", "items": one, "minItems": 1, "maxItems": 1000}]})
+}
+
+fn whitelist_body() -> Value {
+    json!({"type": "object", "required": ["agents"], "properties": {
+        "agents": {"type": "array", "maxItems": 10000,
+                   "items": {"type": "string", "minLength": 1, "maxLength": 200}}}})
+}
+
+fn thresholds_body() -> Value {
+    let number = json!({"type": "number", "minimum": 0});
+    let integer = json!({"type": "integer", "minimum": 1});
+    json!({"type": "object", "additionalProperties": false,
+        "description": "any subset; the rest keep their values",
+        "properties": {
+            "queue_depth": integer, "queue_growing_checks": integer,
+            "failure_rate": {"type": "number", "minimum": 0, "maximum": 1},
+            "failure_rate_critical": {"type": "number", "minimum": 0, "maximum": 1},
+            "min_finished": integer, "stuck_task_ms": integer,
+            "error_rate_per_min": number, "cooldown_ms": {"type": "integer", "minimum": 0},
+            "window_ms": {"type": "integer", "minimum": 100, "maximum": 3600000}}})
+}
+
+fn catalog() -> Vec<Route> {
+    use Auth::*;
+    vec![
+        route("GET", "/health", Public, "Liveness and connected agents"),
+        route(
+            "GET",
+            "/ws",
+            Public,
+            "Agent WebSocket (first frame: identify)",
+        ),
+        Route {
+            body: BodyDoc::Schema(task_submission),
+            ..route(
+                "POST",
+                "/api/tasks",
+                Token,
+                "Submit one task or a batch of up to 1000",
+            )
+        },
+        Route {
+            query: &[
+                (
+                    "status",
+                    "string",
+                    "queued|assigned|blocked|completed|dead_letter|cancelled",
+                ),
+                ("priority", "string", "0-3 or a priority name"),
+                ("assigned_to", "string", "agent id"),
+                ("limit", "integer", "page size (≤ 1000)"),
+                ("cursor", "string", "from the previous page's next_cursor"),
+            ],
+            ..route("GET", "/api/tasks", Token, "List tasks in creation order")
+        },
+        route(
+            "GET",
+            "/api/tasks/dead-letter",
+            Token,
+            "Dead-lettered tasks",
+        ),
+        route(
+            "GET",
+            "/api/tasks/stats",
+            Token,
+            "Counts by status and priority",
+        ),
+        route("GET", "/api/tasks/{id}", Token, "One task with its history"),
+        route(
+            "POST",
+            "/api/tasks/{id}/retry",
+            Admin,
+            "Dead letter back to the queue",
+        ),
+        route("POST", "/api/tasks/{id}/cancel", Admin, "Cancel a task"),
+        route("GET", "/api/agents", Public, "Agents and their presence"),
+        route(
+            "GET",
+            "/api/agents/states",
+            Token,
+            "Every agent's FSM state",
+        ),
+        route(
+            "GET",
+            "/api/agents/{id}/state",
+            Token,
+            "One agent's FSM state",
+        ),
+        Route {
+            body: BodyDoc::Fields(TOKEN_FIELDS),
+            ..route(
+                "POST",
+                "/admin/tokens",
+                Admin,
+                "Issue an agent token (shown once)",
+            )
+        },
+        route("GET", "/admin/tokens", Admin, "Agents with token prefixes"),
+        route(
+            "DELETE",
+            "/admin/tokens/{agent_id}",
+            Admin,
+            "Revoke an agent's token",
+        ),
+        Route {
+            body: BodyDoc::Fields(INVITE_FIELDS),
+            ..route(
+                "POST",
+                "/admin/invites",
+                Admin,
+                "One-time invite and join command",
+            )
+        },
+        Route {
+            body: BodyDoc::Fields(REGISTER_FIELDS),
+            ..route(
+                "POST",
+                "/api/onboard/register",
+                Public,
+                "Register with an invite (or as admin)",
+            )
+        },
+        Route {
+            body: BodyDoc::Fields(MESSAGE_FIELDS),
+            ..route(
+                "POST",
+                "/api/message",
+                Token,
+                "Direct message (with to) or broadcast",
+            )
+        },
+        Route {
+            query: &[("since", "integer", "entries after this sequence")],
+            ..route(
+                "GET",
+                "/api/mailbox/{agent_id}",
+                Token,
+                "That agent's mailbox",
+            )
+        },
+        Route {
+            body: BodyDoc::Fields(ACK_FIELDS),
+            ..route(
+                "POST",
+                "/api/mailbox/{agent_id}/ack",
+                Token,
+                "Acknowledge up to seq",
+            )
+        },
+        route("GET", "/api/channels", Token, "Channels"),
+        Route {
+            body: BodyDoc::Fields(CHANNEL_FIELDS),
+            ..route("POST", "/api/channels", Token, "Create a channel")
+        },
+        route("GET", "/api/channels/{channel}", Token, "One channel"),
+        Route {
+            body: BodyDoc::Fields(SUBSCRIBER_FIELDS),
+            ..route(
+                "POST",
+                "/api/channels/{channel}/subscribe",
+                Token,
+                "Subscribe (the admin names agent_id)",
+            )
+        },
+        Route {
+            body: BodyDoc::Fields(SUBSCRIBER_FIELDS),
+            ..route(
+                "POST",
+                "/api/channels/{channel}/unsubscribe",
+                Token,
+                "Unsubscribe (the admin names agent_id)",
+            )
+        },
+        Route {
+            body: BodyDoc::Fields(MESSAGE_FIELDS),
+            ..route(
+                "POST",
+                "/api/channels/{channel}/publish",
+                Token,
+                "Publish to a channel",
+            )
+        },
+        Route {
+            query: &[
+                ("limit", "integer", "entries"),
+                ("since", "integer", "after this sequence"),
+            ],
+            ..route(
+                "GET",
+                "/api/channels/{channel}/history",
+                Token,
+                "Channel history",
+            )
+        },
+        Route {
+            query: &[
+                ("from", "string", "sender"),
+                ("to", "string", "recipient"),
+                ("channel", "string", "channel"),
+                ("start_time", "integer", "ms"),
+                ("end_time", "integer", "ms"),
+                ("cursor", "string", "next page"),
+                ("limit", "integer", "≤ 200"),
+            ],
+            ..route("GET", "/api/messages", Token, "Message history query")
+        },
+        route("GET", "/api/threads/{id}", Token, "A thread"),
+        route("GET", "/api/threads/{id}/replies", Token, "Direct replies"),
+        route(
+            "GET",
+            "/api/threads/{id}/root",
+            Token,
+            "The thread's first message",
+        ),
+        route("GET", "/api/analytics/summary", Token, "Activity summary"),
+        route("GET", "/api/analytics/agents", Token, "Activity per agent"),
+        route(
+            "GET",
+            "/api/analytics/agents/{id}/hourly",
+            Token,
+            "Hourly activity of one agent",
+        ),
+        Route {
+            query: &[("history", "boolean", "add the last hour of snapshots")],
+            ..route("GET", "/api/metrics", Admin, "Newest metrics snapshot")
+        },
+        route("GET", "/metrics", AdminOrScrape, "Prometheus text"),
+        route(
+            "GET",
+            "/api/alerts",
+            Admin,
+            "Active alerts, events, webhook counts",
+        ),
+        route(
+            "POST",
+            "/api/alerts/{rule_id}/acknowledge",
+            Admin,
+            "Acknowledge an alert",
+        ),
+        route(
+            "GET",
+            "/api/config/alert-thresholds",
+            Admin,
+            "Alert thresholds",
+        ),
+        Route {
+            body: BodyDoc::Schema(thresholds_body),
+            ..route(
+                "PUT",
+                "/api/config/alert-thresholds",
+                Admin,
+                "Change alert thresholds",
+            )
+        },
+        route(
+            "GET",
+            "/api/admin/rate-limits",
+            Admin,
+            "Defaults, overrides, whitelist, limited now",
+        ),
+        route(
+            "GET",
+            "/api/admin/rate-limits/whitelist",
+            Admin,
+            "The whitelist",
+        ),
+        Route {
+            body: BodyDoc::Schema(whitelist_body),
+            ..route(
+                "PUT",
+                "/api/admin/rate-limits/whitelist",
+                Admin,
+                "Replace the whitelist",
+            )
+        },
+        route(
+            "GET",
+            "/api/admin/rate-limits/{agent_id}",
+            Admin,
+            "One agent's limits",
+        ),
+        Route {
+            body: BodyDoc::Fields(&OVERRIDE_FIELDS),
+            ..route(
+                "PUT",
+                "/api/admin/rate-limits/{agent_id}",
+                Admin,
+                "Set an agent's override",
+            )
+        },
+        route(
+            "DELETE",
+            "/api/admin/rate-limits/{agent_id}",
+            Admin,
+            "Remove an agent's override",
+        ),
+        route(
+            "GET",
+            "/api/admin/log-level",
+            Admin,
+            "The log filter in force",
+        ),
+        Route {
+            body: BodyDoc::Fields(&LEVEL_FIELDS),
+            ..route(
+                "PUT",
+                "/api/admin/log-level",
+                Admin,
+                "Change the log level now",
+            )
+        },
+        route("GET", "/api/schemas", Public, "This description"),
+        route("GET", "/api/openapi.json", Public, "OpenAPI 3.0 document"),
+    ]
+}
+
+fn body_schema(body: &BodyDoc) -> Option<Value> {
+    match body {
+        BodyDoc::None => None,
+        BodyDoc::Fields(fields) => Some(object_schema(fields)),
+        BodyDoc::Schema(make) => Some(make()),
+    }
+}
+
+fn query_schema(query: &[(&str, &str, &str)]) -> Value {
+    let props: Map<String, Value> = query
+        .iter()
+        .map(|(n, t, d)| (n.to_string(), json!({"type": t, "description": d})))
+        .collect();
+    json!({"type": "object", "properties": props})
+}
+
+/// Every schema, machine-readable.
+pub fn describe() -> Value {
+    let http: Vec<Value> = catalog()
+        .iter()
+        .map(|r| {
+            json!({
+                "method": r.method,
+                "path": r.path,
+                "auth": r.auth.as_str(),
+                "summary": r.summary,
+                "body": body_schema(&r.body),
+                "query": (!r.query.is_empty()).then(|| query_schema(r.query)),
+            })
+        })
+        .collect();
+    json!({
+        "protocol_version": PROTOCOL_VERSION,
+        "websocket": {
+            "path": "/ws",
+            "client_frames": client_frame_schemas(),
+            "max_frame_bytes_default": 1_048_576,
+        },
+        "http": http,
+        "errors": {
+            "validation_failed": {"status": 422, "body": {"error": "validation_failed",
+                "errors": [{"field": "string", "error": "required|wrong_type|too_long|invalid_value|unknown_message_type", "detail": "string"}]}},
+            "unauthorized": {"status": 401}, "admin_only": {"status": 403},
+            "not_found": {"status": 404},
+            "rate_limited": {"status": 429, "body": {"error": "rate_limited", "retry_after_ms": "integer", "tier": "light|normal|heavy"}},
+        },
+    })
+}
+
+/// The HTTP API as OpenAPI 3.0.
+pub fn openapi() -> Value {
+    let mut paths = Map::new();
+    for r in catalog() {
+        let mut op = json!({
+            "summary": r.summary,
+            "x-auth": r.auth.as_str(),
+            "responses": {
+                "200": {"description": "OK"},
+                "401": {"$ref": "#/components/responses/Unauthorized"},
+                "422": {"$ref": "#/components/responses/ValidationFailed"},
+                "429": {"$ref": "#/components/responses/RateLimited"},
+            },
+        });
+        if !matches!(r.auth, Auth::Public) {
+            op["security"] = json!([{"bearer": []}]);
+        }
+        let mut params: Vec<Value> = r
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        params.extend(r.query.iter().map(|(n, t, d)| {
+            json!({"name": n, "in": "query", "required": false, "description": d, "schema": {"type": t}})
+        }));
+        if !params.is_empty() {
+            op["parameters"] = Value::Array(params);
+        }
+        if let Some(schema) = body_schema(&r.body) {
+            op["requestBody"] = json!({"required": true,
+                "content": {"application/json": {"schema": schema}}});
+        }
+        let entry = paths.entry(r.path.to_string()).or_insert_with(|| json!({}));
+        entry[r.method.to_ascii_lowercase()] = op;
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "AgentCom hub", "version": env!("CARGO_PKG_VERSION"),
+                 "description": format!("Wire protocol {PROTOCOL_VERSION}; WebSocket frames: GET /api/schemas")},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "responses": {
+                "Unauthorized": {"description": "no or unknown token",
+                    "content": {"application/json": {"schema": {"type": "object", "properties": {"error": {"type": "string"}, "hint": {"type": "string"}}}}}},
+                "ValidationFailed": {"description": "the body or a query parameter breaks its schema",
+                    "content": {"application/json": {"schema": {"type": "object", "properties": {
+                        "error": {"type": "string"}, "errors": {"type": "array", "items": {"type": "object",
+                        "properties": {"field": {"type": "string"}, "error": {"type": "string"}, "detail": {"type": "string"}}}}}}}}},
+                "RateLimited": {"description": "over the caller's limit; see retry-after",
+                    "headers": {"retry-after": {"schema": {"type": "integer"}}},
+                    "content": {"application/json": {"schema": {"type": "object", "properties": {
+                        "error": {"type": "string"}, "retry_after_ms": {"type": "integer"}, "tier": {"type": "string"}}}}}},
+            },
+        },
+    })
+}
+
+async fn schemas() -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(describe()))
+}
+
+async fn openapi_route() -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(openapi()))
+}
