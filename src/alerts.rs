@@ -20,6 +20,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use validator::{Validate, ValidationError};
 
 use crate::auth::Tokens;
 use crate::error::StoreError;
@@ -40,27 +41,36 @@ pub enum Severity {
 }
 
 /// Limits the rules compare against; changed at runtime, persisted.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate)]
 #[serde(default, deny_unknown_fields)]
+#[validate(schema(function = "critical_not_below_warning"))]
 pub struct Thresholds {
     /// queue_growing: queued tasks above this, and rising for `queue_growing_checks`
     /// checks in a row (critical above 10× this).
+    #[validate(range(min = 1))]
     pub queue_depth: u64,
+    #[validate(range(min = 1, max = 1000))]
     pub queue_growing_checks: u32,
     /// high_failure_rate: failed / (failed + completed) over the last interval,
     /// once at least `min_finished` attempts finished in it.
+    #[validate(range(min = 0.0, max = 1.0))]
     pub failure_rate: f64,
+    #[validate(range(min = 0.0, max = 1.0))]
     pub failure_rate_critical: f64,
+    #[validate(range(min = 1))]
     pub min_finished: u64,
     /// stuck_tasks: assigned for longer than this.
+    #[validate(range(min = 1))]
     pub stuck_task_ms: u64,
     /// high_error_rate: error answers (HTTP 4xx/5xx but 429, WS `error` frames) per
     /// minute over the last interval.
+    #[validate(range(exclusive_min = 0.0))]
     pub error_rate_per_min: f64,
     /// After an alert clears, the rule stays quiet this long (critical excepted);
     /// an unacknowledged active alert is re-sent this often.
     pub cooldown_ms: u64,
     /// Rates (failures, errors) are measured over this much recent time.
+    #[validate(range(min = 100, max = 3_600_000))]
     pub window_ms: u64,
 }
 
@@ -80,40 +90,14 @@ impl Default for Thresholds {
     }
 }
 
-impl Thresholds {
-    /// Why these thresholds cannot be used, field by field.
-    pub fn problems(&self) -> Vec<(&'static str, &'static str)> {
-        let mut p = Vec::new();
-        let rate = |r: f64| r.is_finite() && (0.0..=1.0).contains(&r);
-        if self.queue_depth == 0 {
-            p.push(("queue_depth", "must be at least 1"));
-        }
-        if self.queue_growing_checks == 0 || self.queue_growing_checks > 1000 {
-            p.push(("queue_growing_checks", "must be 1 to 1000"));
-        }
-        if !rate(self.failure_rate) {
-            p.push(("failure_rate", "must be between 0 and 1"));
-        }
-        if !rate(self.failure_rate_critical) || self.failure_rate_critical < self.failure_rate {
-            p.push((
-                "failure_rate_critical",
-                "must be between failure_rate and 1",
-            ));
-        }
-        if self.min_finished == 0 {
-            p.push(("min_finished", "must be at least 1"));
-        }
-        if self.stuck_task_ms == 0 {
-            p.push(("stuck_task_ms", "must be at least 1"));
-        }
-        if !(self.error_rate_per_min.is_finite() && self.error_rate_per_min > 0.0) {
-            p.push(("error_rate_per_min", "must be above 0"));
-        }
-        if self.window_ms < 100 || self.window_ms > 3_600_000 {
-            p.push(("window_ms", "must be 100 to 3600000 (one hour)"));
-        }
-        p
+/// `failure_rate_critical` may not be below `failure_rate`.
+fn critical_not_below_warning(t: &Thresholds) -> Result<(), ValidationError> {
+    if t.failure_rate_critical < t.failure_rate {
+        let mut e = ValidationError::new("invalid_value");
+        e.message = Some("failure_rate_critical must be at least failure_rate".into());
+        return Err(e);
     }
+    Ok(())
 }
 
 /// An active alert.

@@ -21,6 +21,7 @@ use governor::middleware::StateInformationMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
+use validator::Validate;
 
 use crate::error::StoreError;
 use crate::store::{decode, encode, Store};
@@ -86,13 +87,17 @@ impl Limits {
 }
 
 /// An override: the tiers it sets replace the defaults for one agent.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
 pub struct Override {
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[validate(range(min = 1, max = 1_000_000))]
     pub light: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[validate(range(min = 1, max = 1_000_000))]
     pub normal: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[validate(range(min = 1, max = 1_000_000))]
     pub heavy: Option<u32>,
 }
 

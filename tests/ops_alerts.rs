@@ -235,6 +235,19 @@ fn failure_rate_and_error_rate_follow_thresholds_changed_at_runtime() {
         let (status, resp) = set_thresholds(&hub, bad.clone());
         assert_eq!(status, 422, "{bad} → {resp}");
     }
+    let (_, resp) = set_thresholds(&hub, json!({"failure_rate": 0.95}));
+    assert_eq!(
+        resp["errors"],
+        json!([{"field": "", "error": "invalid_value",
+                "detail": "failure_rate_critical must be at least failure_rate"}]),
+        "{resp}"
+    );
+    let (_, resp) = set_thresholds(&hub, json!({"window_ms": 5}));
+    assert_eq!(resp["errors"][0]["field"], "window_ms", "{resp}");
+    assert_eq!(
+        resp["errors"][0]["detail"], "must be between 100 and 3600000",
+        "{resp}"
+    );
     let (status, _) = http(
         "PUT",
         &hub.url("/api/config/alert-thresholds"),

@@ -9,7 +9,7 @@ use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, HttpResponse, ResponseError};
 use serde_json::{json, Map, Value};
 
-use super::{bearer, object_body, parse_json, Admin, Caller};
+use super::{bearer, object_body, parse_json, validated, Admin, Caller};
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::metrics::Counter;
@@ -192,42 +192,27 @@ async fn put_agent(
     let agent_id = path.into_inner();
     agent_key(&agent_id)?;
     let obj = object_body(&body, &OVERRIDE_FIELDS)?;
-    let mut errors = Vec::new();
     if let Some(unknown) = obj.keys().find(|k| Tier::parse(k).is_none()) {
-        errors.push(FieldError::new(
+        return Err(ApiError::Validation(vec![FieldError::new(
             unknown,
             "invalid_value",
             "unknown tier (light, normal, heavy)",
-        ));
+        )]));
     }
-    let mut value = |tier: &'static str| -> Option<u32> {
-        let n = obj.get(tier)?.as_u64()?;
-        match u32::try_from(n) {
-            Ok(n) if (1..=MAX_PER_MINUTE).contains(&n) => Some(n),
-            _ => {
-                errors.push(FieldError::new(
-                    tier,
-                    "invalid_value",
-                    format!("actions per minute, 1 to {MAX_PER_MINUTE}"),
-                ));
-                None
-            }
-        }
-    };
-    let o = Override {
-        light: value("light"),
-        normal: value("normal"),
-        heavy: value("heavy"),
-    };
-    if errors.is_empty() && o == Override::default() {
-        errors.push(FieldError::new(
+    let o: Override = serde_json::from_value(Value::Object(obj)).map_err(|_| {
+        ApiError::Validation(vec![FieldError::new(
+            "",
+            "invalid_value",
+            format!("actions per minute, 1 to {MAX_PER_MINUTE}"),
+        )])
+    })?;
+    validated(&o)?;
+    if o == Override::default() {
+        return Err(ApiError::Validation(vec![FieldError::new(
             "",
             "required",
             "set at least one of light, normal, heavy",
-        ));
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
+        )]));
     }
     state.limits.set_override(&agent_id, o)?;
     state.store.durable().await?;

@@ -122,6 +122,43 @@ pub(crate) fn query_uint(q: &HashMap<String, String>, name: &str) -> Result<Opti
         .transpose()
 }
 
+/// Checks a typed body's `validator` rules; each failure becomes a field error of
+/// the PROTOCOL.md shape (`invalid_value`, with the rule's message).
+pub(crate) fn validated<T: validator::Validate>(value: &T) -> Result<(), ApiError> {
+    let Err(report) = value.validate() else {
+        return Ok(());
+    };
+    let mut errors: Vec<FieldError> = report
+        .field_errors()
+        .into_iter()
+        .flat_map(|(field, errs)| {
+            let field = if field == "__all__" {
+                ""
+            } else {
+                field.as_ref()
+            }
+            .to_string();
+            errs.iter().map(move |e| {
+                let detail = e.message.as_ref().map_or_else(
+                    || {
+                        let bound = |k: &str| e.params.get(k).map(|v| v.to_string());
+                        match (bound("min").or(bound("exclusive_min")), bound("max")) {
+                            (Some(lo), Some(hi)) => format!("must be between {lo} and {hi}"),
+                            (Some(lo), None) => format!("must be at least {lo}"),
+                            (None, Some(hi)) => format!("must be at most {hi}"),
+                            (None, None) => e.code.to_string(),
+                        }
+                    },
+                    |m| m.to_string(),
+                );
+                FieldError::new(&field, "invalid_value", detail)
+            })
+        })
+        .collect();
+    errors.sort_by(|a, b| a.field.cmp(&b.field));
+    Err(ApiError::Validation(errors))
+}
+
 /// Parses a JSON object body against `fields`.
 pub(crate) fn object_body(
     body: &[u8],

@@ -5,7 +5,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::{bearer, object_body, query_map, Admin};
+use super::{bearer, object_body, query_map, validated, Admin};
 use crate::alerts::{Acknowledge, AlertsView, GetThresholds, SetThresholds, Thresholds};
 use crate::auth::Principal;
 use crate::error::ApiError;
@@ -91,15 +91,7 @@ async fn put_thresholds(
     let next: Thresholds = serde_json::from_value(merged).map_err(|e| {
         ApiError::Validation(vec![FieldError::new("", "wrong_type", e.to_string())])
     })?;
-    let problems = next.problems();
-    if !problems.is_empty() {
-        return Err(ApiError::Validation(
-            problems
-                .into_iter()
-                .map(|(field, why)| FieldError::new(field, "invalid_value", why))
-                .collect(),
-        ));
-    }
+    validated(&next)?;
     state.alerter.send(SetThresholds(next.clone())).await??;
     state.store.durable().await?;
     tracing::info!("alert thresholds changed");
