@@ -14,6 +14,7 @@ use actix_web::{web, App, HttpServer};
 
 use crate::analytics::Analytics;
 use crate::auth::Tokens;
+use crate::backup::{Maintenance, RecoveryEvent, StorageMaintenance};
 use crate::config::Config;
 use crate::error::StoreError;
 use crate::fsm::{FsmTimings, HUB_STOPPING};
@@ -39,6 +40,8 @@ pub struct HubState {
     pub presence: Addr<Presence>,
     pub messaging: Addr<Messaging>,
     pub analytics: Addr<Analytics>,
+    /// Backups, compaction and storage health (its schedule starts in `serve`).
+    pub storage: Maintenance,
 }
 
 impl HubState {
@@ -104,7 +107,9 @@ pub fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState, Store
         analytics: analytics.clone(),
     }
     .start();
+    let storage = Maintenance::new(store.clone(), &config);
     Ok(HubState {
+        storage,
         tokens,
         messaging,
         analytics,
@@ -135,10 +140,12 @@ async fn wait_for_stop_signal() {
     }
 }
 
-/// Serves until the process is told to stop. `on_listening` gets the bound address.
+/// Serves until the process is told to stop. `recoveries` is what start-up recovery
+/// did (for storage health); `on_listening` gets the bound address.
 pub async fn serve(
     config: Config,
     store: Store,
+    recoveries: Vec<RecoveryEvent>,
     on_listening: impl FnOnce(std::net::SocketAddr),
 ) -> std::io::Result<()> {
     let config = Arc::new(config);
@@ -147,6 +154,8 @@ pub async fn serve(
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     let state = start_actors(config.clone(), store.clone())
         .map_err(|e| std::io::Error::other(e.to_string()))?;
+    state.storage.record_recoveries(recoveries);
+    StorageMaintenance::new(state.storage.clone()).start();
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
         App::new()

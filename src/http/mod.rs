@@ -7,6 +7,7 @@
 //! Architecture invariant: no handler changes a task or an agent directly; the
 //! status-code mapping lives only in `error::ApiError`.
 
+mod admin;
 mod agents;
 mod messaging;
 mod tasks;
@@ -164,7 +165,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/ws", web::get().to(agent_socket))
         .configure(tasks::routes)
         .configure(agents::routes)
-        .configure(messaging::routes);
+        .configure(messaging::routes)
+        .configure(admin::routes);
 }
 
 /// Gives error responses made by the framework itself (an oversized body, a failed
