@@ -95,7 +95,7 @@ pub enum BackupError {
         reason: String,
     },
     /// The data directory is held by a running hub (sled's lock).
-    #[error("data directory {0} is in use by a running hub: stop it first (or use --hub URL)")]
+    #[error("data directory {0} is in use by a running hub: stop the hub first")]
     HubRunning(PathBuf),
     /// The store failed while being read or written.
     #[error(transparent)]

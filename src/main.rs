@@ -217,12 +217,10 @@ impl From<StoreError> for Fatal {
 
 impl From<BackupError> for Fatal {
     fn from(e: BackupError) -> Self {
-        let message = match e {
-            // Keep the wording of `StoreError::Locked` for `serve`.
-            BackupError::HubRunning(dir) => StoreError::Locked(dir).to_string(),
-            other => other.to_string(),
-        };
-        Fatal { code: 1, message }
+        Fatal {
+            code: 1,
+            message: e.to_string(),
+        }
     }
 }
 
@@ -265,7 +263,12 @@ fn serve(common: Common, bind: Option<String>) -> Result<(), Fatal> {
     // A store that does not open or fails its check is moved aside and the newest
     // good backup restored (see `backup::open_or_recover`).
     let (store, recoveries) =
-        backup::open_or_recover(&config.data_dir, &config.backup_dir(), DEFAULT_CACHE_BYTES)?;
+        backup::open_or_recover(&config.data_dir, &config.backup_dir(), DEFAULT_CACHE_BYTES)
+            .map_err(|e| match e {
+                // The wording `agent` commands use too.
+                BackupError::HubRunning(dir) => Fatal::from(StoreError::Locked(dir)),
+                other => Fatal::from(other),
+            })?;
     let tokens = Tokens::new(store.clone());
     let supplied = std::env::var("AGENTCOM_ADMIN_TOKEN").ok();
     if let Some(token) = tokens.init_admin(supplied.as_deref())? {
