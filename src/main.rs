@@ -558,6 +558,7 @@ fn backup_cmd(target: Target, out_dir: Option<PathBuf>) -> Result<(), Fatal> {
     let store = open_existing_store(&config)?;
     let dir = out_dir.clone().unwrap_or_else(|| config.backup_dir());
     let summary = backup::take_backup(&store, &dir, &Progress::with_bar("backup", None))?;
+    store.seal_and_close()?;
     if out_dir.is_none() {
         for pruned in backup::prune_backups(&dir, config.backup_keep as usize)? {
             println!("pruned {}", pruned.display());
@@ -612,7 +613,7 @@ fn compact_cmd(target: Target) -> Result<(), Fatal> {
             let store = open_existing_store(&config)?;
             let total = store.size_on_disk();
             let report = backup::compact(&store, &Progress::with_bar("compact", Some(total)))?;
-            store.close()?;
+            store.seal_and_close()?;
             (report.bytes_before, report.bytes_after, report.records)
         }
     };

@@ -188,8 +188,10 @@ pub async fn serve(
         handle.stop(true).await;
     });
     let result = server.await;
-    if let Err(e) = store.flush_now() {
-        tracing::error!(error = %e, "final flush failed");
+    // Sealed, the next start can tell whether the store lost anything meanwhile.
+    match store.seal_and_close() {
+        Ok(seal) => tracing::info!(records = seal.records, "store sealed and closed"),
+        Err(e) => tracing::error!(error = %e, "final flush and seal failed"),
     }
     result
 }

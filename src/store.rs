@@ -16,6 +16,15 @@
 //! already shares the lock takes it again recursively, so nested use (a write
 //! inside a scan) cannot deadlock behind a waiting snapshot.
 //!
+//! The seal: a clean close ([`Store::seal_and_close`]) records a SHA-256 of every
+//! record in `agentcom-seal.json` inside the data directory. The next open takes
+//! the seal out (so any later write, by the hub or a command-line tool, can never
+//! contradict a seal left behind) and keeps it for the start-up check, which
+//! compares it with the store's contents ([`Store::scan_all`]). sled treats a
+//! damaged log tail as an interrupted write and silently drops it; the seal is
+//! what notices that records a clean shutdown had on disk are gone. After a crash
+//! there is no seal, and only what sled and the record decoding report is known.
+//!
 //! Architecture invariant: the store knows record encodings and trees, not the
 //! meaning of any record. It never decides task or agent state, and it does not
 //! know when or why it is snapshotted or swapped (that is `backup`).
@@ -30,7 +39,8 @@ use std::time::{Duration, Instant};
 use parking_lot::lock_api::ArcRwLockReadGuard;
 use parking_lot::{RawRwLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use sled::IVec;
 use tokio::sync::oneshot;
 
@@ -60,7 +70,94 @@ pub const TREE_NAMES: [&str; 14] = [
     "analytics",
 ];
 
+/// The seal file in the data directory (see the module documentation).
+pub const SEAL_FILE: &str = "agentcom-seal.json";
+
 type Waiter = oneshot::Sender<Result<(), StoreError>>;
+
+/// What a clean close recorded about the store's contents.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Seal {
+    pub sealed_at: i64,
+    pub records: u64,
+    /// SHA-256 over every tree (by name) and record (by key): see `digest_db`.
+    pub sha256: String,
+}
+
+/// A digest of the store's contents: what [`Store::scan_all`] returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContentDigest {
+    pub records: u64,
+    pub sha256: String,
+}
+
+/// Visits every record of every tree (trees sorted by name, records by key) and
+/// hashes names, keys and values with their lengths.
+fn digest_db(
+    db: &sled::Db,
+    visit: &mut dyn FnMut(&[u8], &[u8], &[u8]) -> Result<(), StoreError>,
+) -> Result<ContentDigest, StoreError> {
+    let mut names = db.tree_names();
+    names.sort();
+    let mut hash = Sha256::new();
+    let mut records = 0u64;
+    for name in names {
+        hash.update((name.len() as u64).to_be_bytes());
+        hash.update(&name);
+        let tree = db.open_tree(&name)?;
+        for item in tree.iter() {
+            let (key, value) = item?;
+            visit(&name, &key, &value)?;
+            hash.update((key.len() as u64).to_be_bytes());
+            hash.update(&key);
+            hash.update((value.len() as u64).to_be_bytes());
+            hash.update(&value);
+            records += 1;
+        }
+        // Ends the tree, so records cannot slide from one tree into the next.
+        hash.update(u64::MAX.to_be_bytes());
+    }
+    Ok(ContentDigest {
+        records,
+        sha256: hex::encode(hash.finalize()),
+    })
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Takes the seal out of `dir`: reads it, then removes it durably before the store
+/// can be written. An unreadable seal counts as none (and is logged).
+fn take_seal(dir: &Path) -> Result<Option<Seal>, StoreError> {
+    let path = dir.join(SEAL_FILE);
+    let text = match std::fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(environment_or_sled(dir, e)),
+    };
+    let seal = match serde_json::from_slice::<Seal>(&text) {
+        Ok(seal) => Some(seal),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "unreadable store seal ignored");
+            None
+        }
+    };
+    std::fs::remove_file(&path)
+        .and_then(|_| sync_dir(dir))
+        .map_err(|e| environment_or_sled(dir, e))?;
+    Ok(seal)
+}
+
+fn write_seal(dir: &Path, seal: &Seal) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{SEAL_FILE}.tmp"));
+    let body = serde_json::to_vec(seal).map_err(std::io::Error::other)?;
+    let mut file = std::fs::File::create(&tmp)?;
+    std::io::Write::write_all(&mut file, &body)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, dir.join(SEAL_FILE))?;
+    sync_dir(dir)
+}
 
 /// The open sled database and its trees (index = position in [`TREE_NAMES`]).
 /// `None` in the lock while a swap has no store open.
@@ -391,6 +488,8 @@ struct Inner {
     flush_requests: mpsc::Sender<Waiter>,
     /// Group-commit window under load, in microseconds (see `run_flusher`).
     commit_window_us: Arc<AtomicU64>,
+    /// The seal taken out of the data directory at open, if there was one.
+    opened_seal: Option<Seal>,
 }
 
 /// Handle to the open store. Cheap to clone; every clone sees the same open `Db`
@@ -438,6 +537,7 @@ impl Store {
     /// keeps at most `cache_bytes` of pages in memory.
     pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
         let open = Open::start(dir, cache_bytes)?;
+        let opened_seal = take_seal(dir)?;
         let slot: Slot = Arc::new(RwLock::new(Some(open)));
         let (tx, rx) = mpsc::channel::<Waiter>();
         let commit_window_us = Arc::new(AtomicU64::new(0));
@@ -471,6 +571,7 @@ impl Store {
                 cache_bytes,
                 flush_requests: tx,
                 commit_window_us,
+                opened_seal,
             }),
         })
     }
@@ -556,6 +657,45 @@ impl Store {
             ));
         }
         Ok(out)
+    }
+
+    /// The seal the last clean close left (taken out of the directory at open).
+    pub fn opened_seal(&self) -> Option<&Seal> {
+        self.inner.opened_seal.as_ref()
+    }
+
+    /// Visits every record of every tree (trees by name, records by key) and
+    /// returns the digest a seal would hold. Shares the store lock throughout.
+    pub fn scan_all(
+        &self,
+        visit: &mut dyn FnMut(&[u8], &[u8], &[u8]) -> Result<(), StoreError>,
+    ) -> Result<ContentDigest, StoreError> {
+        let hold = share(&self.inner.slot);
+        let open = hold.guard.as_ref().ok_or(StoreError::Closed)?;
+        digest_db(&open.db, visit)
+    }
+
+    /// Closes the store cleanly: under the lock held alone, digests every record,
+    /// flushes, closes the `Db` and writes the seal. Every later use of any clone
+    /// fails with `Closed`, so nothing can change the store after its seal.
+    pub fn seal_and_close(&self) -> Result<Seal, StoreError> {
+        let mut exclusive = self.exclusive()?;
+        let open = exclusive.guard.take().ok_or(StoreError::Closed)?;
+        let sealed = digest_db(&open.db, &mut |_, _, _| Ok(())).and_then(|digest| {
+            open.db.flush()?;
+            Ok(Seal {
+                sealed_at: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0),
+                records: digest.records,
+                sha256: digest.sha256,
+            })
+        });
+        drop(open);
+        let seal = sealed?;
+        write_seal(self.path(), &seal).map_err(|e| environment_or_sled(self.path(), e))?;
+        Ok(seal)
     }
 
     /// Takes the store lock alone: every read and write of every clone waits until
@@ -779,6 +919,30 @@ mod tests {
         for w in waits {
             w.await.expect("flushed");
         }
+    }
+
+    #[test]
+    fn a_seal_is_taken_out_at_open_and_matches_unchanged_contents() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        store
+            .tasks
+            .insert(seq_key(1), encode(&"one"))
+            .expect("insert");
+        let seal = store.seal_and_close().expect("sealed");
+        assert_eq!(seal.records, 1);
+        assert!(
+            store.tasks.insert(seq_key(2), b"x".to_vec()).is_err(),
+            "closed"
+        );
+        let again = Store::open(dir.path()).expect("reopen");
+        assert!(!dir.path().join(SEAL_FILE).exists(), "taken out at open");
+        assert_eq!(again.opened_seal(), Some(&seal));
+        let digest = again.scan_all(&mut |_, _, _| Ok(())).expect("scan");
+        assert_eq!(digest.sha256, seal.sha256);
+        again.tasks.remove(seq_key(1)).expect("remove");
+        let changed = again.scan_all(&mut |_, _, _| Ok(())).expect("scan");
+        assert_ne!(changed.sha256, seal.sha256);
     }
 
     #[test]

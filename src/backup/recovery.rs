@@ -70,23 +70,28 @@ pub struct CompactionReport {
 }
 
 /// Whether one record passes the start-up check: tasks and tokens must decode.
-fn check_record(tree: &[u8], key: &[u8], value: &[u8]) -> Result<(), String> {
+fn check_record(tree: &[u8], key: &[u8], value: &[u8]) -> Result<(), StoreError> {
     match tree {
         b"tasks" => decode::<Task>("tasks", key, value).map(|_| ()),
         b"tokens" => decode::<TokenRecord>("tokens", key, value).map(|_| ()),
         _ => Ok(()),
     }
-    .map_err(|e| e.to_string())
 }
 
-/// Reads every record of every tree (sled reports damaged pages as errors or
-/// panics) and decodes every task and token.
+/// The start-up check: reads every record of every tree (sled reports damaged
+/// pages as errors or panics), decodes every task and token, and compares the
+/// contents with the seal of the last clean shutdown when there is one.
 pub fn check_store(store: &Store) -> Result<(), BackupError> {
-    for (name, tree) in store.trees() {
-        for item in tree.iter() {
-            let (key, value) =
-                item.map_err(|e| BackupError::CheckFailed(format!("tree {name}: {e}")))?;
-            check_record(name.as_bytes(), &key, &value).map_err(BackupError::CheckFailed)?;
+    let digest = store
+        .scan_all(&mut |tree, key, value| check_record(tree, key, value))
+        .map_err(|e| BackupError::CheckFailed(e.to_string()))?;
+    if let Some(seal) = store.opened_seal() {
+        if seal.sha256 != digest.sha256 {
+            return Err(BackupError::CheckFailed(format!(
+                "the store does not match its seal from the last clean shutdown \
+                 ({} records then, {} now): records were lost or changed on disk",
+                seal.records, digest.records
+            )));
         }
     }
     Ok(())
@@ -167,7 +172,8 @@ pub fn restore_to_dir(
                     let Some((name, t)) = &tree else {
                         return Err(BackupError::CheckFailed("a record before any tree".into()));
                     };
-                    check_record(name, key, value).map_err(BackupError::CheckFailed)?;
+                    check_record(name, key, value)
+                        .map_err(|e| BackupError::CheckFailed(e.to_string()))?;
                     batch.insert(key, value);
                     pending += 1;
                     if pending >= BATCH {
