@@ -75,6 +75,9 @@ pub const SEAL_FILE: &str = "agentcom-seal.json";
 
 type Waiter = oneshot::Sender<Result<(), StoreError>>;
 
+/// Sees each record of a full scan as (tree name, key, value); an error stops it.
+pub type RecordVisitor<'a> = dyn FnMut(&[u8], &[u8], &[u8]) -> Result<(), StoreError> + 'a;
+
 /// What a clean close recorded about the store's contents.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Seal {
@@ -93,10 +96,7 @@ pub struct ContentDigest {
 
 /// Visits every record of every tree (trees sorted by name, records by key) and
 /// hashes names, keys and values with their lengths.
-fn digest_db(
-    db: &sled::Db,
-    visit: &mut dyn FnMut(&[u8], &[u8], &[u8]) -> Result<(), StoreError>,
-) -> Result<ContentDigest, StoreError> {
+fn digest_db(db: &sled::Db, visit: &mut RecordVisitor<'_>) -> Result<ContentDigest, StoreError> {
     let mut names = db.tree_names();
     names.sort();
     let mut hash = Sha256::new();
@@ -666,10 +666,7 @@ impl Store {
 
     /// Visits every record of every tree (trees by name, records by key) and
     /// returns the digest a seal would hold. Shares the store lock throughout.
-    pub fn scan_all(
-        &self,
-        visit: &mut dyn FnMut(&[u8], &[u8], &[u8]) -> Result<(), StoreError>,
-    ) -> Result<ContentDigest, StoreError> {
+    pub fn scan_all(&self, visit: &mut RecordVisitor<'_>) -> Result<ContentDigest, StoreError> {
         let hold = share(&self.inner.slot);
         let open = hold.guard.as_ref().ok_or(StoreError::Closed)?;
         digest_db(&open.db, visit)

@@ -164,7 +164,9 @@ fn snapshot(hub: &Hub, fixture: &Fixture) -> Value {
 #[test]
 fn backup_then_wiped_data_dir_then_restore_gives_the_same_data_and_tokens_back() {
     let mut hub = Hub::start();
-    let fixture = populate(&hub);
+    let mut fixture = populate(&hub);
+    // Still connected, so its task stays assigned (a stop is not a disconnect).
+    fixture.worker.assert_alive();
     let before = snapshot(&hub, &fixture);
     let statuses: std::collections::BTreeSet<String> = before["tasks"]
         .as_array()

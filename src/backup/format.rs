@@ -156,7 +156,7 @@ pub fn write_backup(
                 .map_err(io)?;
             out.write_all(&value).map_err(io)?;
             count += 1;
-            if count % PROGRESS_EVERY == 0 {
+            if count.is_multiple_of(PROGRESS_EVERY) {
                 progress.at(out.bytes, records + count);
             }
         }
@@ -391,7 +391,7 @@ pub fn read_backup(
                     r.bytes_into(u64::from(n), &mut value, "value")?;
                     visit(Item::Record(&key, &value))?;
                     count += 1;
-                    if (records + count) % PROGRESS_EVERY == 0 {
+                    if (records + count).is_multiple_of(PROGRESS_EVERY) {
                         progress.at(r.offset, records + count);
                     }
                 }

@@ -528,7 +528,9 @@ mod tests {
             }
             store.task_ids.insert(k, v).expect("nested write");
         }
-        waiting.map(|h| h.join().expect("snapshot thread"));
+        if let Some(h) = waiting {
+            h.join().expect("snapshot thread");
+        }
         assert_eq!(store.task_ids.len(), 10);
     }
 }
