@@ -345,13 +345,15 @@ pub fn verify_backup(path: &Path, progress: &Progress) -> Result<BackupSummary, 
     read_backup(path, progress, &mut |_| Ok(()))
 }
 
-/// `dir` made absolute (resolving symlinks when it exists), so its parent and
-/// name are known even for `.` or a relative path.
+/// `dir` made absolute lexically (`.` and `..` resolved, symlinks kept), so its
+/// parent and name are known even for `.` or a relative path, and a directory
+/// next to it is next to the path the operator configured.
 pub fn absolute_dir(dir: &Path) -> Result<PathBuf, BackupError> {
-    if let Ok(real) = std::fs::canonicalize(dir) {
-        return Ok(real);
-    }
-    let base = std::env::current_dir().map_err(io_error("resolve", dir))?;
+    let base = if dir.is_absolute() {
+        PathBuf::new()
+    } else {
+        std::env::current_dir().map_err(io_error("resolve", dir))?
+    };
     let mut out = PathBuf::new();
     for part in base.join(dir).components() {
         match part {
