@@ -53,7 +53,7 @@ pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 pub const FORMAT_V1: u8 = 1;
 
 /// Every tree of the store, in the order of the `Store` fields.
-pub const TREE_NAMES: [&str; 14] = [
+const TREE_NAMES: [&str; 14] = [
     "tasks",
     "task_ids",
     "tokens",
@@ -579,26 +579,6 @@ impl Store {
     /// The data directory.
     pub fn path(&self) -> &Path {
         &self.inner.path
-    }
-
-    /// Every tree with its name, in [`TREE_NAMES`] order.
-    pub fn trees(&self) -> [(&'static str, &Tree); 14] {
-        [
-            (TREE_NAMES[0], &self.tasks),
-            (TREE_NAMES[1], &self.task_ids),
-            (TREE_NAMES[2], &self.tokens),
-            (TREE_NAMES[3], &self.token_hashes),
-            (TREE_NAMES[4], &self.meta),
-            (TREE_NAMES[5], &self.invites),
-            (TREE_NAMES[6], &self.messages),
-            (TREE_NAMES[7], &self.message_ids),
-            (TREE_NAMES[8], &self.replies),
-            (TREE_NAMES[9], &self.mailbox),
-            (TREE_NAMES[10], &self.mailbox_meta),
-            (TREE_NAMES[11], &self.channels),
-            (TREE_NAMES[12], &self.channel_log),
-            (TREE_NAMES[13], &self.analytics),
-        ]
     }
 
     /// sled's page cache size this store was opened with.
