@@ -5,7 +5,9 @@
 //! webhook (POST JSON, retried with backoff, failures counted).
 //!
 //! Rules: `queue_growing`, `high_failure_rate`, `stuck_tasks`, `no_agents_online`
-//! (agents were registered and none is online), `high_error_rate`. Nothing fires in
+//! (agents were registered and none is online), `high_error_rate`, and `storage`
+//! (the store was recovered from a backup at start-up, or backups or compactions
+//! are failing). Nothing fires in
 //! the start-up grace period. After an alert clears, the same rule does not fire
 //! again within its cooldown unless the new alert is critical.
 //!
@@ -23,6 +25,7 @@ use serde_json::{json, Value};
 use validator::{Validate, ValidationError};
 
 use crate::auth::Tokens;
+use crate::backup::Maintenance;
 use crate::error::StoreError;
 use crate::metrics::{Metrics, Snapshot, Window};
 use crate::queue::{StuckTasks, TaskQueue};
@@ -158,6 +161,7 @@ pub struct Alerter {
     next_event: u64,
     webhook: Option<mpsc::Sender<Value>>,
     webhook_stats: Arc<WebhookStats>,
+    storage: Option<Maintenance>,
 }
 
 /// What a rule found this check.
@@ -201,7 +205,15 @@ impl Alerter {
             next_event: 1,
             webhook,
             webhook_stats,
+            storage: None,
         })
+    }
+
+    /// Watches storage problems (recovery at start-up, failing backups or
+    /// compactions) as the `storage` rule.
+    pub fn with_storage(mut self, storage: Maintenance) -> Alerter {
+        self.storage = Some(storage);
+        self
     }
 
     fn check(&mut self, ctx: &mut Context<Self>) {
@@ -327,7 +339,24 @@ impl Alerter {
             details: json!({"errors_per_min": errors, "threshold": t.error_rate_per_min}),
         });
 
+        let problems = self
+            .storage
+            .as_ref()
+            .map(|m| m.problems())
+            .unwrap_or_default();
+        let storage = (!problems.is_empty()).then(|| Finding {
+            severity: if problems.contains(&"recovered_at_startup") {
+                Severity::Critical
+            } else {
+                Severity::Warning
+            },
+            message: format!("storage: {}", problems.join(", ")),
+            details: json!({"conditions": problems,
+                            "see": "GET /api/admin/storage-health"}),
+        });
+
         vec![
+            ("storage", storage),
             ("queue_growing", queue_growing),
             ("high_failure_rate", high_failure_rate),
             ("stuck_tasks", stuck_tasks),

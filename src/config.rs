@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -92,6 +93,22 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// How often retention runs.
     pub retention_interval_ms: u64,
+    /// Where backup files go. Default: `agentcom-backups` next to the data
+    /// directory (`<data_dir>/../agentcom-backups`). Must not be inside the data
+    /// directory.
+    pub backup_dir: Option<PathBuf>,
+    /// Hours between periodic backups; 0 = none (the start-up backup, taken when
+    /// the backup directory has none, and on-demand backups remain).
+    pub backup_interval_hours: u64,
+    /// Milliseconds between periodic backups; overrides `backup_interval_hours`
+    /// when set (for tests and unusual set-ups).
+    pub backup_interval_ms: Option<u64>,
+    /// Backup files kept; older ones are deleted after each backup. At least 1.
+    pub backup_keep: u64,
+    /// Hours between compactions of the live store; 0 = never.
+    pub compact_interval_hours: u64,
+    /// Milliseconds between compactions; overrides `compact_interval_hours`.
+    pub compact_interval_ms: Option<u64>,
 }
 
 impl Default for Config {
@@ -134,6 +151,12 @@ impl Default for Config {
             analytics_retention_days: 7,
             max_message_bytes: 256 * 1024,
             retention_interval_ms: 60_000,
+            backup_dir: None,
+            backup_interval_hours: 6,
+            backup_interval_ms: None,
+            backup_keep: 7,
+            compact_interval_hours: 24,
+            compact_interval_ms: None,
         }
     }
 }
@@ -182,6 +205,27 @@ impl Config {
     /// A number of days in milliseconds (saturating).
     pub fn days_ms(days: u64) -> i64 {
         (days as i64).saturating_mul(86_400_000)
+    }
+
+    /// The backup directory (see `backup_dir`).
+    pub fn backup_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.backup_dir {
+            return dir.clone();
+        }
+        match self.data_dir.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.join("agentcom-backups"),
+            _ => PathBuf::from("agentcom-backups"),
+        }
+    }
+
+    /// Time between periodic backups, `None` when off.
+    pub fn backup_interval(&self) -> Option<Duration> {
+        interval(self.backup_interval_ms, self.backup_interval_hours)
+    }
+
+    /// Time between compactions, `None` when off.
+    pub fn compact_interval(&self) -> Option<Duration> {
+        interval(self.compact_interval_ms, self.compact_interval_hours)
     }
 
     /// The bind address, parsed.
@@ -294,8 +338,32 @@ impl Config {
                 reason: "must not be empty".into(),
             });
         }
+        if self.backup_keep == 0 {
+            return Err(ConfigError::Invalid {
+                field: "backup_keep",
+                reason: "must be at least 1".into(),
+            });
+        }
+        // A backup inside the data directory would be moved aside with it, and a
+        // directory equal to it would mix backup files into sled's files.
+        let backups = self.backup_dir();
+        if backups.as_os_str().is_empty() || backups.starts_with(&self.data_dir) {
+            return Err(ConfigError::Invalid {
+                field: "backup_dir",
+                reason: format!(
+                    "{} must not be empty or inside data_dir {}",
+                    backups.display(),
+                    self.data_dir.display()
+                ),
+            });
+        }
         Ok(())
     }
+}
+
+fn interval(ms: Option<u64>, hours: u64) -> Option<Duration> {
+    let ms = ms.unwrap_or(hours.saturating_mul(3_600_000));
+    (ms > 0).then(|| Duration::from_millis(ms))
 }
 
 /// The parser's message plus the line it points at, so a wrong value is reported
@@ -337,6 +405,23 @@ mod tests {
         let f = write("acceptance_timeout = 10\n");
         let e = Config::load(Some(f.path()), &Overrides::default()).unwrap_err();
         assert!(e.to_string().contains("acceptance_timeout"), "{e}");
+    }
+
+    #[test]
+    fn backup_dir_defaults_next_to_the_data_dir_and_never_inside_it() {
+        let c = Config {
+            data_dir: "/srv/hub/data".into(),
+            ..Config::default()
+        };
+        assert_eq!(c.backup_dir(), PathBuf::from("/srv/hub/agentcom-backups"));
+        assert_eq!(c.backup_interval(), Some(Duration::from_secs(6 * 3600)));
+        let f = write("data_dir = \"/srv/hub/data\"\nbackup_dir = \"/srv/hub/data/b\"\n");
+        let e = Config::load(Some(f.path()), &Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("backup_dir"), "{e}");
+        let f = write("compact_interval_hours = 0\nbackup_interval_ms = 250\n");
+        let c = Config::load(Some(f.path()), &Overrides::default()).expect("valid");
+        assert_eq!(c.compact_interval(), None);
+        assert_eq!(c.backup_interval(), Some(Duration::from_millis(250)));
     }
 
     #[test]

@@ -40,6 +40,69 @@ pub enum StoreError {
     /// The data directory is used by another running hub.
     #[error("data directory {0} is in use by another process (is the hub running?)")]
     Locked(PathBuf),
+    /// The store was closed: shut down, or a compaction swap could not reopen it.
+    #[error("the store is closed")]
+    Closed,
+    /// The data directory cannot be used for a reason outside the store itself
+    /// (permissions, a full or read-only disk, no file descriptors left).
+    #[error("cannot use data directory {path}: {reason}")]
+    Environment { path: PathBuf, reason: String },
+}
+
+/// A failure of a backup, restore, compaction or start-up recovery. Each names the
+/// file or directory involved; none leaves a half-written file in place of a good one.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BackupError {
+    /// Reading, writing, moving or listing a file or directory failed.
+    #[error("cannot {action} {path}: {reason}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    /// The file does not start with the backup magic bytes.
+    #[error("{path} is not an AgentCom backup file")]
+    NotABackup { path: PathBuf },
+    /// The file was written by a backup format this hub does not read.
+    #[error("{path} is backup format version {version}; this hub reads version {supported}")]
+    UnsupportedVersion {
+        path: PathBuf,
+        version: u16,
+        supported: u16,
+    },
+    /// The file ends early (an interrupted copy or write).
+    #[error("{path} is truncated: {len} bytes, expected at least {expected}")]
+    Truncated {
+        path: PathBuf,
+        len: u64,
+        expected: u64,
+    },
+    /// The SHA-256 at the end of the file does not match its contents (a changed
+    /// byte, or a file cut short: its last bytes are then not the checksum).
+    #[error(
+        "{path} is damaged or truncated: checksum mismatch (stored {stored}, computed {computed})"
+    )]
+    ChecksumMismatch {
+        path: PathBuf,
+        stored: String,
+        computed: String,
+    },
+    /// The checksum matched but the framing inside does not decode.
+    #[error("{path} is malformed at byte {offset}: {reason}")]
+    Malformed {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    /// The data directory is held by a running hub (sled's lock).
+    #[error("data directory {0} is in use by a running hub: stop the hub first")]
+    HubRunning(PathBuf),
+    /// The store failed while being read or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The store's records do not pass the start-up check.
+    #[error("store check failed: {0}")]
+    CheckFailed(String),
 }
 
 impl From<sled::Error> for StoreError {
@@ -101,6 +164,18 @@ pub enum ApiError {
     /// unless the store says otherwise.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// 409: the operation needs a stopped hub (a restore replaces the store).
+    #[error("the hub is running")]
+    HubRunning { hint: &'static str },
+    /// 500: a backup or compaction failed; the store itself is unchanged.
+    #[error("storage operation failed: {0}")]
+    Storage(BackupError),
+}
+
+impl From<BackupError> for ApiError {
+    fn from(e: BackupError) -> Self {
+        ApiError::Storage(e)
+    }
 }
 
 impl From<StoreError> for ApiError {
@@ -129,9 +204,12 @@ impl ResponseError for ApiError {
             | ApiError::MessageNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::InvalidJson(_) => StatusCode::BAD_REQUEST,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::AlreadyExists { .. } | ApiError::InvalidState { .. } => StatusCode::CONFLICT,
+            ApiError::AlreadyExists { .. }
+            | ApiError::InvalidState { .. }
+            | ApiError::HubRunning { .. } => StatusCode::CONFLICT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -169,6 +247,8 @@ impl ResponseError for ApiError {
                 json!({"error": "invalid_state", "task_id": task_id, "status": status})
             }
             ApiError::Unavailable(detail) => json!({"error": "unavailable", "detail": detail}),
+            ApiError::HubRunning { hint } => json!({"error": "hub_running", "hint": hint}),
+            ApiError::Storage(e) => json!({"error": "storage_failed", "detail": e.to_string()}),
             ApiError::RateLimited {
                 retry_after_ms,
                 tier,

@@ -13,6 +13,8 @@ pub mod analytics;
 #[cfg(feature = "server")]
 pub mod auth;
 #[cfg(feature = "server")]
+pub mod backup;
+#[cfg(feature = "server")]
 pub mod bench;
 #[cfg(feature = "server")]
 pub mod config;

@@ -1,6 +1,7 @@
 //! `agentcom-hub`: the command line. `serve` runs the hub; `agent` manages agents'
 //! tokens directly in the data directory (while the hub is stopped; with the hub
-//! running use `POST /admin/tokens`).
+//! running use `POST /admin/tokens`); `backup`, `verify-backup`, `restore` and
+//! `compact` look after the store (see README, "Backup and recovery").
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -10,11 +11,12 @@ use clap::{Args, Parser, Subcommand};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 
 use agentcom_hub::auth::{join_command, IssueError, Tokens};
+use agentcom_hub::backup::{self, Progress};
 use agentcom_hub::config::{Config, Overrides};
-use agentcom_hub::error::StoreError;
+use agentcom_hub::error::{BackupError, StoreError};
 use agentcom_hub::logging;
 use agentcom_hub::server;
-use agentcom_hub::store::Store;
+use agentcom_hub::store::{Store, DEFAULT_CACHE_BYTES};
 
 // The hub allocates many small, short-lived objects across threads (frames, actor
 // messages); mimalloc handles that pattern far better than glibc malloc.
@@ -48,6 +50,35 @@ enum Command {
     Agent {
         #[command(subcommand)]
         action: AgentAction,
+    },
+    /// Write a backup file of a stopped hub's store into the backup directory
+    /// (with --hub, ask the running hub to write one).
+    Backup {
+        #[command(flatten)]
+        target: Target,
+        /// Write the file into this directory instead of the configured
+        /// backup_dir (no pruning there). Not with --hub.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
+    /// Check a backup file: format, checksum and that every record decodes.
+    VerifyBackup {
+        /// The backup file.
+        file: PathBuf,
+    },
+    /// Replace a stopped hub's store with a backup. The current data directory is
+    /// moved aside (<data_dir>.before-restore-<time>), never deleted.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Rewrite a stopped hub's store compactly (with --hub, compact the running
+    /// hub's store in place).
+    Compact {
+        #[command(flatten)]
+        target: Target,
     },
 }
 
@@ -185,6 +216,15 @@ impl From<StoreError> for Fatal {
     }
 }
 
+impl From<BackupError> for Fatal {
+    fn from(e: BackupError) -> Self {
+        Fatal {
+            code: 1,
+            message: e.to_string(),
+        }
+    }
+}
+
 fn load_config(common: &Common, bind: Option<String>) -> Result<Config, Fatal> {
     let overrides = Overrides {
         bind,
@@ -217,7 +257,15 @@ fn serve(common: Common, bind: Option<String>) -> Result<(), Fatal> {
     }
     let config = load_config(&common, bind)?;
     init_logging(&config)?;
-    let store = Store::open(&config.data_dir)?;
+    // A store that does not open or fails its check is moved aside and the newest
+    // good backup restored (see `backup::open_or_recover`).
+    let (store, recoveries) =
+        backup::open_or_recover(&config.data_dir, &config.backup_dir(), DEFAULT_CACHE_BYTES)
+            .map_err(|e| match e {
+                // The wording `agent` commands use too.
+                BackupError::HubRunning(dir) => Fatal::from(StoreError::Locked(dir)),
+                other => Fatal::from(other),
+            })?;
     let tokens = Tokens::new(store.clone());
     let supplied = std::env::var("AGENTCOM_ADMIN_TOKEN").ok();
     if let Some(token) = tokens.init_admin(supplied.as_deref())? {
@@ -225,7 +273,7 @@ fn serve(common: Common, bind: Option<String>) -> Result<(), Fatal> {
     }
     tracing::info!(data_dir = %config.data_dir.display(), "starting hub");
     actix_web::rt::System::new()
-        .block_on(server::serve(config, store, |addr| {
+        .block_on(server::serve(config, store, recoveries, |addr| {
             println!("agentcom-hub listening on http://{addr}");
             let _ = std::io::stdout().flush();
         }))
@@ -439,6 +487,140 @@ fn accepted(answer: HubAnswer) -> Result<serde_json::Value, Fatal> {
     })
 }
 
+/// Offline: opens a stopped hub's existing store (never creates one).
+fn open_existing_store(config: &Config) -> Result<Store, Fatal> {
+    if !config.data_dir.join("db").is_file() {
+        return Err(Fatal {
+            code: 1,
+            message: format!("no store in {}", config.data_dir.display()),
+        });
+    }
+    match Store::open(&config.data_dir) {
+        Ok(store) => Ok(store),
+        Err(StoreError::Locked(dir)) => Err(Fatal {
+            code: 1,
+            message: format!(
+                "data directory {} is in use by a running hub: stop it, or use --hub URL \
+                 (admin token in AGENTCOM_ADMIN_TOKEN) to ask the hub itself",
+                dir.display()
+            ),
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn print_summary(verb: &str, s: &backup::BackupSummary) {
+    println!("{verb} {}", s.path.display());
+    println!(
+        "  created_at: {} ({})  hub version: {}  format: {}",
+        s.created_at,
+        backup::stamp_ms(s.created_at),
+        s.hub_version,
+        s.format_version
+    );
+    println!(
+        "  size: {} bytes  trees: {}  records: {}",
+        s.size_bytes,
+        s.trees.len(),
+        s.records
+    );
+    for (name, n) in &s.trees {
+        println!("    {name}: {n}");
+    }
+    println!("  sha256: {}", s.sha256);
+}
+
+fn backup_cmd(target: Target, out_dir: Option<PathBuf>) -> Result<(), Fatal> {
+    if let Some(hub) = &target.hub {
+        if out_dir.is_some() {
+            return Err(Fatal {
+                code: 2,
+                message: "--out-dir cannot be used with --hub (the hub writes into its backup_dir)"
+                    .into(),
+            });
+        }
+        let answer = accepted(hub_request(hub, "POST", "/api/admin/backup", None)?)?;
+        println!(
+            "backup written by the hub: {}",
+            answer["path"].as_str().unwrap_or("?")
+        );
+        println!(
+            "  created_at: {}  size: {} bytes  records: {}",
+            answer["created_at"], answer["size_bytes"], answer["records"]
+        );
+        println!("  sha256: {}", answer["sha256"].as_str().unwrap_or("?"));
+        return Ok(());
+    }
+    let config = load_config(&target.common, None)?;
+    let store = open_existing_store(&config)?;
+    let dir = out_dir.clone().unwrap_or_else(|| config.backup_dir());
+    let summary = backup::take_backup(&store, &dir, &Progress::with_bar("backup", None))?;
+    store.seal_and_close()?;
+    if out_dir.is_none() {
+        for pruned in backup::prune_backups(&dir, config.backup_keep as usize)? {
+            println!("pruned {}", pruned.display());
+        }
+    }
+    print_summary("backup written:", &summary);
+    Ok(())
+}
+
+fn verify_backup_cmd(file: PathBuf) -> Result<(), Fatal> {
+    let total = std::fs::metadata(&file).map(|m| m.len()).ok();
+    let summary = backup::verify_backup(&file, &Progress::with_bar("verify", total))?;
+    print_summary("OK", &summary);
+    Ok(())
+}
+
+fn restore_cmd(file: PathBuf, common: Common) -> Result<(), Fatal> {
+    let config = load_config(&common, None)?;
+    let total = std::fs::metadata(&file).map(|m| m.len()).ok();
+    let report = backup::restore_file(
+        &file,
+        &config.data_dir,
+        DEFAULT_CACHE_BYTES,
+        &Progress::with_bar("restore", total),
+    )?;
+    println!(
+        "restored {} records from {} (backup made {}) into {}",
+        report.backup.records,
+        file.display(),
+        backup::stamp_ms(report.backup.created_at),
+        report.data_dir.display()
+    );
+    match &report.previous_moved_to {
+        Some(previous) => println!("previous data directory kept at {}", previous.display()),
+        None => println!("there was no previous data directory"),
+    }
+    Ok(())
+}
+
+fn compact_cmd(target: Target) -> Result<(), Fatal> {
+    let report = match &target.hub {
+        Some(hub) => {
+            let answer = accepted(hub_request(hub, "POST", "/api/admin/compact", None)?)?;
+            (
+                answer["bytes_before"].as_u64().unwrap_or_default(),
+                answer["bytes_after"].as_u64().unwrap_or_default(),
+                answer["records"].as_u64().unwrap_or_default(),
+            )
+        }
+        None => {
+            let config = load_config(&target.common, None)?;
+            let store = open_existing_store(&config)?;
+            let total = store.size_on_disk();
+            let report = backup::compact(&store, &Progress::with_bar("compact", Some(total)))?;
+            store.seal_and_close()?;
+            (report.bytes_before, report.bytes_after, report.records)
+        }
+    };
+    println!(
+        "compacted: {} bytes -> {} bytes, {} records",
+        report.0, report.1, report.2
+    );
+    Ok(())
+}
+
 fn bench(args: BenchArgs) -> Result<(), Fatal> {
     if let Some(scale) = args.scale {
         let report = match scale {
@@ -490,6 +672,10 @@ fn main() -> ExitCode {
         Command::Serve { common, bind } => serve(common, bind),
         Command::Agent { action } => agent(action),
         Command::Bench(args) => bench(args),
+        Command::Backup { target, out_dir } => backup_cmd(target, out_dir),
+        Command::VerifyBackup { file } => verify_backup_cmd(file),
+        Command::Restore { file, common } => restore_cmd(file, common),
+        Command::Compact { target } => compact_cmd(target),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

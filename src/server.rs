@@ -15,6 +15,7 @@ use actix_web::{web, App, HttpServer};
 use crate::alerts::{Alerter, AlerterConfig};
 use crate::analytics::Analytics;
 use crate::auth::Tokens;
+use crate::backup::{Maintenance, RecoveryEvent, StorageMaintenance};
 use crate::config::Config;
 use crate::error::StoreError;
 use crate::fsm::{FsmTimings, HUB_STOPPING};
@@ -46,6 +47,8 @@ pub struct HubState {
     pub metrics: Addr<Metrics>,
     pub telemetry: Arc<Telemetry>,
     pub alerter: Addr<Alerter>,
+    /// Backups, compaction and storage health (its schedule starts in `serve`).
+    pub storage: Maintenance,
 }
 
 impl HubState {
@@ -123,19 +126,6 @@ pub fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState, Store
             sweeping.sweep();
         }
     });
-    let alerter = Alerter::new(
-        store.clone(),
-        tokens.clone(),
-        metrics.clone(),
-        queue.clone(),
-        AlerterConfig {
-            check_every: Duration::from_millis(config.alert_check_interval_ms),
-            startup_grace: Duration::from_millis(config.alert_startup_grace_ms),
-            webhook_url: config.alert_webhook_url.clone(),
-            webhook_retries: config.alert_webhook_retries,
-        },
-    )?
-    .start();
     let limits = MessagingLimits {
         mailbox_cap: config.mailbox_cap,
         mailbox_ttl_ms: Config::days_ms(config.mailbox_ttl_days),
@@ -157,11 +147,27 @@ pub fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState, Store
         analytics: analytics.clone(),
     }
     .start();
+    let storage = Maintenance::new(store.clone(), &config);
+    let alerter = Alerter::new(
+        store.clone(),
+        tokens.clone(),
+        metrics.clone(),
+        queue.clone(),
+        AlerterConfig {
+            check_every: Duration::from_millis(config.alert_check_interval_ms),
+            startup_grace: Duration::from_millis(config.alert_startup_grace_ms),
+            webhook_url: config.alert_webhook_url.clone(),
+            webhook_retries: config.alert_webhook_retries,
+        },
+    )?
+    .with_storage(storage.clone())
+    .start();
     Ok(HubState {
         limits: rate_limits,
         metrics,
         telemetry,
         alerter,
+        storage,
         tokens,
         messaging,
         analytics,
@@ -192,10 +198,12 @@ async fn wait_for_stop_signal() {
     }
 }
 
-/// Serves until the process is told to stop. `on_listening` gets the bound address.
+/// Serves until the process is told to stop. `recoveries` is what start-up recovery
+/// did (for storage health); `on_listening` gets the bound address.
 pub async fn serve(
     config: Config,
     store: Store,
+    recoveries: Vec<RecoveryEvent>,
     on_listening: impl FnOnce(std::net::SocketAddr),
 ) -> std::io::Result<()> {
     let config = Arc::new(config);
@@ -204,6 +212,8 @@ pub async fn serve(
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     let state = start_actors(config.clone(), store.clone())
         .map_err(|e| std::io::Error::other(e.to_string()))?;
+    state.storage.record_recoveries(recoveries);
+    StorageMaintenance::new(state.storage.clone()).start();
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
         App::new()
@@ -237,8 +247,10 @@ pub async fn serve(
         handle.stop(true).await;
     });
     let result = server.await;
-    if let Err(e) = store.flush_now() {
-        tracing::error!(error = %e, "final flush failed");
+    // Sealed, the next start can tell whether the store lost anything meanwhile.
+    match store.seal_and_close() {
+        Ok(seal) => tracing::info!(records = seal.records, "store sealed and closed"),
+        Err(e) => tracing::error!(error = %e, "final flush and seal failed"),
     }
     result
 }

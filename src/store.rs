@@ -7,16 +7,41 @@
 //! every waiter that registered while a flush was running is covered by the next
 //! single flush, so the number of fsyncs grows with time, not with load.
 //!
+//! The store lock: every read and write of a [`Tree`] holds one store-wide
+//! `RwLock` shared (an iterator holds it until it is dropped); a backup snapshot or
+//! a compaction swap holds it alone ([`Store::exclusive`]). So a snapshot sees no
+//! write in progress, and a swap can close the old sled `Db` knowing that nothing
+//! still uses it. The lock also holds the open `Db` itself, so every clone of a
+//! `Store` (and of its trees) sees the new trees after a swap. A thread that
+//! already shares the lock takes it again recursively, so nested use (a write
+//! inside a scan) cannot deadlock behind a waiting snapshot.
+//!
+//! The seal: a clean close ([`Store::seal_and_close`]) records a SHA-256 of every
+//! record in `agentcom-seal.json` inside the data directory. The next open takes
+//! the seal out (so any later write, by the hub or a command-line tool, can never
+//! contradict a seal left behind) and keeps it for the start-up check, which
+//! compares it with the store's contents ([`Store::scan_all`]). sled treats a
+//! damaged log tail as an interrupted write and silently drops it; the seal is
+//! what notices that records a clean shutdown had on disk are gone. After a crash
+//! there is no seal, and only what sled and the record decoding report is known.
+//!
 //! Architecture invariant: the store knows record encodings and trees, not the
-//! meaning of any record. It never decides task or agent state.
+//! meaning of any record. It never decides task or agent state, and it does not
+//! know when or why it is snapshotted or swapped (that is `backup`).
 
+use std::cell::Cell;
+use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use parking_lot::lock_api::ArcRwLockReadGuard;
+use parking_lot::{RawRwLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sled::IVec;
 use tokio::sync::oneshot;
 
 use crate::error::StoreError;
@@ -27,44 +52,479 @@ pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 /// Leading byte of every stored value; bump it when a record's format changes.
 pub const FORMAT_V1: u8 = 1;
 
+/// Every tree of the store, in the order of the `Store` fields.
+const TREE_NAMES: [&str; 14] = [
+    "tasks",
+    "task_ids",
+    "tokens",
+    "token_hashes",
+    "meta",
+    "invites",
+    "messages",
+    "message_ids",
+    "replies",
+    "mailbox",
+    "mailbox_meta",
+    "channels",
+    "channel_log",
+    "analytics",
+];
+
+/// The seal file in the data directory (see the module documentation).
+pub const SEAL_FILE: &str = "agentcom-seal.json";
+
 type Waiter = oneshot::Sender<Result<(), StoreError>>;
 
-/// Handle to the open store. Cheap to clone (sled trees are reference counted).
-#[derive(Clone)]
-pub struct Store {
+/// Sees each record of a full scan as (tree name, key, value); an error stops it.
+pub type RecordVisitor<'a> = dyn FnMut(&[u8], &[u8], &[u8]) -> Result<(), StoreError> + 'a;
+
+/// What a clean close recorded about the store's contents.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Seal {
+    pub sealed_at: i64,
+    pub records: u64,
+    /// SHA-256 over every tree (by name) and record (by key): see `digest_db`.
+    pub sha256: String,
+}
+
+/// A digest of the store's contents: what [`Store::scan_all`] returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContentDigest {
+    pub records: u64,
+    pub sha256: String,
+}
+
+/// Visits every record of every tree (trees sorted by name, records by key) and
+/// hashes names, keys and values with their lengths.
+fn digest_db(db: &sled::Db, visit: &mut RecordVisitor<'_>) -> Result<ContentDigest, StoreError> {
+    let mut names = db.tree_names();
+    names.sort();
+    let mut hash = Sha256::new();
+    let mut records = 0u64;
+    for name in names {
+        hash.update((name.len() as u64).to_be_bytes());
+        hash.update(&name);
+        let tree = db.open_tree(&name)?;
+        for item in tree.iter() {
+            let (key, value) = item?;
+            visit(&name, &key, &value)?;
+            hash.update((key.len() as u64).to_be_bytes());
+            hash.update(&key);
+            hash.update((value.len() as u64).to_be_bytes());
+            hash.update(&value);
+            records += 1;
+        }
+        // Ends the tree, so records cannot slide from one tree into the next.
+        hash.update(u64::MAX.to_be_bytes());
+    }
+    Ok(ContentDigest {
+        records,
+        sha256: hex::encode(hash.finalize()),
+    })
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Takes the seal out of `dir`: reads it, then removes it durably before the store
+/// can be written. An unreadable seal counts as none (and is logged).
+fn take_seal(dir: &Path) -> Result<Option<Seal>, StoreError> {
+    let path = dir.join(SEAL_FILE);
+    let text = match std::fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(environment_or_sled(dir, e)),
+    };
+    let seal = match serde_json::from_slice::<Seal>(&text) {
+        Ok(seal) => Some(seal),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "unreadable store seal ignored");
+            None
+        }
+    };
+    std::fs::remove_file(&path)
+        .and_then(|_| sync_dir(dir))
+        .map_err(|e| environment_or_sled(dir, e))?;
+    Ok(seal)
+}
+
+fn write_seal(dir: &Path, seal: &Seal) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{SEAL_FILE}.tmp"));
+    let body = serde_json::to_vec(seal).map_err(std::io::Error::other)?;
+    let mut file = std::fs::File::create(&tmp)?;
+    std::io::Write::write_all(&mut file, &body)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, dir.join(SEAL_FILE))?;
+    sync_dir(dir)
+}
+
+/// The open sled database and its trees (index = position in [`TREE_NAMES`]).
+/// `None` in the lock while a swap has no store open.
+struct Open {
     db: sled::Db,
+    trees: Vec<sled::Tree>,
+}
+
+impl Open {
+    fn start(dir: &Path, cache_bytes: u64) -> Result<Open, StoreError> {
+        let db = open_sled(dir, cache_bytes)?;
+        let trees = TREE_NAMES
+            .iter()
+            .map(|name| db.open_tree(name))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Open { db, trees })
+    }
+}
+
+type Slot = Arc<RwLock<Option<Open>>>;
+
+thread_local! {
+    /// How many shared holds of a store lock this thread has (guards and live
+    /// iterators). Above zero, further holds are recursive: they must not queue
+    /// behind a waiting exclusive holder, which waits for this very thread.
+    static SHARED_HELD: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Counts one shared hold on this thread while it lives.
+struct HeldMark;
+
+impl HeldMark {
+    /// Whether this thread holds a store lock shared already.
+    fn nested() -> bool {
+        SHARED_HELD.with(|h| h.get() > 0)
+    }
+
+    fn enter() -> HeldMark {
+        SHARED_HELD.with(|h| h.set(h.get() + 1));
+        HeldMark
+    }
+}
+
+impl Drop for HeldMark {
+    fn drop(&mut self) {
+        SHARED_HELD.with(|h| h.set(h.get().saturating_sub(1)));
+    }
+}
+
+/// A shared hold of the store lock.
+struct SharedHold<'a> {
+    guard: RwLockReadGuard<'a, Option<Open>>,
+    _mark: HeldMark,
+}
+
+fn share(slot: &RwLock<Option<Open>>) -> SharedHold<'_> {
+    let guard = if HeldMark::nested() {
+        slot.read_recursive()
+    } else {
+        slot.read()
+    };
+    SharedHold {
+        guard,
+        _mark: HeldMark::enter(),
+    }
+}
+
+fn closed_error() -> sled::Error {
+    sled::Error::Io(std::io::Error::other(
+        "the store is closed (a restore or compaction swap did not complete)",
+    ))
+}
+
+/// One tree of the store. Same methods as `sled::Tree` (those the hub uses); each
+/// call shares the store lock, so it waits while a snapshot or swap runs, and
+/// always reaches the tree of the currently open `Db`.
+#[derive(Clone)]
+pub struct Tree {
+    slot: Slot,
+    index: usize,
+}
+
+impl Tree {
+    fn with<T>(&self, op: impl FnOnce(&sled::Tree) -> sled::Result<T>) -> sled::Result<T> {
+        let hold = share(&self.slot);
+        match hold.guard.as_ref().and_then(|o| o.trees.get(self.index)) {
+            Some(tree) => op(tree),
+            None => Err(closed_error()),
+        }
+    }
+
+    fn scan(&self, op: impl FnOnce(&sled::Tree) -> sled::Iter) -> Iter {
+        let guard = if HeldMark::nested() {
+            self.slot.read_arc_recursive()
+        } else {
+            self.slot.read_arc()
+        };
+        let mark = HeldMark::enter();
+        let inner = guard.as_ref().and_then(|o| o.trees.get(self.index)).map(op);
+        Iter {
+            inner,
+            reported_closed: false,
+            _guard: guard,
+            _mark: mark,
+        }
+    }
+
+    pub fn get<K: AsRef<[u8]>>(&self, key: K) -> sled::Result<Option<IVec>> {
+        self.with(|t| t.get(key))
+    }
+
+    pub fn insert<K: AsRef<[u8]>, V: Into<IVec>>(
+        &self,
+        key: K,
+        value: V,
+    ) -> sled::Result<Option<IVec>> {
+        self.with(|t| t.insert(key, value))
+    }
+
+    pub fn remove<K: AsRef<[u8]>>(&self, key: K) -> sled::Result<Option<IVec>> {
+        self.with(|t| t.remove(key))
+    }
+
+    pub fn apply_batch(&self, batch: sled::Batch) -> sled::Result<()> {
+        self.with(|t| t.apply_batch(batch))
+    }
+
+    pub fn compare_and_swap<K, OV, NV>(
+        &self,
+        key: K,
+        old: Option<OV>,
+        new: Option<NV>,
+    ) -> sled::Result<Result<(), sled::CompareAndSwapError>>
+    where
+        K: AsRef<[u8]>,
+        OV: AsRef<[u8]>,
+        NV: Into<IVec>,
+    {
+        self.with(|t| t.compare_and_swap(key, old, new))
+    }
+
+    pub fn contains_key<K: AsRef<[u8]>>(&self, key: K) -> sled::Result<bool> {
+        self.with(|t| t.contains_key(key))
+    }
+
+    pub fn first(&self) -> sled::Result<Option<(IVec, IVec)>> {
+        self.with(|t| t.first())
+    }
+
+    pub fn last(&self) -> sled::Result<Option<(IVec, IVec)>> {
+        self.with(|t| t.last())
+    }
+
+    /// Number of records (a full scan, as in sled). 0 while the store is closed.
+    pub fn len(&self) -> usize {
+        self.with(|t| Ok(t.len())).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.with(|t| Ok(t.is_empty())).unwrap_or(true)
+    }
+
+    pub fn iter(&self) -> Iter {
+        self.scan(|t| t.iter())
+    }
+
+    pub fn range<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: R) -> Iter {
+        self.scan(|t| t.range(range))
+    }
+
+    pub fn scan_prefix<P: AsRef<[u8]>>(&self, prefix: P) -> Iter {
+        self.scan(|t| t.scan_prefix(prefix))
+    }
+}
+
+/// A scan of one tree. It shares the store lock until dropped, so keep it no longer
+/// than the loop that reads it.
+pub struct Iter {
+    // Declared first: dropped before the lock is released.
+    inner: Option<sled::Iter>,
+    reported_closed: bool,
+    _guard: ArcRwLockReadGuard<RawRwLock, Option<Open>>,
+    _mark: HeldMark,
+}
+
+impl Iter {
+    fn closed(&mut self) -> Option<sled::Result<(IVec, IVec)>> {
+        if self.reported_closed {
+            return None;
+        }
+        self.reported_closed = true;
+        Some(Err(closed_error()))
+    }
+
+    pub fn keys(self) -> impl DoubleEndedIterator<Item = sled::Result<IVec>> {
+        self.map(|r| r.map(|(k, _)| k))
+    }
+
+    pub fn values(self) -> impl DoubleEndedIterator<Item = sled::Result<IVec>> {
+        self.map(|r| r.map(|(_, v)| v))
+    }
+}
+
+impl Iterator for Iter {
+    type Item = sled::Result<(IVec, IVec)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match &mut self.inner {
+            Some(i) => i.next(),
+            None => self.closed(),
+        }
+    }
+}
+
+impl DoubleEndedIterator for Iter {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        match &mut self.inner {
+            Some(i) => i.next_back(),
+            None => self.closed(),
+        }
+    }
+}
+
+/// Opens a sled database in `dir` (created if missing) without the hub's trees or
+/// flusher: for tools that write a fresh store (restore, compaction).
+pub fn open_sled(dir: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
+    std::fs::create_dir_all(dir).map_err(|e| environment_or_sled(dir, e))?;
+    sled::Config::new()
+        .path(dir)
+        .cache_capacity(cache_bytes)
+        .open()
+        .map_err(|e| {
+            let text = e.to_string();
+            if text.contains("lock") || text.contains("WouldBlock") {
+                return StoreError::Locked(dir.to_path_buf());
+            }
+            match e {
+                sled::Error::Io(io) => environment_or_sled(dir, io),
+                _ => StoreError::Sled(text),
+            }
+        })
+}
+
+/// I/O failures that say nothing about the store's contents (permissions, a full
+/// or read-only disk, no file descriptors left) are `Environment`, so start-up
+/// recovery does not mistake them for corruption.
+fn environment_or_sled(dir: &Path, e: std::io::Error) -> StoreError {
+    use std::io::ErrorKind;
+    let environmental = matches!(
+        e.kind(),
+        ErrorKind::PermissionDenied
+            | ErrorKind::StorageFull
+            | ErrorKind::ReadOnlyFilesystem
+            | ErrorKind::QuotaExceeded
+            | ErrorKind::OutOfMemory
+    ) || matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+    if environmental {
+        StoreError::Environment {
+            path: dir.to_path_buf(),
+            reason: e.to_string(),
+        }
+    } else {
+        StoreError::Sled(e.to_string())
+    }
+}
+
+/// Puts the directory `fresh` in the place of `dir`, moving `dir` to `aside`, and
+/// returns where the previous directory now is (`None` when `dir` did not exist).
+/// On Linux the two are exchanged atomically first (`renameat2(RENAME_EXCHANGE)`),
+/// so `dir` exists at every instant even if the process dies half-way; where the
+/// file system cannot exchange, two renames are used and undone on failure.
+pub fn replace_dir(dir: &Path, fresh: &Path, aside: &Path) -> std::io::Result<Option<PathBuf>> {
+    if std::fs::symlink_metadata(dir).is_err() {
+        std::fs::rename(fresh, dir)?;
+        return Ok(None);
+    }
+    match exchange(fresh, dir) {
+        Ok(()) => {
+            // `fresh` now names the previous directory.
+            match std::fs::rename(fresh, aside) {
+                Ok(()) => Ok(Some(aside.to_path_buf())),
+                Err(e) => {
+                    tracing::warn!(error = %e, kept_at = %fresh.display(), "previous store kept under the temporary name");
+                    Ok(Some(fresh.to_path_buf()))
+                }
+            }
+        }
+        Err(_) => {
+            std::fs::rename(dir, aside)?;
+            if let Err(e) = std::fs::rename(fresh, dir) {
+                let _ = std::fs::rename(aside, dir);
+                return Err(e);
+            }
+            Ok(Some(aside.to_path_buf()))
+        }
+    }
+}
+
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let to_c = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+    };
+    let (a, b) = (to_c(a)?, to_c(b)?);
+    // SAFETY: both pointers are valid NUL-terminated strings for the whole call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+struct Inner {
+    slot: Slot,
     path: PathBuf,
-    /// Task records by sequence number (u64 big-endian), so scans run in creation order.
-    pub tasks: sled::Tree,
-    /// Task id → sequence number.
-    pub task_ids: sled::Tree,
-    /// Agent id → token record (hash never the token).
-    pub tokens: sled::Tree,
-    /// Token hash → agent id.
-    pub token_hashes: sled::Tree,
-    /// Hub-wide settings and markers (admin token hash, format version).
-    pub meta: sled::Tree,
-    /// Invite code hash → one-time invite record.
-    pub invites: sled::Tree,
-    /// Message history by sequence.
-    pub messages: sled::Tree,
-    /// Message id → sequence.
-    pub message_ids: sled::Tree,
-    /// (parent message id, reply sequence) → reply id: the thread index.
-    pub replies: sled::Tree,
-    /// (agent id, mailbox sequence) → mailbox entry.
-    pub mailbox: sled::Tree,
-    /// Agent id → mailbox bookkeeping (last sequence, count, evictions, ack).
-    pub mailbox_meta: sled::Tree,
-    /// Channel name → channel record (subscribers included).
-    pub channels: sled::Tree,
-    /// (channel name, sequence) → channel history entry.
-    pub channel_log: sled::Tree,
-    /// (agent id, hour) → activity counters.
-    pub analytics: sled::Tree,
+    cache_bytes: u64,
     flush_requests: mpsc::Sender<Waiter>,
     /// Group-commit window under load, in microseconds (see `run_flusher`).
     commit_window_us: Arc<AtomicU64>,
+    /// The seal taken out of the data directory at open, if there was one.
+    opened_seal: Option<Seal>,
+}
+
+/// Handle to the open store. Cheap to clone; every clone sees the same open `Db`
+/// (also after a compaction swap).
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+    /// Task records by sequence number (u64 big-endian), so scans run in creation order.
+    pub tasks: Tree,
+    /// Task id → sequence number.
+    pub task_ids: Tree,
+    /// Agent id → token record (hash never the token).
+    pub tokens: Tree,
+    /// Token hash → agent id.
+    pub token_hashes: Tree,
+    /// Hub-wide settings and markers (admin token hash, format version).
+    pub meta: Tree,
+    /// Invite code hash → one-time invite record.
+    pub invites: Tree,
+    /// Message history by sequence.
+    pub messages: Tree,
+    /// Message id → sequence.
+    pub message_ids: Tree,
+    /// (parent message id, reply sequence) → reply id: the thread index.
+    pub replies: Tree,
+    /// (agent id, mailbox sequence) → mailbox entry.
+    pub mailbox: Tree,
+    /// Agent id → mailbox bookkeeping (last sequence, count, evictions, ack).
+    pub mailbox_meta: Tree,
+    /// Channel name → channel record (subscribers included).
+    pub channels: Tree,
+    /// (channel name, sequence) → channel history entry.
+    pub channel_log: Tree,
+    /// (agent id, hour) → activity counters.
+    pub analytics: Tree,
 }
 
 impl Store {
@@ -76,52 +536,54 @@ impl Store {
     /// Opens (or creates) the store in `dir` and starts its flusher thread. sled
     /// keeps at most `cache_bytes` of pages in memory.
     pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Sled(e.to_string()))?;
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_bytes)
-            .open()
-            .map_err(|e| {
-                let text = e.to_string();
-                if text.contains("lock") || text.contains("WouldBlock") {
-                    StoreError::Locked(dir.to_path_buf())
-                } else {
-                    StoreError::Sled(text)
-                }
-            })?;
+        let open = Open::start(dir, cache_bytes)?;
+        let opened_seal = take_seal(dir)?;
+        let slot: Slot = Arc::new(RwLock::new(Some(open)));
         let (tx, rx) = mpsc::channel::<Waiter>();
-        let flush_db = db.clone();
         let commit_window_us = Arc::new(AtomicU64::new(0));
-        let window = commit_window_us.clone();
+        let (flush_slot, window) = (slot.clone(), commit_window_us.clone());
         std::thread::Builder::new()
             .name("store-flusher".into())
-            .spawn(move || run_flusher(flush_db, rx, window))
+            .spawn(move || run_flusher(flush_slot, rx, window))
             .map_err(|e| StoreError::Sled(format!("cannot start flusher: {e}")))?;
+        let tree = |index: usize| Tree {
+            slot: slot.clone(),
+            index,
+        };
         Ok(Store {
-            tasks: db.open_tree("tasks")?,
-            task_ids: db.open_tree("task_ids")?,
-            tokens: db.open_tree("tokens")?,
-            token_hashes: db.open_tree("token_hashes")?,
-            meta: db.open_tree("meta")?,
-            invites: db.open_tree("invites")?,
-            messages: db.open_tree("messages")?,
-            message_ids: db.open_tree("message_ids")?,
-            replies: db.open_tree("replies")?,
-            mailbox: db.open_tree("mailbox")?,
-            mailbox_meta: db.open_tree("mailbox_meta")?,
-            channels: db.open_tree("channels")?,
-            channel_log: db.open_tree("channel_log")?,
-            analytics: db.open_tree("analytics")?,
-            path: dir.to_path_buf(),
-            db,
-            flush_requests: tx,
-            commit_window_us,
+            tasks: tree(0),
+            task_ids: tree(1),
+            tokens: tree(2),
+            token_hashes: tree(3),
+            meta: tree(4),
+            invites: tree(5),
+            messages: tree(6),
+            message_ids: tree(7),
+            replies: tree(8),
+            mailbox: tree(9),
+            mailbox_meta: tree(10),
+            channels: tree(11),
+            channel_log: tree(12),
+            analytics: tree(13),
+            inner: Arc::new(Inner {
+                slot,
+                path: dir.to_path_buf(),
+                cache_bytes,
+                flush_requests: tx,
+                commit_window_us,
+                opened_seal,
+            }),
         })
     }
 
     /// The data directory.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.inner.path
+    }
+
+    /// sled's page cache size this store was opened with.
+    pub fn cache_bytes(&self) -> u64 {
+        self.inner.cache_bytes
     }
 
     /// Flushes start at most this often, so under load one flush covers every
@@ -129,13 +591,13 @@ impl Store {
     /// latency). Zero flushes whenever a change waits.
     pub fn set_commit_window(&self, window: Duration) {
         let us = u64::try_from(window.as_micros()).unwrap_or(u64::MAX);
-        self.commit_window_us.store(us, Ordering::Relaxed);
+        self.inner.commit_window_us.store(us, Ordering::Relaxed);
     }
 
     /// Resolves once every change written before this call is on disk.
     pub fn durable(&self) -> impl std::future::Future<Output = Result<(), StoreError>> {
         let (tx, rx) = oneshot::channel();
-        let sent = self.flush_requests.send(tx).is_ok();
+        let sent = self.inner.flush_requests.send(tx).is_ok();
         async move {
             if !sent {
                 return Err(StoreError::Sled("store flusher has stopped".into()));
@@ -147,13 +609,162 @@ impl Store {
 
     /// Flushes synchronously (command-line tools, shutdown).
     pub fn flush_now(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
+        let hold = share(&self.inner.slot);
+        let open = hold.guard.as_ref().ok_or(StoreError::Closed)?;
+        open.db.flush()?;
         Ok(())
     }
 
     /// Bytes the store takes on disk.
     pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        let hold = share(&self.inner.slot);
+        hold.guard
+            .as_ref()
+            .and_then(|o| o.db.size_on_disk().ok())
+            .unwrap_or(0)
+    }
+
+    /// Records per tree (every tree of the `Db`, by name). Scans each tree.
+    pub fn tree_lengths(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let hold = share(&self.inner.slot);
+        let open = hold.guard.as_ref().ok_or(StoreError::Closed)?;
+        let mut out = Vec::new();
+        for name in open.db.tree_names() {
+            let tree = open.db.open_tree(&name)?;
+            out.push((
+                String::from_utf8_lossy(&name).into_owned(),
+                tree.len() as u64,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The seal the last clean close left (taken out of the directory at open).
+    pub fn opened_seal(&self) -> Option<&Seal> {
+        self.inner.opened_seal.as_ref()
+    }
+
+    /// Visits every record of every tree (trees by name, records by key) and
+    /// returns the digest a seal would hold. Shares the store lock throughout.
+    pub fn scan_all(&self, visit: &mut RecordVisitor<'_>) -> Result<ContentDigest, StoreError> {
+        let hold = share(&self.inner.slot);
+        let open = hold.guard.as_ref().ok_or(StoreError::Closed)?;
+        digest_db(&open.db, visit)
+    }
+
+    /// Closes the store cleanly: under the lock held alone, digests every record,
+    /// flushes, closes the `Db` and writes the seal. Every later use of any clone
+    /// fails with `Closed`, so nothing can change the store after its seal.
+    pub fn seal_and_close(&self) -> Result<Seal, StoreError> {
+        let mut exclusive = self.exclusive()?;
+        let open = exclusive.guard.take().ok_or(StoreError::Closed)?;
+        let sealed = digest_db(&open.db, &mut |_, _, _| Ok(())).and_then(|digest| {
+            open.db.flush()?;
+            Ok(Seal {
+                sealed_at: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0),
+                records: digest.records,
+                sha256: digest.sha256,
+            })
+        });
+        drop(open);
+        let seal = sealed?;
+        write_seal(self.path(), &seal).map_err(|e| environment_or_sled(self.path(), e))?;
+        Ok(seal)
+    }
+
+    /// Takes the store lock alone: every read and write of every clone waits until
+    /// the returned guard is dropped. Refused (instead of deadlocking) on a thread
+    /// that holds it shared.
+    pub fn exclusive(&self) -> Result<Exclusive<'_>, StoreError> {
+        if HeldMark::nested() {
+            return Err(StoreError::Sled(
+                "the store lock was asked for exclusively by a thread that shares it".into(),
+            ));
+        }
+        Ok(Exclusive {
+            guard: self.inner.slot.write(),
+            store: self,
+        })
+    }
+
+    /// Flushes and closes the sled `Db` now (its files and lock are released before
+    /// this returns). Every later use of any clone fails with `Closed`.
+    pub fn close(&self) -> Result<(), StoreError> {
+        let mut exclusive = self.exclusive()?;
+        if let Some(open) = exclusive.guard.take() {
+            let flushed = open.db.flush();
+            drop(open);
+            flushed?;
+        }
+        Ok(())
+    }
+}
+
+/// The store lock held alone (see [`Store::exclusive`]).
+pub struct Exclusive<'a> {
+    guard: RwLockWriteGuard<'a, Option<Open>>,
+    store: &'a Store,
+}
+
+impl Exclusive<'_> {
+    /// The open sled `Db` (for a snapshot: its trees cannot change meanwhile).
+    pub fn db(&self) -> Result<&sled::Db, StoreError> {
+        self.guard.as_ref().map(|o| &o.db).ok_or(StoreError::Closed)
+    }
+
+    /// The data directory.
+    pub fn path(&self) -> &Path {
+        self.store.path()
+    }
+
+    /// Swaps in the sled directory `fresh` (written while this lock was held):
+    /// flushes and closes the current `Db`, puts `fresh` in the data directory's
+    /// place and the previous one at `aside` ([`replace_dir`]), and opens it. Every clone of the store
+    /// uses the new trees from then on; the flusher follows, since it too reaches
+    /// the `Db` through the lock. Returns where the previous directory now is. On
+    /// failure the old directory is put back and reopened, and the error says what
+    /// failed.
+    pub fn swap_in(&mut self, fresh: &Path, aside: &Path) -> Result<Option<PathBuf>, StoreError> {
+        let dir = self.store.path().to_path_buf();
+        let cache = self.store.cache_bytes();
+        if let Some(open) = self.guard.take() {
+            let flushed = open.db.flush();
+            // The lock is held alone, so this is the last handle: dropping it joins
+            // sled's threads and closes its files before the directory moves.
+            drop(open);
+            if let Err(e) = flushed {
+                *self.guard = Some(Open::start(&dir, cache)?);
+                return Err(e.into());
+            }
+        }
+        let previous = match replace_dir(&dir, fresh, aside) {
+            Ok(previous) => previous,
+            Err(e) => {
+                *self.guard = Some(Open::start(&dir, cache)?);
+                return Err(StoreError::Sled(format!(
+                    "cannot move the new store into place: {e}"
+                )));
+            }
+        };
+        match Open::start(&dir, cache) {
+            Ok(open) => {
+                *self.guard = Some(open);
+                Ok(previous)
+            }
+            Err(e) => {
+                // Put the previous store back and serve it.
+                if let Some(previous) = previous {
+                    let _ = replace_dir(&dir, &previous, fresh);
+                }
+                *self.guard = Some(Open::start(&dir, cache)?);
+                Err(StoreError::Sled(format!(
+                    "the new store does not open: {e}"
+                )))
+            }
+        }
     }
 }
 
@@ -161,7 +772,7 @@ impl Store {
 /// flush once, answer them all. Flushes start at most once per commit window: a
 /// request after a quiet spell is flushed at once, under load one flush (one round
 /// of fsyncs, which cost real CPU on this kind of machine) covers a window's worth.
-fn run_flusher(db: sled::Db, requests: mpsc::Receiver<Waiter>, window_us: Arc<AtomicU64>) {
+fn run_flusher(slot: Slot, requests: mpsc::Receiver<Waiter>, window_us: Arc<AtomicU64>) {
     let mut last_flush = Instant::now();
     while let Ok(first) = requests.recv() {
         let window = Duration::from_micros(window_us.load(Ordering::Relaxed));
@@ -171,7 +782,13 @@ fn run_flusher(db: sled::Db, requests: mpsc::Receiver<Waiter>, window_us: Arc<At
         let mut waiters = vec![first];
         waiters.extend(requests.try_iter());
         last_flush = Instant::now();
-        let result = db.flush().map(|_| ()).map_err(StoreError::from);
+        let result = {
+            let hold = share(&slot);
+            match hold.guard.as_ref() {
+                Some(open) => open.db.flush().map(|_| ()).map_err(StoreError::from),
+                None => Err(StoreError::Closed),
+            }
+        };
         if let Err(e) = &result {
             tracing::error!(error = %e, waiters = waiters.len(), "store flush failed");
         }
@@ -279,6 +896,30 @@ mod tests {
         for w in waits {
             w.await.expect("flushed");
         }
+    }
+
+    #[test]
+    fn a_seal_is_taken_out_at_open_and_matches_unchanged_contents() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        store
+            .tasks
+            .insert(seq_key(1), encode(&"one"))
+            .expect("insert");
+        let seal = store.seal_and_close().expect("sealed");
+        assert_eq!(seal.records, 1);
+        assert!(
+            store.tasks.insert(seq_key(2), b"x".to_vec()).is_err(),
+            "closed"
+        );
+        let again = Store::open(dir.path()).expect("reopen");
+        assert!(!dir.path().join(SEAL_FILE).exists(), "taken out at open");
+        assert_eq!(again.opened_seal(), Some(&seal));
+        let digest = again.scan_all(&mut |_, _, _| Ok(())).expect("scan");
+        assert_eq!(digest.sha256, seal.sha256);
+        again.tasks.remove(seq_key(1)).expect("remove");
+        let changed = again.scan_all(&mut |_, _, _| Ok(())).expect("scan");
+        assert_ne!(changed.sha256, seal.sha256);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! Architecture invariant: no handler changes a task or an agent directly; the
 //! status-code mapping lives only in `error::ApiError`.
 
+mod admin;
 mod agents;
 mod limits;
 mod messaging;
@@ -212,7 +213,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .configure(messaging::routes)
         .configure(limits::routes)
         .configure(ops::routes)
-        .configure(schemas::routes);
+        .configure(schemas::routes)
+        .configure(admin::routes);
 }
 
 /// Gives error responses made by the framework itself (an oversized body, a failed

@@ -395,6 +395,31 @@ fn catalog() -> Vec<Route> {
                 "Change the log level now",
             )
         },
+        route("POST", "/api/admin/backup", Admin, "Take a backup now"),
+        route(
+            "GET",
+            "/api/admin/storage-health",
+            Admin,
+            "Store size, backups, compaction, recoveries",
+        ),
+        route(
+            "GET",
+            "/api/admin/dets-health",
+            Admin,
+            "Alias of storage-health (v1.1 name)",
+        ),
+        route(
+            "POST",
+            "/api/admin/compact",
+            Admin,
+            "Compact the store now (live swap)",
+        ),
+        route(
+            "POST",
+            "/api/admin/restore",
+            Admin,
+            "Refused while running (409): use agentcom-hub restore",
+        ),
         route("GET", "/api/schemas", Public, "This description"),
         route("GET", "/api/openapi.json", Public, "OpenAPI 3.0 document"),
     ]
