@@ -270,19 +270,27 @@ impl Handler<ViolationDisconnect> for Presence {
     type Result = ();
 
     fn handle(&mut self, msg: ViolationDisconnect, _: &mut Context<Self>) {
-        let now = now_ms();
-        let entry = self.cooldowns.entry(msg.agent_id).or_insert(Cooldown {
-            disconnects: 0,
+        let previous = self.cooldowns.get(&msg.agent_id).copied();
+        self.cooldowns
+            .insert(msg.agent_id, Cooldown::after(previous, now_ms()));
+    }
+}
+
+impl Cooldown {
+    /// The cooldown after a violation disconnect at `now` (PROTOCOL.md 1.2): 30 s,
+    /// then 60 s, then 300 s for every later one; the count starts over after an
+    /// hour without a violation disconnect.
+    fn after(previous: Option<Cooldown>, now: i64) -> Cooldown {
+        let disconnects = match previous {
+            Some(p) if now - p.last_at <= COOLDOWN_DECAY_MS => p.disconnects + 1,
+            _ => 1,
+        };
+        let secs = COOLDOWN_SECS[(disconnects - 1).min(COOLDOWN_SECS.len() - 1)];
+        Cooldown {
+            disconnects,
             last_at: now,
-            until: now,
-        });
-        if now - entry.last_at > COOLDOWN_DECAY_MS {
-            entry.disconnects = 0;
+            until: now + secs * 1000,
         }
-        entry.disconnects += 1;
-        entry.last_at = now;
-        let secs = COOLDOWN_SECS[(entry.disconnects - 1).min(COOLDOWN_SECS.len() - 1)];
-        entry.until = now + secs * 1000;
     }
 }
 
@@ -342,5 +350,34 @@ impl Handler<Broadcast> for Presence {
 
     fn handle(&mut self, msg: Broadcast, _: &mut Context<Self>) {
         self.broadcast(&msg.except, msg.frame);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cooldowns_grow_30_60_300_and_start_over_after_an_hour() {
+        let mut c = None;
+        let mut t = 1_000_000;
+        let mut lengths = Vec::new();
+        for _ in 0..5 {
+            let next = Cooldown::after(c, t);
+            lengths.push((next.until - t) / 1000);
+            c = Some(next);
+            t += 10 * 60 * 1000; // ten minutes apart: within the hour
+        }
+        assert_eq!(lengths, [30, 60, 300, 300, 300]);
+        // An hour and a bit without a violation disconnect: back to 30 s.
+        let last = c.expect("cooldown");
+        let fresh = Cooldown::after(c, last.last_at + COOLDOWN_DECAY_MS + 1);
+        assert_eq!(
+            (fresh.disconnects, (fresh.until - fresh.last_at) / 1000),
+            (1, 30)
+        );
+        // Exactly an hour still counts as within it.
+        let within = Cooldown::after(c, last.last_at + COOLDOWN_DECAY_MS);
+        assert_eq!(within.disconnects, 6);
     }
 }
