@@ -234,7 +234,7 @@ impl Alerter {
             let (Ok(Some((oldest, newest))), Ok(stuck)) = (window, stuck) else {
                 return;
             };
-            let registered = act.tokens.list().map(|l| l.len()).unwrap_or(0);
+            let registered = act.tokens.count();
             let findings = act.evaluate(&oldest, &newest, &stuck, registered);
             act.apply(findings);
         }));

@@ -324,6 +324,11 @@ impl Tokens {
         }
     }
 
+    /// How many agents are registered (no record is decoded).
+    pub fn count(&self) -> usize {
+        self.store.tokens.len()
+    }
+
     /// Every agent's record, by agent id.
     pub fn list(&self) -> Result<Vec<TokenRecord>, StoreError> {
         self.store

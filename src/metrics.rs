@@ -17,8 +17,7 @@ use rand::Rng;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::fsm::FsmState;
-use crate::presence::{ListAgents, Presence};
+use crate::presence::{OnlineAndBusy, Presence};
 use crate::queue::{Stats, TaskQueue};
 use crate::store::Store;
 use crate::task::HistoryEntry;
@@ -293,18 +292,13 @@ impl Metrics {
 
     fn take(&mut self, ctx: &mut Context<Self>) {
         let stats = self.queue.send(Stats);
-        let agents = self.presence.send(ListAgents { online_only: true });
+        let agents = self.presence.send(OnlineAndBusy);
         let fut = async move { (stats.await, agents.await) };
         ctx.wait(fut.into_actor(self).map(|(stats, agents), act, _| {
-            let (Ok(stats), Ok(agents)) = (stats, agents) else {
+            let (Ok(stats), Ok((online, busy))) = (stats, agents) else {
                 tracing::warn!("metrics snapshot skipped: an actor did not answer");
                 return;
             };
-            let busy = agents
-                .iter()
-                .filter(|v| matches!(v.fsm_state, FsmState::Assigned | FsmState::Working))
-                .count() as u64;
-            let online = agents.len() as u64;
             act.record(stats, online, busy);
         }));
     }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use crate::fsm::{AgentFsm, AgentView, FsmTimings, Push, Revoked, Withdrawn};
+use crate::fsm::{AgentFsm, AgentView, FsmState, FsmTimings, Push, Revoked, Withdrawn};
 use crate::metrics::{Counter, Telemetry};
 use crate::protocol::ServerFrame;
 use crate::queue::TaskQueue;
@@ -239,6 +239,26 @@ impl Handler<OnlineCount> for Presence {
 
     fn handle(&mut self, _: OnlineCount, _: &mut Context<Self>) -> usize {
         self.online.len()
+    }
+}
+
+/// Online agents and how many of them hold a task (assigned or working): counts
+/// only, so metrics do not copy every agent's view.
+#[derive(Message)]
+#[rtype(result = "(u64, u64)")]
+pub struct OnlineAndBusy;
+
+impl Handler<OnlineAndBusy> for Presence {
+    type Result = MessageResult<OnlineAndBusy>;
+
+    fn handle(&mut self, _: OnlineAndBusy, _: &mut Context<Self>) -> Self::Result {
+        let busy = self
+            .online
+            .keys()
+            .filter_map(|id| self.views.get(id))
+            .filter(|v| matches!(v.fsm_state, FsmState::Assigned | FsmState::Working))
+            .count();
+        MessageResult((self.online.len() as u64, busy as u64))
     }
 }
 
