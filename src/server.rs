@@ -225,9 +225,11 @@ pub async fn serve(
             .default_service(web::to(http::not_found))
     })
     .workers(2)
-    // Frames and responses are small. A bigger write buffer only fills up (and then
-    // stays allocated) on a slow socket: keep it at the initial 8 KiB.
-    .h1_write_buffer_size(8 * 1024)
+    // Frames and responses are small. The write buffer only fills up on a slow
+    // socket, and what it once held stays resident: a burst of pushes (a fleet
+    // connecting at once) would leave every connection holding 8+ KiB. Past 2 KiB
+    // the socket is written before more frames are taken.
+    .h1_write_buffer_size(2 * 1024)
     // Frames are small and latency matters: no Nagle delay on agent sockets.
     .tcp_nodelay(true)
     // Open agent sockets must not hold a stop (SIGTERM) for long.
