@@ -230,14 +230,6 @@ impl RateLimits {
         }
     }
 
-    /// Whether `key` was refused and its refusal has not ended yet.
-    pub fn is_limited(&self, key: &str) -> bool {
-        self.lock()
-            .limited
-            .get(key)
-            .is_some_and(|until| *until > Instant::now())
-    }
-
     /// Drops buckets idle long enough to be full again, and ended refusals.
     pub fn sweep(&self) -> usize {
         let now = Instant::now();
@@ -361,7 +353,7 @@ mod tests {
             }
             d => panic!("expected a refusal, got {d:?}"),
         }
-        assert!(rl.is_limited("a"));
+        assert!(rl.limited_now().contains_key("a"));
         // Other keys, transports and tiers have their own buckets.
         assert!(matches!(
             rl.check("b", Transport::Ws, Tier::Light),
