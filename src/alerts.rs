@@ -27,6 +27,7 @@ use validator::{Validate, ValidationError};
 use crate::auth::Tokens;
 use crate::backup::Maintenance;
 use crate::error::StoreError;
+use crate::events::{EventBus, HubEvent};
 use crate::metrics::{Metrics, Snapshot, Window};
 use crate::queue::{StuckTasks, TaskQueue};
 use crate::store::{decode, encode, Store};
@@ -162,6 +163,7 @@ pub struct Alerter {
     webhook: Option<mpsc::Sender<Value>>,
     webhook_stats: Arc<WebhookStats>,
     storage: Option<Maintenance>,
+    bus: EventBus,
 }
 
 /// What a rule found this check.
@@ -206,7 +208,14 @@ impl Alerter {
             webhook,
             webhook_stats,
             storage: None,
+            bus: EventBus::new(),
         })
+    }
+
+    /// Publishes alert changes on `bus` from now on.
+    pub fn with_bus(mut self, bus: EventBus) -> Alerter {
+        self.bus = bus;
+        self
     }
 
     /// Watches storage problems (recovery at start-up, failing backups or
@@ -441,6 +450,16 @@ impl Alerter {
                 "service": "agent_com",
             });
             let _ = tx.send(body);
+        }
+        if self.bus.watched() {
+            let data = json!(alert);
+            self.bus.publish(match kind {
+                "fired" => HubEvent::AlertFired { data },
+                "cleared" => HubEvent::AlertCleared {
+                    rule_id: alert.rule_id.clone(),
+                },
+                _ => HubEvent::AlertUpdated { data },
+            });
         }
         self.events.push_back(event);
         while self.events.len() > EVENTS_KEPT {

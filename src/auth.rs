@@ -134,6 +134,16 @@ impl Tokens {
         Ok(generated.then_some(token))
     }
 
+    /// The admin token's hash (to tie dashboard sessions to the token they began
+    /// with).
+    pub fn admin_hash(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .store
+            .meta
+            .get(ADMIN_HASH_KEY)?
+            .map(|h| String::from_utf8_lossy(&h).into_owned()))
+    }
+
     /// Whose token this is, if anyone's.
     pub fn authenticate(&self, token: &str) -> Result<Option<Principal>, StoreError> {
         let hash = hash_token(token);

@@ -170,6 +170,13 @@ pub enum ApiError {
     /// 500: a backup or compaction failed; the store itself is unchanged.
     #[error("storage operation failed: {0}")]
     Storage(BackupError),
+    /// 403: a state-changing request authenticated only by the dashboard's cookie
+    /// lacks the dashboard's header (a cross-site request cannot add it).
+    #[error("dashboard header missing")]
+    DashboardHeaderMissing,
+    /// 403: a dashboard socket opened from a page of another origin.
+    #[error("origin not allowed")]
+    OriginRefused,
 }
 
 impl From<BackupError> for ApiError {
@@ -194,9 +201,11 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::AdminOnly | ApiError::Forbidden | ApiError::InvalidInvite => {
-                StatusCode::FORBIDDEN
-            }
+            ApiError::AdminOnly
+            | ApiError::Forbidden
+            | ApiError::InvalidInvite
+            | ApiError::DashboardHeaderMissing
+            | ApiError::OriginRefused => StatusCode::FORBIDDEN,
             ApiError::NotFound
             | ApiError::TaskNotFound(_)
             | ApiError::ChannelNotFound(_)
@@ -249,6 +258,11 @@ impl ResponseError for ApiError {
             ApiError::Unavailable(detail) => json!({"error": "unavailable", "detail": detail}),
             ApiError::HubRunning { hint } => json!({"error": "hub_running", "hint": hint}),
             ApiError::Storage(e) => json!({"error": "storage_failed", "detail": e.to_string()}),
+            ApiError::DashboardHeaderMissing => json!({
+                "error": "dashboard_header_missing",
+                "hint": "requests authenticated by the dashboard session must send X-AgentCom-Dashboard: 1",
+            }),
+            ApiError::OriginRefused => json!({"error": "origin_refused"}),
             ApiError::RateLimited {
                 retry_after_ms,
                 tier,

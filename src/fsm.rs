@@ -129,6 +129,22 @@ pub struct AgentView {
 }
 
 impl AgentView {
+    /// Everything the dashboard shows of an agent.
+    pub fn card(&self) -> serde_json::Value {
+        serde_json::json!({
+            "agent_id": self.agent_id,
+            "name": self.name,
+            "status": self.status,
+            "fsm_state": self.fsm_state.as_str(),
+            "current_task_id": self.current_task_id,
+            "capabilities": self.capabilities,
+            "connected_at": self.connected_at,
+            "last_state_change": self.last_state_change,
+            "flags": self.flags,
+            "online": self.fsm_state != FsmState::Offline,
+        })
+    }
+
     pub fn info(&self, with_state: bool) -> AgentInfo {
         AgentInfo {
             agent_id: self.agent_id.clone(),

@@ -17,9 +17,15 @@ pub mod backup;
 #[cfg(feature = "server")]
 pub mod bench;
 #[cfg(feature = "server")]
+pub mod completions;
+#[cfg(feature = "server")]
 pub mod config;
 #[cfg(feature = "server")]
+pub mod dashboard;
+#[cfg(feature = "server")]
 pub mod error;
+#[cfg(feature = "server")]
+pub mod events;
 #[cfg(feature = "server")]
 pub mod fsm;
 #[cfg(feature = "server")]

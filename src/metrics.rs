@@ -17,6 +17,7 @@ use rand::Rng;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::events::{EventBus, HubEvent};
 use crate::presence::{OnlineAndBusy, Presence};
 use crate::queue::{Stats, TaskQueue};
 use crate::store::Store;
@@ -262,9 +263,16 @@ pub struct Metrics {
     every: Duration,
     history: VecDeque<Snapshot>,
     last_counters: BTreeMap<&'static str, u64>,
+    bus: EventBus,
 }
 
 impl Metrics {
+    /// Publishes every snapshot on `bus` from now on.
+    pub fn with_bus(mut self, bus: EventBus) -> Metrics {
+        self.bus = bus;
+        self
+    }
+
     pub fn new(
         telemetry: Arc<Telemetry>,
         queue: Addr<TaskQueue>,
@@ -280,6 +288,7 @@ impl Metrics {
             every,
             history: VecDeque::new(),
             last_counters: BTreeMap::new(),
+            bus: EventBus::new(),
         }
     }
 
@@ -364,6 +373,11 @@ impl Metrics {
             counters: counters.clone(),
         };
         self.last_counters = counters;
+        if self.bus.watched() {
+            if let Ok(data) = serde_json::to_value(&snapshot) {
+                self.bus.publish(HubEvent::MetricsSnapshot { data });
+            }
+        }
         self.history.push_back(snapshot);
         while self.history.len() > self.kept() {
             self.history.pop_front();

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
+use crate::events::{EventBus, HubEvent};
 use crate::fsm::{AgentFsm, AgentView, FsmState, FsmTimings, Push, Revoked, Withdrawn};
 use crate::metrics::{Counter, Telemetry};
 use crate::protocol::ServerFrame;
@@ -42,9 +43,16 @@ pub struct Presence {
     queue: Addr<TaskQueue>,
     scheduler: Addr<Scheduler>,
     telemetry: Arc<Telemetry>,
+    bus: EventBus,
 }
 
 impl Presence {
+    /// Publishes joins, departures and card changes on `bus` from now on.
+    pub fn with_bus(mut self, bus: EventBus) -> Presence {
+        self.bus = bus;
+        self
+    }
+
     /// Counts connects and disconnects into `telemetry` (the hub's metrics).
     pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Presence {
         self.telemetry = telemetry;
@@ -61,6 +69,7 @@ impl Presence {
             queue,
             scheduler,
             telemetry: Arc::new(Telemetry::default()),
+            bus: EventBus::new(),
         }
     }
 
@@ -187,6 +196,19 @@ impl Handler<PresenceUpdate> for Presence {
         };
         if let Some(frame) = frame {
             self.broadcast(&agent_id, frame);
+        }
+        if self.bus.watched() {
+            self.bus.publish(match msg.event {
+                Some(PresenceEvent::Joined) => HubEvent::AgentJoined {
+                    agent: msg.view.card(),
+                },
+                Some(PresenceEvent::Left) => HubEvent::AgentLeft {
+                    agent_id: agent_id.clone(),
+                },
+                _ => HubEvent::StatusChanged {
+                    agent: msg.view.card(),
+                },
+            });
         }
         self.views.insert(agent_id, msg.view);
     }

@@ -18,8 +18,10 @@ use actix::prelude::*;
 use serde_json::{json, Map, Value};
 
 use crate::analytics::{Analytics, Count, Counter};
+use crate::completions::{Completion, Completions, Throughput};
 use crate::config::Config;
 use crate::error::StoreError;
+use crate::events::{EventBus, HubEvent};
 use crate::fsm::Withdrawn;
 use crate::metrics::{Counter as MetricCounter, Telemetry};
 use crate::presence::{Presence, ToAgent};
@@ -82,6 +84,8 @@ struct Changed {
 /// Effects that others may see only after the change is durable.
 #[derive(Default)]
 struct Effects {
+    /// For the event bus, published after the flush like every other effect.
+    events: Vec<HubEvent>,
     ready: Vec<TaskReady>,
     unready: Vec<String>,
     withdrawn: Vec<Withdrawn>,
@@ -107,9 +111,20 @@ pub struct TaskQueue {
     presence: Addr<Presence>,
     analytics: Addr<Analytics>,
     telemetry: Arc<Telemetry>,
+    bus: EventBus,
+    /// Task events not yet published (they wait for the flush of their change).
+    unpublished: Vec<HubEvent>,
+    event_seq: u64,
+    completions: Completions,
 }
 
 impl TaskQueue {
+    /// Publishes task events on `bus` from now on.
+    pub fn with_bus(mut self, bus: EventBus) -> TaskQueue {
+        self.bus = bus;
+        self
+    }
+
     /// Counts task events into `telemetry` (the hub's metrics) from now on.
     pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> TaskQueue {
         self.telemetry = telemetry;
@@ -143,6 +158,10 @@ impl TaskQueue {
             presence,
             analytics,
             telemetry: Arc::new(Telemetry::default()),
+            bus: EventBus::new(),
+            unpublished: Vec::new(),
+            event_seq: 0,
+            completions: Completions::default(),
             store,
         };
         queue.reload()?;
@@ -273,6 +292,37 @@ impl TaskQueue {
         };
         self.telemetry
             .task_events(recorded, task.created_at, task.assigned_at);
+        let completion = recorded
+            .iter()
+            .any(|e| e.event == "completed")
+            .then(|| Completion::of(&task))
+            .flatten();
+        if let Some(c) = &completion {
+            self.completions.record(c.clone());
+        }
+        if self.bus.watched() {
+            for e in recorded {
+                self.event_seq += 1;
+                let completion = (e.event == "completed")
+                    .then(|| {
+                        completion
+                            .as_ref()
+                            .and_then(|c| serde_json::to_value(c).ok())
+                    })
+                    .flatten();
+                self.unpublished.push(HubEvent::TaskEvent {
+                    task_id: task.id.clone(),
+                    event: e.event.clone(),
+                    agent_id: task.assigned_to.clone(),
+                    timestamp: e.ts,
+                    status: task.status.as_str(),
+                    seq: self.event_seq,
+                    priority: task.priority,
+                    description: None,
+                    completion,
+                });
+            }
+        }
         let changed = Changed {
             status: task.status,
             generation: task.generation,
@@ -304,13 +354,16 @@ impl TaskQueue {
 
     /// Replies once the writes so far are durable, then releases the effects.
     fn after_flush<T: 'static>(
-        &self,
-        effects: Effects,
+        &mut self,
+        mut effects: Effects,
         value: Result<T, QueueError>,
     ) -> ResponseActFuture<Self, Result<T, QueueError>> {
         if value.is_err() {
+            // A failed change wrote nothing; events of earlier changes wait for the
+            // next flush.
             return Box::pin(fut::ready(value));
         }
+        effects.events = std::mem::take(&mut self.unpublished);
         Box::pin(
             self.store
                 .durable()
@@ -324,6 +377,9 @@ impl TaskQueue {
     }
 
     fn release(&self, effects: Effects) {
+        for event in effects.events {
+            self.bus.publish(event);
+        }
         for task_id in effects.unready {
             self.scheduler.do_send(TaskUnready { task_id });
         }
@@ -380,6 +436,7 @@ impl TaskQueue {
                 }
             }
         }
+        effects.events = std::mem::take(&mut self.unpublished);
         ctx.spawn(
             self.store
                 .durable()
@@ -477,6 +534,7 @@ impl TaskQueue {
         self.counts.clear();
         self.queued_by_priority = [0; 4];
         self.leases.clear();
+        self.completions = Completions::default();
         let now = now_ms();
         let mut corrupt = 0usize;
         for item in self.store.tasks.iter() {
@@ -500,6 +558,9 @@ impl TaskQueue {
                     .insert(task.id.as_bytes(), &seq_key(task.seq))?;
             }
             self.index(&task, None, now);
+            if let Some(c) = Completion::of(&task) {
+                self.completions.record(c);
+            }
             if !task.status.is_terminal() {
                 self.ids.insert(task.id.clone(), task.seq);
                 self.live.insert(task.seq, task);
@@ -600,6 +661,20 @@ impl Handler<Submit> for TaskQueue {
                     created_at: task.created_at,
                 });
                 effects.ready.push(Self::ready_of(&task));
+                if this.bus.watched() {
+                    this.event_seq += 1;
+                    this.unpublished.push(HubEvent::TaskEvent {
+                        task_id: task.id.clone(),
+                        event: "queued".into(),
+                        agent_id: None,
+                        timestamp: task.created_at,
+                        status: task.status.as_str(),
+                        seq: this.event_seq,
+                        priority: task.priority,
+                        description: Some(task.description.chars().take(200).collect()),
+                        completion: None,
+                    });
+                }
                 this.index(&task, None, now);
                 this.ids.insert(task.id.clone(), task.seq);
                 this.live.insert(task.seq, task);
@@ -1091,6 +1166,7 @@ impl Handler<ListTasks> for TaskQueue {
 #[rtype(result = "Result<Vec<Value>, StoreError>")]
 pub struct DeadLetters {
     pub limit: usize,
+    pub newest_first: bool,
 }
 
 impl Handler<DeadLetters> for TaskQueue {
@@ -1099,7 +1175,12 @@ impl Handler<DeadLetters> for TaskQueue {
     fn handle(&mut self, msg: DeadLetters, ctx: &mut Context<Self>) -> Self::Result {
         self.contained(ctx, move |this| -> Self::Result {
             let mut out = Vec::new();
-            for seq in this.dead_letter.iter().take(msg.limit) {
+            let seqs: Box<dyn Iterator<Item = &u64>> = if msg.newest_first {
+                Box::new(this.dead_letter.iter().rev())
+            } else {
+                Box::new(this.dead_letter.iter())
+            };
+            for seq in seqs.take(msg.limit) {
                 let key = seq_key(*seq);
                 if let Some(v) = this.store.tasks.get(key)? {
                     out.push(decode::<Task>("tasks", &key, &v)?.view());
@@ -1121,6 +1202,24 @@ impl Handler<Stats> for TaskQueue {
     fn handle(&mut self, _: Stats, ctx: &mut Context<Self>) -> Self::Result {
         self.contained(ctx, move |this| -> Self::Result {
             MessageResult(this.stats())
+        })
+    }
+}
+
+/// The newest completions (newest first) and the last hour's throughput.
+#[derive(Message)]
+#[rtype(result = "(Vec<Completion>, Throughput)")]
+pub struct RecentCompletions;
+
+impl Handler<RecentCompletions> for TaskQueue {
+    type Result = MessageResult<RecentCompletions>;
+
+    fn handle(&mut self, _: RecentCompletions, ctx: &mut Context<Self>) -> Self::Result {
+        self.contained(ctx, move |this| -> Self::Result {
+            MessageResult((
+                this.completions.recent(),
+                this.completions.last_hour(now_ms()),
+            ))
         })
     }
 }

@@ -253,6 +253,19 @@ impl RateLimits {
         self.lock().settings.clone()
     }
 
+    /// Everything an operator sees: on or off, defaults, overrides, whitelist and
+    /// who is limited now (milliseconds until each may act again).
+    pub fn view(&self) -> serde_json::Value {
+        let settings = self.settings();
+        serde_json::json!({
+            "enabled": self.enabled,
+            "defaults": self.defaults,
+            "overrides": settings.overrides,
+            "whitelist": settings.whitelist,
+            "limited": self.limited_now(),
+        })
+    }
+
     /// Callers refused in the last minutes, with milliseconds until they may act.
     pub fn limited_now(&self) -> BTreeMap<String, u64> {
         let now = Instant::now();

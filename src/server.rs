@@ -17,7 +17,9 @@ use crate::analytics::Analytics;
 use crate::auth::Tokens;
 use crate::backup::{Maintenance, RecoveryEvent, StorageMaintenance};
 use crate::config::Config;
+use crate::dashboard::{DashboardDeps, Sessions, SharedDeps};
 use crate::error::StoreError;
+use crate::events::EventBus;
 use crate::fsm::{FsmTimings, HUB_STOPPING};
 use crate::http;
 use crate::messaging::{Messaging, MessagingLimits};
@@ -29,6 +31,7 @@ use crate::retention::Retention;
 use crate::scheduler::Scheduler;
 use crate::session::SessionDeps;
 use crate::store::Store;
+use crate::util::now_ms;
 
 /// Largest HTTP body accepted (a full batch of long tasks fits).
 const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
@@ -49,6 +52,9 @@ pub struct HubState {
     pub alerter: Addr<Alerter>,
     /// Backups, compaction and storage health (its schedule starts in `serve`).
     pub storage: Maintenance,
+    pub bus: EventBus,
+    pub sessions: Sessions,
+    pub dashboard: SharedDeps,
 }
 
 impl HubState {
@@ -67,6 +73,8 @@ impl HubState {
 /// Starts the actors on the current actix system. Must run inside one.
 pub fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState, StoreError> {
     store.set_commit_window(Duration::from_micros(config.group_commit_window_us));
+    let started_at = now_ms();
+    let bus = EventBus::new();
     // The queue, scheduler and presence refer to one another: create the contexts
     // first so every actor can be given the others' addresses.
     let analytics = Analytics::new(
@@ -84,7 +92,8 @@ pub fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState, Store
         presence_ctx.address(),
         analytics.clone(),
     )?
-    .with_telemetry(telemetry.clone());
+    .with_telemetry(telemetry.clone())
+    .with_bus(bus.clone());
     // Supervised: a handler panic stops the queue and it restarts from sled.
     let queue = Supervisor::start(move |_| queue);
     let scheduler = scheduler_ctx.run(Scheduler::new(
@@ -96,7 +105,9 @@ pub fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState, Store
         reject_backoff: Duration::from_millis(config.reject_backoff_ms),
     };
     let presence = presence_ctx.run(
-        Presence::new(timings, queue.clone(), scheduler.clone()).with_telemetry(telemetry.clone()),
+        Presence::new(timings, queue.clone(), scheduler.clone())
+            .with_telemetry(telemetry.clone())
+            .with_bus(bus.clone()),
     );
     let metrics = Metrics::new(
         telemetry.clone(),
@@ -105,6 +116,7 @@ pub fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState, Store
         store.clone(),
         Duration::from_millis(config.metrics_interval_ms),
     )
+    .with_bus(bus.clone())
     .start();
     let tokens = Tokens::new(store.clone());
     let rate_limits = RateLimits::load(
@@ -148,6 +160,7 @@ pub fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState, Store
     }
     .start();
     let storage = Maintenance::new(store.clone(), &config);
+    storage.set_bus(bus.clone());
     let alerter = Alerter::new(
         store.clone(),
         tokens.clone(),
@@ -161,8 +174,23 @@ pub fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState, Store
         },
     )?
     .with_storage(storage.clone())
+    .with_bus(bus.clone())
     .start();
+    let dashboard = Arc::new(DashboardDeps::new(
+        queue.clone(),
+        presence.clone(),
+        metrics.clone(),
+        alerter.clone(),
+        storage.clone(),
+        rate_limits.clone(),
+        tokens.clone(),
+        bus.clone(),
+        started_at,
+    ));
     Ok(HubState {
+        sessions: Sessions::new(store.clone(), tokens.clone()),
+        dashboard,
+        bus,
         limits: rate_limits,
         metrics,
         telemetry,

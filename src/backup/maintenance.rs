@@ -7,8 +7,8 @@
 //! A scheduled run that finds another one in progress is skipped, not queued.
 //!
 //! Architecture invariant: decides when, never what is in the store; talks to no
-//! other actor. Its events go to the log and to [`storage_alert`], where the
-//! alerter will plug in.
+//! other actor. Its events go to the log ([`storage_alert`]) and the event bus; the
+//! alerter reads [`Maintenance::problems`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,13 +23,14 @@ use super::recovery::{compact, CompactionReport, RecoveryEvent};
 use super::{list_backups, prune_backups, take_backup, BackupSummary, Progress};
 use crate::config::Config;
 use crate::error::BackupError;
+use crate::events::{EventBus, HubEvent, StorageEvent};
 use crate::store::Store;
 use crate::util::now_ms;
 
 /// The hook for storage events (`backup_complete`, `backup_failed`,
 /// `compaction_complete`, `compaction_failed`, `recovery_complete`,
-/// `recovery_failed`). For now it writes one structured log line; the alerter and
-/// the dashboard's event stream will subscribe here.
+/// `recovery_failed`): one structured log line. The running hub's events also go
+/// to the event bus (see `Maintenance::set_bus`).
 pub fn storage_alert(kind: &'static str, details: &impl Serialize) {
     let details = serde_json::to_string(details).unwrap_or_default();
     if kind.ends_with("_failed") || kind.starts_with("recovery") {
@@ -67,6 +68,8 @@ struct Inner {
     /// One backup or compaction at a time.
     job: Mutex<()>,
     state: Mutex<State>,
+    /// Where storage events go besides the log (the dashboard), once wired.
+    bus: std::sync::OnceLock<EventBus>,
 }
 
 /// Backups, compaction and storage health of the running hub. Cheap to clone.
@@ -88,7 +91,24 @@ impl Maintenance {
                 started_at: now_ms(),
                 job: Mutex::new(()),
                 state: Mutex::new(State::default()),
+                bus: std::sync::OnceLock::new(),
             }),
+        }
+    }
+
+    /// Publishes storage events on `bus` too (set once; later calls are ignored).
+    pub fn set_bus(&self, bus: EventBus) {
+        let _ = self.inner.bus.set(bus);
+    }
+
+    /// Logs a storage event and publishes it.
+    fn event(&self, kind: &'static str, details: &impl Serialize) {
+        storage_alert(kind, details);
+        if let Some(bus) = self.inner.bus.get().filter(|b| b.watched()) {
+            bus.publish(HubEvent::Storage(StorageEvent {
+                kind,
+                data: serde_json::to_value(details).unwrap_or(Value::Null),
+            }));
         }
     }
 
@@ -116,7 +136,7 @@ impl Maintenance {
                 state.last_backup = Some((summary.clone(), trigger));
                 state.backups_since_start += 1;
                 drop(state);
-                storage_alert(
+                self.event(
                     "backup_complete",
                     &json!({"trigger": trigger, "path": summary.path, "size_bytes": summary.size_bytes, "records": summary.records}),
                 );
@@ -128,7 +148,7 @@ impl Maintenance {
                     error: e.to_string(),
                 });
                 drop(state);
-                storage_alert(
+                self.event(
                     "backup_failed",
                     &json!({"trigger": trigger, "error": e.to_string()}),
                 );
@@ -165,7 +185,7 @@ impl Maintenance {
             Ok(report) => {
                 state.last_compaction = Some((report.clone(), trigger));
                 drop(state);
-                storage_alert("compaction_complete", report);
+                self.event("compaction_complete", report);
             }
             Err(e) => {
                 state.last_compaction_error = Some(Failure {
@@ -174,7 +194,7 @@ impl Maintenance {
                     error: e.to_string(),
                 });
                 drop(state);
-                storage_alert(
+                self.event(
                     "compaction_failed",
                     &json!({"trigger": trigger, "error": e.to_string()}),
                 );

@@ -7,7 +7,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, HttpResponse, ResponseError};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::{bearer, object_body, parse_json, validated, Admin, Caller};
 use crate::auth::Principal;
@@ -116,19 +116,7 @@ fn override_json(o: &Override) -> Value {
 }
 
 async fn overview(_: Admin, state: web::Data<HubState>) -> Result<HttpResponse, ApiError> {
-    let settings = state.limits.settings();
-    let overrides: Map<String, Value> = settings
-        .overrides
-        .iter()
-        .map(|(k, o)| (k.clone(), override_json(o)))
-        .collect();
-    Ok(HttpResponse::Ok().json(json!({
-        "enabled": state.limits.enabled(),
-        "defaults": state.limits.defaults(),
-        "overrides": overrides,
-        "whitelist": settings.whitelist,
-        "limited": state.limits.limited_now(),
-    })))
+    Ok(HttpResponse::Ok().json(state.limits.view()))
 }
 
 async fn get_agent(

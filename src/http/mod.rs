@@ -9,6 +9,7 @@
 
 mod admin;
 mod agents;
+mod dashboard;
 mod limits;
 mod messaging;
 mod ops;
@@ -61,8 +62,20 @@ pub(crate) fn bearer(req: &HttpRequest) -> Result<Caller, ApiError> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or(ApiError::Unauthorized)?;
+        .filter(|t| !t.is_empty());
+    let Some(token) = token else {
+        // The dashboard's session cookie stands for the admin token. A
+        // state-changing request must also carry the page's header, which a page
+        // of another site cannot add (a CSRF guard besides SameSite=Strict).
+        if !dashboard::session_of(req, state)? {
+            return Err(ApiError::Unauthorized);
+        }
+        let safe = matches!(req.method().as_str(), "GET" | "HEAD" | "OPTIONS");
+        if !safe && !req.headers().contains_key(dashboard::DASHBOARD_HEADER) {
+            return Err(ApiError::DashboardHeaderMissing);
+        }
+        return Ok(Caller(Principal::Admin));
+    };
     match state.tokens.authenticate(token)? {
         Some(p) => Ok(Caller(p)),
         None => Err(ApiError::Unauthorized),
@@ -214,7 +227,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .configure(limits::routes)
         .configure(ops::routes)
         .configure(schemas::routes)
-        .configure(admin::routes);
+        .configure(admin::routes)
+        .configure(dashboard::routes);
 }
 
 /// Gives error responses made by the framework itself (an oversized body, a failed

@@ -192,7 +192,13 @@ async fn dead_letter(
     _caller: Caller,
     state: web::Data<HubState>,
 ) -> Result<HttpResponse, ApiError> {
-    let tasks = state.queue.send(DeadLetters { limit: MAX_LIMIT }).await??;
+    let tasks = state
+        .queue
+        .send(DeadLetters {
+            limit: MAX_LIMIT,
+            newest_first: false,
+        })
+        .await??;
     Ok(HttpResponse::Ok().json(json!({"count": tasks.len(), "tasks": tasks})))
 }
 

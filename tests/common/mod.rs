@@ -94,6 +94,8 @@ pub struct Hub {
     starts: usize,
     /// Whether `AGENTCOM_ADMIN_TOKEN` is passed to the next start.
     admin_env: bool,
+    /// The port the next start binds (0: any free one).
+    bind_port: u16,
 }
 
 impl Hub {
@@ -116,6 +118,7 @@ impl Hub {
             admin_token: format!("adm_{}", random_hex(3)),
             starts: 0,
             admin_env: true,
+            bind_port: 0,
         };
         hub.spawn();
         hub
@@ -148,7 +151,7 @@ impl Hub {
             .arg("--data-dir")
             .arg(self.data_dir())
             .arg("--bind")
-            .arg("127.0.0.1:0")
+            .arg(format!("127.0.0.1:{}", self.bind_port))
             .arg("--config")
             .arg(self.root.path().join("config.toml"))
             .env_remove("AGENTCOM_ADMIN_TOKEN")
@@ -239,6 +242,14 @@ impl Hub {
     /// Starts the hub again after `kill9` or `stop`, on the same data dir.
     pub fn start_again(&mut self) {
         self.spawn();
+    }
+
+    /// Starts the hub again after `kill9` or `stop`, on the same data dir and the
+    /// same port (clients that reconnect by themselves, like the dashboard page).
+    pub fn start_again_on_same_port(&mut self) {
+        self.bind_port = self.port;
+        self.spawn();
+        self.bind_port = 0;
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,196 @@
+// The dashboard scenario, run in Debian's headless Chromium by playwright-core.
+//
+// Started by tests/dashboard_browser.rs, which owns the hub and the agent. Where
+// the scenario needs something done on the hub's side it prints
+// `WAIT <step> [arg]` and reads one line back: `OK [value]` or `FAIL <why>`.
+// It prints `ARTIFACT <path>` for each screenshot, `PASS` at the end, and exits
+// non-zero (after `FAIL <why>`) on the first failed expectation.
+//
+// Env: HUB_URL, ADMIN_TOKEN, AGENT_TOKEN, AGENT_ID, ARTIFACT_DIR, CHROMIUM.
+
+import { chromium } from 'playwright-core';
+import { createInterface } from 'node:readline';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+
+const env = (name) => {
+  const v = process.env[name];
+  if (!v) throw new Error(`${name} is not set`);
+  return v;
+};
+const HUB = env('HUB_URL');
+const ADMIN = env('ADMIN_TOKEN');
+const AGENT_TOKEN = env('AGENT_TOKEN');
+const AGENT_ID = env('AGENT_ID');
+const ARTIFACTS = env('ARTIFACT_DIR');
+// Generous: these bound a hang, they do not measure speed.
+const WAIT_MS = 30_000;
+
+const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+
+/** Asks the Rust side to do `step`; returns what it answered after OK. */
+async function hub(step, arg = '') {
+  console.log(`WAIT ${step}${arg ? ' ' + arg : ''}`);
+  const { value, done } = await lines.next();
+  if (done) throw new Error(`stdin closed while waiting for ${step}`);
+  if (!value.startsWith('OK')) throw new Error(`hub side failed at ${step}: ${value}`);
+  return value.slice(2).trim();
+}
+
+function check(cond, what) {
+  if (!cond) throw new Error(`expectation failed: ${what}`);
+}
+
+const tid = (id) => `[data-testid="${id}"]`;
+
+async function main() {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    // Chromium must not reach for the network (the machine has none beyond
+    // loopback); the hub serves everything the page needs.
+    args: [
+      '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    ],
+  });
+  try {
+    const context = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
+    const page = await context.newPage();
+    page.setDefaultTimeout(WAIT_MS);
+    const problems = [];
+    page.on('console', (m) => { if (m.type() === 'error') problems.push(m.text()); });
+    page.on('pageerror', (e) => problems.push(String(e)));
+    // Nothing but the hub: a request elsewhere would fail offline.
+    page.on('request', (r) => {
+      if (!r.url().startsWith(HUB) && !r.url().startsWith(HUB.replace('http', 'ws'))) {
+        problems.push(`request outside the hub: ${r.url()}`);
+      }
+    });
+
+    await page.goto(`${HUB}/dashboard`);
+    await page.locator(tid('login-form')).waitFor({ state: 'visible' });
+    check(await page.locator(tid('dashboard')).isHidden(), 'dashboard hidden before login');
+
+    // A wrong token and an agent's token are refused.
+    await page.fill(tid('login-token'), 'not-a-token');
+    await page.click(tid('login-submit'));
+    await page.locator(tid('login-error')).filter({ hasText: /./ }).waitFor();
+    check(await page.locator(tid('dashboard')).isHidden(), 'wrong token: still logged out');
+    await page.fill(tid('login-token'), AGENT_TOKEN);
+    await page.click(tid('login-submit'));
+    await page.locator(tid('login-error')).filter({ hasText: /admin/i }).waitFor();
+    check(await page.locator(tid('dashboard')).isHidden(), 'agent token: still logged out');
+    console.log('refused: wrong token and agent token');
+
+    // The admin token logs in; the socket goes live.
+    await page.fill(tid('login-token'), ADMIN);
+    await page.click(tid('login-submit'));
+    await page.locator(tid('dashboard')).waitFor({ state: 'visible' });
+    await page.locator(`${tid('conn-state')}[data-state="live"]`).waitFor();
+    check(await page.locator(tid('login-form')).isHidden(), 'login form hidden after login');
+    const cookies = await context.cookies();
+    const session = cookies.find((c) => c.name === 'agentcom_session');
+    check(session && session.httpOnly && session.sameSite === 'Strict', 'HttpOnly SameSite=Strict session cookie');
+    console.log('logged in');
+
+    // The registered agent is offline: its card shows it, and the
+    // no_agents_online alert fires; acknowledge it from the page.
+    await page.locator(`${tid('agent-card')}[data-agent-id="${AGENT_ID}"][data-fsm-state="offline"]`).waitFor();
+    const alert = page.locator(`${tid('alert-row')}[data-rule-id="no_agents_online"]`);
+    await alert.waitFor();
+    check((await alert.getAttribute('data-acknowledged')) === 'false', 'alert starts unacknowledged');
+    await page.locator(`${tid('health-banner')}:not([data-status="ok"])`).waitFor();
+    await alert.locator(tid('ack-btn')).click();
+    await page.locator(`${tid('alert-row')}[data-rule-id="no_agents_online"][data-acknowledged="true"]`).waitFor();
+    await hub('alert_acknowledged', 'no_agents_online');
+    console.log('alert acknowledged');
+
+    // Submit a task from the form: it shows as queued (no agent online).
+    await page.fill(tid('submit-description'), 'Write the release notes for 1.2');
+    await page.selectOption(tid('submit-priority'), 'high');
+    await page.fill(tid('submit-capabilities'), '');
+    await page.click(tid('submit-button'));
+    const result = page.locator(tid('submit-result')).filter({ hasText: /task-|[0-9a-f]{8}/ });
+    await result.waitFor();
+    const taskId = await hub('task_submitted_from_page');
+    check((await result.textContent()).includes(taskId), `submit result names ${taskId}`);
+    await page.locator(`${tid('task-row')}[data-task-id="${taskId}"][data-status="queued"]`).waitFor();
+    console.log(`queued ${taskId}`);
+
+    // The agent connects: the task is assigned to it, then completed.
+    await hub('agent_connect_and_take', taskId);
+    await page.locator(`${tid('agent-card')}[data-agent-id="${AGENT_ID}"]:not([data-fsm-state="offline"])`).waitFor();
+    await page.locator(`${tid('task-row')}[data-task-id="${taskId}"][data-status="assigned"]`).waitFor();
+    await page.locator(`${tid('agent-card')}[data-agent-id="${AGENT_ID}"] ${tid('agent-current-task')}`, { hasText: taskId }).waitFor();
+    console.log(`assigned ${taskId}`);
+    await hub('agent_complete', taskId);
+    await page.locator(`${tid('task-row')}[data-task-id="${taskId}"][data-status="completed"]`).waitFor();
+    await page.locator(`${tid('completion-row')}[data-task-id="${taskId}"]`).waitFor();
+    await page.locator(tid('throughput-completed')).filter({ hasText: /^[1-9]/ }).waitFor();
+    console.log(`completed ${taskId}`);
+
+    // The task's history opens from the table.
+    await page.click(`${tid('task-row')}[data-task-id="${taskId}"]`);
+    await page.locator(`${tid('task-detail')}[data-task-id="${taskId}"]`).waitFor({ state: 'visible' });
+    for (const event of ['queued', 'assigned', 'completed']) {
+      await page.locator(tid('task-history-entry'), { hasText: event }).first().waitFor();
+    }
+    await page.click(tid('task-detail-close'));
+    await page.locator(tid('task-detail')).waitFor({ state: 'hidden' });
+
+    // A failed task lands in dead letter; retry it from the page.
+    const deadId = await hub('dead_letter_task');
+    const deadRow = page.locator(`${tid('dead-letter-row')}[data-task-id="${deadId}"]`);
+    await deadRow.waitFor();
+    await deadRow.locator(tid('retry-btn')).click();
+    await page.locator(tid('action-result'), { hasText: 'requeued' }).waitFor();
+    await deadRow.waitFor({ state: 'detached' });
+    await hub('retried_task_runs_again', deadId);
+    await page.locator(`${tid('task-row')}[data-task-id="${deadId}"][data-status="completed"]`).waitFor();
+    console.log(`dead letter ${deadId} retried and completed`);
+
+    // Populated dashboard: the artifact.
+    await page.locator(`${tid('chart-queue-depth')}`).waitFor();
+    const shot = join(ARTIFACTS, 'dashboard.png');
+    await page.screenshot({ path: shot, fullPage: true });
+    console.log(`ARTIFACT ${shot}`);
+
+    // Phone width: one column, nothing wider than the screen.
+    await page.setViewportSize({ width: 375, height: 800 });
+    await page.waitForFunction(() => document.documentElement.scrollWidth <= window.innerWidth + 1);
+    const phone = join(ARTIFACTS, 'dashboard-phone.png');
+    await page.screenshot({ path: phone, fullPage: true });
+    console.log(`ARTIFACT ${phone}`);
+    await page.setViewportSize({ width: 1400, height: 1000 });
+
+    // The hub stops: the page says so; it comes back: the page recovers by itself.
+    await hub('stop_hub');
+    await page.locator(`${tid('conn-state')}[data-state="disconnected"]`).waitFor();
+    check(/disconnected/i.test(await page.locator(tid('conn-state')).textContent()), 'conn-state text says Disconnected');
+    await hub('start_hub');
+    await page.locator(`${tid('conn-state')}[data-state="live"]`).waitFor();
+    await page.locator(`${tid('task-row')}[data-task-id="${taskId}"]`).waitFor();
+    console.log('reconnected after the hub restarted');
+
+    // Logout ends the session, also for a reload.
+    await page.click(tid('logout'));
+    await page.locator(tid('login-form')).waitFor({ state: 'visible' });
+    await page.reload();
+    await page.locator(tid('login-form')).waitFor({ state: 'visible' });
+    check(await page.locator(tid('dashboard')).isHidden(), 'logged out after reload');
+    console.log('logged out');
+
+    const real = problems.filter((p) => !/WebSocket|ERR_CONNECTION_REFUSED|Failed to load resource/.test(p));
+    check(real.length === 0, `no page errors: ${real.join(' | ')}`);
+    console.log('PASS');
+  } finally {
+    await browser.close();
+  }
+}
+
+main().catch((e) => {
+  console.log(`FAIL ${String(e && e.stack || e).split('\n').join(' / ')}`);
+  process.exit(1);
+});

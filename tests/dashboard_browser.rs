@@ -1,0 +1,265 @@
+//! The dashboard in a real browser: Debian's headless Chromium driven by
+//! playwright-core (`tests/browser/dashboard.mjs`), against a real hub process
+//! with a real agent on a WebSocket.
+//!
+//! The scenario runs in node; this side owns the hub and the agent and does what
+//! the scenario asks at each `WAIT` (see the script's header), checking the hub's
+//! own view as it goes. Needs `chromium` (apt) and `npm ci --prefix tests/browser`;
+//! `.ci/run` installs both. Without them the test fails and says how to install.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+const AGENT_ID: &str = "browser-agent";
+/// Bounds the whole scenario (a hang, not a speed measurement).
+const SCENARIO_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn chromium() -> PathBuf {
+    std::env::var_os("AGENTCOM_CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
+}
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+fn prerequisites() {
+    let missing: Vec<String> = [
+        (
+            chromium().exists(),
+            format!(
+                "{} (apt-get install chromium, or set AGENTCOM_CHROMIUM)",
+                chromium().display()
+            ),
+        ),
+        (
+            browser_dir().join("node_modules/playwright-core").exists(),
+            "playwright-core (npm ci --prefix tests/browser)".to_string(),
+        ),
+    ]
+    .into_iter()
+    .filter(|(ok, _)| !ok)
+    .map(|(_, what)| what)
+    .collect();
+    assert!(
+        missing.is_empty(),
+        "the browser test needs: {}; .ci/run installs them",
+        missing.join(", ")
+    );
+}
+
+/// Waits for the agent's next `task_assign` and returns (task_id, generation).
+fn next_assignment(agent: &mut Agent) -> (String, Value) {
+    let assign = agent.recv_type("task_assign", PUSH_TIMEOUT);
+    (
+        assign["task_id"].as_str().unwrap_or_default().to_string(),
+        assign["generation"].clone(),
+    )
+}
+
+struct Side {
+    hub: Hub,
+    agent_token: String,
+    agent: Option<Agent>,
+}
+
+impl Side {
+    /// Does one step the scenario asked for; `Ok(answer)` or `Err(why)`.
+    fn step(&mut self, step: &str, arg: &str) -> Result<String, String> {
+        let hub = &mut self.hub;
+        match step {
+            "alert_acknowledged" => {
+                let (status, alerts) = hub.get("/api/alerts");
+                let acked = alerts["active"].as_array().is_some_and(|a| {
+                    a.iter()
+                        .any(|x| x["rule_id"] == arg && x["acknowledged"] == true)
+                });
+                if status == 200 && acked {
+                    Ok(String::new())
+                } else {
+                    Err(format!(
+                        "the hub does not show {arg} acknowledged: {alerts}"
+                    ))
+                }
+            }
+            "task_submitted_from_page" => {
+                let tasks = list_all_tasks(hub, "status=queued", 100);
+                let found: Vec<&Value> = tasks
+                    .iter()
+                    .filter(|t| t["description"] == "Write the release notes for 1.2")
+                    .collect();
+                match found.as_slice() {
+                    [t] if t["priority"] == 1 && t["submitted_by"] == "admin" => {
+                        Ok(t["id"].as_str().unwrap_or_default().to_string())
+                    }
+                    other => Err(format!("expected one queued task from the page: {other:?}")),
+                }
+            }
+            "agent_connect_and_take" => {
+                let mut agent = Agent::connect(hub, AGENT_ID, &self.agent_token);
+                let (task_id, _) = next_assignment(&mut agent);
+                self.agent = Some(agent);
+                if task_id == arg {
+                    Ok(String::new())
+                } else {
+                    Err(format!("assigned {task_id}, expected {arg}"))
+                }
+            }
+            "agent_complete" => {
+                let agent = self.agent.as_mut().ok_or("no agent")?;
+                let task = get_task(hub, arg);
+                let generation = task["generation"].clone();
+                agent.accept(arg, generation.clone());
+                agent.send(json!({
+                    "type": "task_complete", "task_id": arg, "generation": generation,
+                    "result": {"pr_url": "https://example.invalid/pr/12", "summary": "done"},
+                    "tokens_used": 1234,
+                }));
+                let ack = agent.recv_ack(arg, REPLY_TIMEOUT);
+                (ack["status"] == "completed")
+                    .then(String::new)
+                    .ok_or(format!("complete not acknowledged: {ack}"))
+            }
+            "dead_letter_task" => {
+                let agent = self.agent.as_mut().ok_or("no agent")?;
+                let id = submit(
+                    hub,
+                    json!({"description": "Flaky migration", "max_retries": 0}),
+                );
+                let (task_id, generation) = next_assignment(agent);
+                if task_id != id {
+                    return Err(format!("assigned {task_id}, expected {id}"));
+                }
+                agent.send(json!({"type": "task_failed", "task_id": id, "generation": generation, "error": "migration lock timeout"}));
+                agent.recv_ack(&id, REPLY_TIMEOUT);
+                let task = get_task(hub, &id);
+                (task["status"] == "dead_letter")
+                    .then(|| id.clone())
+                    .ok_or(format!("expected dead_letter: {task}"))
+            }
+            "retried_task_runs_again" => {
+                let agent = self.agent.as_mut().ok_or("no agent")?;
+                let (task_id, generation) = next_assignment(agent);
+                if task_id != arg {
+                    return Err(format!("assigned {task_id}, expected {arg}"));
+                }
+                agent.accept(arg, generation.clone());
+                agent.send(json!({"type": "task_complete", "task_id": arg, "generation": generation, "result": {}}));
+                agent.recv_ack(arg, REPLY_TIMEOUT);
+                let task = get_task(hub, arg);
+                let events = history_events(&task);
+                (task["status"] == "completed"
+                    && events.iter().any(|e| e == "retried_from_dead_letter"))
+                .then(String::new)
+                .ok_or(format!("expected a retried, completed task: {task}"))
+            }
+            "stop_hub" => {
+                if let Some(agent) = self.agent.take() {
+                    agent.close();
+                }
+                hub.stop();
+                Ok(String::new())
+            }
+            "start_hub" => {
+                hub.start_again_on_same_port();
+                Ok(String::new())
+            }
+            other => Err(format!("unknown step {other}")),
+        }
+    }
+}
+
+#[test]
+fn operator_watches_and_steers_the_fleet_from_the_dashboard() {
+    prerequisites();
+    let hub = Hub::start_with_config(
+        "metrics_interval_ms = 500\nalert_check_interval_ms = 200\nalert_startup_grace_ms = 0\n",
+    );
+    let agent_token = register_agent(&hub, AGENT_ID, &[]);
+    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-artifacts");
+    let mut child = Command::new("node")
+        .arg(browser_dir().join("dashboard.mjs"))
+        .env("HUB_URL", hub.url(""))
+        .env("ADMIN_TOKEN", &hub.admin_token)
+        .env("AGENT_TOKEN", &agent_token)
+        .env("AGENT_ID", AGENT_ID)
+        .env("ARTIFACT_DIR", &artifacts)
+        .env("CHROMIUM", chromium())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("run node (the machine's Node.js)");
+    let mut to_node = child.stdin.take().expect("node stdin");
+    let from_node = child.stdout.take().expect("node stdout");
+    // A watchdog: a hung browser ends the test instead of the CI job.
+    let pid = child.id();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watch = done.clone();
+    std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + SCENARIO_TIMEOUT;
+        while std::time::Instant::now() < deadline {
+            if watch.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+    });
+
+    let mut side = Side {
+        hub,
+        agent_token,
+        agent: None,
+    };
+    let mut passed = false;
+    let mut failure = None;
+    let mut shots = Vec::new();
+    for line in BufReader::new(from_node).lines() {
+        let Ok(line) = line else { break };
+        println!("[browser] {line}");
+        if let Some(rest) = line.strip_prefix("WAIT ") {
+            let (step, arg) = rest.split_once(' ').unwrap_or((rest, ""));
+            let answer = match side.step(step, arg) {
+                Ok(v) => format!("OK {v}"),
+                Err(why) => {
+                    failure.get_or_insert(format!("{step}: {why}"));
+                    format!("FAIL {why}")
+                }
+            };
+            if writeln!(to_node, "{answer}").is_err() {
+                break;
+            }
+        } else if let Some(path) = line.strip_prefix("ARTIFACT ") {
+            shots.push(PathBuf::from(path));
+        } else if line == "PASS" {
+            passed = true;
+        } else if let Some(why) = line.strip_prefix("FAIL ") {
+            failure.get_or_insert(why.to_string());
+        }
+    }
+    let status = child.wait().expect("wait for node");
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    for shot in &shots {
+        println!("dashboard screenshot: {}", shot.display());
+        assert!(
+            std::fs::metadata(shot).is_ok_and(|m| m.len() > 10_000),
+            "screenshot {} missing or empty",
+            shot.display()
+        );
+    }
+    assert!(
+        passed && status.success() && failure.is_none(),
+        "browser scenario failed ({status}): {}",
+        failure.unwrap_or_else(|| "no PASS line".into())
+    );
+    assert_eq!(shots.len(), 2, "the desktop and phone screenshots");
+}
