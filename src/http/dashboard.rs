@@ -70,7 +70,7 @@ async fn session(req: HttpRequest, state: web::Data<HubState>) -> Result<HttpRes
     Ok(HttpResponse::Ok().json(json!({ "authenticated": authenticated })))
 }
 
-const TOKEN_FIELD: Field = Field {
+pub(crate) const TOKEN_FIELD: Field = Field {
     name: "token",
     kind: Kind::Str {
         max: 256,

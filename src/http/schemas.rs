@@ -420,6 +420,43 @@ fn catalog() -> Vec<Route> {
             Admin,
             "Refused while running (409): use agentcom-hub restore",
         ),
+        route(
+            "GET",
+            "/dashboard",
+            Public,
+            "The operator dashboard (logs in with the admin token)",
+        ),
+        route(
+            "GET",
+            "/dashboard/{file}",
+            Public,
+            "The dashboard's files: app.js, charts.js, style.css",
+        ),
+        route(
+            "GET",
+            "/dashboard/session",
+            Public,
+            "Whether the session cookie is a live login",
+        ),
+        Route {
+            body: BodyDoc::Fields(&[super::dashboard::TOKEN_FIELD]),
+            ..route(
+                "POST",
+                "/dashboard/login",
+                Public,
+                "Admin token in, HttpOnly SameSite=Strict session cookie out (agent token: 403)",
+            )
+        },
+        route("POST", "/dashboard/logout", Public, "Ends the session"),
+        Route {
+            query: &[("token", "string", "the admin token (else the session cookie)")],
+            ..route(
+                "GET",
+                "/ws/dashboard",
+                Admin,
+                "Dashboard WebSocket: snapshot, events every 100 ms, actions",
+            )
+        },
         route("GET", "/api/schemas", Public, "This description"),
         route("GET", "/api/openapi.json", Public, "OpenAPI 3.0 document"),
     ]
@@ -439,6 +476,26 @@ fn query_schema(query: &[(&str, &str, &str)]) -> Value {
         .map(|(n, t, d)| (n.to_string(), json!({"type": t, "description": d})))
         .collect();
     json!({"type": "object", "properties": props})
+}
+
+/// The dashboard socket's client frames (PROTOCOL.md section 4).
+fn dashboard_frames() -> Value {
+    let id = |name: &str| {
+        json!({"type": "object", "required": ["type", name], "properties": {
+            "type": {"type": "string"},
+            name: {"type": "string", "minLength": 1, "maxLength": 256}}})
+    };
+    json!({
+        "path": "/ws/dashboard",
+        "client_frames": {
+            "request_snapshot": {"type": "object", "required": ["type"]},
+            "retry_task": id("task_id"),
+            "cancel_task": id("task_id"),
+            "acknowledge_alert": id("rule_id"),
+        },
+        "server_frames": ["snapshot", "events", "retry_result", "cancel_result", "alert_ack_result", "error"],
+        "max_frame_bytes": 65536,
+    })
 }
 
 /// Every schema, machine-readable.
@@ -463,6 +520,7 @@ pub fn describe() -> Value {
             "client_frames": client_frame_schemas(),
             "max_frame_bytes_default": 1_048_576,
         },
+        "dashboard_websocket": dashboard_frames(),
         "http": http,
         "errors": {
             "validation_failed": {"status": 422, "body": {"error": "validation_failed",
