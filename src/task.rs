@@ -473,10 +473,11 @@ impl Task {
         Ok(ReclaimOutcome::Requeued)
     }
 
-    /// Operator cancel of a task that is not finished. Returns the previous status.
+    /// Operator cancel of an unfinished task, or of a dead-lettered one (the
+    /// operator's decision that it will not run again). Returns the previous status.
     pub fn cancel(&mut self, by: &str, now: i64) -> Result<TaskStatus, TaskError> {
         let previous = self.status;
-        if previous.is_terminal() {
+        if previous.is_terminal() && previous != TaskStatus::DeadLetter {
             return Err(TaskError::InvalidState(previous));
         }
         self.status = TaskStatus::Cancelled;
@@ -585,6 +586,26 @@ mod tests {
         assert_eq!(
             (t.status, t.generation, t.retry_count),
             (TaskStatus::Queued, 4, 0)
+        );
+    }
+
+    #[test]
+    fn cancel_takes_unfinished_and_dead_lettered_tasks_only() {
+        let mut t = task(0);
+        t.assign("a", 1).unwrap();
+        assert_eq!(t.fail("a", 1, "x".into(), 2).unwrap(), "dead_letter");
+        assert_eq!(t.cancel("admin", 3), Ok(TaskStatus::DeadLetter));
+        assert_eq!(t.status, TaskStatus::Cancelled);
+        assert_eq!(
+            t.cancel("admin", 4),
+            Err(TaskError::InvalidState(TaskStatus::Cancelled))
+        );
+        let mut done = task(0);
+        done.assign("a", 1).unwrap();
+        done.complete("a", 1, None, None, 2).unwrap();
+        assert_eq!(
+            done.cancel("admin", 3),
+            Err(TaskError::InvalidState(TaskStatus::Completed))
         );
     }
 

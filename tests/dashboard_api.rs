@@ -439,6 +439,25 @@ fn snapshot_then_batched_events_and_actions_with_results() {
         (Some("cancelled"), Some("queued"))
     );
     assert_eq!(get_task(&hub, &other)["status"], "cancelled");
+    // A dead-lettered task can be cancelled too: it leaves dead letter for good.
+    let doomed = submit(
+        &hub,
+        json!({"description": "give up", "max_retries": 0, "needed_capabilities": ["rust"]}),
+    );
+    let assign = agent.recv_type("task_assign", PUSH_TIMEOUT);
+    assert_eq!(assign["task_id"], doomed.as_str());
+    agent.send(json!({"type": "task_failed", "task_id": doomed, "generation": assign["generation"], "error": "no"}));
+    agent.recv_ack(&doomed, REPLY_TIMEOUT);
+    assert_eq!(get_task(&hub, &doomed)["status"], "dead_letter");
+    dash.send(json!({"type": "cancel_task", "task_id": doomed}));
+    let cancelled = dash.frame("cancel_result");
+    assert_eq!(
+        (
+            cancelled["status"].as_str(),
+            cancelled["previous_status"].as_str()
+        ),
+        (Some("cancelled"), Some("dead_letter"))
+    );
 
     // Bad frames: a structured error each, the socket stays.
     for (bad, error) in [
@@ -464,7 +483,8 @@ fn snapshot_then_batched_events_and_actions_with_results() {
     assert_eq!(recent[0]["task_id"], id.as_str(), "{recent}");
     assert_eq!(snap["data"]["throughput"]["completed_last_hour"], 1);
     assert_eq!(snap["data"]["throughput"]["total_tokens_hour"], 42);
-    assert_eq!(snap["data"]["queue"]["by_status"]["cancelled"], 1);
+    assert_eq!(snap["data"]["queue"]["by_status"]["cancelled"], 2);
+    assert_eq!(snap["data"]["queue"]["dead_letter"], 0);
     assert_eq!(snap["data"]["dead_letter_tasks"], json!([]));
 }
 

@@ -124,7 +124,7 @@ impl Side {
                     "tokens_used": 1234,
                 }));
                 let ack = agent.recv_ack(arg, REPLY_TIMEOUT);
-                (ack["status"] == "completed")
+                (ack["status"] == "complete")
                     .then(String::new)
                     .ok_or(format!("complete not acknowledged: {ack}"))
             }
@@ -242,6 +242,7 @@ fn operator_watches_and_steers_the_fleet_from_the_dashboard() {
             shots.push(PathBuf::from(path));
         } else if line == "PASS" {
             passed = true;
+            break;
         } else if let Some(why) = line.strip_prefix("FAIL ") {
             failure.get_or_insert(why.to_string());
         }

@@ -449,7 +449,11 @@ fn catalog() -> Vec<Route> {
         },
         route("POST", "/dashboard/logout", Public, "Ends the session"),
         Route {
-            query: &[("token", "string", "the admin token (else the session cookie)")],
+            query: &[(
+                "token",
+                "string",
+                "the admin token (else the session cookie)",
+            )],
             ..route(
                 "GET",
                 "/ws/dashboard",

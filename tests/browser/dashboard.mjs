@@ -190,7 +190,10 @@ async function main() {
   }
 }
 
-main().catch((e) => {
+main().then(() => {
+  // stdin (the hub side's answers) stays open: leave without waiting for it.
+  process.exit(0);
+}).catch((e) => {
   console.log(`FAIL ${String(e && e.stack || e).split('\n').join(' / ')}`);
   process.exit(1);
 });
