@@ -161,6 +161,13 @@ impl Side {
                 .then(String::new)
                 .ok_or(format!("expected a retried, completed task: {task}"))
             }
+            "backup_taken" => {
+                let (status, health) = hub.get("/api/admin/storage-health");
+                let on_demand = health["backup"]["last_since_start"]["trigger"] == "on_demand";
+                (status == 200 && on_demand)
+                    .then(String::new)
+                    .ok_or(format!("no on-demand backup in storage health: {health}"))
+            }
             "stop_hub" => {
                 if let Some(agent) = self.agent.take() {
                     agent.close();

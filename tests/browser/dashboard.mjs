@@ -151,6 +151,25 @@ async function main() {
     await page.locator(`${tid('task-row')}[data-task-id="${deadId}"][data-status="completed"]`).waitFor();
     console.log(`dead letter ${deadId} retried and completed`);
 
+    // Filters: only cancelled tasks (none) and back to all.
+    await page.selectOption(tid('tasks-filter-status'), 'cancelled');
+    await page.click(tid('tasks-refresh'));
+    await page.locator(tid('task-row')).first().waitFor({ state: 'detached' });
+    await page.selectOption(tid('tasks-filter-status'), 'completed');
+    await page.fill(tid('tasks-filter-agent'), AGENT_ID);
+    await page.click(tid('tasks-refresh'));
+    await page.locator(`${tid('task-row')}[data-task-id="${deadId}"]`).waitFor();
+    check(await page.locator(`${tid('task-row')}:not([data-status="completed"])`).count() === 0, 'filter: only completed rows');
+    await page.selectOption(tid('tasks-filter-status'), '');
+    await page.fill(tid('tasks-filter-agent'), '');
+    await page.click(tid('tasks-refresh'));
+
+    // Backup now, from the storage panel.
+    await page.click(tid('backup-now'));
+    await page.locator(tid('backup-result')).filter({ hasText: /\.acbk/ }).waitFor();
+    await hub('backup_taken');
+    console.log('backup taken from the page');
+
     // Populated dashboard: the artifact.
     await page.locator(`${tid('chart-queue-depth')}`).waitFor();
     const shot = join(ARTIFACTS, 'dashboard.png');
