@@ -9,6 +9,8 @@
 //! Architecture invariant: the bus carries copies of facts already made durable
 //! by their owners; nothing reads it to decide anything about tasks or agents.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::broadcast;
@@ -75,10 +77,11 @@ pub struct StorageEvent {
     pub data: Value,
 }
 
-/// Cheap to clone; every clone publishes to the same listeners.
+/// Cheap to clone; every clone publishes to the same listeners. Events travel as
+/// `Arc`s: each listener's copy is a reference count, not a deep copy.
 #[derive(Clone)]
 pub struct EventBus {
-    tx: broadcast::Sender<HubEvent>,
+    tx: broadcast::Sender<Arc<HubEvent>>,
 }
 
 impl Default for EventBus {
@@ -100,10 +103,10 @@ impl EventBus {
 
     pub fn publish(&self, event: HubEvent) {
         // No listener is not an error: the event is simply not needed.
-        let _ = self.tx.send(event);
+        let _ = self.tx.send(Arc::new(event));
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<HubEvent> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<HubEvent>> {
         self.tx.subscribe()
     }
 }

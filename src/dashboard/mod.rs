@@ -56,8 +56,9 @@ pub const ASSETS: &[(&str, &str, &str)] = &[
 
 /// Dead-letter tasks and completions a snapshot carries.
 const LISTED: usize = 100;
-/// Storage health counts every record: computed at most this often.
-const STORAGE_HEALTH_TTL: Duration = Duration::from_secs(10);
+/// Storage health counts every record (a scan of the store): computed at most
+/// this often, or after a storage event.
+const STORAGE_HEALTH_TTL: Duration = Duration::from_secs(30);
 
 /// What the dashboard reads and acts through.
 pub struct DashboardDeps {

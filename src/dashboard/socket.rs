@@ -6,6 +6,7 @@
 //! batch, gets a fresh snapshot instead: the page is never left with a silent gap.
 //! Snapshots are built at most once per [`SNAPSHOT_GAP`], however often asked.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -16,7 +17,7 @@ use tokio::sync::broadcast::Receiver;
 
 use super::SharedDeps;
 use crate::alerts::Acknowledge;
-use crate::events::{HubEvent, CAPACITY};
+use crate::events::HubEvent;
 use crate::queue::{Cancel, QueueError, Retry};
 use crate::task::TaskError;
 
@@ -30,7 +31,7 @@ const MAX_ID: usize = 256;
 
 pub struct DashboardSocket {
     deps: SharedDeps,
-    events: Option<Receiver<HubEvent>>,
+    events: Option<Receiver<Arc<HubEvent>>>,
     last_heard: Instant,
     building: bool,
     /// A snapshot was asked for while one was being built or too recently.
@@ -100,35 +101,54 @@ impl DashboardSocket {
         }));
     }
 
-    /// Sends what the bus carried since the last batch.
+    /// Sends what the bus carried since the last batch. More than [`MAX_BATCH`]
+    /// waiting (or lost to lag) is not read at all: the socket skips to the bus's
+    /// tail and sends a snapshot, which shows the result of everything skipped.
     fn flush(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         let Some(rx) = self.events.as_mut() else {
             return;
         };
-        let mut batch: Vec<HubEvent> = Vec::new();
-        let mut behind = false;
-        // Bounded: at most one full batch plus what the bus can hold.
-        for _ in 0..MAX_BATCH + CAPACITY {
-            match rx.try_recv() {
-                Ok(event) if batch.len() < MAX_BATCH => batch.push(event),
-                Ok(_) | Err(TryRecvError::Lagged(_)) => behind = true,
-                Err(TryRecvError::Empty) | Err(TryRecvError::Closed) => break,
-            }
-        }
-        if batch.iter().any(|e| matches!(e, HubEvent::Storage(_))) {
-            self.storage_changed = true;
-        }
-        if behind {
-            // Whatever was missed, the snapshot shows the result.
+        if rx.len() > MAX_BATCH {
+            *rx = rx.resubscribe();
             self.snapshot(ctx);
             return;
         }
-        if !batch.is_empty() {
-            match serde_json::to_string(&json!({"type": "events", "data": batch})) {
-                Ok(text) => ctx.text(text),
-                Err(e) => tracing::error!(error = %e, "dashboard events not encodable"),
+        let mut batch: Vec<Arc<HubEvent>> = Vec::new();
+        let mut behind = false;
+        // Bounded: what was waiting when the batch began, plus a little.
+        for _ in 0..MAX_BATCH * 2 {
+            match rx.try_recv() {
+                Ok(event) => batch.push(event),
+                Err(TryRecvError::Lagged(_)) => behind = true,
+                Err(TryRecvError::Empty) | Err(TryRecvError::Closed) => break,
             }
         }
+        if batch.iter().any(|e| matches!(**e, HubEvent::Storage(_))) {
+            self.storage_changed = true;
+        }
+        if behind {
+            self.snapshot(ctx);
+            return;
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let mut text = String::with_capacity(64 * batch.len());
+        text.push_str(r#"{"type":"events","data":["#);
+        for (i, event) in batch.iter().enumerate() {
+            if i > 0 {
+                text.push(',');
+            }
+            match serde_json::to_string(&**event) {
+                Ok(one) => text.push_str(&one),
+                Err(e) => {
+                    tracing::error!(error = %e, "dashboard event not encodable");
+                    text.push_str("null");
+                }
+            }
+        }
+        text.push_str("]}");
+        ctx.text(text);
     }
 
     fn handle_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
