@@ -946,7 +946,17 @@ pub const TASK_SPEC_FIELDS: &[Field] = &[
     opt("needed_capabilities", Kind::StrList),
     opt("lease_ms", Kind::UInt),
     opt("max_reclaims", Kind::UInt),
+    opt(
+        "dedupe_key",
+        Kind::Str {
+            max: MAX_DEDUPE_KEY,
+            non_empty: true,
+        },
+    ),
 ];
+
+/// Longest `dedupe_key` (ext).
+pub const MAX_DEDUPE_KEY: usize = 256;
 
 /// Most retries or reclaims a task may allow.
 pub const MAX_RETRY_LIMIT: u64 = 100;
@@ -965,6 +975,10 @@ pub struct TaskSpec {
     pub needed_capabilities: Vec<String>,
     pub lease_ms: Option<u64>,
     pub max_reclaims: Option<u32>,
+    /// While a task with this key is unfinished, a submit with the same key gets
+    /// that task instead of a new one (ext).
+    #[serde(default)]
+    pub dedupe_key: Option<String>,
 }
 
 /// Validates one task submission. Field names in errors are prefixed with `prefix`
@@ -1034,6 +1048,9 @@ pub fn parse_task_spec(v: &Value, prefix: &str) -> Result<TaskSpec, Vec<FieldErr
         needed_capabilities: caps,
         lease_ms,
         max_reclaims,
+        dedupe_key: present("dedupe_key")
+            .and_then(Value::as_str)
+            .map(str::to_string),
     })
 }
 

@@ -100,6 +100,8 @@ pub struct TaskQueue {
     live: BTreeMap<u64, Task>,
     /// Task id → sequence, for live tasks.
     ids: HashMap<String, u64>,
+    /// `dedupe_key` → task id, for live tasks that have one.
+    dedupe: HashMap<String, String>,
     /// Sequences of dead-lettered tasks.
     dead_letter: BTreeSet<u64>,
     counts: HashMap<TaskStatus, u64>,
@@ -149,6 +151,7 @@ impl TaskQueue {
             sweep_every: Duration::from_millis(config.sweep_interval_ms),
             live: BTreeMap::new(),
             ids: HashMap::new(),
+            dedupe: HashMap::new(),
             dead_letter: BTreeSet::new(),
             counts: HashMap::new(),
             queued_by_priority: [0; 4],
@@ -211,6 +214,18 @@ impl TaskQueue {
                 self.leases.remove(&task.id);
             }
         }
+    }
+
+    /// The live task holding `key`, as a submit reply.
+    fn dedupe_hit(&self, key: &str) -> Option<Submitted> {
+        let id = self.dedupe.get(key)?;
+        let task = self.ids.get(id).and_then(|seq| self.live.get(seq))?;
+        Some(Submitted {
+            task_id: task.id.clone(),
+            priority: task.priority,
+            created_at: task.created_at,
+            existing: true,
+        })
     }
 
     fn ready_of(task: &Task) -> TaskReady {
@@ -332,7 +347,18 @@ impl TaskQueue {
         };
         if task.status.is_terminal() {
             self.ids.remove(&task.id);
+            if let Some(key) = &task.dedupe_key {
+                if self.dedupe.get(key) == Some(&task.id) {
+                    self.dedupe.remove(key);
+                }
+            }
         } else {
+            if let Some(key) = &task.dedupe_key {
+                // Back from dead letter: the key is its again unless another took it.
+                self.dedupe
+                    .entry(key.clone())
+                    .or_insert_with(|| task.id.clone());
+            }
             self.ids.insert(task.id.clone(), task.seq);
             self.live.insert(task.seq, task);
         }
@@ -530,6 +556,7 @@ impl TaskQueue {
     fn reload(&mut self) -> Result<(), StoreError> {
         self.live.clear();
         self.ids.clear();
+        self.dedupe.clear();
         self.dead_letter.clear();
         self.counts.clear();
         self.queued_by_priority = [0; 4];
@@ -562,6 +589,9 @@ impl TaskQueue {
                 self.completions.record(c);
             }
             if !task.status.is_terminal() {
+                if let Some(key) = &task.dedupe_key {
+                    self.dedupe.insert(key.clone(), task.id.clone());
+                }
                 self.ids.insert(task.id.clone(), task.seq);
                 self.live.insert(task.seq, task);
             }
@@ -608,9 +638,25 @@ pub struct Submitted {
     pub task_id: String,
     pub priority: u8,
     pub created_at: i64,
+    /// An unfinished task with the same `dedupe_key` existed: this is that task,
+    /// and nothing was created.
+    pub existing: bool,
 }
 
-/// Create tasks (one or a batch, all in one flush).
+/// The reply for the `i`-th task created by a batch.
+fn first_of(tasks: &[Task], i: usize) -> Submitted {
+    let t = &tasks[i];
+    Submitted {
+        task_id: t.id.clone(),
+        priority: t.priority,
+        created_at: t.created_at,
+        existing: false,
+    }
+}
+
+/// Create tasks (one or a batch, all in one flush). A spec whose `dedupe_key`
+/// an unfinished task holds (or an earlier spec of the batch) creates nothing and
+/// is answered with that task.
 #[derive(Message)]
 #[rtype(result = "Result<Vec<Submitted>, QueueError>")]
 pub struct Submit {
@@ -629,7 +675,26 @@ impl Handler<Submit> for TaskQueue {
             let mut records = sled::Batch::default();
             let mut ids = sled::Batch::default();
             let mut tasks = Vec::with_capacity(msg.specs.len());
+            // Slot in the reply of each spec: a new task, or an existing one.
+            let mut replies: Vec<Option<Submitted>> = Vec::with_capacity(msg.specs.len());
+            let mut batch_keys: HashMap<String, usize> = HashMap::new();
             for spec in msg.specs {
+                if let Some(key) = &spec.dedupe_key {
+                    if let Some(existing) = this.dedupe_hit(key) {
+                        replies.push(Some(existing));
+                        continue;
+                    }
+                    if let Some(&first) = batch_keys.get(key) {
+                        // The same key twice in one batch: one task.
+                        replies.push(Some(Submitted {
+                            existing: true,
+                            ..first_of(&tasks, first)
+                        }));
+                        continue;
+                    }
+                    batch_keys.insert(key.clone(), tasks.len());
+                }
+                replies.push(None);
                 let seq = this.next_seq;
                 this.next_seq += 1;
                 let task = Task::new(
@@ -654,12 +719,21 @@ impl Handler<Submit> for TaskQueue {
             }
             this.telemetry
                 .add(MetricCounter::Submitted, tasks.len() as u64);
+            let mut fresh = tasks.iter().map(|t| Submitted {
+                task_id: t.id.clone(),
+                priority: t.priority,
+                created_at: t.created_at,
+                existing: false,
+            });
+            for reply in replies {
+                if let Some(s) = reply.or_else(|| fresh.next()) {
+                    created.push(s);
+                }
+            }
             for task in tasks {
-                created.push(Submitted {
-                    task_id: task.id.clone(),
-                    priority: task.priority,
-                    created_at: task.created_at,
-                });
+                if let Some(key) = &task.dedupe_key {
+                    this.dedupe.insert(key.clone(), task.id.clone());
+                }
                 effects.ready.push(Self::ready_of(&task));
                 if this.bus.watched() {
                     this.event_seq += 1;

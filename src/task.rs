@@ -147,6 +147,9 @@ pub struct Task {
     pub submitted_by: String,
     pub history: Vec<HistoryEntry>,
     pub reports: Vec<ReportRecord>,
+    /// See `TaskSpec::dedupe_key`.
+    #[serde(default)]
+    pub dedupe_key: Option<String>,
 }
 
 /// Defaults a submission falls back on.
@@ -195,6 +198,7 @@ impl Task {
             submitted_by: submitted_by.to_string(),
             history: Vec::new(),
             reports: Vec::new(),
+            dedupe_key: spec.dedupe_key,
         };
         task.record(
             "queued",
@@ -536,6 +540,7 @@ impl Task {
             "tokens_used": self.tokens_used,
             "last_error": self.last_error,
             "submitted_by": self.submitted_by,
+            "dedupe_key": self.dedupe_key,
             "history": self.history,
         })
     }
@@ -555,6 +560,7 @@ mod tests {
             needed_capabilities: vec![],
             lease_ms: None,
             max_reclaims: Some(1),
+            dedupe_key: None,
         };
         let defaults = TaskDefaults {
             max_retries: 3,

@@ -84,12 +84,19 @@ async fn submit_tasks(
         })
         .await?
         .map_err(|e| queue_error("", e))?;
+    // 201 when something was created; 200 when every task already existed
+    // (`dedupe_key`, PROTOCOL.md section 6).
+    let mut reply = if created.iter().any(|s| !s.existing) {
+        HttpResponse::Created()
+    } else {
+        HttpResponse::Ok()
+    };
     if batch {
         let tasks: Vec<Value> = created
             .iter()
-            .map(|s| json!({"task_id": s.task_id, "priority": s.priority, "created_at": s.created_at}))
+            .map(|s| json!({"task_id": s.task_id, "priority": s.priority, "created_at": s.created_at, "deduplicated": s.existing}))
             .collect();
-        return Ok(HttpResponse::Created().json(json!({
+        return Ok(reply.json(json!({
             "status": "queued",
             "count": tasks.len(),
             "tasks": tasks,
@@ -98,11 +105,12 @@ async fn submit_tasks(
     let s = created
         .first()
         .ok_or_else(|| ApiError::Unavailable("no task created".into()))?;
-    Ok(HttpResponse::Created().json(json!({
-        "status": "queued",
+    Ok(reply.json(json!({
+        "status": if s.existing { "duplicate" } else { "queued" },
         "task_id": s.task_id,
         "priority": s.priority,
         "created_at": s.created_at,
+        "deduplicated": s.existing,
     })))
 }
 
