@@ -32,8 +32,13 @@ pub struct Completion {
     pub pr_url: Option<String>,
 }
 
-/// Longest description kept in a row.
+/// Longest description kept in a row (and in a dashboard event).
 const DESCRIPTION_KEPT: usize = 200;
+
+/// The start of a description, as rows and events show it.
+pub fn short_description(description: &str) -> String {
+    description.chars().take(DESCRIPTION_KEPT).collect()
+}
 
 impl Completion {
     /// The row for a completed task; `None` if it has not completed.
@@ -49,7 +54,7 @@ impl Completion {
         Some(Completion {
             task_id: task.id.clone(),
             agent_id: task.assigned_to.clone(),
-            description: task.description.chars().take(DESCRIPTION_KEPT).collect(),
+            description: short_description(&task.description),
             completed_at,
             duration_ms: (completed_at - started).max(0),
             tokens_used: task.tokens_used,

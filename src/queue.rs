@@ -18,7 +18,7 @@ use actix::prelude::*;
 use serde_json::{json, Map, Value};
 
 use crate::analytics::{Analytics, Count, Counter};
-use crate::completions::{Completion, Completions, Throughput};
+use crate::completions::{short_description, Completion, Completions, Throughput};
 use crate::config::Config;
 use crate::error::StoreError;
 use crate::events::{EventBus, HubEvent};
@@ -216,6 +216,29 @@ impl TaskQueue {
         }
     }
 
+    /// Queues a task event for the bus; it goes out after the flush.
+    fn announce(
+        &mut self,
+        task: &Task,
+        event: &str,
+        timestamp: i64,
+        description: Option<String>,
+        completion: Option<Value>,
+    ) {
+        self.event_seq += 1;
+        self.unpublished.push(HubEvent::TaskEvent {
+            task_id: task.id.clone(),
+            event: event.to_string(),
+            agent_id: task.assigned_to.clone(),
+            timestamp,
+            status: task.status.as_str(),
+            seq: self.event_seq,
+            priority: task.priority,
+            description,
+            completion,
+        });
+    }
+
     /// The live task holding `key`, as a submit reply.
     fn dedupe_hit(&self, key: &str) -> Option<Submitted> {
         let id = self.dedupe.get(key)?;
@@ -316,26 +339,12 @@ impl TaskQueue {
             self.completions.record(c.clone());
         }
         if self.bus.watched() {
+            let row = completion
+                .as_ref()
+                .and_then(|c| serde_json::to_value(c).ok());
             for e in recorded {
-                self.event_seq += 1;
-                let completion = (e.event == "completed")
-                    .then(|| {
-                        completion
-                            .as_ref()
-                            .and_then(|c| serde_json::to_value(c).ok())
-                    })
-                    .flatten();
-                self.unpublished.push(HubEvent::TaskEvent {
-                    task_id: task.id.clone(),
-                    event: e.event.clone(),
-                    agent_id: task.assigned_to.clone(),
-                    timestamp: e.ts,
-                    status: task.status.as_str(),
-                    seq: self.event_seq,
-                    priority: task.priority,
-                    description: None,
-                    completion,
-                });
+                let row = (e.event == "completed").then(|| row.clone()).flatten();
+                self.announce(&task, &e.event, e.ts, None, row);
             }
         }
         let changed = Changed {
@@ -353,11 +362,13 @@ impl TaskQueue {
                 }
             }
         } else {
-            if let Some(key) = &task.dedupe_key {
+            if let Some(key) = task
+                .dedupe_key
+                .as_ref()
+                .filter(|k| !self.dedupe.contains_key(*k))
+            {
                 // Back from dead letter: the key is its again unless another took it.
-                self.dedupe
-                    .entry(key.clone())
-                    .or_insert_with(|| task.id.clone());
+                self.dedupe.insert(key.clone(), task.id.clone());
             }
             self.ids.insert(task.id.clone(), task.seq);
             self.live.insert(task.seq, task);
@@ -736,18 +747,8 @@ impl Handler<Submit> for TaskQueue {
                 }
                 effects.ready.push(Self::ready_of(&task));
                 if this.bus.watched() {
-                    this.event_seq += 1;
-                    this.unpublished.push(HubEvent::TaskEvent {
-                        task_id: task.id.clone(),
-                        event: "queued".into(),
-                        agent_id: None,
-                        timestamp: task.created_at,
-                        status: task.status.as_str(),
-                        seq: this.event_seq,
-                        priority: task.priority,
-                        description: Some(task.description.chars().take(200).collect()),
-                        completion: None,
-                    });
+                    let description = Some(short_description(&task.description));
+                    this.announce(&task, "queued", task.created_at, description, None);
                 }
                 this.index(&task, None, now);
                 this.ids.insert(task.id.clone(), task.seq);

@@ -140,6 +140,10 @@ impl DashboardDeps {
             alerts.await?,
             history.await?,
         );
+        let dead = dead.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "dashboard: dead-letter tasks unreadable");
+            Vec::new()
+        });
         let storage = self.storage_health(fresh_storage).await;
         let mut cards: Vec<Value> = agents.iter().map(|a| a.card()).collect();
         // Registered agents that never connected since the hub started.
@@ -180,7 +184,7 @@ impl DashboardDeps {
             "health": health(&active, &self.storage.problems()),
             "agents": cards,
             "queue": stats,
-            "dead_letter_tasks": dead.unwrap_or_default(),
+            "dead_letter_tasks": dead,
             "recent_completions": recent,
             "throughput": throughput,
             "storage": storage,

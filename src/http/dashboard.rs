@@ -57,7 +57,7 @@ async fn asset(path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     file(&path.into_inner())
 }
 
-/// The session token the request's cookie carries, if it is a live session.
+/// Whether the request's session cookie is a live login.
 pub(crate) fn session_of(req: &HttpRequest, state: &HubState) -> Result<bool, ApiError> {
     match req.cookie(SESSION_COOKIE) {
         Some(c) => Ok(state.sessions.is_valid(c.value(), now_ms())?),
