@@ -4,7 +4,7 @@
 //! check), and delivery to `GET /api/alerts`, the dashboard feed and an optional
 //! webhook (POST JSON, retried with backoff, failures counted).
 //!
-//! Rules: `queue_growing`, `high_failure_rate`, `stuck_tasks`, `no_agents_online`
+//! Rules: `queue_growing`, `high_failure_rate`, `stuck_tasks`, `blocked_tasks`, `no_agents_online`
 //! (agents were registered and none is online), `high_error_rate`, and `storage`
 //! (the store was recovered from a backup at start-up, or backups or compactions
 //! are failing). Nothing fires in
@@ -29,7 +29,7 @@ use crate::backup::Maintenance;
 use crate::error::StoreError;
 use crate::events::{EventBus, HubEvent};
 use crate::metrics::{Metrics, Snapshot, Window};
-use crate::queue::{StuckTasks, TaskQueue};
+use crate::queue::{BlockedTasks, StuckTasks, TaskQueue};
 use crate::store::{decode, encode, Store};
 use crate::util::now_ms;
 
@@ -66,6 +66,9 @@ pub struct Thresholds {
     /// stuck_tasks: assigned for longer than this.
     #[validate(range(min = 1))]
     pub stuck_task_ms: u64,
+    /// blocked_tasks: blocked (by an agent or a dependency) for longer than this.
+    #[validate(range(min = 1))]
+    pub blocked_task_ms: u64,
     /// high_error_rate: error answers (HTTP 4xx/5xx but 429, WS `error` frames) per
     /// minute over the last interval.
     #[validate(range(exclusive_min = 0.0))]
@@ -87,6 +90,7 @@ impl Default for Thresholds {
             failure_rate_critical: 0.9,
             min_finished: 5,
             stuck_task_ms: 30 * 60 * 1000,
+            blocked_task_ms: 30 * 60 * 1000,
             error_rate_per_min: 60.0,
             cooldown_ms: 5 * 60 * 1000,
             window_ms: 5 * 60 * 1000,
@@ -238,15 +242,36 @@ impl Alerter {
             assigned_before: now_ms()
                 .saturating_sub(i64::try_from(self.thresholds.stuck_task_ms).unwrap_or(i64::MAX)),
         });
-        let fut = async move { (window.await, stuck.await) };
-        ctx.wait(fut.into_actor(self).map(|(window, stuck), act, _| {
-            let (Ok(Some((oldest, newest))), Ok(stuck)) = (window, stuck) else {
+        let blocked = self.queue.send(BlockedTasks {
+            blocked_before: now_ms()
+                .saturating_sub(i64::try_from(self.thresholds.blocked_task_ms).unwrap_or(i64::MAX)),
+        });
+        let fut = async move { (window.await, stuck.await, blocked.await) };
+        ctx.wait(fut.into_actor(self).map(|(window, stuck, blocked), act, _| {
+            let (Ok(Some((oldest, newest))), Ok(stuck), Ok(blocked)) = (window, stuck, blocked)
+            else {
                 return;
             };
             let registered = act.tokens.count();
-            let findings = act.evaluate(&oldest, &newest, &stuck, registered);
+            let mut findings = act.evaluate(&oldest, &newest, &stuck, registered);
+            findings.push(("blocked_tasks", act.blocked_finding(&blocked)));
             act.apply(findings);
         }));
+    }
+
+    /// blocked_tasks: tasks blocked for longer than the threshold, oldest first.
+    fn blocked_finding(&self, blocked: &[(String, i64, String)]) -> Option<Finding> {
+        (!blocked.is_empty()).then(|| Finding {
+            severity: Severity::Warning,
+            message: format!(
+                "{} task(s) blocked for longer than {} s",
+                blocked.len(),
+                self.thresholds.blocked_task_ms / 1000
+            ),
+            details: json!({"tasks": blocked.iter().take(20).map(|(id, at, reason)|
+                json!({"task_id": id, "blocked_at": at, "reason": reason})).collect::<Vec<_>>(),
+                "count": blocked.len()}),
+        })
     }
 
     /// What each rule finds, given the oldest snapshot of the window and the newest.

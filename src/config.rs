@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::ConfigError;
+use crate::protocol::{BlockedPolicy, MAX_BLOCKED_REQUEUE_MS};
 
 /// Every setting of the hub. The TOML file uses the same flat keys; see README.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -105,6 +106,15 @@ pub struct Config {
     pub backup_interval_ms: Option<u64>,
     /// Backup files kept; older ones are deleted after each backup. At least 1.
     pub backup_keep: u64,
+    /// What happens to a task an agent reports blocked, unless the task says:
+    /// `requeue` (back to the queue after `blocked_requeue_ms`), `route` (back at
+    /// once for agents with the capability the agent `needs`; without `needs`,
+    /// like `requeue`) or `wait` (until an operator acts).
+    pub blocked_policy: BlockedPolicy,
+    /// Delay of the `requeue` policy (unless the task sets `blocked_requeue_ms`).
+    pub blocked_requeue_ms: u64,
+    /// The event log keeps events this long.
+    pub event_retention_days: u64,
     /// Hours between compactions of the live store; 0 = never.
     pub compact_interval_hours: u64,
     /// Milliseconds between compactions; overrides `compact_interval_hours`.
@@ -157,6 +167,9 @@ impl Default for Config {
             backup_keep: 7,
             compact_interval_hours: 24,
             compact_interval_ms: None,
+            blocked_policy: BlockedPolicy::Route,
+            blocked_requeue_ms: 60_000,
+            event_retention_days: 30,
         }
     }
 }
@@ -256,7 +269,8 @@ impl Config {
                 reason: "must be one of error, warn, info, debug, trace".into(),
             });
         }
-        let positive: [(&'static str, u64); 16] = [
+        let positive: [(&'static str, u64); 17] = [
+            ("event_retention_days", self.event_retention_days),
             ("retention_interval_ms", self.retention_interval_ms),
             ("invite_ttl_hours", self.invite_ttl_hours),
             ("mailbox_cap", self.mailbox_cap),
@@ -302,6 +316,12 @@ impl Config {
             return Err(ConfigError::Invalid {
                 field: "metrics_token",
                 reason: "must be 16 to 256 characters".into(),
+            });
+        }
+        if self.blocked_requeue_ms > MAX_BLOCKED_REQUEUE_MS {
+            return Err(ConfigError::Invalid {
+                field: "blocked_requeue_ms",
+                reason: format!("must be at most {MAX_BLOCKED_REQUEUE_MS} (a week)"),
             });
         }
         if self.alert_webhook_retries > 10 {

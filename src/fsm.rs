@@ -17,8 +17,10 @@ use actix::prelude::*;
 use bytestring::ByteString;
 
 use crate::presence::{Presence, PresenceEvent, PresenceUpdate};
-use crate::protocol::{AgentInfo, ClientFrame, ErrorFrame, ServerFrame, TaskAssignment};
-use crate::queue::{AgentReport, HeldBy, Reclaim, Report, ReportReply, TaskQueue};
+use crate::protocol::{
+    parse_task_spec, AgentInfo, ClientFrame, ErrorFrame, ServerFrame, TaskAssignment,
+};
+use crate::queue::{AgentReport, HeldBy, QueueError, Reclaim, Report, ReportReply, TaskQueue};
 use crate::scheduler::{AgentAvailable, AgentUnavailable, Scheduler};
 use crate::util::now_ms;
 
@@ -457,8 +459,9 @@ enum Reply {
     Silent,
 }
 
-fn to_report(frame: ClientFrame) -> Option<(String, Report, Reply)> {
-    Some(match frame {
+/// `Err` is the answer to a frame refused before it reaches the queue.
+fn to_report(frame: ClientFrame) -> Option<Result<(String, Report, Reply), ServerFrame>> {
+    Some(Ok(match frame {
         ClientFrame::TaskAccepted {
             task_id,
             generation,
@@ -486,15 +489,34 @@ fn to_report(frame: ClientFrame) -> Option<(String, Report, Reply)> {
             generation,
             result,
             tokens_used,
-        } => (
-            task_id,
-            Report::Complete {
-                generation,
-                result,
-                tokens_used,
-            },
-            Reply::Ack("task_complete_failed"),
-        ),
+            follow_ups,
+        } => {
+            let mut specs = Vec::new();
+            let mut errors = Vec::new();
+            for (i, item) in follow_ups.unwrap_or_default().iter().enumerate() {
+                match parse_task_spec(item, &format!("follow_ups[{i}].")) {
+                    Ok(spec) => specs.push(spec),
+                    Err(mut e) => errors.append(&mut e),
+                }
+            }
+            if !errors.is_empty() {
+                return Some(Err(ServerFrame::Error(ErrorFrame {
+                    task_id: Some(task_id),
+                    errors: Some(errors),
+                    ..ErrorFrame::plain("task_complete_failed: invalid_follow_ups")
+                })));
+            }
+            (
+                task_id,
+                Report::Complete {
+                    generation,
+                    result,
+                    tokens_used,
+                    follow_ups: specs,
+                },
+                Reply::Ack("task_complete_failed"),
+            )
+        }
         ClientFrame::TaskFailed {
             task_id,
             generation,
@@ -549,15 +571,17 @@ fn to_report(frame: ClientFrame) -> Option<(String, Report, Reply)> {
             Reply::Silent,
         ),
         _ => return None,
-    })
+    }))
 }
 
 impl Handler<Lifecycle> for AgentFsm {
     type Result = AtomicResponse<Self, Option<ServerFrame>>;
 
     fn handle(&mut self, msg: Lifecycle, _: &mut Context<Self>) -> Self::Result {
-        let Some((task_id, report, reply)) = to_report(msg.0) else {
-            return AtomicResponse::new(Box::pin(fut::ready(None)));
+        let (task_id, report, reply) = match to_report(msg.0) {
+            None => return AtomicResponse::new(Box::pin(fut::ready(None))),
+            Some(Err(refusal)) => return AtomicResponse::new(Box::pin(fut::ready(Some(refusal)))),
+            Some(Ok(report)) => report,
         };
         let is_reject = matches!(report, Report::Reject { .. });
         let reported_generation = match &report {
@@ -581,6 +605,10 @@ impl Handler<Lifecycle> for AgentFsm {
                 match (verdict, reply) {
                     (Err(e), Reply::Ack(prefix)) => Some(ServerFrame::Error(ErrorFrame {
                         task_id: Some(task_id),
+                        errors: match &e {
+                            QueueError::Invalid(errors) => Some(errors.clone()),
+                            _ => None,
+                        },
                         ..ErrorFrame::plain(format!("{prefix}: {}", e.as_str()))
                     })),
                     (Err(e), _) => Some(ServerFrame::Error(ErrorFrame {

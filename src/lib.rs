@@ -27,6 +27,8 @@ pub mod error;
 #[cfg(feature = "server")]
 pub mod events;
 #[cfg(feature = "server")]
+pub mod eventlog;
+#[cfg(feature = "server")]
 pub mod fsm;
 #[cfg(feature = "server")]
 pub mod http;

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
+use crate::eventlog::{EventLog, NewEvent};
 use crate::events::{EventBus, HubEvent};
 use crate::fsm::{AgentFsm, AgentView, FsmState, FsmTimings, Push, Revoked, Withdrawn};
 use crate::metrics::{Counter, Telemetry};
@@ -44,9 +45,16 @@ pub struct Presence {
     scheduler: Addr<Scheduler>,
     telemetry: Arc<Telemetry>,
     bus: EventBus,
+    log: Option<EventLog>,
 }
 
 impl Presence {
+    /// Records connects and disconnects in the event log from now on.
+    pub fn with_log(mut self, log: EventLog) -> Presence {
+        self.log = Some(log);
+        self
+    }
+
     /// Publishes joins, departures and card changes on `bus` from now on.
     pub fn with_bus(mut self, bus: EventBus) -> Presence {
         self.bus = bus;
@@ -70,6 +78,7 @@ impl Presence {
             scheduler,
             telemetry: Arc::new(Telemetry::default()),
             bus: EventBus::new(),
+            log: None,
         }
     }
 
@@ -177,10 +186,31 @@ impl Handler<PresenceUpdate> for Presence {
                 self.online.remove(&agent_id);
             }
         }
-        match msg.event {
-            Some(PresenceEvent::Joined) => self.telemetry.add(Counter::Connected, 1),
-            Some(PresenceEvent::Left) => self.telemetry.add(Counter::Disconnected, 1),
-            _ => {}
+        let logged = match msg.event {
+            Some(PresenceEvent::Joined) => {
+                self.telemetry.add(Counter::Connected, 1);
+                Some("agent_connected")
+            }
+            Some(PresenceEvent::Left) => {
+                self.telemetry.add(Counter::Disconnected, 1);
+                Some("agent_disconnected")
+            }
+            _ => None,
+        };
+        if let (Some(kind), Some(log)) = (logged, &self.log) {
+            let info = msg.view.info(false);
+            let event = NewEvent {
+                ts: now_ms(),
+                kind: kind.into(),
+                task_id: None,
+                agent_id: Some(agent_id.clone()),
+                actor: agent_id.clone(),
+                details: serde_json::json!({"name": info.name, "capabilities": info.capabilities}),
+            };
+            // Durable with the next flush of the store (a connect acknowledges nothing).
+            if let Err(e) = log.record([event]) {
+                tracing::error!(agent_id = %agent_id, error = %e, "event log write failed");
+            }
         }
         let frame = match msg.event {
             Some(PresenceEvent::Joined) => Some(ServerFrame::AgentJoined {

@@ -81,8 +81,10 @@ pub enum Kind {
     UInt,
     /// A JSON object.
     Object,
-    /// A list of non-empty strings (capabilities).
+    /// A list of non-empty strings (capabilities, task ids).
     StrList,
+    /// A list of at most `max` JSON objects (follow-up task specs).
+    ObjectList { max: usize },
     /// Anything; accepted for compatibility, not interpreted.
     Any,
 }
@@ -104,6 +106,11 @@ impl Kind {
                 "type": "array",
                 "items": {"type": "string", "minLength": 1, "maxLength": MAX_CAPABILITY_LEN},
                 "maxItems": MAX_CAPABILITIES,
+            }),
+            Kind::ObjectList { max } => serde_json::json!({
+                "type": "array",
+                "items": {"type": "object"},
+                "maxItems": max,
             }),
             Kind::Any => serde_json::json!({}),
         }
@@ -247,6 +254,7 @@ pub const CLIENT_FRAME_SCHEMAS: &[(&str, &[Field])] = &[
             req("generation", Kind::UInt),
             opt("result", Kind::Object),
             opt("tokens_used", Kind::UInt),
+            opt("follow_ups", Kind::ObjectList { max: MAX_FOLLOW_UPS }),
         ],
     ),
     (
@@ -391,6 +399,22 @@ fn check_kind(name: &str, kind: Kind, v: &Value) -> Option<FieldError> {
                     }
                     Some(_) => {}
                 }
+            }
+            None
+        }
+        Kind::ObjectList { max } => {
+            let Some(items) = v.as_array() else {
+                return Some(FieldError::new(name, "wrong_type", "expected a list of objects"));
+            };
+            if items.len() > max {
+                return Some(FieldError::new(
+                    name,
+                    "too_long",
+                    format!("at most {max} entries"),
+                ));
+            }
+            if items.iter().any(|i| !i.is_object()) {
+                return Some(FieldError::new(name, "wrong_type", "expected a list of objects"));
             }
             None
         }
@@ -560,6 +584,10 @@ pub enum ClientFrame {
         result: Option<Map<String, Value>>,
         #[serde(default)]
         tokens_used: Option<u64>,
+        /// Task specs to create with the completion (ext), checked with
+        /// [`parse_task_spec`] before anything changes.
+        #[serde(default)]
+        follow_ups: Option<Vec<Value>>,
     },
     TaskFailed {
         task_id: String,
@@ -953,10 +981,54 @@ pub const TASK_SPEC_FIELDS: &[Field] = &[
             non_empty: true,
         },
     ),
+    opt("depends_on", Kind::StrList),
+    opt("ref", id(MAX_REF)),
+    opt("run_after", Kind::UInt),
+    opt("correlation_id", id(128)),
+    opt("blocked_policy", id(16)),
+    opt("blocked_requeue_ms", Kind::UInt),
 ];
 
 /// Longest `dedupe_key` (ext).
 pub const MAX_DEDUPE_KEY: usize = 256;
+/// Longest batch-local `ref` name (ext).
+pub const MAX_REF: usize = 64;
+/// Most follow-up tasks one `task_complete` may carry (ext).
+pub const MAX_FOLLOW_UPS: usize = 50;
+/// Longest delay of the `requeue` blocked-work policy (ms): a week.
+pub const MAX_BLOCKED_REQUEUE_MS: u64 = 7 * 24 * 3_600_000;
+
+/// What happens to a task an agent reports blocked (ext).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockedPolicy {
+    /// Back to the queue after `blocked_requeue_ms`.
+    Requeue,
+    /// Back to the queue at once for agents with the capability the agent said it
+    /// `needs` (`agent:<id>` names one agent); without `needs`, like `requeue`.
+    Route,
+    /// Stays blocked until an operator retries or cancels it.
+    Wait,
+}
+
+impl BlockedPolicy {
+    pub fn parse(s: &str) -> Option<BlockedPolicy> {
+        match s {
+            "requeue" => Some(BlockedPolicy::Requeue),
+            "route" => Some(BlockedPolicy::Route),
+            "wait" => Some(BlockedPolicy::Wait),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlockedPolicy::Requeue => "requeue",
+            BlockedPolicy::Route => "route",
+            BlockedPolicy::Wait => "wait",
+        }
+    }
+}
 
 /// Most retries or reclaims a task may allow.
 pub const MAX_RETRY_LIMIT: u64 = 100;
@@ -979,6 +1051,25 @@ pub struct TaskSpec {
     /// that task instead of a new one (ext).
     #[serde(default)]
     pub dedupe_key: Option<String>,
+    /// Tasks (ids, or `ref`s of other entries of the same batch) that must complete
+    /// before this one is scheduled (ext).
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// This entry's name inside its batch, for other entries' `depends_on` (ext).
+    #[serde(default, rename = "ref")]
+    pub batch_ref: Option<String>,
+    /// Not scheduled before this time (ms since the epoch) (ext).
+    #[serde(default)]
+    pub run_after: Option<i64>,
+    /// Groups a task with its follow-ups; defaults to the task's own id (ext).
+    #[serde(default)]
+    pub correlation_id: Option<String>,
+    /// What to do when an agent reports the task blocked (default: the hub's).
+    #[serde(default)]
+    pub blocked_policy: Option<BlockedPolicy>,
+    /// Delay of the `requeue` policy (default: the hub's).
+    #[serde(default)]
+    pub blocked_requeue_ms: Option<u64>,
 }
 
 /// Validates one task submission. Field names in errors are prefixed with `prefix`
@@ -1017,6 +1108,36 @@ pub fn parse_task_spec(v: &Value, prefix: &str) -> Result<TaskSpec, Vec<FieldErr
     let max_reclaims = limited("max_reclaims", 0, MAX_RETRY_LIMIT).map(|n| n as u32);
     let lease_ms = limited("lease_ms", LEASE_RANGE_MS.0, LEASE_RANGE_MS.1);
     let complete_by = limited("complete_by", 0, i64::MAX as u64).map(|n| n as i64);
+    let run_after = limited("run_after", 0, i64::MAX as u64).map(|n| n as i64);
+    let blocked_requeue_ms = limited("blocked_requeue_ms", 0, MAX_BLOCKED_REQUEUE_MS);
+    let blocked_policy = match present("blocked_policy").and_then(Value::as_str) {
+        None => None,
+        Some(p) => BlockedPolicy::parse(p).or_else(|| {
+            errors.push(FieldError::new(
+                "blocked_policy",
+                "invalid_value",
+                "expected requeue, route or wait",
+            ));
+            None
+        }),
+    };
+    let depends_on: Vec<String> = present("depends_on")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut seen = std::collections::HashSet::new();
+    if depends_on.iter().any(|d| !seen.insert(d.as_str())) {
+        errors.push(FieldError::new(
+            "depends_on",
+            "invalid_value",
+            "lists a task twice",
+        ));
+    }
+    let str_of = |k: &str| present(k).and_then(Value::as_str).map(str::to_string);
     if !errors.is_empty() {
         for e in &mut errors {
             e.field = format!("{prefix}{}", e.field);
@@ -1048,9 +1169,13 @@ pub fn parse_task_spec(v: &Value, prefix: &str) -> Result<TaskSpec, Vec<FieldErr
         needed_capabilities: caps,
         lease_ms,
         max_reclaims,
-        dedupe_key: present("dedupe_key")
-            .and_then(Value::as_str)
-            .map(str::to_string),
+        dedupe_key: str_of("dedupe_key"),
+        depends_on,
+        batch_ref: str_of("ref"),
+        run_after,
+        correlation_id: str_of("correlation_id"),
+        blocked_policy,
+        blocked_requeue_ms,
     })
 }
 

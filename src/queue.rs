@@ -27,8 +27,10 @@ use crate::metrics::{Counter as MetricCounter, Telemetry};
 use crate::presence::{Presence, ToAgent};
 use crate::protocol::{TaskAssignment, TaskSpec};
 use crate::scheduler::{Scheduler, TaskReady, TaskUnready};
-use crate::store::{decode, encode, key_seq, seq_key, Store};
-use crate::task::{ReclaimOutcome, Task, TaskDefaults, TaskError, TaskStatus};
+use crate::store::{decode, encode, key_seq, scoped_key, seq_key, Store};
+use crate::eventlog::{EventLog, NewEvent};
+use crate::protocol::{BlockedPolicy, FieldError};
+use crate::task::{BlockReport, HistoryEntry, ReclaimOutcome, Task, TaskDefaults, TaskError, TaskStatus};
 use crate::util::{new_task_id, now_ms};
 
 /// Why a queue operation failed.
@@ -38,6 +40,9 @@ pub enum QueueError {
     Task(TaskError),
     /// The store failed; the change was not made durable.
     Store(StoreError),
+    /// The submission does not fit what the queue holds (an unknown dependency, a
+    /// dependency cycle, a repeated `ref`); nothing changed.
+    Invalid(Vec<FieldError>),
 }
 
 impl QueueError {
@@ -46,6 +51,7 @@ impl QueueError {
         match self {
             QueueError::Task(e) => e.as_str(),
             QueueError::Store(_) => "storage_error",
+            QueueError::Invalid(_) => "validation_failed",
         }
     }
 }
@@ -76,20 +82,98 @@ struct Lease {
 struct Changed {
     status: TaskStatus,
     generation: u64,
-    priority: u8,
     updated_at: i64,
-    ready: TaskReady,
+}
+
+/// The event-log records of a task's new history entries. The agent of an event
+/// is the one its details name (the holder, for reports and reclaims).
+fn task_events(task: &Task, recorded: &[HistoryEntry], actor: &str) -> Vec<NewEvent> {
+    recorded
+        .iter()
+        .map(|e| NewEvent {
+            ts: e.ts,
+            kind: e.event.clone(),
+            task_id: Some(task.id.clone()),
+            agent_id: e
+                .details
+                .get("agent_id")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            actor: actor.to_string(),
+            details: e.details.clone(),
+        })
+        .collect()
+}
+
+/// What a change means for the tasks that depend on the changed one.
+enum Settle {
+    /// The task completed, dead-lettered, was cancelled or blocked on a dependency.
+    Finished(String, TaskStatus),
+    /// `task`, back in the queue, depends on `dep`, which cannot complete.
+    Block {
+        task: String,
+        dep: String,
+        status: TaskStatus,
+    },
+}
+
+impl TaskQueue {
+    /// Creates the follow-ups of a completion about to be accepted, before the
+    /// completion is written: a crash can then leave follow-ups without their
+    /// completion (the agent's retry of the report finds them by their fixed ids)
+    /// but never a completion without its follow-ups. A repeat of an accepted
+    /// completion creates nothing.
+    fn create_follow_ups(
+        &mut self,
+        task_id: &str,
+        agent: &str,
+        generation: u64,
+        specs: Vec<TaskSpec>,
+    ) -> Result<(), QueueError> {
+        if specs.is_empty() {
+            return Ok(());
+        }
+        let Some(parent) = self.ids.get(task_id).and_then(|seq| self.live.get(seq)) else {
+            // Finished or unknown: `complete` answers the repeat or the refusal.
+            return Ok(());
+        };
+        if parent.check_holder(agent, Some(generation)).is_err() {
+            return Ok(());
+        }
+        let correlation = parent.correlation().to_string();
+        let items = specs
+            .into_iter()
+            .enumerate()
+            .map(|(i, spec)| NewTask {
+                spec,
+                id: Some(follow_up_id(task_id, generation, i)),
+                parent: Some((task_id.to_string(), correlation.clone())),
+            })
+            .collect();
+        self.create_tasks(items, agent, |i| format!("follow_ups[{i}]."))?;
+        Ok(())
+    }
 }
 
 /// Effects that others may see only after the change is durable.
 #[derive(Default)]
-struct Effects {
+pub(crate) struct Effects {
     /// For the event bus, published after the flush like every other effect.
     events: Vec<HubEvent>,
     ready: Vec<TaskReady>,
     unready: Vec<String>,
     withdrawn: Vec<Withdrawn>,
     counts: Vec<Count>,
+}
+
+impl Effects {
+    fn is_empty(&self) -> bool {
+        self.events.is_empty()
+            && self.ready.is_empty()
+            && self.unready.is_empty()
+            && self.withdrawn.is_empty()
+            && self.counts.is_empty()
+    }
 }
 
 pub struct TaskQueue {
@@ -104,6 +188,21 @@ pub struct TaskQueue {
     dedupe: HashMap<String, String>,
     /// Sequences of dead-lettered tasks.
     dead_letter: BTreeSet<u64>,
+    /// Live task id → its dependencies not completed yet. A task listed here is
+    /// not scheduled.
+    waiting: HashMap<String, BTreeSet<String>>,
+    /// Dependency id → the live tasks that wait for it.
+    dependents: HashMap<String, Vec<String>>,
+    /// (due ms, task id): `run_after` times and `requeue` policy delays.
+    timers: BTreeSet<(i64, String)>,
+    /// Paused priority lanes: their queued tasks are not scheduled.
+    paused: [bool; 4],
+    /// Effects of changes made in this handler (with_task adds the scheduling and
+    /// dependency ones), released after the flush with the handler's own.
+    pending: Effects,
+    log: EventLog,
+    blocked_policy: BlockedPolicy,
+    blocked_requeue_ms: u64,
     counts: HashMap<TaskStatus, u64>,
     queued_by_priority: [u64; 4],
     /// Assigned tasks by id.
@@ -141,8 +240,17 @@ impl TaskQueue {
         scheduler: Addr<Scheduler>,
         presence: Addr<Presence>,
         analytics: Addr<Analytics>,
+        log: EventLog,
     ) -> Result<TaskQueue, StoreError> {
         let mut queue = TaskQueue {
+            waiting: HashMap::new(),
+            dependents: HashMap::new(),
+            timers: BTreeSet::new(),
+            paused: [false; 4],
+            pending: Effects::default(),
+            log,
+            blocked_policy: config.blocked_policy,
+            blocked_requeue_ms: config.blocked_requeue_ms,
             defaults: TaskDefaults {
                 max_retries: config.default_max_retries,
                 max_reclaims: config.default_max_reclaims,
@@ -281,12 +389,32 @@ impl TaskQueue {
         }
     }
 
-    /// Applies `change` to one task: all of it, written to sled, or nothing. The
-    /// task is moved out of memory and back, never cloned (this is the hot path).
+    /// Applies `change` to one task (see [`TaskQueue::change_task`]), then settles
+    /// what the change means for the tasks that depend on it.
     fn with_task<R>(
         &mut self,
         id: &str,
+        actor: &str,
         change: impl FnOnce(&mut Task, i64) -> Result<R, TaskError>,
+    ) -> Result<(R, Changed), QueueError> {
+        let mut settle = Vec::new();
+        let out = self.change_task(id, actor, change, &mut settle)?;
+        self.settle_dependencies(settle);
+        Ok(out)
+    }
+
+    /// Applies `change` to one task: all of it, its events appended to the log and
+    /// the record written to sled, or nothing. The task is moved out of memory and
+    /// back, never cloned (this is the hot path). Scheduling follows the new state:
+    /// a task that became schedulable is made ready, one that left the queue is
+    /// withdrawn from the scheduler. Tasks whose new state matters to their
+    /// dependents are pushed on `settle`.
+    fn change_task<R>(
+        &mut self,
+        id: &str,
+        actor: &str,
+        change: impl FnOnce(&mut Task, i64) -> Result<R, TaskError>,
+        settle: &mut Vec<Settle>,
     ) -> Result<(R, Changed), QueueError> {
         let now = now_ms();
         let live_seq = self.ids.get(id).copied();
@@ -299,27 +427,18 @@ impl TaskQueue {
         };
         let old = task.status;
         let last_event = task.history.last().cloned();
+        let put_back = |this: &mut Self, task: Task| {
+            if live_seq.is_some() {
+                this.live.insert(task.seq, task);
+            }
+        };
         let out = match change(&mut task, now) {
             Ok(out) => out,
             Err(e) => {
-                if live_seq.is_some() {
-                    self.live.insert(task.seq, task);
-                }
+                put_back(self, task);
                 return Err(e.into());
             }
         };
-        if let Err(e) = self.store.tasks.insert(seq_key(task.seq), encode(&task)) {
-            // Not written: the in-memory record must not run ahead of sled. The
-            // change methods only move forward, so reload the stored record.
-            tracing::error!(task_id = %id, error = %e, "task write failed");
-            if let Ok(Some(stored)) = self.read_stored(id) {
-                if live_seq.is_some() {
-                    self.live.insert(stored.seq, stored);
-                }
-            }
-            return Err(QueueError::Store(e.into()));
-        }
-        self.index(&task, Some(old), now);
         let recorded = match &last_event {
             Some(prev) => task
                 .history
@@ -328,6 +447,24 @@ impl TaskQueue {
                 .map_or(&task.history[..], |i| &task.history[i + 1..]),
             None => &task.history[..],
         };
+        // The events first: a change is never durable without its record in the log.
+        if let Err(e) = self.log.append(task_events(&task, recorded, actor)) {
+            tracing::error!(task_id = %id, error = %e, "event log write failed; change refused");
+            if let Ok(Some(stored)) = self.read_stored(id) {
+                put_back(self, stored);
+            }
+            return Err(QueueError::Store(e));
+        }
+        if let Err(e) = self.store.tasks.insert(seq_key(task.seq), encode(&task)) {
+            // Not written: the in-memory record must not run ahead of sled. The
+            // change methods only move forward, so reload the stored record.
+            tracing::error!(task_id = %id, error = %e, "task write failed");
+            if let Ok(Some(stored)) = self.read_stored(id) {
+                put_back(self, stored);
+            }
+            return Err(QueueError::Store(e.into()));
+        }
+        self.index(&task, Some(old), now);
         self.telemetry
             .task_events(recorded, task.created_at, task.assigned_at);
         let completion = recorded
@@ -342,20 +479,56 @@ impl TaskQueue {
             let row = completion
                 .as_ref()
                 .and_then(|c| serde_json::to_value(c).ok());
-            for e in recorded {
-                let row = (e.event == "completed").then(|| row.clone()).flatten();
-                self.announce(&task, &e.event, e.ts, None, row);
+            let recorded: Vec<(String, i64)> =
+                recorded.iter().map(|e| (e.event.clone(), e.ts)).collect();
+            for (event, ts) in recorded {
+                let row = (event == "completed").then(|| row.clone()).flatten();
+                self.announce(&task, &event, ts, None, row);
             }
         }
         let changed = Changed {
             status: task.status,
             generation: task.generation,
-            priority: task.priority,
             updated_at: task.updated_at,
-            ready: Self::ready_of(&task),
         };
+        match task.status {
+            TaskStatus::Completed | TaskStatus::DeadLetter | TaskStatus::Cancelled => {
+                settle.push(Settle::Finished(task.id.clone(), task.status));
+            }
+            TaskStatus::Blocked if task.blocked_on.is_some() => {
+                settle.push(Settle::Finished(task.id.clone(), task.status));
+            }
+            _ => {}
+        }
+        if task.status == TaskStatus::Queued && old != TaskStatus::Queued && !task.depends_on.is_empty()
+        {
+            // Back in the queue (retry, requeue): wait again for what is unfinished.
+            if let Some((dep, status)) = self.track_dependencies(&task) {
+                settle.push(Settle::Block {
+                    task: task.id.clone(),
+                    dep,
+                    status,
+                });
+            }
+        }
+        match (old, task.status) {
+            (_, TaskStatus::Queued) => {
+                if old == TaskStatus::Queued {
+                    // Same queue, new lane: the scheduler re-indexes it.
+                    self.pending.unready.push(task.id.clone());
+                }
+                self.offer(&task, now);
+            }
+            (TaskStatus::Queued, TaskStatus::Assigned) => {}
+            (TaskStatus::Queued, _) => self.pending.unready.push(task.id.clone()),
+            _ => {}
+        }
+        if let Some(at) = task.unblock_at.filter(|_| task.status == TaskStatus::Blocked) {
+            self.timers.insert((at, task.id.clone()));
+        }
         if task.status.is_terminal() {
             self.ids.remove(&task.id);
+            self.waiting.remove(&task.id);
             if let Some(key) = &task.dedupe_key {
                 if self.dedupe.get(key) == Some(&task.id) {
                     self.dedupe.remove(key);
@@ -374,6 +547,139 @@ impl TaskQueue {
             self.live.insert(task.seq, task);
         }
         Ok((out, changed))
+    }
+
+    /// Makes a queued task ready if nothing holds it back; one that waits for its
+    /// `run_after` gets a timer.
+    fn offer(&mut self, task: &Task, now: i64) {
+        if self.held_back(task) {
+            return;
+        }
+        match task.run_after {
+            Some(at) if at > now => {
+                self.timers.insert((at, task.id.clone()));
+            }
+            _ => self.pending.ready.push(Self::ready_of(task)),
+        }
+    }
+
+    /// Not schedulable whatever the time: not queued, waiting for dependencies,
+    /// or in a paused lane.
+    fn held_back(&self, task: &Task) -> bool {
+        task.status != TaskStatus::Queued
+            || self.waiting.contains_key(&task.id)
+            || self.paused[usize::from(task.priority.min(3))]
+    }
+
+    /// The status of any task, live or finished; `None` when unknown or unreadable.
+    fn status_of(&self, id: &str) -> Option<TaskStatus> {
+        if let Some(t) = self.ids.get(id).and_then(|seq| self.live.get(seq)) {
+            return Some(t.status);
+        }
+        match self.read_stored(id) {
+            Ok(t) => t.map(|t| t.status),
+            Err(e) => {
+                tracing::error!(task_id = %id, error = %e, "dependency unreadable");
+                None
+            }
+        }
+    }
+
+    /// Records which of `task`'s dependencies are unfinished (it waits for them).
+    /// Answers a dependency that can no longer complete, if there is one.
+    fn track_dependencies(&mut self, task: &Task) -> Option<(String, TaskStatus)> {
+        let mut open = BTreeSet::new();
+        let mut failed = None;
+        for dep in &task.depends_on {
+            match self.status_of(dep) {
+                Some(TaskStatus::Completed) => {}
+                Some(s @ (TaskStatus::DeadLetter | TaskStatus::Cancelled)) => {
+                    failed.get_or_insert((dep.clone(), s));
+                }
+                Some(s) => {
+                    let blocked_on_dep = s == TaskStatus::Blocked
+                        && self
+                            .ids
+                            .get(dep)
+                            .and_then(|seq| self.live.get(seq))
+                            .is_some_and(|d| d.blocked_on.is_some());
+                    if blocked_on_dep {
+                        failed.get_or_insert((dep.clone(), s));
+                    }
+                    open.insert(dep.clone());
+                    let list = self.dependents.entry(dep.clone()).or_default();
+                    if !list.contains(&task.id) {
+                        list.push(task.id.clone());
+                    }
+                }
+                None => {
+                    // Unknown (a record lost to corruption): it can never complete.
+                    failed.get_or_insert((dep.clone(), TaskStatus::Cancelled));
+                }
+            }
+        }
+        if open.is_empty() {
+            self.waiting.remove(&task.id);
+        } else {
+            self.waiting.insert(task.id.clone(), open);
+        }
+        failed
+    }
+
+    /// What finished tasks mean for the tasks waiting on them: a completion frees
+    /// its dependents (scheduled once nothing else holds them); a dead letter,
+    /// cancel or dependency block blocks them, and so on down the chain.
+    fn settle_dependencies(&mut self, mut settle: Vec<Settle>) {
+        while let Some(item) = settle.pop() {
+            let (dep, status, dependents) = match item {
+                Settle::Block { task, dep, status } => (dep, status, vec![task]),
+                Settle::Finished(id, TaskStatus::Completed) => {
+                    self.release_dependents(&id);
+                    continue;
+                }
+                Settle::Finished(id, status) => {
+                    let dependents = self.dependents.get(&id).cloned().unwrap_or_default();
+                    (id, status, dependents)
+                }
+            };
+            for dependent in dependents {
+                let queued = self
+                    .ids
+                    .get(&dependent)
+                    .and_then(|seq| self.live.get(seq))
+                    .is_some_and(|t| t.status == TaskStatus::Queued);
+                if !queued {
+                    continue;
+                }
+                let blocked = self.change_task(
+                    &dependent,
+                    "hub",
+                    |t, now| t.block_on_dependency(&dep, status, now),
+                    &mut settle,
+                );
+                if let Err(e) = blocked {
+                    tracing::error!(task_id = %dependent, error = e.as_str(), "dependent could not be blocked");
+                }
+            }
+        }
+    }
+
+    /// `id` completed: its dependents stop waiting for it, and those waiting for
+    /// nothing else are offered to the scheduler.
+    fn release_dependents(&mut self, id: &str) {
+        let now = now_ms();
+        for d in self.dependents.remove(id).unwrap_or_default() {
+            let Some(open) = self.waiting.get_mut(&d) else {
+                continue;
+            };
+            open.remove(id);
+            if open.is_empty() {
+                self.waiting.remove(&d);
+                if let Some(t) = self.ids.get(&d).and_then(|seq| self.live.get(seq)).cloned() {
+                    self.offer(&t, now);
+                }
+            }
+        }
     }
 
     fn renew(&mut self, task_id: &str, accepted: bool) {
@@ -395,12 +701,11 @@ impl TaskQueue {
         mut effects: Effects,
         value: Result<T, QueueError>,
     ) -> ResponseActFuture<Self, Result<T, QueueError>> {
-        if value.is_err() {
-            // A failed change wrote nothing; events of earlier changes wait for the
-            // next flush.
+        if value.is_err() && self.pending.is_empty() && self.unpublished.is_empty() {
+            // A failed change wrote nothing.
             return Box::pin(fut::ready(value));
         }
-        effects.events = std::mem::take(&mut self.unpublished);
+        self.take_pending(&mut effects);
         Box::pin(
             self.store
                 .durable()
@@ -431,7 +736,8 @@ impl TaskQueue {
         }
     }
 
-    /// Reclaims every assigned task whose lease ran out or whose `complete_by` passed.
+    /// Reclaims every assigned task whose lease ran out or whose `complete_by`
+    /// passed, and runs the timers that are due (`run_after`, `requeue` delays).
     fn sweep(&mut self, ctx: &mut Context<Self>) {
         let now = now_ms();
         let mut due = Vec::new();
@@ -448,19 +754,20 @@ impl TaskQueue {
                 due.push((task_id.clone(), lease.clone(), "lease_expired"));
             }
         }
-        if due.is_empty() {
+        let timers_due = self
+            .timers
+            .first()
+            .is_some_and(|(at, _)| *at <= now);
+        if due.is_empty() && !timers_due {
             return;
         }
         let mut effects = Effects::default();
         for (task_id, lease, reason) in due {
-            match self.with_task(&task_id, |t, now| {
+            match self.with_task(&task_id, "hub", |t, now| {
                 t.reclaim(&lease.agent_id, lease.generation, reason, now)
             }) {
-                Ok((outcome, task)) => {
+                Ok(_) => {
                     tracing::warn!(task_id = %task_id, agent_id = %lease.agent_id, reason, "task reclaimed");
-                    if outcome == ReclaimOutcome::Requeued {
-                        effects.ready.push(task.ready.clone());
-                    }
                     effects.withdrawn.push(Withdrawn {
                         agent_id: lease.agent_id,
                         task_id,
@@ -473,16 +780,62 @@ impl TaskQueue {
                 }
             }
         }
-        effects.events = std::mem::take(&mut self.unpublished);
+        self.run_timers(now);
+        self.spawn_release(ctx, effects);
+    }
+
+    /// Tasks whose `run_after` came are offered; blocked tasks whose `requeue`
+    /// delay passed go back to the queue.
+    fn run_timers(&mut self, now: i64) {
+        while let Some((at, id)) = self.timers.first().cloned() {
+            if at > now {
+                break;
+            }
+            self.timers.remove(&(at, id.clone()));
+            let Some(task) = self.ids.get(&id).and_then(|seq| self.live.get(seq)) else {
+                continue;
+            };
+            match task.status {
+                TaskStatus::Queued => {
+                    let task = task.clone();
+                    self.offer(&task, now);
+                }
+                TaskStatus::Blocked if task.unblock_at.is_some_and(|u| u <= now) => {
+                    if let Err(e) = self.with_task(&id, "hub", |t, now| t.unblock_due(now)) {
+                        tracing::error!(task_id = %id, error = e.as_str(), "blocked task not requeued");
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Releases `effects` (and the pending ones) after a flush, outside any reply.
+    fn spawn_release(&mut self, ctx: &mut Context<Self>, mut effects: Effects) {
+        self.take_pending(&mut effects);
+        if effects.is_empty() {
+            return;
+        }
         ctx.spawn(
             self.store
                 .durable()
                 .into_actor(self)
                 .map(|flushed, act, _| match flushed {
                     Ok(()) => act.release(effects),
-                    Err(e) => tracing::error!(error = %e, "flush after sweep failed"),
+                    Err(e) => tracing::error!(error = %e, "flush before release failed"),
                 }),
         );
+    }
+
+    /// Moves the effects accumulated by changes into `effects`.
+    fn take_pending(&mut self, effects: &mut Effects) {
+        let pending = std::mem::take(&mut self.pending);
+        effects.events.extend(std::mem::take(&mut self.unpublished));
+        effects.events.extend(pending.events);
+        effects.ready.extend(pending.ready);
+        effects.unready.extend(pending.unready);
+        effects.withdrawn.extend(pending.withdrawn);
+        effects.counts.extend(pending.counts);
     }
 
     fn stats(&self) -> Value {
@@ -505,6 +858,8 @@ impl TaskQueue {
             "by_status": by_status,
             "by_priority": by_priority,
             "dead_letter": self.dead_letter.len(),
+            "paused_lanes": self.paused_lanes(),
+            "waiting_on_dependencies": self.waiting.len(),
         })
     }
 }
@@ -572,6 +927,10 @@ impl TaskQueue {
         self.counts.clear();
         self.queued_by_priority = [0; 4];
         self.leases.clear();
+        self.waiting.clear();
+        self.dependents.clear();
+        self.timers.clear();
+        self.load_paused()?;
         self.completions = Completions::default();
         let now = now_ms();
         let mut corrupt = 0usize;
@@ -607,9 +966,43 @@ impl TaskQueue {
                 self.live.insert(task.seq, task);
             }
         }
+        // Dependencies and timers need every live task loaded first.
+        let mut dependent = Vec::new();
+        for task in self.live.values() {
+            if !task.depends_on.is_empty() && task.status == TaskStatus::Queued {
+                dependent.push(task.seq);
+            }
+            let at = match task.status {
+                TaskStatus::Queued => task.run_after.filter(|at| *at > now),
+                TaskStatus::Blocked => task.unblock_at,
+                _ => None,
+            };
+            if let Some(at) = at {
+                self.timers.insert((at, task.id.clone()));
+            }
+        }
+        let mut settle = Vec::new();
+        for seq in dependent {
+            let Some(task) = self.live.get(&seq).cloned() else {
+                continue;
+            };
+            // A dependency that failed while the hub stopped before its dependents
+            // were blocked: block them now.
+            if let Some((dep, status)) = self.track_dependencies(&task) {
+                settle.push(Settle::Block {
+                    task: task.id,
+                    dep,
+                    status,
+                });
+            }
+        }
+        self.settle_dependencies(settle);
+        // What the settling made ready is offered in `started`, with the rest.
+        self.pending = Effects::default();
         tracing::info!(
             tasks = self.counts.values().sum::<u64>(),
             live = self.live.len(),
+            waiting = self.waiting.len(),
             corrupt,
             "task queue loaded"
         );
@@ -630,8 +1023,9 @@ impl Actor for TaskQueue {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         // Everything that was queued before the restart is ready again, in order.
+        let now = now_ms();
         for task in self.live.values() {
-            if task.status == TaskStatus::Queued {
+            if !self.held_back(task) && task.run_after.is_none_or(|at| at <= now) {
                 self.scheduler.do_send(Self::ready_of(task));
             }
         }
@@ -649,20 +1043,270 @@ pub struct Submitted {
     pub task_id: String,
     pub priority: u8,
     pub created_at: i64,
-    /// An unfinished task with the same `dedupe_key` existed: this is that task,
-    /// and nothing was created.
+    /// An unfinished task with the same `dedupe_key` existed (or, for hub-made
+    /// tasks with a fixed id, that task existed): this is that task, and nothing
+    /// was created.
     pub existing: bool,
 }
 
-/// The reply for the `i`-th task created by a batch.
-fn first_of(tasks: &[Task], i: usize) -> Submitted {
-    let t = &tasks[i];
-    Submitted {
-        task_id: t.id.clone(),
-        priority: t.priority,
-        created_at: t.created_at,
-        existing: false,
+impl Submitted {
+    fn of(task: &Task, existing: bool) -> Submitted {
+        Submitted {
+            task_id: task.id.clone(),
+            priority: task.priority,
+            created_at: task.created_at,
+            existing,
+        }
     }
+}
+
+/// A task to create: a validated spec plus what only the hub sets.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub spec: TaskSpec,
+    /// A fixed id (follow-ups, standing-order runs): creating it twice creates it
+    /// once.
+    pub id: Option<String>,
+    /// (parent task id, correlation id) of a follow-up.
+    pub parent: Option<(String, String)>,
+}
+
+impl NewTask {
+    pub fn from_spec(spec: TaskSpec) -> NewTask {
+        NewTask {
+            spec,
+            id: None,
+            parent: None,
+        }
+    }
+}
+
+/// The id of the `index`-th follow-up of `parent`'s completion at `generation`:
+/// the same every time, so a repeated or replayed completion creates nothing new.
+pub fn follow_up_id(parent: &str, generation: u64, index: usize) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("follow-up\0{parent}\0{generation}\0{index}"));
+    format!("task-{}", hex::encode(&digest[..8]))
+}
+
+/// Where a batch entry's task comes from.
+enum Planned {
+    /// Answered with an existing task.
+    Existing(Submitted),
+    /// The `n`-th new task.
+    New(usize),
+}
+
+impl TaskQueue {
+    /// Creates tasks (one, a batch, or a completion's follow-ups) in one write,
+    /// made durable by the caller's flush. `field` names entry `i` in errors.
+    /// Dependencies are resolved against existing tasks and the batch's own `ref`s;
+    /// an unknown one, a `ref` used twice or a cycle refuses the whole batch.
+    fn create_tasks(
+        &mut self,
+        items: Vec<NewTask>,
+        submitted_by: &str,
+        field: impl Fn(usize) -> String,
+    ) -> Result<Vec<Submitted>, QueueError> {
+        let now = now_ms();
+        let mut errors = Vec::new();
+        let mut plan = Vec::with_capacity(items.len());
+        let mut fresh: Vec<(NewTask, String)> = Vec::new();
+        let mut batch_keys: HashMap<String, usize> = HashMap::new();
+        let mut refs: HashMap<String, String> = HashMap::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let existing = match &item.id {
+                Some(id) => self.read(id)?.map(|t| Submitted::of(&t, true)),
+                None => None,
+            };
+            let existing = existing.or_else(|| {
+                let key = item.spec.dedupe_key.as_ref()?;
+                self.dedupe_hit(key).or_else(|| {
+                    // The same key twice in one batch: one task.
+                    let n = *batch_keys.get(key)?;
+                    Some(Submitted {
+                        task_id: fresh[n].1.clone(),
+                        priority: fresh[n].0.spec.priority,
+                        created_at: now,
+                        existing: true,
+                    })
+                })
+            });
+            let id = match &existing {
+                Some(s) => s.task_id.clone(),
+                None => item.id.clone().unwrap_or_else(new_task_id),
+            };
+            if let Some(r) = &item.spec.batch_ref {
+                if refs.insert(r.clone(), id.clone()).is_some() {
+                    errors.push(FieldError::new(
+                        &format!("{}ref", field(i)),
+                        "invalid_value",
+                        format!("ref {r:?} names two entries of the batch"),
+                    ));
+                }
+            }
+            match existing {
+                Some(s) => plan.push(Planned::Existing(s)),
+                None => {
+                    if let Some(key) = &item.spec.dedupe_key {
+                        batch_keys.insert(key.clone(), fresh.len());
+                    }
+                    plan.push(Planned::New(fresh.len()));
+                    fresh.push((item, id));
+                }
+            }
+        }
+        // Resolve `depends_on`: a batch ref or an existing task.
+        let new_ids: HashMap<String, usize> = fresh
+            .iter()
+            .enumerate()
+            .map(|(n, (_, id))| (id.clone(), n))
+            .collect();
+        let entry_of: Vec<usize> = plan
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| match p {
+                Planned::New(_) => Some(i),
+                Planned::Existing(_) => None,
+            })
+            .collect();
+        let mut edges: Vec<Vec<usize>> = vec![Vec::new(); fresh.len()];
+        for (n, (item, _)) in fresh.iter_mut().enumerate() {
+            let mut resolved = Vec::with_capacity(item.spec.depends_on.len());
+            for dep in &item.spec.depends_on {
+                let id = match refs.get(dep) {
+                    Some(id) => id.clone(),
+                    None if self.status_of(dep).is_some() || new_ids.contains_key(dep) => {
+                        dep.clone()
+                    }
+                    None => {
+                        errors.push(FieldError::new(
+                            &format!("{}depends_on", field(entry_of[n])),
+                            "unknown_dependency",
+                            format!("{dep:?} is neither a task nor a ref of this batch"),
+                        ));
+                        continue;
+                    }
+                };
+                if let Some(&m) = new_ids.get(&id) {
+                    edges[n].push(m);
+                }
+                if !resolved.contains(&id) {
+                    resolved.push(id);
+                }
+            }
+            item.spec.depends_on = resolved;
+        }
+        for n in cycle_members(&edges) {
+            errors.push(FieldError::new(
+                &format!("{}depends_on", field(entry_of[n])),
+                "dependency_cycle",
+                "the batch's dependencies form a cycle through this entry",
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(QueueError::Invalid(errors));
+        }
+        let mut tasks = Vec::with_capacity(fresh.len());
+        let mut records = sled::Batch::default();
+        let mut ids = sled::Batch::default();
+        let mut correlations = sled::Batch::default();
+        let mut events = Vec::new();
+        for (item, id) in fresh {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let mut task = Task::new(id, seq, item.spec, submitted_by, self.defaults, now);
+            if let Some((parent, correlation)) = item.parent {
+                task.parent_task_id = Some(parent);
+                task.correlation_id = Some(correlation);
+            }
+            events.extend(task_events(&task, &task.history, submitted_by));
+            records.insert(&seq_key(seq), encode(&task));
+            ids.insert(task.id.as_bytes(), &seq_key(seq));
+            correlations.insert(scoped_key(task.correlation(), seq), &[]);
+            tasks.push(task);
+        }
+        self.log.append(events)?;
+        self.store
+            .tasks
+            .apply_batch(records)
+            .and_then(|()| self.store.task_ids.apply_batch(ids))
+            .and_then(|()| self.store.task_correlations.apply_batch(correlations))
+            .map_err(StoreError::from)?;
+        self.telemetry
+            .add(MetricCounter::Submitted, tasks.len() as u64);
+        let replies: Vec<Submitted> = plan
+            .into_iter()
+            .map(|p| match p {
+                Planned::Existing(s) => s,
+                Planned::New(n) => Submitted::of(&tasks[n], false),
+            })
+            .collect();
+        let mut with_deps = Vec::new();
+        for task in tasks {
+            if let Some(key) = &task.dedupe_key {
+                self.dedupe.insert(key.clone(), task.id.clone());
+            }
+            if self.bus.watched() {
+                let description = Some(short_description(&task.description));
+                self.announce(&task, "queued", task.created_at, description, None);
+            }
+            self.index(&task, None, now);
+            if !task.depends_on.is_empty() {
+                with_deps.push(task.seq);
+            }
+            self.ids.insert(task.id.clone(), task.seq);
+            self.live.insert(task.seq, task);
+        }
+        // Every new task is in place, so dependencies inside the batch resolve.
+        let mut settle = Vec::new();
+        for seq in with_deps {
+            let Some(task) = self.live.get(&seq).cloned() else {
+                continue;
+            };
+            if let Some((dep, status)) = self.track_dependencies(&task) {
+                settle.push(Settle::Block {
+                    task: task.id.clone(),
+                    dep,
+                    status,
+                });
+            }
+        }
+        for s in replies.iter().filter(|s| !s.existing) {
+            if let Some(task) = self.ids.get(&s.task_id).and_then(|seq| self.live.get(seq)) {
+                let task = task.clone();
+                self.offer(&task, now);
+            }
+        }
+        self.settle_dependencies(settle);
+        Ok(replies)
+    }
+}
+
+/// The entries of a dependency graph (entry → entries it depends on) that lie on
+/// or behind a cycle: what a topological sort cannot order.
+fn cycle_members(edges: &[Vec<usize>]) -> Vec<usize> {
+    let n = edges.len();
+    let mut needs = vec![0usize; n];
+    let mut needed_by: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (from, deps) in edges.iter().enumerate() {
+        for &to in deps {
+            needs[from] += 1;
+            needed_by[to].push(from);
+        }
+    }
+    let mut ready: Vec<usize> = (0..n).filter(|&i| needs[i] == 0).collect();
+    let mut ordered = vec![false; n];
+    while let Some(i) = ready.pop() {
+        ordered[i] = true;
+        for &j in &needed_by[i] {
+            needs[j] -= 1;
+            if needs[j] == 0 {
+                ready.push(j);
+            }
+        }
+    }
+    (0..n).filter(|&i| !ordered[i]).collect()
 }
 
 /// Create tasks (one or a batch, all in one flush). A spec whose `dedupe_key`
@@ -673,6 +1317,8 @@ fn first_of(tasks: &[Task], i: usize) -> Submitted {
 pub struct Submit {
     pub specs: Vec<TaskSpec>,
     pub submitted_by: String,
+    /// Errors name entries `[i].` (a batch) or nothing (a single task).
+    pub batch: bool,
 }
 
 impl Handler<Submit> for TaskQueue {
@@ -680,81 +1326,36 @@ impl Handler<Submit> for TaskQueue {
 
     fn handle(&mut self, msg: Submit, ctx: &mut Context<Self>) -> Self::Result {
         self.contained(ctx, move |this| -> Self::Result {
-            let now = now_ms();
-            let mut created = Vec::with_capacity(msg.specs.len());
-            let mut effects = Effects::default();
-            let mut records = sled::Batch::default();
-            let mut ids = sled::Batch::default();
-            let mut tasks = Vec::with_capacity(msg.specs.len());
-            // Slot in the reply of each spec: a new task, or an existing one.
-            let mut replies: Vec<Option<Submitted>> = Vec::with_capacity(msg.specs.len());
-            let mut batch_keys: HashMap<String, usize> = HashMap::new();
-            for spec in msg.specs {
-                if let Some(key) = &spec.dedupe_key {
-                    if let Some(existing) = this.dedupe_hit(key) {
-                        replies.push(Some(existing));
-                        continue;
-                    }
-                    if let Some(&first) = batch_keys.get(key) {
-                        // The same key twice in one batch: one task.
-                        replies.push(Some(Submitted {
-                            existing: true,
-                            ..first_of(&tasks, first)
-                        }));
-                        continue;
-                    }
-                    batch_keys.insert(key.clone(), tasks.len());
+            let items = msg.specs.into_iter().map(NewTask::from_spec).collect();
+            let batch = msg.batch;
+            let result = this.create_tasks(items, &msg.submitted_by, |i| {
+                if batch {
+                    format!("[{i}].")
+                } else {
+                    String::new()
                 }
-                replies.push(None);
-                let seq = this.next_seq;
-                this.next_seq += 1;
-                let task = Task::new(
-                    new_task_id(),
-                    seq,
-                    spec,
-                    &msg.submitted_by,
-                    this.defaults,
-                    now,
-                );
-                records.insert(&seq_key(seq), encode(&task));
-                ids.insert(task.id.as_bytes(), &seq_key(seq));
-                tasks.push(task);
-            }
-            let written = this
-                .store
-                .tasks
-                .apply_batch(records)
-                .and_then(|_| this.store.task_ids.apply_batch(ids));
-            if let Err(e) = written {
-                return Box::pin(fut::ready(Err(QueueError::Store(e.into()))));
-            }
-            this.telemetry
-                .add(MetricCounter::Submitted, tasks.len() as u64);
-            let mut fresh = tasks.iter().map(|t| Submitted {
-                task_id: t.id.clone(),
-                priority: t.priority,
-                created_at: t.created_at,
-                existing: false,
             });
-            for reply in replies {
-                if let Some(s) = reply.or_else(|| fresh.next()) {
-                    created.push(s);
-                }
-            }
-            for task in tasks {
-                if let Some(key) = &task.dedupe_key {
-                    this.dedupe.insert(key.clone(), task.id.clone());
-                }
-                effects.ready.push(Self::ready_of(&task));
-                if this.bus.watched() {
-                    let description = Some(short_description(&task.description));
-                    this.announce(&task, "queued", task.created_at, description, None);
-                }
-                this.index(&task, None, now);
-                this.ids.insert(task.id.clone(), task.seq);
-                this.live.insert(task.seq, task);
-            }
-            this.after_flush(effects, Ok(created))
+            this.after_flush(Effects::default(), result)
+        })
+    }
+}
+
+/// Create hub-made tasks with fixed ids (standing-order runs): each is created
+/// once, whatever how often it is asked for.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Submitted>, QueueError>")]
+pub struct SubmitFixed {
+    pub tasks: Vec<NewTask>,
+    pub submitted_by: String,
+}
+
+impl Handler<SubmitFixed> for TaskQueue {
+    type Result = ResponseActFuture<Self, Result<Vec<Submitted>, QueueError>>;
+
+    fn handle(&mut self, msg: SubmitFixed, ctx: &mut Context<Self>) -> Self::Result {
+        self.contained(ctx, move |this| -> Self::Result {
+            let result = this.create_tasks(msg.tasks, &msg.submitted_by, |i| format!("[{i}]."));
+            this.after_flush(Effects::default(), result)
         })
     }
 }
@@ -773,7 +1374,7 @@ impl Handler<Assign> for TaskQueue {
     fn handle(&mut self, msg: Assign, ctx: &mut Context<Self>) -> Self::Result {
         self.contained(ctx, move |this| -> Self::Result {
             let result = this
-                .with_task(&msg.task_id, |t, now| t.assign(&msg.agent_id, now))
+                .with_task(&msg.task_id, "hub", |t, now| t.assign(&msg.agent_id, now))
                 .map(|(a, _)| a);
             if result.is_ok() {
                 tracing::info!(task_id = %msg.task_id, agent_id = %msg.agent_id, "task assigned");
@@ -809,6 +1410,8 @@ pub enum Report {
         generation: u64,
         result: Option<Map<String, Value>>,
         tokens_used: Option<u64>,
+        /// Validated follow-up task specs, created with the completion.
+        follow_ups: Vec<TaskSpec>,
     },
     Fail {
         generation: u64,
@@ -898,7 +1501,7 @@ impl Handler<AgentReport> for TaskQueue {
                     progress,
                     message,
                 } => {
-                    let r = this.with_task(&task_id, |t, now| {
+                    let r = this.with_task(&task_id, &agent, |t, now| {
                         t.progress(&agent, generation, progress, message, now)
                     });
                     if r.is_ok() {
@@ -908,7 +1511,7 @@ impl Handler<AgentReport> for TaskQueue {
                     return Box::pin(fut::ready(r.map(|_| ReportReply::Noted)));
                 }
                 Report::Accept { generation } => this
-                    .with_task(&task_id, |t, now| t.accept(&agent, generation, now))
+                    .with_task(&task_id, &agent, |t, now| t.accept(&agent, generation, now))
                     .map(|(_, task)| {
                         this.renew(&task_id, true);
                         ReportReply::Accepted(task.generation)
@@ -917,10 +1520,14 @@ impl Handler<AgentReport> for TaskQueue {
                     generation,
                     result,
                     tokens_used,
+                    follow_ups,
                 } => this
-                    .with_task(&task_id, |t, now| {
-                        fresh(t, |t| {
-                            t.complete(&agent, generation, result, tokens_used, now)
+                    .create_follow_ups(&task_id, &agent, generation, follow_ups)
+                    .and_then(|()| {
+                        this.with_task(&task_id, &agent, |t, now| {
+                            fresh(t, |t| {
+                                t.complete(&agent, generation, result, tokens_used, now)
+                            })
                         })
                     })
                     .map(|((ack, fresh), task)| {
@@ -934,7 +1541,7 @@ impl Handler<AgentReport> for TaskQueue {
                         ReportReply::Ack(ack)
                     }),
                 Report::Fail { generation, error } => this
-                    .with_task(&task_id, |t, now| {
+                    .with_task(&task_id, &agent, |t, now| {
                         fresh(t, |t| t.fail(&agent, generation, error, now))
                     })
                     .map(|((ack, fresh), task)| {
@@ -944,31 +1551,31 @@ impl Handler<AgentReport> for TaskQueue {
                                 counter: Counter::TasksFailed,
                                 at: task.updated_at,
                             });
-                            if task.status == TaskStatus::Queued {
-                                effects.ready.push(task.ready.clone());
-                            }
                         }
                         ReportReply::Ack(ack)
                     }),
                 Report::Reject { generation, reason } => this
-                    .with_task(&task_id, |t, now| {
-                        fresh(t, |t| t.reject(&agent, generation, reason, now))
+                    .with_task(&task_id, &agent, |t, now| {
+                        t.reject(&agent, generation, reason, now)
                     })
-                    .map(|((ack, fresh), task)| {
-                        if fresh && task.status == TaskStatus::Queued {
-                            effects.ready.push(task.ready.clone());
-                        }
-                        ReportReply::Ack(ack)
-                    }),
+                    .map(|(ack, _)| ReportReply::Ack(ack)),
                 Report::Block {
                     generation,
                     reason,
                     needs,
-                } => this
-                    .with_task(&task_id, |t, now| {
-                        t.block(&agent, generation, reason, needs, now)
+                } => {
+                    let (policy, delay) = (this.blocked_policy, this.blocked_requeue_ms);
+                    this.with_task(&task_id, &agent, |t, now| {
+                        let report = BlockReport {
+                            agent: &agent,
+                            generation,
+                            reason,
+                            needs,
+                        };
+                        t.block(report, policy, delay, now)
                     })
-                    .map(|(ack, _)| ReportReply::Ack(ack)),
+                    .map(|(ack, _)| ReportReply::Ack(ack))
+                }
             };
             if let Ok(ReportReply::Ack(status)) = &result {
                 tracing::info!(task_id = %task_id, agent_id = %agent, status = %status, "task report accepted");
@@ -993,20 +1600,16 @@ impl Handler<Reclaim> for TaskQueue {
 
     fn handle(&mut self, msg: Reclaim, ctx: &mut Context<Self>) -> Self::Result {
         self.contained(ctx, move |this| -> Self::Result {
-            let mut effects = Effects::default();
             let result = this
-                .with_task(&msg.task_id, |t, now| {
+                .with_task(&msg.task_id, "hub", |t, now| {
                     t.reclaim(&msg.agent_id, msg.generation, &msg.reason, now)
                 })
-                .map(|(outcome, task)| {
+                .map(|(outcome, _)| {
                     tracing::warn!(task_id = %msg.task_id, agent_id = %msg.agent_id,
                                    reason = %msg.reason, "task reclaimed");
-                    if outcome == ReclaimOutcome::Requeued {
-                        effects.ready.push(task.ready.clone());
-                    }
                     outcome
                 });
-            this.after_flush(effects, result)
+            this.after_flush(Effects::default(), result)
         })
     }
 }
@@ -1079,7 +1682,8 @@ impl Handler<HeldBy> for TaskQueue {
     }
 }
 
-/// Operator cancel; answers the previous status.
+/// Operator cancel; answers the previous status. The holder of an assigned task
+/// is told (`task_cancelled`).
 #[derive(Message)]
 #[rtype(result = "Result<TaskStatus, QueueError>")]
 pub struct Cancel {
@@ -1087,61 +1691,260 @@ pub struct Cancel {
     pub by: String,
 }
 
+impl TaskQueue {
+    /// Runs an operator change of one task; the agent holding it (if any) loses
+    /// it and is told why.
+    fn operator_change<R>(
+        &mut self,
+        task_id: &str,
+        by: &str,
+        why: &str,
+        change: impl FnOnce(&mut Task, i64) -> Result<R, TaskError>,
+    ) -> (Result<R, QueueError>, Effects) {
+        let mut effects = Effects::default();
+        let holder = self.leases.get(task_id).cloned();
+        let result = self.with_task(task_id, by, change).map(|(out, changed)| {
+            let still_held = changed.status == TaskStatus::Assigned;
+            if let Some(lease) = holder.filter(|l| !still_held || l.generation != changed.generation) {
+                effects.withdrawn.push(Withdrawn {
+                    agent_id: lease.agent_id,
+                    task_id: task_id.to_string(),
+                    generation: lease.generation,
+                    reason: why.to_string(),
+                });
+            }
+            tracing::info!(task_id = %task_id, by = %by, action = why, "operator action");
+            out
+        });
+        (result, effects)
+    }
+}
+
 impl Handler<Cancel> for TaskQueue {
     type Result = ResponseActFuture<Self, Result<TaskStatus, QueueError>>;
 
     fn handle(&mut self, msg: Cancel, ctx: &mut Context<Self>) -> Self::Result {
         self.contained(ctx, move |this| -> Self::Result {
-            let mut effects = Effects::default();
-            let holder = this.leases.get(&msg.task_id).cloned();
-            let result = this
-                .with_task(&msg.task_id, |t, now| t.cancel(&msg.by, now))
-                .map(|(previous, _)| {
-                    match previous {
-                        TaskStatus::Queued => effects.unready.push(msg.task_id.clone()),
-                        TaskStatus::Assigned => {
-                            if let Some(lease) = holder {
-                                effects.withdrawn.push(Withdrawn {
-                                    agent_id: lease.agent_id,
-                                    task_id: msg.task_id.clone(),
-                                    generation: lease.generation,
-                                    reason: "cancelled".into(),
-                                });
-                            }
-                        }
-                        _ => {}
-                    }
-                    tracing::info!(task_id = %msg.task_id, by = %msg.by, "task cancelled");
-                    previous
+            let (result, effects) =
+                this.operator_change(&msg.task_id, &msg.by, "cancelled", |t, now| {
+                    t.cancel(&msg.by, now)
                 });
             this.after_flush(effects, result)
         })
     }
 }
 
-/// Operator retry of a dead-lettered or blocked task; answers its priority.
+/// Operator retry (force retry) of a dead-lettered, blocked, cancelled or
+/// assigned task; answers (previous status, priority).
 #[derive(Message)]
-#[rtype(result = "Result<u8, QueueError>")]
+#[rtype(result = "Result<(TaskStatus, u8), QueueError>")]
 pub struct Retry {
     pub task_id: String,
     pub by: String,
 }
 
 impl Handler<Retry> for TaskQueue {
-    type Result = ResponseActFuture<Self, Result<u8, QueueError>>;
+    type Result = ResponseActFuture<Self, Result<(TaskStatus, u8), QueueError>>;
 
     fn handle(&mut self, msg: Retry, ctx: &mut Context<Self>) -> Self::Result {
         self.contained(ctx, move |this| -> Self::Result {
-            let mut effects = Effects::default();
-            let result = this
-                .with_task(&msg.task_id, |t, now| {
-                    t.retry_from_dead_letter(&msg.by, now)
-                })
-                .map(|(_, task)| {
-                    effects.ready.push(task.ready.clone());
-                    task.priority
+            let mut priority = 0;
+            let (result, effects) =
+                this.operator_change(&msg.task_id, &msg.by, "operator_retry", |t, now| {
+                    priority = t.priority;
+                    t.force_retry(&msg.by, now)
+                });
+            this.after_flush(effects, result.map(|previous| (previous, priority)))
+        })
+    }
+}
+
+/// Operator: an unfinished task goes to dead letter now; answers the previous
+/// status.
+#[derive(Message)]
+#[rtype(result = "Result<TaskStatus, QueueError>")]
+pub struct ForceDeadLetter {
+    pub task_id: String,
+    pub by: String,
+}
+
+impl Handler<ForceDeadLetter> for TaskQueue {
+    type Result = ResponseActFuture<Self, Result<TaskStatus, QueueError>>;
+
+    fn handle(&mut self, msg: ForceDeadLetter, ctx: &mut Context<Self>) -> Self::Result {
+        self.contained(ctx, move |this| -> Self::Result {
+            let (result, effects) =
+                this.operator_change(&msg.task_id, &msg.by, "dead_lettered", |t, now| {
+                    t.force_dead_letter(&msg.by, now)
                 });
             this.after_flush(effects, result)
+        })
+    }
+}
+
+/// Operator: a queued task moves to another lane; answers the previous priority.
+#[derive(Message)]
+#[rtype(result = "Result<u8, QueueError>")]
+pub struct SetPriority {
+    pub task_id: String,
+    pub priority: u8,
+    pub by: String,
+}
+
+impl Handler<SetPriority> for TaskQueue {
+    type Result = ResponseActFuture<Self, Result<u8, QueueError>>;
+
+    fn handle(&mut self, msg: SetPriority, ctx: &mut Context<Self>) -> Self::Result {
+        self.contained(ctx, move |this| -> Self::Result {
+            let result = this
+                .with_task(&msg.task_id, &msg.by, |t, now| {
+                    t.set_priority(msg.priority, &msg.by, now)
+                })
+                .map(|(previous, _)| previous);
+            this.after_flush(Effects::default(), result)
+        })
+    }
+}
+
+/// Operator: pause or resume priority lanes (all four = the whole queue). Queued
+/// tasks of a paused lane stay queued and are not scheduled; assigned ones run
+/// on. Persisted, so a restart keeps the lanes as they were. Answers the paused
+/// lanes.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<u8>, QueueError>")]
+pub struct PauseLanes {
+    pub lanes: Vec<u8>,
+    pub paused: bool,
+    pub by: String,
+}
+
+/// Where the paused lanes are kept in `meta`.
+const PAUSED_KEY: &str = "queue_paused_lanes";
+
+impl TaskQueue {
+    fn paused_lanes(&self) -> Vec<u8> {
+        (0..4u8).filter(|l| self.paused[usize::from(*l)]).collect()
+    }
+
+    fn load_paused(&mut self) -> Result<(), StoreError> {
+        self.paused = [false; 4];
+        if let Some(v) = self.store.meta.get(PAUSED_KEY)? {
+            let lanes: Vec<u8> = decode("meta", PAUSED_KEY.as_bytes(), &v)?;
+            for l in lanes.into_iter().filter(|l| *l < 4) {
+                self.paused[usize::from(l)] = true;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Handler<PauseLanes> for TaskQueue {
+    type Result = ResponseActFuture<Self, Result<Vec<u8>, QueueError>>;
+
+    fn handle(&mut self, msg: PauseLanes, ctx: &mut Context<Self>) -> Self::Result {
+        self.contained(ctx, move |this| -> Self::Result {
+            let before = this.paused;
+            for l in msg.lanes.iter().filter(|l| **l < 4) {
+                this.paused[usize::from(*l)] = msg.paused;
+            }
+            let lanes = this.paused_lanes();
+            let kind = if msg.paused { "lanes_paused" } else { "lanes_resumed" };
+            let written = this
+                .log
+                .append([NewEvent {
+                    ts: now_ms(),
+                    kind: kind.into(),
+                    task_id: None,
+                    agent_id: None,
+                    actor: msg.by.clone(),
+                    details: json!({"lanes": msg.lanes, "paused_lanes": lanes}),
+                }])
+                .and_then(|()| Ok(this.store.meta.insert(PAUSED_KEY, encode(&lanes)).map(|_| ())?));
+            if let Err(e) = written {
+                this.paused = before;
+                return Box::pin(fut::ready(Err(QueueError::Store(e))));
+            }
+            // Lanes that changed: withdraw their queued tasks, or offer them again.
+            let now = now_ms();
+            let changed: Vec<usize> = (0..4).filter(|l| before[*l] != this.paused[*l]).collect();
+            let affected: Vec<Task> = this
+                .live
+                .values()
+                .filter(|t| {
+                    t.status == TaskStatus::Queued && changed.contains(&usize::from(t.priority.min(3)))
+                })
+                .cloned()
+                .collect();
+            for task in affected {
+                if msg.paused {
+                    this.pending.unready.push(task.id.clone());
+                } else {
+                    this.offer(&task, now);
+                }
+            }
+            tracing::info!(by = %msg.by, paused = ?lanes, "queue lanes changed");
+            this.after_flush(Effects::default(), Ok(lanes))
+        })
+    }
+}
+
+/// The paused lanes.
+#[derive(Message)]
+#[rtype(result = "Vec<u8>")]
+pub struct PausedLanes;
+
+impl Handler<PausedLanes> for TaskQueue {
+    type Result = MessageResult<PausedLanes>;
+
+    fn handle(&mut self, _: PausedLanes, ctx: &mut Context<Self>) -> Self::Result {
+        self.contained(ctx, move |this| -> Self::Result {
+            MessageResult(this.paused_lanes())
+        })
+    }
+}
+
+/// A task's attempt records as the API shows them.
+#[derive(Message)]
+#[rtype(result = "Result<Option<Value>, StoreError>")]
+pub struct GetAttempts {
+    pub task_id: String,
+}
+
+impl Handler<GetAttempts> for TaskQueue {
+    type Result = Result<Option<Value>, StoreError>;
+
+    fn handle(&mut self, msg: GetAttempts, ctx: &mut Context<Self>) -> Self::Result {
+        self.contained(ctx, move |this| -> Self::Result {
+            Ok(this.read(&msg.task_id)?.map(|t| t.attempts_view()))
+        })
+    }
+}
+
+/// Blocked tasks blocked since before `blocked_before` (ms), oldest first:
+/// (task id, blocked_at, reason).
+#[derive(Message)]
+#[rtype(result = "Vec<(String, i64, String)>")]
+pub struct BlockedTasks {
+    pub blocked_before: i64,
+}
+
+impl Handler<BlockedTasks> for TaskQueue {
+    type Result = MessageResult<BlockedTasks>;
+
+    fn handle(&mut self, msg: BlockedTasks, ctx: &mut Context<Self>) -> Self::Result {
+        self.contained(ctx, move |this| -> Self::Result {
+            let mut blocked: Vec<(String, i64, String)> = this
+                .live
+                .values()
+                .filter(|t| t.status == TaskStatus::Blocked)
+                .filter_map(|t| {
+                    let at = t.blocked_at.unwrap_or(t.updated_at);
+                    (at < msg.blocked_before)
+                        .then(|| (t.id.clone(), at, t.last_error.clone().unwrap_or_default()))
+                })
+                .collect();
+            blocked.sort_by_key(|(_, at, _)| *at);
+            MessageResult(blocked)
         })
     }
 }
@@ -1170,6 +1973,8 @@ pub struct ListTasks {
     pub status: Option<TaskStatus>,
     pub priority: Option<u8>,
     pub assigned_to: Option<String>,
+    /// Only a task and its follow-ups (read through the correlation index).
+    pub correlation_id: Option<String>,
     pub limit: usize,
     /// Only tasks created after the task with this sequence.
     pub cursor: u64,
@@ -1188,6 +1993,10 @@ impl ListTasks {
                 .assigned_to
                 .as_ref()
                 .is_none_or(|a| t.assigned_to.as_ref() == Some(a))
+            && self
+                .correlation_id
+                .as_ref()
+                .is_none_or(|c| t.correlation() == c)
     }
 }
 
@@ -1198,7 +2007,31 @@ impl Handler<ListTasks> for TaskQueue {
         self.contained(ctx, move |this| -> Self::Result {
             let mut page: Vec<Task> = Vec::with_capacity(msg.limit.min(1024) + 1);
             let start = msg.cursor.saturating_add(1);
-            if msg.status.is_some_and(|s| !s.is_terminal()) {
+            if let Some(correlation) = &msg.correlation_id {
+                let start = scoped_key(correlation, start);
+                let end = scoped_key(correlation, u64::MAX);
+                for item in this.store.task_correlations.range(start..=end) {
+                    let (key, _) = item?;
+                    let Some(seq) = key.len().checked_sub(8).and_then(|at| key_seq(&key[at..]))
+                    else {
+                        continue;
+                    };
+                    let key = seq_key(seq);
+                    let task = match this.live.get(&seq) {
+                        Some(t) => Some(t.clone()),
+                        None => match this.store.tasks.get(key)? {
+                            Some(v) => Some(decode::<Task>("tasks", &key, &v)?),
+                            None => None,
+                        },
+                    };
+                    if let Some(t) = task.filter(|t| msg.matches(t)) {
+                        page.push(t);
+                    }
+                    if page.len() > msg.limit {
+                        break;
+                    }
+                }
+            } else if msg.status.is_some_and(|s| !s.is_terminal()) {
                 // Unfinished tasks are all in memory.
                 page.extend(
                     this.live
@@ -1336,6 +2169,7 @@ mod tests {
             .send(Submit {
                 specs: vec![spec],
                 submitted_by: "test".into(),
+                batch: false,
             })
             .await
             .expect("queue reachable")

@@ -9,6 +9,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use crate::analytics::{Analytics, PruneAnalytics};
+use crate::eventlog::EventLog;
 use crate::messaging::{Messaging, PruneMessages};
 use crate::util::now_ms;
 
@@ -16,6 +17,8 @@ pub struct Retention {
     pub every: Duration,
     pub messaging: Addr<Messaging>,
     pub analytics: Addr<Analytics>,
+    pub events: EventLog,
+    pub event_retention_ms: i64,
 }
 
 impl Retention {
@@ -23,6 +26,14 @@ impl Retention {
         let now = now_ms();
         self.messaging.do_send(PruneMessages { now });
         self.analytics.do_send(PruneAnalytics { now });
+        // The log is append-only for everyone else; pruning its oldest end runs
+        // here, off the owners' threads, one bounded batch per tick.
+        let (log, before) = (self.events.clone(), now.saturating_sub(self.event_retention_ms));
+        actix_rt::task::spawn_blocking(move || match log.prune(before) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(dropped = n, "event log pruned"),
+            Err(e) => tracing::error!(error = %e, "event log pruning failed"),
+        });
     }
 }
 

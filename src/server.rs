@@ -19,6 +19,7 @@ use crate::backup::{Maintenance, RecoveryEvent, StorageMaintenance};
 use crate::config::Config;
 use crate::dashboard::{DashboardDeps, Sessions, SharedDeps};
 use crate::error::StoreError;
+use crate::eventlog::EventLog;
 use crate::events::EventBus;
 use crate::fsm::{FsmTimings, HUB_STOPPING};
 use crate::http;
@@ -53,6 +54,8 @@ pub struct HubState {
     /// Backups, compaction and storage health (its schedule starts in `serve`).
     pub storage: Maintenance,
     pub bus: EventBus,
+    /// The event log (read by `GET /api/events`; owners append).
+    pub events: EventLog,
     pub sessions: Sessions,
     pub dashboard: SharedDeps,
 }
@@ -85,12 +88,14 @@ pub fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState, Store
     let scheduler_ctx = Context::<Scheduler>::new();
     let presence_ctx = Context::<Presence>::new();
     let telemetry = Arc::new(Telemetry::default());
+    let events = EventLog::open(store.clone())?;
     let queue = TaskQueue::load(
         store.clone(),
         &config,
         scheduler_ctx.address(),
         presence_ctx.address(),
         analytics.clone(),
+        events.clone(),
     )?
     .with_telemetry(telemetry.clone())
     .with_bus(bus.clone());
@@ -107,7 +112,8 @@ pub fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState, Store
     let presence = presence_ctx.run(
         Presence::new(timings, queue.clone(), scheduler.clone())
             .with_telemetry(telemetry.clone())
-            .with_bus(bus.clone()),
+            .with_bus(bus.clone())
+            .with_log(events.clone()),
     );
     let metrics = Metrics::new(
         telemetry.clone(),
@@ -157,6 +163,8 @@ pub fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState, Store
         every: Duration::from_millis(config.retention_interval_ms),
         messaging: messaging.clone(),
         analytics: analytics.clone(),
+        events: events.clone(),
+        event_retention_ms: Config::days_ms(config.event_retention_days),
     }
     .start();
     let storage = Maintenance::new(store.clone(), &config);
@@ -191,6 +199,7 @@ pub fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState, Store
         sessions: Sessions::new(store.clone(), tokens.clone()),
         dashboard,
         bus,
+        events,
         limits: rate_limits,
         metrics,
         telemetry,

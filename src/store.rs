@@ -53,7 +53,7 @@ pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 pub const FORMAT_V1: u8 = 1;
 
 /// Every tree of the store, in the order of the `Store` fields.
-const TREE_NAMES: [&str; 14] = [
+const TREE_NAMES: [&str; 20] = [
     "tasks",
     "task_ids",
     "tokens",
@@ -68,6 +68,12 @@ const TREE_NAMES: [&str; 14] = [
     "channels",
     "channel_log",
     "analytics",
+    "events",
+    "events_by_task",
+    "events_by_agent",
+    "task_correlations",
+    "standing_orders",
+    "standing_runs",
 ];
 
 /// The seal file in the data directory (see the module documentation).
@@ -525,6 +531,18 @@ pub struct Store {
     pub channel_log: Tree,
     /// (agent id, hour) → activity counters.
     pub analytics: Tree,
+    /// The event log: event sequence (u64 big-endian) → event record.
+    pub events: Tree,
+    /// (task id, event sequence) → nothing: the event log's task index.
+    pub events_by_task: Tree,
+    /// (agent id, event sequence) → nothing: the event log's agent index.
+    pub events_by_agent: Tree,
+    /// (correlation id, task sequence) → nothing: tasks and their follow-ups.
+    pub task_correlations: Tree,
+    /// Standing order name → standing order record.
+    pub standing_orders: Tree,
+    /// (standing order name, scheduled time) → run record.
+    pub standing_runs: Tree,
 }
 
 impl Store {
@@ -565,6 +583,12 @@ impl Store {
             channels: tree(11),
             channel_log: tree(12),
             analytics: tree(13),
+            events: tree(14),
+            events_by_task: tree(15),
+            events_by_agent: tree(16),
+            task_correlations: tree(17),
+            standing_orders: tree(18),
+            standing_runs: tree(19),
             inner: Arc::new(Inner {
                 slot,
                 path: dir.to_path_buf(),

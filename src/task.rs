@@ -10,10 +10,13 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::protocol::{TaskAssignment, TaskSpec};
+use crate::protocol::{BlockedPolicy, TaskAssignment, TaskSpec};
 
-/// How many history entries a task record keeps (the API returns these).
+/// How many history entries a task record keeps (the API returns these; the event
+/// log keeps them all).
 pub const HISTORY_KEPT: usize = 50;
+/// How many attempt records a task keeps (the oldest go first, counted).
+pub const ATTEMPTS_KEPT: usize = 100;
 /// How many accepted terminal reports are remembered for idempotent repeats.
 const REPORTS_KEPT: usize = 16;
 
@@ -108,6 +111,23 @@ impl TaskError {
     }
 }
 
+/// One assignment of a task and how it ended.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Attempt {
+    pub attempt: u32,
+    pub agent_id: String,
+    pub generation: u64,
+    pub assigned_at: i64,
+    pub accepted_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    /// `completed`, `failed`, `rejected`, `blocked`, `reclaimed`, `cancelled`,
+    /// `dead_letter` (operator); none while the attempt runs.
+    pub outcome: Option<String>,
+    /// Why it ended that way (reclaim reason, block or reject reason, operator).
+    pub cause: Option<String>,
+    pub error: Option<String>,
+}
+
 /// What a reclaim did to the task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReclaimOutcome {
@@ -150,6 +170,39 @@ pub struct Task {
     /// See `TaskSpec::dedupe_key`.
     #[serde(default)]
     pub dedupe_key: Option<String>,
+    /// Tasks that must complete before this one is scheduled.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// Not scheduled before this time (ms).
+    #[serde(default)]
+    pub run_after: Option<i64>,
+    /// The task whose completion created this one (a follow-up).
+    #[serde(default)]
+    pub parent_task_id: Option<String>,
+    /// Shared by a task and all its follow-ups; `None` in records older than the
+    /// field means the task's own id.
+    #[serde(default)]
+    pub correlation_id: Option<String>,
+    #[serde(default)]
+    pub blocked_policy: Option<BlockedPolicy>,
+    #[serde(default)]
+    pub blocked_requeue_ms: Option<u64>,
+    /// While blocked: since when, what the agent said it needs, and when the
+    /// `requeue` policy puts it back.
+    #[serde(default)]
+    pub blocked_at: Option<i64>,
+    #[serde(default)]
+    pub needs: Option<String>,
+    #[serde(default)]
+    pub unblock_at: Option<i64>,
+    /// While blocked because a dependency cannot complete: that dependency.
+    #[serde(default)]
+    pub blocked_on: Option<String>,
+    /// The newest `ATTEMPTS_KEPT` assignments; `attempts_dropped` older ones went.
+    #[serde(default)]
+    pub attempts: Vec<Attempt>,
+    #[serde(default)]
+    pub attempts_dropped: u32,
 }
 
 /// Defaults a submission falls back on.
@@ -199,13 +252,65 @@ impl Task {
             history: Vec::new(),
             reports: Vec::new(),
             dedupe_key: spec.dedupe_key,
+            depends_on: spec.depends_on,
+            run_after: spec.run_after,
+            parent_task_id: None,
+            correlation_id: spec.correlation_id,
+            blocked_policy: spec.blocked_policy,
+            blocked_requeue_ms: spec.blocked_requeue_ms,
+            blocked_at: None,
+            needs: None,
+            unblock_at: None,
+            blocked_on: None,
+            attempts: Vec::new(),
+            attempts_dropped: 0,
         };
-        task.record(
-            "queued",
-            now,
-            json!({"priority": task.priority, "submitted_by": submitted_by}),
-        );
+        if task.correlation_id.is_none() {
+            task.correlation_id = Some(task.id.clone());
+        }
+        let mut details = json!({"priority": task.priority, "submitted_by": submitted_by});
+        if !task.depends_on.is_empty() {
+            details["depends_on"] = json!(task.depends_on);
+        }
+        if let Some(at) = task.run_after {
+            details["run_after"] = json!(at);
+        }
+        task.record("queued", now, details);
         task
+    }
+
+    /// The correlation id (the task's own id for records older than the field).
+    pub fn correlation(&self) -> &str {
+        self.correlation_id.as_deref().unwrap_or(&self.id)
+    }
+
+    /// Ends the running attempt of `generation`, if any.
+    fn close_attempt(
+        &mut self,
+        generation: u64,
+        outcome: &str,
+        cause: Option<&str>,
+        error: Option<&str>,
+        now: i64,
+    ) {
+        if let Some(a) = self
+            .attempts
+            .iter_mut()
+            .rev()
+            .find(|a| a.generation == generation && a.outcome.is_none())
+        {
+            a.outcome = Some(outcome.to_string());
+            a.cause = cause.map(str::to_string);
+            a.error = error.map(str::to_string);
+            a.finished_at = Some(now);
+        }
+    }
+
+    fn clear_blocked(&mut self) {
+        self.blocked_at = None;
+        self.needs = None;
+        self.unblock_at = None;
+        self.blocked_on = None;
     }
 
     fn record(&mut self, event: &str, now: i64, details: Value) {
@@ -275,6 +380,21 @@ impl Task {
         self.assigned_to = Some(agent.to_string());
         self.assigned_at = Some(now);
         self.accepted_at = None;
+        self.attempts.push(Attempt {
+            attempt: self.attempt,
+            agent_id: agent.to_string(),
+            generation: self.generation,
+            assigned_at: now,
+            accepted_at: None,
+            finished_at: None,
+            outcome: None,
+            cause: None,
+            error: None,
+        });
+        if self.attempts.len() > ATTEMPTS_KEPT {
+            self.attempts.remove(0);
+            self.attempts_dropped += 1;
+        }
         self.record(
             "assigned",
             now,
@@ -308,6 +428,15 @@ impl Task {
         self.check_holder(agent, generation)?;
         if self.accepted_at.is_none() {
             self.accepted_at = Some(now);
+            let generation = self.generation;
+            if let Some(a) = self
+                .attempts
+                .iter_mut()
+                .rev()
+                .find(|a| a.generation == generation)
+            {
+                a.accepted_at = Some(now);
+            }
             self.record(
                 "accepted",
                 now,
@@ -352,6 +481,7 @@ impl Task {
         self.completed_at = Some(now);
         self.result = Some(result.unwrap_or_default());
         self.tokens_used = tokens_used;
+        self.close_attempt(generation, "completed", None, None, now);
         self.record(
             "completed",
             now,
@@ -375,6 +505,7 @@ impl Task {
         self.check_holder(agent, Some(generation))?;
         self.retry_count += 1;
         self.last_error = Some(error.clone());
+        self.close_attempt(generation, "failed", None, Some(&error), now);
         let ack = if self.retry_count >= self.max_retries {
             self.status = TaskStatus::DeadLetter;
             self.record(
@@ -411,6 +542,7 @@ impl Task {
         }
         self.check_holder(agent, generation)?;
         let held = self.generation;
+        self.close_attempt(held, "rejected", reason.as_deref(), None, now);
         self.requeue();
         self.record(
             "rejected",
@@ -421,28 +553,138 @@ impl Task {
         Ok("rejected".into())
     }
 
-    /// `task_blocked`: the task waits for help; the agent is free.
+    /// `task_blocked`: the task waits for help; the agent is free. Then the
+    /// blocked-work `policy` (the task's own, else `default`) applies: `wait` leaves
+    /// it blocked, `requeue` sets `unblock_at` (see [`Task::unblock_due`]), `route`
+    /// puts it back in the queue at once for agents with the capability it `needs`.
     pub fn block(
         &mut self,
-        agent: &str,
-        generation: u64,
-        reason: String,
-        needs: Option<String>,
+        report: BlockReport<'_>,
+        default: BlockedPolicy,
+        default_delay_ms: u64,
         now: i64,
     ) -> Result<String, TaskError> {
+        let BlockReport {
+            agent,
+            generation,
+            reason,
+            needs,
+        } = report;
         if let Some(ack) = self.repeated(agent, generation, ReportKind::Blocked) {
             return Ok(ack);
         }
         self.check_holder(agent, Some(generation))?;
+        let policy = self.blocked_policy.unwrap_or(default);
+        let delay = self.blocked_requeue_ms.unwrap_or(default_delay_ms);
+        self.close_attempt(generation, "blocked", Some(&reason), None, now);
         self.status = TaskStatus::Blocked;
         self.last_error = Some(reason.clone());
+        self.blocked_at = Some(now);
+        self.needs = needs.clone();
         self.record(
             "blocked",
             now,
-            json!({"agent_id": agent, "generation": generation, "reason": reason, "needs": needs}),
+            json!({"agent_id": agent, "generation": generation, "reason": reason,
+                   "needs": needs, "policy": policy.as_str()}),
         );
         self.remember(agent, generation, ReportKind::Blocked, "blocked");
+        match (policy, needs) {
+            (BlockedPolicy::Wait, _) => {}
+            (BlockedPolicy::Route, Some(needs)) => {
+                let previous = std::mem::replace(&mut self.needed_capabilities, vec![needs.clone()]);
+                self.requeue();
+                self.clear_blocked();
+                self.record(
+                    "routed",
+                    now,
+                    json!({"needed_capabilities": [needs], "previous_capabilities": previous,
+                           "policy": "route"}),
+                );
+            }
+            (BlockedPolicy::Route | BlockedPolicy::Requeue, _) => {
+                self.unblock_at = Some(now.saturating_add(delay as i64));
+            }
+        }
         Ok("blocked".into())
+    }
+
+    /// The `requeue` policy's delay has passed: back to the queue. Refused unless
+    /// the task is blocked with `unblock_at` at or before `now`.
+    pub fn unblock_due(&mut self, now: i64) -> Result<(), TaskError> {
+        if self.status != TaskStatus::Blocked || self.unblock_at.is_none_or(|at| at > now) {
+            return Err(TaskError::InvalidState(self.status));
+        }
+        self.requeue();
+        self.clear_blocked();
+        self.record("requeued", now, json!({"policy": "requeue"}));
+        Ok(())
+    }
+
+    /// A dependency dead-lettered, was cancelled or is itself blocked by one: the
+    /// queued task cannot run and waits, blocked, for an operator.
+    pub fn block_on_dependency(
+        &mut self,
+        dependency: &str,
+        dependency_status: TaskStatus,
+        now: i64,
+    ) -> Result<(), TaskError> {
+        if self.status != TaskStatus::Queued {
+            return Err(TaskError::InvalidState(self.status));
+        }
+        let reason = format!("dependency {dependency} is {}", dependency_status.as_str());
+        self.status = TaskStatus::Blocked;
+        self.last_error = Some(reason.clone());
+        self.blocked_at = Some(now);
+        self.needs = None;
+        self.unblock_at = None;
+        self.blocked_on = Some(dependency.to_string());
+        self.record(
+            "blocked",
+            now,
+            json!({"reason": reason, "dependency": dependency,
+                   "dependency_status": dependency_status.as_str()}),
+        );
+        Ok(())
+    }
+
+    /// Operator: a queued task moves to another priority lane (keeps its place
+    /// by creation order within the lane).
+    pub fn set_priority(&mut self, priority: u8, by: &str, now: i64) -> Result<u8, TaskError> {
+        if self.status != TaskStatus::Queued {
+            return Err(TaskError::InvalidState(self.status));
+        }
+        let previous = self.priority;
+        self.priority = priority;
+        self.record(
+            "priority_changed",
+            now,
+            json!({"by": by, "previous_priority": previous, "priority": priority}),
+        );
+        Ok(previous)
+    }
+
+    /// Operator: an unfinished task goes to dead letter now (its holder, if any,
+    /// loses it). Returns the previous status.
+    pub fn force_dead_letter(&mut self, by: &str, now: i64) -> Result<TaskStatus, TaskError> {
+        let previous = self.status;
+        if previous.is_terminal() {
+            return Err(TaskError::InvalidState(previous));
+        }
+        let holder = self.assigned_to.clone();
+        if previous == TaskStatus::Assigned {
+            self.close_attempt(self.generation, "dead_letter", Some("operator"), None, now);
+            self.generation += 1;
+        }
+        self.status = TaskStatus::DeadLetter;
+        self.last_error = Some(format!("dead-lettered by {by}"));
+        self.clear_blocked();
+        self.record(
+            "dead_letter",
+            now,
+            json!({"by": by, "forced": true, "previous_status": previous.as_str(),
+                   "agent_id": holder}),
+        );
+        Ok(previous)
     }
 
     /// Takes the task back from `agent` (disconnect, acceptance timeout, lease
@@ -456,6 +698,7 @@ impl Task {
     ) -> Result<ReclaimOutcome, TaskError> {
         self.check_holder(agent, Some(generation))?;
         self.reclaim_count += 1;
+        self.close_attempt(generation, "reclaimed", Some(reason), None, now);
         if self.reclaim_count > self.max_reclaims {
             self.status = TaskStatus::DeadLetter;
             self.last_error = Some("too_many_reclaims".into());
@@ -484,7 +727,11 @@ impl Task {
         if previous.is_terminal() && previous != TaskStatus::DeadLetter {
             return Err(TaskError::InvalidState(previous));
         }
+        if previous == TaskStatus::Assigned {
+            self.close_attempt(self.generation, "cancelled", Some(by), None, now);
+        }
         self.status = TaskStatus::Cancelled;
+        self.clear_blocked();
         self.record(
             "cancelled",
             now,
@@ -494,23 +741,38 @@ impl Task {
         Ok(previous)
     }
 
-    /// Operator retry of a dead-lettered (or blocked) task: back to the queue with
-    /// fresh retry and reclaim budgets, in its old place.
-    pub fn retry_from_dead_letter(&mut self, by: &str, now: i64) -> Result<(), TaskError> {
+    /// Operator retry (force retry): a dead-lettered, blocked, cancelled or
+    /// assigned task goes back to the queue with fresh retry and reclaim budgets,
+    /// in its old place. An assigned task's holder loses it (new generation).
+    /// Returns the previous status.
+    pub fn force_retry(&mut self, by: &str, now: i64) -> Result<TaskStatus, TaskError> {
         let previous = self.status;
-        if !matches!(previous, TaskStatus::DeadLetter | TaskStatus::Blocked) {
+        if !matches!(
+            previous,
+            TaskStatus::DeadLetter | TaskStatus::Blocked | TaskStatus::Cancelled | TaskStatus::Assigned
+        ) {
             return Err(TaskError::InvalidState(previous));
+        }
+        let holder = self.assigned_to.clone();
+        if previous == TaskStatus::Assigned {
+            self.close_attempt(self.generation, "reclaimed", Some("operator_retry"), None, now);
         }
         self.requeue();
         self.retry_count = 0;
         self.reclaim_count = 0;
         self.completed_at = None;
+        self.clear_blocked();
+        let event = if previous == TaskStatus::DeadLetter {
+            "retried_from_dead_letter"
+        } else {
+            "force_retried"
+        };
         self.record(
-            "retried_from_dead_letter",
+            event,
             now,
-            json!({"by": by, "previous_status": previous.as_str()}),
+            json!({"by": by, "previous_status": previous.as_str(), "agent_id": holder}),
         );
-        Ok(())
+        Ok(previous)
     }
 
     /// The task as the HTTP API shows it.
@@ -541,9 +803,36 @@ impl Task {
             "last_error": self.last_error,
             "submitted_by": self.submitted_by,
             "dedupe_key": self.dedupe_key,
+            "depends_on": self.depends_on,
+            "run_after": self.run_after,
+            "parent_task_id": self.parent_task_id,
+            "correlation_id": self.correlation(),
+            "blocked_policy": self.blocked_policy.map(BlockedPolicy::as_str),
+            "blocked_at": self.blocked_at,
+            "needs": self.needs,
+            "unblock_at": self.unblock_at,
+            "blocked_on": self.blocked_on,
             "history": self.history,
         })
     }
+
+    /// The attempt records as the API shows them.
+    pub fn attempts_view(&self) -> Value {
+        json!({
+            "task_id": self.id,
+            "status": self.status.as_str(),
+            "attempts": self.attempts,
+            "attempts_dropped": self.attempts_dropped,
+        })
+    }
+}
+
+/// A `task_blocked` report.
+pub struct BlockReport<'a> {
+    pub agent: &'a str,
+    pub generation: u64,
+    pub reason: String,
+    pub needs: Option<String>,
 }
 
 #[cfg(test)]
@@ -561,6 +850,12 @@ mod tests {
             lease_ms: None,
             max_reclaims: Some(1),
             dedupe_key: None,
+            depends_on: vec![],
+            batch_ref: None,
+            run_after: None,
+            correlation_id: None,
+            blocked_policy: None,
+            blocked_requeue_ms: None,
         };
         let defaults = TaskDefaults {
             max_retries: 3,
@@ -588,7 +883,7 @@ mod tests {
         assert_eq!(t.assign("a", 5).unwrap().generation, 3);
         assert_eq!(t.fail("a", 3, "y".into(), 6).unwrap(), "dead_letter");
         assert_eq!(t.status, TaskStatus::DeadLetter);
-        t.retry_from_dead_letter("admin", 7).unwrap();
+        t.force_retry("admin", 7).unwrap();
         assert_eq!(
             (t.status, t.generation, t.retry_count),
             (TaskStatus::Queued, 4, 0)

@@ -68,7 +68,8 @@ fn max_retries_two_requeues_after_first_failure_dead_letters_after_second_and_ad
     assert_eq!(status, 200, "{resp}");
     assert_eq!(
         resp,
-        json!({"status": "requeued", "task_id": task_id, "priority": 1})
+        json!({"status": "requeued", "task_id": task_id, "priority": 1,
+               "previous_status": "dead_letter"})
     );
     let third = agent.recv_type("task_assign", PUSH_TIMEOUT);
     assert_eq!(third["task_id"], task_id.as_str(), "{third}");

@@ -171,7 +171,7 @@ impl DashboardSocket {
                 });
                 ctx.spawn(ask.into_actor(self).map(move |r, _, ctx| {
                     let reply = match r {
-                        Ok(Ok(priority)) => json!({"type": "retry_result", "task_id": task_id, "status": "requeued", "priority": priority}),
+                        Ok(Ok((_, priority))) => json!({"type": "retry_result", "task_id": task_id, "status": "requeued", "priority": priority}),
                         Ok(Err(e)) => failed("retry_result", &task_id, &e),
                         Err(e) => unavailable("retry_result", &task_id, &e),
                     };
@@ -217,6 +217,7 @@ fn failed(kind: &str, task_id: &str, e: &QueueError) -> Value {
         QueueError::Task(TaskError::NotFound) => "not_found",
         QueueError::Task(_) => "invalid_state",
         QueueError::Store(_) => "storage_error",
+        QueueError::Invalid(_) => "invalid",
     };
     json!({"type": kind, "task_id": task_id, "status": status, "detail": e.as_str()})
 }

@@ -7,6 +7,7 @@ use actix_web::{web, HttpResponse};
 use serde_json::{json, Map, Value};
 
 use super::agents::{INVITE_FIELDS, REGISTER_FIELDS, TOKEN_FIELDS};
+use super::events::{LANES_FIELDS, PRIORITY_FIELDS};
 use super::limits::OVERRIDE_FIELDS;
 use super::messaging::{ACK_FIELDS, CHANNEL_FIELDS, MESSAGE_FIELDS, SUBSCRIBER_FIELDS};
 use super::ops::LEVEL_FIELDS;
@@ -101,10 +102,21 @@ fn thresholds_body() -> Value {
             "queue_depth": integer, "queue_growing_checks": integer,
             "failure_rate": {"type": "number", "minimum": 0, "maximum": 1},
             "failure_rate_critical": {"type": "number", "minimum": 0, "maximum": 1},
-            "min_finished": integer, "stuck_task_ms": integer,
+            "min_finished": integer, "stuck_task_ms": integer, "blocked_task_ms": integer,
             "error_rate_per_min": number, "cooldown_ms": {"type": "integer", "minimum": 0},
             "window_ms": {"type": "integer", "minimum": 100, "maximum": 3600000}}})
 }
+
+/// Query parameters of the event-log routes.
+const EVENT_QUERY: &[(&str, &str, &str)] = &[
+    ("task_id", "string", "one task's events"),
+    ("agent_id", "string", "one agent's events"),
+    ("kind", "string", "one kind (queued, assigned, completed, agent_connected, ...)"),
+    ("since", "integer", "ms since the epoch, inclusive"),
+    ("until", "integer", "ms since the epoch, inclusive"),
+    ("cursor", "integer", "from the previous page's next_cursor"),
+    ("limit", "integer", "page size (≤ 1000)"),
+];
 
 fn catalog() -> Vec<Route> {
     use Auth::*;
@@ -134,6 +146,7 @@ fn catalog() -> Vec<Route> {
                 ),
                 ("priority", "string", "0-3 or a priority name"),
                 ("assigned_to", "string", "agent id"),
+                ("correlation_id", "string", "a task and all its follow-ups"),
                 ("limit", "integer", "page size (≤ 1000)"),
                 ("cursor", "string", "from the previous page's next_cursor"),
             ],
@@ -156,9 +169,67 @@ fn catalog() -> Vec<Route> {
             "POST",
             "/api/tasks/{id}/retry",
             Admin,
-            "Dead letter back to the queue",
+            "Force retry: a dead-lettered, blocked, cancelled or assigned task back to the queue",
         ),
         route("POST", "/api/tasks/{id}/cancel", Admin, "Cancel a task"),
+        route(
+            "POST",
+            "/api/tasks/{id}/dead-letter",
+            Admin,
+            "Force an unfinished task to dead letter",
+        ),
+        Route {
+            body: BodyDoc::Fields(PRIORITY_FIELDS),
+            ..route(
+                "POST",
+                "/api/tasks/{id}/priority",
+                Admin,
+                "Move a queued task to another priority lane",
+            )
+        },
+        Route {
+            query: EVENT_QUERY,
+            ..route(
+                "GET",
+                "/api/tasks/{id}/events",
+                Token,
+                "A task's full event log, oldest first",
+            )
+        },
+        route(
+            "GET",
+            "/api/tasks/{id}/attempts",
+            Token,
+            "A task's attempts: agent, generation, times, outcome",
+        ),
+        Route {
+            query: EVENT_QUERY,
+            ..route(
+                "GET",
+                "/api/events",
+                Token,
+                "The event log, oldest first, filtered and paged",
+            )
+        },
+        route("GET", "/api/queue/lanes", Token, "Paused priority lanes"),
+        Route {
+            body: BodyDoc::Fields(LANES_FIELDS),
+            ..route(
+                "POST",
+                "/api/queue/pause",
+                Admin,
+                "Pause priority lanes (no lanes = the whole queue)",
+            )
+        },
+        Route {
+            body: BodyDoc::Fields(LANES_FIELDS),
+            ..route(
+                "POST",
+                "/api/queue/resume",
+                Admin,
+                "Resume priority lanes (no lanes = the whole queue)",
+            )
+        },
         route("GET", "/api/agents", Public, "Agents and their presence"),
         route(
             "GET",

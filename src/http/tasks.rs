@@ -27,7 +27,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/tasks/{id}/cancel", web::post().to(cancel_task));
 }
 
-fn queue_error(task_id: &str, e: QueueError) -> ApiError {
+pub(crate) fn queue_error(task_id: &str, e: QueueError) -> ApiError {
     match e {
         QueueError::Task(TaskError::NotFound) => ApiError::TaskNotFound(task_id.to_string()),
         QueueError::Task(TaskError::InvalidState(s)) => ApiError::InvalidState {
@@ -39,6 +39,7 @@ fn queue_error(task_id: &str, e: QueueError) -> ApiError {
             status: other.as_str().to_string(),
         },
         QueueError::Store(e) => e.into(),
+        QueueError::Invalid(errors) => ApiError::Validation(errors),
     }
 }
 
@@ -81,6 +82,7 @@ async fn submit_tasks(
         .send(Submit {
             specs,
             submitted_by: caller.id(),
+            batch,
         })
         .await?
         .map_err(|e| queue_error("", e))?;
@@ -185,6 +187,7 @@ async fn list_tasks(
             status,
             priority,
             assigned_to: q.get("assigned_to").cloned(),
+            correlation_id: q.get("correlation_id").cloned(),
             limit,
             cursor,
         })
@@ -233,16 +236,17 @@ async fn get_task(
 }
 
 async fn retry_task(
+    caller: Caller,
     _admin: Admin,
     path: web::Path<String>,
     state: web::Data<HubState>,
 ) -> Result<HttpResponse, ApiError> {
     let task_id = path.into_inner();
-    let priority = state
+    let (previous, priority) = state
         .queue
         .send(Retry {
             task_id: task_id.clone(),
-            by: "admin".into(),
+            by: caller.id(),
         })
         .await?
         .map_err(|e| queue_error(&task_id, e))?;
@@ -250,10 +254,12 @@ async fn retry_task(
         "status": "requeued",
         "task_id": task_id,
         "priority": priority,
+        "previous_status": previous.as_str(),
     })))
 }
 
 async fn cancel_task(
+    caller: Caller,
     _admin: Admin,
     path: web::Path<String>,
     state: web::Data<HubState>,
@@ -263,7 +269,7 @@ async fn cancel_task(
         .queue
         .send(Cancel {
             task_id: task_id.clone(),
-            by: "admin".into(),
+            by: caller.id(),
         })
         .await?
         .map_err(|e| queue_error(&task_id, e))?;
