@@ -129,6 +129,12 @@ pub enum ApiError {
     /// 404: no task with this id.
     #[error("task {0} not found")]
     TaskNotFound(String),
+    /// 404: no agent registered with this id.
+    #[error("agent {0} not found")]
+    AgentNotFound(String),
+    /// 404: no standing order with this name.
+    #[error("standing order {0} not found")]
+    StandingOrderNotFound(String),
     /// 400: the body is not JSON.
     #[error("invalid json: {0}")]
     InvalidJson(String),
@@ -208,6 +214,8 @@ impl ResponseError for ApiError {
             | ApiError::OriginRefused => StatusCode::FORBIDDEN,
             ApiError::NotFound
             | ApiError::TaskNotFound(_)
+            | ApiError::AgentNotFound(_)
+            | ApiError::StandingOrderNotFound(_)
             | ApiError::ChannelNotFound(_)
             | ApiError::RecipientNotFound(_)
             | ApiError::MessageNotFound(_) => StatusCode::NOT_FOUND,
@@ -236,6 +244,10 @@ impl ResponseError for ApiError {
             }),
             ApiError::NotFound => json!({"error": "not_found"}),
             ApiError::TaskNotFound(id) => json!({"error": "task_not_found", "task_id": id}),
+            ApiError::AgentNotFound(id) => json!({"error": "agent_not_found", "agent_id": id}),
+            ApiError::StandingOrderNotFound(name) => {
+                json!({"error": "standing_order_not_found", "name": name})
+            }
             ApiError::InvalidJson(detail) => json!({"error": "invalid_json", "detail": detail}),
             ApiError::Validation(errors) => {
                 json!({"error": "validation_failed", "errors": errors})

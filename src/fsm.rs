@@ -178,6 +178,9 @@ pub struct AgentFsm {
     unresponsive: bool,
     /// Over its rate limit until then: offered no new tasks (PROTOCOL.md 5).
     throttled_until: Option<std::time::Instant>,
+    /// Operator controls: a draining agent finishes its task and takes no new
+    /// one; a disabled agent loses its task and takes none.
+    controls: AgentControls,
     idle_since: i64,
     last_state_change: i64,
     accept_timer: Option<SpawnHandle>,
@@ -207,6 +210,7 @@ impl AgentFsm {
             connected_at: None,
             unresponsive: false,
             throttled_until: None,
+            controls: AgentControls::default(),
             idle_since: now,
             last_state_change: now,
             accept_timer: None,
@@ -224,6 +228,12 @@ impl AgentFsm {
         }
         if self.is_throttled() {
             flags.push("rate_limited".to_string());
+        }
+        if self.controls.draining {
+            flags.push("draining".to_string());
+        }
+        if self.controls.disabled {
+            flags.push("disabled".to_string());
         }
         AgentView {
             agent_id: self.agent_id.clone(),
@@ -293,7 +303,12 @@ impl AgentFsm {
     }
 
     fn announce(&self, ctx: &mut Context<Self>) {
-        if self.state != FsmState::Idle || self.session.is_none() || self.is_throttled() {
+        if self.state != FsmState::Idle
+            || self.session.is_none()
+            || self.is_throttled()
+            || self.controls.draining
+            || self.controls.disabled
+        {
             return;
         }
         // An agent that let a task time out is offered work only when no other
@@ -741,6 +756,51 @@ impl Handler<Withdrawn> for AgentFsm {
             reason: msg.reason,
             timestamp: now_ms(),
         });
+    }
+}
+
+/// The operator's controls of one agent (persisted by `Presence`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AgentControls {
+    #[serde(default)]
+    pub draining: bool,
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+/// New operator controls for this agent.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Control(pub AgentControls);
+
+impl Handler<Control> for AgentFsm {
+    type Result = ();
+
+    fn handle(&mut self, msg: Control, ctx: &mut Context<Self>) {
+        let before = self.controls;
+        self.controls = msg.0;
+        if self.controls.disabled && !before.disabled {
+            if let Some((task_id, generation)) = self.current.clone() {
+                // Disabled: the task goes back to the queue for another agent.
+                self.reclaim(task_id.clone(), generation, "agent_disabled");
+                self.become_idle(ctx, None);
+                self.push(ServerFrame::TaskCancelled {
+                    task_id,
+                    reason: "agent_disabled".into(),
+                    timestamp: now_ms(),
+                });
+            }
+        }
+        if self.state == FsmState::Idle {
+            if self.controls.draining || self.controls.disabled {
+                self.scheduler.do_send(AgentUnavailable {
+                    agent_id: self.agent_id.clone(),
+                });
+            } else {
+                self.announce(ctx);
+            }
+        }
+        self.publish(Some(PresenceEvent::StatusChanged));
     }
 }
 

@@ -16,7 +16,11 @@ use actix::prelude::*;
 
 use crate::eventlog::{EventLog, NewEvent};
 use crate::events::{EventBus, HubEvent};
-use crate::fsm::{AgentFsm, AgentView, FsmState, FsmTimings, Push, Revoked, Withdrawn};
+use crate::error::StoreError;
+use crate::fsm::{
+    AgentControls, AgentFsm, AgentView, Control, FsmState, FsmTimings, Push, Revoked, Withdrawn,
+};
+use crate::store::{decode, encode, Store};
 use crate::metrics::{Counter, Telemetry};
 use crate::protocol::ServerFrame;
 use crate::queue::TaskQueue;
@@ -46,9 +50,24 @@ pub struct Presence {
     telemetry: Arc<Telemetry>,
     bus: EventBus,
     log: Option<EventLog>,
+    /// Operator controls by agent, persisted in `meta` (when a store is given).
+    controls: HashMap<String, AgentControls>,
+    store: Option<Store>,
 }
 
+/// Where agent controls are kept in `meta`.
+const CONTROLS_KEY: &str = "agent_controls";
+
 impl Presence {
+    /// Keeps operator controls (drain, disable) in `store`, loading those there.
+    pub fn with_store(mut self, store: Store) -> Result<Presence, StoreError> {
+        if let Some(v) = store.meta.get(CONTROLS_KEY)? {
+            self.controls = decode("meta", CONTROLS_KEY.as_bytes(), &v)?;
+        }
+        self.store = Some(store);
+        Ok(self)
+    }
+
     /// Records connects and disconnects in the event log from now on.
     pub fn with_log(mut self, log: EventLog) -> Presence {
         self.log = Some(log);
@@ -79,6 +98,8 @@ impl Presence {
             telemetry: Arc::new(Telemetry::default()),
             bus: EventBus::new(),
             log: None,
+            controls: HashMap::new(),
+            store: None,
         }
     }
 
@@ -115,10 +136,17 @@ impl Handler<FsmFor> for Presence {
             self.scheduler.clone(),
             ctx.address(),
         );
+        let controls = self.controls.get(&msg.agent_id).copied();
         let addr = self
             .fsms
             .entry(msg.agent_id.clone())
-            .or_insert_with(|| AgentFsm::new(msg.agent_id, timings, queue, scheduler, me).start())
+            .or_insert_with(|| {
+                let fsm = AgentFsm::new(msg.agent_id, timings, queue, scheduler, me).start();
+                if let Some(c) = controls {
+                    fsm.do_send(Control(c));
+                }
+                fsm
+            })
             .clone();
         MessageResult(addr)
     }
@@ -153,6 +181,92 @@ impl Handler<RevokeAgent> for Presence {
         if let Some(fsm) = self.fsms.get(&msg.agent_id) {
             fsm.do_send(Revoked);
         }
+    }
+}
+
+/// An operator control of an agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentAction {
+    Drain,
+    Undrain,
+    Disable,
+    Enable,
+}
+
+impl AgentAction {
+    pub fn parse(s: &str) -> Option<AgentAction> {
+        match s {
+            "drain" => Some(AgentAction::Drain),
+            "undrain" => Some(AgentAction::Undrain),
+            "disable" => Some(AgentAction::Disable),
+            "enable" => Some(AgentAction::Enable),
+            _ => None,
+        }
+    }
+
+    /// The event-log kind.
+    fn kind(self) -> &'static str {
+        match self {
+            AgentAction::Drain => "agent_drained",
+            AgentAction::Undrain => "agent_undrained",
+            AgentAction::Disable => "agent_disabled",
+            AgentAction::Enable => "agent_enabled",
+        }
+    }
+}
+
+/// Applies an operator control to an agent (known to exist): persisted, logged
+/// with its actor, then handed to the agent's FSM. Answers the agent's controls.
+#[derive(Message)]
+#[rtype(result = "Result<AgentControls, StoreError>")]
+pub struct ControlAgent {
+    pub agent_id: String,
+    pub action: AgentAction,
+    pub by: String,
+}
+
+impl Handler<ControlAgent> for Presence {
+    type Result = Result<AgentControls, StoreError>;
+
+    fn handle(&mut self, msg: ControlAgent, ctx: &mut Context<Self>) -> Self::Result {
+        let mut controls = self.controls.get(&msg.agent_id).copied().unwrap_or_default();
+        match msg.action {
+            AgentAction::Drain => controls.draining = true,
+            AgentAction::Undrain => controls.draining = false,
+            AgentAction::Disable => controls.disabled = true,
+            AgentAction::Enable => controls.disabled = false,
+        }
+        let mut all = self.controls.clone();
+        if controls == AgentControls::default() {
+            all.remove(&msg.agent_id);
+        } else {
+            all.insert(msg.agent_id.clone(), controls);
+        }
+        if let Some(store) = &self.store {
+            store.meta.insert(CONTROLS_KEY, encode(&all))?;
+        }
+        if let Some(log) = &self.log {
+            log.record([NewEvent {
+                ts: now_ms(),
+                kind: msg.action.kind().into(),
+                task_id: None,
+                agent_id: Some(msg.agent_id.clone()),
+                actor: msg.by.clone(),
+                details: serde_json::json!({"draining": controls.draining, "disabled": controls.disabled}),
+            }])?;
+        }
+        self.controls = all;
+        let fsm = <Self as Handler<FsmFor>>::handle(
+            self,
+            FsmFor {
+                agent_id: msg.agent_id.clone(),
+            },
+            ctx,
+        )
+        .0;
+        fsm.do_send(Control(controls));
+        tracing::info!(agent_id = %msg.agent_id, by = %msg.by, action = msg.action.kind(), "agent control");
+        Ok(controls)
     }
 }
 

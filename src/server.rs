@@ -113,7 +113,8 @@ pub fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState, Store
         Presence::new(timings, queue.clone(), scheduler.clone())
             .with_telemetry(telemetry.clone())
             .with_bus(bus.clone())
-            .with_log(events.clone()),
+            .with_log(events.clone())
+            .with_store(store.clone())?,
     );
     let metrics = Metrics::new(
         telemetry.clone(),

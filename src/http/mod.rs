@@ -10,7 +10,7 @@
 mod admin;
 mod agents;
 mod dashboard;
-mod events;
+mod operator;
 mod limits;
 mod messaging;
 mod ops;
@@ -223,7 +223,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/health", web::get().to(health))
         .route("/ws", web::get().to(agent_socket))
         .configure(tasks::routes)
-        .configure(events::routes)
+        .configure(operator::routes)
         .configure(agents::routes)
         .configure(messaging::routes)
         .configure(limits::routes)

@@ -7,7 +7,7 @@ use actix_web::{web, HttpResponse};
 use serde_json::{json, Map, Value};
 
 use super::agents::{INVITE_FIELDS, REGISTER_FIELDS, TOKEN_FIELDS};
-use super::events::{LANES_FIELDS, PRIORITY_FIELDS};
+use super::operator::{LANES_FIELDS, PRIORITY_FIELDS};
 use super::limits::OVERRIDE_FIELDS;
 use super::messaging::{ACK_FIELDS, CHANNEL_FIELDS, MESSAGE_FIELDS, SUBSCRIBER_FIELDS};
 use super::ops::LEVEL_FIELDS;
@@ -212,6 +212,30 @@ fn catalog() -> Vec<Route> {
             )
         },
         route("GET", "/api/queue/lanes", Token, "Paused priority lanes"),
+        route(
+            "POST",
+            "/api/agents/{id}/drain",
+            Admin,
+            "Drain an agent: it finishes its task and takes no new one",
+        ),
+        route(
+            "POST",
+            "/api/agents/{id}/undrain",
+            Admin,
+            "End a drain: the agent takes tasks again",
+        ),
+        route(
+            "POST",
+            "/api/agents/{id}/disable",
+            Admin,
+            "Disable an agent: its task goes back to the queue; it takes none",
+        ),
+        route(
+            "POST",
+            "/api/agents/{id}/enable",
+            Admin,
+            "Enable a disabled agent",
+        ),
         Route {
             body: BodyDoc::Fields(LANES_FIELDS),
             ..route(

@@ -1,6 +1,8 @@
-//! The event log and task attempts over HTTP, and the operator's queue controls:
+//! The event log and task attempts over HTTP, and the operator's controls:
 //! `GET /api/events`, `GET /api/tasks/{id}/events`, `GET /api/tasks/{id}/attempts`,
-//! force dead letter, change priority, pause and resume lanes.
+//! force dead letter, change priority, pause and resume lanes, drain, undrain,
+//! disable and enable an agent. Every control is recorded in the event log with
+//! the caller as its actor (by the owner that carries it out).
 
 use std::collections::HashMap;
 
@@ -12,6 +14,7 @@ use crate::error::ApiError;
 use crate::eventlog::EventQuery;
 use crate::protocol::{parse_priority, Field, FieldError, Kind};
 use crate::queue::{ForceDeadLetter, GetAttempts, GetTask, PauseLanes, PausedLanes, SetPriority};
+use crate::presence::{AgentAction, ControlAgent};
 use crate::server::HubState;
 
 /// Page size limits of the event queries.
@@ -40,7 +43,37 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/tasks/{id}/priority", web::post().to(set_priority))
         .route("/api/queue/lanes", web::get().to(lanes))
         .route("/api/queue/pause", web::post().to(pause))
-        .route("/api/queue/resume", web::post().to(resume));
+        .route("/api/queue/resume", web::post().to(resume))
+        .route("/api/agents/{id}/{action}", web::post().to(control_agent));
+}
+
+async fn control_agent(
+    caller: Caller,
+    _admin: Admin,
+    path: web::Path<(String, String)>,
+    state: web::Data<HubState>,
+) -> Result<HttpResponse, ApiError> {
+    let (agent_id, action) = path.into_inner();
+    let Some(action) = AgentAction::parse(&action) else {
+        return Err(ApiError::NotFound);
+    };
+    if state.tokens.get(&agent_id)?.is_none() {
+        return Err(ApiError::AgentNotFound(agent_id));
+    }
+    let controls = state
+        .presence
+        .send(ControlAgent {
+            agent_id: agent_id.clone(),
+            action,
+            by: caller.id(),
+        })
+        .await??;
+    state.store.durable().await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "agent_id": agent_id,
+        "draining": controls.draining,
+        "disabled": controls.disabled,
+    })))
 }
 
 /// Parses the event-query parameters; every bad one is reported at once.
