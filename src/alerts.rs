@@ -4,7 +4,8 @@
 //! check), and delivery to `GET /api/alerts`, the dashboard feed and an optional
 //! webhook (POST JSON, retried with backoff, failures counted).
 //!
-//! Rules: `queue_growing`, `high_failure_rate`, `stuck_tasks`, `blocked_tasks`, `no_agents_online`
+//! Rules: `queue_growing`, `high_failure_rate`, `stuck_tasks`, `blocked_tasks`,
+//! `standing_order_missed`, `no_agents_online`
 //! (agents were registered and none is online), `high_error_rate`, and `storage`
 //! (the store was recovered from a backup at start-up, or backups or compactions
 //! are failing). Nothing fires in
@@ -30,6 +31,7 @@ use crate::error::StoreError;
 use crate::events::{EventBus, HubEvent};
 use crate::metrics::{Metrics, Snapshot, Window};
 use crate::queue::{BlockedTasks, StuckTasks, TaskQueue};
+use crate::standing::{RecentlyMissed, StandingOrders};
 use crate::store::{decode, encode, Store};
 use crate::util::now_ms;
 
@@ -96,6 +98,21 @@ impl Default for Thresholds {
             window_ms: 5 * 60 * 1000,
         }
     }
+}
+
+/// standing_order_missed: occurrences that got no outcome in their window (or
+/// never ran) in the last hour.
+fn missed_finding(missed: &[(String, i64)]) -> Option<Finding> {
+    (!missed.is_empty()).then(|| Finding {
+        severity: Severity::Warning,
+        message: format!(
+            "{} standing-order run(s) missed in the last hour",
+            missed.len()
+        ),
+        details: json!({"runs": missed.iter().rev().take(20).map(|(order, at)|
+            json!({"order": order, "scheduled_for": at})).collect::<Vec<_>>(),
+            "count": missed.len()}),
+    })
 }
 
 /// `failure_rate_critical` may not be below `failure_rate`.
@@ -167,6 +184,7 @@ pub struct Alerter {
     webhook: Option<mpsc::Sender<Value>>,
     webhook_stats: Arc<WebhookStats>,
     storage: Option<Maintenance>,
+    standing: Option<Addr<StandingOrders>>,
     bus: EventBus,
 }
 
@@ -212,6 +230,7 @@ impl Alerter {
             webhook,
             webhook_stats,
             storage: None,
+            standing: None,
             bus: EventBus::new(),
         })
     }
@@ -246,17 +265,35 @@ impl Alerter {
             blocked_before: now_ms()
                 .saturating_sub(i64::try_from(self.thresholds.blocked_task_ms).unwrap_or(i64::MAX)),
         });
-        let fut = async move { (window.await, stuck.await, blocked.await) };
-        ctx.wait(fut.into_actor(self).map(|(window, stuck, blocked), act, _| {
-            let (Ok(Some((oldest, newest))), Ok(stuck), Ok(blocked)) = (window, stuck, blocked)
-            else {
-                return;
+        let missed = self.standing.as_ref().map(|s| s.send(RecentlyMissed));
+        let fut = async move {
+            let missed = match missed {
+                Some(m) => m.await.unwrap_or_default(),
+                None => Vec::new(),
             };
-            let registered = act.tokens.count();
-            let mut findings = act.evaluate(&oldest, &newest, &stuck, registered);
-            findings.push(("blocked_tasks", act.blocked_finding(&blocked)));
-            act.apply(findings);
-        }));
+            (window.await, stuck.await, blocked.await, missed)
+        };
+        ctx.wait(
+            fut.into_actor(self)
+                .map(|(window, stuck, blocked, missed), act, _| {
+                    let (Ok(Some((oldest, newest))), Ok(stuck), Ok(blocked)) =
+                        (window, stuck, blocked)
+                    else {
+                        return;
+                    };
+                    let registered = act.tokens.count();
+                    let mut findings = act.evaluate(&oldest, &newest, &stuck, registered);
+                    findings.push(("blocked_tasks", act.blocked_finding(&blocked)));
+                    findings.push(("standing_order_missed", missed_finding(&missed)));
+                    act.apply(findings);
+                }),
+        );
+    }
+
+    /// Reads missed standing-order runs from `standing` from now on.
+    pub fn with_standing(mut self, standing: Addr<StandingOrders>) -> Alerter {
+        self.standing = Some(standing);
+        self
     }
 
     /// blocked_tasks: tasks blocked for longer than the threshold, oldest first.

@@ -115,6 +115,11 @@ pub struct Config {
     pub blocked_requeue_ms: u64,
     /// The event log keeps events this long.
     pub event_retention_days: u64,
+    /// How often standing orders look at their schedules and runs.
+    pub standing_order_tick_ms: u64,
+    /// Testing only: standing orders read the time (ms since the epoch) from this
+    /// file instead of the system clock, so a test can move time.
+    pub standing_order_clock_file: Option<PathBuf>,
     /// Hours between compactions of the live store; 0 = never.
     pub compact_interval_hours: u64,
     /// Milliseconds between compactions; overrides `compact_interval_hours`.
@@ -170,6 +175,8 @@ impl Default for Config {
             blocked_policy: BlockedPolicy::Route,
             blocked_requeue_ms: 60_000,
             event_retention_days: 30,
+            standing_order_tick_ms: 1_000,
+            standing_order_clock_file: None,
         }
     }
 }
@@ -269,7 +276,8 @@ impl Config {
                 reason: "must be one of error, warn, info, debug, trace".into(),
             });
         }
-        let positive: [(&'static str, u64); 17] = [
+        let positive: [(&'static str, u64); 18] = [
+            ("standing_order_tick_ms", self.standing_order_tick_ms),
             ("event_retention_days", self.event_retention_days),
             ("retention_interval_ms", self.retention_interval_ms),
             ("invite_ttl_hours", self.invite_ttl_hours),

@@ -290,10 +290,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("open");
         let log = EventLog::open(store.clone()).expect("log");
-        log.append([event(1, "queued", Some("t1"), None), event(2, "assigned", Some("t1"), Some("a"))])
-            .expect("append");
+        log.append([
+            event(1, "queued", Some("t1"), None),
+            event(2, "assigned", Some("t1"), Some("a")),
+        ])
+        .expect("append");
         let again = EventLog::open(store).expect("log");
-        again.append([event(3, "agent_connected", None, Some("a"))]).expect("append");
+        again
+            .append([event(3, "agent_connected", None, Some("a"))])
+            .expect("append");
         let all = again
             .query(&EventQuery {
                 limit: 10,

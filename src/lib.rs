@@ -25,9 +25,9 @@ pub mod dashboard;
 #[cfg(feature = "server")]
 pub mod error;
 #[cfg(feature = "server")]
-pub mod events;
-#[cfg(feature = "server")]
 pub mod eventlog;
+#[cfg(feature = "server")]
+pub mod events;
 #[cfg(feature = "server")]
 pub mod fsm;
 #[cfg(feature = "server")]
@@ -52,6 +52,8 @@ pub mod scheduler;
 pub mod server;
 #[cfg(feature = "server")]
 pub mod session;
+#[cfg(feature = "server")]
+pub mod standing;
 #[cfg(feature = "server")]
 pub mod store;
 #[cfg(feature = "server")]

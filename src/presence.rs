@@ -14,17 +14,17 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
+use crate::error::StoreError;
 use crate::eventlog::{EventLog, NewEvent};
 use crate::events::{EventBus, HubEvent};
-use crate::error::StoreError;
 use crate::fsm::{
     AgentControls, AgentFsm, AgentView, Control, FsmState, FsmTimings, Push, Revoked, Withdrawn,
 };
-use crate::store::{decode, encode, Store};
 use crate::metrics::{Counter, Telemetry};
 use crate::protocol::ServerFrame;
 use crate::queue::TaskQueue;
 use crate::scheduler::Scheduler;
+use crate::store::{decode, encode, Store};
 use crate::util::now_ms;
 
 /// Cooldowns after the 1st, 2nd and later violation disconnects (seconds).
@@ -229,7 +229,11 @@ impl Handler<ControlAgent> for Presence {
     type Result = Result<AgentControls, StoreError>;
 
     fn handle(&mut self, msg: ControlAgent, ctx: &mut Context<Self>) -> Self::Result {
-        let mut controls = self.controls.get(&msg.agent_id).copied().unwrap_or_default();
+        let mut controls = self
+            .controls
+            .get(&msg.agent_id)
+            .copied()
+            .unwrap_or_default();
         match msg.action {
             AgentAction::Drain => controls.draining = true,
             AgentAction::Undrain => controls.draining = false,

@@ -254,7 +254,12 @@ pub const CLIENT_FRAME_SCHEMAS: &[(&str, &[Field])] = &[
             req("generation", Kind::UInt),
             opt("result", Kind::Object),
             opt("tokens_used", Kind::UInt),
-            opt("follow_ups", Kind::ObjectList { max: MAX_FOLLOW_UPS }),
+            opt(
+                "follow_ups",
+                Kind::ObjectList {
+                    max: MAX_FOLLOW_UPS,
+                },
+            ),
         ],
     ),
     (
@@ -404,7 +409,11 @@ fn check_kind(name: &str, kind: Kind, v: &Value) -> Option<FieldError> {
         }
         Kind::ObjectList { max } => {
             let Some(items) = v.as_array() else {
-                return Some(FieldError::new(name, "wrong_type", "expected a list of objects"));
+                return Some(FieldError::new(
+                    name,
+                    "wrong_type",
+                    "expected a list of objects",
+                ));
             };
             if items.len() > max {
                 return Some(FieldError::new(
@@ -414,7 +423,11 @@ fn check_kind(name: &str, kind: Kind, v: &Value) -> Option<FieldError> {
                 ));
             }
             if items.iter().any(|i| !i.is_object()) {
-                return Some(FieldError::new(name, "wrong_type", "expected a list of objects"));
+                return Some(FieldError::new(
+                    name,
+                    "wrong_type",
+                    "expected a list of objects",
+                ));
             }
             None
         }

@@ -21,16 +21,18 @@ use crate::analytics::{Analytics, Count, Counter};
 use crate::completions::{short_description, Completion, Completions, Throughput};
 use crate::config::Config;
 use crate::error::StoreError;
+use crate::eventlog::{EventLog, NewEvent};
 use crate::events::{EventBus, HubEvent};
 use crate::fsm::Withdrawn;
 use crate::metrics::{Counter as MetricCounter, Telemetry};
 use crate::presence::{Presence, ToAgent};
+use crate::protocol::{BlockedPolicy, FieldError};
 use crate::protocol::{TaskAssignment, TaskSpec};
 use crate::scheduler::{Scheduler, TaskReady, TaskUnready};
 use crate::store::{decode, encode, key_seq, scoped_key, seq_key, Store};
-use crate::eventlog::{EventLog, NewEvent};
-use crate::protocol::{BlockedPolicy, FieldError};
-use crate::task::{BlockReport, HistoryEntry, ReclaimOutcome, Task, TaskDefaults, TaskError, TaskStatus};
+use crate::task::{
+    BlockReport, HistoryEntry, ReclaimOutcome, Task, TaskDefaults, TaskError, TaskStatus,
+};
 use crate::util::{new_task_id, now_ms};
 
 /// Why a queue operation failed.
@@ -500,7 +502,9 @@ impl TaskQueue {
             }
             _ => {}
         }
-        if task.status == TaskStatus::Queued && old != TaskStatus::Queued && !task.depends_on.is_empty()
+        if task.status == TaskStatus::Queued
+            && old != TaskStatus::Queued
+            && !task.depends_on.is_empty()
         {
             // Back in the queue (retry, requeue): wait again for what is unfinished.
             if let Some((dep, status)) = self.track_dependencies(&task) {
@@ -523,7 +527,10 @@ impl TaskQueue {
             (TaskStatus::Queued, _) => self.pending.unready.push(task.id.clone()),
             _ => {}
         }
-        if let Some(at) = task.unblock_at.filter(|_| task.status == TaskStatus::Blocked) {
+        if let Some(at) = task
+            .unblock_at
+            .filter(|_| task.status == TaskStatus::Blocked)
+        {
             self.timers.insert((at, task.id.clone()));
         }
         if task.status.is_terminal() {
@@ -754,10 +761,7 @@ impl TaskQueue {
                 due.push((task_id.clone(), lease.clone(), "lease_expired"));
             }
         }
-        let timers_due = self
-            .timers
-            .first()
-            .is_some_and(|(at, _)| *at <= now);
+        let timers_due = self.timers.first().is_some_and(|(at, _)| *at <= now);
         if due.is_empty() && !timers_due {
             return;
         }
@@ -1705,7 +1709,9 @@ impl TaskQueue {
         let holder = self.leases.get(task_id).cloned();
         let result = self.with_task(task_id, by, change).map(|(out, changed)| {
             let still_held = changed.status == TaskStatus::Assigned;
-            if let Some(lease) = holder.filter(|l| !still_held || l.generation != changed.generation) {
+            if let Some(lease) =
+                holder.filter(|l| !still_held || l.generation != changed.generation)
+            {
                 effects.withdrawn.push(Withdrawn {
                     agent_id: lease.agent_id,
                     task_id: task_id.to_string(),
@@ -1848,7 +1854,11 @@ impl Handler<PauseLanes> for TaskQueue {
                 this.paused[usize::from(*l)] = msg.paused;
             }
             let lanes = this.paused_lanes();
-            let kind = if msg.paused { "lanes_paused" } else { "lanes_resumed" };
+            let kind = if msg.paused {
+                "lanes_paused"
+            } else {
+                "lanes_resumed"
+            };
             let written = this
                 .log
                 .append([NewEvent {
@@ -1859,7 +1869,13 @@ impl Handler<PauseLanes> for TaskQueue {
                     actor: msg.by.clone(),
                     details: json!({"lanes": msg.lanes, "paused_lanes": lanes}),
                 }])
-                .and_then(|()| Ok(this.store.meta.insert(PAUSED_KEY, encode(&lanes)).map(|_| ())?));
+                .and_then(|()| {
+                    Ok(this
+                        .store
+                        .meta
+                        .insert(PAUSED_KEY, encode(&lanes))
+                        .map(|_| ())?)
+                });
             if let Err(e) = written {
                 this.paused = before;
                 return Box::pin(fut::ready(Err(QueueError::Store(e))));
@@ -1871,7 +1887,8 @@ impl Handler<PauseLanes> for TaskQueue {
                 .live
                 .values()
                 .filter(|t| {
-                    t.status == TaskStatus::Queued && changed.contains(&usize::from(t.priority.min(3)))
+                    t.status == TaskStatus::Queued
+                        && changed.contains(&usize::from(t.priority.min(3)))
                 })
                 .cloned()
                 .collect();
@@ -2095,6 +2112,49 @@ impl Handler<DeadLetters> for TaskQueue {
                 }
             }
             Ok(out)
+        })
+    }
+}
+
+/// What became of a task, as standing orders read it.
+#[derive(Debug, Clone)]
+pub struct TaskOutcome {
+    pub status: TaskStatus,
+    pub result: Option<Map<String, Value>>,
+    pub last_error: Option<String>,
+    pub needs: Option<String>,
+}
+
+/// The outcome of each task of `ids` (`None` when unknown), in order.
+#[derive(Message)]
+#[rtype(result = "Vec<Option<TaskOutcome>>")]
+pub struct TaskOutcomes {
+    pub ids: Vec<String>,
+}
+
+impl Handler<TaskOutcomes> for TaskQueue {
+    type Result = MessageResult<TaskOutcomes>;
+
+    fn handle(&mut self, msg: TaskOutcomes, ctx: &mut Context<Self>) -> Self::Result {
+        self.contained(ctx, move |this| -> Self::Result {
+            let outcomes = msg
+                .ids
+                .iter()
+                .map(|id| match this.read(id) {
+                    Ok(Some(t)) => Some(TaskOutcome {
+                        status: t.status,
+                        result: t.result,
+                        last_error: t.last_error,
+                        needs: t.needs,
+                    }),
+                    Ok(None) => None,
+                    Err(e) => {
+                        tracing::error!(task_id = %id, error = %e, "task unreadable");
+                        None
+                    }
+                })
+                .collect();
+            MessageResult(outcomes)
         })
     }
 }

@@ -28,7 +28,10 @@ impl Retention {
         self.analytics.do_send(PruneAnalytics { now });
         // The log is append-only for everyone else; pruning its oldest end runs
         // here, off the owners' threads, one bounded batch per tick.
-        let (log, before) = (self.events.clone(), now.saturating_sub(self.event_retention_ms));
+        let (log, before) = (
+            self.events.clone(),
+            now.saturating_sub(self.event_retention_ms),
+        );
         actix_rt::task::spawn_blocking(move || match log.prune(before) {
             Ok(0) => {}
             Ok(n) => tracing::info!(dropped = n, "event log pruned"),

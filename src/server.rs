@@ -31,6 +31,7 @@ use crate::ratelimit::{Limits, RateLimits};
 use crate::retention::Retention;
 use crate::scheduler::Scheduler;
 use crate::session::SessionDeps;
+use crate::standing::{self, StandingOrders};
 use crate::store::Store;
 use crate::util::now_ms;
 
@@ -56,6 +57,7 @@ pub struct HubState {
     pub bus: EventBus,
     /// The event log (read by `GET /api/events`; owners append).
     pub events: EventLog,
+    pub standing: Addr<StandingOrders>,
     pub sessions: Sessions,
     pub dashboard: SharedDeps,
 }
@@ -168,6 +170,18 @@ pub fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState, Store
         event_retention_ms: Config::days_ms(config.event_retention_days),
     }
     .start();
+    let clock = match &config.standing_order_clock_file {
+        Some(path) => standing::file_clock(path.clone()),
+        None => standing::system_clock(),
+    };
+    let standing = StandingOrders::load(
+        store.clone(),
+        queue.clone(),
+        events.clone(),
+        clock,
+        Duration::from_millis(config.standing_order_tick_ms),
+    )?
+    .start();
     let storage = Maintenance::new(store.clone(), &config);
     storage.set_bus(bus.clone());
     let alerter = Alerter::new(
@@ -183,6 +197,7 @@ pub fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState, Store
         },
     )?
     .with_storage(storage.clone())
+    .with_standing(standing.clone())
     .with_bus(bus.clone())
     .start();
     let dashboard = Arc::new(DashboardDeps::new(
@@ -201,6 +216,7 @@ pub fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState, Store
         dashboard,
         bus,
         events,
+        standing,
         limits: rate_limits,
         metrics,
         telemetry,

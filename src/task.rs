@@ -591,7 +591,8 @@ impl Task {
         match (policy, needs) {
             (BlockedPolicy::Wait, _) => {}
             (BlockedPolicy::Route, Some(needs)) => {
-                let previous = std::mem::replace(&mut self.needed_capabilities, vec![needs.clone()]);
+                let previous =
+                    std::mem::replace(&mut self.needed_capabilities, vec![needs.clone()]);
                 self.requeue();
                 self.clear_blocked();
                 self.record(
@@ -749,13 +750,22 @@ impl Task {
         let previous = self.status;
         if !matches!(
             previous,
-            TaskStatus::DeadLetter | TaskStatus::Blocked | TaskStatus::Cancelled | TaskStatus::Assigned
+            TaskStatus::DeadLetter
+                | TaskStatus::Blocked
+                | TaskStatus::Cancelled
+                | TaskStatus::Assigned
         ) {
             return Err(TaskError::InvalidState(previous));
         }
         let holder = self.assigned_to.clone();
         if previous == TaskStatus::Assigned {
-            self.close_attempt(self.generation, "reclaimed", Some("operator_retry"), None, now);
+            self.close_attempt(
+                self.generation,
+                "reclaimed",
+                Some("operator_retry"),
+                None,
+                now,
+            );
         }
         self.requeue();
         self.retry_count = 0;

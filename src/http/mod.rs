@@ -10,11 +10,12 @@
 mod admin;
 mod agents;
 mod dashboard;
-mod operator;
 mod limits;
 mod messaging;
+mod operator;
 mod ops;
 mod schemas;
+mod standing;
 mod tasks;
 
 pub use limits::limit_requests;
@@ -224,6 +225,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/ws", web::get().to(agent_socket))
         .configure(tasks::routes)
         .configure(operator::routes)
+        .configure(standing::routes)
         .configure(agents::routes)
         .configure(messaging::routes)
         .configure(limits::routes)

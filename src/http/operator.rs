@@ -12,9 +12,9 @@ use serde_json::{json, Value};
 use super::{object_body, query_map, query_uint, Admin, Caller};
 use crate::error::ApiError;
 use crate::eventlog::EventQuery;
+use crate::presence::{AgentAction, ControlAgent};
 use crate::protocol::{parse_priority, Field, FieldError, Kind};
 use crate::queue::{ForceDeadLetter, GetAttempts, GetTask, PauseLanes, PausedLanes, SetPriority};
-use crate::presence::{AgentAction, ControlAgent};
 use crate::server::HubState;
 
 /// Page size limits of the event queries.
@@ -39,7 +39,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/events", web::get().to(list_events))
         .route("/api/tasks/{id}/events", web::get().to(task_events))
         .route("/api/tasks/{id}/attempts", web::get().to(task_attempts))
-        .route("/api/tasks/{id}/dead-letter", web::post().to(dead_letter_task))
+        .route(
+            "/api/tasks/{id}/dead-letter",
+            web::post().to(dead_letter_task),
+        )
         .route("/api/tasks/{id}/priority", web::post().to(set_priority))
         .route("/api/queue/lanes", web::get().to(lanes))
         .route("/api/queue/pause", web::post().to(pause))

@@ -7,10 +7,11 @@ use actix_web::{web, HttpResponse};
 use serde_json::{json, Map, Value};
 
 use super::agents::{INVITE_FIELDS, REGISTER_FIELDS, TOKEN_FIELDS};
-use super::operator::{LANES_FIELDS, PRIORITY_FIELDS};
 use super::limits::OVERRIDE_FIELDS;
 use super::messaging::{ACK_FIELDS, CHANNEL_FIELDS, MESSAGE_FIELDS, SUBSCRIBER_FIELDS};
+use super::operator::{LANES_FIELDS, PRIORITY_FIELDS};
 use super::ops::LEVEL_FIELDS;
+use super::standing::{ORDER_FIELDS, ORDER_UPDATE_FIELDS};
 use crate::error::ApiError;
 use crate::protocol::{
     client_frame_schemas, object_schema, Field, PROTOCOL_VERSION, TASK_SPEC_FIELDS,
@@ -111,7 +112,11 @@ fn thresholds_body() -> Value {
 const EVENT_QUERY: &[(&str, &str, &str)] = &[
     ("task_id", "string", "one task's events"),
     ("agent_id", "string", "one agent's events"),
-    ("kind", "string", "one kind (queued, assigned, completed, agent_connected, ...)"),
+    (
+        "kind",
+        "string",
+        "one kind (queued, assigned, completed, agent_connected, ...)",
+    ),
     ("since", "integer", "ms since the epoch, inclusive"),
     ("until", "integer", "ms since the epoch, inclusive"),
     ("cursor", "integer", "from the previous page's next_cursor"),
@@ -212,6 +217,55 @@ fn catalog() -> Vec<Route> {
             )
         },
         route("GET", "/api/queue/lanes", Token, "Paused priority lanes"),
+        Route {
+            body: BodyDoc::Fields(ORDER_FIELDS),
+            ..route(
+                "POST",
+                "/api/standing-orders",
+                Admin,
+                "Create a standing order (cron + time zone, target, task template, window)",
+            )
+        },
+        route(
+            "GET",
+            "/api/standing-orders",
+            Token,
+            "Standing orders with their next runs",
+        ),
+        route(
+            "GET",
+            "/api/standing-orders/{name}",
+            Token,
+            "One standing order",
+        ),
+        Route {
+            body: BodyDoc::Fields(ORDER_UPDATE_FIELDS),
+            ..route(
+                "PUT",
+                "/api/standing-orders/{name}",
+                Admin,
+                "Change some fields of a standing order",
+            )
+        },
+        route(
+            "DELETE",
+            "/api/standing-orders/{name}",
+            Admin,
+            "Delete a standing order (its runs stay readable)",
+        ),
+        Route {
+            query: &[
+                ("since", "integer", "scheduled at or after (ms)"),
+                ("until", "integer", "scheduled at or before (ms)"),
+                ("limit", "integer", "at most this many (≤ 1000)"),
+            ],
+            ..route(
+                "GET",
+                "/api/standing-orders/{name}/runs",
+                Token,
+                "Every occurrence with its status: pending, completed, no_work, blocked, failed, missed, cancelled",
+            )
+        },
         route(
             "POST",
             "/api/agents/{id}/drain",
