@@ -3,6 +3,8 @@
 //! running use `POST /admin/tokens`); `backup`, `verify-backup`, `restore` and
 //! `compact` look after the store (see README, "Backup and recovery").
 
+mod ops_cli;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -80,6 +82,23 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Operator controls of one task on a running hub.
+    Task {
+        #[command(subcommand)]
+        action: ops_cli::TaskAction,
+    },
+    /// Pause and resume priority lanes of a running hub.
+    Queue {
+        #[command(subcommand)]
+        action: ops_cli::QueueAction,
+    },
+    /// Standing orders of a running hub and the runs of each.
+    StandingOrders {
+        #[command(subcommand)]
+        action: ops_cli::StandingAction,
+    },
+    /// Read a running hub's event log (oldest first, paged by --cursor).
+    Events(ops_cli::EventsArgs),
 }
 
 #[derive(Args, Clone)]
@@ -198,6 +217,31 @@ enum AgentAction {
         name: String,
         #[command(flatten)]
         target: Target,
+    },
+    /// Drain an agent on a running hub: it finishes its task, takes no new one.
+    Drain {
+        name: String,
+        #[command(flatten)]
+        online: ops_cli::Online,
+    },
+    /// End a drain.
+    Undrain {
+        name: String,
+        #[command(flatten)]
+        online: ops_cli::Online,
+    },
+    /// Disable an agent on a running hub: its task goes back to the queue and it
+    /// takes none until enabled.
+    Disable {
+        name: String,
+        #[command(flatten)]
+        online: ops_cli::Online,
+    },
+    /// Enable a disabled agent.
+    Enable {
+        name: String,
+        #[command(flatten)]
+        online: ops_cli::Online,
     },
 }
 
@@ -476,6 +520,10 @@ fn agent(action: AgentAction) -> Result<(), Fatal> {
             println!("revoked {name}");
             Ok(())
         }
+        AgentAction::Drain { name, online } => ops_cli::control_agent(&name, "drain", &online),
+        AgentAction::Undrain { name, online } => ops_cli::control_agent(&name, "undrain", &online),
+        AgentAction::Disable { name, online } => ops_cli::control_agent(&name, "disable", &online),
+        AgentAction::Enable { name, online } => ops_cli::control_agent(&name, "enable", &online),
     }
 }
 
@@ -676,6 +724,10 @@ fn main() -> ExitCode {
         Command::VerifyBackup { file } => verify_backup_cmd(file),
         Command::Restore { file, common } => restore_cmd(file, common),
         Command::Compact { target } => compact_cmd(target),
+        Command::Task { action } => ops_cli::task(action),
+        Command::Queue { action } => ops_cli::queue(action),
+        Command::StandingOrders { action } => ops_cli::standing(action),
+        Command::Events(args) => ops_cli::events(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

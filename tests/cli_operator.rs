@@ -1,0 +1,140 @@
+//! The operator's command line against a running hub: task controls, lane pause
+//! and resume, agent drain, standing-order runs and the event log. Each command
+//! acts through the hub, which records it with the admin as actor.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::*;
+use serde_json::{json, Value};
+
+fn ops(hub: &Hub, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_agentcom-hub"))
+        .args(args)
+        .env("AGENTCOM_HUB_URL", hub.url(""))
+        .env("AGENTCOM_ADMIN_TOKEN", &hub.admin_token)
+        .env_remove("AGENTCOM_DATA_DIR")
+        .output()
+        .expect("run agentcom-hub")
+}
+
+fn ok_json(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+}
+
+fn actors_of(hub: &Hub, kind: &str) -> Vec<String> {
+    let (_, events) = hub.get(&format!("/api/events?kind={kind}"));
+    events["events"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter_map(|x| x["actor"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn operator_commands_act_through_the_hub_and_are_logged() {
+    let hub = Hub::start();
+    register_agent(&hub, "worker", &[]);
+    let low = submit(&hub, json!({"description": "tidy up", "priority": "low"}));
+    let doomed = submit(&hub, json!({"description": "never mind"}));
+
+    let raised = ok_json(&ops(&hub, &["task", "priority", &low, "urgent"]));
+    assert_eq!(
+        (
+            raised["priority"].as_u64(),
+            raised["previous_priority"].as_u64()
+        ),
+        (Some(0), Some(3))
+    );
+    assert_eq!(get_task(&hub, &low)["priority"], 0);
+
+    let dead = ok_json(&ops(&hub, &["task", "dead-letter", &doomed]));
+    assert_eq!(dead["previous_status"], "queued");
+    let back = ok_json(&ops(&hub, &["task", "retry", &doomed]));
+    assert_eq!(back["status"], "requeued");
+    let cancelled = ok_json(&ops(&hub, &["task", "cancel", &doomed]));
+    assert_eq!(cancelled["status"], "cancelled");
+    let attempts = ok_json(&ops(&hub, &["task", "attempts", &doomed]));
+    assert_eq!(attempts["attempts"], json!([]));
+
+    let paused = ok_json(&ops(
+        &hub,
+        &["queue", "pause", "--lane", "low", "--lane", "1"],
+    ));
+    assert_eq!(paused["paused_lanes"], json!([1, 3]));
+    assert_eq!(
+        ok_json(&ops(&hub, &["queue", "lanes"]))["paused_lanes"],
+        json!([1, 3])
+    );
+    let resumed = ok_json(&ops(&hub, &["queue", "resume"]));
+    assert_eq!(resumed["paused_lanes"], json!([]));
+
+    let drained = ok_json(&ops(&hub, &["agent", "drain", "worker"]));
+    assert_eq!(drained["draining"], true);
+    let undrained = ok_json(&ops(&hub, &["agent", "undrain", "worker"]));
+    assert_eq!(undrained["draining"], false);
+
+    for kind in [
+        "priority_changed",
+        "dead_letter",
+        "retried_from_dead_letter",
+        "cancelled",
+        "lanes_paused",
+        "lanes_resumed",
+        "agent_drained",
+        "agent_undrained",
+    ] {
+        assert_eq!(actors_of(&hub, kind), vec!["admin".to_string()], "{kind}");
+    }
+    let events = ok_json(&ops(&hub, &["events", "--task", &doomed, "--limit", "3"]));
+    assert_eq!(events["count"], 3, "{events}");
+    assert!(events["next_cursor"].as_u64().is_some(), "{events}");
+
+    // Refusals come back as a failure with the hub's answer.
+    let unknown = ops(&hub, &["agent", "disable", "nobody"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("agent_not_found"));
+    let bad = ops(&hub, &["task", "priority", &low, "whenever"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("422"));
+    let no_token = Command::new(env!("CARGO_BIN_EXE_agentcom-hub"))
+        .args(["queue", "lanes", "--hub", &hub.url("")])
+        .env_remove("AGENTCOM_ADMIN_TOKEN")
+        .output()
+        .expect("run agentcom-hub");
+    assert_eq!(no_token.status.code(), Some(2));
+}
+
+#[test]
+fn standing_order_runs_are_listed_as_a_table() {
+    let hub = Hub::start();
+    let (status, body) = hub.post(
+        "/api/standing-orders",
+        &json!({"name": "weekly", "cron": "0 8 * * 1", "timezone": "Europe/Paris",
+                "task": {"description": "weekly review"}}),
+    );
+    assert_eq!(status, 201, "{body}");
+    let out = ops(&hub, &["standing-orders", "runs", "weekly"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("scheduled_for"), "{text}");
+    let listed = ok_json(&ops(&hub, &["standing-orders", "list"]));
+    assert_eq!(listed["orders"][0]["name"], "weekly", "{listed}");
+    let missing = ops(&hub, &["standing-orders", "runs", "nope"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("standing_order_not_found"));
+}
