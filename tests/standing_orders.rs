@@ -71,7 +71,11 @@ fn wait_run_status(hub: &Hub, name: &str, at: i64, status: &str) -> Value {
         last = run_at(hub, name, at);
         last.as_ref().is_some_and(|r| r["status"] == status)
     });
-    assert!(ok, "run at {at} never became {status}: {last:?} / {:?}", runs(hub, name));
+    assert!(
+        ok,
+        "run at {at} never became {status}: {last:?} / {:?}",
+        runs(hub, name)
+    );
     last.unwrap_or(Value::Null)
 }
 
@@ -147,7 +151,10 @@ fn one_run_per_occurrence_across_restart_and_clock_jumps_and_no_work_differs_fro
     // "Ran and found nothing" and "did not run" are told apart at a glance.
     let (_, listing) = hub.get("/api/standing-orders/inbox-sweep/runs");
     assert_eq!(listing["summary"]["no_work"], 1, "{listing}");
-    assert!(listing["summary"]["missed"].as_u64() >= Some(1), "{listing}");
+    assert!(
+        listing["summary"]["missed"].as_u64() >= Some(1),
+        "{listing}"
+    );
     let alerts_fired = wait_for(Duration::from_secs(10), || {
         let (_, alerts) = hub.get("/api/alerts");
         alerts["active"]
@@ -176,7 +183,10 @@ fn one_run_per_occurrence_across_restart_and_clock_jumps_and_no_work_differs_fro
 
     // Exactly one record and at most one task per occurrence, after all of it.
     let all = runs(&hub, "inbox-sweep");
-    let times: Vec<i64> = all.iter().filter_map(|r| r["scheduled_for"].as_i64()).collect();
+    let times: Vec<i64> = all
+        .iter()
+        .filter_map(|r| r["scheduled_for"].as_i64())
+        .collect();
     assert_eq!(times, (1..=10).map(minute).collect::<Vec<_>>(), "{all:?}");
     assert!(
         run_tasks_by_time(&hub).values().all(|n| *n == 1),
@@ -228,8 +238,14 @@ fn outcomes_reported_by_the_agent_and_by_the_task_are_recorded() {
         json!({"type": "task_complete", "task_id": id, "generation": g,
                "result": {"outcome": "blocked", "evidence": "needs a password"}})
     });
-    report(3, &|id, g| json!({"type": "task_failed", "task_id": id, "generation": g, "error": "disk full"}));
-    report(4, &|id, g| json!({"type": "task_complete", "task_id": id, "generation": g}));
+    report(
+        3,
+        &|id, g| json!({"type": "task_failed", "task_id": id, "generation": g, "error": "disk full"}),
+    );
+    report(
+        4,
+        &|id, g| json!({"type": "task_complete", "task_id": id, "generation": g}),
+    );
     wait_run_status(&hub, "owl", minute(1), "completed");
     wait_run_status(&hub, "owl", minute(2), "blocked");
     let failed = wait_run_status(&hub, "owl", minute(3), "failed");
@@ -250,18 +266,49 @@ fn standing_orders_are_managed_by_the_admin_and_refuse_bad_input() {
     let (status, created) = hub.post("/api/standing-orders", &good);
     assert_eq!(status, 201, "{created}");
     let (status, dup) = hub.post("/api/standing-orders", &good);
-    assert_eq!((status, dup["error"].as_str()), (409, Some("already_exists")), "{dup}");
+    assert_eq!(
+        (status, dup["error"].as_str()),
+        (409, Some("already_exists")),
+        "{dup}"
+    );
 
     for (bad, field) in [
-        (json!({"name": "x", "cron": "* * *", "task": {"description": "d"}}), "cron"),
-        (json!({"name": "x", "cron": "99 * * * *", "task": {"description": "d"}}), "cron"),
-        (json!({"name": "x", "cron": "* * * * *", "timezone": "Mars/Base", "task": {"description": "d"}}), "timezone"),
-        (json!({"name": "x", "cron": "* * * * *", "task": {}}), "task.description"),
-        (json!({"name": "x", "cron": "* * * * *", "task": {"description": "d", "depends_on": ["task-0000000000000000"]}}), "task.depends_on"),
-        (json!({"name": "x y", "cron": "* * * * *", "task": {"description": "d"}}), "name"),
-        (json!({"name": "x", "cron": "* * * * *", "task": {"description": "d"}, "window_ms": 5}), "window_ms"),
-        (json!({"name": "x", "cron": "* * * * *", "task": {"description": "d"}, "enabled": "yes"}), "enabled"),
-        (json!({"name": "x", "cron": "* * * * *", "task": {"description": "d"}, "agent": "a", "capability": "c"}), "agent"),
+        (
+            json!({"name": "x", "cron": "* * *", "task": {"description": "d"}}),
+            "cron",
+        ),
+        (
+            json!({"name": "x", "cron": "99 * * * *", "task": {"description": "d"}}),
+            "cron",
+        ),
+        (
+            json!({"name": "x", "cron": "* * * * *", "timezone": "Mars/Base", "task": {"description": "d"}}),
+            "timezone",
+        ),
+        (
+            json!({"name": "x", "cron": "* * * * *", "task": {}}),
+            "task.description",
+        ),
+        (
+            json!({"name": "x", "cron": "* * * * *", "task": {"description": "d", "depends_on": ["task-0000000000000000"]}}),
+            "task.depends_on",
+        ),
+        (
+            json!({"name": "x y", "cron": "* * * * *", "task": {"description": "d"}}),
+            "name",
+        ),
+        (
+            json!({"name": "x", "cron": "* * * * *", "task": {"description": "d"}, "window_ms": 5}),
+            "window_ms",
+        ),
+        (
+            json!({"name": "x", "cron": "* * * * *", "task": {"description": "d"}, "enabled": "yes"}),
+            "enabled",
+        ),
+        (
+            json!({"name": "x", "cron": "* * * * *", "task": {"description": "d"}, "agent": "a", "capability": "c"}),
+            "agent",
+        ),
     ] {
         let (status, body) = hub.post("/api/standing-orders", &bad);
         assert_eq!(status, 422, "{bad} -> {body}");
@@ -294,7 +341,9 @@ fn standing_orders_are_managed_by_the_admin_and_refuse_bad_input() {
     let (status, _) = put(json!({"enabled": true}));
     assert_eq!(status, 200);
     clock.set(T0 + 6 * MIN);
-    assert!(wait_for(Duration::from_secs(10), || runs(&hub, "daily").len() == 1));
+    assert!(wait_for(Duration::from_secs(10), || runs(&hub, "daily")
+        .len()
+        == 1));
     assert_eq!(runs(&hub, "daily")[0]["scheduled_for"], minute(6));
     let (status, body) = put(json!({"cron": "nonsense"}));
     assert_eq!(status, 422, "{body}");
@@ -302,7 +351,10 @@ fn standing_orders_are_managed_by_the_admin_and_refuse_bad_input() {
     let (status, _) = hub.delete("/api/standing-orders/daily");
     assert_eq!(status, 200);
     let (status, body) = hub.get("/api/standing-orders/daily");
-    assert_eq!((status, body["error"].as_str()), (404, Some("standing_order_not_found")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (404, Some("standing_order_not_found"))
+    );
     // The history of a deleted order stays readable.
     assert_eq!(runs(&hub, "daily").len(), 1);
     let (status, _) = hub.get("/api/standing-orders/never-existed/runs");
