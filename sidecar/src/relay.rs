@@ -564,6 +564,7 @@ impl Relay {
             self.finish(FinalReport::Complete {
                 result,
                 tokens_used: None,
+                follow_ups: Vec::new(),
             });
         } else {
             self.start_worker();

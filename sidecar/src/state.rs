@@ -71,6 +71,9 @@ pub enum FinalReport {
         result: Map<String, Value>,
         #[serde(default)]
         tokens_used: Option<u64>,
+        /// Tasks to hand off with the completion (the result's `follow_ups`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        follow_ups: Vec<Value>,
     },
     Failed {
         reason: String,
@@ -85,11 +88,13 @@ impl FinalReport {
             FinalReport::Complete {
                 result,
                 tokens_used,
+                follow_ups,
             } => ClientFrame::TaskComplete {
                 task_id: task_id.to_string(),
                 generation,
                 result: Some(result.clone()),
                 tokens_used: *tokens_used,
+                follow_ups: (!follow_ups.is_empty()).then(|| follow_ups.clone()),
             },
             FinalReport::Failed { reason, error } => ClientFrame::TaskFailed {
                 task_id: task_id.to_string(),

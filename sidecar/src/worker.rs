@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use agentcom_hub::protocol::{parse_task_spec, MAX_FOLLOW_UPS};
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
@@ -278,6 +279,38 @@ pub fn report_from_result(
         .and_then(Value::as_str)
         .map(str::to_string);
     if status.as_deref() == Some("success") {
+        // Hand-offs travel in the frame, not in the result. A bad one would make
+        // the hub refuse the whole completion: report a failure that says why
+        // instead, so the task is retried rather than silently losing its hand-off.
+        let follow_ups = match map.remove("follow_ups") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => items,
+            Some(_) => {
+                return FinalReport::Failed {
+                    reason: "invalid follow_ups".into(),
+                    error: "follow_ups must be a list of task specs".into(),
+                }
+            }
+        };
+        let mut problems = Vec::new();
+        if follow_ups.len() > MAX_FOLLOW_UPS {
+            problems.push(format!("at most {MAX_FOLLOW_UPS} follow_ups"));
+        }
+        for (i, spec) in follow_ups.iter().enumerate() {
+            if let Err(errors) = parse_task_spec(spec, &format!("follow_ups[{i}].")) {
+                problems.extend(
+                    errors
+                        .into_iter()
+                        .map(|e| format!("{}: {}", e.field, e.detail)),
+                );
+            }
+        }
+        if !problems.is_empty() {
+            return FinalReport::Failed {
+                reason: "invalid follow_ups".into(),
+                error: clip(&problems.join("; ")),
+            };
+        }
         if !map.contains_key("pr_url") {
             let pr_url = std::fs::read(git_record)
                 .ok()
@@ -305,6 +338,7 @@ pub fn report_from_result(
         return FinalReport::Complete {
             result: map,
             tokens_used,
+            follow_ups,
         };
     }
     let text = |k: &str| map.get(k).and_then(Value::as_str).map(str::to_string);
@@ -343,9 +377,37 @@ mod tests {
             r,
             FinalReport::Complete {
                 result: obj(json!({"status":"success","summary":"done","tokens_used":12})),
-                tokens_used: Some(12)
+                tokens_used: Some(12),
+                follow_ups: Vec::new(),
             }
         );
+    }
+
+    #[test]
+    fn follow_ups_travel_in_the_frame_and_bad_ones_fail_the_task_with_the_reason() {
+        let r = report_from_result(
+            obj(json!({"status":"success","follow_ups":[{"description":"review it"}]})),
+            Path::new("/nonexistent"),
+        );
+        assert_eq!(
+            r,
+            FinalReport::Complete {
+                result: obj(json!({"status":"success"})),
+                tokens_used: None,
+                follow_ups: vec![json!({"description":"review it"})],
+            }
+        );
+        let bad = report_from_result(
+            obj(json!({"status":"success","follow_ups":[{"priority":"soon"}]})),
+            Path::new("/nonexistent"),
+        );
+        match bad {
+            FinalReport::Failed { reason, error } => {
+                assert_eq!(reason, "invalid follow_ups");
+                assert!(error.contains("follow_ups[0].description"), "{error}");
+            }
+            other => panic!("expected a failure, got {other:?}"),
+        }
     }
 
     #[test]
