@@ -281,15 +281,16 @@ impl TaskQueue {
         Ok(queue)
     }
 
-    /// Updates counters, dead letter and leases for a task whose status went from
-    /// `old` (None when new) to its current one.
-    fn index(&mut self, task: &Task, old: Option<TaskStatus>, now: i64) {
-        if let Some(old) = old {
+    /// Updates counters, dead letter and leases for a task whose (status, priority)
+    /// went from `old` (None when new) to its current ones.
+    fn index(&mut self, task: &Task, old: Option<(TaskStatus, u8)>, now: i64) {
+        if let Some((old, old_priority)) = old {
             if let Some(c) = self.counts.get_mut(&old) {
                 *c = c.saturating_sub(1);
             }
             if old == TaskStatus::Queued {
-                let p = &mut self.queued_by_priority[usize::from(task.priority.min(3))];
+                // The lane it was counted in (a priority change moves it).
+                let p = &mut self.queued_by_priority[usize::from(old_priority.min(3))];
                 *p = p.saturating_sub(1);
             }
         }
@@ -428,7 +429,8 @@ impl TaskQueue {
             },
         };
         let old = task.status;
-        let last_event = task.history.last().cloned();
+        let old_priority = task.priority;
+        let recorded_before = task.recorded;
         let put_back = |this: &mut Self, task: Task| {
             if live_seq.is_some() {
                 this.live.insert(task.seq, task);
@@ -441,14 +443,7 @@ impl TaskQueue {
                 return Err(e.into());
             }
         };
-        let recorded = match &last_event {
-            Some(prev) => task
-                .history
-                .iter()
-                .rposition(|e| e == prev)
-                .map_or(&task.history[..], |i| &task.history[i + 1..]),
-            None => &task.history[..],
-        };
+        let recorded = task.recorded_since(recorded_before);
         // The events first: a change is never durable without its record in the log.
         if let Err(e) = self.log.append(task_events(&task, recorded, actor)) {
             tracing::error!(task_id = %id, error = %e, "event log write failed; change refused");
@@ -466,7 +461,7 @@ impl TaskQueue {
             }
             return Err(QueueError::Store(e.into()));
         }
-        self.index(&task, Some(old), now);
+        self.index(&task, Some((old, old_priority)), now);
         self.telemetry
             .task_events(recorded, task.created_at, task.assigned_at);
         let completion = recorded

@@ -203,6 +203,11 @@ pub struct Task {
     pub attempts: Vec<Attempt>,
     #[serde(default)]
     pub attempts_dropped: u32,
+    /// How many history entries this copy recorded (not stored): the queue
+    /// compares it before and after a change to find the entries the change added
+    /// (see [`Task::recorded_since`]).
+    #[serde(skip)]
+    pub recorded: u64,
 }
 
 /// Defaults a submission falls back on.
@@ -264,6 +269,7 @@ impl Task {
             blocked_on: None,
             attempts: Vec::new(),
             attempts_dropped: 0,
+            recorded: 0,
         };
         if task.correlation_id.is_none() {
             task.correlation_id = Some(task.id.clone());
@@ -314,6 +320,7 @@ impl Task {
     }
 
     fn record(&mut self, event: &str, now: i64, details: Value) {
+        self.recorded += 1;
         self.updated_at = now;
         self.history.push(HistoryEntry {
             event: event.to_string(),
@@ -324,6 +331,15 @@ impl Task {
             let extra = self.history.len() - HISTORY_KEPT;
             self.history.drain(..extra);
         }
+    }
+
+    /// The history entries recorded since `recorded` was `before`: counted, not
+    /// searched for, so an entry equal to an earlier one (the same progress frame
+    /// twice in a millisecond) is found too. All of them while a change records at
+    /// most `HISTORY_KEPT`.
+    pub fn recorded_since(&self, before: u64) -> &[HistoryEntry] {
+        let added = usize::try_from(self.recorded.saturating_sub(before)).unwrap_or(usize::MAX);
+        &self.history[self.history.len().saturating_sub(added)..]
     }
 
     /// The ack of an earlier accepted report this one repeats, if any.
@@ -952,6 +968,25 @@ mod tests {
             Ok(ReclaimOutcome::DeadLettered)
         );
         assert_eq!(t.last_error.as_deref(), Some("too_many_reclaims"));
+    }
+
+    #[test]
+    fn recorded_since_finds_repeated_entries_and_survives_the_cap() {
+        let mut t = task(3);
+        t.assign("a", 1).unwrap();
+        for _ in 0..60 {
+            let before = t.recorded;
+            t.progress("a", None, None, None, 2).unwrap();
+            assert_eq!(t.recorded_since(before).len(), 1);
+        }
+        let before = t.recorded;
+        t.fail("a", 1, "x".into(), 3).unwrap();
+        let added: Vec<&str> = t
+            .recorded_since(before)
+            .iter()
+            .map(|e| e.event.as_str())
+            .collect();
+        assert_eq!(added, ["retry"]);
     }
 
     #[test]
