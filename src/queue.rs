@@ -194,7 +194,7 @@ pub struct TaskQueue {
     /// not scheduled.
     waiting: HashMap<String, BTreeSet<String>>,
     /// Dependency id → the live tasks that wait for it.
-    dependents: HashMap<String, Vec<String>>,
+    dependents: HashMap<String, BTreeSet<String>>,
     /// (due ms, task id): `run_after` times and `requeue` policy delays.
     timers: BTreeSet<(i64, String)>,
     /// Paused priority lanes: their queued tasks are not scheduled.
@@ -596,7 +596,15 @@ impl TaskQueue {
             match self.status_of(dep) {
                 Some(TaskStatus::Completed) => {}
                 Some(s @ (TaskStatus::DeadLetter | TaskStatus::Cancelled)) => {
+                    // Held back until the settling blocks it (never offered in
+                    // between), and freed should the dependency complete after an
+                    // operator's retry.
                     failed.get_or_insert((dep.clone(), s));
+                    open.insert(dep.clone());
+                    self.dependents
+                        .entry(dep.clone())
+                        .or_default()
+                        .insert(task.id.clone());
                 }
                 Some(s) => {
                     let blocked_on_dep = s == TaskStatus::Blocked
@@ -609,14 +617,15 @@ impl TaskQueue {
                         failed.get_or_insert((dep.clone(), s));
                     }
                     open.insert(dep.clone());
-                    let list = self.dependents.entry(dep.clone()).or_default();
-                    if !list.contains(&task.id) {
-                        list.push(task.id.clone());
-                    }
+                    self.dependents
+                        .entry(dep.clone())
+                        .or_default()
+                        .insert(task.id.clone());
                 }
                 None => {
                     // Unknown (a record lost to corruption): it can never complete.
                     failed.get_or_insert((dep.clone(), TaskStatus::Cancelled));
+                    open.insert(dep.clone());
                 }
             }
         }
@@ -640,7 +649,11 @@ impl TaskQueue {
                     continue;
                 }
                 Settle::Finished(id, status) => {
-                    let dependents = self.dependents.get(&id).cloned().unwrap_or_default();
+                    let dependents: Vec<String> = self
+                        .dependents
+                        .get(&id)
+                        .map(|d| d.iter().cloned().collect())
+                        .unwrap_or_default();
                     (id, status, dependents)
                 }
             };
