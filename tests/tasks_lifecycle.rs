@@ -232,7 +232,12 @@ fn blocked_task_leaves_the_agent_idle_and_the_task_blocked() {
     let hub = Hub::start();
     let token = register_agent(&hub, "blocky", &[]);
     let mut agent = Agent::connect(&hub, "blocky", &token);
-    let task_id = submit(&hub, json!({"description": "needs a database"}));
+    // `wait`: the hub's default policy (`route`) would put a task whose agent
+    // names what it `needs` straight back in the queue (tests/tasks_blocked.rs).
+    let task_id = submit(
+        &hub,
+        json!({"description": "needs a database", "blocked_policy": "wait"}),
+    );
     agent.recv_type("task_assign", PUSH_TIMEOUT);
     agent.accept(&task_id, json!(1));
 
