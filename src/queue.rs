@@ -1694,12 +1694,48 @@ impl Handler<HeldBy> for TaskQueue {
     }
 }
 
-/// Operator cancel; answers the previous status. The holder of an assigned task
-/// is told (`task_cancelled`).
+/// An operator's control of one task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskControl {
+    /// Cancel an unfinished (or dead-lettered) task.
+    Cancel,
+    /// Force retry: a dead-lettered, blocked, cancelled or assigned task back to
+    /// the queue with fresh budgets.
+    Retry,
+    /// Force an unfinished task to dead letter.
+    DeadLetter,
+    /// Move a queued task to this lane.
+    Priority(u8),
+}
+
+impl TaskControl {
+    /// What the holder of an assigned task is told when it loses it.
+    fn reason(self) -> &'static str {
+        match self {
+            TaskControl::Cancel => "cancelled",
+            TaskControl::Retry => "operator_retry",
+            TaskControl::DeadLetter => "dead_lettered",
+            TaskControl::Priority(_) => "priority_changed",
+        }
+    }
+}
+
+/// What a control did to the task.
+#[derive(Debug, Clone, Copy)]
+pub struct Controlled {
+    pub previous_status: TaskStatus,
+    pub status: TaskStatus,
+    pub previous_priority: u8,
+    pub priority: u8,
+}
+
+/// Apply an operator control to a task. The agent holding it, if it loses it,
+/// gets `task_cancelled`; the change is in the event log with `by` as actor.
 #[derive(Message)]
-#[rtype(result = "Result<TaskStatus, QueueError>")]
-pub struct Cancel {
+#[rtype(result = "Result<Controlled, QueueError>")]
+pub struct ControlTask {
     pub task_id: String,
+    pub control: TaskControl,
     pub by: String,
 }
 
@@ -1734,88 +1770,29 @@ impl TaskQueue {
     }
 }
 
-impl Handler<Cancel> for TaskQueue {
-    type Result = ResponseActFuture<Self, Result<TaskStatus, QueueError>>;
+impl Handler<ControlTask> for TaskQueue {
+    type Result = ResponseActFuture<Self, Result<Controlled, QueueError>>;
 
-    fn handle(&mut self, msg: Cancel, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: ControlTask, ctx: &mut Context<Self>) -> Self::Result {
         self.contained(ctx, move |this| -> Self::Result {
+            let (by, control) = (msg.by, msg.control);
             let (result, effects) =
-                this.operator_change(&msg.task_id, &msg.by, "cancelled", |t, now| {
-                    t.cancel(&msg.by, now)
+                this.operator_change(&msg.task_id, &by, control.reason(), |t, now| {
+                    let (previous_status, previous_priority) = (t.status, t.priority);
+                    match control {
+                        TaskControl::Cancel => t.cancel(&by, now).map(|_| ()),
+                        TaskControl::Retry => t.force_retry(&by, now).map(|_| ()),
+                        TaskControl::DeadLetter => t.force_dead_letter(&by, now).map(|_| ()),
+                        TaskControl::Priority(p) => t.set_priority(p, &by, now).map(|_| ()),
+                    }?;
+                    Ok(Controlled {
+                        previous_status,
+                        status: t.status,
+                        previous_priority,
+                        priority: t.priority,
+                    })
                 });
             this.after_flush(effects, result)
-        })
-    }
-}
-
-/// Operator retry (force retry) of a dead-lettered, blocked, cancelled or
-/// assigned task; answers (previous status, priority).
-#[derive(Message)]
-#[rtype(result = "Result<(TaskStatus, u8), QueueError>")]
-pub struct Retry {
-    pub task_id: String,
-    pub by: String,
-}
-
-impl Handler<Retry> for TaskQueue {
-    type Result = ResponseActFuture<Self, Result<(TaskStatus, u8), QueueError>>;
-
-    fn handle(&mut self, msg: Retry, ctx: &mut Context<Self>) -> Self::Result {
-        self.contained(ctx, move |this| -> Self::Result {
-            let mut priority = 0;
-            let (result, effects) =
-                this.operator_change(&msg.task_id, &msg.by, "operator_retry", |t, now| {
-                    priority = t.priority;
-                    t.force_retry(&msg.by, now)
-                });
-            this.after_flush(effects, result.map(|previous| (previous, priority)))
-        })
-    }
-}
-
-/// Operator: an unfinished task goes to dead letter now; answers the previous
-/// status.
-#[derive(Message)]
-#[rtype(result = "Result<TaskStatus, QueueError>")]
-pub struct ForceDeadLetter {
-    pub task_id: String,
-    pub by: String,
-}
-
-impl Handler<ForceDeadLetter> for TaskQueue {
-    type Result = ResponseActFuture<Self, Result<TaskStatus, QueueError>>;
-
-    fn handle(&mut self, msg: ForceDeadLetter, ctx: &mut Context<Self>) -> Self::Result {
-        self.contained(ctx, move |this| -> Self::Result {
-            let (result, effects) =
-                this.operator_change(&msg.task_id, &msg.by, "dead_lettered", |t, now| {
-                    t.force_dead_letter(&msg.by, now)
-                });
-            this.after_flush(effects, result)
-        })
-    }
-}
-
-/// Operator: a queued task moves to another lane; answers the previous priority.
-#[derive(Message)]
-#[rtype(result = "Result<u8, QueueError>")]
-pub struct SetPriority {
-    pub task_id: String,
-    pub priority: u8,
-    pub by: String,
-}
-
-impl Handler<SetPriority> for TaskQueue {
-    type Result = ResponseActFuture<Self, Result<u8, QueueError>>;
-
-    fn handle(&mut self, msg: SetPriority, ctx: &mut Context<Self>) -> Self::Result {
-        self.contained(ctx, move |this| -> Self::Result {
-            let result = this
-                .with_task(&msg.task_id, &msg.by, |t, now| {
-                    t.set_priority(msg.priority, &msg.by, now)
-                })
-                .map(|(previous, _)| previous);
-            this.after_flush(Effects::default(), result)
         })
     }
 }

@@ -7,25 +7,6 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 
-/// Waits for the next `task_assign`, asserts it is `task_id`, accepts it.
-fn take(agent: &mut Agent, task_id: &str) -> Value {
-    let assign = agent.recv_type("task_assign", PUSH_TIMEOUT);
-    assert_eq!(
-        assign["task_id"], task_id,
-        "agent {} got the wrong task: {assign}",
-        agent.agent_id
-    );
-    agent.accept(task_id, assign["generation"].clone());
-    assign
-}
-
-fn complete(agent: &mut Agent, assign: &Value) {
-    let task_id = assign["task_id"].as_str().expect("task_id");
-    agent.send(json!({"type": "task_complete", "task_id": task_id,
-                      "generation": assign["generation"], "result": {}}));
-    assert_eq!(agent.recv_ack(task_id, REPLY_TIMEOUT)["status"], "complete");
-}
-
 fn assert_no_assignment(hub: &Hub, agent: &mut Agent) {
     let before = frames_before_fence(hub, agent);
     assert!(
@@ -81,11 +62,11 @@ fn a_paused_lane_holds_its_tasks_while_other_lanes_run_and_stays_paused_across_a
     // the urgent one comes instead.
     let normal = submit(&hub, json!({"description": "normal", "priority": "normal"}));
     let urgent = submit(&hub, json!({"description": "urgent", "priority": "urgent"}));
-    let a = take(&mut agent, &urgent);
-    complete(&mut agent, &a);
+    let a = agent.take(&urgent);
+    agent.complete(&a);
     let high = submit(&hub, json!({"description": "high", "priority": "high"}));
-    let a = take(&mut agent, &high);
-    complete(&mut agent, &a);
+    let a = agent.take(&high);
+    agent.complete(&a);
     assert_eq!(get_task(&hub, &normal)["status"], "queued");
 
     hub.restart();
@@ -95,14 +76,14 @@ fn a_paused_lane_holds_its_tasks_while_other_lanes_run_and_stays_paused_across_a
     );
     let mut agent = Agent::connect(&hub, "p", &token);
     let urgent2 = submit(&hub, json!({"description": "urgent 2", "priority": 0}));
-    let a = take(&mut agent, &urgent2);
-    complete(&mut agent, &a);
+    let a = agent.take(&urgent2);
+    agent.complete(&a);
     assert_eq!(get_task(&hub, &normal)["status"], "queued");
 
     let (status, body) = hub.post("/api/queue/resume", &json!({"lanes": ["normal"]}));
     assert_eq!((status, body), (200, json!({"paused_lanes": []})));
-    let a = take(&mut agent, &normal);
-    complete(&mut agent, &a);
+    let a = agent.take(&normal);
+    agent.complete(&a);
 
     let paused = one_event(&hub, "kind=lanes_paused");
     assert_eq!(paused["actor"], "admin", "{paused}");
@@ -158,8 +139,8 @@ fn pause_without_lanes_pauses_every_lane_and_bad_lanes_are_refused() {
 
     let (status, body) = hub.post("/api/queue/resume", &json!({}));
     assert_eq!((status, body), (200, json!({"paused_lanes": []})));
-    let a = take(&mut agent, &task_id);
-    complete(&mut agent, &a);
+    let a = agent.take(&task_id);
+    agent.complete(&a);
     assert_eq!(events(&hub, "kind=lanes_paused").len(), 1);
     assert_eq!(events(&hub, "kind=lanes_resumed").len(), 1);
 }
@@ -171,7 +152,7 @@ fn a_draining_agent_finishes_its_task_but_gets_no_new_one_until_undrained() {
     let f_token = register_agent(&hub, "f", &[]);
     let mut d = Agent::connect(&hub, "d", &d_token);
     let t1 = submit(&hub, json!({"description": "t1"}));
-    let a1 = take(&mut d, &t1);
+    let a1 = d.take(&t1);
 
     let body = control(&hub, "d", "drain");
     assert_eq!(
@@ -180,23 +161,23 @@ fn a_draining_agent_finishes_its_task_but_gets_no_new_one_until_undrained() {
     );
     assert!(flags(&hub, "d").contains(&"draining".to_string()));
     assert_eq!(agent_state(&hub, "d")["fsm_state"], "working");
-    complete(&mut d, &a1);
+    d.complete(&a1);
     assert_eq!(get_task(&hub, &t1)["status"], "completed");
 
     // Idle but draining: a new task waits for another agent.
     let t2 = submit(&hub, json!({"description": "t2"}));
     assert_no_assignment(&hub, &mut d);
     let mut f = Agent::connect(&hub, "f", &f_token);
-    let a2 = take(&mut f, &t2);
+    let a2 = f.take(&t2);
 
     let body = control(&hub, "d", "undrain");
     assert_eq!(body["draining"], false, "{body}");
     assert!(!flags(&hub, "d").contains(&"draining".to_string()));
     // f is busy with t2: the undrained agent takes the next task.
     let t3 = submit(&hub, json!({"description": "t3"}));
-    let a3 = take(&mut d, &t3);
-    complete(&mut d, &a3);
-    complete(&mut f, &a2);
+    let a3 = d.take(&t3);
+    d.complete(&a3);
+    f.complete(&a2);
 
     let drained = one_event(&hub, "kind=agent_drained");
     assert_eq!(
@@ -217,7 +198,7 @@ fn disabling_an_agent_takes_its_task_back_gives_it_nothing_and_persists_across_a
         .collect();
     let mut x = Agent::connect(&hub, "x", &tokens[0]);
     let t = submit(&hub, json!({"description": "t"}));
-    let ax = take(&mut x, &t);
+    let ax = x.take(&t);
     let mut y = Agent::connect(&hub, "y", &tokens[1]);
 
     let body = control(&hub, "x", "disable");
@@ -229,7 +210,7 @@ fn disabling_an_agent_takes_its_task_back_gives_it_nothing_and_persists_across_a
     assert_eq!(cancelled["task_id"], t.as_str(), "{cancelled}");
     assert_eq!(cancelled["reason"], "agent_disabled", "{cancelled}");
     // The task goes to the other agent, at a new generation.
-    let ay = take(&mut y, &t);
+    let ay = y.take(&t);
     assert!(ay["generation"].as_u64() > ax["generation"].as_u64());
     // The disabled agent's late report is refused.
     let reply = request(
@@ -244,9 +225,9 @@ fn disabling_an_agent_takes_its_task_back_gives_it_nothing_and_persists_across_a
     let t2 = submit(&hub, json!({"description": "t2"}));
     assert_no_assignment(&hub, &mut x);
     let mut z = Agent::connect(&hub, "z", &tokens[2]);
-    let az = take(&mut z, &t2);
-    complete(&mut y, &ay);
-    complete(&mut z, &az);
+    let az = z.take(&t2);
+    y.complete(&ay);
+    z.complete(&az);
     drop((y, z));
 
     // Still disabled after a restart.
@@ -263,8 +244,8 @@ fn disabling_an_agent_takes_its_task_back_gives_it_nothing_and_persists_across_a
     assert_eq!(get_task(&hub, &t3)["status"], "queued");
     let body = control(&hub, "x", "enable");
     assert_eq!(body["disabled"], false, "{body}");
-    let a3 = take(&mut x, &t3);
-    complete(&mut x, &a3);
+    let a3 = x.take(&t3);
+    x.complete(&a3);
     assert!(!flags(&hub, "x").contains(&"disabled".to_string()));
 
     let disabled = one_event(&hub, "kind=agent_disabled");
@@ -307,7 +288,7 @@ fn operator_cancel_of_an_assigned_task_tells_its_holder_and_is_logged() {
     let token = register_agent(&hub, "c", &[]);
     let mut agent = Agent::connect(&hub, "c", &token);
     let t = submit(&hub, json!({"description": "t"}));
-    let a = take(&mut agent, &t);
+    let a = agent.take(&t);
     let (status, body) = hub.post(&format!("/api/tasks/{t}/cancel"), &json!({}));
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["previous_status"], "assigned", "{body}");
@@ -337,7 +318,7 @@ fn force_retry_of_an_assigned_task_takes_it_from_its_holder_and_queues_it_again(
     let token = register_agent(&hub, "h", &[]);
     let mut agent = Agent::connect(&hub, "h", &token);
     let t = submit(&hub, json!({"description": "t"}));
-    let first = take(&mut agent, &t);
+    let first = agent.take(&t);
     let (status, body) = hub.post(&format!("/api/tasks/{t}/retry"), &json!({}));
     assert_eq!(status, 200, "{body}");
     assert_eq!(
@@ -354,12 +335,12 @@ fn force_retry_of_an_assigned_task_takes_it_from_its_holder_and_queues_it_again(
     let reply = agent.recv_type("error", REPLY_TIMEOUT);
     assert_refused(&reply, "task_complete_failed");
     // Back in the queue with a new generation; the idle agent gets it again.
-    let second = take(&mut agent, &t);
+    let second = agent.take(&t);
     assert!(
         second["generation"].as_u64() > first["generation"].as_u64(),
         "{first} -> {second}"
     );
-    complete(&mut agent, &second);
+    agent.complete(&second);
     let event = one_event(&hub, &format!("task_id={t}&kind=force_retried"));
     assert_eq!(event["actor"], "admin", "{event}");
     assert_eq!(event["details"]["previous_status"], "assigned", "{event}");
@@ -387,7 +368,7 @@ fn force_dead_letter_works_on_queued_and_assigned_tasks_and_is_logged_as_forced(
 
     let mut agent = Agent::connect(&hub, "k", &token);
     let held = submit(&hub, json!({"description": "held"}));
-    let a = take(&mut agent, &held);
+    let a = agent.take(&held);
     let (status, body) = hub.post(&format!("/api/tasks/{held}/dead-letter"), &json!({}));
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["previous_status"], "assigned", "{body}");
@@ -451,7 +432,8 @@ fn raising_a_queued_task_to_urgent_gets_it_assigned_first() {
         (status, body),
         (
             200,
-            json!({"status": "queued", "task_id": x, "priority": 0, "previous_priority": 3})
+            json!({"status": "queued", "task_id": x, "priority": 0, "previous_priority": 3,
+                   "previous_status": "queued"})
         )
     );
     assert_eq!(get_task(&hub, &x)["priority"], 0);
@@ -484,7 +466,7 @@ fn raising_a_queued_task_to_urgent_gets_it_assigned_first() {
     assert_eq!(get_task(&hub, &x)["priority"], 0);
 
     let mut agent = Agent::connect(&hub, "r", &token);
-    let ax = take(&mut agent, &x);
+    let ax = agent.take(&x);
     assert_eq!(ax["priority"], 0, "{ax}");
     // Only queued tasks change lanes.
     let (status, body) = hub.post(
@@ -497,9 +479,9 @@ fn raising_a_queued_task_to_urgent_gets_it_assigned_first() {
         (Some("invalid_state"), Some("assigned")),
         "{body}"
     );
-    complete(&mut agent, &ax);
-    let ay = take(&mut agent, &y);
-    complete(&mut agent, &ay);
+    agent.complete(&ax);
+    let ay = agent.take(&y);
+    agent.complete(&ay);
 
     let event = one_event(&hub, &format!("task_id={x}&kind=priority_changed"));
     assert_eq!(event["actor"], "admin", "{event}");

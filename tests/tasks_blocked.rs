@@ -13,18 +13,6 @@ use serde_json::{json, Value};
 /// the tests quick without making them depend on it.
 const SWEEP: &str = "sweep_interval_ms = 50\n";
 
-/// Waits for the next `task_assign`, asserts it is `task_id`, accepts it.
-fn take(agent: &mut Agent, task_id: &str) -> Value {
-    let assign = agent.recv_type("task_assign", PUSH_TIMEOUT);
-    assert_eq!(
-        assign["task_id"], task_id,
-        "agent {} got the wrong task: {assign}",
-        agent.agent_id
-    );
-    agent.accept(task_id, assign["generation"].clone());
-    assign
-}
-
 /// Sends `task_blocked` for the assignment and asserts the `blocked` ack.
 fn block(agent: &mut Agent, assign: &Value, reason: &str, needs: Option<&str>) {
     let task_id = assign["task_id"].as_str().expect("task_id");
@@ -39,13 +27,6 @@ fn block(agent: &mut Agent, assign: &Value, reason: &str, needs: Option<&str>) {
         ack,
         json!({"type": "task_ack", "task_id": task_id, "status": "blocked"})
     );
-}
-
-fn complete(agent: &mut Agent, assign: &Value) {
-    let task_id = assign["task_id"].as_str().expect("task_id");
-    agent.send(json!({"type": "task_complete", "task_id": task_id,
-                      "generation": assign["generation"], "result": {}}));
-    assert_eq!(agent.recv_ack(task_id, REPLY_TIMEOUT)["status"], "complete");
 }
 
 /// The first history entry named `event` (panics if there is none).
@@ -86,7 +67,7 @@ fn wait_policy_keeps_a_task_blocked_while_other_work_flows_until_an_operator_ret
         &hub,
         json!({"description": "deploy", "blocked_policy": "wait"}),
     );
-    let assign = take(&mut agent, &task_id);
+    let assign = agent.take(&task_id);
     block(&mut agent, &assign, "needs production credentials", None);
     let t = get_task(&hub, &task_id);
     assert_eq!(t["status"], "blocked", "{t}");
@@ -100,8 +81,8 @@ fn wait_policy_keeps_a_task_blocked_while_other_work_flows_until_an_operator_ret
     // Other work flows past it.
     for n in 0..3 {
         let other = submit(&hub, json!({"description": format!("other {n}")}));
-        let a = take(&mut agent, &other);
-        complete(&mut agent, &a);
+        let a = agent.take(&other);
+        agent.complete(&a);
     }
     // Well past the hub's default delay (many sweeps): still blocked.
     sleep_until(blocked_at + 600);
@@ -113,12 +94,12 @@ fn wait_policy_keeps_a_task_blocked_while_other_work_flows_until_an_operator_ret
     let (status, resp) = hub.post(&format!("/api/tasks/{task_id}/retry"), &json!({}));
     assert_eq!(status, 200, "{resp}");
     assert_eq!(resp["previous_status"], "blocked", "{resp}");
-    let again = take(&mut agent, &task_id);
+    let again = agent.take(&task_id);
     assert!(
         again["generation"].as_u64() > assign["generation"].as_u64(),
         "{assign} -> {again}"
     );
-    complete(&mut agent, &again);
+    agent.complete(&again);
     let t = get_task(&hub, &task_id);
     assert_eq!(t["status"], "completed", "{t}");
     assert_eq!(t["blocked_at"], Value::Null, "cleared once it ran: {t}");
@@ -133,7 +114,7 @@ fn requeue_policy_puts_the_task_back_after_its_delay_and_the_hub_default_applies
 
     // No policy of its own: the hub's `wait`.
     let waits = submit(&hub, json!({"description": "default policy"}));
-    let a = take(&mut agent, &waits);
+    let a = agent.take(&waits);
     block(&mut agent, &a, "no idea", None);
 
     let task_id = submit(
@@ -141,7 +122,7 @@ fn requeue_policy_puts_the_task_back_after_its_delay_and_the_hub_default_applies
         json!({"description": "flaky upstream", "blocked_policy": "requeue",
                "blocked_requeue_ms": 300}),
     );
-    let first = take(&mut agent, &task_id);
+    let first = agent.take(&task_id);
     block(&mut agent, &first, "upstream rate limit", None);
     let t = get_task(&hub, &task_id);
     let blocked = entry(&t, "blocked");
@@ -175,7 +156,7 @@ fn requeue_policy_puts_the_task_back_after_its_delay_and_the_hub_default_applies
     );
     assert_eq!(requeued["details"]["policy"], "requeue");
     assert_eq!(t["unblock_at"], Value::Null, "{t}");
-    complete(&mut agent, &again);
+    agent.complete(&again);
 
     // The default-policy task is still blocked, long after that delay.
     let w = get_task(&hub, &waits);
@@ -190,7 +171,7 @@ fn route_with_needs_requeues_at_once_for_agents_that_have_the_capability() {
     let plain_token = register_agent(&hub, "plain", &[]);
     let mut plain = Agent::connect(&hub, "plain", &plain_token);
     let task_id = submit(&hub, json!({"description": "train the model"}));
-    let first = take(&mut plain, &task_id);
+    let first = plain.take(&task_id);
     block(&mut plain, &first, "no GPU here", Some("gpu"));
 
     let t = get_task(&hub, &task_id);
@@ -209,10 +190,10 @@ fn route_with_needs_requeues_at_once_for_agents_that_have_the_capability() {
 
     let gpu_token = register_agent(&hub, "gpu-box", &["gpu"]);
     let mut gpu = Agent::connect(&hub, "gpu-box", &gpu_token);
-    let second = take(&mut gpu, &task_id);
+    let second = gpu.take(&task_id);
     assert_eq!(second["needed_capabilities"], json!(["gpu"]), "{second}");
     assert!(second["generation"].as_u64() > first["generation"].as_u64());
-    complete(&mut gpu, &second);
+    gpu.complete(&second);
 }
 
 #[test]
@@ -224,15 +205,15 @@ fn route_to_agent_id_sends_the_task_to_that_agent_only() {
         .collect();
     let mut worker = Agent::connect(&hub, "worker", &tokens[0]);
     let task_id = submit(&hub, json!({"description": "needs a human review"}));
-    let first = take(&mut worker, &task_id);
+    let first = worker.take(&task_id);
     let mut bystander = Agent::connect(&hub, "bystander", &tokens[2]);
     let mut helper = Agent::connect(&hub, "helper", &tokens[1]);
     block(&mut worker, &first, "needs review", Some("agent:helper"));
-    let second = take(&mut helper, &task_id);
+    let second = helper.take(&task_id);
     assert_eq!(second["needed_capabilities"], json!(["agent:helper"]));
     assert_no_assignment(&hub, &mut bystander);
     assert_no_assignment(&hub, &mut worker);
-    complete(&mut helper, &second);
+    helper.complete(&second);
     assert_eq!(get_task(&hub, &task_id)["assigned_to"], "helper");
 }
 
@@ -242,7 +223,7 @@ fn route_without_needs_requeues_after_the_hub_default_delay() {
     let token = register_agent(&hub, "solo", &[]);
     let mut agent = Agent::connect(&hub, "solo", &token);
     let task_id = submit(&hub, json!({"description": "try later"}));
-    let first = take(&mut agent, &task_id);
+    let first = agent.take(&task_id);
     block(&mut agent, &first, "busy upstream", None);
     let t = get_task(&hub, &task_id);
     let blocked = entry(&t, "blocked");
@@ -291,7 +272,7 @@ fn blocked_tasks_alert_fires_for_long_blocked_tasks_and_clears_once_they_are_han
             &hub,
             json!({"description": format!("stuck {n}"), "blocked_policy": "wait"}),
         );
-        let assign = take(&mut agent, &id);
+        let assign = agent.take(&id);
         block(&mut agent, &assign, &format!("reason {n}"), None);
         blocked.push(id);
     }
@@ -322,8 +303,8 @@ fn blocked_tasks_alert_fires_for_long_blocked_tasks_and_clears_once_they_are_han
     // Retried (and run): one left.
     let (status, resp) = hub.post(&format!("/api/tasks/{}/retry", blocked[0]), &json!({}));
     assert_eq!(status, 200, "{resp}");
-    let assign = take(&mut agent, &blocked[0]);
-    complete(&mut agent, &assign);
+    let assign = agent.take(&blocked[0]);
+    agent.complete(&assign);
     assert!(
         wait_for(wait, || alert(&hub)
             .is_some_and(|a| a["details"]["count"] == 1)),
@@ -373,17 +354,17 @@ fn attempts_record_every_assignment_and_how_it_ended() {
         "rejected"
     );
     // 2: failed.
-    let a = take(&mut agent, &task_id);
+    let a = agent.take(&task_id);
     generations.push(a["generation"].as_u64().expect("generation"));
     agent.send(json!({"type": "task_failed", "task_id": task_id,
                       "generation": a["generation"], "error": "boom"}));
     assert_eq!(agent.recv_ack(&task_id, REPLY_TIMEOUT)["status"], "retried");
     // 3: blocked (requeued at once by its policy).
-    let a = take(&mut agent, &task_id);
+    let a = agent.take(&task_id);
     generations.push(a["generation"].as_u64().expect("generation"));
     block(&mut agent, &a, "stuck", None);
     // 4: reclaimed when the agent's connection drops.
-    let a = take(&mut agent, &task_id);
+    let a = agent.take(&task_id);
     generations.push(a["generation"].as_u64().expect("generation"));
     agent.drop_abruptly();
     assert!(
@@ -394,9 +375,9 @@ fn attempts_record_every_assignment_and_how_it_ended() {
     );
     // 5: completed.
     let mut agent = Agent::connect(&hub, "a1", &token);
-    let a = take(&mut agent, &task_id);
+    let a = agent.take(&task_id);
     generations.push(a["generation"].as_u64().expect("generation"));
-    complete(&mut agent, &a);
+    agent.complete(&a);
 
     let check = |hub: &Hub| {
         let (status, view) = hub.get(&format!("/api/tasks/{task_id}/attempts"));

@@ -9,43 +9,6 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 
-/// Submits a batch as admin; asserts 201 and returns the task ids in order.
-fn submit_batch(hub: &Hub, batch: Value) -> Vec<String> {
-    let (status, body) = hub.post("/api/tasks", &batch);
-    assert_eq!(status, 201, "POST /api/tasks {batch}: {body}");
-    body["tasks"]
-        .as_array()
-        .expect("tasks in a batch reply")
-        .iter()
-        .map(|t| t["task_id"].as_str().expect("task_id").to_string())
-        .collect()
-}
-
-/// Waits for the next `task_assign`, asserts it is `task_id`, accepts it and
-/// returns the assignment frame.
-fn take(agent: &mut Agent, task_id: &str) -> Value {
-    let assign = agent.recv_type("task_assign", PUSH_TIMEOUT);
-    assert_eq!(
-        assign["task_id"], task_id,
-        "agent {} got the wrong task: {assign}",
-        agent.agent_id
-    );
-    agent.accept(task_id, assign["generation"].clone());
-    assign
-}
-
-/// Completes `task_id` at the assignment's generation and asserts the ack.
-fn complete(agent: &mut Agent, assign: &Value) {
-    let task_id = assign["task_id"].as_str().expect("task_id");
-    agent.send(json!({"type": "task_complete", "task_id": task_id,
-                      "generation": assign["generation"], "result": {}}));
-    assert_eq!(
-        agent.recv_ack(task_id, REPLY_TIMEOUT)["status"],
-        "complete",
-        "complete {task_id}"
-    );
-}
-
 /// Whether a 422 body lists an error `error` for `field`.
 fn has_error(body: &Value, field: &str, error: &str) -> bool {
     body["errors"]
@@ -84,7 +47,7 @@ fn a_chain_submitted_in_one_batch_runs_one_task_after_the_other() {
     let (_, stats) = hub.get("/api/tasks/stats");
     assert_eq!(stats["waiting_on_dependencies"], 2, "{stats}");
 
-    let assign_a = take(&mut solo, a);
+    let assign_a = solo.take(a);
     // A second, idle agent is offered nothing: B and C wait for A.
     let idle_token = register_agent(&hub, "idle", &[]);
     let mut idle = Agent::connect(&hub, "idle", &idle_token);
@@ -99,12 +62,12 @@ fn a_chain_submitted_in_one_batch_runs_one_task_after_the_other() {
     }
     disconnect(&hub, idle);
 
-    complete(&mut solo, &assign_a);
-    let assign_b = take(&mut solo, b);
+    solo.complete(&assign_a);
+    let assign_b = solo.take(b);
     assert_eq!(get_task(&hub, c)["status"], "queued");
-    complete(&mut solo, &assign_b);
-    let assign_c = take(&mut solo, c);
-    complete(&mut solo, &assign_c);
+    solo.complete(&assign_b);
+    let assign_c = solo.take(c);
+    solo.complete(&assign_c);
     for id in &ids {
         assert_eq!(get_task(&hub, id)["status"], "completed");
     }
@@ -126,7 +89,7 @@ fn a_dead_lettered_dependency_blocks_its_dependents_down_the_chain() {
         ]),
     );
     let (a, b, c) = (&ids[0], &ids[1], &ids[2]);
-    let assign = take(&mut agent, a);
+    let assign = agent.take(a);
     agent.send(json!({"type": "task_failed", "task_id": a,
                       "generation": assign["generation"], "error": "broken"}));
     assert_eq!(agent.recv_ack(a, REPLY_TIMEOUT)["status"], "dead_letter");
@@ -197,20 +160,20 @@ fn depends_on_a_real_task_id_waits_runs_at_once_or_is_blocked_by_the_dependency_
     assert_eq!(get_task(&hub, &b)["depends_on"], json!([a]));
     let token = register_agent(&hub, "w", &[]);
     let mut agent = Agent::connect(&hub, "w", &token);
-    let assign_a = take(&mut agent, &a);
+    let assign_a = agent.take(&a);
     assert_eq!(get_task(&hub, &b)["status"], "queued");
-    complete(&mut agent, &assign_a);
-    let assign_b = take(&mut agent, &b);
-    complete(&mut agent, &assign_b);
+    agent.complete(&assign_a);
+    let assign_b = agent.take(&b);
+    agent.complete(&assign_b);
 
     // The dependency already completed: scheduled at once.
     let d = submit(&hub, json!({"description": "D", "depends_on": [a, b]}));
-    let assign_d = take(&mut agent, &d);
-    complete(&mut agent, &assign_d);
+    let assign_d = agent.take(&d);
+    agent.complete(&assign_d);
 
     // The dependency already dead-lettered: created blocked.
     let e = submit(&hub, json!({"description": "E", "max_retries": 1}));
-    let assign_e = take(&mut agent, &e);
+    let assign_e = agent.take(&e);
     agent.send(json!({"type": "task_failed", "task_id": e,
                       "generation": assign_e["generation"], "error": "no"}));
     assert_eq!(agent.recv_ack(&e, REPLY_TIMEOUT)["status"], "dead_letter");
@@ -342,15 +305,15 @@ fn dependents_keep_waiting_across_a_restart_and_run_once_the_dependency_complete
     assert_eq!(get_task(&hub, b)["status"], "queued");
     assert_eq!(get_task(&hub, b)["depends_on"], json!([a]));
     let mut r1 = Agent::connect(&hub, "r1", &token);
-    let assign_a = take(&mut r1, a);
+    let assign_a = r1.take(a);
     // Another idle agent gets nothing: B still waits after the restart.
     let mut r2 = Agent::connect(&hub, "r2", &token2);
     assert_no_assignment(&hub, &mut r2);
     assert_eq!(get_task(&hub, b)["status"], "queued");
-    complete(&mut r1, &assign_a);
+    r1.complete(&assign_a);
     // r2 has been idle longest, so it gets B.
-    let assign_b = take(&mut r2, b);
-    complete(&mut r2, &assign_b);
+    let assign_b = r2.take(b);
+    r2.complete(&assign_b);
     assert_eq!(get_task(&hub, b)["status"], "completed");
 }
 
@@ -379,7 +342,7 @@ fn run_after_holds_a_task_back_until_its_time_also_across_a_restart() {
     let task = get_task(&hub, &late);
     assert_eq!(task["assigned_at"].as_u64(), Some(assigned_at), "{task}");
     agent.accept(&late, assign["generation"].clone());
-    complete(&mut agent, &assign);
+    agent.complete(&assign);
     agent.close();
 
     // The hold is durable: a task still held back when the hub restarts keeps it.
@@ -415,7 +378,7 @@ fn force_retry_of_a_dependency_blocked_task_blocks_it_again_until_the_dependency
         ]),
     );
     let (a, b) = (&ids[0], &ids[1]);
-    let assign = take(&mut agent, a);
+    let assign = agent.take(a);
     agent.send(json!({"type": "task_failed", "task_id": a,
                       "generation": assign["generation"], "error": "broken"}));
     assert_eq!(agent.recv_ack(a, REPLY_TIMEOUT)["status"], "dead_letter");
@@ -436,13 +399,13 @@ fn force_retry_of_a_dependency_blocked_task_blocks_it_again_until_the_dependency
     // Fix A: retried and completed. B stays blocked until it is retried itself.
     let (status, resp) = hub.post(&format!("/api/tasks/{a}/retry"), &json!({}));
     assert_eq!(status, 200, "{resp}");
-    let assign = take(&mut agent, a);
-    complete(&mut agent, &assign);
+    let assign = agent.take(a);
+    agent.complete(&assign);
     assert_eq!(get_task(&hub, b)["status"], "blocked");
     assert_no_assignment(&hub, &mut agent);
     let (status, resp) = hub.post(&format!("/api/tasks/{b}/retry"), &json!({}));
     assert_eq!(status, 200, "{resp}");
-    let assign = take(&mut agent, b);
-    complete(&mut agent, &assign);
+    let assign = agent.take(b);
+    agent.complete(&assign);
     assert_eq!(get_task(&hub, b)["status"], "completed");
 }

@@ -10,18 +10,6 @@ use agentcom_hub::queue::follow_up_id;
 use common::*;
 use serde_json::{json, Value};
 
-/// Waits for the next `task_assign`, asserts it is `task_id`, accepts it.
-fn take(agent: &mut Agent, task_id: &str) -> Value {
-    let assign = agent.recv_type("task_assign", PUSH_TIMEOUT);
-    assert_eq!(
-        assign["task_id"], task_id,
-        "agent {} got the wrong task: {assign}",
-        agent.agent_id
-    );
-    agent.accept(task_id, assign["generation"].clone());
-    assign
-}
-
 /// The `task_complete` frame for `assign` with `follow_ups`.
 fn complete_frame(assign: &Value, follow_ups: Value) -> Value {
     json!({"type": "task_complete", "task_id": assign["task_id"],
@@ -57,7 +45,7 @@ fn follow_ups_are_created_with_the_completion_linked_to_it_and_scheduled_like_an
     let mut agent = Agent::connect(&hub, "w", &token);
     let root = submit(&hub, json!({"description": "root"}));
     let unrelated = submit(&hub, json!({"description": "unrelated", "priority": "low"}));
-    let assign = take(&mut agent, &root);
+    let assign = agent.take(&root);
     complete_with(
         &mut agent,
         &assign,
@@ -99,7 +87,7 @@ fn follow_ups_are_created_with_the_completion_linked_to_it_and_scheduled_like_an
     // F1 (high) first; F2 waits for it; F3 (its dependency, the root, is done)
     // and the unrelated task are low.
     let f1_id = family_ids[1].clone();
-    let assign_f1 = take(&mut agent, &f1_id);
+    let assign_f1 = agent.take(&f1_id);
     assert_eq!(get_task(&hub, &family_ids[2])["status"], "queued");
     complete_with(&mut agent, &assign_f1, json!([{"description": "G"}]));
     let g_id = follow_up_id(&f1_id, assign_f1["generation"].as_u64().expect("gen"), 0);
@@ -141,7 +129,7 @@ fn a_repeated_completion_gets_the_same_ack_and_creates_nothing_new() {
     let token = register_agent(&hub, "rep", &[]);
     let mut agent = Agent::connect(&hub, "rep", &token);
     let root = submit(&hub, json!({"description": "root"}));
-    let assign = take(&mut agent, &root);
+    let assign = agent.take(&root);
     let follow_ups = json!([{"description": "once", "ref": "o"},
                             {"description": "twice?", "depends_on": ["o"]}]);
     let first = complete_with(&mut agent, &assign, follow_ups.clone());
@@ -165,7 +153,7 @@ fn follow_ups_acknowledged_before_a_kill_9_exist_exactly_once_and_a_resent_compl
     let token = register_agent(&hub, "crash", &[]);
     let mut agent = Agent::connect(&hub, "crash", &token);
     let root = submit(&hub, json!({"description": "root"}));
-    let assign = take(&mut agent, &root);
+    let assign = agent.take(&root);
     // The follow-ups need another stage's agent, so none is assigned to this one
     // before the kill (it would then have to recover it, a different story).
     let follow_ups = json!([
@@ -196,7 +184,7 @@ fn follow_ups_acknowledged_before_a_kill_9_exist_exactly_once_and_a_resent_compl
     let stage2_token = register_agent(&hub, "stage2", &["stage2"]);
     let mut stage2 = Agent::connect(&hub, "stage2", &stage2_token);
     for id in &ids(&before)[1..] {
-        let a = take(&mut stage2, id);
+        let a = stage2.take(id);
         complete_with(&mut stage2, &a, json!([]));
     }
 }
@@ -207,7 +195,7 @@ fn a_bad_follow_up_refuses_the_completion_and_changes_nothing() {
     let token = register_agent(&hub, "strict", &[]);
     let mut agent = Agent::connect(&hub, "strict", &token);
     let root = submit(&hub, json!({"description": "root"}));
-    let assign = take(&mut agent, &root);
+    let assign = agent.take(&root);
     let before = get_task(&hub, &root);
     let cases = [
         (

@@ -18,7 +18,7 @@ use tokio::sync::broadcast::Receiver;
 use super::SharedDeps;
 use crate::alerts::Acknowledge;
 use crate::events::HubEvent;
-use crate::queue::{Cancel, QueueError, Retry};
+use crate::queue::{ControlTask, QueueError, TaskControl};
 use crate::task::TaskError;
 
 pub const BATCH_EVERY: Duration = Duration::from_millis(100);
@@ -52,6 +52,32 @@ impl DashboardSocket {
             storage_changed: false,
             last_snapshot: None,
         }
+    }
+
+    /// `retry_task` / `cancel_task` from the page: the queue acts, the page gets
+    /// a `*_result` frame.
+    fn control(&self, ctx: &mut ws::WebsocketContext<Self>, task_id: String, control: TaskControl) {
+        let kind = match control {
+            TaskControl::Retry => "retry_result",
+            _ => "cancel_result",
+        };
+        let ask = self.deps.queue.send(ControlTask {
+            task_id: task_id.clone(),
+            control,
+            by: "admin".into(),
+        });
+        ctx.spawn(ask.into_actor(self).map(move |r, _, ctx| {
+            let reply = match r {
+                Ok(Ok(done)) if control == TaskControl::Retry => {
+                    json!({"type": kind, "task_id": task_id, "status": "requeued", "priority": done.priority})
+                }
+                Ok(Ok(done)) => json!({"type": kind, "task_id": task_id, "status": "cancelled",
+                                       "previous_status": done.previous_status.as_str()}),
+                Ok(Err(e)) => failed(kind, &task_id, &e),
+                Err(e) => unavailable(kind, &task_id, &e),
+            };
+            Self::send_json(ctx, &reply);
+        }));
     }
 
     fn send_json(ctx: &mut ws::WebsocketContext<Self>, v: &Value) {
@@ -164,34 +190,8 @@ impl DashboardSocket {
         };
         match frame {
             Frame::RequestSnapshot => self.snapshot(ctx),
-            Frame::RetryTask(task_id) => {
-                let ask = self.deps.queue.send(Retry {
-                    task_id: task_id.clone(),
-                    by: "admin".into(),
-                });
-                ctx.spawn(ask.into_actor(self).map(move |r, _, ctx| {
-                    let reply = match r {
-                        Ok(Ok((_, priority))) => json!({"type": "retry_result", "task_id": task_id, "status": "requeued", "priority": priority}),
-                        Ok(Err(e)) => failed("retry_result", &task_id, &e),
-                        Err(e) => unavailable("retry_result", &task_id, &e),
-                    };
-                    Self::send_json(ctx, &reply);
-                }));
-            }
-            Frame::CancelTask(task_id) => {
-                let ask = self.deps.queue.send(Cancel {
-                    task_id: task_id.clone(),
-                    by: "admin".into(),
-                });
-                ctx.spawn(ask.into_actor(self).map(move |r, _, ctx| {
-                    let reply = match r {
-                        Ok(Ok(previous)) => json!({"type": "cancel_result", "task_id": task_id, "status": "cancelled", "previous_status": previous.as_str()}),
-                        Ok(Err(e)) => failed("cancel_result", &task_id, &e),
-                        Err(e) => unavailable("cancel_result", &task_id, &e),
-                    };
-                    Self::send_json(ctx, &reply);
-                }));
-            }
+            Frame::RetryTask(task_id) => self.control(ctx, task_id, TaskControl::Retry),
+            Frame::CancelTask(task_id) => self.control(ctx, task_id, TaskControl::Cancel),
             Frame::AcknowledgeAlert(rule_id) => {
                 let ask = self.deps.alerter.send(Acknowledge {
                     rule_id: rule_id.clone(),

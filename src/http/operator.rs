@@ -1,6 +1,7 @@
 //! The event log and task attempts over HTTP, and the operator's controls:
 //! `GET /api/events`, `GET /api/tasks/{id}/events`, `GET /api/tasks/{id}/attempts`,
-//! force dead letter, change priority, pause and resume lanes, drain, undrain,
+//! cancel, force retry, force dead letter, change priority, pause and resume
+//! lanes, drain, undrain,
 //! disable and enable an agent. Every control is recorded in the event log with
 //! the caller as its actor (by the owner that carries it out).
 
@@ -14,7 +15,7 @@ use crate::error::ApiError;
 use crate::eventlog::EventQuery;
 use crate::presence::{AgentAction, ControlAgent};
 use crate::protocol::{parse_priority, Field, FieldError, Kind};
-use crate::queue::{ForceDeadLetter, GetAttempts, GetTask, PauseLanes, PausedLanes, SetPriority};
+use crate::queue::{ControlTask, GetAttempts, GetTask, PauseLanes, PausedLanes, TaskControl};
 use crate::server::HubState;
 
 /// Page size limits of the event queries.
@@ -39,6 +40,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/events", web::get().to(list_events))
         .route("/api/tasks/{id}/events", web::get().to(task_events))
         .route("/api/tasks/{id}/attempts", web::get().to(task_attempts))
+        .route("/api/tasks/{id}/retry", web::post().to(retry_task))
+        .route("/api/tasks/{id}/cancel", web::post().to(cancel_task))
         .route(
             "/api/tasks/{id}/dead-letter",
             web::post().to(dead_letter_task),
@@ -203,26 +206,66 @@ async fn task_attempts(
     }
 }
 
+/// One operator control of a task, answered in the shape of its route.
+async fn control_task(
+    caller: &Caller,
+    task_id: String,
+    control: TaskControl,
+    state: &HubState,
+) -> Result<HttpResponse, ApiError> {
+    let done = state
+        .queue
+        .send(ControlTask {
+            task_id: task_id.clone(),
+            control,
+            by: caller.id(),
+        })
+        .await?
+        .map_err(|e| super::tasks::queue_error(&task_id, e))?;
+    let mut body = json!({
+        "status": done.status.as_str(),
+        "task_id": task_id,
+        "previous_status": done.previous_status.as_str(),
+    });
+    match control {
+        TaskControl::Retry => {
+            body["status"] = json!("requeued");
+            body["priority"] = json!(done.priority);
+        }
+        TaskControl::Priority(_) => {
+            body["priority"] = json!(done.priority);
+            body["previous_priority"] = json!(done.previous_priority);
+        }
+        TaskControl::Cancel | TaskControl::DeadLetter => {}
+    }
+    Ok(HttpResponse::Ok().json(body))
+}
+
+async fn retry_task(
+    caller: Caller,
+    _admin: Admin,
+    path: web::Path<String>,
+    state: web::Data<HubState>,
+) -> Result<HttpResponse, ApiError> {
+    control_task(&caller, path.into_inner(), TaskControl::Retry, &state).await
+}
+
+async fn cancel_task(
+    caller: Caller,
+    _admin: Admin,
+    path: web::Path<String>,
+    state: web::Data<HubState>,
+) -> Result<HttpResponse, ApiError> {
+    control_task(&caller, path.into_inner(), TaskControl::Cancel, &state).await
+}
+
 async fn dead_letter_task(
     caller: Caller,
     _admin: Admin,
     path: web::Path<String>,
     state: web::Data<HubState>,
 ) -> Result<HttpResponse, ApiError> {
-    let task_id = path.into_inner();
-    let previous = state
-        .queue
-        .send(ForceDeadLetter {
-            task_id: task_id.clone(),
-            by: caller.id(),
-        })
-        .await?
-        .map_err(|e| super::tasks::queue_error(&task_id, e))?;
-    Ok(HttpResponse::Ok().json(json!({
-        "status": "dead_letter",
-        "task_id": task_id,
-        "previous_status": previous.as_str(),
-    })))
+    control_task(&caller, path.into_inner(), TaskControl::DeadLetter, &state).await
 }
 
 async fn set_priority(
@@ -232,25 +275,11 @@ async fn set_priority(
     body: web::Bytes,
     state: web::Data<HubState>,
 ) -> Result<HttpResponse, ApiError> {
-    let task_id = path.into_inner();
     let obj = object_body(&body, PRIORITY_FIELDS)?;
     let priority = parse_priority(obj.get("priority").unwrap_or(&Value::Null))
         .map_err(|e| ApiError::Validation(vec![e]))?;
-    let previous = state
-        .queue
-        .send(SetPriority {
-            task_id: task_id.clone(),
-            priority,
-            by: caller.id(),
-        })
-        .await?
-        .map_err(|e| super::tasks::queue_error(&task_id, e))?;
-    Ok(HttpResponse::Ok().json(json!({
-        "status": "queued",
-        "task_id": task_id,
-        "priority": priority,
-        "previous_priority": previous,
-    })))
+    let control = TaskControl::Priority(priority);
+    control_task(&caller, path.into_inner(), control, &state).await
 }
 
 /// The lanes a pause or resume body names (none named = all four).

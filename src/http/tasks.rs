@@ -1,13 +1,13 @@
-//! Task routes: submit (single and batch), list, dead letter, stats, get, retry,
-//! cancel.
+//! Task routes: submit (single and batch), list, dead letter, stats, get (the
+//! operator's controls of a task are in `operator.rs`).
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
-use super::{parse_json, query_map, query_uint, Admin, Caller};
+use super::{parse_json, query_map, query_uint, Caller};
 use crate::error::ApiError;
 use crate::protocol::{parse_priority, parse_task_spec, FieldError};
-use crate::queue::{Cancel, DeadLetters, GetTask, ListTasks, QueueError, Retry, Stats, Submit};
+use crate::queue::{DeadLetters, GetTask, ListTasks, QueueError, Stats, Submit};
 use crate::server::HubState;
 use crate::task::{TaskError, TaskStatus};
 
@@ -22,9 +22,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/tasks", web::get().to(list_tasks))
         .route("/api/tasks/dead-letter", web::get().to(dead_letter))
         .route("/api/tasks/stats", web::get().to(task_stats))
-        .route("/api/tasks/{id}", web::get().to(get_task))
-        .route("/api/tasks/{id}/retry", web::post().to(retry_task))
-        .route("/api/tasks/{id}/cancel", web::post().to(cancel_task));
+        .route("/api/tasks/{id}", web::get().to(get_task));
 }
 
 pub(crate) fn queue_error(task_id: &str, e: QueueError) -> ApiError {
@@ -233,49 +231,4 @@ async fn get_task(
         Some(task) => Ok(HttpResponse::Ok().json(task)),
         None => Err(ApiError::TaskNotFound(task_id)),
     }
-}
-
-async fn retry_task(
-    caller: Caller,
-    _admin: Admin,
-    path: web::Path<String>,
-    state: web::Data<HubState>,
-) -> Result<HttpResponse, ApiError> {
-    let task_id = path.into_inner();
-    let (previous, priority) = state
-        .queue
-        .send(Retry {
-            task_id: task_id.clone(),
-            by: caller.id(),
-        })
-        .await?
-        .map_err(|e| queue_error(&task_id, e))?;
-    Ok(HttpResponse::Ok().json(json!({
-        "status": "requeued",
-        "task_id": task_id,
-        "priority": priority,
-        "previous_status": previous.as_str(),
-    })))
-}
-
-async fn cancel_task(
-    caller: Caller,
-    _admin: Admin,
-    path: web::Path<String>,
-    state: web::Data<HubState>,
-) -> Result<HttpResponse, ApiError> {
-    let task_id = path.into_inner();
-    let previous = state
-        .queue
-        .send(Cancel {
-            task_id: task_id.clone(),
-            by: caller.id(),
-        })
-        .await?
-        .map_err(|e| queue_error(&task_id, e))?;
-    Ok(HttpResponse::Ok().json(json!({
-        "status": "cancelled",
-        "task_id": task_id,
-        "previous_status": previous.as_str(),
-    })))
 }

@@ -33,7 +33,8 @@ use crate::error::StoreError;
 use crate::eventlog::{EventLog, NewEvent};
 use crate::protocol::{parse_task_spec, FieldError};
 use crate::queue::{
-    Cancel, NewTask, QueueError, SubmitFixed, TaskOutcome, TaskOutcomes, TaskQueue,
+    ControlTask, NewTask, QueueError, SubmitFixed, TaskControl, TaskOutcome, TaskOutcomes,
+    TaskQueue,
 };
 use crate::store::{decode, encode, scope_prefix, scoped_key, split_scoped_key, Store};
 use crate::task::TaskStatus;
@@ -488,8 +489,9 @@ impl StandingOrders {
             async move {
                 for task_id in cancels {
                     let cancelled = queue
-                        .send(Cancel {
+                        .send(ControlTask {
                             task_id: task_id.clone(),
+                            control: TaskControl::Cancel,
                             by: "standing_order".into(),
                         })
                         .await;

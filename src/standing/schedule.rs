@@ -198,8 +198,8 @@ mod tests {
     fn planning_creates_open_windows_misses_closed_ones_and_ignores_a_clock_going_back() {
         let s = Schedule::parse("* * * * *", "UTC").expect("valid");
         let t0 = ms("2026-11-21T10:00:00Z");
-        // Three minutes pass with a 90 s window: 10:01 and 10:02 closed, 10:03 open.
-        let (steps, through) = plan(&s, 90_000, t0, t0 + 3 * MIN + 10_000, 100);
+        // Three minutes pass with a 60 s window: 10:01 and 10:02 closed, 10:03 open.
+        let (steps, through) = plan(&s, 60_000, t0, t0 + 3 * MIN + 10_000, 100);
         assert_eq!(
             steps,
             vec![

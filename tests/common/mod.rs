@@ -422,6 +422,18 @@ pub fn submit(hub: &Hub, task: Value) -> String {
 }
 
 /// `GET /api/tasks/:id` (admin); asserts 200.
+/// Submits a batch as admin; asserts 201 and returns the task ids in order.
+pub fn submit_batch(hub: &Hub, batch: Value) -> Vec<String> {
+    let (status, body) = hub.post("/api/tasks", &batch);
+    assert_eq!(status, 201, "POST /api/tasks {batch}: {body}");
+    body["tasks"]
+        .as_array()
+        .expect("tasks in a batch reply")
+        .iter()
+        .map(|t| t["task_id"].as_str().expect("task_id").to_string())
+        .collect()
+}
+
 pub fn get_task(hub: &Hub, task_id: &str) -> Value {
     let (status, task) = hub.get(&format!("/api/tasks/{task_id}"));
     assert_eq!(status, 200, "GET /api/tasks/{task_id}: {task}");
@@ -717,6 +729,31 @@ impl Agent {
         self.send(json!({"type": "task_accepted", "task_id": task_id, "generation": generation}));
         let ack = self.recv_ack(task_id, REPLY_TIMEOUT);
         assert_eq!(ack["status"], "accepted", "{ack}");
+    }
+
+    /// Waits for the next `task_assign`, asserts it is `task_id`, accepts it and
+    /// returns the assignment frame.
+    pub fn take(&mut self, task_id: &str) -> Value {
+        let assign = self.recv_type("task_assign", PUSH_TIMEOUT);
+        assert_eq!(
+            assign["task_id"], task_id,
+            "agent {} got the wrong task: {assign}",
+            self.agent_id
+        );
+        self.accept(task_id, assign["generation"].clone());
+        assign
+    }
+
+    /// Completes the assignment `assign` (an empty result) and asserts the ack.
+    pub fn complete(&mut self, assign: &Value) {
+        let task_id = assign["task_id"].as_str().expect("task_id");
+        self.send(json!({"type": "task_complete", "task_id": task_id,
+                         "generation": assign["generation"], "result": {}}));
+        assert_eq!(
+            self.recv_ack(task_id, REPLY_TIMEOUT)["status"],
+            "complete",
+            "complete {task_id}"
+        );
     }
 
     /// The first `task_ack` for `task_id`; other frames are kept.
