@@ -96,6 +96,7 @@ fn task_events(task: &Task, recorded: &[HistoryEntry], actor: &str) -> Vec<NewEv
             ts: e.ts,
             kind: e.event.clone(),
             task_id: Some(task.id.clone()),
+            task_seq: Some(task.seq),
             agent_id: e
                 .details
                 .get("agent_id")
@@ -105,6 +106,14 @@ fn task_events(task: &Task, recorded: &[HistoryEntry], actor: &str) -> Vec<NewEv
             details: e.details.clone(),
         })
         .collect()
+}
+
+/// Not schedulable whatever the time: not queued, waiting for dependencies, or
+/// in a paused lane.
+fn held_back(task: &Task, waiting: &HashMap<String, BTreeSet<String>>, paused: &[bool; 4]) -> bool {
+    task.status != TaskStatus::Queued
+        || waiting.contains_key(&task.id)
+        || paused[usize::from(task.priority.min(3))]
 }
 
 /// What a change means for the tasks that depend on the changed one.
@@ -565,12 +574,26 @@ impl TaskQueue {
         }
     }
 
+    /// `offer` for a live task, found by id (no copy of the task).
+    fn offer_live(&mut self, id: &str, now: i64) {
+        let Some(task) = self.ids.get(id).and_then(|seq| self.live.get(seq)) else {
+            return;
+        };
+        if held_back(task, &self.waiting, &self.paused) {
+            return;
+        }
+        match task.run_after {
+            Some(at) if at > now => {
+                self.timers.insert((at, task.id.clone()));
+            }
+            _ => self.pending.ready.push(Self::ready_of(task)),
+        }
+    }
+
     /// Not schedulable whatever the time: not queued, waiting for dependencies,
     /// or in a paused lane.
     fn held_back(&self, task: &Task) -> bool {
-        task.status != TaskStatus::Queued
-            || self.waiting.contains_key(&task.id)
-            || self.paused[usize::from(task.priority.min(3))]
+        held_back(task, &self.waiting, &self.paused)
     }
 
     /// The status of any task, live or finished; `None` when unknown or unreadable.
@@ -690,9 +713,7 @@ impl TaskQueue {
             open.remove(id);
             if open.is_empty() {
                 self.waiting.remove(&d);
-                if let Some(t) = self.ids.get(&d).and_then(|seq| self.live.get(seq)).cloned() {
-                    self.offer(&t, now);
-                }
+                self.offer_live(&d, now);
             }
         }
     }
@@ -808,10 +829,7 @@ impl TaskQueue {
                 continue;
             };
             match task.status {
-                TaskStatus::Queued => {
-                    let task = task.clone();
-                    self.offer(&task, now);
-                }
+                TaskStatus::Queued => self.offer_live(&id, now),
                 TaskStatus::Blocked if task.unblock_at.is_some_and(|u| u <= now) => {
                     if let Err(e) = self.with_task(&id, "hub", |t, now| t.unblock_due(now)) {
                         tracing::error!(task_id = %id, error = e.as_str(), "blocked task not requeued");
@@ -1285,10 +1303,7 @@ impl TaskQueue {
             }
         }
         for s in replies.iter().filter(|s| !s.existing) {
-            if let Some(task) = self.ids.get(&s.task_id).and_then(|seq| self.live.get(seq)) {
-                let task = task.clone();
-                self.offer(&task, now);
-            }
+            self.offer_live(&s.task_id, now);
         }
         self.settle_dependencies(settle);
         Ok(replies)
@@ -1850,6 +1865,7 @@ impl Handler<PauseLanes> for TaskQueue {
                     ts: now_ms(),
                     kind: kind.into(),
                     task_id: None,
+                    task_seq: None,
                     agent_id: None,
                     actor: msg.by.clone(),
                     details: json!({"lanes": msg.lanes, "paused_lanes": lanes}),
@@ -1868,20 +1884,20 @@ impl Handler<PauseLanes> for TaskQueue {
             // Lanes that changed: withdraw their queued tasks, or offer them again.
             let now = now_ms();
             let changed: Vec<usize> = (0..4).filter(|l| before[*l] != this.paused[*l]).collect();
-            let affected: Vec<Task> = this
+            let affected: Vec<String> = this
                 .live
                 .values()
                 .filter(|t| {
                     t.status == TaskStatus::Queued
                         && changed.contains(&usize::from(t.priority.min(3)))
                 })
-                .cloned()
+                .map(|t| t.id.clone())
                 .collect();
-            for task in affected {
+            for id in affected {
                 if msg.paused {
-                    this.pending.unready.push(task.id.clone());
+                    this.pending.unready.push(id);
                 } else {
-                    this.offer(&task, now);
+                    this.offer_live(&id, now);
                 }
             }
             tracing::info!(by = %msg.by, paused = ?lanes, "queue lanes changed");

@@ -325,6 +325,7 @@ impl StandingOrders {
             ts: now_ms(),
             kind: kind.to_string(),
             task_id,
+            task_seq: None,
             agent_id: None,
             actor: actor.to_string(),
             details,
