@@ -22,6 +22,7 @@ use crate::protocol::{
 };
 use crate::queue::{AgentReport, HeldBy, QueueError, Reclaim, Report, ReportReply, TaskQueue};
 use crate::scheduler::{AgentAvailable, AgentUnavailable, Scheduler};
+use crate::task::RECLAIM_AGENT_DISABLED;
 use crate::util::now_ms;
 
 /// Set while the hub shuts down: sockets closing then are not agents leaving, so
@@ -782,11 +783,11 @@ impl Handler<Control> for AgentFsm {
         if self.controls.disabled && !before.disabled {
             if let Some((task_id, generation)) = self.current.clone() {
                 // Disabled: the task goes back to the queue for another agent.
-                self.reclaim(task_id.clone(), generation, "agent_disabled");
+                self.reclaim(task_id.clone(), generation, RECLAIM_AGENT_DISABLED);
                 self.become_idle(ctx, None);
                 self.push(ServerFrame::TaskCancelled {
                     task_id,
-                    reason: "agent_disabled".into(),
+                    reason: RECLAIM_AGENT_DISABLED.into(),
                     timestamp: now_ms(),
                 });
             }

@@ -15,6 +15,8 @@ use crate::protocol::{BlockedPolicy, TaskAssignment, TaskSpec};
 /// How many history entries a task record keeps (the API returns these; the event
 /// log keeps them all).
 pub const HISTORY_KEPT: usize = 50;
+/// The reclaim reason when an operator disables the holder (not counted).
+pub const RECLAIM_AGENT_DISABLED: &str = "agent_disabled";
 /// How many attempt records a task keeps (the oldest go first, counted).
 pub const ATTEMPTS_KEPT: usize = 100;
 /// How many accepted terminal reports are remembered for idempotent repeats.
@@ -705,7 +707,9 @@ impl Task {
     }
 
     /// Takes the task back from `agent` (disconnect, acceptance timeout, lease
-    /// expiry, overdue). Not a failure, but counted toward `max_reclaims`.
+    /// expiry, overdue, the agent disabled). Not a failure, but counted toward
+    /// `max_reclaims`, except when an operator disabled the agent (nothing the task
+    /// did, so repeated disables never dead-letter it).
     pub fn reclaim(
         &mut self,
         agent: &str,
@@ -714,7 +718,9 @@ impl Task {
         now: i64,
     ) -> Result<ReclaimOutcome, TaskError> {
         self.check_holder(agent, Some(generation))?;
-        self.reclaim_count += 1;
+        if reason != RECLAIM_AGENT_DISABLED {
+            self.reclaim_count += 1;
+        }
         self.close_attempt(generation, "reclaimed", Some(reason), None, now);
         if self.reclaim_count > self.max_reclaims {
             self.status = TaskStatus::DeadLetter;
@@ -987,6 +993,24 @@ mod tests {
             .map(|e| e.event.as_str())
             .collect();
         assert_eq!(added, ["retry"]);
+    }
+
+    #[test]
+    fn disabling_the_holder_does_not_use_up_the_reclaim_budget() {
+        let mut t = task(3);
+        for i in 0..5 {
+            let g = t.assign("a", i).unwrap().generation;
+            assert_eq!(
+                t.reclaim("a", g, RECLAIM_AGENT_DISABLED, i),
+                Ok(ReclaimOutcome::Requeued)
+            );
+        }
+        assert_eq!(t.reclaim_count, 0);
+        let last = t.attempts.last().expect("attempt");
+        assert_eq!(
+            (last.outcome.as_deref(), last.cause.as_deref()),
+            (Some("reclaimed"), Some("agent_disabled"))
+        );
     }
 
     #[test]
