@@ -328,17 +328,7 @@ fn run_after_holds_a_task_back_until_its_time_also_across_a_restart() {
     );
     assert_eq!(get_task(&hub, &late)["run_after"], run_after);
     let mut agent = Agent::connect(&hub, "timed", &token);
-    // Generous: the hold is 1.5 s, the push then takes what it takes.
-    let assign = agent.recv_type(
-        "task_assign",
-        PUSH_TIMEOUT + std::time::Duration::from_secs(2),
-    );
-    assert_eq!(assign["task_id"], late.as_str(), "{assign}");
-    let assigned_at = assign["assigned_at"].as_u64().expect("assigned_at");
-    assert!(
-        assigned_at >= run_after,
-        "assigned at {assigned_at}, before run_after {run_after}"
-    );
+    let (assign, assigned_at) = assigned_not_before(&mut agent, &late, run_after);
     let task = get_task(&hub, &late);
     assert_eq!(task["assigned_at"].as_u64(), Some(assigned_at), "{task}");
     agent.accept(&late, assign["generation"].clone());
@@ -353,16 +343,24 @@ fn run_after_holds_a_task_back_until_its_time_also_across_a_restart() {
     );
     hub.restart();
     let mut agent = Agent::connect(&hub, "timed", &token);
+    assigned_not_before(&mut agent, &held, run_after);
+}
+
+/// The agent's next assignment is `task_id`, stamped by the hub no earlier than
+/// `run_after`; answers the frame and its `assigned_at`.
+fn assigned_not_before(agent: &mut Agent, task_id: &str, run_after: u64) -> (Value, u64) {
+    // Generous: the hold is 1.5 s, the push then takes what it takes.
     let assign = agent.recv_type(
         "task_assign",
         PUSH_TIMEOUT + std::time::Duration::from_secs(2),
     );
-    assert_eq!(assign["task_id"], held.as_str(), "{assign}");
+    assert_eq!(assign["task_id"], task_id, "{assign}");
     let assigned_at = assign["assigned_at"].as_u64().expect("assigned_at");
     assert!(
         assigned_at >= run_after,
-        "assigned at {assigned_at}, before run_after {run_after} (after a restart)"
+        "assigned at {assigned_at}, before run_after {run_after}"
     );
+    (assign, assigned_at)
 }
 
 #[test]
