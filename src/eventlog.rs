@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::StoreError;
-use crate::store::{decode, encode, key_seq, scoped_key, seq_key, Store, Tree};
+use crate::store::{decode, encode, key_seq, scoped_key, seq_key, Store};
 
 /// How many records one query may look at before it answers with what it found
 /// and a cursor to go on from (a page may then hold fewer than `limit` events).
@@ -183,27 +183,28 @@ impl EventLog {
         let mut last_seen = None;
         let mut budget = SCAN_BUDGET;
         let mut exhausted = true;
-        // The narrowest index the query allows, as key ranges in it, each with
-        // the last event sequence it covers.
-        let last = self.inner.next.lock().saturating_sub(1);
         let from = q.cursor.saturating_add(1);
-        let ranges: Vec<(&Tree, Vec<u8>, Vec<u8>, u64)> = match (&q.task_id, &q.agent_id) {
-            (Some(task), _) => match self.task_seq(task)? {
-                Some(task_seq) => vec![(
+        // The narrowest index the query allows: (tree, first key, last key).
+        let index = match (&q.task_id, &q.agent_id) {
+            (Some(task), _) => {
+                let Some(task_seq) = self.task_seq(task)? else {
+                    return Ok(EventPage {
+                        events,
+                        next_cursor: None,
+                    });
+                };
+                Some((
                     &store.events_by_task,
                     pair_key(task_seq, from).to_vec(),
                     pair_key(task_seq, u64::MAX).to_vec(),
-                    last,
-                )],
-                None => Vec::new(),
-            },
-            (None, Some(agent)) => vec![(
+                ))
+            }
+            (None, Some(agent)) => Some((
                 &store.events_by_agent,
                 scoped_key(agent, from),
                 scoped_key(agent, u64::MAX),
-                last,
-            )],
-            (None, None) => Vec::new(),
+            )),
+            (None, None) => None,
         };
         let mut consider = |seq: u64, value: Option<sled::IVec>| -> Result<bool, StoreError> {
             let Some(value) = value else {
@@ -216,21 +217,8 @@ impl EventLog {
             }
             Ok(events.len() < limit)
         };
-        if q.task_id.is_none() && q.agent_id.is_none() {
-            for item in store.events.range(seq_key(from)..) {
-                let (key, value) = item?;
-                let Some(seq) = key_seq(&key) else { continue };
-                budget -= 1;
-                last_seen = Some(seq);
-                if !consider(seq, Some(value))? || budget == 0 {
-                    exhausted = false;
-                    break;
-                }
-            }
-        } else {
-            'ranges: for (tree, start, end, covers) in ranges {
-                // A range costs a seek even when empty.
-                budget = budget.saturating_sub(1);
+        match index {
+            Some((tree, start, end)) => {
                 for item in tree.range(start..=end) {
                     let (key, _) = item?;
                     let Some(seq) = key.len().checked_sub(8).and_then(|at| key_seq(&key[at..]))
@@ -238,18 +226,24 @@ impl EventLog {
                         continue;
                     };
                     let value = store.events.get(seq_key(seq))?;
-                    budget = budget.saturating_sub(1);
+                    budget -= 1;
                     last_seen = Some(seq);
                     if !consider(seq, value)? || budget == 0 {
                         exhausted = false;
-                        break 'ranges;
+                        break;
                     }
                 }
-                // The whole range was read: a cursor may resume after it.
-                last_seen = Some(last_seen.map_or(covers, |s| s.max(covers)));
-                if budget == 0 {
-                    exhausted = false;
-                    break;
+            }
+            None => {
+                for item in store.events.range(seq_key(from)..) {
+                    let (key, value) = item?;
+                    let Some(seq) = key_seq(&key) else { continue };
+                    budget -= 1;
+                    last_seen = Some(seq);
+                    if !consider(seq, Some(value))? || budget == 0 {
+                        exhausted = false;
+                        break;
+                    }
                 }
             }
         }
