@@ -26,19 +26,25 @@ fn assert_no_assignment(hub: &Hub, agent: &mut Agent) {
     );
 }
 
-#[test]
-fn a_chain_submitted_in_one_batch_runs_one_task_after_the_other() {
-    let hub = Hub::start();
-    let token = register_agent(&hub, "solo", &[]);
-    let mut solo = Agent::connect(&hub, "solo", &token);
-    let ids = submit_batch(
-        &hub,
+/// Submits A → B → C as one batch (B depends on A, C on B by batch refs);
+/// answers their ids in that order.
+fn submit_chain(hub: &Hub) -> Vec<String> {
+    submit_batch(
+        hub,
         json!([
             {"description": "A", "ref": "a"},
             {"description": "B", "ref": "b", "depends_on": ["a"]},
             {"description": "C", "depends_on": ["b"]},
         ]),
-    );
+    )
+}
+
+#[test]
+fn a_chain_submitted_in_one_batch_runs_one_task_after_the_other() {
+    let hub = Hub::start();
+    let token = register_agent(&hub, "solo", &[]);
+    let mut solo = Agent::connect(&hub, "solo", &token);
+    let ids = submit_chain(&hub);
     let (a, b, c) = (&ids[0], &ids[1], &ids[2]);
     // Refs resolve to the real ids.
     assert_eq!(get_task(&hub, a)["depends_on"], json!([]));
@@ -121,14 +127,7 @@ fn a_dead_lettered_dependency_blocks_its_dependents_down_the_chain() {
 #[test]
 fn a_cancelled_dependency_blocks_its_dependents_down_the_chain() {
     let hub = Hub::start();
-    let ids = submit_batch(
-        &hub,
-        json!([
-            {"description": "A", "ref": "a"},
-            {"description": "B", "ref": "b", "depends_on": ["a"]},
-            {"description": "C", "depends_on": ["b"]},
-        ]),
-    );
+    let ids = submit_chain(&hub);
     let (a, b, c) = (&ids[0], &ids[1], &ids[2]);
     let (status, resp) = hub.post(&format!("/api/tasks/{a}/cancel"), &json!({}));
     assert_eq!(status, 200, "{resp}");
