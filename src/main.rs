@@ -3,6 +3,8 @@
 //! running use `POST /admin/tokens`); `backup`, `verify-backup`, `restore` and
 //! `compact` look after the store (see README, "Backup and recovery").
 
+mod hub_client;
+mod mcp;
 mod ops_cli;
 
 use std::io::Write;
@@ -10,7 +12,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 
 use agentcom_hub::auth::{join_command, IssueError, Tokens};
 use agentcom_hub::backup::{self, Progress};
@@ -19,6 +20,8 @@ use agentcom_hub::error::{BackupError, StoreError};
 use agentcom_hub::logging;
 use agentcom_hub::server;
 use agentcom_hub::store::{Store, DEFAULT_CACHE_BYTES};
+
+use hub_client::{HubAnswer, HubClient};
 
 // The hub allocates many small, short-lived objects across threads (frames, actor
 // messages); mimalloc handles that pattern far better than glibc malloc.
@@ -99,6 +102,9 @@ enum Command {
     },
     /// Read a running hub's event log (oldest first, paged by --cursor).
     Events(ops_cli::EventsArgs),
+    /// Serve the Model Context Protocol on stdin/stdout: tools for a coordinating
+    /// model to drive a running hub with one token's rights (see README, "MCP").
+    Mcp(mcp::McpArgs),
 }
 
 #[derive(Args, Clone)]
@@ -361,9 +367,6 @@ fn open_tokens(common: &Common) -> Result<(Config, Tokens), Fatal> {
     Ok((config, tokens))
 }
 
-/// What a running hub answered: its JSON body, or its refusal (status, body).
-type HubAnswer = Result<serde_json::Value, (u16, String)>;
-
 /// Online: one admin request to a running hub.
 fn hub_request(
     hub: &str,
@@ -375,25 +378,9 @@ fn hub_request(
         code: 2,
         message: "--hub needs the admin token in AGENTCOM_ADMIN_TOKEN".into(),
     })?;
-    let url = format!("{}{path}", hub.trim_end_matches('/'));
-    let request = ureq::request(method, &url)
-        .timeout(std::time::Duration::from_secs(30))
-        .set("Authorization", &format!("Bearer {admin}"));
-    let response = match body {
-        Some(b) => request.send_json(b),
-        None => request.call(),
-    };
-    match response {
-        Ok(r) => r.into_json().map(Ok).map_err(|e| Fatal {
-            code: 1,
-            message: format!("unreadable answer from {url}: {e}"),
-        }),
-        Err(ureq::Error::Status(code, r)) => Ok(Err((code, r.into_string().unwrap_or_default()))),
-        Err(e) => Err(Fatal {
-            code: 1,
-            message: format!("cannot reach the hub at {url}: {e}"),
-        }),
-    }
+    HubClient::new(hub, &admin)
+        .request(method, path, body.as_ref(), hub_client::DEFAULT_TIMEOUT)
+        .map_err(|message| Fatal { code: 1, message })
 }
 
 fn agent(action: AgentAction) -> Result<(), Fatal> {
@@ -499,7 +486,7 @@ fn agent(action: AgentAction) -> Result<(), Fatal> {
         AgentAction::Revoke { name, target } => {
             let revoked = match &target.hub {
                 Some(hub) => {
-                    let segment = utf8_percent_encode(&name, NON_ALPHANUMERIC);
+                    let segment = hub_client::encode(&name);
                     match hub_request(hub, "DELETE", &format!("/admin/tokens/{segment}"), None)? {
                         Ok(_) => true,
                         Err((404, _)) => false,
@@ -728,6 +715,7 @@ fn main() -> ExitCode {
         Command::Queue { action } => ops_cli::queue(action),
         Command::StandingOrders { action } => ops_cli::standing(action),
         Command::Events(args) => ops_cli::events(args),
+        Command::Mcp(args) => mcp::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

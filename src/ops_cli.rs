@@ -4,9 +4,9 @@
 //! hub checks and records it (actor `admin`) exactly as for the API.
 
 use clap::{Args, Subcommand};
-use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde_json::{json, Value};
 
+use crate::hub_client::encode;
 use crate::{accepted, hub_request, Fatal};
 
 /// Where the running hub is.
@@ -131,10 +131,6 @@ pub struct EventsArgs {
     online: Online,
 }
 
-fn segment(text: &str) -> String {
-    utf8_percent_encode(text, NON_ALPHANUMERIC).to_string()
-}
-
 fn call(online: &Online, method: &str, path: &str, body: Option<Value>) -> Result<Value, Fatal> {
     accepted(hub_request(&online.hub, method, path, body)?)
 }
@@ -151,19 +147,19 @@ pub fn task(action: TaskAction) -> Result<(), Fatal> {
         TaskAction::Cancel { task_id, online } => (
             online,
             "POST",
-            format!("/api/tasks/{}/cancel", segment(&task_id)),
+            format!("/api/tasks/{}/cancel", encode(&task_id)),
             Some(json!({})),
         ),
         TaskAction::Retry { task_id, online } => (
             online,
             "POST",
-            format!("/api/tasks/{}/retry", segment(&task_id)),
+            format!("/api/tasks/{}/retry", encode(&task_id)),
             Some(json!({})),
         ),
         TaskAction::DeadLetter { task_id, online } => (
             online,
             "POST",
-            format!("/api/tasks/{}/dead-letter", segment(&task_id)),
+            format!("/api/tasks/{}/dead-letter", encode(&task_id)),
             Some(json!({})),
         ),
         TaskAction::Priority {
@@ -179,14 +175,14 @@ pub fn task(action: TaskAction) -> Result<(), Fatal> {
             (
                 online,
                 "POST",
-                format!("/api/tasks/{}/priority", segment(&task_id)),
+                format!("/api/tasks/{}/priority", encode(&task_id)),
                 Some(json!({"priority": priority})),
             )
         }
         TaskAction::Attempts { task_id, online } => (
             online,
             "GET",
-            format!("/api/tasks/{}/attempts", segment(&task_id)),
+            format!("/api/tasks/{}/attempts", encode(&task_id)),
             None,
         ),
     };
@@ -231,7 +227,7 @@ pub fn control_agent(name: &str, action: &str, online: &Online) -> Result<(), Fa
     let answer = call(
         online,
         "POST",
-        &format!("/api/agents/{}/{action}", segment(name)),
+        &format!("/api/agents/{}/{action}", encode(name)),
         Some(json!({})),
     )?;
     print_json(&answer);
@@ -265,7 +261,7 @@ pub fn standing(action: StandingAction) -> Result<(), Fatal> {
             }
             let path = format!(
                 "/api/standing-orders/{}/runs{}{}",
-                segment(&name),
+                encode(&name),
                 if query.is_empty() { "" } else { "?" },
                 query.join("&")
             );
@@ -307,7 +303,7 @@ pub fn events(args: EventsArgs) -> Result<(), Fatal> {
         ("kind", args.kind),
     ] {
         if let Some(v) = value {
-            query.push(format!("{key}={}", segment(&v)));
+            query.push(format!("{key}={}", encode(&v)));
         }
     }
     for (key, value) in [

@@ -197,3 +197,20 @@ fn admin_token_from_the_environment_is_kept_hashed_and_works_after_a_restart_wit
     assert_eq!(hub.get_as("/api/tasks", Some(&token)).0, 200);
     assert_eq!(hub.get_as("/api/tasks", Some("adm_wrong")).0, 401);
 }
+
+/// `GET /api/whoami` (ext) names the token's principal; the MCP server reads it.
+#[test]
+fn whoami_names_the_tokens_principal() {
+    let hub = Hub::start();
+    let token = register_agent(&hub, "who-agent", &[]);
+    let (status, me) = hub.get_as("/api/whoami", Some(&token));
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me, json!({"principal": "agent", "agent_id": "who-agent"}));
+    let (status, me) = hub.get("/api/whoami");
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me, json!({"principal": "admin"}));
+    let (status, body) = hub.get_as("/api/whoami", None);
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = hub.get_as("/api/whoami", Some("tok_not_issued"));
+    assert_eq!(status, 401, "{body}");
+}

@@ -41,6 +41,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/agents", web::get().to(list_agents))
         .route("/api/agents/states", web::get().to(agent_states))
         .route("/api/agents/{id}/state", web::get().to(agent_state))
+        .route("/api/whoami", web::get().to(whoami))
         .route("/admin/tokens", web::post().to(issue_token))
         .route("/admin/tokens", web::get().to(list_tokens))
         .route("/admin/tokens/{agent_id}", web::delete().to(revoke_token))
@@ -55,6 +56,16 @@ async fn list_agents(state: web::Data<HubState>) -> Result<HttpResponse, ApiErro
         .await?;
     let agents: Vec<_> = views.iter().map(|v| v.info(true)).collect();
     Ok(HttpResponse::Ok().json(json!({ "agents": agents })))
+}
+
+/// `GET /api/whoami` (ext): whose rights the bearer token carries.
+async fn whoami(caller: Caller) -> HttpResponse {
+    match caller.0 {
+        Principal::Admin => HttpResponse::Ok().json(json!({"principal": "admin"})),
+        Principal::Agent(id) => {
+            HttpResponse::Ok().json(json!({"principal": "agent", "agent_id": id}))
+        }
+    }
 }
 
 fn state_json(v: &crate::fsm::AgentView) -> Value {

@@ -170,6 +170,19 @@ fn catalog() -> Vec<Route> {
             "Counts by status and priority",
         ),
         route("GET", "/api/tasks/{id}", Token, "One task with its history"),
+        Route {
+            query: &[(
+                "timeout_ms",
+                "integer",
+                "How long to hold the request, at most 60000 (default 30000)",
+            )],
+            ..route(
+                "GET",
+                "/api/tasks/{id}/wait",
+                Token,
+                "Long poll: the task once completed, dead-lettered or cancelled, or at the timeout",
+            )
+        },
         route(
             "POST",
             "/api/tasks/{id}/retry",
@@ -309,6 +322,12 @@ fn catalog() -> Vec<Route> {
             )
         },
         route("GET", "/api/agents", Public, "Agents and their presence"),
+        route(
+            "GET",
+            "/api/whoami",
+            Token,
+            "Whose rights the token carries: admin, or an agent and its id",
+        ),
         route(
             "GET",
             "/api/agents/states",

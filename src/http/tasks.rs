@@ -3,9 +3,11 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
+use tokio::sync::broadcast::error::RecvError;
 
 use super::{parse_json, query_map, query_uint, Caller};
 use crate::error::ApiError;
+use crate::events::HubEvent;
 use crate::protocol::{parse_priority, parse_task_spec, FieldError};
 use crate::queue::{DeadLetters, GetTask, ListTasks, QueueError, Stats, Submit};
 use crate::server::HubState;
@@ -13,6 +15,9 @@ use crate::task::{TaskError, TaskStatus};
 
 /// Largest batch of tasks accepted in one `POST /api/tasks`.
 pub const MAX_BATCH: usize = 1000;
+/// How long `GET /api/tasks/:id/wait` holds a request: default and most (ms).
+const DEFAULT_WAIT_MS: u64 = 30_000;
+pub const MAX_WAIT_MS: u64 = 60_000;
 /// Page size limits of `GET /api/tasks`.
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
@@ -22,7 +27,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/tasks", web::get().to(list_tasks))
         .route("/api/tasks/dead-letter", web::get().to(dead_letter))
         .route("/api/tasks/stats", web::get().to(task_stats))
-        .route("/api/tasks/{id}", web::get().to(get_task));
+        .route("/api/tasks/{id}", web::get().to(get_task))
+        .route("/api/tasks/{id}/wait", web::get().to(wait_task));
 }
 
 pub(crate) fn queue_error(task_id: &str, e: QueueError) -> ApiError {
@@ -231,4 +237,79 @@ async fn get_task(
         Some(task) => Ok(HttpResponse::Ok().json(task)),
         None => Err(ApiError::TaskNotFound(task_id)),
     }
+}
+
+/// `GET /api/tasks/:id/wait?timeout_ms=` (ext): the task as soon as it is
+/// completed, dead-lettered or cancelled, or as it stands when `timeout_ms`
+/// passes. A long poll, so a waiting client makes one request per timeout
+/// instead of polling.
+///
+/// It listens on the event bus only to learn *when* to look again; the answer
+/// is always the task as the queue holds it.
+async fn wait_task(
+    _caller: Caller,
+    path: web::Path<String>,
+    req: HttpRequest,
+    state: web::Data<HubState>,
+) -> Result<HttpResponse, ApiError> {
+    let task_id = path.into_inner();
+    let timeout_ms = match query_uint(&query_map(&req)?, "timeout_ms")? {
+        None => DEFAULT_WAIT_MS,
+        Some(ms) if ms <= MAX_WAIT_MS => ms,
+        Some(_) => {
+            return Err(ApiError::Validation(vec![FieldError::new(
+                "timeout_ms",
+                "invalid_value",
+                format!("must be at most {MAX_WAIT_MS}"),
+            )]))
+        }
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(timeout_ms);
+    // Subscribe before the first look, so no change falls between the two.
+    let mut events = state.bus.subscribe();
+    loop {
+        let task = state
+            .queue
+            .send(GetTask {
+                task_id: task_id.clone(),
+            })
+            .await??
+            .ok_or_else(|| ApiError::TaskNotFound(task_id.clone()))?;
+        let terminal = task
+            .get("status")
+            .and_then(Value::as_str)
+            .is_some_and(is_terminal);
+        if terminal || tokio::time::Instant::now() >= deadline {
+            return Ok(HttpResponse::Ok().json(task));
+        }
+        // Sleep until this task reaches an end, the listener falls behind (then
+        // look again), or the time is up.
+        loop {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Err(_) => break,
+                Ok(Ok(event)) => {
+                    if let HubEvent::TaskEvent {
+                        task_id: id,
+                        status,
+                        ..
+                    } = event.as_ref()
+                    {
+                        if *id == task_id && is_terminal(status) {
+                            break;
+                        }
+                    }
+                }
+                Ok(Err(RecvError::Lagged(_))) => break,
+                Ok(Err(RecvError::Closed)) => {
+                    return Err(ApiError::Unavailable("the hub is stopping".into()))
+                }
+            }
+        }
+    }
+}
+
+fn is_terminal(status: &str) -> bool {
+    TaskStatus::ALL
+        .iter()
+        .any(|s| s.as_str() == status && s.is_terminal())
 }

@@ -1,0 +1,641 @@
+//! `agentcom-hub mcp` driven as an MCP client drives it: the server is a child
+//! process speaking JSON-RPC on stdin/stdout, the hub a real hub on loopback, and
+//! the agents real WebSocket connections.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use common::*;
+
+/// How long a test waits for an answer it expects.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One `agentcom-hub mcp` process and its JSON-RPC conversation.
+struct McpClient {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Receiver<String>,
+    next_id: u64,
+    /// Answers that arrived while another was awaited, by id.
+    early: Vec<Value>,
+}
+
+impl McpClient {
+    /// Spawns the server for `hub` with `token` and completes the handshake.
+    fn start(hub: &Hub, token: &str) -> McpClient {
+        let mut client = McpClient::spawn(&hub.url(""), token);
+        let init = client.request(
+            "initialize",
+            json!({
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "mcp-test", "version": "1"},
+            }),
+        );
+        let result = &init["result"];
+        assert_eq!(result["serverInfo"]["name"], "agentcom-hub", "{init}");
+        assert_eq!(result["protocolVersion"], "2025-06-18", "{init}");
+        assert!(result["capabilities"]["tools"].is_object(), "{init}");
+        assert!(
+            result["instructions"]
+                .as_str()
+                .is_some_and(|i| i.contains("submit_task")),
+            "{init}"
+        );
+        client.notify("notifications/initialized", json!({}));
+        client
+    }
+
+    fn spawn(hub_url: &str, token: &str) -> McpClient {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_agentcom-hub"))
+            .args(["mcp", "--hub", hub_url])
+            .env("AGENTCOM_TOKEN", token)
+            .env_remove("AGENTCOM_HUB_URL")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn agentcom-hub mcp");
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        McpClient {
+            child,
+            stdin,
+            lines,
+            next_id: 1,
+            early: Vec::new(),
+        }
+    }
+
+    fn write_line(&mut self, line: &str) {
+        writeln!(self.stdin, "{line}").expect("write to the MCP server's stdin");
+        self.stdin.flush().expect("flush stdin");
+    }
+
+    fn notify(&mut self, method: &str, params: Value) {
+        let msg = json!({"jsonrpc": "2.0", "method": method, "params": params});
+        self.write_line(&msg.to_string());
+    }
+
+    /// Sends a request and returns its id without waiting.
+    fn send(&mut self, method: &str, params: Value) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let msg = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        self.write_line(&msg.to_string());
+        id
+    }
+
+    /// The answer to request `id` (other answers are kept for later).
+    fn answer(&mut self, id: u64) -> Value {
+        if let Some(i) = self.early.iter().position(|m| m["id"] == id) {
+            return self.early.remove(i);
+        }
+        loop {
+            match self.try_line(ANSWER_TIMEOUT) {
+                Some(msg) if msg["id"] == id => return msg,
+                // Answers to other requests wait their turn; notifications from
+                // the server are not under test here.
+                Some(msg) if msg.get("id").is_some() && msg.get("method").is_none() => {
+                    self.early.push(msg)
+                }
+                Some(_) => {}
+                None => panic!("no answer to request {id} within {ANSWER_TIMEOUT:?}"),
+            }
+        }
+    }
+
+    /// Whether an answer to `id` arrives within `dur`.
+    fn answered_within(&mut self, id: u64, dur: Duration) -> bool {
+        if self.early.iter().any(|m| m["id"] == id) {
+            return true;
+        }
+        while let Some(msg) = self.try_line(dur) {
+            let hit = msg["id"] == id;
+            if msg.get("id").is_some() && msg.get("method").is_none() {
+                self.early.push(msg);
+            }
+            if hit {
+                return true;
+            }
+        }
+        false
+    }
+
+    fn try_line(&mut self, timeout: Duration) -> Option<Value> {
+        match self.lines.recv_timeout(timeout) {
+            Ok(line) => Some(
+                serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}")),
+            ),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => panic!("the MCP server closed stdout"),
+        }
+    }
+
+    fn request(&mut self, method: &str, params: Value) -> Value {
+        let id = self.send(method, params);
+        self.answer(id)
+    }
+
+    /// `tools/call`, returning the JSON-RPC answer.
+    fn call_raw(&mut self, name: &str, arguments: Value) -> Value {
+        self.request("tools/call", json!({"name": name, "arguments": arguments}))
+    }
+
+    /// A tool call that must succeed: its structured content.
+    fn call(&mut self, name: &str, arguments: Value) -> Value {
+        let answer = self.call_raw(name, arguments.clone());
+        tool_ok(name, &arguments, &answer)
+    }
+
+    /// A tool call that must fail as a tool error: its structured error.
+    fn call_err(&mut self, name: &str, arguments: Value) -> Value {
+        let answer = self.call_raw(name, arguments.clone());
+        tool_err(name, &arguments, &answer)
+    }
+
+    fn tool_names(&mut self) -> Vec<String> {
+        let list = self.request("tools/list", json!({}));
+        list["result"]["tools"]
+            .as_array()
+            .unwrap_or_else(|| panic!("tools/list: {list}"))
+            .iter()
+            .map(|t| t["name"].as_str().expect("tool name").to_string())
+            .collect()
+    }
+}
+
+impl Drop for McpClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tool_ok(name: &str, arguments: &Value, answer: &Value) -> Value {
+    let result = &answer["result"];
+    assert_eq!(result["isError"], false, "{name} {arguments}: {answer}");
+    let structured = result["structuredContent"].clone();
+    assert!(structured.is_object(), "{name}: {answer}");
+    // The text content carries the same JSON for clients without structured output.
+    let text = result["content"][0]["text"].as_str().expect("text content");
+    assert_eq!(
+        serde_json::from_str::<Value>(text).ok(),
+        Some(structured.clone())
+    );
+    structured
+}
+
+fn tool_err(name: &str, arguments: &Value, answer: &Value) -> Value {
+    let result = &answer["result"];
+    assert!(
+        answer.get("error").is_none(),
+        "{name} {arguments}: a tool error, not a protocol error: {answer}"
+    );
+    assert_eq!(result["isError"], true, "{name} {arguments}: {answer}");
+    let error = result["structuredContent"].clone();
+    assert!(error["error"].is_string(), "{name}: {answer}");
+    error
+}
+
+const ALL_TOOLS: [&str; 11] = [
+    "list_agents",
+    "submit_task",
+    "broadcast_task",
+    "get_task",
+    "wait_for_task",
+    "list_tasks",
+    "cancel_task",
+    "retry_task",
+    "send_message",
+    "read_mailbox",
+    "queue_stats",
+];
+
+#[test]
+fn a_coordinator_submits_waits_and_reads_the_result() {
+    let hub = Hub::start();
+    let coord_token = register_agent(&hub, "coord", &[]);
+    let worker_token = register_agent(&hub, "worker", &["code"]);
+    let mut worker = Agent::connect_with_caps(&hub, "worker", &worker_token, &["code"]);
+    let mut mcp = McpClient::start(&hub, &coord_token);
+
+    // Every tool has a description and an object schema; an agent's token does
+    // not see the admin-only ones.
+    let list = mcp.request("tools/list", json!({}));
+    let tools = list["result"]["tools"].as_array().expect("tools").clone();
+    let names: Vec<&str> = tools.iter().filter_map(|t| t["name"].as_str()).collect();
+    for name in ALL_TOOLS {
+        let admin_only = ["cancel_task", "retry_task"].contains(&name);
+        assert_eq!(names.contains(&name), !admin_only, "{name} in {names:?}");
+    }
+    assert_eq!(names.len(), ALL_TOOLS.len() - 2, "{names:?}");
+    for tool in &tools {
+        assert!(
+            tool["description"].as_str().is_some_and(|d| d.len() > 40),
+            "{tool}"
+        );
+        assert_eq!(tool["inputSchema"]["type"], "object", "{tool}");
+    }
+    let submit = tools
+        .iter()
+        .find(|t| t["name"] == "submit_task")
+        .expect("submit_task");
+    let props = &submit["inputSchema"]["properties"];
+    for field in [
+        "description",
+        "priority",
+        "capabilities",
+        "metadata",
+        "dedupe_key",
+        "depends_on",
+        "run_after",
+    ] {
+        assert!(
+            props[field].is_object(),
+            "submit_task lacks {field}: {submit}"
+        );
+    }
+    assert_eq!(submit["inputSchema"]["required"], json!(["description"]));
+
+    // The worker shows up idle with its capability.
+    let agents = mcp.call("list_agents", json!({"idle_only": true}));
+    let worker_row = agents["agents"]
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["agent_id"] == "worker"))
+        .unwrap_or_else(|| panic!("worker not idle: {agents}"))
+        .clone();
+    assert_eq!(worker_row["capabilities"], json!(["code"]));
+    assert_eq!(worker_row["online"], true);
+
+    let created = mcp.call(
+        "submit_task",
+        json!({"description": "add two numbers", "priority": "high",
+               "capabilities": ["code"], "metadata": {"a": 40, "b": 2}}),
+    );
+    assert_eq!(created["status"], "queued", "{created}");
+    assert_eq!(created["priority"], 1, "{created}");
+    let task_id = created["task_id"].as_str().expect("task_id").to_string();
+
+    let assign = worker.take(&task_id);
+    assert_eq!(assign["metadata"], json!({"a": 40, "b": 2}));
+    assert_eq!(assign["description"], "add two numbers");
+
+    // The wait holds while the task is unfinished; other tools are served meanwhile.
+    let wait = mcp.send(
+        "tools/call",
+        json!({"name": "wait_for_task", "arguments": {"task_id": task_id, "timeout_seconds": 120}}),
+    );
+    let busy = mcp.call("list_agents", json!({"capabilities": ["code"]}));
+    let row = &busy["agents"][0];
+    assert_eq!(row["agent_id"], "worker", "{busy}");
+    assert_eq!(row["current_task_id"], task_id, "{busy}");
+    let seen = mcp.call("get_task", json!({"task_id": task_id}));
+    assert_eq!(seen["status"], "assigned", "{seen}");
+    assert!(!mcp.answered_within(wait, Duration::from_millis(300)));
+
+    worker.send(json!({"type": "task_complete", "task_id": task_id,
+                       "generation": assign["generation"], "result": {"sum": 42}}));
+    assert_eq!(
+        worker.recv_ack(&task_id, REPLY_TIMEOUT)["status"],
+        "complete"
+    );
+
+    let waited = mcp.answer(wait);
+    let waited = tool_ok("wait_for_task", &json!({}), &waited);
+    assert_eq!(waited["status"], "completed", "{waited}");
+    assert_eq!(waited["terminal"], true, "{waited}");
+    assert_eq!(waited["timed_out"], false, "{waited}");
+    assert_eq!(waited["result"], json!({"sum": 42}), "{waited}");
+
+    let done = mcp.call(
+        "get_task",
+        json!({"task_id": task_id, "include_attempts": true}),
+    );
+    assert_eq!(done["result"], json!({"sum": 42}));
+    assert_eq!(
+        done["submitted_by"], "coord",
+        "the token's rights, the token's name"
+    );
+    assert!(
+        history_events(&done).contains(&"completed".to_string()),
+        "{done}"
+    );
+    assert_eq!(done["attempts"][0]["agent_id"], "worker", "{done}");
+    assert_eq!(done["attempts"][0]["outcome"], "completed", "{done}");
+
+    // Waiting on a finished task answers at once.
+    let again = mcp.call(
+        "wait_for_task",
+        json!({"task_id": task_id, "timeout_seconds": 5}),
+    );
+    assert_eq!(again["status"], "completed");
+
+    let listed = mcp.call("list_tasks", json!({"status": "completed"}));
+    assert_eq!(listed["count"], 1, "{listed}");
+    let line = &listed["tasks"][0];
+    assert_eq!(line["id"], task_id.as_str());
+    assert_eq!(line["has_result"], true);
+    assert!(line.get("history").is_none(), "summaries only: {line}");
+
+    let stats = mcp.call("queue_stats", json!({}));
+    assert_eq!(stats["by_status"]["completed"], 1, "{stats}");
+}
+
+#[test]
+fn a_wait_that_times_out_returns_the_task_as_it_stands() {
+    let hub = Hub::start();
+    let mut mcp = McpClient::start(&hub, &hub.admin_token);
+    let created = mcp.call(
+        "submit_task",
+        json!({"description": "nobody can do this", "capabilities": ["unicorn"]}),
+    );
+    let task_id = created["task_id"].as_str().expect("task_id");
+    let waited = mcp.call(
+        "wait_for_task",
+        json!({"task_id": task_id, "timeout_seconds": 1}),
+    );
+    assert_eq!(waited["timed_out"], true, "{waited}");
+    assert_eq!(waited["terminal"], false, "{waited}");
+    assert_eq!(waited["status"], "queued", "{waited}");
+    assert_eq!(waited["task"]["id"], task_id);
+
+    // A cancel ends the wait too.
+    let wait = mcp.send(
+        "tools/call",
+        json!({"name": "wait_for_task", "arguments": {"task_id": task_id, "timeout_seconds": 120}}),
+    );
+    let (status, body) = hub.post(&format!("/api/tasks/{task_id}/cancel"), &json!({}));
+    assert_eq!(status, 200, "{body}");
+    let waited = tool_ok("wait_for_task", &json!({}), &mcp.answer(wait));
+    assert_eq!(waited["status"], "cancelled", "{waited}");
+    assert_eq!(waited["terminal"], true, "{waited}");
+}
+
+#[test]
+fn bad_arguments_are_tool_errors_and_the_server_keeps_serving() {
+    let hub = Hub::start();
+    let mut mcp = McpClient::start(&hub, &hub.admin_token);
+
+    for (tool, args) in [
+        ("submit_task", json!({})),
+        ("submit_task", json!({"description": 7})),
+        (
+            "submit_task",
+            json!({"description": "x", "priority": "bogus"}),
+        ),
+        ("submit_task", json!({"description": "x", "colour": "red"})),
+        (
+            "submit_task",
+            json!({"description": "x", "run_after": 1, "delay_seconds": 1}),
+        ),
+        ("get_task", json!({"task_id": ["not", "a", "string"]})),
+        (
+            "wait_for_task",
+            json!({"task_id": "task-0", "timeout_seconds": 999999}),
+        ),
+        ("list_tasks", json!({"limit": -1})),
+        ("send_message", json!({"to": "someone"})),
+        ("queue_stats", json!({"unexpected": true})),
+    ] {
+        let error = mcp.call_err(tool, args.clone());
+        assert_eq!(
+            error["error"], "invalid_arguments",
+            "{tool} {args}: {error}"
+        );
+        assert_eq!(error["tool"], tool);
+        assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+
+    // What only the hub can judge comes back as the hub's own structured error.
+    let long = "x".repeat(10_001);
+    let error = mcp.call_err("submit_task", json!({"description": long}));
+    assert_eq!(error["error"], "validation_failed", "{error}");
+    assert_eq!(error["http_status"], 422);
+    assert_eq!(error["errors"][0]["field"], "description", "{error}");
+    let error = mcp.call_err(
+        "submit_task",
+        json!({"description": "x", "depends_on": ["task-00000000000000ff"]}),
+    );
+    assert_eq!(error["http_status"], 422, "{error}");
+    let error = mcp.call_err("get_task", json!({"task_id": "task-00000000000000ff"}));
+    assert_eq!(error["error"], "task_not_found", "{error}");
+    assert_eq!(error["http_status"], 404);
+    let error = mcp.call_err("list_tasks", json!({"status": "sleeping"}));
+    assert_eq!(error["http_status"], 422, "{error}");
+    let error = mcp.call_err("read_mailbox", json!({}));
+    assert_eq!(error["error"], "invalid_arguments", "{error}");
+
+    // Nothing was created by any of it.
+    let (_, stats) = hub.get("/api/tasks/stats");
+    let total: u64 = stats["by_status"]
+        .as_object()
+        .expect("by_status")
+        .values()
+        .filter_map(Value::as_u64)
+        .sum();
+    assert_eq!(total, 0, "{stats}");
+
+    // An unknown tool and a line that is not JSON are protocol errors, not crashes.
+    let unknown = mcp.call_raw("launch_rockets", json!({}));
+    assert!(unknown["error"]["code"].is_i64(), "{unknown}");
+    mcp.write_line("{ this is not json");
+    let _ = mcp.try_line(Duration::from_millis(500));
+
+    let created = mcp.call("submit_task", json!({"description": "still serving"}));
+    assert_eq!(created["status"], "queued", "{created}");
+    assert!(
+        mcp.child.try_wait().expect("try_wait").is_none(),
+        "server exited"
+    );
+}
+
+#[test]
+fn an_agent_token_cannot_use_admin_tools() {
+    let hub = Hub::start();
+    let token = register_agent(&hub, "coord", &[]);
+    let mut agent_mcp = McpClient::start(&hub, &token);
+    let task_id = agent_mcp.call("submit_task", json!({"description": "keep me"}))["task_id"]
+        .as_str()
+        .expect("task_id")
+        .to_string();
+
+    let names = agent_mcp.tool_names();
+    assert!(!names.contains(&"cancel_task".to_string()), "{names:?}");
+    assert!(!names.contains(&"retry_task".to_string()), "{names:?}");
+    for tool in ["cancel_task", "retry_task"] {
+        let error = agent_mcp.call_err(tool, json!({"task_id": task_id}));
+        assert_eq!(error["error"], "admin_only", "{tool}: {error}");
+        assert_eq!(error["http_status"], 403, "{tool}: {error}");
+    }
+    assert_eq!(
+        get_task(&hub, &task_id)["status"],
+        "queued",
+        "nothing changed"
+    );
+
+    // The admin token sees and uses them.
+    let mut admin_mcp = McpClient::start(&hub, &hub.admin_token);
+    let names = admin_mcp.tool_names();
+    assert!(names.contains(&"cancel_task".to_string()), "{names:?}");
+    assert!(names.contains(&"retry_task".to_string()), "{names:?}");
+    let cancelled = admin_mcp.call("cancel_task", json!({"task_id": task_id}));
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    let retried = admin_mcp.call("retry_task", json!({"task_id": task_id}));
+    assert_eq!(retried["task_id"], task_id.as_str(), "{retried}");
+    assert_eq!(get_task(&hub, &task_id)["status"], "queued");
+}
+
+#[test]
+fn a_broadcast_gives_each_matching_agent_its_own_task() {
+    let hub = Hub::start();
+    let mut gpus: Vec<Agent> = ["gpu-1", "gpu-2"]
+        .iter()
+        .map(|id| {
+            let token = register_agent(&hub, id, &["gpu"]);
+            Agent::connect_with_caps(&hub, id, &token, &["gpu"])
+        })
+        .collect();
+    let cpu_token = register_agent(&hub, "cpu-1", &["cpu"]);
+    let mut cpu = Agent::connect_with_caps(&hub, "cpu-1", &cpu_token, &["cpu"]);
+    let mut mcp = McpClient::start(&hub, &hub.admin_token);
+
+    let sent = mcp.call(
+        "broadcast_task",
+        json!({"description": "report your GPU", "capabilities": ["gpu"]}),
+    );
+    assert_eq!(sent["count"], 2, "{sent}");
+    let correlation = sent["correlation_id"].as_str().expect("correlation_id");
+    for agent in gpus.iter_mut() {
+        let row = sent["tasks"]
+            .as_array()
+            .and_then(|t| t.iter().find(|t| t["agent_id"] == agent.agent_id.as_str()))
+            .unwrap_or_else(|| panic!("no task for {}: {sent}", agent.agent_id))
+            .clone();
+        let task_id = row["task_id"].as_str().expect("task_id");
+        let assign = agent.take(task_id);
+        agent.complete(&assign);
+    }
+    cpu.expect_no_type("task_assign", Duration::from_millis(300));
+
+    let listed = mcp.call("list_tasks", json!({"correlation_id": correlation}));
+    assert_eq!(listed["count"], 2, "{listed}");
+    for (id, waited) in sent["task_ids"]
+        .as_array()
+        .expect("task_ids")
+        .iter()
+        .map(|id| {
+            (
+                id.clone(),
+                mcp.call("wait_for_task", json!({"task_id": id})),
+            )
+        })
+    {
+        assert_eq!(waited["status"], "completed", "{id}: {waited}");
+    }
+
+    let error = mcp.call_err(
+        "broadcast_task",
+        json!({"description": "x", "capabilities": ["quantum"]}),
+    );
+    assert_eq!(error["error"], "no_matching_agents", "{error}");
+}
+
+#[test]
+fn messages_go_out_and_the_mailbox_is_read_and_acknowledged() {
+    let hub = Hub::start();
+    let coord_token = register_agent(&hub, "coord", &[]);
+    let worker_token = register_agent(&hub, "worker", &[]);
+    let mut worker = Agent::connect(&hub, "worker", &worker_token);
+    let mut mcp = McpClient::start(&hub, &coord_token);
+
+    let sent = mcp.call(
+        "send_message",
+        json!({"to": "worker", "text": "start on the report", "type": "request"}),
+    );
+    assert_eq!(sent["status"], "sent", "{sent}");
+    let pushed = worker.recv_type("message", PUSH_TIMEOUT);
+    assert_eq!(pushed["from"], "coord", "{pushed}");
+    assert_eq!(pushed["payload"]["text"], "start on the report", "{pushed}");
+    assert_eq!(pushed["message_type"], "request", "{pushed}");
+
+    // The coordinator has no socket: replies wait in its mailbox.
+    let (status, body) = hub.post_as(
+        "/api/message",
+        Some(&worker_token),
+        &json!({"to": "coord", "payload": {"text": "on it"}, "reply_to": sent["id"]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let mailbox = mcp.call("read_mailbox", json!({"ack": true}));
+    assert_eq!(mailbox["agent_id"], "coord", "{mailbox}");
+    assert_eq!(mailbox["count"], 1, "{mailbox}");
+    assert_eq!(
+        mailbox["messages"][0]["message"]["payload"]["text"], "on it",
+        "{mailbox}"
+    );
+    assert_eq!(mailbox["acked"], mailbox["messages"][0]["seq"], "{mailbox}");
+    let after = mcp.call("read_mailbox", json!({}));
+    assert_eq!(after["count"], 0, "acknowledged messages are gone: {after}");
+
+    // Another agent's mailbox is not the coordinator's to read.
+    let error = mcp.call_err("read_mailbox", json!({"agent_id": "worker"}));
+    assert_eq!(error["http_status"], 403, "{error}");
+}
+
+#[test]
+fn a_refused_token_or_bad_url_stops_start_up_and_an_absent_hub_does_not() {
+    let hub = Hub::start();
+    let run = |url: &str, token: &str| {
+        Command::new(env!("CARGO_BIN_EXE_agentcom-hub"))
+            .args(["mcp", "--hub", url])
+            .env("AGENTCOM_TOKEN", token)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run agentcom-hub mcp")
+    };
+    let out = run(&hub.url(""), "not-a-token");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("refused the token"),
+        "{out:?}"
+    );
+    assert!(out.stdout.is_empty(), "nothing but MCP on stdout: {out:?}");
+    let out = run("ftp://example", &hub.admin_token);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+
+    // No hub on this port: the server starts, and tools say the hub is unreachable.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = free.local_addr().expect("addr").port();
+    drop(free);
+    let mut mcp = McpClient::spawn(&format!("http://127.0.0.1:{port}"), "some-token");
+    let init = mcp.request(
+        "initialize",
+        json!({"protocolVersion": "2025-06-18", "capabilities": {},
+               "clientInfo": {"name": "mcp-test", "version": "1"}}),
+    );
+    assert!(
+        init["result"]["capabilities"]["tools"].is_object(),
+        "{init}"
+    );
+    mcp.notify("notifications/initialized", json!({}));
+    let error = mcp.call_err("queue_stats", json!({}));
+    assert_eq!(error["error"], "hub_unreachable", "{error}");
+}
