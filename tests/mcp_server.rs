@@ -25,6 +25,8 @@ struct McpClient {
     next_id: u64,
     /// Answers that arrived while another was awaited, by id.
     early: Vec<Value>,
+    /// Notifications from the server, in order of arrival.
+    notifications: Vec<Value>,
 }
 
 impl McpClient {
@@ -81,6 +83,7 @@ impl McpClient {
             lines,
             next_id: 1,
             early: Vec::new(),
+            notifications: Vec::new(),
         }
     }
 
@@ -111,12 +114,7 @@ impl McpClient {
         loop {
             match self.try_line(ANSWER_TIMEOUT) {
                 Some(msg) if msg["id"] == id => return msg,
-                // Answers to other requests wait their turn; notifications from
-                // the server are not under test here.
-                Some(msg) if msg.get("id").is_some() && msg.get("method").is_none() => {
-                    self.early.push(msg)
-                }
-                Some(_) => {}
+                Some(msg) => self.keep(msg),
                 None => panic!("no answer to request {id} within {ANSWER_TIMEOUT:?}"),
             }
         }
@@ -129,14 +127,21 @@ impl McpClient {
         }
         while let Some(msg) = self.try_line(dur) {
             let hit = msg["id"] == id;
-            if msg.get("id").is_some() && msg.get("method").is_none() {
-                self.early.push(msg);
-            }
+            self.keep(msg);
             if hit {
                 return true;
             }
         }
         false
+    }
+
+    /// Keeps an answer to another request for later, and a notification.
+    fn keep(&mut self, msg: Value) {
+        if msg.get("method").is_some() {
+            self.notifications.push(msg);
+        } else {
+            self.early.push(msg);
+        }
     }
 
     fn try_line(&mut self, timeout: Duration) -> Option<Value> {
@@ -302,7 +307,8 @@ fn a_coordinator_submits_waits_and_reads_the_result() {
     // The wait holds while the task is unfinished; other tools are served meanwhile.
     let wait = mcp.send(
         "tools/call",
-        json!({"name": "wait_for_task", "arguments": {"task_id": task_id, "timeout_seconds": 120}}),
+        json!({"name": "wait_for_task", "arguments": {"task_id": task_id, "timeout_seconds": 120},
+               "_meta": {"progressToken": "wait-1"}}),
     );
     let busy = mcp.call("list_agents", json!({"capabilities": ["code"]}));
     let row = &busy["agents"][0];
@@ -322,6 +328,20 @@ fn a_coordinator_submits_waits_and_reads_the_result() {
     let waited = mcp.answer(wait);
     let waited = tool_ok("wait_for_task", &json!({}), &waited);
     assert_eq!(waited["status"], "completed", "{waited}");
+    // The client asked for progress: it heard the status while it waited.
+    let progress = mcp
+        .notifications
+        .iter()
+        .find(|n| n["method"] == "notifications/progress")
+        .unwrap_or_else(|| panic!("no progress: {:?}", mcp.notifications));
+    assert_eq!(progress["params"]["progressToken"], "wait-1", "{progress}");
+    assert_eq!(progress["params"]["total"], 120.0, "{progress}");
+    assert!(
+        progress["params"]["message"]
+            .as_str()
+            .is_some_and(|m| m.ends_with("is assigned")),
+        "{progress}"
+    );
     assert_eq!(waited["terminal"], true, "{waited}");
     assert_eq!(waited["timed_out"], false, "{waited}");
     assert_eq!(waited["result"], json!({"sum": 42}), "{waited}");

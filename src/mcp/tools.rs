@@ -11,10 +11,12 @@ use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::schema_for_type;
 use rmcp::model::{
     CallToolResult, Implementation, JsonObject, ListToolsResult, PaginatedRequestParams,
-    ServerCapabilities, ServerConfig,
+    ProgressNotificationParam, RequestMetaObject, ServerCapabilities, ServerConfig,
 };
 use rmcp::service::RequestContext;
-use rmcp::{tool, tool_handler, tool_router, ErrorData, RoleServer, ServerHandler, ServiceExt};
+use rmcp::{
+    tool, tool_handler, tool_router, ErrorData, Peer, RoleServer, ServerHandler, ServiceExt,
+};
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -31,7 +33,7 @@ const ADMIN_TOOLS: &[&str] = &["cancel_task", "retry_task"];
 /// long poll (ms; the hub holds one at most 60 s).
 const DEFAULT_WAIT_SECS: u64 = 300;
 const MAX_WAIT_SECS: u64 = 3600;
-const POLL_MS: u64 = 30_000;
+const POLL_MS: u64 = 20_000;
 /// A long poll that came back this much early without an end is followed by a
 /// pause, so a misbehaving hub never turns waiting into a request storm.
 const EARLY: Duration = Duration::from_millis(500);
@@ -399,7 +401,12 @@ impl HubTools {
         input_schema = schema_for_type::<WaitForTaskArgs>(),
         annotations(read_only_hint = true)
     )]
-    async fn wait_for_task(&self, args: JsonObject) -> Outcome {
+    async fn wait_for_task(
+        &self,
+        peer: Peer<RoleServer>,
+        meta: RequestMetaObject,
+        args: JsonObject,
+    ) -> Outcome {
         let args: WaitForTaskArgs = parse("wait_for_task", args)?;
         let secs = args.timeout_seconds.unwrap_or(DEFAULT_WAIT_SECS);
         if secs > MAX_WAIT_SECS {
@@ -408,12 +415,20 @@ impl HubTools {
                 &format!("timeout_seconds must be at most {MAX_WAIT_SECS}"),
             ));
         }
+        let progress = meta.get_progress_token();
         let started = Instant::now();
         let deadline = started + Duration::from_secs(secs);
         let path = format!("/api/tasks/{}/wait", encode(&args.task_id));
+        // The first look answers at once (so the client hears the status at
+        // once); then long polls of up to POLL_MS each.
+        let mut first = true;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let poll = left.min(Duration::from_millis(POLL_MS));
+            let poll = if first {
+                Duration::ZERO
+            } else {
+                left.min(Duration::from_millis(POLL_MS))
+            };
             let asked = Instant::now();
             let task = self
                 .hub_timed(
@@ -437,10 +452,22 @@ impl HubTools {
                     "task": task,
                 })));
             }
-            if asked.elapsed() + EARLY < poll {
+            // Progress keeps a client that asked for it (and its request
+            // timeout) informed while the wait goes on.
+            if let Some(token) = &progress {
+                let waited = started.elapsed().as_secs_f64();
+                let note = ProgressNotificationParam::new(token.clone(), waited)
+                    .with_total(secs as f64)
+                    .with_message(format!("task {} is {status}", args.task_id));
+                if let Err(e) = peer.notify_progress(note).await {
+                    tracing::debug!(error = %e, "progress notification not sent");
+                }
+            }
+            if !first && asked.elapsed() + EARLY < poll {
                 tokio::time::sleep(EARLY.min(deadline.saturating_duration_since(Instant::now())))
                     .await;
             }
+            first = false;
         }
     }
 
