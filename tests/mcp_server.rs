@@ -659,3 +659,48 @@ fn a_refused_token_or_bad_url_stops_start_up_and_an_absent_hub_does_not() {
     let error = mcp.call_err("queue_stats", json!({}));
     assert_eq!(error["error"], "hub_unreachable", "{error}");
 }
+
+#[test]
+fn submit_task_forwards_dedupe_key_dependencies_and_start_times() {
+    let hub = Hub::start();
+    let mut mcp = McpClient::start(&hub, &hub.admin_token);
+    let first = mcp.call(
+        "submit_task",
+        json!({"description": "build", "dedupe_key": "build-42", "correlation_id": "release-7"}),
+    );
+    let again = mcp.call(
+        "submit_task",
+        json!({"description": "build", "dedupe_key": "build-42"}),
+    );
+    assert_eq!(again["task_id"], first["task_id"], "{again}");
+    assert_eq!(again["deduplicated"], true, "{again}");
+
+    let build = first["task_id"].as_str().expect("task_id");
+    let test = mcp.call(
+        "submit_task",
+        json!({"description": "test", "depends_on": [build], "max_retries": 1}),
+    );
+    let test = get_task(&hub, test["task_id"].as_str().expect("task_id"));
+    assert_eq!(test["depends_on"], json!([build]), "{test}");
+    assert_eq!(test["max_retries"], 1, "{test}");
+
+    let before = now_ms();
+    let later = mcp.call(
+        "submit_task",
+        json!({"description": "later", "delay_seconds": 3600, "metadata": {"k": "v"}}),
+    );
+    let later = get_task(&hub, later["task_id"].as_str().expect("task_id"));
+    let run_after = later["run_after"].as_u64().expect("run_after set");
+    assert!(run_after >= before + 3_600_000, "{later}");
+    assert_eq!(later["metadata"], json!({"k": "v"}));
+    let at = mcp.call(
+        "submit_task",
+        json!({"description": "at", "run_after": before + 7_200_000}),
+    );
+    let at = get_task(&hub, at["task_id"].as_str().expect("task_id"));
+    assert_eq!(at["run_after"], before + 7_200_000, "{at}");
+
+    let listed = mcp.call("list_tasks", json!({"correlation_id": "release-7"}));
+    assert_eq!(listed["count"], 1, "{listed}");
+    assert_eq!(listed["tasks"][0]["id"], build, "{listed}");
+}
