@@ -20,7 +20,8 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// One `agentcom-hub mcp` process and its JSON-RPC conversation.
 struct McpClient {
     child: Child,
-    stdin: ChildStdin,
+    /// `None` once closed.
+    stdin: Option<ChildStdin>,
     lines: Receiver<String>,
     next_id: u64,
     /// Answers that arrived while another was awaited, by id.
@@ -79,7 +80,7 @@ impl McpClient {
         });
         McpClient {
             child,
-            stdin,
+            stdin: Some(stdin),
             lines,
             next_id: 1,
             early: Vec::new(),
@@ -88,8 +89,9 @@ impl McpClient {
     }
 
     fn write_line(&mut self, line: &str) {
-        writeln!(self.stdin, "{line}").expect("write to the MCP server's stdin");
-        self.stdin.flush().expect("flush stdin");
+        let stdin = self.stdin.as_mut().expect("stdin is open");
+        writeln!(stdin, "{line}").expect("write to the MCP server's stdin");
+        stdin.flush().expect("flush stdin");
     }
 
     fn notify(&mut self, method: &str, params: Value) {
@@ -175,6 +177,12 @@ impl McpClient {
     fn call_err(&mut self, name: &str, arguments: Value) -> Value {
         let answer = self.call_raw(name, arguments.clone());
         tool_err(name, &arguments, &answer)
+    }
+
+    /// Closes stdin, as a client going away does, and waits for the server to exit.
+    fn close(&mut self) -> std::process::ExitStatus {
+        drop(self.stdin.take());
+        self.child.wait().expect("wait for the MCP server")
     }
 
     fn tool_names(&mut self) -> Vec<String> {
@@ -486,6 +494,10 @@ fn bad_arguments_are_tool_errors_and_the_server_keeps_serving() {
         mcp.child.try_wait().expect("try_wait").is_none(),
         "server exited"
     );
+
+    // The client going away (stdin closed) ends the server cleanly.
+    let status = mcp.close();
+    assert!(status.success(), "{status}");
 }
 
 #[test]
