@@ -17,7 +17,7 @@ use crate::task::{TaskError, TaskStatus};
 pub const MAX_BATCH: usize = 1000;
 /// How long `GET /api/tasks/:id/wait` holds a request: default and most (ms).
 const DEFAULT_WAIT_MS: u64 = 30_000;
-pub const MAX_WAIT_MS: u64 = 60_000;
+const MAX_WAIT_MS: u64 = 60_000;
 /// Page size limits of `GET /api/tasks`.
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
