@@ -181,6 +181,31 @@ impl Open {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Open { db, trees })
     }
+
+    /// `start` on a directory whose sled `Db` this process has just dropped (a
+    /// swap: the previous store, or the fresh one its writer just closed). sled
+    /// lets go of a directory's file lock only when the last of its background
+    /// I/O jobs for that `Db` ends, which can be a moment after the drop; so a
+    /// `Locked` here is retried for a bounded time before it counts.
+    fn reopen(dir: &Path, cache_bytes: u64) -> Result<Open, StoreError> {
+        const ATTEMPTS: u32 = 200;
+        const PAUSE: Duration = Duration::from_millis(25);
+        let mut attempt = 1;
+        loop {
+            match Open::start(dir, cache_bytes) {
+                Err(StoreError::Locked(_)) if attempt < ATTEMPTS => {
+                    attempt += 1;
+                    std::thread::sleep(PAUSE);
+                }
+                other => {
+                    if attempt > 1 {
+                        tracing::info!(attempts = attempt, dir = %dir.display(), "store reopened after sled released its lock");
+                    }
+                    return other;
+                }
+            }
+        }
+    }
 }
 
 type Slot = Arc<RwLock<Option<Open>>>;
@@ -760,20 +785,20 @@ impl Exclusive<'_> {
             // sled's threads and closes its files before the directory moves.
             drop(open);
             if let Err(e) = flushed {
-                *self.guard = Some(Open::start(&dir, cache)?);
+                *self.guard = Some(Open::reopen(&dir, cache)?);
                 return Err(e.into());
             }
         }
         let previous = match replace_dir(&dir, fresh, aside) {
             Ok(previous) => previous,
             Err(e) => {
-                *self.guard = Some(Open::start(&dir, cache)?);
+                *self.guard = Some(Open::reopen(&dir, cache)?);
                 return Err(StoreError::Sled(format!(
                     "cannot move the new store into place: {e}"
                 )));
             }
         };
-        match Open::start(&dir, cache) {
+        match Open::reopen(&dir, cache) {
             Ok(open) => {
                 *self.guard = Some(open);
                 Ok(previous)
@@ -783,7 +808,7 @@ impl Exclusive<'_> {
                 if let Some(previous) = previous {
                     let _ = replace_dir(&dir, &previous, fresh);
                 }
-                *self.guard = Some(Open::start(&dir, cache)?);
+                *self.guard = Some(Open::reopen(&dir, cache)?);
                 Err(StoreError::Sled(format!(
                     "the new store does not open: {e}"
                 )))
