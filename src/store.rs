@@ -915,6 +915,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_reopen_waits_for_a_lock_this_process_is_about_to_release() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let held = open_sled(dir.path(), DEFAULT_CACHE_BYTES).expect("first open");
+        // While the first handle lives, the directory is locked, even in-process.
+        assert!(matches!(
+            Open::start(dir.path(), DEFAULT_CACHE_BYTES),
+            Err(StoreError::Locked(_))
+        ));
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            drop(held);
+        });
+        let reopened = Open::reopen(dir.path(), DEFAULT_CACHE_BYTES);
+        release.join().expect("release thread");
+        assert!(reopened.is_ok(), "{:?}", reopened.err());
+    }
+
+    #[test]
     fn roundtrip_and_corruption_is_reported() {
         let v = serde_json::json!({"a": 1});
         let bytes = encode(&v);
