@@ -10,12 +10,13 @@ use std::collections::HashMap;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
+use super::tasks::read_task;
 use super::{object_body, query_map, query_uint, Admin, Caller};
 use crate::error::ApiError;
 use crate::eventlog::EventQuery;
 use crate::presence::{AgentAction, ControlAgent};
 use crate::protocol::{parse_priority, Field, FieldError, Kind};
-use crate::queue::{ControlTask, GetAttempts, GetTask, PauseLanes, PausedLanes, TaskControl};
+use crate::queue::{ControlTask, GetAttempts, PauseLanes, PausedLanes, TaskControl};
 use crate::server::HubState;
 
 /// Page size limits of the event queries.
@@ -176,15 +177,7 @@ async fn task_events(
     let mut q = query_map(&req)?;
     q.insert("task_id".into(), task_id.clone());
     let query = event_query(&q)?;
-    let known = state
-        .queue
-        .send(GetTask {
-            task_id: task_id.clone(),
-        })
-        .await??;
-    if known.is_none() {
-        return Err(ApiError::TaskNotFound(task_id));
-    }
+    read_task(&state, &task_id).await?;
     run_query(&state, query).await
 }
 

@@ -221,22 +221,23 @@ async fn task_stats(_caller: Caller, state: web::Data<HubState>) -> Result<HttpR
     Ok(HttpResponse::Ok().json(state.queue.send(Stats).await?))
 }
 
+/// The task as the API shows it, or `task_not_found`.
+pub(crate) async fn read_task(state: &HubState, task_id: &str) -> Result<Value, ApiError> {
+    state
+        .queue
+        .send(GetTask {
+            task_id: task_id.to_string(),
+        })
+        .await??
+        .ok_or_else(|| ApiError::TaskNotFound(task_id.to_string()))
+}
+
 async fn get_task(
     _caller: Caller,
     path: web::Path<String>,
     state: web::Data<HubState>,
 ) -> Result<HttpResponse, ApiError> {
-    let task_id = path.into_inner();
-    match state
-        .queue
-        .send(GetTask {
-            task_id: task_id.clone(),
-        })
-        .await??
-    {
-        Some(task) => Ok(HttpResponse::Ok().json(task)),
-        None => Err(ApiError::TaskNotFound(task_id)),
-    }
+    Ok(HttpResponse::Ok().json(read_task(&state, &path.into_inner()).await?))
 }
 
 /// `GET /api/tasks/:id/wait?timeout_ms=` (ext): the task as soon as it is
@@ -268,13 +269,7 @@ async fn wait_task(
     // Subscribe before the first look, so no change falls between the two.
     let mut events = state.bus.subscribe();
     loop {
-        let task = state
-            .queue
-            .send(GetTask {
-                task_id: task_id.clone(),
-            })
-            .await??
-            .ok_or_else(|| ApiError::TaskNotFound(task_id.clone()))?;
+        let task = read_task(&state, &task_id).await?;
         let terminal = task
             .get("status")
             .and_then(Value::as_str)
