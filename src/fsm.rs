@@ -18,7 +18,7 @@ use bytestring::ByteString;
 
 use crate::presence::{Presence, PresenceEvent, PresenceUpdate};
 use crate::protocol::{
-    parse_task_spec, AgentInfo, ClientFrame, ErrorFrame, ServerFrame, TaskAssignment,
+    parse_task_specs, AgentInfo, ClientFrame, ErrorFrame, ServerFrame, TaskAssignment,
 };
 use crate::queue::{AgentReport, HeldBy, QueueError, Reclaim, Report, ReportReply, TaskQueue};
 use crate::scheduler::{AgentAvailable, AgentUnavailable, Scheduler};
@@ -507,21 +507,18 @@ fn to_report(frame: ClientFrame) -> Option<Result<(String, Report, Reply), Serve
             tokens_used,
             follow_ups,
         } => {
-            let mut specs = Vec::new();
-            let mut errors = Vec::new();
-            for (i, item) in follow_ups.unwrap_or_default().iter().enumerate() {
-                match parse_task_spec(item, &format!("follow_ups[{i}].")) {
-                    Ok(spec) => specs.push(spec),
-                    Err(mut e) => errors.append(&mut e),
+            let specs = match parse_task_specs(&follow_ups.unwrap_or_default(), |i| {
+                format!("follow_ups[{i}].")
+            }) {
+                Ok(specs) => specs,
+                Err(errors) => {
+                    return Some(Err(ServerFrame::Error(ErrorFrame {
+                        task_id: Some(task_id),
+                        errors: Some(errors),
+                        ..ErrorFrame::plain("task_complete_failed: invalid_follow_ups")
+                    })))
                 }
-            }
-            if !errors.is_empty() {
-                return Some(Err(ServerFrame::Error(ErrorFrame {
-                    task_id: Some(task_id),
-                    errors: Some(errors),
-                    ..ErrorFrame::plain("task_complete_failed: invalid_follow_ups")
-                })));
-            }
+            };
             (
                 task_id,
                 Report::Complete {

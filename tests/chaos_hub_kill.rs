@@ -188,152 +188,15 @@ fn submitter(
     log
 }
 
-/// Tasks not yet finished (queued, assigned or blocked), or `None` if the hub
-/// did not answer.
-fn unfinished(hub: &Hub) -> Option<u64> {
-    let (status, stats) = try_http(
-        "GET",
-        &hub.url("/api/tasks/stats"),
-        Some(&hub.admin_token),
-        None,
-        HTTP_TIMEOUT,
-    )
-    .ok()?;
-    if status != 200 {
-        return None;
-    }
-    Some(
-        ["queued", "assigned", "blocked"]
-            .iter()
-            .map(|s| stats["by_status"][s].as_u64().unwrap_or(0))
-            .sum(),
-    )
-}
-
-/// The result of checking every task against what submitters and workers saw.
-#[derive(Default)]
-struct Audit {
-    tasks: usize,
-    completed: usize,
-    unacknowledged_present: usize,
-    /// Problems: an acknowledged task missing, or a task not completed.
-    lost: BTreeMap<String, String>,
-    /// Problems: more than one completion, or more than one task per submission.
-    duplicated: BTreeMap<String, String>,
-}
-
-fn audit(
-    hub: &Hub,
-    acknowledged: &HashMap<String, String>,
-    unanswered: &HashSet<String>,
-    logs: &[ChaosWorkerLog],
-) -> Audit {
-    let tasks = list_all_tasks(hub, "", 1000);
-    let mut a = Audit {
-        tasks: tasks.len(),
-        ..Audit::default()
-    };
-    let mut by_key: HashMap<&str, Vec<&Value>> = HashMap::new();
-    for t in &tasks {
-        let id = t["id"].as_str().unwrap_or_default();
-        let Some(key) = t["metadata"]["chaos_key"].as_str() else {
-            a.duplicated
-                .insert(id.to_string(), format!("task nobody submitted: {t}"));
-            continue;
-        };
-        by_key.entry(key).or_default().push(t);
-        let completions = count_events(t, "completed");
-        if completions > 1 {
-            a.duplicated.insert(
-                id.to_string(),
-                format!("{completions} completed events (key {key}): {t}"),
-            );
-        }
-        if t["status"] == "completed" && completions >= 1 {
-            a.completed += 1;
-        } else {
-            a.lost.insert(
-                id.to_string(),
-                format!(
-                    "not completed (key {key}, status {}, events {:?})",
-                    t["status"],
-                    history_events(t)
-                ),
-            );
-        }
-    }
-    for (key, tasks) in &by_key {
-        if tasks.len() > 1 {
-            a.duplicated.insert(
-                key.to_string(),
-                format!("{} tasks for one submission", tasks.len()),
-            );
-        }
-        match (acknowledged.get(*key), unanswered.contains(*key)) {
-            (Some(id), _) if tasks.iter().all(|t| t["id"] != id.as_str()) => {
-                a.lost.insert(
-                    id.clone(),
-                    format!("acknowledged as {id} but stored under another id (key {key})"),
-                );
-            }
-            (Some(_), _) => {}
-            (None, true) => a.unacknowledged_present += 1,
-            (None, false) => {
-                a.duplicated.insert(
-                    key.to_string(),
-                    "task exists for a key never submitted or refused".into(),
-                );
-            }
-        }
-    }
-    for (key, id) in acknowledged {
-        if !by_key.contains_key(key.as_str()) {
-            a.lost.insert(
-                id.clone(),
-                format!("acknowledged (201, key {key}) but absent"),
-            );
-        }
-    }
-    // The hub acknowledged a completion to at most one (agent, generation) per task.
-    let mut acked_completions: HashMap<&str, HashSet<(&str, u64)>> = HashMap::new();
-    for log in logs {
-        for (task_id, generation) in &log.completed {
-            acked_completions
-                .entry(task_id)
-                .or_default()
-                .insert((&log.agent_id, *generation));
-        }
-    }
-    for (task_id, holders) in acked_completions {
-        if holders.len() > 1 {
-            a.duplicated.insert(
-                task_id.to_string(),
-                format!("completion acknowledged to {holders:?}"),
-            );
-        }
-    }
-    a
-}
-
 /// Copies the hub's stderr logs somewhere that outlives the temp dir.
 fn keep_logs(hub: &Hub, seed: u64) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("agentcom-chaos-hub-{seed}"));
-    let _ = std::fs::create_dir_all(&dir);
-    for p in hub.log_paths() {
-        if let Some(name) = p.file_name() {
-            let _ = std::fs::copy(&p, dir.join(name));
-        }
-    }
-    dir
-}
-
-fn show(problems: &BTreeMap<String, String>) -> String {
-    problems
-        .iter()
-        .take(20)
-        .map(|(k, v)| format!("  {k}: {v}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    keep_files(
+        &format!("agentcom-chaos-hub-{seed}"),
+        hub.log_paths().into_iter().filter_map(|p| {
+            let name = p.file_name()?.to_string_lossy().into_owned();
+            Some((p, name))
+        }),
+    )
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! structured error, never panic, and every error must serialize.
 #![no_main]
 
-use agentcom_hub::protocol::{parse_client_frame, ServerFrame};
+use agentcom_protocol::{parse_client_frame, ServerFrame};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

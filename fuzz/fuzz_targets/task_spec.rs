@@ -2,7 +2,7 @@
 //! accepted specs keep every documented bound.
 #![no_main]
 
-use agentcom_hub::protocol::{parse_task_spec, MAX_DESCRIPTION};
+use agentcom_protocol::{parse_task_spec, MAX_DESCRIPTION};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use agentcom_hub::protocol::ClientFrame;
+use agentcom_protocol::ClientFrame;
 use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use serde_json::Value;

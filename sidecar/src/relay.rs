@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentcom_hub::protocol::{ClientFrame, ErrorFrame, ServerFrame, TaskAssignment, MAX_REASON};
+use agentcom_protocol::{ClientFrame, ErrorFrame, ServerFrame, TaskAssignment, MAX_REASON};
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;

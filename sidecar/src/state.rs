@@ -24,7 +24,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use agentcom_hub::protocol::{ClientFrame, TaskAssignment};
+use agentcom_protocol::{ClientFrame, TaskAssignment};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 

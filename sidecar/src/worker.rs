@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentcom_hub::protocol::{parse_task_spec, MAX_FOLLOW_UPS};
+use agentcom_protocol::{parse_task_specs, MAX_FOLLOW_UPS};
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
@@ -296,14 +296,12 @@ pub fn report_from_result(
         if follow_ups.len() > MAX_FOLLOW_UPS {
             problems.push(format!("at most {MAX_FOLLOW_UPS} follow_ups"));
         }
-        for (i, spec) in follow_ups.iter().enumerate() {
-            if let Err(errors) = parse_task_spec(spec, &format!("follow_ups[{i}].")) {
-                problems.extend(
-                    errors
-                        .into_iter()
-                        .map(|e| format!("{}: {}", e.field, e.detail)),
-                );
-            }
+        if let Err(errors) = parse_task_specs(&follow_ups, |i| format!("follow_ups[{i}].")) {
+            problems.extend(
+                errors
+                    .into_iter()
+                    .map(|e| format!("{}: {}", e.field, e.detail)),
+            );
         }
         if !problems.is_empty() {
             return FinalReport::Failed {

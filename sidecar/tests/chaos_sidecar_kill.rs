@@ -15,7 +15,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -150,132 +150,28 @@ fn submitter(
     log
 }
 
-fn unfinished(hub: &Hub) -> Option<u64> {
-    let (status, stats) = try_http(
-        "GET",
-        &hub.url("/api/tasks/stats"),
-        Some(&hub.admin_token),
-        None,
-        HTTP_TIMEOUT,
-    )
-    .ok()?;
-    (status == 200).then(|| {
-        ["queued", "assigned", "blocked"]
-            .iter()
-            .map(|s| stats["by_status"][s].as_u64().unwrap_or(0))
-            .sum()
-    })
-}
-
-#[derive(Default)]
-struct Audit {
-    tasks: usize,
-    completed: usize,
-    unacknowledged_present: usize,
-    lost: BTreeMap<String, String>,
-    duplicated: BTreeMap<String, String>,
-}
-
+/// The shared audit; sidecars keep no worker log of their own.
 fn audit(hub: &Hub, acknowledged: &HashMap<String, String>, unanswered: &HashSet<String>) -> Audit {
-    let tasks = hub.all_tasks(1000);
-    let mut a = Audit {
-        tasks: tasks.len(),
-        ..Audit::default()
-    };
-    let mut by_key: HashMap<&str, Vec<&Value>> = HashMap::new();
-    for t in &tasks {
-        let id = t["id"].as_str().unwrap_or_default();
-        let Some(key) = t["metadata"]["chaos_key"].as_str() else {
-            a.duplicated
-                .insert(id.to_string(), format!("task nobody submitted: {t}"));
-            continue;
-        };
-        by_key.entry(key).or_default().push(t);
-        let completions = count_events(t, "completed");
-        if completions > 1 {
-            a.duplicated.insert(
-                id.to_string(),
-                format!("{completions} completed events (key {key}): {t}"),
-            );
-        }
-        if t["status"] == "completed" && completions >= 1 {
-            a.completed += 1;
-        } else {
-            a.lost.insert(
-                id.to_string(),
-                format!(
-                    "not completed (key {key}, status {}, assigned_to {}, events {:?})",
-                    t["status"],
-                    t["assigned_to"],
-                    history_events(t)
-                ),
-            );
-        }
-    }
-    for (key, tasks) in &by_key {
-        if tasks.len() > 1 {
-            a.duplicated.insert(
-                key.to_string(),
-                format!("{} tasks for one submission", tasks.len()),
-            );
-        }
-        match (acknowledged.get(*key), unanswered.contains(*key)) {
-            (Some(id), _) if tasks.iter().all(|t| t["id"] != id.as_str()) => {
-                a.lost.insert(
-                    id.clone(),
-                    format!("acknowledged as {id} but stored under another id (key {key})"),
-                );
-            }
-            (Some(_), _) => {}
-            (None, true) => a.unacknowledged_present += 1,
-            (None, false) => {
-                a.duplicated.insert(
-                    key.to_string(),
-                    "task exists for a key never submitted or refused".into(),
-                );
-            }
-        }
-    }
-    for (key, id) in acknowledged {
-        if !by_key.contains_key(key.as_str()) {
-            a.lost.insert(
-                id.clone(),
-                format!("acknowledged (201, key {key}) but absent"),
-            );
-        }
-    }
-    a
+    agentcom_testkit::audit(hub, acknowledged, unanswered, &[])
 }
 
 /// Copies hub and sidecar logs somewhere that outlives the temp dirs.
 fn keep_logs(hub: &Hub, sidecars: &[Sidecar], seed: u64) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("agentcom-chaos-sidecar-{seed}"));
-    let _ = std::fs::create_dir_all(&dir);
-    for p in hub.log_paths() {
-        if let Some(name) = p.file_name() {
-            let _ = std::fs::copy(&p, dir.join(name));
-        }
-    }
-    for sc in sidecars {
-        for p in sc.log_paths() {
-            if let Some(name) = p.file_name() {
-                let _ = std::fs::copy(
-                    &p,
-                    dir.join(format!("{}-{}", sc.agent_id, name.to_string_lossy())),
-                );
-            }
-        }
-    }
-    dir
-}
-
-fn show(problems: &BTreeMap<String, String>) -> String {
-    problems
-        .iter()
-        .take(20)
-        .map(|(k, v)| format!("  {k}: {v}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    let named = |p: PathBuf, prefix: &str| {
+        let name = format!("{prefix}{}", p.file_name()?.to_string_lossy());
+        Some((p, name))
+    };
+    let hub_logs = hub.log_paths().into_iter().filter_map(|p| named(p, ""));
+    let sidecar_logs = sidecars.iter().flat_map(|sc| {
+        let prefix = format!("{}-", sc.agent_id);
+        sc.log_paths()
+            .into_iter()
+            .filter_map(move |p| named(p, &prefix))
+    });
+    keep_files(
+        &format!("agentcom-chaos-sidecar-{seed}"),
+        hub_logs.chain(sidecar_logs),
+    )
 }
 
 #[test]

@@ -8,7 +8,7 @@ use super::{bearer, object_body, str_list, Admin, Caller, AGENT_ID_FIELD, CAPABI
 use crate::auth::{join_command, IssueError, Principal};
 use crate::error::ApiError;
 use crate::presence::{AgentState, ListAgents, RevokeAgent};
-use crate::protocol::{Field, FieldError, Kind};
+use crate::protocol::{id, opt, Field, FieldError, Kind};
 use crate::server::HubState;
 
 /// Body of `POST /admin/tokens`.
@@ -17,25 +17,11 @@ pub(crate) const TOKEN_FIELDS: &[Field] = &[AGENT_ID_FIELD, CAPABILITIES_FIELD];
 pub(crate) const INVITE_FIELDS: &[Field] = &[
     AGENT_ID_FIELD,
     CAPABILITIES_FIELD,
-    Field {
-        name: "ttl_hours",
-        kind: Kind::UInt,
-        required: false,
-    },
+    opt("ttl_hours", Kind::UInt),
 ];
 /// Body of `POST /api/onboard/register`.
-pub(crate) const REGISTER_FIELDS: &[Field] = &[
-    AGENT_ID_FIELD,
-    Field {
-        name: "invite",
-        kind: Kind::Str {
-            max: 256,
-            non_empty: true,
-        },
-        required: false,
-    },
-    CAPABILITIES_FIELD,
-];
+pub(crate) const REGISTER_FIELDS: &[Field] =
+    &[AGENT_ID_FIELD, opt("invite", id(256)), CAPABILITIES_FIELD];
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/agents", web::get().to(list_agents))

@@ -11,7 +11,7 @@ use super::{object_body, query_map};
 use crate::auth::Principal;
 use crate::dashboard::{DashboardSocket, ASSETS, SESSION_TTL_MS};
 use crate::error::ApiError;
-use crate::protocol::{Field, Kind};
+use crate::protocol::{id, req, Field};
 use crate::server::HubState;
 use crate::util::now_ms;
 
@@ -70,14 +70,7 @@ async fn session(req: HttpRequest, state: web::Data<HubState>) -> Result<HttpRes
     Ok(HttpResponse::Ok().json(json!({ "authenticated": authenticated })))
 }
 
-pub(crate) const TOKEN_FIELD: Field = Field {
-    name: "token",
-    kind: Kind::Str {
-        max: 256,
-        non_empty: true,
-    },
-    required: true,
-};
+pub(crate) const TOKEN_FIELD: Field = req("token", id(256));
 
 fn session_cookie(req: &HttpRequest, value: String, max_age_ms: i64) -> Cookie<'static> {
     let mut cookie = Cookie::build(SESSION_COOKIE, value)

@@ -13,7 +13,7 @@ use super::{bearer, object_body, parse_json, validated, Admin, Caller};
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::metrics::Counter;
-use crate::protocol::{Field, FieldError, Kind};
+use crate::protocol::{opt, Field, FieldError, Kind};
 use crate::ratelimit::{duration_ms, Decision, Override, Tier, Transport, MAX_PER_MINUTE};
 use crate::server::HubState;
 
@@ -143,21 +143,9 @@ async fn get_agent(
 }
 
 pub(crate) const OVERRIDE_FIELDS: [Field; 3] = [
-    Field {
-        name: "light",
-        kind: Kind::UInt,
-        required: false,
-    },
-    Field {
-        name: "normal",
-        kind: Kind::UInt,
-        required: false,
-    },
-    Field {
-        name: "heavy",
-        kind: Kind::UInt,
-        required: false,
-    },
+    opt("light", Kind::UInt),
+    opt("normal", Kind::UInt),
+    opt("heavy", Kind::UInt),
 ];
 
 fn agent_key(agent_id: &str) -> Result<(), ApiError> {

@@ -15,7 +15,7 @@ use crate::messaging::{
     QueryMessages, ReadMailbox, SendMessage, Subscribe, Thread, ThreadView, Unsubscribe,
 };
 use crate::presence::OnlineCount;
-use crate::protocol::{ChatMessage, Field, FieldError, Kind};
+use crate::protocol::{id, opt, req, text, ChatMessage, Field, FieldError, Kind};
 use crate::queue::Stats;
 use crate::server::HubState;
 use crate::util::now_ms;
@@ -70,47 +70,22 @@ fn msg_error(e: MsgError) -> ApiError {
     }
 }
 
-const fn field(name: &'static str, kind: Kind, required: bool) -> Field {
-    Field {
-        name,
-        kind,
-        required,
-    }
-}
-
-const fn text(max: usize) -> Kind {
-    Kind::Str {
-        max,
-        non_empty: true,
-    }
-}
-
 /// Body of `POST /api/message` and channel publish (`type` is the v1.1 name of
 /// `message_type`).
 pub(crate) const MESSAGE_FIELDS: &[Field] = &[
-    field("payload", Kind::Object, true),
-    field("to", text(128), false),
-    field("type", text(64), false),
-    field("message_type", text(64), false),
-    field("reply_to", text(128), false),
+    req("payload", Kind::Object),
+    opt("to", id(128)),
+    opt("type", id(64)),
+    opt("message_type", id(64)),
+    opt("reply_to", id(128)),
 ];
 
 /// Body of `POST /api/mailbox/:agent_id/ack`.
-pub(crate) const ACK_FIELDS: &[Field] = &[field("seq", Kind::UInt, true)];
+pub(crate) const ACK_FIELDS: &[Field] = &[req("seq", Kind::UInt)];
 /// Body of `POST /api/channels`.
-pub(crate) const CHANNEL_FIELDS: &[Field] = &[
-    field("name", text(64), true),
-    field(
-        "description",
-        Kind::Str {
-            max: 1000,
-            non_empty: false,
-        },
-        false,
-    ),
-];
+pub(crate) const CHANNEL_FIELDS: &[Field] = &[req("name", id(64)), opt("description", text(1000))];
 /// Body of subscribe / unsubscribe when the admin acts for an agent.
-pub(crate) const SUBSCRIBER_FIELDS: &[Field] = &[field("agent_id", text(128), true)];
+pub(crate) const SUBSCRIBER_FIELDS: &[Field] = &[req("agent_id", id(128))];
 
 fn get_str(obj: &Map<String, Value>, key: &str) -> Option<String> {
     obj.get(key).and_then(Value::as_str).map(str::to_string)

@@ -33,7 +33,7 @@ use serde_json::{json, Value};
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::presence::OnlineCount;
-use crate::protocol::{check_fields, Field, FieldError, Kind};
+use crate::protocol::{check_fields, id, opt, req, Field, FieldError, Kind};
 use crate::server::HubState;
 use crate::session::AgentSession;
 
@@ -205,20 +205,9 @@ pub(crate) fn str_list(obj: &serde_json::Map<String, Value>, key: &str) -> Vec<S
         .unwrap_or_default()
 }
 
-pub(crate) const AGENT_ID_FIELD: Field = Field {
-    name: "agent_id",
-    kind: Kind::Str {
-        max: 128,
-        non_empty: true,
-    },
-    required: true,
-};
+pub(crate) const AGENT_ID_FIELD: Field = req("agent_id", id(128));
 
-pub(crate) const CAPABILITIES_FIELD: Field = Field {
-    name: "capabilities",
-    kind: Kind::StrList,
-    required: false,
-};
+pub(crate) const CAPABILITIES_FIELD: Field = opt("capabilities", Kind::StrList);
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/health", web::get().to(health))

@@ -15,7 +15,7 @@ use super::{object_body, query_map, query_uint, Admin, Caller};
 use crate::error::ApiError;
 use crate::eventlog::EventQuery;
 use crate::presence::{AgentAction, ControlAgent};
-use crate::protocol::{parse_priority, Field, FieldError, Kind};
+use crate::protocol::{opt, parse_priority, req, Field, FieldError, Kind};
 use crate::queue::{ControlTask, GetAttempts, PauseLanes, PausedLanes, TaskControl};
 use crate::server::HubState;
 
@@ -24,18 +24,10 @@ const DEFAULT_LIMIT: u64 = 100;
 const MAX_LIMIT: u64 = 1000;
 
 /// Body of `POST /api/tasks/{id}/priority`.
-pub const PRIORITY_FIELDS: &[Field] = &[Field {
-    name: "priority",
-    kind: Kind::Any,
-    required: true,
-}];
+pub const PRIORITY_FIELDS: &[Field] = &[req("priority", Kind::Any)];
 
 /// Body of `POST /api/queue/pause` and `/resume` (no `lanes` = every lane).
-pub const LANES_FIELDS: &[Field] = &[Field {
-    name: "lanes",
-    kind: Kind::Any,
-    required: false,
-}];
+pub const LANES_FIELDS: &[Field] = &[opt("lanes", Kind::Any)];
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/events", web::get().to(list_events))

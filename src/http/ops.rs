@@ -11,7 +11,7 @@ use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::logging::{self, LogError};
 use crate::metrics::{self, History, Latest};
-use crate::protocol::{Field, FieldError, Kind};
+use crate::protocol::{id, req, Field, FieldError};
 use crate::server::HubState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -170,14 +170,7 @@ async fn get_level(_: Admin) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(json!({ "level": level })))
 }
 
-pub(crate) const LEVEL_FIELDS: [Field; 1] = [Field {
-    name: "level",
-    kind: Kind::Str {
-        max: 1024,
-        non_empty: true,
-    },
-    required: true,
-}];
+pub(crate) const LEVEL_FIELDS: [Field; 1] = [req("level", id(1024))];
 
 /// `{"level": "debug"}` or a filter directive (`agentcom_hub=debug,actix_web=warn`):
 /// in force at once, until the next change or restart.

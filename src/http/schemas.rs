@@ -14,7 +14,8 @@ use super::ops::LEVEL_FIELDS;
 use super::standing::{ORDER_FIELDS, ORDER_UPDATE_FIELDS};
 use crate::error::ApiError;
 use crate::protocol::{
-    client_frame_schemas, object_schema, Field, PROTOCOL_VERSION, TASK_SPEC_FIELDS,
+    client_frame_schemas, object_schema, priority_json_schema, Field, PROTOCOL_VERSION,
+    TASK_SPEC_FIELDS,
 };
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -78,13 +79,7 @@ const fn route(
 
 fn task_submission() -> Value {
     let mut one = object_schema(TASK_SPEC_FIELDS);
-    one["properties"]["priority"] = json!({
-        "oneOf": [
-            {"type": "integer", "minimum": 0, "maximum": 3},
-            {"type": "string", "enum": ["urgent", "critical", "high", "normal", "low"]}
-        ],
-        "description": "0 urgent … 3 low; default normal (2)"
-    });
+    one["properties"]["priority"] = priority_json_schema();
     json!({"oneOf": [one, {"type": "array", "items": one, "minItems": 1, "maxItems": 1000}]})
 }
 

@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 
 use super::{object_body, query_map, query_uint, Admin, Caller};
 use crate::error::ApiError;
-use crate::protocol::{Field, FieldError, Kind};
+use crate::protocol::{id, opt, req, Field, FieldError, Kind};
 use crate::server::HubState;
 use crate::standing::{
     CreateOrder, DeleteOrder, ListOrders, ListRuns, OrderFields, StandingError, UpdateOrder,
@@ -21,42 +21,27 @@ const MAX_NAME: usize = 64;
 /// Window limits (ms): a second to a week.
 const WINDOW_RANGE_MS: (u64, u64) = (1_000, 7 * 24 * 3_600_000);
 
-const fn field(name: &'static str, kind: Kind, required: bool) -> Field {
-    Field {
-        name,
-        kind,
-        required,
-    }
-}
-
-const fn text(max: usize) -> Kind {
-    Kind::Str {
-        max,
-        non_empty: true,
-    }
-}
-
 /// Body of `POST /api/standing-orders`.
 pub const ORDER_FIELDS: &[Field] = &[
-    field("name", text(MAX_NAME), true),
-    field("cron", text(128), true),
-    field("timezone", text(64), false),
-    field("capability", text(128), false),
-    field("agent", text(128), false),
-    field("task", Kind::Object, true),
-    field("window_ms", Kind::UInt, false),
-    field("enabled", Kind::Any, false),
+    req("name", id(MAX_NAME)),
+    req("cron", id(128)),
+    opt("timezone", id(64)),
+    opt("capability", id(128)),
+    opt("agent", id(128)),
+    req("task", Kind::Object),
+    opt("window_ms", Kind::UInt),
+    opt("enabled", Kind::Any),
 ];
 
 /// Body of `PUT /api/standing-orders/{name}`: any subset.
 pub const ORDER_UPDATE_FIELDS: &[Field] = &[
-    field("cron", text(128), false),
-    field("timezone", text(64), false),
-    field("capability", Kind::Any, false),
-    field("agent", Kind::Any, false),
-    field("task", Kind::Object, false),
-    field("window_ms", Kind::UInt, false),
-    field("enabled", Kind::Any, false),
+    opt("cron", id(128)),
+    opt("timezone", id(64)),
+    opt("capability", Kind::Any),
+    opt("agent", Kind::Any),
+    opt("task", Kind::Object),
+    opt("window_ms", Kind::UInt),
+    opt("enabled", Kind::Any),
 ];
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

@@ -8,7 +8,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::{parse_json, query_map, query_uint, Caller};
 use crate::error::ApiError;
 use crate::events::HubEvent;
-use crate::protocol::{parse_priority, parse_task_spec, FieldError};
+use crate::protocol::{parse_priority, parse_task_specs, FieldError};
 use crate::queue::{DeadLetters, GetTask, ListTasks, QueueError, Stats, Submit};
 use crate::server::HubState;
 use crate::task::{TaskError, TaskStatus};
@@ -65,22 +65,14 @@ async fn submit_tasks(
             format!("a batch holds 1 to {MAX_BATCH} tasks"),
         )]));
     }
-    let mut specs = Vec::with_capacity(items.len());
-    let mut errors = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        let prefix = if batch {
+    let specs = parse_task_specs(&items, |i| {
+        if batch {
             format!("[{i}].")
         } else {
             String::new()
-        };
-        match parse_task_spec(item, &prefix) {
-            Ok(spec) => specs.push(spec),
-            Err(mut e) => errors.append(&mut e),
         }
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
+    })
+    .map_err(ApiError::Validation)?;
     let created = state
         .queue
         .send(Submit {

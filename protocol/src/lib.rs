@@ -1,0 +1,25 @@
+//! Wire types of the AgentCom protocol (`docs/PROTOCOL.md`), shared by the hub and
+//! the sidecar.
+//!
+//! Architecture invariant: this crate depends on serde and serde_json only. It knows
+//! nothing of actors, storage or HTTP; the sidecar and the fuzz targets use it
+//! directly, and the hub re-exports it as `agentcom_hub::protocol`.
+//!
+//! Inbound objects are validated field by field against a schema table before they are
+//! turned into typed values, so every failure can be reported with the exact
+//! `{field, error, detail}` shape the protocol asks for, and types are strict (no
+//! coercion of `"3"` to `3`). `null` counts as absent.
+#![warn(unreachable_pub)]
+
+mod frames;
+mod priority;
+mod schema;
+mod task_spec;
+
+pub use frames::*;
+pub use priority::*;
+pub use schema::*;
+pub use task_spec::*;
+
+/// Protocol version this crate speaks (compatible with the AgentCom v1.1 sidecar).
+pub const PROTOCOL_VERSION: &str = "1.1";

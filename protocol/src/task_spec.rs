@@ -1,0 +1,282 @@
+//! Task submissions (PROTOCOL.md section 3, `POST /api/tasks`): the schema of one
+//! spec, `parse_task_spec`, and `parse_task_specs` for every list of specs (HTTP
+//! batches, a completion's follow-ups, standing orders).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::priority::{parse_priority, PRIORITY_NORMAL};
+use crate::schema::{check_fields, id, opt, req, Field, FieldError, Kind};
+
+/// Longest task description accepted (characters).
+pub const MAX_DESCRIPTION: usize = 10_000;
+
+/// Schema of one task submission (`POST /api/tasks`).
+pub const TASK_SPEC_FIELDS: &[Field] = &[
+    req(
+        "description",
+        Kind::Str {
+            max: MAX_DESCRIPTION,
+            non_empty: true,
+        },
+    ),
+    opt("priority", Kind::Any),
+    opt("metadata", Kind::Object),
+    opt("max_retries", Kind::UInt),
+    opt("complete_by", Kind::UInt),
+    opt("needed_capabilities", Kind::StrList),
+    opt("lease_ms", Kind::UInt),
+    opt("max_reclaims", Kind::UInt),
+    opt(
+        "dedupe_key",
+        Kind::Str {
+            max: MAX_DEDUPE_KEY,
+            non_empty: true,
+        },
+    ),
+    opt("depends_on", Kind::StrList),
+    opt("ref", id(MAX_REF)),
+    opt("run_after", Kind::UInt),
+    opt("correlation_id", id(128)),
+    opt("blocked_policy", id(16)),
+    opt("blocked_requeue_ms", Kind::UInt),
+];
+
+/// Longest `dedupe_key` (ext).
+pub const MAX_DEDUPE_KEY: usize = 256;
+/// Longest batch-local `ref` name (ext).
+pub const MAX_REF: usize = 64;
+/// Most follow-up tasks one `task_complete` may carry (ext).
+pub const MAX_FOLLOW_UPS: usize = 50;
+/// Longest delay of the `requeue` blocked-work policy (ms): a week.
+pub const MAX_BLOCKED_REQUEUE_MS: u64 = 7 * 24 * 3_600_000;
+
+/// What happens to a task an agent reports blocked (ext).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockedPolicy {
+    /// Back to the queue after `blocked_requeue_ms`.
+    Requeue,
+    /// Back to the queue at once for agents with the capability the agent said it
+    /// `needs` (`agent:<id>` names one agent); without `needs`, like `requeue`.
+    Route,
+    /// Stays blocked until an operator retries or cancels it.
+    Wait,
+}
+
+impl BlockedPolicy {
+    pub fn parse(s: &str) -> Option<BlockedPolicy> {
+        match s {
+            "requeue" => Some(BlockedPolicy::Requeue),
+            "route" => Some(BlockedPolicy::Route),
+            "wait" => Some(BlockedPolicy::Wait),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlockedPolicy::Requeue => "requeue",
+            BlockedPolicy::Route => "route",
+            BlockedPolicy::Wait => "wait",
+        }
+    }
+}
+
+/// Most retries or reclaims a task may allow.
+pub const MAX_RETRY_LIMIT: u64 = 100;
+/// Shortest and longest per-task lease (ms).
+pub const LEASE_RANGE_MS: (u64, u64) = (1_000, 7 * 24 * 3_600_000);
+
+/// A validated task submission (`POST /api/tasks`, one element).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TaskSpec {
+    pub description: String,
+    pub priority: u8,
+    pub metadata: Map<String, Value>,
+    pub max_retries: Option<u32>,
+    pub complete_by: Option<i64>,
+    /// Sorted and without repeats: the task's capability signature.
+    pub needed_capabilities: Vec<String>,
+    pub lease_ms: Option<u64>,
+    pub max_reclaims: Option<u32>,
+    /// While a task with this key is unfinished, a submit with the same key gets
+    /// that task instead of a new one (ext).
+    #[serde(default)]
+    pub dedupe_key: Option<String>,
+    /// Tasks (ids, or `ref`s of other entries of the same batch) that must complete
+    /// before this one is scheduled (ext).
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// This entry's name inside its batch, for other entries' `depends_on` (ext).
+    #[serde(default, rename = "ref")]
+    pub batch_ref: Option<String>,
+    /// Not scheduled before this time (ms since the epoch) (ext).
+    #[serde(default)]
+    pub run_after: Option<i64>,
+    /// Groups a task with its follow-ups; defaults to the task's own id (ext).
+    #[serde(default)]
+    pub correlation_id: Option<String>,
+    /// What to do when an agent reports the task blocked (default: the hub's).
+    #[serde(default)]
+    pub blocked_policy: Option<BlockedPolicy>,
+    /// Delay of the `requeue` policy (default: the hub's).
+    #[serde(default)]
+    pub blocked_requeue_ms: Option<u64>,
+}
+
+/// Validates one task submission. Field names in errors are prefixed with `prefix`
+/// (for batch submits, `"[3]."`).
+pub fn parse_task_spec(v: &Value, prefix: &str) -> Result<TaskSpec, Vec<FieldError>> {
+    let Value::Object(obj) = v else {
+        return Err(vec![FieldError::new(
+            prefix.trim_end_matches('.'),
+            "wrong_type",
+            "a task must be a JSON object",
+        )]);
+    };
+    let mut errors = check_fields(obj, TASK_SPEC_FIELDS);
+    let present = |k: &str| obj.get(k).filter(|v| !v.is_null());
+    let priority = match present("priority") {
+        None => PRIORITY_NORMAL,
+        Some(p) => parse_priority(p).unwrap_or_else(|e| {
+            errors.push(e);
+            PRIORITY_NORMAL
+        }),
+    };
+    let uint = |k: &str| present(k).and_then(Value::as_u64);
+    let mut limited = |k: &str, lo: u64, hi: u64| -> Option<u64> {
+        let n = uint(k)?;
+        if n < lo || n > hi {
+            errors.push(FieldError::new(
+                k,
+                "invalid_value",
+                format!("must be between {lo} and {hi}"),
+            ));
+            return None;
+        }
+        Some(n)
+    };
+    let max_retries = limited("max_retries", 0, MAX_RETRY_LIMIT).map(|n| n as u32);
+    let max_reclaims = limited("max_reclaims", 0, MAX_RETRY_LIMIT).map(|n| n as u32);
+    let lease_ms = limited("lease_ms", LEASE_RANGE_MS.0, LEASE_RANGE_MS.1);
+    let complete_by = limited("complete_by", 0, i64::MAX as u64).map(|n| n as i64);
+    let run_after = limited("run_after", 0, i64::MAX as u64).map(|n| n as i64);
+    let blocked_requeue_ms = limited("blocked_requeue_ms", 0, MAX_BLOCKED_REQUEUE_MS);
+    let blocked_policy = match present("blocked_policy").and_then(Value::as_str) {
+        None => None,
+        Some(p) => BlockedPolicy::parse(p).or_else(|| {
+            errors.push(FieldError::new(
+                "blocked_policy",
+                "invalid_value",
+                "expected requeue, route or wait",
+            ));
+            None
+        }),
+    };
+    let depends_on: Vec<String> = present("depends_on")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut seen = std::collections::HashSet::new();
+    if depends_on.iter().any(|d| !seen.insert(d.as_str())) {
+        errors.push(FieldError::new(
+            "depends_on",
+            "invalid_value",
+            "lists a task twice",
+        ));
+    }
+    let str_of = |k: &str| present(k).and_then(Value::as_str).map(str::to_string);
+    if !errors.is_empty() {
+        for e in &mut errors {
+            e.field = format!("{prefix}{}", e.field);
+        }
+        return Err(errors);
+    }
+    let mut caps: Vec<String> = present("needed_capabilities")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    caps.sort();
+    caps.dedup();
+    Ok(TaskSpec {
+        description: present("description")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        priority,
+        metadata: present("metadata")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default(),
+        max_retries,
+        complete_by,
+        needed_capabilities: caps,
+        lease_ms,
+        max_reclaims,
+        dedupe_key: str_of("dedupe_key"),
+        depends_on,
+        batch_ref: str_of("ref"),
+        run_after,
+        correlation_id: str_of("correlation_id"),
+        blocked_policy,
+        blocked_requeue_ms,
+    })
+}
+
+/// Validates a list of task submissions, all or nothing: every entry's errors
+/// are reported, each field name prefixed by `prefix(index)` (`"[3]."` for an
+/// HTTP batch, `"follow_ups[3]."` for a completion's follow-ups).
+pub fn parse_task_specs(
+    items: &[Value],
+    prefix: impl Fn(usize) -> String,
+) -> Result<Vec<TaskSpec>, Vec<FieldError>> {
+    let mut specs = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        match parse_task_spec(item, &prefix(i)) {
+            Ok(spec) => specs.push(spec),
+            Err(mut e) => errors.append(&mut e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(specs)
+    } else {
+        Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_spec_sorts_capabilities() {
+        let v = serde_json::json!({"description":"d","needed_capabilities":["b","a","b"]});
+        let spec = parse_task_spec(&v, "").unwrap();
+        assert_eq!(spec.needed_capabilities, vec!["a", "b"]);
+        assert_eq!(spec.priority, PRIORITY_NORMAL);
+    }
+
+    #[test]
+    fn a_list_of_specs_reports_every_bad_entry_with_its_prefix() {
+        let items = vec![
+            serde_json::json!({"description": "ok"}),
+            serde_json::json!({"description": ""}),
+            serde_json::json!("not an object"),
+        ];
+        let errors = parse_task_specs(&items, |i| format!("[{i}].")).unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, vec!["[1].description", "[2]"]);
+        let specs = parse_task_specs(&items[..1], |i| format!("[{i}].")).unwrap();
+        assert_eq!(specs.len(), 1);
+    }
+}
