@@ -309,10 +309,13 @@ impl Config {
             ("rate_limit_normal_per_min", self.rate_limit_normal_per_min),
             ("rate_limit_heavy_per_min", self.rate_limit_heavy_per_min),
         ] {
-            if value == 0 || value > crate::ratelimit::MAX_PER_MINUTE {
+            if value == 0 || value > crate::agents::ratelimit::MAX_PER_MINUTE {
                 return Err(ConfigError::Invalid {
                     field,
-                    reason: format!("must be between 1 and {}", crate::ratelimit::MAX_PER_MINUTE),
+                    reason: format!(
+                        "must be between 1 and {}",
+                        crate::agents::ratelimit::MAX_PER_MINUTE
+                    ),
                 });
             }
         }

@@ -1,35 +1,23 @@
 //! AgentCom hub: a durable priority queue, per-agent state machines and a scheduler
 //! that push work to AI agents over WebSockets. See ARCHITECTURE.md for the map.
 //!
+//! The folders follow the layers: `domain` (pure task rules and indexes), `queue`
+//! (the task owner), `agents` (sockets, per-agent state, scheduling, tokens),
+//! `messaging`, `ops` (metrics, alerts, standing orders, logging), `storage`
+//! (sled, the event log, the in-memory bus, backups) and `web` (HTTP, dashboard).
 //! [`protocol`] is the `agentcom-protocol` crate (the wire contract shared with
 //! the sidecar), re-exported so the hub's paths name it in one place.
 
 pub use agentcom_protocol as protocol;
 
-pub mod alerts;
-pub mod analytics;
-pub mod auth;
-pub mod backup;
-pub mod bench;
-pub mod completions;
+pub mod agents;
 pub mod config;
-pub mod dashboard;
+pub mod domain;
 pub mod error;
-pub mod eventlog;
-pub mod events;
-pub mod fsm;
-pub mod http;
-pub mod logging;
+pub mod hub;
 pub mod messaging;
-pub mod metrics;
-pub mod presence;
+pub mod ops;
 pub mod queue;
-pub mod ratelimit;
-pub mod retention;
-pub mod scheduler;
-pub mod server;
-pub mod session;
-pub mod standing;
-pub mod store;
-pub mod task;
+pub mod storage;
 pub mod util;
+pub mod web;

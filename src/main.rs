@@ -3,9 +3,7 @@
 //! running use `POST /admin/tokens`); `backup`, `verify-backup`, `restore` and
 //! `compact` look after the store (see README, "Backup and recovery").
 
-mod hub_client;
-mod mcp;
-mod ops_cli;
+mod cli;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -13,15 +11,16 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use agentcom_hub::auth::{join_command, IssueError, Tokens};
-use agentcom_hub::backup::{self, Progress};
+use agentcom_hub::agents::auth::{join_command, IssueError, Tokens};
 use agentcom_hub::config::{Config, Overrides};
 use agentcom_hub::error::{BackupError, StoreError};
-use agentcom_hub::logging;
-use agentcom_hub::server;
-use agentcom_hub::store::{Store, DEFAULT_CACHE_BYTES};
+use agentcom_hub::ops::logging;
+use agentcom_hub::storage::backup::{self, Progress};
+use agentcom_hub::storage::store::{Store, DEFAULT_CACHE_BYTES};
+use agentcom_hub::web::server;
 
-use hub_client::{HubAnswer, HubClient};
+use cli::hub_client::{self, HubAnswer, HubClient};
+use cli::{bench, mcp, ops as ops_cli};
 
 // The hub allocates many small, short-lived objects across threads (frames, actor
 // messages); mimalloc handles that pattern far better than glibc malloc.
@@ -659,8 +658,8 @@ fn compact_cmd(target: Target) -> Result<(), Fatal> {
 fn bench(args: BenchArgs) -> Result<(), Fatal> {
     if let Some(scale) = args.scale {
         let report = match scale {
-            Scale::IdleAgents => agentcom_hub::bench::scale_idle_agents(args.agents),
-            Scale::Queued => agentcom_hub::bench::scale_queued(args.tasks, !args.json),
+            Scale::IdleAgents => bench::scale_idle_agents(args.agents),
+            Scale::Queued => bench::scale_queued(args.tasks, !args.json),
         }
         .map_err(|message| Fatal { code: 1, message })?;
         let text = serde_json::to_string(&report).unwrap_or_default();
@@ -671,7 +670,7 @@ fn bench(args: BenchArgs) -> Result<(), Fatal> {
         }
         return Ok(());
     }
-    let opts = agentcom_hub::bench::BenchOptions {
+    let opts = bench::BenchOptions {
         hub: args.hub,
         admin_token: std::env::var("AGENTCOM_ADMIN_TOKEN").ok(),
         agents: args.agents,
@@ -686,11 +685,11 @@ fn bench(args: BenchArgs) -> Result<(), Fatal> {
         timeout: std::time::Duration::from_secs(args.timeout_secs),
         progress: !args.json,
     };
-    let report = agentcom_hub::bench::run(&opts).map_err(|message| Fatal { code: 1, message })?;
+    let report = bench::run(&opts).map_err(|message| Fatal { code: 1, message })?;
     if args.json {
         println!("{}", serde_json::to_string(&report).unwrap_or_default());
     } else {
-        println!("{}", agentcom_hub::bench::render(&report));
+        println!("{}", bench::render(&report));
     }
     if report.lost > 0 || report.duplicated > 0 {
         return Err(Fatal {

@@ -1,0 +1,575 @@
+//! `Presence`: the registry of agents.
+//!
+//! It creates each agent's `AgentFsm` on first use and routes messages to it, keeps
+//! the latest view every FSM published (so listings never have to ask every agent),
+//! pushes `agent_joined` / `agent_left` / `status_changed` to the other online
+//! agents, and remembers violation cooldowns (PROTOCOL.md 1.2).
+//!
+//! Architecture invariant: presence holds copies, never the truth: an agent's state
+//! belongs to its FSM, which publishes every change here. Presence never changes a
+//! task or an agent's state.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use crate::agents::fsm::{
+    AgentControls, AgentFsm, AgentView, Control, FsmState, FsmTimings, Push, Revoked, Withdrawn,
+};
+use crate::agents::scheduler::Scheduler;
+use crate::error::StoreError;
+use crate::ops::telemetry::{Counter, Telemetry};
+use crate::protocol::ServerFrame;
+use crate::queue::TaskQueue;
+use crate::storage::bus::{EventBus, HubEvent};
+use crate::storage::eventlog::{EventLog, NewEvent};
+use crate::storage::store::{decode, encode, Store};
+use crate::util::now_ms;
+
+/// Cooldowns after the 1st, 2nd and later violation disconnects (seconds).
+const COOLDOWN_SECS: [i64; 3] = [30, 60, 300];
+/// A violation-disconnect count resets after this long without one (ms).
+const COOLDOWN_DECAY_MS: i64 = 3_600_000;
+
+#[derive(Debug, Clone, Copy)]
+struct Cooldown {
+    disconnects: usize,
+    last_at: i64,
+    until: i64,
+}
+
+pub struct Presence {
+    fsms: HashMap<String, Addr<AgentFsm>>,
+    views: HashMap<String, AgentView>,
+    online: HashMap<String, Recipient<Push>>,
+    cooldowns: HashMap<String, Cooldown>,
+    timings: FsmTimings,
+    queue: Addr<TaskQueue>,
+    scheduler: Addr<Scheduler>,
+    telemetry: Arc<Telemetry>,
+    bus: EventBus,
+    log: Option<EventLog>,
+    /// Operator controls by agent, persisted in `meta` (when a store is given).
+    controls: HashMap<String, AgentControls>,
+    store: Option<Store>,
+}
+
+/// Where agent controls are kept in `meta`.
+const CONTROLS_KEY: &str = "agent_controls";
+
+impl Presence {
+    /// Keeps operator controls (drain, disable) in `store`, loading those there.
+    pub fn with_store(mut self, store: Store) -> Result<Presence, StoreError> {
+        if let Some(v) = store.meta.get(CONTROLS_KEY)? {
+            self.controls = decode("meta", CONTROLS_KEY.as_bytes(), &v)?;
+        }
+        self.store = Some(store);
+        Ok(self)
+    }
+
+    /// Records connects and disconnects in the event log from now on.
+    pub fn with_log(mut self, log: EventLog) -> Presence {
+        self.log = Some(log);
+        self
+    }
+
+    /// Publishes joins, departures and card changes on `bus` from now on.
+    pub fn with_bus(mut self, bus: EventBus) -> Presence {
+        self.bus = bus;
+        self
+    }
+
+    /// Counts connects and disconnects into `telemetry` (the hub's metrics).
+    pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Presence {
+        self.telemetry = telemetry;
+        self
+    }
+
+    pub fn new(timings: FsmTimings, queue: Addr<TaskQueue>, scheduler: Addr<Scheduler>) -> Self {
+        Presence {
+            fsms: HashMap::new(),
+            views: HashMap::new(),
+            online: HashMap::new(),
+            cooldowns: HashMap::new(),
+            timings,
+            queue,
+            scheduler,
+            telemetry: Arc::new(Telemetry::default()),
+            bus: EventBus::new(),
+            log: None,
+            controls: HashMap::new(),
+            store: None,
+        }
+    }
+
+    fn broadcast(&self, except: &str, frame: ServerFrame) {
+        let Some(encoded) = Push::encode(&frame) else {
+            return;
+        };
+        for (agent_id, push) in &self.online {
+            if agent_id != except {
+                push.do_send(encoded.clone());
+            }
+        }
+    }
+}
+
+impl Actor for Presence {
+    type Context = Context<Self>;
+}
+
+/// The FSM of an agent, created on first use.
+#[derive(Message)]
+#[rtype(result = "Addr<AgentFsm>")]
+pub struct FsmFor {
+    pub agent_id: String,
+}
+
+impl Handler<FsmFor> for Presence {
+    type Result = MessageResult<FsmFor>;
+
+    fn handle(&mut self, msg: FsmFor, ctx: &mut Context<Self>) -> Self::Result {
+        let (timings, queue, scheduler, me) = (
+            self.timings,
+            self.queue.clone(),
+            self.scheduler.clone(),
+            ctx.address(),
+        );
+        let controls = self.controls.get(&msg.agent_id).copied();
+        let addr = self
+            .fsms
+            .entry(msg.agent_id.clone())
+            .or_insert_with(|| {
+                let fsm = AgentFsm::new(msg.agent_id, timings, queue, scheduler, me).start();
+                if let Some(c) = controls {
+                    fsm.do_send(Control(c));
+                }
+                fsm
+            })
+            .clone();
+        MessageResult(addr)
+    }
+}
+
+/// Routes a withdrawal notice to the agent's FSM (if it ever connected).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ToAgent(pub Withdrawn);
+
+impl Handler<ToAgent> for Presence {
+    type Result = ();
+
+    fn handle(&mut self, msg: ToAgent, _: &mut Context<Self>) {
+        if let Some(fsm) = self.fsms.get(&msg.0.agent_id) {
+            fsm.do_send(msg.0);
+        }
+    }
+}
+
+/// Closes the socket of an agent whose token was revoked.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RevokeAgent {
+    pub agent_id: String,
+}
+
+impl Handler<RevokeAgent> for Presence {
+    type Result = ();
+
+    fn handle(&mut self, msg: RevokeAgent, _: &mut Context<Self>) {
+        if let Some(fsm) = self.fsms.get(&msg.agent_id) {
+            fsm.do_send(Revoked);
+        }
+    }
+}
+
+/// An operator control of an agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentAction {
+    Drain,
+    Undrain,
+    Disable,
+    Enable,
+}
+
+impl AgentAction {
+    pub fn parse(s: &str) -> Option<AgentAction> {
+        match s {
+            "drain" => Some(AgentAction::Drain),
+            "undrain" => Some(AgentAction::Undrain),
+            "disable" => Some(AgentAction::Disable),
+            "enable" => Some(AgentAction::Enable),
+            _ => None,
+        }
+    }
+
+    /// The event-log kind.
+    fn kind(self) -> &'static str {
+        match self {
+            AgentAction::Drain => "agent_drained",
+            AgentAction::Undrain => "agent_undrained",
+            AgentAction::Disable => "agent_disabled",
+            AgentAction::Enable => "agent_enabled",
+        }
+    }
+}
+
+/// Applies an operator control to an agent (known to exist): persisted, logged
+/// with its actor, then handed to the agent's FSM. Answers the agent's controls.
+#[derive(Message)]
+#[rtype(result = "Result<AgentControls, StoreError>")]
+pub struct ControlAgent {
+    pub agent_id: String,
+    pub action: AgentAction,
+    pub by: String,
+}
+
+impl Handler<ControlAgent> for Presence {
+    type Result = Result<AgentControls, StoreError>;
+
+    fn handle(&mut self, msg: ControlAgent, ctx: &mut Context<Self>) -> Self::Result {
+        let mut controls = self
+            .controls
+            .get(&msg.agent_id)
+            .copied()
+            .unwrap_or_default();
+        match msg.action {
+            AgentAction::Drain => controls.draining = true,
+            AgentAction::Undrain => controls.draining = false,
+            AgentAction::Disable => controls.disabled = true,
+            AgentAction::Enable => controls.disabled = false,
+        }
+        let mut all = self.controls.clone();
+        if controls == AgentControls::default() {
+            all.remove(&msg.agent_id);
+        } else {
+            all.insert(msg.agent_id.clone(), controls);
+        }
+        if let Some(store) = &self.store {
+            store.meta.insert(CONTROLS_KEY, encode(&all))?;
+        }
+        if let Some(log) = &self.log {
+            log.record([NewEvent {
+                ts: now_ms(),
+                kind: msg.action.kind().into(),
+                task_id: None,
+                task_seq: None,
+                agent_id: Some(msg.agent_id.clone()),
+                actor: msg.by.clone(),
+                details: serde_json::json!({"draining": controls.draining, "disabled": controls.disabled}),
+            }])?;
+        }
+        self.controls = all;
+        let fsm = <Self as Handler<FsmFor>>::handle(
+            self,
+            FsmFor {
+                agent_id: msg.agent_id.clone(),
+            },
+            ctx,
+        )
+        .0;
+        fsm.do_send(Control(controls));
+        tracing::info!(agent_id = %msg.agent_id, by = %msg.by, action = msg.action.kind(), "agent control");
+        Ok(controls)
+    }
+}
+
+/// What changed for other agents to hear about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresenceEvent {
+    Joined,
+    Left,
+    StatusChanged,
+}
+
+/// An FSM's latest view of itself.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PresenceUpdate {
+    pub view: AgentView,
+    pub push: Option<Recipient<Push>>,
+    pub event: Option<PresenceEvent>,
+}
+
+impl Handler<PresenceUpdate> for Presence {
+    type Result = ();
+
+    fn handle(&mut self, msg: PresenceUpdate, _: &mut Context<Self>) {
+        let agent_id = msg.view.agent_id.clone();
+        match msg.push {
+            Some(push) => {
+                self.online.insert(agent_id.clone(), push);
+            }
+            None => {
+                self.online.remove(&agent_id);
+            }
+        }
+        let logged = match msg.event {
+            Some(PresenceEvent::Joined) => {
+                self.telemetry.add(Counter::Connected, 1);
+                Some("agent_connected")
+            }
+            Some(PresenceEvent::Left) => {
+                self.telemetry.add(Counter::Disconnected, 1);
+                Some("agent_disconnected")
+            }
+            _ => None,
+        };
+        if let (Some(kind), Some(log)) = (logged, &self.log) {
+            let info = msg.view.info(false);
+            let event = NewEvent {
+                ts: now_ms(),
+                kind: kind.into(),
+                task_id: None,
+                task_seq: None,
+                agent_id: Some(agent_id.clone()),
+                actor: agent_id.clone(),
+                details: serde_json::json!({"name": info.name, "capabilities": info.capabilities}),
+            };
+            // Durable with the next flush of the store (a connect acknowledges nothing).
+            if let Err(e) = log.record([event]) {
+                tracing::error!(agent_id = %agent_id, error = %e, "event log write failed");
+            }
+        }
+        let frame = match msg.event {
+            Some(PresenceEvent::Joined) => Some(ServerFrame::AgentJoined {
+                agent: msg.view.info(false),
+            }),
+            Some(PresenceEvent::Left) => Some(ServerFrame::AgentLeft {
+                agent_id: agent_id.clone(),
+            }),
+            Some(PresenceEvent::StatusChanged) => Some(ServerFrame::StatusChanged {
+                agent: msg.view.info(false),
+            }),
+            None => None,
+        };
+        if let Some(frame) = frame {
+            self.broadcast(&agent_id, frame);
+        }
+        if self.bus.watched() {
+            self.bus.publish(match msg.event {
+                Some(PresenceEvent::Joined) => HubEvent::AgentJoined {
+                    agent: msg.view.card(),
+                },
+                Some(PresenceEvent::Left) => HubEvent::AgentLeft {
+                    agent_id: agent_id.clone(),
+                },
+                _ => HubEvent::StatusChanged {
+                    agent: msg.view.card(),
+                },
+            });
+        }
+        self.views.insert(agent_id, msg.view);
+    }
+}
+
+/// Every known agent (or only the online ones), by id.
+#[derive(Message)]
+#[rtype(result = "Vec<AgentView>")]
+pub struct ListAgents {
+    pub online_only: bool,
+}
+
+impl Handler<ListAgents> for Presence {
+    type Result = MessageResult<ListAgents>;
+
+    fn handle(&mut self, msg: ListAgents, _: &mut Context<Self>) -> Self::Result {
+        let mut out: Vec<AgentView> = self
+            .views
+            .values()
+            .filter(|v| !msg.online_only || self.online.contains_key(&v.agent_id))
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+        MessageResult(out)
+    }
+}
+
+/// One agent's view.
+#[derive(Message)]
+#[rtype(result = "Option<AgentView>")]
+pub struct AgentState {
+    pub agent_id: String,
+}
+
+impl Handler<AgentState> for Presence {
+    type Result = Option<AgentView>;
+
+    fn handle(&mut self, msg: AgentState, _: &mut Context<Self>) -> Self::Result {
+        self.views.get(&msg.agent_id).cloned()
+    }
+}
+
+/// How many agents are online.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct OnlineCount;
+
+impl Handler<OnlineCount> for Presence {
+    type Result = usize;
+
+    fn handle(&mut self, _: OnlineCount, _: &mut Context<Self>) -> usize {
+        self.online.len()
+    }
+}
+
+/// Online agents and how many of them hold a task (assigned or working): counts
+/// only, so metrics do not copy every agent's view.
+#[derive(Message)]
+#[rtype(result = "(u64, u64)")]
+pub struct OnlineAndBusy;
+
+impl Handler<OnlineAndBusy> for Presence {
+    type Result = MessageResult<OnlineAndBusy>;
+
+    fn handle(&mut self, _: OnlineAndBusy, _: &mut Context<Self>) -> Self::Result {
+        let busy = self
+            .online
+            .keys()
+            .filter_map(|id| self.views.get(id))
+            .filter(|v| matches!(v.fsm_state, FsmState::Assigned | FsmState::Working))
+            .count();
+        MessageResult((self.online.len() as u64, busy as u64))
+    }
+}
+
+/// Seconds left of the agent's violation cooldown, if one is active.
+#[derive(Message)]
+#[rtype(result = "Option<u64>")]
+pub struct CooldownLeft {
+    pub agent_id: String,
+}
+
+impl Handler<CooldownLeft> for Presence {
+    type Result = Option<u64>;
+
+    fn handle(&mut self, msg: CooldownLeft, _: &mut Context<Self>) -> Option<u64> {
+        let now = now_ms();
+        let c = self.cooldowns.get(&msg.agent_id)?;
+        (c.until > now).then(|| ((c.until - now + 999) / 1000) as u64)
+    }
+}
+
+/// The agent's socket was closed for too many validation errors.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ViolationDisconnect {
+    pub agent_id: String,
+}
+
+impl Handler<ViolationDisconnect> for Presence {
+    type Result = ();
+
+    fn handle(&mut self, msg: ViolationDisconnect, _: &mut Context<Self>) {
+        let previous = self.cooldowns.get(&msg.agent_id).copied();
+        self.cooldowns
+            .insert(msg.agent_id, Cooldown::after(previous, now_ms()));
+    }
+}
+
+impl Cooldown {
+    /// The cooldown after a violation disconnect at `now` (PROTOCOL.md 1.2): 30 s,
+    /// then 60 s, then 300 s for every later one; the count starts over after an
+    /// hour without a violation disconnect.
+    fn after(previous: Option<Cooldown>, now: i64) -> Cooldown {
+        let disconnects = match previous {
+            Some(p) if now - p.last_at <= COOLDOWN_DECAY_MS => p.disconnects + 1,
+            _ => 1,
+        };
+        let secs = COOLDOWN_SECS[(disconnects - 1).min(COOLDOWN_SECS.len() - 1)];
+        Cooldown {
+            disconnects,
+            last_at: now,
+            until: now + secs * 1000,
+        }
+    }
+}
+
+/// Push a frame to one agent if it is online; answers whether it was handed to a
+/// live socket.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Deliver {
+    pub agent_id: String,
+    pub frame: ServerFrame,
+}
+
+impl Handler<Deliver> for Presence {
+    type Result = bool;
+
+    fn handle(&mut self, msg: Deliver, _: &mut Context<Self>) -> bool {
+        self.online
+            .get(&msg.agent_id)
+            .zip(Push::encode(&msg.frame))
+            .is_some_and(|(push, encoded)| push.try_send(encoded).is_ok())
+    }
+}
+
+/// Push a frame to those of `agents` that are online.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DeliverMany {
+    pub agents: Vec<String>,
+    pub frame: ServerFrame,
+}
+
+impl Handler<DeliverMany> for Presence {
+    type Result = ();
+
+    fn handle(&mut self, msg: DeliverMany, _: &mut Context<Self>) {
+        let Some(encoded) = Push::encode(&msg.frame) else {
+            return;
+        };
+        for agent_id in &msg.agents {
+            if let Some(push) = self.online.get(agent_id) {
+                push.do_send(encoded.clone());
+            }
+        }
+    }
+}
+
+/// Push a frame to every online agent but `except`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Broadcast {
+    pub except: String,
+    pub frame: ServerFrame,
+}
+
+impl Handler<Broadcast> for Presence {
+    type Result = ();
+
+    fn handle(&mut self, msg: Broadcast, _: &mut Context<Self>) {
+        self.broadcast(&msg.except, msg.frame);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cooldowns_grow_30_60_300_and_start_over_after_an_hour() {
+        let mut c = None;
+        let mut t = 1_000_000;
+        let mut lengths = Vec::new();
+        for _ in 0..5 {
+            let next = Cooldown::after(c, t);
+            lengths.push((next.until - t) / 1000);
+            c = Some(next);
+            t += 10 * 60 * 1000; // ten minutes apart: within the hour
+        }
+        assert_eq!(lengths, [30, 60, 300, 300, 300]);
+        // An hour and a bit without a violation disconnect: back to 30 s.
+        let last = c.expect("cooldown");
+        let fresh = Cooldown::after(c, last.last_at + COOLDOWN_DECAY_MS + 1);
+        assert_eq!(
+            (fresh.disconnects, (fresh.until - fresh.last_at) / 1000),
+            (1, 30)
+        );
+        // Exactly an hour still counts as within it.
+        let within = Cooldown::after(c, last.last_at + COOLDOWN_DECAY_MS);
+        assert_eq!(within.disconnects, 6);
+    }
+}

@@ -1,0 +1,326 @@
+//! The operator's commands against a running hub (admin token in
+//! `AGENTCOM_ADMIN_TOKEN`): task controls, lane pause and resume, agent drain and
+//! disable, standing-order runs and the event log. Each is one HTTP request; the
+//! hub checks and records it (actor `admin`) exactly as for the API.
+
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+use crate::cli::hub_client::encode;
+use crate::{accepted, hub_request, Fatal};
+
+/// Where the running hub is.
+#[derive(Args, Clone)]
+pub struct Online {
+    /// The running hub's URL.
+    #[arg(
+        long,
+        env = "AGENTCOM_HUB_URL",
+        default_value = "http://127.0.0.1:4000"
+    )]
+    hub: String,
+}
+
+#[derive(Subcommand)]
+pub enum TaskAction {
+    /// Cancel a task (its agent is told).
+    Cancel {
+        task_id: String,
+        #[command(flatten)]
+        online: Online,
+    },
+    /// Force a retry: a dead-lettered, blocked, cancelled or assigned task goes
+    /// back to the queue with fresh budgets.
+    Retry {
+        task_id: String,
+        #[command(flatten)]
+        online: Online,
+    },
+    /// Force an unfinished task to dead letter.
+    DeadLetter {
+        task_id: String,
+        #[command(flatten)]
+        online: Online,
+    },
+    /// Move a queued task to another lane (urgent, high, normal, low or 0-3).
+    Priority {
+        task_id: String,
+        priority: String,
+        #[command(flatten)]
+        online: Online,
+    },
+    /// Show a task's attempts (agent, generation, times, outcome).
+    Attempts {
+        task_id: String,
+        #[command(flatten)]
+        online: Online,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum QueueAction {
+    /// Pause lanes (none given: the whole queue). Queued tasks wait; running
+    /// ones finish.
+    Pause {
+        /// A lane to pause (urgent, high, normal, low or 0-3); repeatable.
+        #[arg(long = "lane")]
+        lanes: Vec<String>,
+        #[command(flatten)]
+        online: Online,
+    },
+    /// Resume lanes (none given: the whole queue).
+    Resume {
+        #[arg(long = "lane")]
+        lanes: Vec<String>,
+        #[command(flatten)]
+        online: Online,
+    },
+    /// Show the paused lanes.
+    Lanes {
+        #[command(flatten)]
+        online: Online,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum StandingAction {
+    /// List standing orders with their next runs.
+    List {
+        #[command(flatten)]
+        online: Online,
+    },
+    /// Every occurrence of an order with its status (pending, completed, no_work,
+    /// blocked, failed, missed, cancelled).
+    Runs {
+        name: String,
+        /// Only occurrences scheduled at or after this time (ms since the epoch).
+        #[arg(long)]
+        since: Option<u64>,
+        /// Only occurrences scheduled at or before this time (ms since the epoch).
+        #[arg(long)]
+        until: Option<u64>,
+        /// Print the hub's JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        online: Online,
+    },
+}
+
+/// Filters of `agentcom-hub events`.
+#[derive(Args)]
+pub struct EventsArgs {
+    #[arg(long)]
+    task: Option<String>,
+    #[arg(long)]
+    agent: Option<String>,
+    #[arg(long)]
+    kind: Option<String>,
+    /// ms since the epoch.
+    #[arg(long)]
+    since: Option<u64>,
+    /// ms since the epoch.
+    #[arg(long)]
+    until: Option<u64>,
+    /// Start after this event sequence (a previous page's next_cursor).
+    #[arg(long)]
+    cursor: Option<u64>,
+    #[arg(long, default_value_t = 100)]
+    limit: u64,
+    #[command(flatten)]
+    online: Online,
+}
+
+fn call(online: &Online, method: &str, path: &str, body: Option<Value>) -> Result<Value, Fatal> {
+    accepted(hub_request(&online.hub, method, path, body)?)
+}
+
+fn print_json(value: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+    );
+}
+
+pub fn task(action: TaskAction) -> Result<(), Fatal> {
+    let (online, method, path, body) = match action {
+        TaskAction::Cancel { task_id, online } => (
+            online,
+            "POST",
+            format!("/api/tasks/{}/cancel", encode(&task_id)),
+            Some(json!({})),
+        ),
+        TaskAction::Retry { task_id, online } => (
+            online,
+            "POST",
+            format!("/api/tasks/{}/retry", encode(&task_id)),
+            Some(json!({})),
+        ),
+        TaskAction::DeadLetter { task_id, online } => (
+            online,
+            "POST",
+            format!("/api/tasks/{}/dead-letter", encode(&task_id)),
+            Some(json!({})),
+        ),
+        TaskAction::Priority {
+            task_id,
+            priority,
+            online,
+        } => {
+            // Digits go as a number, names as a string: the hub parses both.
+            let priority = priority
+                .parse::<u64>()
+                .map(Value::from)
+                .unwrap_or(Value::String(priority));
+            (
+                online,
+                "POST",
+                format!("/api/tasks/{}/priority", encode(&task_id)),
+                Some(json!({"priority": priority})),
+            )
+        }
+        TaskAction::Attempts { task_id, online } => (
+            online,
+            "GET",
+            format!("/api/tasks/{}/attempts", encode(&task_id)),
+            None,
+        ),
+    };
+    print_json(&call(&online, method, &path, body)?);
+    Ok(())
+}
+
+fn lanes_body(lanes: Vec<String>) -> Value {
+    if lanes.is_empty() {
+        return json!({});
+    }
+    let lanes: Vec<Value> = lanes
+        .into_iter()
+        .map(|l| {
+            l.parse::<u64>()
+                .map(Value::from)
+                .unwrap_or(Value::String(l))
+        })
+        .collect();
+    json!({ "lanes": lanes })
+}
+
+pub fn queue(action: QueueAction) -> Result<(), Fatal> {
+    let answer = match action {
+        QueueAction::Pause { lanes, online } => {
+            call(&online, "POST", "/api/queue/pause", Some(lanes_body(lanes)))?
+        }
+        QueueAction::Resume { lanes, online } => call(
+            &online,
+            "POST",
+            "/api/queue/resume",
+            Some(lanes_body(lanes)),
+        )?,
+        QueueAction::Lanes { online } => call(&online, "GET", "/api/queue/lanes", None)?,
+    };
+    print_json(&answer);
+    Ok(())
+}
+
+/// `agent drain|undrain|disable|enable NAME`.
+pub fn control_agent(name: &str, action: &str, online: &Online) -> Result<(), Fatal> {
+    let answer = call(
+        online,
+        "POST",
+        &format!("/api/agents/{}/{action}", encode(name)),
+        Some(json!({})),
+    )?;
+    print_json(&answer);
+    Ok(())
+}
+
+fn when(ms: Option<i64>) -> String {
+    ms.and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+pub fn standing(action: StandingAction) -> Result<(), Fatal> {
+    match action {
+        StandingAction::List { online } => {
+            print_json(&call(&online, "GET", "/api/standing-orders", None)?);
+        }
+        StandingAction::Runs {
+            name,
+            since,
+            until,
+            json,
+            online,
+        } => {
+            let mut query = Vec::new();
+            if let Some(s) = since {
+                query.push(format!("since={s}"));
+            }
+            if let Some(u) = until {
+                query.push(format!("until={u}"));
+            }
+            let path = format!(
+                "/api/standing-orders/{}/runs{}{}",
+                encode(&name),
+                if query.is_empty() { "" } else { "?" },
+                query.join("&")
+            );
+            let answer = call(&online, "GET", &path, None)?;
+            if json {
+                print_json(&answer);
+                return Ok(());
+            }
+            println!(
+                "{:<22} {:<10} {:<22} evidence",
+                "scheduled_for", "status", "task_id"
+            );
+            for run in answer["runs"].as_array().into_iter().flatten() {
+                let evidence = match &run["evidence"] {
+                    Value::Null => String::new(),
+                    v => {
+                        let text = v.to_string();
+                        text.chars().take(60).collect()
+                    }
+                };
+                println!(
+                    "{:<22} {:<10} {:<22} {evidence}",
+                    when(run["scheduled_for"].as_i64()),
+                    run["status"].as_str().unwrap_or("?"),
+                    run["task_id"].as_str().unwrap_or("-"),
+                );
+            }
+            println!("summary: {}", answer["summary"]);
+        }
+    }
+    Ok(())
+}
+
+pub fn events(args: EventsArgs) -> Result<(), Fatal> {
+    let mut query = vec![format!("limit={}", args.limit)];
+    for (key, value) in [
+        ("task_id", args.task),
+        ("agent_id", args.agent),
+        ("kind", args.kind),
+    ] {
+        if let Some(v) = value {
+            query.push(format!("{key}={}", encode(&v)));
+        }
+    }
+    for (key, value) in [
+        ("since", args.since),
+        ("until", args.until),
+        ("cursor", args.cursor),
+    ] {
+        if let Some(v) = value {
+            query.push(format!("{key}={v}"));
+        }
+    }
+    let answer = call(
+        &args.online,
+        "GET",
+        &format!("/api/events?{}", query.join("&")),
+        None,
+    )?;
+    print_json(&answer);
+    Ok(())
+}

@@ -1,0 +1,12 @@
+//! Pure task rules and indexes: no actor, no I/O, no clock (time comes in as
+//! `now`). Everything here is unit-tested on its own.
+//!
+//! - `task`: the task record and every transition;
+//! - `dependencies`: the dependency graph of unfinished tasks and the cycle check;
+//! - `matching`: the scheduler's index of ready tasks and idle agents;
+//! - `completions`: recent completions and last-hour throughput.
+
+pub mod completions;
+pub mod dependencies;
+pub mod matching;
+pub mod task;

@@ -1,0 +1,228 @@
+//! The hub's wiring: starts the actors in dependency order on an open store and
+//! hands out their addresses as `HubState` (what every HTTP handler gets).
+//!
+//! Architecture invariant: this is the only module that knows every actor; the
+//! actors know each other only through the addresses handed to them here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use crate::agents::auth::Tokens;
+use crate::agents::fsm::FsmTimings;
+use crate::agents::presence::Presence;
+use crate::agents::ratelimit::{Limits, RateLimits};
+use crate::agents::scheduler::Scheduler;
+use crate::agents::session::SessionDeps;
+use crate::config::Config;
+use crate::error::StoreError;
+use crate::messaging::{Messaging, MessagingLimits};
+use crate::ops::alerts::{Alerter, AlerterConfig};
+use crate::ops::analytics::Analytics;
+use crate::ops::metrics::Metrics;
+use crate::ops::retention::Retention;
+use crate::ops::standing::{self, StandingOrders};
+use crate::ops::telemetry::Telemetry;
+use crate::queue::TaskQueue;
+use crate::storage::backup::Maintenance;
+use crate::storage::bus::EventBus;
+use crate::storage::eventlog::EventLog;
+use crate::storage::store::Store;
+use crate::util::now_ms;
+use crate::web::dashboard::{DashboardDeps, Sessions, SharedDeps};
+
+/// Shared, read-only handles every HTTP handler gets.
+pub struct HubState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub tokens: Tokens,
+    pub queue: Addr<TaskQueue>,
+    pub scheduler: Addr<Scheduler>,
+    pub presence: Addr<Presence>,
+    pub messaging: Addr<Messaging>,
+    pub analytics: Addr<Analytics>,
+    pub limits: RateLimits,
+    pub metrics: Addr<Metrics>,
+    pub telemetry: Arc<Telemetry>,
+    pub alerter: Addr<Alerter>,
+    /// Backups, compaction and storage health (its schedule starts in `serve`).
+    pub storage: Maintenance,
+    pub bus: EventBus,
+    /// The event log (read by `GET /api/events`; owners append).
+    pub events: EventLog,
+    pub standing: Addr<StandingOrders>,
+    pub sessions: Sessions,
+    pub dashboard: SharedDeps,
+}
+
+impl HubState {
+    pub fn session_deps(&self) -> SessionDeps {
+        SessionDeps {
+            tokens: self.tokens.clone(),
+            limits: self.limits.clone(),
+            telemetry: self.telemetry.clone(),
+            presence: self.presence.clone(),
+            messaging: self.messaging.clone(),
+            idle_timeout: Duration::from_millis(self.config.idle_timeout_ms),
+        }
+    }
+}
+
+/// Starts the actors on the current actix system. Must run inside one.
+pub fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState, StoreError> {
+    store.set_commit_window(Duration::from_micros(config.group_commit_window_us));
+    let started_at = now_ms();
+    let bus = EventBus::new();
+    // The queue, scheduler and presence refer to one another: create the contexts
+    // first so every actor can be given the others' addresses.
+    let analytics = Analytics::new(
+        store.clone(),
+        Config::days_ms(config.analytics_retention_days),
+    )
+    .start();
+    let scheduler_ctx = Context::<Scheduler>::new();
+    let presence_ctx = Context::<Presence>::new();
+    let telemetry = Arc::new(Telemetry::default());
+    let events = EventLog::open(store.clone())?;
+    let queue = TaskQueue::load(
+        store.clone(),
+        &config,
+        scheduler_ctx.address(),
+        presence_ctx.address(),
+        analytics.clone(),
+        events.clone(),
+    )?
+    .with_telemetry(telemetry.clone())
+    .with_bus(bus.clone());
+    // Supervised: a handler panic stops the queue and it restarts from sled.
+    let queue = Supervisor::start(move |_| queue);
+    let scheduler = scheduler_ctx.run(Scheduler::new(
+        queue.clone(),
+        Duration::from_millis(config.scheduler_sweep_ms),
+    ));
+    let timings = FsmTimings {
+        acceptance_timeout: Duration::from_millis(config.acceptance_timeout_ms),
+        reject_backoff: Duration::from_millis(config.reject_backoff_ms),
+    };
+    let presence = presence_ctx.run(
+        Presence::new(timings, queue.clone(), scheduler.clone())
+            .with_telemetry(telemetry.clone())
+            .with_bus(bus.clone())
+            .with_log(events.clone())
+            .with_store(store.clone())?,
+    );
+    let metrics = Metrics::new(
+        telemetry.clone(),
+        queue.clone(),
+        presence.clone(),
+        store.clone(),
+        Duration::from_millis(config.metrics_interval_ms),
+    )
+    .with_bus(bus.clone())
+    .start();
+    let tokens = Tokens::new(store.clone());
+    let rate_limits = RateLimits::load(
+        store.clone(),
+        config.rate_limits_enabled,
+        Limits {
+            light: config.rate_limit_light_per_min,
+            normal: config.rate_limit_normal_per_min,
+            heavy: config.rate_limit_heavy_per_min,
+        },
+    )?;
+    // Buckets of callers gone quiet are full again: forget them, so memory follows
+    // the callers active now, not every caller ever seen.
+    let sweeping = rate_limits.clone();
+    actix_rt::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            every.tick().await;
+            sweeping.sweep();
+        }
+    });
+    let limits = MessagingLimits {
+        mailbox_cap: config.mailbox_cap,
+        mailbox_ttl_ms: Config::days_ms(config.mailbox_ttl_days),
+        channel_history: config.channel_history,
+        history_ttl_ms: Config::days_ms(config.message_retention_days),
+        max_message_bytes: config.max_message_bytes,
+    };
+    let messaging = Messaging::load(
+        store.clone(),
+        tokens.clone(),
+        presence.clone(),
+        analytics.clone(),
+        limits,
+    )?
+    .start();
+    Retention {
+        every: Duration::from_millis(config.retention_interval_ms),
+        messaging: messaging.clone(),
+        analytics: analytics.clone(),
+        events: events.clone(),
+        event_retention_ms: Config::days_ms(config.event_retention_days),
+    }
+    .start();
+    let clock = match &config.standing_order_clock_file {
+        Some(path) => standing::file_clock(path.clone()),
+        None => standing::system_clock(),
+    };
+    let standing = StandingOrders::load(
+        store.clone(),
+        queue.clone(),
+        events.clone(),
+        clock,
+        Duration::from_millis(config.standing_order_tick_ms),
+    )?
+    .start();
+    let storage = Maintenance::new(store.clone(), &config);
+    storage.set_bus(bus.clone());
+    let alerter = Alerter::new(
+        store.clone(),
+        tokens.clone(),
+        metrics.clone(),
+        queue.clone(),
+        AlerterConfig {
+            check_every: Duration::from_millis(config.alert_check_interval_ms),
+            startup_grace: Duration::from_millis(config.alert_startup_grace_ms),
+            webhook_url: config.alert_webhook_url.clone(),
+            webhook_retries: config.alert_webhook_retries,
+        },
+    )?
+    .with_storage(storage.clone())
+    .with_standing(standing.clone())
+    .with_bus(bus.clone())
+    .start();
+    let dashboard = Arc::new(DashboardDeps::new(
+        queue.clone(),
+        presence.clone(),
+        metrics.clone(),
+        alerter.clone(),
+        storage.clone(),
+        rate_limits.clone(),
+        tokens.clone(),
+        bus.clone(),
+        started_at,
+    ));
+    Ok(HubState {
+        sessions: Sessions::new(store.clone(), tokens.clone()),
+        dashboard,
+        bus,
+        events,
+        standing,
+        limits: rate_limits,
+        metrics,
+        telemetry,
+        alerter,
+        storage,
+        tokens,
+        messaging,
+        analytics,
+        config,
+        store,
+        queue,
+        scheduler,
+        presence,
+    })
+}

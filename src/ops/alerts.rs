@@ -1,0 +1,657 @@
+//! The alerter: rules checked against the newest metrics snapshot every
+//! `alert_check_interval_ms`, alerts that fire, repeat, escalate and clear, operator
+//! acknowledgement, thresholds changed at runtime (persisted; in force at the next
+//! check), and delivery to `GET /api/alerts`, the dashboard feed and an optional
+//! webhook (POST JSON, retried with backoff, failures counted).
+//!
+//! Rules: `queue_growing`, `high_failure_rate`, `stuck_tasks`, `blocked_tasks`,
+//! `standing_order_missed`, `no_agents_online`
+//! (agents were registered and none is online), `high_error_rate`, and `storage`
+//! (the store was recovered from a backup at start-up, or backups or compactions
+//! are failing). Nothing fires in
+//! the start-up grace period. After an alert clears, the same rule does not fire
+//! again within its cooldown unless the new alert is critical.
+//!
+//! Architecture invariant: reads only (metrics, the queue's held tasks, the token
+//! list); never changes a task or an agent. Knows nothing of sockets.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use validator::{Validate, ValidationError};
+
+use crate::agents::auth::Tokens;
+use crate::error::StoreError;
+use crate::ops::metrics::{Metrics, Snapshot, Window};
+use crate::ops::standing::{RecentlyMissed, StandingOrders};
+use crate::queue::{BlockedTasks, StuckTasks, TaskQueue};
+use crate::storage::backup::Maintenance;
+use crate::storage::bus::{EventBus, HubEvent};
+use crate::storage::store::{decode, encode, Store};
+use crate::util::now_ms;
+
+const THRESHOLDS_KEY: &[u8] = b"alert_thresholds";
+/// Alert events kept for `GET /api/alerts` and the dashboard.
+const EVENTS_KEPT: usize = 200;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Warning,
+    Critical,
+}
+
+/// Limits the rules compare against; changed at runtime, persisted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate)]
+#[serde(default, deny_unknown_fields)]
+#[validate(schema(function = "critical_not_below_warning"))]
+pub struct Thresholds {
+    /// queue_growing: queued tasks above this, and rising for `queue_growing_checks`
+    /// checks in a row (critical above 10× this).
+    #[validate(range(min = 1))]
+    pub queue_depth: u64,
+    #[validate(range(min = 1, max = 1000))]
+    pub queue_growing_checks: u32,
+    /// high_failure_rate: failed / (failed + completed) over the last interval,
+    /// once at least `min_finished` attempts finished in it.
+    #[validate(range(min = 0.0, max = 1.0))]
+    pub failure_rate: f64,
+    #[validate(range(min = 0.0, max = 1.0))]
+    pub failure_rate_critical: f64,
+    #[validate(range(min = 1))]
+    pub min_finished: u64,
+    /// stuck_tasks: assigned for longer than this.
+    #[validate(range(min = 1))]
+    pub stuck_task_ms: u64,
+    /// blocked_tasks: blocked (by an agent or a dependency) for longer than this.
+    #[validate(range(min = 1))]
+    pub blocked_task_ms: u64,
+    /// high_error_rate: error answers (HTTP 4xx/5xx but 429, WS `error` frames) per
+    /// minute over the last interval.
+    #[validate(range(exclusive_min = 0.0))]
+    pub error_rate_per_min: f64,
+    /// After an alert clears, the rule stays quiet this long (critical excepted);
+    /// an unacknowledged active alert is re-sent this often.
+    pub cooldown_ms: u64,
+    /// Rates (failures, errors) are measured over this much recent time.
+    #[validate(range(min = 100, max = 3_600_000))]
+    pub window_ms: u64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            queue_depth: 100,
+            queue_growing_checks: 3,
+            failure_rate: 0.5,
+            failure_rate_critical: 0.9,
+            min_finished: 5,
+            stuck_task_ms: 30 * 60 * 1000,
+            blocked_task_ms: 30 * 60 * 1000,
+            error_rate_per_min: 60.0,
+            cooldown_ms: 5 * 60 * 1000,
+            window_ms: 5 * 60 * 1000,
+        }
+    }
+}
+
+/// standing_order_missed: occurrences that got no outcome in their window (or
+/// never ran) in the last hour.
+fn missed_finding(missed: &[(String, i64)]) -> Option<Finding> {
+    (!missed.is_empty()).then(|| Finding {
+        severity: Severity::Warning,
+        message: format!(
+            "{} standing-order run(s) missed in the last hour",
+            missed.len()
+        ),
+        details: json!({"runs": missed.iter().rev().take(20).map(|(order, at)|
+            json!({"order": order, "scheduled_for": at})).collect::<Vec<_>>(),
+            "count": missed.len()}),
+    })
+}
+
+/// `failure_rate_critical` may not be below `failure_rate`.
+fn critical_not_below_warning(t: &Thresholds) -> Result<(), ValidationError> {
+    if t.failure_rate_critical < t.failure_rate {
+        let mut e = ValidationError::new("invalid_value");
+        e.message = Some("failure_rate_critical must be at least failure_rate".into());
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// An active alert.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alert {
+    pub rule_id: String,
+    pub severity: Severity,
+    pub message: String,
+    pub details: Value,
+    pub fired_at: i64,
+    pub last_sent_at: i64,
+    pub acknowledged: bool,
+    pub acknowledged_at: Option<i64>,
+}
+
+/// What happened to an alert, in order (`GET /api/alerts`, dashboard events).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlertEvent {
+    pub seq: u64,
+    /// `fired`, `repeated`, `escalated`, `acknowledged`, `cleared`.
+    pub kind: String,
+    pub rule_id: String,
+    pub severity: Option<Severity>,
+    pub message: String,
+    pub at: i64,
+}
+
+/// Webhook delivery counts.
+#[derive(Debug, Default)]
+pub struct WebhookStats {
+    pub delivered: AtomicU64,
+    pub failed: AtomicU64,
+    pub attempts_failed: AtomicU64,
+}
+
+pub struct AlerterConfig {
+    pub check_every: Duration,
+    pub startup_grace: Duration,
+    pub webhook_url: Option<String>,
+    pub webhook_retries: u32,
+}
+
+pub struct Alerter {
+    store: Store,
+    tokens: Tokens,
+    metrics: Addr<Metrics>,
+    queue: Addr<TaskQueue>,
+    config: AlerterConfig,
+    thresholds: Thresholds,
+    started_at: i64,
+    active: BTreeMap<String, Alert>,
+    /// When each rule last cleared (for the cooldown).
+    cleared_at: BTreeMap<String, i64>,
+    growing_checks: u32,
+    last_depth: Option<u64>,
+    last_snapshot: Option<i64>,
+    events: VecDeque<AlertEvent>,
+    next_event: u64,
+    webhook: Option<mpsc::Sender<Value>>,
+    webhook_stats: Arc<WebhookStats>,
+    storage: Option<Maintenance>,
+    standing: Option<Addr<StandingOrders>>,
+    bus: EventBus,
+}
+
+/// What a rule found this check.
+struct Finding {
+    severity: Severity,
+    message: String,
+    details: Value,
+}
+
+impl Alerter {
+    pub fn new(
+        store: Store,
+        tokens: Tokens,
+        metrics: Addr<Metrics>,
+        queue: Addr<TaskQueue>,
+        config: AlerterConfig,
+    ) -> Result<Alerter, StoreError> {
+        let thresholds = match store.meta.get(THRESHOLDS_KEY)? {
+            Some(bytes) => decode("meta", THRESHOLDS_KEY, &bytes)?,
+            None => Thresholds::default(),
+        };
+        let webhook_stats = Arc::new(WebhookStats::default());
+        let webhook = config
+            .webhook_url
+            .clone()
+            .map(|url| start_webhook(url, config.webhook_retries, webhook_stats.clone()));
+        Ok(Alerter {
+            store,
+            tokens,
+            metrics,
+            queue,
+            config,
+            thresholds,
+            started_at: now_ms(),
+            active: BTreeMap::new(),
+            cleared_at: BTreeMap::new(),
+            growing_checks: 0,
+            last_depth: None,
+            last_snapshot: None,
+            events: VecDeque::new(),
+            next_event: 1,
+            webhook,
+            webhook_stats,
+            storage: None,
+            standing: None,
+            bus: EventBus::new(),
+        })
+    }
+
+    /// Publishes alert changes on `bus` from now on.
+    pub fn with_bus(mut self, bus: EventBus) -> Alerter {
+        self.bus = bus;
+        self
+    }
+
+    /// Watches storage problems (recovery at start-up, failing backups or
+    /// compactions) as the `storage` rule.
+    pub fn with_storage(mut self, storage: Maintenance) -> Alerter {
+        self.storage = Some(storage);
+        self
+    }
+
+    fn check(&mut self, ctx: &mut Context<Self>) {
+        let grace = i64::try_from(self.config.startup_grace.as_millis()).unwrap_or(i64::MAX);
+        if now_ms() - self.started_at < grace {
+            return;
+        }
+        let window = self.metrics.send(Window {
+            since: now_ms()
+                .saturating_sub(i64::try_from(self.thresholds.window_ms).unwrap_or(i64::MAX)),
+        });
+        let stuck = self.queue.send(StuckTasks {
+            assigned_before: now_ms()
+                .saturating_sub(i64::try_from(self.thresholds.stuck_task_ms).unwrap_or(i64::MAX)),
+        });
+        let blocked = self.queue.send(BlockedTasks {
+            blocked_before: now_ms()
+                .saturating_sub(i64::try_from(self.thresholds.blocked_task_ms).unwrap_or(i64::MAX)),
+        });
+        let missed = self.standing.as_ref().map(|s| s.send(RecentlyMissed));
+        let fut = async move {
+            let missed = match missed {
+                Some(m) => m.await.unwrap_or_default(),
+                None => Vec::new(),
+            };
+            (window.await, stuck.await, blocked.await, missed)
+        };
+        ctx.wait(
+            fut.into_actor(self)
+                .map(|(window, stuck, blocked, missed), act, _| {
+                    let (Ok(Some((oldest, newest))), Ok(stuck), Ok(blocked)) =
+                        (window, stuck, blocked)
+                    else {
+                        return;
+                    };
+                    let registered = act.tokens.count();
+                    let mut findings = act.evaluate(&oldest, &newest, &stuck, registered);
+                    findings.push(("blocked_tasks", act.blocked_finding(&blocked)));
+                    findings.push(("standing_order_missed", missed_finding(&missed)));
+                    act.apply(findings);
+                }),
+        );
+    }
+
+    /// Reads missed standing-order runs from `standing` from now on.
+    pub fn with_standing(mut self, standing: Addr<StandingOrders>) -> Alerter {
+        self.standing = Some(standing);
+        self
+    }
+
+    /// blocked_tasks: tasks blocked for longer than the threshold, oldest first.
+    fn blocked_finding(&self, blocked: &[(String, i64, String)]) -> Option<Finding> {
+        (!blocked.is_empty()).then(|| Finding {
+            severity: Severity::Warning,
+            message: format!(
+                "{} task(s) blocked for longer than {} s",
+                blocked.len(),
+                self.thresholds.blocked_task_ms / 1000
+            ),
+            details: json!({"tasks": blocked.iter().take(20).map(|(id, at, reason)|
+                json!({"task_id": id, "blocked_at": at, "reason": reason})).collect::<Vec<_>>(),
+                "count": blocked.len()}),
+        })
+    }
+
+    /// What each rule finds, given the oldest snapshot of the window and the newest.
+    fn evaluate(
+        &mut self,
+        oldest: &Snapshot,
+        s: &Snapshot,
+        stuck: &[(String, String, i64)],
+        registered: usize,
+    ) -> Vec<(&'static str, Option<Finding>)> {
+        let t = self.thresholds.clone();
+        let depth = s.queue_depth.now;
+        // Growth is counted per new snapshot: higher than at the previous one.
+        if self.last_snapshot != Some(s.timestamp) {
+            self.last_snapshot = Some(s.timestamp);
+            let rising = self.last_depth.is_some_and(|d| depth > d);
+            self.last_depth = Some(depth);
+            self.growing_checks = if depth > t.queue_depth && rising {
+                self.growing_checks.saturating_add(1)
+            } else if depth > t.queue_depth && self.active.contains_key("queue_growing") {
+                self.growing_checks
+            } else {
+                0
+            };
+        }
+        let queue_growing = (self.growing_checks >= t.queue_growing_checks).then(|| Finding {
+            severity: if depth > t.queue_depth.saturating_mul(10) {
+                Severity::Critical
+            } else {
+                Severity::Warning
+            },
+            message: format!(
+                "{depth} tasks queued and growing (threshold {})",
+                t.queue_depth
+            ),
+            details: json!({"queue_depth": depth, "threshold": t.queue_depth,
+                            "checks_rising": self.growing_checks}),
+        });
+
+        let delta = |name: &str| {
+            let at = |snap: &Snapshot| snap.counters.get(name).copied().unwrap_or(0);
+            at(s).saturating_sub(at(oldest))
+        };
+        let (failed, completed) = (delta("failed"), delta("completed"));
+        let finished = failed + completed;
+        let failure_rate = if finished == 0 {
+            0.0
+        } else {
+            failed as f64 / finished as f64
+        };
+        let high_failure_rate =
+            (finished >= t.min_finished && failure_rate > t.failure_rate).then(|| Finding {
+                severity: if failure_rate >= t.failure_rate_critical {
+                    Severity::Critical
+                } else {
+                    Severity::Warning
+                },
+                message: format!(
+                    "{:.0}% of the last {finished} finished attempts failed",
+                    failure_rate * 100.0
+                ),
+                details: json!({"failure_rate": failure_rate, "finished": finished,
+                                "threshold": t.failure_rate}),
+            });
+
+        let stuck_tasks = (!stuck.is_empty()).then(|| Finding {
+            severity: Severity::Warning,
+            message: format!(
+                "{} task(s) assigned for longer than {} s",
+                stuck.len(),
+                t.stuck_task_ms / 1000
+            ),
+            details: json!({"tasks": stuck.iter().take(20).map(|(id, agent, at)|
+                json!({"task_id": id, "agent_id": agent, "assigned_at": at})).collect::<Vec<_>>(),
+                "count": stuck.len()}),
+        });
+
+        let no_agents_online =
+            (registered > 0 && s.agent_utilization.online == 0).then(|| Finding {
+                severity: Severity::Critical,
+                message: format!("none of the {registered} registered agents is online"),
+                details: json!({"registered": registered}),
+            });
+
+        // Over the window, or over one interval while the window has one snapshot.
+        let span_ms =
+            (s.timestamp - oldest.timestamp).max(i64::try_from(s.interval_ms).unwrap_or(1));
+        let errors = if s.timestamp == oldest.timestamp {
+            s.error_rates.errors_per_min
+        } else {
+            delta("errors") as f64 * 60_000.0 / span_ms as f64
+        };
+        let high_error_rate = (errors > t.error_rate_per_min).then(|| Finding {
+            severity: Severity::Warning,
+            message: format!(
+                "{errors:.0} error answers per minute (threshold {})",
+                t.error_rate_per_min
+            ),
+            details: json!({"errors_per_min": errors, "threshold": t.error_rate_per_min}),
+        });
+
+        let problems = self
+            .storage
+            .as_ref()
+            .map(|m| m.problems())
+            .unwrap_or_default();
+        let storage = (!problems.is_empty()).then(|| Finding {
+            severity: if problems.contains(&"recovered_at_startup") {
+                Severity::Critical
+            } else {
+                Severity::Warning
+            },
+            message: format!("storage: {}", problems.join(", ")),
+            details: json!({"conditions": problems,
+                            "see": "GET /api/admin/storage-health"}),
+        });
+
+        vec![
+            ("storage", storage),
+            ("queue_growing", queue_growing),
+            ("high_failure_rate", high_failure_rate),
+            ("stuck_tasks", stuck_tasks),
+            ("no_agents_online", no_agents_online),
+            ("high_error_rate", high_error_rate),
+        ]
+    }
+
+    fn apply(&mut self, findings: Vec<(&'static str, Option<Finding>)>) {
+        let now = now_ms();
+        let cooldown = i64::try_from(self.thresholds.cooldown_ms).unwrap_or(i64::MAX);
+        for (rule, finding) in findings {
+            match (finding, self.active.get(rule).cloned()) {
+                (Some(f), None) => {
+                    let cooling = self
+                        .cleared_at
+                        .get(rule)
+                        .is_some_and(|at| now - at < cooldown);
+                    if cooling && f.severity != Severity::Critical {
+                        continue;
+                    }
+                    let alert = Alert {
+                        rule_id: rule.to_string(),
+                        severity: f.severity,
+                        message: f.message,
+                        details: f.details,
+                        fired_at: now,
+                        last_sent_at: now,
+                        acknowledged: false,
+                        acknowledged_at: None,
+                    };
+                    tracing::warn!(rule_id = rule, severity = ?alert.severity, message = %alert.message, "alert fired");
+                    self.event("fired", &alert);
+                    self.active.insert(rule.to_string(), alert);
+                }
+                (Some(f), Some(mut alert)) => {
+                    let escalated = f.severity > alert.severity;
+                    alert.severity = f.severity;
+                    alert.message = f.message;
+                    alert.details = f.details;
+                    if escalated {
+                        // Critical bypasses the cooldown and any acknowledgement.
+                        alert.acknowledged = false;
+                        alert.last_sent_at = now;
+                        self.event("escalated", &alert);
+                    } else if !alert.acknowledged && now - alert.last_sent_at >= cooldown {
+                        alert.last_sent_at = now;
+                        self.event("repeated", &alert);
+                    }
+                    self.active.insert(rule.to_string(), alert);
+                }
+                (None, Some(alert)) => {
+                    tracing::info!(rule_id = rule, "alert cleared");
+                    self.active.remove(rule);
+                    self.cleared_at.insert(rule.to_string(), now);
+                    self.event("cleared", &alert);
+                }
+                (None, None) => {}
+            }
+        }
+    }
+
+    fn event(&mut self, kind: &str, alert: &Alert) {
+        let event = AlertEvent {
+            seq: self.next_event,
+            kind: kind.to_string(),
+            rule_id: alert.rule_id.clone(),
+            severity: (kind != "cleared").then_some(alert.severity),
+            message: alert.message.clone(),
+            at: now_ms(),
+        };
+        self.next_event += 1;
+        if let Some(tx) = &self.webhook {
+            let body = json!({
+                "event": kind,
+                "rule_id": alert.rule_id,
+                "severity": alert.severity,
+                "message": alert.message,
+                "details": alert.details,
+                "fired_at": alert.fired_at,
+                "at": event.at,
+                "service": "agent_com",
+            });
+            let _ = tx.send(body);
+        }
+        if self.bus.watched() {
+            let data = json!(alert);
+            self.bus.publish(match kind {
+                "fired" => HubEvent::AlertFired { data },
+                "cleared" => HubEvent::AlertCleared {
+                    rule_id: alert.rule_id.clone(),
+                },
+                _ => HubEvent::AlertUpdated { data },
+            });
+        }
+        self.events.push_back(event);
+        while self.events.len() > EVENTS_KEPT {
+            self.events.pop_front();
+        }
+    }
+}
+
+impl Actor for Alerter {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.config.check_every, |act, ctx| act.check(ctx));
+    }
+}
+
+/// Posts alert events to `url` from one thread, in order; each is tried
+/// `1 + retries` times with doubling waits (0.5 s, 1 s, 2 s, ...).
+fn start_webhook(url: String, retries: u32, stats: Arc<WebhookStats>) -> mpsc::Sender<Value> {
+    let (tx, rx) = mpsc::channel::<Value>();
+    let spawned = std::thread::Builder::new()
+        .name("alert-webhook".into())
+        .spawn(move || {
+            let agent = ureq::AgentBuilder::new()
+                .timeout(Duration::from_secs(5))
+                .build();
+            for body in rx {
+                let mut wait = Duration::from_millis(500);
+                let mut sent = false;
+                for attempt in 0..=retries {
+                    match agent.post(&url).send_json(&body) {
+                        Ok(_) => {
+                            sent = true;
+                            break;
+                        }
+                        Err(e) => {
+                            stats.attempts_failed.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(attempt, error = %e, "alert webhook delivery failed");
+                            if attempt < retries {
+                                std::thread::sleep(wait);
+                                wait = wait.saturating_mul(2);
+                            }
+                        }
+                    }
+                }
+                let counter = if sent {
+                    &stats.delivered
+                } else {
+                    &stats.failed
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the alert webhook thread");
+    }
+    tx
+}
+
+/// Active alerts, recent events and webhook counts.
+#[derive(Message)]
+#[rtype(result = "Value")]
+pub struct AlertsView;
+
+impl Handler<AlertsView> for Alerter {
+    type Result = MessageResult<AlertsView>;
+
+    fn handle(&mut self, _: AlertsView, _: &mut Context<Self>) -> Self::Result {
+        let active: Vec<&Alert> = self.active.values().collect();
+        MessageResult(json!({
+            "active": active,
+            "events": self.events,
+            "webhook": {
+                "configured": self.webhook.is_some(),
+                "delivered": self.webhook_stats.delivered.load(Ordering::Relaxed),
+                "failed": self.webhook_stats.failed.load(Ordering::Relaxed),
+                "attempts_failed": self.webhook_stats.attempts_failed.load(Ordering::Relaxed),
+            },
+        }))
+    }
+}
+
+/// Acknowledge the active alert of a rule; `false` if none is active.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Acknowledge {
+    pub rule_id: String,
+}
+
+impl Handler<Acknowledge> for Alerter {
+    type Result = bool;
+
+    fn handle(&mut self, msg: Acknowledge, _: &mut Context<Self>) -> bool {
+        let Some(mut alert) = self.active.get(&msg.rule_id).cloned() else {
+            return false;
+        };
+        if !alert.acknowledged {
+            alert.acknowledged = true;
+            alert.acknowledged_at = Some(now_ms());
+            self.event("acknowledged", &alert);
+            self.active.insert(msg.rule_id, alert);
+        }
+        true
+    }
+}
+
+/// The thresholds in force.
+#[derive(Message)]
+#[rtype(result = "Thresholds")]
+pub struct GetThresholds;
+
+impl Handler<GetThresholds> for Alerter {
+    type Result = MessageResult<GetThresholds>;
+
+    fn handle(&mut self, _: GetThresholds, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.thresholds.clone())
+    }
+}
+
+/// Replace the thresholds (already validated); persisted, in force at the next check.
+#[derive(Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct SetThresholds(pub Thresholds);
+
+impl Handler<SetThresholds> for Alerter {
+    type Result = Result<(), StoreError>;
+
+    fn handle(&mut self, msg: SetThresholds, _: &mut Context<Self>) -> Self::Result {
+        self.store.meta.insert(THRESHOLDS_KEY, encode(&msg.0))?;
+        self.thresholds = msg.0;
+        Ok(())
+    }
+}

@@ -1,0 +1,50 @@
+//! `Retention`: the background actor that asks each owner to drop what outlived
+//! its retention (mailbox TTL, message history, analytics buckets), so nothing
+//! grows forever. Channel history and mailboxes are also capped where they grow.
+//!
+//! Architecture invariant: retention decides *when*; each owner decides *what*.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use crate::messaging::{Messaging, PruneMessages};
+use crate::ops::analytics::{Analytics, PruneAnalytics};
+use crate::storage::eventlog::EventLog;
+use crate::util::now_ms;
+
+pub struct Retention {
+    pub every: Duration,
+    pub messaging: Addr<Messaging>,
+    pub analytics: Addr<Analytics>,
+    pub events: EventLog,
+    pub event_retention_ms: i64,
+}
+
+impl Retention {
+    fn tick(&self) {
+        let now = now_ms();
+        self.messaging.do_send(PruneMessages { now });
+        self.analytics.do_send(PruneAnalytics { now });
+        // The log is append-only for everyone else; pruning its oldest end runs
+        // here, off the owners' threads, one bounded batch per tick.
+        let (log, before) = (
+            self.events.clone(),
+            now.saturating_sub(self.event_retention_ms),
+        );
+        actix_rt::task::spawn_blocking(move || match log.prune(before) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(dropped = n, "event log pruned"),
+            Err(e) => tracing::error!(error = %e, "event log pruning failed"),
+        });
+    }
+}
+
+impl Actor for Retention {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.tick();
+        ctx.run_interval(self.every, |act, _| act.tick());
+    }
+}
