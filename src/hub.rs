@@ -10,21 +10,21 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use crate::agents::auth::Tokens;
-use crate::agents::fsm::FsmTimings;
-use crate::agents::presence::Presence;
+use crate::agents::fsm::{FsmTimings, HubStopping};
+use crate::agents::presence::{Presence, PresenceDeps};
 use crate::agents::ratelimit::{Limits, RateLimits};
 use crate::agents::scheduler::Scheduler;
 use crate::agents::session::SessionDeps;
 use crate::config::Config;
 use crate::error::StoreError;
 use crate::messaging::{Messaging, MessagingLimits};
-use crate::ops::alerts::{Alerter, AlerterConfig};
+use crate::ops::alerts::{Alerter, AlerterConfig, AlerterDeps};
 use crate::ops::analytics::Analytics;
 use crate::ops::metrics::Metrics;
 use crate::ops::retention::Retention;
 use crate::ops::standing::{self, StandingOrders};
 use crate::ops::telemetry::Telemetry;
-use crate::queue::TaskQueue;
+use crate::queue::{Peers, TaskQueue};
 use crate::storage::backup::Maintenance;
 use crate::storage::bus::EventBus;
 use crate::storage::eventlog::EventLog;
@@ -54,6 +54,9 @@ pub struct HubState {
     pub standing: Addr<StandingOrders>,
     pub sessions: Sessions,
     pub dashboard: SharedDeps,
+    /// Set when the server is told to stop (agents' sockets closing then keep
+    /// their tasks for recovery).
+    pub stopping: HubStopping,
 }
 
 impl HubState {
@@ -87,14 +90,16 @@ pub fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState, Store
     let events = EventLog::open(store.clone())?;
     let queue = TaskQueue::load(
         store.clone(),
-        &config,
-        scheduler_ctx.address(),
-        presence_ctx.address(),
-        analytics.clone(),
         events.clone(),
-    )?
-    .with_telemetry(telemetry.clone())
-    .with_bus(bus.clone());
+        &config,
+        Peers {
+            scheduler: scheduler_ctx.address(),
+            presence: presence_ctx.address(),
+            analytics: analytics.clone(),
+            telemetry: telemetry.clone(),
+            bus: bus.clone(),
+        },
+    )?;
     // Supervised: a handler panic stops the queue and it restarts from sled.
     let queue = Supervisor::start(move |_| queue);
     let scheduler = scheduler_ctx.run(Scheduler::new(
@@ -105,21 +110,27 @@ pub fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState, Store
         acceptance_timeout: Duration::from_millis(config.acceptance_timeout_ms),
         reject_backoff: Duration::from_millis(config.reject_backoff_ms),
     };
-    let presence = presence_ctx.run(
-        Presence::new(timings, queue.clone(), scheduler.clone())
-            .with_telemetry(telemetry.clone())
-            .with_bus(bus.clone())
-            .with_log(events.clone())
-            .with_store(store.clone())?,
-    );
+    let stopping = HubStopping::default();
+    let presence = presence_ctx.run(Presence::load(
+        timings,
+        PresenceDeps {
+            queue: queue.clone(),
+            scheduler: scheduler.clone(),
+            store: store.clone(),
+            log: events.clone(),
+            bus: bus.clone(),
+            telemetry: telemetry.clone(),
+            stopping: stopping.clone(),
+        },
+    )?);
     let metrics = Metrics::new(
         telemetry.clone(),
         queue.clone(),
         presence.clone(),
         store.clone(),
+        bus.clone(),
         Duration::from_millis(config.metrics_interval_ms),
     )
-    .with_bus(bus.clone())
     .start();
     let tokens = Tokens::new(store.clone());
     let rate_limits = RateLimits::load(
@@ -176,13 +187,17 @@ pub fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState, Store
         Duration::from_millis(config.standing_order_tick_ms),
     )?
     .start();
-    let storage = Maintenance::new(store.clone(), &config);
-    storage.set_bus(bus.clone());
+    let storage = Maintenance::new(store.clone(), &config, Some(bus.clone()));
     let alerter = Alerter::new(
-        store.clone(),
-        tokens.clone(),
-        metrics.clone(),
-        queue.clone(),
+        AlerterDeps {
+            store: store.clone(),
+            tokens: tokens.clone(),
+            metrics: metrics.clone(),
+            queue: queue.clone(),
+            storage: storage.clone(),
+            standing: standing.clone(),
+            bus: bus.clone(),
+        },
         AlerterConfig {
             check_every: Duration::from_millis(config.alert_check_interval_ms),
             startup_grace: Duration::from_millis(config.alert_startup_grace_ms),
@@ -190,9 +205,6 @@ pub fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState, Store
             webhook_retries: config.alert_webhook_retries,
         },
     )?
-    .with_storage(storage.clone())
-    .with_standing(standing.clone())
-    .with_bus(bus.clone())
     .start();
     let dashboard = Arc::new(DashboardDeps::new(
         queue.clone(),
@@ -206,6 +218,7 @@ pub fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState, Store
         started_at,
     ));
     Ok(HubState {
+        stopping,
         sessions: Sessions::new(store.clone(), tokens.clone()),
         dashboard,
         bus,

@@ -11,6 +11,7 @@
 //! (the `Scheduler` does) and does not change tasks (the `TaskQueue` does).
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -25,9 +26,23 @@ use crate::protocol::{
 use crate::queue::{AgentReport, HeldBy, QueueError, Reclaim, Report, ReportReply, TaskQueue};
 use crate::util::now_ms;
 
-/// Set while the hub shuts down: sockets closing then are not agents leaving, so
+/// Set once the hub shuts down: sockets closing then are not agents leaving, so
 /// their tasks are not reclaimed (the agents recover them after the restart).
-pub static HUB_STOPPING: AtomicBool = AtomicBool::new(false);
+/// One per hub: made by `hub::start_actors`, handed to every FSM, set by the
+/// server when it is told to stop.
+#[derive(Debug, Clone, Default)]
+pub struct HubStopping(Arc<AtomicBool>);
+
+impl HubStopping {
+    /// From now on the hub is stopping.
+    pub fn set(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
 
 /// The agent's state machine states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,6 +201,7 @@ pub struct AgentFsm {
     last_state_change: i64,
     accept_timer: Option<SpawnHandle>,
     timings: FsmTimings,
+    stopping: HubStopping,
     queue: Addr<TaskQueue>,
     scheduler: Addr<Scheduler>,
     presence: Addr<Presence>,
@@ -195,6 +211,7 @@ impl AgentFsm {
     pub fn new(
         agent_id: String,
         timings: FsmTimings,
+        stopping: HubStopping,
         queue: Addr<TaskQueue>,
         scheduler: Addr<Scheduler>,
         presence: Addr<Presence>,
@@ -216,6 +233,7 @@ impl AgentFsm {
             last_state_change: now,
             accept_timer: None,
             timings,
+            stopping,
             queue,
             scheduler,
             presence,
@@ -450,7 +468,7 @@ impl Handler<Disconnect> for AgentFsm {
             agent_id: self.agent_id.clone(),
         });
         if let Some((task_id, generation)) = self.current.take() {
-            if HUB_STOPPING.load(Ordering::SeqCst) {
+            if self.stopping.is_set() {
                 tracing::info!(agent_id = %self.agent_id, task_id = %task_id,
                                "hub stopping: task kept for recovery");
             } else {

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use crate::agents::fsm::{
-    AgentControls, AgentFsm, AgentView, Control, FsmState, FsmTimings, Push, Revoked, Withdrawn,
+    AgentControls, AgentFsm, AgentView, Control, FsmState, FsmTimings, HubStopping, Push, Revoked,
+    Withdrawn,
 };
 use crate::agents::scheduler::Scheduler;
 use crate::error::StoreError;
@@ -45,62 +46,43 @@ pub struct Presence {
     online: HashMap<String, Recipient<Push>>,
     cooldowns: HashMap<String, Cooldown>,
     timings: FsmTimings,
-    queue: Addr<TaskQueue>,
-    scheduler: Addr<Scheduler>,
-    telemetry: Arc<Telemetry>,
-    bus: EventBus,
-    log: Option<EventLog>,
-    /// Operator controls by agent, persisted in `meta` (when a store is given).
+    deps: PresenceDeps,
+    /// Operator controls by agent, persisted in `meta`.
     controls: HashMap<String, AgentControls>,
-    store: Option<Store>,
+}
+
+/// What `Presence` works with: the actors the FSMs it creates talk to, the store
+/// that keeps operator controls, the event log of connects and disconnects, the
+/// bus, telemetry, and the hub's stop flag (handed to every FSM).
+pub struct PresenceDeps {
+    pub queue: Addr<TaskQueue>,
+    pub scheduler: Addr<Scheduler>,
+    pub store: Store,
+    pub log: EventLog,
+    pub bus: EventBus,
+    pub telemetry: Arc<Telemetry>,
+    pub stopping: HubStopping,
 }
 
 /// Where agent controls are kept in `meta`.
 const CONTROLS_KEY: &str = "agent_controls";
 
 impl Presence {
-    /// Keeps operator controls (drain, disable) in `store`, loading those there.
-    pub fn with_store(mut self, store: Store) -> Result<Presence, StoreError> {
-        if let Some(v) = store.meta.get(CONTROLS_KEY)? {
-            self.controls = decode("meta", CONTROLS_KEY.as_bytes(), &v)?;
-        }
-        self.store = Some(store);
-        Ok(self)
-    }
-
-    /// Records connects and disconnects in the event log from now on.
-    pub fn with_log(mut self, log: EventLog) -> Presence {
-        self.log = Some(log);
-        self
-    }
-
-    /// Publishes joins, departures and card changes on `bus` from now on.
-    pub fn with_bus(mut self, bus: EventBus) -> Presence {
-        self.bus = bus;
-        self
-    }
-
-    /// Counts connects and disconnects into `telemetry` (the hub's metrics).
-    pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Presence {
-        self.telemetry = telemetry;
-        self
-    }
-
-    pub fn new(timings: FsmTimings, queue: Addr<TaskQueue>, scheduler: Addr<Scheduler>) -> Self {
-        Presence {
+    /// Builds the registry; operator controls (drain, disable) load from the store.
+    pub fn load(timings: FsmTimings, deps: PresenceDeps) -> Result<Presence, StoreError> {
+        let controls = match deps.store.meta.get(CONTROLS_KEY)? {
+            Some(v) => decode("meta", CONTROLS_KEY.as_bytes(), &v)?,
+            None => HashMap::new(),
+        };
+        Ok(Presence {
             fsms: HashMap::new(),
             views: HashMap::new(),
             online: HashMap::new(),
             cooldowns: HashMap::new(),
             timings,
-            queue,
-            scheduler,
-            telemetry: Arc::new(Telemetry::default()),
-            bus: EventBus::new(),
-            log: None,
-            controls: HashMap::new(),
-            store: None,
-        }
+            deps,
+            controls,
+        })
     }
 
     fn broadcast(&self, except: &str, frame: ServerFrame) {
@@ -130,10 +112,11 @@ impl Handler<FsmFor> for Presence {
     type Result = MessageResult<FsmFor>;
 
     fn handle(&mut self, msg: FsmFor, ctx: &mut Context<Self>) -> Self::Result {
-        let (timings, queue, scheduler, me) = (
+        let (timings, queue, scheduler, stopping, me) = (
             self.timings,
-            self.queue.clone(),
-            self.scheduler.clone(),
+            self.deps.queue.clone(),
+            self.deps.scheduler.clone(),
+            self.deps.stopping.clone(),
             ctx.address(),
         );
         let controls = self.controls.get(&msg.agent_id).copied();
@@ -141,7 +124,8 @@ impl Handler<FsmFor> for Presence {
             .fsms
             .entry(msg.agent_id.clone())
             .or_insert_with(|| {
-                let fsm = AgentFsm::new(msg.agent_id, timings, queue, scheduler, me).start();
+                let fsm =
+                    AgentFsm::new(msg.agent_id, timings, stopping, queue, scheduler, me).start();
                 if let Some(c) = controls {
                     fsm.do_send(Control(c));
                 }
@@ -226,7 +210,7 @@ pub struct ControlAgent {
 }
 
 impl Handler<ControlAgent> for Presence {
-    type Result = Result<AgentControls, StoreError>;
+    type Result = ResponseActFuture<Self, Result<AgentControls, StoreError>>;
 
     fn handle(&mut self, msg: ControlAgent, ctx: &mut Context<Self>) -> Self::Result {
         let mut controls = self
@@ -246,19 +230,25 @@ impl Handler<ControlAgent> for Presence {
         } else {
             all.insert(msg.agent_id.clone(), controls);
         }
-        if let Some(store) = &self.store {
-            store.meta.insert(CONTROLS_KEY, encode(&all))?;
-        }
-        if let Some(log) = &self.log {
-            log.record([NewEvent {
-                ts: now_ms(),
-                kind: msg.action.kind().into(),
-                task_id: None,
-                task_seq: None,
-                agent_id: Some(msg.agent_id.clone()),
-                actor: msg.by.clone(),
-                details: serde_json::json!({"draining": controls.draining, "disabled": controls.disabled}),
-            }])?;
+        let written = self
+            .deps
+            .store
+            .meta
+            .insert(CONTROLS_KEY, encode(&all))
+            .map_err(StoreError::from)
+            .and_then(|_| {
+                self.deps.log.append([NewEvent {
+                    ts: now_ms(),
+                    kind: msg.action.kind().into(),
+                    task_id: None,
+                    task_seq: None,
+                    agent_id: Some(msg.agent_id.clone()),
+                    actor: msg.by.clone(),
+                    details: serde_json::json!({"draining": controls.draining, "disabled": controls.disabled}),
+                }])
+            });
+        if let Err(e) = written {
+            return Box::pin(fut::ready(Err(e)));
         }
         self.controls = all;
         let fsm = <Self as Handler<FsmFor>>::handle(
@@ -269,9 +259,19 @@ impl Handler<ControlAgent> for Presence {
             ctx,
         )
         .0;
-        fsm.do_send(Control(controls));
         tracing::info!(agent_id = %msg.agent_id, by = %msg.by, action = msg.action.kind(), "agent control");
-        Ok(controls)
+        // Durable before visible: the FSM acts, and the caller hears, after the flush.
+        Box::pin(
+            self.deps
+                .store
+                .durable()
+                .into_actor(self)
+                .map(move |flushed, _, _| {
+                    flushed?;
+                    fsm.do_send(Control(controls));
+                    Ok(controls)
+                }),
+        )
     }
 }
 
@@ -307,16 +307,16 @@ impl Handler<PresenceUpdate> for Presence {
         }
         let logged = match msg.event {
             Some(PresenceEvent::Joined) => {
-                self.telemetry.add(Counter::Connected, 1);
+                self.deps.telemetry.add(Counter::Connected, 1);
                 Some("agent_connected")
             }
             Some(PresenceEvent::Left) => {
-                self.telemetry.add(Counter::Disconnected, 1);
+                self.deps.telemetry.add(Counter::Disconnected, 1);
                 Some("agent_disconnected")
             }
             _ => None,
         };
-        if let (Some(kind), Some(log)) = (logged, &self.log) {
+        if let Some(kind) = logged {
             let info = msg.view.info(false);
             let event = NewEvent {
                 ts: now_ms(),
@@ -328,7 +328,7 @@ impl Handler<PresenceUpdate> for Presence {
                 details: serde_json::json!({"name": info.name, "capabilities": info.capabilities}),
             };
             // Durable with the next flush of the store (a connect acknowledges nothing).
-            if let Err(e) = log.record([event]) {
+            if let Err(e) = self.deps.log.record([event]) {
                 tracing::error!(agent_id = %agent_id, error = %e, "event log write failed");
             }
         }
@@ -347,8 +347,8 @@ impl Handler<PresenceUpdate> for Presence {
         if let Some(frame) = frame {
             self.broadcast(&agent_id, frame);
         }
-        if self.bus.watched() {
-            self.bus.publish(match msg.event {
+        if self.deps.bus.watched() {
+            self.deps.bus.publish(match msg.event {
                 Some(PresenceEvent::Joined) => HubEvent::AgentJoined {
                     agent: msg.view.card(),
                 },

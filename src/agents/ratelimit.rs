@@ -278,27 +278,30 @@ impl RateLimits {
     }
 
     /// Sets (replaces) `agent_id`'s override and persists it.
-    pub fn set_override(&self, agent_id: &str, o: Override) -> Result<(), StoreError> {
+    pub async fn set_override(&self, agent_id: &str, o: Override) -> Result<(), StoreError> {
         self.change(|s| {
             s.overrides.insert(agent_id.to_string(), o);
-        })
+        })?;
+        self.store.durable().await
     }
 
     /// Removes `agent_id`'s override; answers whether there was one.
-    pub fn remove_override(&self, agent_id: &str) -> Result<bool, StoreError> {
+    pub async fn remove_override(&self, agent_id: &str) -> Result<bool, StoreError> {
         let mut had = false;
         self.change(|s| had = s.overrides.remove(agent_id).is_some())?;
+        self.store.durable().await?;
         Ok(had)
     }
 
     /// Replaces the whitelist and persists it.
-    pub fn set_whitelist(&self, keys: BTreeSet<String>) -> Result<(), StoreError> {
-        self.change(|s| s.whitelist = keys)
+    pub async fn set_whitelist(&self, keys: BTreeSet<String>) -> Result<(), StoreError> {
+        self.change(|s| s.whitelist = keys)?;
+        self.store.durable().await
     }
 
     /// Applies `edit` to the settings and writes them; on a failed write the
-    /// in-memory settings stay as they were. The caller waits for `Store::durable`
-    /// before answering.
+    /// in-memory settings stay as they were. The public setters wait for the
+    /// flush that covers the write before they answer.
     fn change(&self, edit: impl FnOnce(&mut Settings)) -> Result<(), StoreError> {
         let mut state = self.lock();
         let mut next = state.settings.clone();
@@ -382,8 +385,8 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn whitelist_and_overrides_apply_at_once_and_are_stored() {
+    #[actix_rt::test]
+    async fn whitelist_and_overrides_apply_at_once_and_are_stored() {
         let (_dir, store) = open();
         let rl = RateLimits::load(store.clone(), true, limits(100)).expect("load");
         rl.set_override(
@@ -393,8 +396,10 @@ mod tests {
                 ..Override::default()
             },
         )
+        .await
         .expect("override");
         rl.set_whitelist(["vip".to_string()].into_iter().collect())
+            .await
             .expect("whitelist");
         for _ in 0..2 {
             assert!(matches!(
@@ -417,8 +422,8 @@ mod tests {
         let s = rl.settings();
         assert_eq!(s.overrides["slow"].light, Some(2));
         assert!(s.whitelist.contains("vip"));
-        assert!(rl.remove_override("slow").expect("remove"));
-        assert!(!rl.remove_override("slow").expect("remove again"));
+        assert!(rl.remove_override("slow").await.expect("remove"));
+        assert!(!rl.remove_override("slow").await.expect("remove again"));
     }
 
     #[test]

@@ -1,51 +1,28 @@
 //! `Scheduler`: matches ready tasks to idle agents.
 //!
-//! Both sides are indexed by capability signature (the sorted list of capabilities
-//! a task needs):
-//! - `ready[sig]`: queued tasks ordered by (priority, sequence);
-//! - `idle[sig]`: idle agents able to serve `sig`, ordered by how long they have
-//!   been idle (longest first).
-//!
-//! After every event the index holds no pair of an idle agent and a ready task it
-//! could take. A new task costs O(log n) (look at `idle[sig]`); a newly idle agent
-//! costs O(signatures × log n) (look at the head of every `ready[sig]` it covers).
-//! Nothing scans all tasks or all agents. A periodic pass re-checks the same
-//! invariant as a safety net only.
+//! A thin actor over `domain::matching::MatchIndex` (both sides indexed by
+//! capability signature; after every event no idle agent and ready task it could
+//! take are left unmatched). The actor adds what needs actors: the FSM addresses,
+//! the assignment through the queue, and agents with an assignment in flight. A
+//! periodic pass re-checks the index's invariant as a safety net only.
 //!
 //! Architecture invariant: the scheduler decides *who*; it never changes a task.
 //! `TaskQueue` performs the assignment (and may refuse it if the task changed in the
 //! meantime); the agent's `AgentFsm` is told the result.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::time::Duration;
 
 use actix::prelude::*;
 
 use crate::agents::fsm::{AgentFsm, Assigned, NothingAssigned};
+use crate::domain::matching::{Match, MatchIndex};
 use crate::queue::{Assign, TaskQueue};
-
-/// A capability signature: sorted, without repeats.
-type Sig = Arc<[String]>;
-
-/// Ordering key of a ready task.
-type TaskKey = (u8, u64, String);
-/// Ordering key of an idle agent: idle since (ms), then id.
-type IdleKey = (i64, String);
-
-struct IdleAgent {
-    since: i64,
-    capabilities: HashSet<String>,
-    fsm: Addr<AgentFsm>,
-}
 
 pub struct Scheduler {
     queue: Addr<TaskQueue>,
-    ready: HashMap<Sig, BTreeSet<TaskKey>>,
-    /// task id → (signature, key), to remove a ready task by id.
-    ready_index: HashMap<String, (Sig, TaskKey)>,
-    idle: HashMap<Sig, BTreeSet<IdleKey>>,
-    agents: HashMap<String, IdleAgent>,
+    /// Ready tasks and idle agents (with their FSM's address).
+    index: MatchIndex<Addr<AgentFsm>>,
     /// Agents with an assignment in flight; not offered anything else meanwhile.
     dispatching: HashSet<String>,
     sweep_every: Duration,
@@ -55,58 +32,20 @@ impl Scheduler {
     pub fn new(queue: Addr<TaskQueue>, sweep_every: Duration) -> Self {
         Scheduler {
             queue,
-            ready: HashMap::new(),
-            ready_index: HashMap::new(),
-            idle: HashMap::new(),
-            agents: HashMap::new(),
+            index: MatchIndex::default(),
             dispatching: HashSet::new(),
             sweep_every,
         }
     }
 
-    fn covers(caps: &HashSet<String>, sig: &[String]) -> bool {
-        sig.iter().all(|c| caps.contains(c))
-    }
-
-    /// The idle set for `sig`, built from the idle agents the first time `sig` is seen.
-    fn idle_for(&mut self, sig: &Sig) -> &mut BTreeSet<IdleKey> {
-        let agents = &self.agents;
-        self.idle.entry(sig.clone()).or_insert_with(|| {
-            agents
-                .iter()
-                .filter(|(_, a)| Self::covers(&a.capabilities, sig))
-                .map(|(id, a)| (a.since, id.clone()))
-                .collect()
-        })
-    }
-
-    fn remove_idle(&mut self, agent_id: &str) -> Option<IdleAgent> {
-        let agent = self.agents.remove(agent_id)?;
-        let key = (agent.since, agent_id.to_string());
-        for set in self.idle.values_mut() {
-            set.remove(&key);
-        }
-        Some(agent)
-    }
-
-    fn remove_ready(&mut self, task_id: &str) -> Option<Sig> {
-        let (sig, key) = self.ready_index.remove(task_id)?;
-        if let Some(set) = self.ready.get_mut(&sig) {
-            set.remove(&key);
-            if set.is_empty() {
-                self.ready.remove(&sig);
-            }
-        }
-        Some(sig)
-    }
-
-    /// Hands `task_id` to `agent_id` through the queue, then tells the agent.
-    fn dispatch(&mut self, task_id: String, agent_id: String, ctx: &mut Context<Self>) {
-        let Some(agent) = self.remove_idle(&agent_id) else {
-            return;
-        };
+    /// Hands the task to the agent through the queue, then tells the agent.
+    fn dispatch(&mut self, matched: Match<Addr<AgentFsm>>, ctx: &mut Context<Self>) {
+        let Match {
+            task_id,
+            agent_id,
+            agent: fsm,
+        } = matched;
         self.dispatching.insert(agent_id.clone());
-        let fsm = agent.fsm.clone();
         let request = self.queue.send(Assign {
             task_id: task_id.clone(),
             agent_id: agent_id.clone(),
@@ -128,40 +67,11 @@ impl Scheduler {
         }));
     }
 
-    /// The best ready task the agent can take: lowest (priority, sequence) over the
-    /// heads of every signature it covers.
-    fn best_task_for(&self, caps: &HashSet<String>) -> Option<String> {
-        self.ready
-            .iter()
-            .filter(|(sig, _)| Self::covers(caps, sig))
-            .filter_map(|(_, set)| set.first())
-            .min()
-            .map(|(_, _, id)| id.clone())
-    }
-
-    fn match_agent(&mut self, agent_id: &str, ctx: &mut Context<Self>) {
-        let Some(agent) = self.agents.get(agent_id) else {
-            return;
-        };
-        if let Some(task_id) = self.best_task_for(&agent.capabilities) {
-            self.remove_ready(&task_id);
-            self.dispatch(task_id, agent_id.to_string(), ctx);
-        }
-    }
-
     /// Safety net: repair any (idle agent, ready task it covers) pair.
     fn sweep(&mut self, ctx: &mut Context<Self>) {
-        let sigs: Vec<Sig> = self.ready.keys().cloned().collect();
-        for sig in sigs {
-            while let Some((_, _, task_id)) = self.ready.get(&sig).and_then(|s| s.first()).cloned()
-            {
-                let Some((_, agent_id)) = self.idle_for(&sig).first().cloned() else {
-                    break;
-                };
-                tracing::warn!(task_id = %task_id, agent_id = %agent_id, "scheduler sweep repaired a missed match");
-                self.remove_ready(&task_id);
-                self.dispatch(task_id, agent_id, ctx);
-            }
+        for matched in self.index.repair() {
+            tracing::warn!(task_id = %matched.task_id, agent_id = %matched.agent_id, "scheduler sweep repaired a missed match");
+            self.dispatch(matched, ctx);
         }
     }
 }
@@ -188,20 +98,12 @@ impl Handler<TaskReady> for Scheduler {
     type Result = ();
 
     fn handle(&mut self, msg: TaskReady, ctx: &mut Context<Self>) {
-        if self.ready_index.contains_key(&msg.task_id) {
-            return;
+        let matched = self
+            .index
+            .task_ready(msg.task_id, msg.seq, msg.priority, msg.capabilities);
+        if let Some(matched) = matched {
+            self.dispatch(matched, ctx);
         }
-        let sig: Sig = msg.capabilities.into();
-        if let Some((_, agent_id)) = self.idle_for(&sig).first().cloned() {
-            self.dispatch(msg.task_id, agent_id, ctx);
-            return;
-        }
-        let key = (msg.priority, msg.seq, msg.task_id.clone());
-        self.ready
-            .entry(sig.clone())
-            .or_default()
-            .insert(key.clone());
-        self.ready_index.insert(msg.task_id, (sig, key));
     }
 }
 
@@ -216,7 +118,7 @@ impl Handler<TaskUnready> for Scheduler {
     type Result = ();
 
     fn handle(&mut self, msg: TaskUnready, _: &mut Context<Self>) {
-        self.remove_ready(&msg.task_id);
+        self.index.task_unready(&msg.task_id);
     }
 }
 
@@ -239,20 +141,12 @@ impl Handler<AgentAvailable> for Scheduler {
             // The in-flight assignment answers the agent either way.
             return;
         }
-        self.remove_idle(&msg.agent_id);
-        let agent = IdleAgent {
-            since: msg.idle_since,
-            capabilities: msg.capabilities.into_iter().collect(),
-            fsm: msg.fsm,
-        };
-        let key = (agent.since, msg.agent_id.clone());
-        for (sig, set) in self.idle.iter_mut() {
-            if Self::covers(&agent.capabilities, sig) {
-                set.insert(key.clone());
-            }
+        let matched =
+            self.index
+                .agent_idle(msg.agent_id, msg.idle_since, msg.capabilities, msg.fsm);
+        if let Some(matched) = matched {
+            self.dispatch(matched, ctx);
         }
-        self.agents.insert(msg.agent_id.clone(), agent);
-        self.match_agent(&msg.agent_id, ctx);
     }
 }
 
@@ -267,6 +161,6 @@ impl Handler<AgentUnavailable> for Scheduler {
     type Result = ();
 
     fn handle(&mut self, msg: AgentUnavailable, _: &mut Context<Self>) {
-        self.remove_idle(&msg.agent_id);
+        self.index.agent_busy(&msg.agent_id);
     }
 }

@@ -166,10 +166,6 @@ pub struct AlerterConfig {
 }
 
 pub struct Alerter {
-    store: Store,
-    tokens: Tokens,
-    metrics: Addr<Metrics>,
-    queue: Addr<TaskQueue>,
     config: AlerterConfig,
     thresholds: Thresholds,
     started_at: i64,
@@ -183,9 +179,21 @@ pub struct Alerter {
     next_event: u64,
     webhook: Option<mpsc::Sender<Value>>,
     webhook_stats: Arc<WebhookStats>,
-    storage: Option<Maintenance>,
-    standing: Option<Addr<StandingOrders>>,
-    bus: EventBus,
+    deps: AlerterDeps,
+}
+
+/// What the alerter reads (and where its changes go).
+pub struct AlerterDeps {
+    pub store: Store,
+    pub tokens: Tokens,
+    pub metrics: Addr<Metrics>,
+    pub queue: Addr<TaskQueue>,
+    /// Storage problems (recovery at start-up, failing backups or compactions),
+    /// watched as the `storage` rule.
+    pub storage: Maintenance,
+    /// Missed standing-order runs.
+    pub standing: Addr<StandingOrders>,
+    pub bus: EventBus,
 }
 
 /// What a rule found this check.
@@ -196,14 +204,8 @@ struct Finding {
 }
 
 impl Alerter {
-    pub fn new(
-        store: Store,
-        tokens: Tokens,
-        metrics: Addr<Metrics>,
-        queue: Addr<TaskQueue>,
-        config: AlerterConfig,
-    ) -> Result<Alerter, StoreError> {
-        let thresholds = match store.meta.get(THRESHOLDS_KEY)? {
+    pub fn new(deps: AlerterDeps, config: AlerterConfig) -> Result<Alerter, StoreError> {
+        let thresholds = match deps.store.meta.get(THRESHOLDS_KEY)? {
             Some(bytes) => decode("meta", THRESHOLDS_KEY, &bytes)?,
             None => Thresholds::default(),
         };
@@ -213,10 +215,6 @@ impl Alerter {
             .clone()
             .map(|url| start_webhook(url, config.webhook_retries, webhook_stats.clone()));
         Ok(Alerter {
-            store,
-            tokens,
-            metrics,
-            queue,
             config,
             thresholds,
             started_at: now_ms(),
@@ -229,23 +227,8 @@ impl Alerter {
             next_event: 1,
             webhook,
             webhook_stats,
-            storage: None,
-            standing: None,
-            bus: EventBus::new(),
+            deps,
         })
-    }
-
-    /// Publishes alert changes on `bus` from now on.
-    pub fn with_bus(mut self, bus: EventBus) -> Alerter {
-        self.bus = bus;
-        self
-    }
-
-    /// Watches storage problems (recovery at start-up, failing backups or
-    /// compactions) as the `storage` rule.
-    pub fn with_storage(mut self, storage: Maintenance) -> Alerter {
-        self.storage = Some(storage);
-        self
     }
 
     fn check(&mut self, ctx: &mut Context<Self>) {
@@ -253,24 +236,21 @@ impl Alerter {
         if now_ms() - self.started_at < grace {
             return;
         }
-        let window = self.metrics.send(Window {
+        let window = self.deps.metrics.send(Window {
             since: now_ms()
                 .saturating_sub(i64::try_from(self.thresholds.window_ms).unwrap_or(i64::MAX)),
         });
-        let stuck = self.queue.send(StuckTasks {
+        let stuck = self.deps.queue.send(StuckTasks {
             assigned_before: now_ms()
                 .saturating_sub(i64::try_from(self.thresholds.stuck_task_ms).unwrap_or(i64::MAX)),
         });
-        let blocked = self.queue.send(BlockedTasks {
+        let blocked = self.deps.queue.send(BlockedTasks {
             blocked_before: now_ms()
                 .saturating_sub(i64::try_from(self.thresholds.blocked_task_ms).unwrap_or(i64::MAX)),
         });
-        let missed = self.standing.as_ref().map(|s| s.send(RecentlyMissed));
+        let missed = self.deps.standing.send(RecentlyMissed);
         let fut = async move {
-            let missed = match missed {
-                Some(m) => m.await.unwrap_or_default(),
-                None => Vec::new(),
-            };
+            let missed = missed.await.unwrap_or_default();
             (window.await, stuck.await, blocked.await, missed)
         };
         ctx.wait(
@@ -281,19 +261,13 @@ impl Alerter {
                     else {
                         return;
                     };
-                    let registered = act.tokens.count();
+                    let registered = act.deps.tokens.count();
                     let mut findings = act.evaluate(&oldest, &newest, &stuck, registered);
                     findings.push(("blocked_tasks", act.blocked_finding(&blocked)));
                     findings.push(("standing_order_missed", missed_finding(&missed)));
                     act.apply(findings);
                 }),
         );
-    }
-
-    /// Reads missed standing-order runs from `standing` from now on.
-    pub fn with_standing(mut self, standing: Addr<StandingOrders>) -> Alerter {
-        self.standing = Some(standing);
-        self
     }
 
     /// blocked_tasks: tasks blocked for longer than the threshold, oldest first.
@@ -410,11 +384,7 @@ impl Alerter {
             details: json!({"errors_per_min": errors, "threshold": t.error_rate_per_min}),
         });
 
-        let problems = self
-            .storage
-            .as_ref()
-            .map(|m| m.problems())
-            .unwrap_or_default();
+        let problems = self.deps.storage.problems();
         let storage = (!problems.is_empty()).then(|| Finding {
             severity: if problems.contains(&"recovered_at_startup") {
                 Severity::Critical
@@ -513,9 +483,9 @@ impl Alerter {
             });
             let _ = tx.send(body);
         }
-        if self.bus.watched() {
+        if self.deps.bus.watched() {
             let data = json!(alert);
-            self.bus.publish(match kind {
+            self.deps.bus.publish(match kind {
                 "fired" => HubEvent::AlertFired { data },
                 "cleared" => HubEvent::AlertCleared {
                     rule_id: alert.rule_id.clone(),
@@ -647,11 +617,14 @@ impl Handler<GetThresholds> for Alerter {
 pub struct SetThresholds(pub Thresholds);
 
 impl Handler<SetThresholds> for Alerter {
-    type Result = Result<(), StoreError>;
+    type Result = ResponseActFuture<Self, Result<(), StoreError>>;
 
     fn handle(&mut self, msg: SetThresholds, _: &mut Context<Self>) -> Self::Result {
-        self.store.meta.insert(THRESHOLDS_KEY, encode(&msg.0))?;
+        if let Err(e) = self.deps.store.meta.insert(THRESHOLDS_KEY, encode(&msg.0)) {
+            return Box::pin(fut::ready(Err(e.into())));
+        }
         self.thresholds = msg.0;
-        Ok(())
+        // Answered once the thresholds are durable.
+        Box::pin(self.deps.store.durable().into_actor(self))
     }
 }

@@ -125,17 +125,12 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Publishes every snapshot on `bus` from now on.
-    pub fn with_bus(mut self, bus: EventBus) -> Metrics {
-        self.bus = bus;
-        self
-    }
-
     pub fn new(
         telemetry: Arc<Telemetry>,
         queue: Addr<TaskQueue>,
         presence: Addr<Presence>,
         store: Store,
+        bus: EventBus,
         every: Duration,
     ) -> Metrics {
         Metrics {
@@ -146,7 +141,7 @@ impl Metrics {
             every,
             history: VecDeque::new(),
             last_counters: BTreeMap::new(),
-            bus: EventBus::new(),
+            bus,
         }
     }
 

@@ -1,14 +1,12 @@
 //! Serving: binds the address, runs the HTTP server over the actors `hub` started,
 //! and on SIGTERM or SIGINT stops it and seals the store.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use actix::prelude::*;
 use actix_web::middleware::ErrorHandlers;
 use actix_web::{web, App, HttpServer};
 
-use crate::agents::fsm::HUB_STOPPING;
 use crate::config::Config;
 use crate::hub::start_actors;
 use crate::storage::backup::{RecoveryEvent, StorageMaintenance};
@@ -53,6 +51,7 @@ pub async fn serve(
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     state.storage.record_recoveries(recoveries);
     StorageMaintenance::new(state.storage.clone()).start();
+    let stopping = state.stopping.clone();
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
         App::new()
@@ -83,7 +82,7 @@ pub async fn serve(
         wait_for_stop_signal().await;
         // A stop is not a disconnect: agents keep their tasks across a restart and
         // recover them when they reconnect (their leases still run).
-        HUB_STOPPING.store(true, Ordering::SeqCst);
+        stopping.set();
         tracing::info!("stopping: agent tasks stay assigned for recovery");
         handle.stop(true).await;
     });

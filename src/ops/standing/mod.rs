@@ -684,10 +684,8 @@ pub struct CreateOrder {
     pub by: String,
 }
 
-impl Handler<CreateOrder> for StandingOrders {
-    type Result = Result<Value, StandingError>;
-
-    fn handle(&mut self, msg: CreateOrder, _: &mut Context<Self>) -> Self::Result {
+impl StandingOrders {
+    fn create(&mut self, msg: CreateOrder) -> Result<Value, StandingError> {
         if self.orders.contains_key(&msg.name) {
             return Err(StandingError::AlreadyExists(msg.name));
         }
@@ -732,10 +730,8 @@ pub struct UpdateOrder {
     pub by: String,
 }
 
-impl Handler<UpdateOrder> for StandingOrders {
-    type Result = Result<Value, StandingError>;
-
-    fn handle(&mut self, msg: UpdateOrder, _: &mut Context<Self>) -> Self::Result {
+impl StandingOrders {
+    fn update(&mut self, msg: UpdateOrder) -> Result<Value, StandingError> {
         let Some(live) = self.orders.get(&msg.name) else {
             return Err(StandingError::NotFound(msg.name));
         };
@@ -792,10 +788,8 @@ pub struct DeleteOrder {
     pub by: String,
 }
 
-impl Handler<DeleteOrder> for StandingOrders {
-    type Result = Result<(), StandingError>;
-
-    fn handle(&mut self, msg: DeleteOrder, _: &mut Context<Self>) -> Self::Result {
+impl StandingOrders {
+    fn delete(&mut self, msg: DeleteOrder) -> Result<(), StandingError> {
         if !self.orders.contains_key(&msg.name) {
             return Err(StandingError::NotFound(msg.name));
         }
@@ -808,6 +802,54 @@ impl Handler<DeleteOrder> for StandingOrders {
         );
         self.orders.remove(&msg.name);
         Ok(())
+    }
+}
+
+impl StandingOrders {
+    /// Replies once what the change wrote is durable (a refused change wrote
+    /// nothing and is answered at once).
+    fn reply_durable<T: 'static>(
+        &self,
+        result: Result<T, StandingError>,
+    ) -> ResponseActFuture<Self, Result<T, StandingError>> {
+        if result.is_err() {
+            return Box::pin(fut::ready(result));
+        }
+        Box::pin(
+            self.store
+                .durable()
+                .into_actor(self)
+                .map(move |flushed, _, _| {
+                    flushed.map_err(StandingError::Store)?;
+                    result
+                }),
+        )
+    }
+}
+impl Handler<CreateOrder> for StandingOrders {
+    type Result = ResponseActFuture<Self, Result<Value, StandingError>>;
+
+    fn handle(&mut self, msg: CreateOrder, _: &mut Context<Self>) -> Self::Result {
+        let result = self.create(msg);
+        self.reply_durable(result)
+    }
+}
+
+impl Handler<UpdateOrder> for StandingOrders {
+    type Result = ResponseActFuture<Self, Result<Value, StandingError>>;
+
+    fn handle(&mut self, msg: UpdateOrder, _: &mut Context<Self>) -> Self::Result {
+        let result = self.update(msg);
+        self.reply_durable(result)
+    }
+}
+
+impl Handler<DeleteOrder> for StandingOrders {
+    type Result = ResponseActFuture<Self, Result<(), StandingError>>;
+
+    fn handle(&mut self, msg: DeleteOrder, _: &mut Context<Self>) -> Self::Result {
+        let result = self.delete(msg);
+        self.reply_durable(result)
     }
 }
 

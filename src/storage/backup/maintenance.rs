@@ -30,7 +30,7 @@ use crate::util::now_ms;
 /// The hook for storage events (`backup_complete`, `backup_failed`,
 /// `compaction_complete`, `compaction_failed`, `recovery_complete`,
 /// `recovery_failed`): one structured log line. The running hub's events also go
-/// to the event bus (see `Maintenance::set_bus`).
+/// to the event bus (the one `Maintenance::new` was given).
 pub fn storage_alert(kind: &'static str, details: &impl Serialize) {
     let details = serde_json::to_string(details).unwrap_or_default();
     if kind.ends_with("_failed") || kind.starts_with("recovery") {
@@ -68,8 +68,8 @@ struct Inner {
     /// One backup or compaction at a time.
     job: Mutex<()>,
     state: Mutex<State>,
-    /// Where storage events go besides the log (the dashboard), once wired.
-    bus: std::sync::OnceLock<EventBus>,
+    /// Where storage events go besides the log (the dashboard), in a running hub.
+    bus: Option<EventBus>,
 }
 
 /// Backups, compaction and storage health of the running hub. Cheap to clone.
@@ -79,8 +79,9 @@ pub struct Maintenance {
 }
 
 impl Maintenance {
-    /// Starts nothing and touches no file.
-    pub fn new(store: Store, config: &Config) -> Maintenance {
+    /// Starts nothing and touches no file. `bus` is the running hub's (none for
+    /// the offline command-line tools).
+    pub fn new(store: Store, config: &Config, bus: Option<EventBus>) -> Maintenance {
         Maintenance {
             inner: Arc::new(Inner {
                 store,
@@ -91,20 +92,15 @@ impl Maintenance {
                 started_at: now_ms(),
                 job: Mutex::new(()),
                 state: Mutex::new(State::default()),
-                bus: std::sync::OnceLock::new(),
+                bus,
             }),
         }
-    }
-
-    /// Publishes storage events on `bus` too (set once; later calls are ignored).
-    pub fn set_bus(&self, bus: EventBus) {
-        let _ = self.inner.bus.set(bus);
     }
 
     /// Logs a storage event and publishes it.
     fn event(&self, kind: &'static str, details: &impl Serialize) {
         storage_alert(kind, details);
-        if let Some(bus) = self.inner.bus.get().filter(|b| b.watched()) {
+        if let Some(bus) = self.inner.bus.as_ref().filter(|b| b.watched()) {
             bus.publish(HubEvent::Storage(StorageEvent {
                 kind,
                 data: serde_json::to_value(details).unwrap_or(Value::Null),

@@ -45,10 +45,10 @@ impl Sessions {
         Sessions { store, tokens }
     }
 
-    /// Starts a session for the holder of the admin token; returns its token. The
-    /// caller must make the store durable before handing the token out. Expired
-    /// sessions are forgotten here.
-    pub fn open(&self, now: i64) -> Result<String, StoreError> {
+    /// Starts a session for the holder of the admin token; returns its token once
+    /// the session is durable (it outlives a hub restart). Expired sessions are
+    /// forgotten here.
+    pub async fn open(&self, now: i64) -> Result<String, StoreError> {
         let admin_hash = self
             .tokens
             .admin_hash()?
@@ -69,6 +69,7 @@ impl Sessions {
             admin_hash,
         };
         self.store.meta.insert(key(&token), encode(&record))?;
+        self.store.durable().await?;
         Ok(token)
     }
 
@@ -87,10 +88,10 @@ impl Sessions {
         Ok(record.expires_at > now && Some(record.admin_hash) == self.tokens.admin_hash()?)
     }
 
-    /// Ends a session (unknown tokens are ignored).
-    pub fn close(&self, token: &str) -> Result<(), StoreError> {
+    /// Ends a session (unknown tokens are ignored), durably.
+    pub async fn close(&self, token: &str) -> Result<(), StoreError> {
         self.store.meta.remove(key(token))?;
-        Ok(())
+        self.store.durable().await
     }
 }
 
@@ -98,16 +99,16 @@ impl Sessions {
 mod tests {
     use super::*;
 
-    #[test]
-    fn sessions_live_until_logout_or_expiry_and_only_for_the_admin_token() {
+    #[actix_rt::test]
+    async fn sessions_live_until_logout_or_expiry_and_only_for_the_admin_token() {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(dir.path()).expect("store");
         let tokens = Tokens::new(store.clone());
         tokens.init_admin(Some("admin-secret")).expect("admin");
         let sessions = Sessions::new(store.clone(), tokens);
         let now = 1_000_000;
-        let a = sessions.open(now).expect("open");
-        let b = sessions.open(now).expect("open");
+        let a = sessions.open(now).await.expect("open");
+        let b = sessions.open(now).await.expect("open");
         assert_ne!(a, b);
         assert!(sessions.is_valid(&a, now + 1).expect("check"));
         assert!(!sessions.is_valid("ac_unknown", now).expect("check"));
@@ -115,7 +116,7 @@ mod tests {
         assert!(!sessions
             .is_valid(&a, now + SESSION_TTL_MS)
             .expect("check expired"));
-        sessions.close(&a).expect("close");
+        sessions.close(&a).await.expect("close");
         assert!(!sessions.is_valid(&a, now + 1).expect("check closed"));
         assert!(sessions.is_valid(&b, now + 1).expect("other session stays"));
         // The token is not stored, only its hash.
@@ -127,7 +128,10 @@ mod tests {
         assert_eq!(stored.len(), 1);
         assert!(!String::from_utf8_lossy(&stored[0].0).contains(&b));
         // An expired session is forgotten at the next login.
-        sessions.open(now + SESSION_TTL_MS + 1).expect("open later");
+        sessions
+            .open(now + SESSION_TTL_MS + 1)
+            .await
+            .expect("open later");
         assert_eq!(store.meta.scan_prefix(PREFIX).count(), 1);
     }
 }

@@ -16,7 +16,6 @@ use tokio::sync::broadcast::error::TryRecvError;
 use tokio::sync::broadcast::Receiver;
 
 use super::SharedDeps;
-use crate::domain::task::TaskError;
 use crate::ops::alerts::Acknowledge;
 use crate::queue::{ControlTask, QueueError, TaskControl};
 use crate::storage::bus::HubEvent;
@@ -212,14 +211,9 @@ impl DashboardSocket {
     }
 }
 
+/// A refused action's result frame: `status` is the queue's wire code.
 fn failed(kind: &str, task_id: &str, e: &QueueError) -> Value {
-    let status = match e {
-        QueueError::Task(TaskError::NotFound) => "not_found",
-        QueueError::Task(_) => "invalid_state",
-        QueueError::Store(_) => "storage_error",
-        QueueError::Invalid(_) => "invalid",
-    };
-    json!({"type": kind, "task_id": task_id, "status": status, "detail": e.as_str()})
+    json!({"type": kind, "task_id": task_id, "status": e.as_str(), "detail": e.as_str()})
 }
 
 fn unavailable(kind: &str, task_id: &str, e: &MailboxError) -> Value {

@@ -102,9 +102,7 @@ async fn login(
         Some(Principal::Agent(_)) => return Err(ApiError::AdminOnly),
         None => return Err(ApiError::Unauthorized),
     }
-    let session = state.sessions.open(now_ms())?;
-    // Durable before it is handed out: the session outlives a hub restart.
-    state.store.durable().await?;
+    let session = state.sessions.open(now_ms()).await?;
     Ok(HttpResponse::Ok()
         .cookie(session_cookie(&req, session, SESSION_TTL_MS))
         .json(json!({"status": "ok", "expires_in_ms": SESSION_TTL_MS})))
@@ -112,8 +110,7 @@ async fn login(
 
 async fn logout(req: HttpRequest, state: web::Data<HubState>) -> Result<HttpResponse, ApiError> {
     if let Some(c) = req.cookie(SESSION_COOKIE) {
-        state.sessions.close(c.value())?;
-        state.store.durable().await?;
+        state.sessions.close(c.value()).await?;
     }
     Ok(HttpResponse::Ok()
         .cookie(session_cookie(&req, String::new(), 0))

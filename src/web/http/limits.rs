@@ -190,8 +190,7 @@ async fn put_agent(
             "set at least one of light, normal, heavy",
         )]));
     }
-    state.limits.set_override(&agent_id, o)?;
-    state.store.durable().await?;
+    state.limits.set_override(&agent_id, o).await?;
     tracing::info!(agent_id = %agent_id, "rate-limit override set");
     Ok(HttpResponse::Ok().json(json!({
         "status": "updated",
@@ -206,10 +205,9 @@ async fn delete_agent(
     state: web::Data<HubState>,
 ) -> Result<HttpResponse, ApiError> {
     let agent_id = path.into_inner();
-    if !state.limits.remove_override(&agent_id)? {
+    if !state.limits.remove_override(&agent_id).await? {
         return Err(ApiError::NotFound);
     }
-    state.store.durable().await?;
     tracing::info!(agent_id = %agent_id, "rate-limit override removed");
     Ok(HttpResponse::Ok().json(json!({"status": "removed", "agent_id": agent_id})))
 }
@@ -263,8 +261,7 @@ async fn put_whitelist(
             "at most 10000 entries",
         )]));
     }
-    state.limits.set_whitelist(keys.clone())?;
-    state.store.durable().await?;
+    state.limits.set_whitelist(keys.clone()).await?;
     tracing::info!(entries = keys.len(), "rate-limit whitelist replaced");
     Ok(HttpResponse::Ok().json(json!({"status": "updated", "whitelist": keys})))
 }

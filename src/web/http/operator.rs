@@ -67,7 +67,6 @@ async fn control_agent(
             by: caller.id(),
         })
         .await??;
-    state.store.durable().await?;
     Ok(HttpResponse::Ok().json(json!({
         "agent_id": agent_id,
         "draining": controls.draining,

@@ -93,7 +93,6 @@ async fn put_thresholds(
     })?;
     validated(&next)?;
     state.alerter.send(SetThresholds(next.clone())).await??;
-    state.store.durable().await?;
     tracing::info!("alert thresholds changed");
     Ok(HttpResponse::Ok().json(json!({"status": "updated", "thresholds": next})))
 }

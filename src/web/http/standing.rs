@@ -166,7 +166,6 @@ async fn create(
         })
         .await?
         .map_err(standing_error)?;
-    state.store.durable().await?;
     Ok(HttpResponse::Created().json(order))
 }
 
@@ -188,7 +187,6 @@ async fn update(
         })
         .await?
         .map_err(standing_error)?;
-    state.store.durable().await?;
     Ok(HttpResponse::Ok().json(order))
 }
 
@@ -207,7 +205,6 @@ async fn delete(
         })
         .await?
         .map_err(standing_error)?;
-    state.store.durable().await?;
     Ok(HttpResponse::Ok().json(json!({"status": "deleted", "name": name})))
 }
 

@@ -1,0 +1,338 @@
+//! Messages from the agent side: the scheduler's assignments, the FSMs' reports
+//! and reclaims.
+//!
+//! | message | sent by | answer |
+//! |---|---|---|
+//! | [`Assign`] | `Scheduler` | the `task_assign` payload, after the flush |
+//! | [`AgentReport`] | `AgentFsm` (a lifecycle frame) | [`ReportReply`], after the flush |
+//! | [`Reclaim`] | `AgentFsm` (disconnect, acceptance timeout) | the reclaim's outcome |
+//! | [`HeldBy`] | `AgentFsm`, `Presence` | the tasks an agent holds |
+
+use actix::prelude::*;
+use serde_json::{Map, Value};
+
+use crate::domain::task::{BlockReport, ReclaimOutcome, Task, TaskError};
+use crate::ops::analytics::{Count, Counter};
+use crate::protocol::{TaskAssignment, TaskSpec};
+use crate::queue::{QueueError, TaskQueue};
+
+/// The scheduler's decision: give this queued task to this agent.
+#[derive(Message)]
+#[rtype(result = "Result<TaskAssignment, QueueError>")]
+pub struct Assign {
+    pub task_id: String,
+    pub agent_id: String,
+}
+
+impl Handler<Assign> for TaskQueue {
+    type Result = ResponseActFuture<Self, Result<TaskAssignment, QueueError>>;
+
+    fn handle(&mut self, msg: Assign, ctx: &mut Context<Self>) -> Self::Result {
+        self.contained(ctx, move |this| -> Self::Result {
+            let result = this
+                .with_task(&msg.task_id, "hub", |t, now| t.assign(&msg.agent_id, now))
+                .map(|(a, _)| a);
+            if result.is_ok() {
+                tracing::info!(task_id = %msg.task_id, agent_id = %msg.agent_id, "task assigned");
+            }
+            this.after_flush(result)
+        })
+    }
+}
+
+/// A lifecycle report from an agent, already validated.
+#[derive(Debug, Clone)]
+pub enum Report {
+    Accept {
+        generation: Option<u64>,
+    },
+    Progress {
+        generation: Option<u64>,
+        progress: Option<u64>,
+        message: Option<String>,
+    },
+    Complete {
+        generation: u64,
+        result: Option<Map<String, Value>>,
+        tokens_used: Option<u64>,
+        /// Validated follow-up task specs, created with the completion.
+        follow_ups: Vec<TaskSpec>,
+    },
+    Fail {
+        generation: u64,
+        error: String,
+    },
+    Reject {
+        generation: Option<u64>,
+        reason: Option<String>,
+    },
+    Block {
+        generation: u64,
+        reason: String,
+        needs: Option<String>,
+    },
+    /// `task_recovering` and `state_report`: does the agent still hold the task?
+    Recover {
+        generation: Option<u64>,
+    },
+    /// `wake_result`; a success renews the lease.
+    Wake {
+        success: bool,
+    },
+}
+
+/// What a report achieved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportReply {
+    /// Send `task_ack` with this status.
+    Ack(String),
+    /// `task_accepted` took: the agent works on the task at this generation.
+    Accepted(u64),
+    /// The agent holds the task at this generation.
+    Holds(u64),
+    /// The agent does not hold the task.
+    NotHeld,
+    /// Recorded; nothing to answer.
+    Noted,
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<ReportReply, QueueError>")]
+pub struct AgentReport {
+    pub agent_id: String,
+    pub task_id: String,
+    pub report: Report,
+}
+
+/// Runs a report and tells whether it changed the task (a repeat of an accepted
+/// report is acknowledged again but changes neither status nor generation).
+fn fresh<R>(
+    task: &mut Task,
+    report: impl FnOnce(&mut Task) -> Result<R, TaskError>,
+) -> Result<(R, bool), TaskError> {
+    let before = (task.status, task.generation);
+    let out = report(task)?;
+    Ok((out, (task.status, task.generation) != before))
+}
+
+impl Handler<AgentReport> for TaskQueue {
+    type Result = ResponseActFuture<Self, Result<ReportReply, QueueError>>;
+
+    fn handle(&mut self, msg: AgentReport, ctx: &mut Context<Self>) -> Self::Result {
+        self.contained(ctx, move |this| -> Self::Result {
+            let AgentReport {
+                agent_id: agent,
+                task_id,
+                report,
+            } = msg;
+            let result = match report {
+                // Neither changes the task: answered at once, no flush to wait for.
+                Report::Recover { generation } => {
+                    return Box::pin(fut::ready(Ok(this.recover(&agent, &task_id, generation))))
+                }
+                Report::Wake { success } => {
+                    this.woken(&agent, &task_id, success);
+                    return Box::pin(fut::ready(Ok(ReportReply::Noted)));
+                }
+                Report::Progress {
+                    generation,
+                    progress,
+                    message,
+                } => {
+                    let r = this.with_task(&task_id, &agent, |t, now| {
+                        t.progress(&agent, generation, progress, message, now)
+                    });
+                    if r.is_ok() {
+                        this.renew(&task_id, false);
+                    }
+                    // Progress is not acknowledged, so it need not wait for a flush.
+                    return Box::pin(fut::ready(r.map(|_| ReportReply::Noted)));
+                }
+                Report::Accept { generation } => this
+                    .with_task(&task_id, &agent, |t, now| t.accept(&agent, generation, now))
+                    .map(|(_, task)| {
+                        this.renew(&task_id, true);
+                        ReportReply::Accepted(task.generation)
+                    }),
+                Report::Complete {
+                    generation,
+                    result,
+                    tokens_used,
+                    follow_ups,
+                } => this.complete(&agent, &task_id, generation, result, tokens_used, follow_ups),
+                Report::Fail { generation, error } => this
+                    .with_task(&task_id, &agent, |t, now| {
+                        fresh(t, |t| t.fail(&agent, generation, error, now))
+                    })
+                    .map(|((ack, fresh), task)| {
+                        if fresh {
+                            this.count(&agent, Counter::TasksFailed, task.updated_at);
+                        }
+                        ReportReply::Ack(ack)
+                    }),
+                Report::Reject { generation, reason } => this
+                    .with_task(&task_id, &agent, |t, now| {
+                        t.reject(&agent, generation, reason, now)
+                    })
+                    .map(|(ack, _)| ReportReply::Ack(ack)),
+                Report::Block {
+                    generation,
+                    reason,
+                    needs,
+                } => {
+                    let (policy, delay) = (
+                        this.policy.blocked_policy,
+                        this.policy.blocked_requeue_ms,
+                    );
+                    this.with_task(&task_id, &agent, |t, now| {
+                        let report = BlockReport {
+                            agent: &agent,
+                            generation,
+                            reason,
+                            needs,
+                        };
+                        t.block(report, policy, delay, now)
+                    })
+                    .map(|(ack, _)| ReportReply::Ack(ack))
+                }
+            };
+            if let Ok(ReportReply::Ack(status)) = &result {
+                tracing::info!(task_id = %task_id, agent_id = %agent, status = %status, "task report accepted");
+            }
+            this.after_flush(result)
+        })
+    }
+}
+
+impl TaskQueue {
+    /// `task_recovering` / `state_report`: whether `agent` holds the task (at
+    /// `generation`, when given); holding it renews the lease.
+    fn recover(&mut self, agent: &str, task_id: &str, generation: Option<u64>) -> ReportReply {
+        let holds = self
+            .index
+            .leases
+            .get(task_id)
+            .filter(|l| l.agent_id == agent && generation.is_none_or(|g| g == l.generation))
+            .map(|l| l.generation);
+        match holds {
+            Some(g) => {
+                self.renew(task_id, true);
+                ReportReply::Holds(g)
+            }
+            None => ReportReply::NotHeld,
+        }
+    }
+
+    /// `wake_result`: a success from the holder renews the lease.
+    fn woken(&mut self, agent: &str, task_id: &str, success: bool) {
+        let held = self
+            .index
+            .leases
+            .get(task_id)
+            .is_some_and(|l| l.agent_id == agent);
+        if success && held {
+            self.renew(task_id, false);
+        }
+    }
+
+    /// `task_complete`: the follow-ups first, then the completion.
+    fn complete(
+        &mut self,
+        agent: &str,
+        task_id: &str,
+        generation: u64,
+        result: Option<Map<String, Value>>,
+        tokens_used: Option<u64>,
+        follow_ups: Vec<TaskSpec>,
+    ) -> Result<ReportReply, QueueError> {
+        self.create_follow_ups(task_id, agent, generation, follow_ups)?;
+        let ((ack, fresh), task) = self.with_task(task_id, agent, |t, now| {
+            fresh(t, |t| {
+                t.complete(agent, generation, result, tokens_used, now)
+            })
+        })?;
+        if fresh {
+            self.count(agent, Counter::TasksCompleted, task.updated_at);
+        }
+        Ok(ReportReply::Ack(ack))
+    }
+
+    /// An analytics count, released with the change it counts.
+    fn count(&mut self, agent: &str, counter: Counter, at: i64) {
+        self.outbox.counts.push(Count {
+            agent_id: agent.to_string(),
+            counter,
+            at,
+        });
+    }
+}
+
+/// Take a task back from an agent that lost it (disconnect, acceptance timeout).
+#[derive(Message)]
+#[rtype(result = "Result<ReclaimOutcome, QueueError>")]
+pub struct Reclaim {
+    pub task_id: String,
+    pub agent_id: String,
+    pub generation: u64,
+    pub reason: String,
+}
+
+impl Handler<Reclaim> for TaskQueue {
+    type Result = ResponseActFuture<Self, Result<ReclaimOutcome, QueueError>>;
+
+    fn handle(&mut self, msg: Reclaim, ctx: &mut Context<Self>) -> Self::Result {
+        self.contained(ctx, move |this| -> Self::Result {
+            let result = this
+                .with_task(&msg.task_id, "hub", |t, now| {
+                    t.reclaim(&msg.agent_id, msg.generation, &msg.reason, now)
+                })
+                .map(|(outcome, _)| {
+                    tracing::warn!(task_id = %msg.task_id, agent_id = %msg.agent_id,
+                                   reason = %msg.reason, "task reclaimed");
+                    outcome
+                });
+            this.after_flush(result)
+        })
+    }
+}
+
+/// A task an agent holds, as seen by the queue.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub task_id: String,
+    pub generation: u64,
+}
+
+/// Which tasks are assigned to this agent (oldest first)?
+#[derive(Message)]
+#[rtype(result = "Vec<Held>")]
+pub struct HeldBy {
+    pub agent_id: String,
+}
+
+impl Handler<HeldBy> for TaskQueue {
+    type Result = MessageResult<HeldBy>;
+
+    fn handle(&mut self, msg: HeldBy, ctx: &mut Context<Self>) -> Self::Result {
+        self.contained(ctx, move |this| -> Self::Result {
+            let mut held: Vec<(u64, Held)> = this
+                .index
+                .leases
+                .iter()
+                .filter(|(_, l)| l.agent_id == msg.agent_id)
+                .map(|(id, l)| {
+                    let seq = this.index.ids.get(id).copied().unwrap_or(u64::MAX);
+                    (
+                        seq,
+                        Held {
+                            task_id: id.clone(),
+                            generation: l.generation,
+                        },
+                    )
+                })
+                .collect();
+            held.sort_by_key(|(seq, _)| *seq);
+            MessageResult(held.into_iter().map(|(_, h)| h).collect())
+        })
+    }
+}

@@ -1,0 +1,327 @@
+//! Read-only messages: what the API, the dashboard, metrics, alerts and standing
+//! orders read from the queue. None of them changes anything.
+//!
+//! | message | sent by | answer |
+//! |---|---|---|
+//! | [`GetTask`] | `GET /api/tasks/:id`, the long poll | the task as the API shows it |
+//! | [`GetAttempts`] | `GET /api/tasks/:id/attempts` | its attempt records |
+//! | [`ListTasks`] | `GET /api/tasks` | a [`TaskPage`] in creation order |
+//! | [`DeadLetters`] | `GET /api/tasks/dead-letter`, dashboard | dead-lettered tasks |
+//! | [`TaskOutcomes`] | `StandingOrders` | what became of each run's task |
+//! | [`Stats`] | `GET /api/tasks/stats`, metrics, dashboard | counts by status and lane |
+//! | [`RecentCompletions`] | dashboard | newest completions, last hour's throughput |
+//! | [`StuckTasks`] | `Alerter` | tasks assigned since before a time |
+//! | [`BlockedTasks`] | `Alerter` | tasks blocked since before a time |
+
+use actix::prelude::*;
+use serde_json::{Map, Value};
+
+use crate::domain::completions::{Completion, Throughput};
+use crate::domain::task::{Task, TaskStatus};
+use crate::error::StoreError;
+use crate::queue::TaskQueue;
+use crate::storage::store::{decode, key_seq, scoped_key, seq_key};
+use crate::util::now_ms;
+
+/// A task's attempt records as the API shows them.
+#[derive(Message)]
+#[rtype(result = "Result<Option<Value>, StoreError>")]
+pub struct GetAttempts {
+    pub task_id: String,
+}
+
+impl Handler<GetAttempts> for TaskQueue {
+    type Result = Result<Option<Value>, StoreError>;
+
+    fn handle(&mut self, msg: GetAttempts, ctx: &mut Context<Self>) -> Self::Result {
+        self.contained(ctx, move |this| -> Self::Result {
+            Ok(this.read(&msg.task_id)?.map(|t| t.attempts_view()))
+        })
+    }
+}
+
+/// Blocked tasks blocked since before `blocked_before` (ms), oldest first:
+/// (task id, blocked_at, reason).
+#[derive(Message)]
+#[rtype(result = "Vec<(String, i64, String)>")]
+pub struct BlockedTasks {
+    pub blocked_before: i64,
+}
+
+impl Handler<BlockedTasks> for TaskQueue {
+    type Result = MessageResult<BlockedTasks>;
+
+    fn handle(&mut self, msg: BlockedTasks, ctx: &mut Context<Self>) -> Self::Result {
+        self.contained(ctx, move |this| -> Self::Result {
+            let mut blocked: Vec<(String, i64, String)> = this
+                .index
+                .live
+                .values()
+                .filter(|t| t.status == TaskStatus::Blocked)
+                .filter_map(|t| {
+                    let at = t.blocked_at.unwrap_or(t.updated_at);
+                    (at < msg.blocked_before)
+                        .then(|| (t.id.clone(), at, t.last_error.clone().unwrap_or_default()))
+                })
+                .collect();
+            blocked.sort_by_key(|(_, at, _)| *at);
+            MessageResult(blocked)
+        })
+    }
+}
+
+/// One task as the API shows it.
+#[derive(Message)]
+#[rtype(result = "Result<Option<Value>, StoreError>")]
+pub struct GetTask {
+    pub task_id: String,
+}
+
+impl Handler<GetTask> for TaskQueue {
+    type Result = Result<Option<Value>, StoreError>;
+
+    fn handle(&mut self, msg: GetTask, ctx: &mut Context<Self>) -> Self::Result {
+        self.contained(ctx, move |this| -> Self::Result {
+            Ok(this.read(&msg.task_id)?.map(|t| t.view()))
+        })
+    }
+}
+
+/// A page of tasks in creation order.
+#[derive(Message, Default)]
+#[rtype(result = "Result<TaskPage, StoreError>")]
+pub struct ListTasks {
+    pub status: Option<TaskStatus>,
+    pub priority: Option<u8>,
+    pub assigned_to: Option<String>,
+    /// Only a task and its follow-ups (read through the correlation index).
+    pub correlation_id: Option<String>,
+    pub limit: usize,
+    /// Only tasks created after the task with this sequence.
+    pub cursor: u64,
+}
+
+pub struct TaskPage {
+    pub tasks: Vec<Value>,
+    pub next_cursor: Option<u64>,
+}
+
+impl ListTasks {
+    fn matches(&self, t: &Task) -> bool {
+        self.status.is_none_or(|s| s == t.status)
+            && self.priority.is_none_or(|p| p == t.priority)
+            && self
+                .assigned_to
+                .as_ref()
+                .is_none_or(|a| t.assigned_to.as_ref() == Some(a))
+            && self
+                .correlation_id
+                .as_ref()
+                .is_none_or(|c| t.correlation() == c)
+    }
+}
+
+impl Handler<ListTasks> for TaskQueue {
+    type Result = Result<TaskPage, StoreError>;
+
+    fn handle(&mut self, msg: ListTasks, ctx: &mut Context<Self>) -> Self::Result {
+        self.contained(ctx, move |this| -> Self::Result {
+            let mut page: Vec<Task> = Vec::with_capacity(msg.limit.min(1024) + 1);
+            let start = msg.cursor.saturating_add(1);
+            if let Some(correlation) = &msg.correlation_id {
+                let start = scoped_key(correlation, start);
+                let end = scoped_key(correlation, u64::MAX);
+                for item in this.store.task_correlations.range(start..=end) {
+                    let (key, _) = item?;
+                    let Some(seq) = key.len().checked_sub(8).and_then(|at| key_seq(&key[at..]))
+                    else {
+                        continue;
+                    };
+                    let key = seq_key(seq);
+                    let task = match this.index.live.get(&seq) {
+                        Some(t) => Some(t.clone()),
+                        None => match this.store.tasks.get(key)? {
+                            Some(v) => Some(decode::<Task>("tasks", &key, &v)?),
+                            None => None,
+                        },
+                    };
+                    if let Some(t) = task.filter(|t| msg.matches(t)) {
+                        page.push(t);
+                    }
+                    if page.len() > msg.limit {
+                        break;
+                    }
+                }
+            } else if msg.status.is_some_and(|s| !s.is_terminal()) {
+                // Unfinished tasks are all in memory.
+                page.extend(
+                    this.index
+                        .live
+                        .range(start..)
+                        .map(|(_, t)| t)
+                        .filter(|t| msg.matches(t))
+                        .take(msg.limit + 1)
+                        .cloned(),
+                );
+            } else {
+                for item in this.store.tasks.range(seq_key(start)..) {
+                    let (key, value) = item?;
+                    match decode::<Task>("tasks", &key, &value) {
+                        Ok(t) if msg.matches(&t) => page.push(t),
+                        Ok(_) => {}
+                        Err(e) => tracing::error!(error = %e, "skipping unreadable task record"),
+                    }
+                    if page.len() > msg.limit {
+                        break;
+                    }
+                }
+            }
+            let more = page.len() > msg.limit;
+            page.truncate(msg.limit);
+            let next_cursor = if more {
+                page.last().map(|t| t.seq)
+            } else {
+                None
+            };
+            Ok(TaskPage {
+                tasks: page.iter().map(Task::view).collect(),
+                next_cursor,
+            })
+        })
+    }
+}
+
+/// Dead-lettered tasks, oldest first (at most `limit`).
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Value>, StoreError>")]
+pub struct DeadLetters {
+    pub limit: usize,
+    pub newest_first: bool,
+}
+
+impl Handler<DeadLetters> for TaskQueue {
+    type Result = Result<Vec<Value>, StoreError>;
+
+    fn handle(&mut self, msg: DeadLetters, ctx: &mut Context<Self>) -> Self::Result {
+        self.contained(ctx, move |this| -> Self::Result {
+            let mut out = Vec::new();
+            let seqs: Box<dyn Iterator<Item = &u64>> = if msg.newest_first {
+                Box::new(this.index.dead_letter.iter().rev())
+            } else {
+                Box::new(this.index.dead_letter.iter())
+            };
+            for seq in seqs.take(msg.limit) {
+                let key = seq_key(*seq);
+                if let Some(v) = this.store.tasks.get(key)? {
+                    out.push(decode::<Task>("tasks", &key, &v)?.view());
+                }
+            }
+            Ok(out)
+        })
+    }
+}
+
+/// What became of a task, as standing orders read it.
+#[derive(Debug, Clone)]
+pub struct TaskOutcome {
+    pub status: TaskStatus,
+    pub result: Option<Map<String, Value>>,
+    pub last_error: Option<String>,
+    pub needs: Option<String>,
+}
+
+/// The outcome of each task of `ids` (`None` when unknown), in order.
+#[derive(Message)]
+#[rtype(result = "Vec<Option<TaskOutcome>>")]
+pub struct TaskOutcomes {
+    pub ids: Vec<String>,
+}
+
+impl Handler<TaskOutcomes> for TaskQueue {
+    type Result = MessageResult<TaskOutcomes>;
+
+    fn handle(&mut self, msg: TaskOutcomes, ctx: &mut Context<Self>) -> Self::Result {
+        self.contained(ctx, move |this| -> Self::Result {
+            let outcomes = msg
+                .ids
+                .iter()
+                .map(|id| match this.read(id) {
+                    Ok(Some(t)) => Some(TaskOutcome {
+                        status: t.status,
+                        result: t.result,
+                        last_error: t.last_error,
+                        needs: t.needs,
+                    }),
+                    Ok(None) => None,
+                    Err(e) => {
+                        tracing::error!(task_id = %id, error = %e, "task unreadable");
+                        None
+                    }
+                })
+                .collect();
+            MessageResult(outcomes)
+        })
+    }
+}
+
+/// Counts by status and by priority.
+#[derive(Message)]
+#[rtype(result = "Value")]
+pub struct Stats;
+
+impl Handler<Stats> for TaskQueue {
+    type Result = MessageResult<Stats>;
+
+    fn handle(&mut self, _: Stats, ctx: &mut Context<Self>) -> Self::Result {
+        self.contained(ctx, move |this| -> Self::Result {
+            MessageResult(this.stats())
+        })
+    }
+}
+
+/// The newest completions (newest first) and the last hour's throughput.
+#[derive(Message)]
+#[rtype(result = "(Vec<Completion>, Throughput)")]
+pub struct RecentCompletions;
+
+impl Handler<RecentCompletions> for TaskQueue {
+    type Result = MessageResult<RecentCompletions>;
+
+    fn handle(&mut self, _: RecentCompletions, ctx: &mut Context<Self>) -> Self::Result {
+        self.contained(ctx, move |this| -> Self::Result {
+            MessageResult((
+                this.completions.recent(),
+                this.completions.last_hour(now_ms()),
+            ))
+        })
+    }
+}
+
+/// Tasks assigned (held by an agent) since before `assigned_before` (ms), oldest
+/// first: (task id, agent id, assigned_at).
+#[derive(Message)]
+#[rtype(result = "Vec<(String, String, i64)>")]
+pub struct StuckTasks {
+    pub assigned_before: i64,
+}
+
+impl Handler<StuckTasks> for TaskQueue {
+    type Result = MessageResult<StuckTasks>;
+
+    fn handle(&mut self, msg: StuckTasks, ctx: &mut Context<Self>) -> Self::Result {
+        self.contained(ctx, move |this| -> Self::Result {
+            let mut stuck: Vec<(String, String, i64)> = this
+                .index
+                .leases
+                .iter()
+                .filter_map(|(id, lease)| {
+                    let task = this.index.live(id)?;
+                    let at = task.assigned_at?;
+                    (at < msg.assigned_before).then(|| (id.clone(), lease.agent_id.clone(), at))
+                })
+                .collect();
+            stuck.sort_by_key(|(_, _, at)| *at);
+            MessageResult(stuck)
+        })
+    }
+}

@@ -1,0 +1,398 @@
+//! The one path of a change to an existing task: `with_task`. The task's rule
+//! (a method of `Task`) runs on the record, then its events are appended to the
+//! log, the record is written, the indexes follow, and what the new state means
+//! goes to the outbox: scheduling (a task that became schedulable is offered, one
+//! that left the queue withdrawn) and dependency settling (a completion frees
+//! dependents, a dead letter or cancel blocks them, down the chain).
+
+use serde_json::Value;
+
+use super::lanes::Lanes;
+use super::outbox::Outbox;
+use super::timers::Timers;
+use super::TaskQueue;
+use super::{QueueError, TaskReady};
+use crate::agents::fsm::Withdrawn;
+use crate::domain::completions::Completion;
+use crate::domain::dependencies::{DepState, DependencyGraph, Settled};
+use crate::domain::task::{HistoryEntry, Task, TaskError, TaskStatus};
+use crate::storage::eventlog::NewEvent;
+use crate::storage::store::{encode, seq_key};
+use crate::util::now_ms;
+
+/// What callers of `with_task` need to know about the changed task.
+#[derive(Debug, Clone)]
+pub(super) struct Changed {
+    pub(super) status: TaskStatus,
+    pub(super) generation: u64,
+    pub(super) updated_at: i64,
+}
+
+/// What a change means for the tasks that depend on the changed one.
+pub(super) enum Settle {
+    /// The task completed, dead-lettered, was cancelled or blocked on a dependency.
+    Finished(String, TaskStatus),
+    /// `task`, back in the queue, depends on `dep`, which cannot complete.
+    Block {
+        task: String,
+        dep: String,
+        status: TaskStatus,
+    },
+}
+
+/// The event-log records of a task's new history entries. The agent of an event
+/// is the one its details name (the holder, for reports and reclaims).
+pub(super) fn task_events(task: &Task, recorded: &[HistoryEntry], actor: &str) -> Vec<NewEvent> {
+    recorded
+        .iter()
+        .map(|e| NewEvent {
+            ts: e.ts,
+            kind: e.event.clone(),
+            task_id: Some(task.id.clone()),
+            task_seq: Some(task.seq),
+            agent_id: e
+                .details
+                .get("agent_id")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            actor: actor.to_string(),
+            details: e.details.clone(),
+        })
+        .collect()
+}
+
+impl TaskQueue {
+    /// Applies `change` to one task (see [`TaskQueue::change_task`]), then settles
+    /// what the change means for the tasks that depend on it.
+    pub(super) fn with_task<R>(
+        &mut self,
+        id: &str,
+        actor: &str,
+        change: impl FnOnce(&mut Task, i64) -> Result<R, TaskError>,
+    ) -> Result<(R, Changed), QueueError> {
+        let mut settle = Vec::new();
+        let out = self.change_task(id, actor, change, &mut settle)?;
+        self.settle_dependencies(settle);
+        Ok(out)
+    }
+
+    /// Applies `change` to one task: all of it, its events appended to the log and
+    /// the record written to sled, or nothing. A live task is moved out of memory
+    /// and back, never cloned (this is the hot path). Tasks whose new state
+    /// matters to their dependents are pushed on `settle`.
+    pub(super) fn change_task<R>(
+        &mut self,
+        id: &str,
+        actor: &str,
+        change: impl FnOnce(&mut Task, i64) -> Result<R, TaskError>,
+        settle: &mut Vec<Settle>,
+    ) -> Result<(R, Changed), QueueError> {
+        let now = now_ms();
+        let (mut task, was_live) = self.take_task(id)?;
+        let (old, old_priority, recorded_before) = (task.status, task.priority, task.recorded);
+        let out = match change(&mut task, now) {
+            Ok(out) => out,
+            Err(e) => {
+                self.put_back(task, was_live);
+                return Err(e.into());
+            }
+        };
+        if let Err(e) = self.persist(&task, recorded_before, actor) {
+            // Not written: the in-memory record must not run ahead of sled. The
+            // change methods only move forward, so take the stored record back.
+            if let Ok(Some(stored)) = self.read_stored(id) {
+                self.put_back(stored, was_live);
+            }
+            return Err(e);
+        }
+        self.index.count(&task, Some((old, old_priority)), now);
+        self.observe(&task, recorded_before);
+        let changed = Changed {
+            status: task.status,
+            generation: task.generation,
+            updated_at: task.updated_at,
+        };
+        self.follow_on(&task, old, now, settle);
+        if task.status.is_terminal() {
+            self.deps.forget(&task.id);
+        }
+        self.index.settle_in(task);
+        Ok((out, changed))
+    }
+
+    /// The task out of memory (live) or read from sled (finished).
+    fn take_task(&mut self, id: &str) -> Result<(Task, bool), QueueError> {
+        let live = self.index.ids.get(id).copied();
+        if let Some(task) = live.and_then(|seq| self.index.live.remove(&seq)) {
+            return Ok((task, true));
+        }
+        match self.read(id)? {
+            Some(t) => Ok((t, false)),
+            None => Err(TaskError::NotFound.into()),
+        }
+    }
+
+    fn put_back(&mut self, task: Task, was_live: bool) {
+        if was_live {
+            self.index.live.insert(task.seq, task);
+        }
+    }
+
+    /// The events first: a change is never durable without its record in the log.
+    fn persist(&self, task: &Task, recorded_before: u64, actor: &str) -> Result<(), QueueError> {
+        let recorded = task.recorded_since(recorded_before);
+        if let Err(e) = self.log.append(task_events(task, recorded, actor)) {
+            tracing::error!(task_id = %task.id, error = %e, "event log write failed; change refused");
+            return Err(QueueError::Store(e));
+        }
+        if let Err(e) = self.store.tasks.insert(seq_key(task.seq), encode(task)) {
+            tracing::error!(task_id = %task.id, error = %e, "task write failed");
+            return Err(QueueError::Store(e.into()));
+        }
+        Ok(())
+    }
+
+    /// Telemetry, the completions projection and bus events of the new entries.
+    fn observe(&mut self, task: &Task, recorded_before: u64) {
+        let recorded = task.recorded_since(recorded_before);
+        self.peers
+            .telemetry
+            .task_events(recorded, task.created_at, task.assigned_at);
+        let completion = recorded
+            .iter()
+            .any(|e| e.event == "completed")
+            .then(|| Completion::of(task))
+            .flatten();
+        if let Some(c) = &completion {
+            self.completions.record(c.clone());
+        }
+        if self.peers.bus.watched() {
+            let row = completion
+                .as_ref()
+                .and_then(|c| serde_json::to_value(c).ok());
+            for e in recorded {
+                let row = (e.event == "completed").then(|| row.clone()).flatten();
+                self.outbox.announce(task, &e.event, e.ts, None, row);
+            }
+        }
+    }
+
+    /// What the new state means: dependents to settle, dependencies to wait for
+    /// again, scheduling, and the `requeue` timer of a blocked task.
+    fn follow_on(&mut self, task: &Task, old: TaskStatus, now: i64, settle: &mut Vec<Settle>) {
+        match task.status {
+            TaskStatus::Completed | TaskStatus::DeadLetter | TaskStatus::Cancelled => {
+                settle.push(Settle::Finished(task.id.clone(), task.status));
+            }
+            TaskStatus::Blocked if task.blocked_on.is_some() => {
+                settle.push(Settle::Finished(task.id.clone(), task.status));
+            }
+            _ => {}
+        }
+        if task.status == TaskStatus::Queued
+            && old != TaskStatus::Queued
+            && !task.depends_on.is_empty()
+        {
+            // Back in the queue (retry, requeue): wait again for what is unfinished.
+            if let Some((dep, status)) = self.track_dependencies(task) {
+                settle.push(Settle::Block {
+                    task: task.id.clone(),
+                    dep,
+                    status,
+                });
+            }
+        }
+        match (old, task.status) {
+            (_, TaskStatus::Queued) => {
+                if old == TaskStatus::Queued {
+                    // Same queue, new lane: the scheduler re-indexes it.
+                    self.outbox.unready.push(task.id.clone());
+                }
+                self.offer(task, now);
+            }
+            (TaskStatus::Queued, TaskStatus::Assigned) => {}
+            (TaskStatus::Queued, _) => self.outbox.unready.push(task.id.clone()),
+            _ => {}
+        }
+        if let Some(at) = task
+            .unblock_at
+            .filter(|_| task.status == TaskStatus::Blocked)
+        {
+            self.timers.set(at, &task.id);
+        }
+    }
+
+    /// Runs an operator change of one task; the agent holding it (if any) loses
+    /// it and is told why.
+    pub(super) fn operator_change<R>(
+        &mut self,
+        task_id: &str,
+        by: &str,
+        why: &str,
+        change: impl FnOnce(&mut Task, i64) -> Result<R, TaskError>,
+    ) -> Result<R, QueueError> {
+        let holder = self.index.leases.get(task_id).cloned();
+        let (out, changed) = self.with_task(task_id, by, change)?;
+        let still_held = changed.status == TaskStatus::Assigned;
+        if let Some(lease) = holder.filter(|l| !still_held || l.generation != changed.generation) {
+            self.outbox.withdrawn.push(Withdrawn {
+                agent_id: lease.agent_id,
+                task_id: task_id.to_string(),
+                generation: lease.generation,
+                reason: why.to_string(),
+            });
+        }
+        tracing::info!(task_id = %task_id, by = %by, action = why, "operator action");
+        Ok(out)
+    }
+
+    /// Renews the lease of an assigned task (a sign of life from its holder).
+    pub(super) fn renew(&mut self, task_id: &str, accepted: bool) {
+        let now = now_ms();
+        let lease_ms = self
+            .index
+            .live(task_id)
+            .map_or(self.policy.defaults.lease_ms, |t| t.lease_ms);
+        if let Some(lease) = self.index.leases.get_mut(task_id) {
+            lease.deadline = now.saturating_add(lease_ms as i64);
+            lease.accepted |= accepted;
+        }
+    }
+
+    // Scheduling ------------------------------------------------------------
+
+    /// Makes a queued task ready if nothing holds it back; one that waits for its
+    /// `run_after` gets a timer.
+    pub(super) fn offer(&mut self, task: &Task, now: i64) {
+        let Self {
+            deps,
+            lanes,
+            timers,
+            outbox,
+            ..
+        } = self;
+        offer(task, deps, lanes, timers, outbox, now);
+    }
+
+    /// `offer` for a live task, found by id (no copy of the task).
+    pub(super) fn offer_live(&mut self, id: &str, now: i64) {
+        let Self {
+            index,
+            deps,
+            lanes,
+            timers,
+            outbox,
+            ..
+        } = self;
+        if let Some(task) = index.live(id) {
+            offer(task, deps, lanes, timers, outbox, now);
+        }
+    }
+
+    /// Whether `task` may be offered at start (everything queued before a
+    /// restart is ready again, in order).
+    pub(super) fn ready_at_start(&self, task: &Task, now: i64) -> Option<TaskReady> {
+        (!held_back(task, &self.deps, &self.lanes) && task.run_after.is_none_or(|at| at <= now))
+            .then(|| ready_of(task))
+    }
+
+    // Dependencies ----------------------------------------------------------
+
+    /// Records which of `task`'s dependencies are unfinished (it waits for them).
+    /// Answers a dependency that can no longer complete, if there is one.
+    pub(super) fn track_dependencies(&mut self, task: &Task) -> Option<(String, TaskStatus)> {
+        let mut deps = std::mem::take(&mut self.deps);
+        let failed = deps.track(&task.id, &task.depends_on, |dep| self.dep_state(dep));
+        self.deps = deps;
+        failed
+    }
+
+    fn dep_state(&self, dep: &str) -> DepState {
+        match self.status_of(dep) {
+            Some(TaskStatus::Completed) => DepState::Completed,
+            Some(s @ (TaskStatus::DeadLetter | TaskStatus::Cancelled)) => DepState::Failed(s),
+            Some(TaskStatus::Blocked)
+                if self.index.live(dep).is_some_and(|d| d.blocked_on.is_some()) =>
+            {
+                DepState::Failed(TaskStatus::Blocked)
+            }
+            Some(_) => DepState::Open,
+            None => DepState::Unknown,
+        }
+    }
+
+    /// What finished tasks mean for the tasks waiting on them: a completion frees
+    /// its dependents (scheduled once nothing else holds them); a dead letter,
+    /// cancel or dependency block blocks them, and so on down the chain.
+    pub(super) fn settle_dependencies(&mut self, mut settle: Vec<Settle>) {
+        while let Some(item) = settle.pop() {
+            let (dep, status, dependents) = match item {
+                Settle::Block { task, dep, status } => (dep, status, vec![task]),
+                Settle::Finished(id, status) => match self.deps.settle(&id, status) {
+                    Settled::Released(free) => {
+                        let now = now_ms();
+                        for task in free {
+                            self.offer_live(&task, now);
+                        }
+                        continue;
+                    }
+                    Settled::Block(dependents) => (id, status, dependents),
+                },
+            };
+            for dependent in dependents {
+                let queued = self
+                    .index
+                    .live(&dependent)
+                    .is_some_and(|t| t.status == TaskStatus::Queued);
+                if !queued {
+                    continue;
+                }
+                let blocked = self.change_task(
+                    &dependent,
+                    "hub",
+                    |t, now| t.block_on_dependency(&dep, status, now),
+                    &mut settle,
+                );
+                if let Err(e) = blocked {
+                    tracing::error!(task_id = %dependent, error = e.as_str(), "dependent could not be blocked");
+                }
+            }
+        }
+    }
+}
+
+/// Not schedulable whatever the time: not queued, waiting for dependencies, or
+/// in a paused lane.
+fn held_back(task: &Task, deps: &DependencyGraph, lanes: &Lanes) -> bool {
+    task.status != TaskStatus::Queued || deps.is_waiting(&task.id) || lanes.holds(task.priority)
+}
+
+/// Makes a queued task ready if nothing holds it back; one that waits for its
+/// `run_after` gets a timer. (A function of the parts it needs, so a live task
+/// can be offered while borrowed from the index.)
+fn offer(
+    task: &Task,
+    deps: &DependencyGraph,
+    lanes: &Lanes,
+    timers: &mut Timers,
+    outbox: &mut Outbox,
+    now: i64,
+) {
+    if held_back(task, deps, lanes) {
+        return;
+    }
+    match task.run_after {
+        Some(at) if at > now => timers.set(at, &task.id),
+        _ => outbox.ready.push(ready_of(task)),
+    }
+}
+
+/// The scheduler's view of a ready task.
+pub(super) fn ready_of(task: &Task) -> TaskReady {
+    TaskReady {
+        task_id: task.id.clone(),
+        seq: task.seq,
+        priority: task.priority,
+        capabilities: task.needed_capabilities.clone(),
+    }
+}

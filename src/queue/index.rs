@@ -1,0 +1,214 @@
+//! `TaskIndex`: the in-memory side of the queue. Every unfinished task (by
+//! sequence, with an id index), the `dedupe_key`s they hold, counts by status and
+//! by lane, the dead-letter sequences and the leases of assigned tasks. Finished
+//! tasks live only in sled; `TaskQueue::read` finds either.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde_json::{json, Map, Value};
+
+use super::TaskQueue;
+use crate::domain::task::{Task, TaskStatus};
+use crate::error::StoreError;
+use crate::protocol::LANES;
+use crate::storage::store::decode;
+
+/// The lease of an assigned task.
+#[derive(Debug, Clone)]
+pub(super) struct Lease {
+    pub(super) agent_id: String,
+    pub(super) generation: u64,
+    pub(super) accepted: bool,
+    pub(super) deadline: i64,
+}
+
+/// See the module documentation.
+pub(super) struct TaskIndex {
+    /// Unfinished tasks (queued, assigned, blocked) by sequence.
+    pub(super) live: BTreeMap<u64, Task>,
+    /// Task id → sequence, for live tasks.
+    pub(super) ids: HashMap<String, u64>,
+    /// `dedupe_key` → task id, for live tasks that have one.
+    pub(super) dedupe: HashMap<String, String>,
+    /// Sequences of dead-lettered tasks.
+    pub(super) dead_letter: BTreeSet<u64>,
+    counts: HashMap<TaskStatus, u64>,
+    queued_by_lane: [u64; LANES.len()],
+    /// Assigned tasks by id.
+    pub(super) leases: HashMap<String, Lease>,
+    /// The sequence the next new task gets.
+    pub(super) next_seq: u64,
+}
+
+impl Default for TaskIndex {
+    fn default() -> Self {
+        TaskIndex {
+            live: BTreeMap::new(),
+            ids: HashMap::new(),
+            dedupe: HashMap::new(),
+            dead_letter: BTreeSet::new(),
+            counts: HashMap::new(),
+            queued_by_lane: [0; LANES.len()],
+            leases: HashMap::new(),
+            next_seq: 1,
+        }
+    }
+}
+
+/// The lane a task is counted in (a priority past the last lane counts in it).
+pub(super) fn lane(priority: u8) -> usize {
+    usize::from(priority).min(LANES.len() - 1)
+}
+
+impl TaskIndex {
+    /// A live task by id.
+    pub(super) fn live(&self, id: &str) -> Option<&Task> {
+        self.ids.get(id).and_then(|seq| self.live.get(seq))
+    }
+
+    /// Puts a live task (back) in place.
+    pub(super) fn insert_live(&mut self, task: Task) {
+        self.ids.insert(task.id.clone(), task.seq);
+        self.live.insert(task.seq, task);
+    }
+
+    /// Updates counters, dead letter and leases for a task whose (status,
+    /// priority) went from `old` (None when new) to its current ones.
+    pub(super) fn count(&mut self, task: &Task, old: Option<(TaskStatus, u8)>, now: i64) {
+        if let Some((old, old_priority)) = old {
+            if let Some(c) = self.counts.get_mut(&old) {
+                *c = c.saturating_sub(1);
+            }
+            if old == TaskStatus::Queued {
+                // The lane it was counted in (a priority change moves it).
+                let p = &mut self.queued_by_lane[lane(old_priority)];
+                *p = p.saturating_sub(1);
+            }
+        }
+        *self.counts.entry(task.status).or_insert(0) += 1;
+        if task.status == TaskStatus::Queued {
+            self.queued_by_lane[lane(task.priority)] += 1;
+        }
+        if task.status == TaskStatus::DeadLetter {
+            self.dead_letter.insert(task.seq);
+        } else {
+            self.dead_letter.remove(&task.seq);
+        }
+        match (&task.assigned_to, task.status) {
+            (Some(agent), TaskStatus::Assigned) => {
+                let same = self
+                    .leases
+                    .get(&task.id)
+                    .is_some_and(|l| l.generation == task.generation);
+                if !same {
+                    self.leases.insert(
+                        task.id.clone(),
+                        Lease {
+                            agent_id: agent.clone(),
+                            generation: task.generation,
+                            accepted: task.accepted_at.is_some(),
+                            deadline: now.saturating_add(task.lease_ms as i64),
+                        },
+                    );
+                }
+            }
+            _ => {
+                self.leases.remove(&task.id);
+            }
+        }
+    }
+
+    /// Keeps the id and `dedupe_key` indexes true for a task just changed: a
+    /// finished one leaves them (and memory), an unfinished one is put back.
+    pub(super) fn settle_in(&mut self, task: Task) {
+        if task.status.is_terminal() {
+            self.ids.remove(&task.id);
+            if let Some(key) = &task.dedupe_key {
+                if self.dedupe.get(key) == Some(&task.id) {
+                    self.dedupe.remove(key);
+                }
+            }
+            return;
+        }
+        if let Some(key) = task
+            .dedupe_key
+            .as_ref()
+            .filter(|k| !self.dedupe.contains_key(*k))
+        {
+            // Back from dead letter: the key is its again unless another took it.
+            self.dedupe.insert(key.clone(), task.id.clone());
+        }
+        self.insert_live(task);
+    }
+
+    /// Total tasks counted, by status.
+    pub(super) fn total(&self) -> u64 {
+        self.counts.values().sum()
+    }
+
+    /// `GET /api/tasks/stats` without the parts other owners add.
+    pub(super) fn stats(&self) -> (Map<String, Value>, Map<String, Value>) {
+        let by_status = TaskStatus::ALL
+            .iter()
+            .map(|s| {
+                (
+                    s.as_str().to_string(),
+                    json!(self.counts.get(s).copied().unwrap_or(0)),
+                )
+            })
+            .collect();
+        let by_priority = self
+            .queued_by_lane
+            .iter()
+            .enumerate()
+            .map(|(p, n)| (p.to_string(), json!(n)))
+            .collect();
+        (by_status, by_priority)
+    }
+}
+
+impl TaskQueue {
+    /// Reads a task from memory or, for finished tasks, from sled.
+    pub(super) fn read(&self, id: &str) -> Result<Option<Task>, StoreError> {
+        if let Some(t) = self.index.live(id) {
+            return Ok(Some(t.clone()));
+        }
+        self.read_stored(id)
+    }
+
+    /// Reads a task's stored record from sled.
+    pub(super) fn read_stored(&self, id: &str) -> Result<Option<Task>, StoreError> {
+        let Some(seq) = self.store.task_ids.get(id.as_bytes())? else {
+            return Ok(None);
+        };
+        match self.store.tasks.get(&seq)? {
+            None => Ok(None),
+            Some(v) => decode("tasks", &seq, &v).map(Some),
+        }
+    }
+
+    /// The status of any task, live or finished; `None` when unknown or unreadable.
+    pub(super) fn status_of(&self, id: &str) -> Option<TaskStatus> {
+        if let Some(t) = self.index.live(id) {
+            return Some(t.status);
+        }
+        match self.read_stored(id) {
+            Ok(t) => t.map(|t| t.status),
+            Err(e) => {
+                tracing::error!(task_id = %id, error = %e, "dependency unreadable");
+                None
+            }
+        }
+    }
+
+    pub(super) fn stats(&self) -> Value {
+        let (by_status, by_priority) = self.index.stats();
+        json!({
+            "by_status": by_status,
+            "by_priority": by_priority,
+            "dead_letter": self.index.dead_letter.len(),
+            "paused_lanes": self.lanes.paused(),
+            "waiting_on_dependencies": self.deps.waiting_len(),
+        })
+    }
+}
