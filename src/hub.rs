@@ -33,12 +33,10 @@ use crate::util::now_ms;
 use crate::web::dashboard::{DashboardDeps, Sessions, SharedDeps};
 
 /// Shared, read-only handles every HTTP handler gets.
-pub struct HubState {
+pub(crate) struct HubState {
     pub config: Arc<Config>,
-    pub store: Store,
     pub tokens: Tokens,
     pub queue: Addr<TaskQueue>,
-    pub scheduler: Addr<Scheduler>,
     pub presence: Addr<Presence>,
     pub messaging: Addr<Messaging>,
     pub analytics: Addr<Analytics>,
@@ -60,7 +58,7 @@ pub struct HubState {
 }
 
 impl HubState {
-    pub fn session_deps(&self) -> SessionDeps {
+    pub(crate) fn session_deps(&self) -> SessionDeps {
         SessionDeps {
             tokens: self.tokens.clone(),
             limits: self.limits.clone(),
@@ -73,7 +71,7 @@ impl HubState {
 }
 
 /// Starts the actors on the current actix system. Must run inside one.
-pub fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState, StoreError> {
+pub(crate) fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState, StoreError> {
     store.set_commit_window(Duration::from_micros(config.group_commit_window_us));
     let started_at = now_ms();
     let bus = EventBus::new();
@@ -233,9 +231,7 @@ pub fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState, Store
         messaging,
         analytics,
         config,
-        store,
         queue,
-        scheduler,
         presence,
     })
 }

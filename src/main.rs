@@ -11,13 +11,11 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use agentcom_hub::agents::auth::{join_command, IssueError, Tokens};
+use agentcom_hub::backup::{self, Progress};
 use agentcom_hub::config::{Config, Overrides};
 use agentcom_hub::error::{BackupError, StoreError};
-use agentcom_hub::ops::logging;
-use agentcom_hub::storage::backup::{self, Progress};
-use agentcom_hub::storage::store::{Store, DEFAULT_CACHE_BYTES};
-use agentcom_hub::web::server;
+use agentcom_hub::logging;
+use agentcom_hub::{join_command, IssueError, Store, Tokens, DEFAULT_CACHE_BYTES};
 
 use cli::hub_client::{self, HubAnswer, HubClient};
 use cli::{bench, mcp, ops as ops_cli};
@@ -322,7 +320,7 @@ fn serve(common: Common, bind: Option<String>) -> Result<(), Fatal> {
     }
     tracing::info!(data_dir = %config.data_dir.display(), "starting hub");
     actix_web::rt::System::new()
-        .block_on(server::serve(config, store, recoveries, |addr| {
+        .block_on(agentcom_hub::serve(config, store, recoveries, |addr| {
             println!("agentcom-hub listening on http://{addr}");
             let _ = std::io::stdout().flush();
         }))

@@ -3,7 +3,7 @@
 use rand::Rng;
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
-pub fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -11,6 +11,6 @@ pub fn now_ms() -> i64 {
 }
 
 /// A new task id: `task-` and 16 lowercase hex digits.
-pub fn new_task_id() -> String {
+pub(crate) fn new_task_id() -> String {
     format!("task-{:016x}", rand::thread_rng().gen::<u64>())
 }

@@ -251,8 +251,7 @@ fn after_a_crash_an_undecodable_task_record_sends_the_store_aside_too() {
     let (token, _, late, _, newer) = populate(&hub);
     // No clean shutdown, so no seal: only sled and record decoding can tell.
     hub.kill9();
-    let store =
-        agentcom_hub::storage::store::Store::open(&hub.data_dir()).expect("open stopped store");
+    let store = agentcom_hub::Store::open(&hub.data_dir()).expect("open stopped store");
     assert!(store.opened_seal().is_none(), "kill -9 leaves no seal");
     store
         .tasks

@@ -6,7 +6,7 @@
 
 mod common;
 
-use agentcom_hub::queue::follow_up_id;
+use agentcom_hub::follow_up_id;
 use common::*;
 use serde_json::{json, Value};
 

@@ -77,7 +77,7 @@ pub struct Tokens {
 }
 
 /// SHA-256 of a token, hex.
-pub fn hash_token(token: &str) -> String {
+pub(crate) fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
@@ -105,7 +105,7 @@ pub fn join_command(hub_url: &str, agent_id: &str, code: &str, capabilities: &[S
 }
 
 /// A fresh random token.
-pub fn new_token() -> String {
+pub(crate) fn new_token() -> String {
     let mut bytes = [0u8; 24];
     rand::thread_rng().fill_bytes(&mut bytes);
     format!("ac_{}", hex::encode(bytes))

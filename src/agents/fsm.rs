@@ -31,22 +31,22 @@ use crate::util::now_ms;
 /// One per hub: made by `hub::start_actors`, handed to every FSM, set by the
 /// server when it is told to stop.
 #[derive(Debug, Clone, Default)]
-pub struct HubStopping(Arc<AtomicBool>);
+pub(crate) struct HubStopping(Arc<AtomicBool>);
 
 impl HubStopping {
     /// From now on the hub is stopping.
-    pub fn set(&self) {
+    pub(crate) fn set(&self) {
         self.0.store(true, Ordering::SeqCst);
     }
 
-    pub fn is_set(&self) -> bool {
+    pub(crate) fn is_set(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }
 }
 
 /// The agent's state machine states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FsmState {
+pub(crate) enum FsmState {
     Offline,
     Idle,
     Assigned,
@@ -54,7 +54,7 @@ pub enum FsmState {
 }
 
 impl FsmState {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             FsmState::Offline => "offline",
             FsmState::Idle => "idle",
@@ -68,11 +68,11 @@ impl FsmState {
 /// encoded text (a reference count), never the frame.
 #[derive(Message, Clone)]
 #[rtype(result = "()")]
-pub struct Push(pub ByteString);
+pub(crate) struct Push(pub ByteString);
 
 impl Push {
     /// Encodes `frame` for sending; `None` (logged) if it cannot be encoded.
-    pub fn encode(frame: &ServerFrame) -> Option<Push> {
+    pub(crate) fn encode(frame: &ServerFrame) -> Option<Push> {
         match serde_json::to_string(frame) {
             Ok(text) => Some(Push(ByteString::from(text))),
             Err(e) => {
@@ -86,7 +86,7 @@ impl Push {
 /// The agent went over a rate limit: no new tasks for `retry_after`.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Throttle {
+pub(crate) struct Throttle {
     pub retry_after: Duration,
 }
 
@@ -118,14 +118,14 @@ impl Handler<Throttle> for AgentFsm {
 /// Closes the agent's socket with a code and reason.
 #[derive(Message, Clone)]
 #[rtype(result = "()")]
-pub struct CloseSocket {
+pub(crate) struct CloseSocket {
     pub code: u16,
     pub reason: String,
 }
 
 /// The live connection of an agent.
 #[derive(Clone)]
-pub struct SessionHandle {
+pub(crate) struct SessionHandle {
     pub id: u64,
     pub push: Recipient<Push>,
     pub close: Recipient<CloseSocket>,
@@ -133,7 +133,7 @@ pub struct SessionHandle {
 
 /// What the rest of the hub may know of an agent.
 #[derive(Debug, Clone, PartialEq)]
-pub struct AgentView {
+pub(crate) struct AgentView {
     pub agent_id: String,
     pub name: String,
     pub status: String,
@@ -148,7 +148,7 @@ pub struct AgentView {
 
 impl AgentView {
     /// Everything the dashboard shows of an agent.
-    pub fn card(&self) -> serde_json::Value {
+    pub(crate) fn card(&self) -> serde_json::Value {
         serde_json::json!({
             "agent_id": self.agent_id,
             "name": self.name,
@@ -163,7 +163,7 @@ impl AgentView {
         })
     }
 
-    pub fn info(&self, with_state: bool) -> AgentInfo {
+    pub(crate) fn info(&self, with_state: bool) -> AgentInfo {
         AgentInfo {
             agent_id: self.agent_id.clone(),
             name: self.name.clone(),
@@ -177,12 +177,12 @@ impl AgentView {
 
 /// Timing settings of every FSM.
 #[derive(Debug, Clone, Copy)]
-pub struct FsmTimings {
+pub(crate) struct FsmTimings {
     pub acceptance_timeout: Duration,
     pub reject_backoff: Duration,
 }
 
-pub struct AgentFsm {
+pub(crate) struct AgentFsm {
     agent_id: String,
     state: FsmState,
     current: Option<(String, u64)>,
@@ -208,7 +208,7 @@ pub struct AgentFsm {
 }
 
 impl AgentFsm {
-    pub fn new(
+    pub(crate) fn new(
         agent_id: String,
         timings: FsmTimings,
         stopping: HubStopping,
@@ -398,7 +398,7 @@ impl Actor for AgentFsm {
 /// A socket identified as this agent. The previous socket, if any, is closed.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Connect {
+pub(crate) struct Connect {
     pub session: SessionHandle,
     pub name: Option<String>,
     pub status: Option<String>,
@@ -448,7 +448,7 @@ impl Handler<Connect> for AgentFsm {
 /// The socket `session_id` closed.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Disconnect {
+pub(crate) struct Disconnect {
     pub session_id: u64,
 }
 
@@ -483,7 +483,7 @@ impl Handler<Disconnect> for AgentFsm {
 /// A lifecycle frame from the agent; answers the frame to send back, if any.
 #[derive(Message)]
 #[rtype(result = "Option<ServerFrame>")]
-pub struct Lifecycle(pub ClientFrame);
+pub(crate) struct Lifecycle(pub ClientFrame);
 
 /// How a lifecycle frame maps onto a queue report and its reply.
 enum Reply {
@@ -706,7 +706,7 @@ impl Handler<Lifecycle> for AgentFsm {
 /// The scheduler gave this agent a task (already durably assigned).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Assigned(pub TaskAssignment);
+pub(crate) struct Assigned(pub TaskAssignment);
 
 impl Handler<Assigned> for AgentFsm {
     type Result = ();
@@ -739,7 +739,7 @@ impl Handler<Assigned> for AgentFsm {
 /// The scheduler's assignment fell through; the agent may offer itself again.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct NothingAssigned;
+pub(crate) struct NothingAssigned;
 
 impl Handler<NothingAssigned> for AgentFsm {
     type Result = ();
@@ -753,7 +753,7 @@ impl Handler<NothingAssigned> for AgentFsm {
 /// overdue).
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
-pub struct Withdrawn {
+pub(crate) struct Withdrawn {
     pub agent_id: String,
     pub task_id: String,
     pub generation: u64,
@@ -777,7 +777,7 @@ impl Handler<Withdrawn> for AgentFsm {
 
 /// The operator's controls of one agent (persisted by `Presence`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct AgentControls {
+pub(crate) struct AgentControls {
     #[serde(default)]
     pub draining: bool,
     #[serde(default)]
@@ -787,7 +787,7 @@ pub struct AgentControls {
 /// New operator controls for this agent.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Control(pub AgentControls);
+pub(crate) struct Control(pub AgentControls);
 
 impl Handler<Control> for AgentFsm {
     type Result = ();
@@ -823,7 +823,7 @@ impl Handler<Control> for AgentFsm {
 /// The agent's `status` frame.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct SetStatus(pub String);
+pub(crate) struct SetStatus(pub String);
 
 impl Handler<SetStatus> for AgentFsm {
     type Result = ();
@@ -837,7 +837,7 @@ impl Handler<SetStatus> for AgentFsm {
 /// The agent's token was revoked: close its socket.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Revoked;
+pub(crate) struct Revoked;
 
 impl Handler<Revoked> for AgentFsm {
     type Result = ();

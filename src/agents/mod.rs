@@ -1,9 +1,9 @@
 //! The agent side: one `AgentSession` per socket, one `AgentFsm` per agent, the
 //! `Presence` registry, the `Scheduler`, rate limits and tokens.
 
-pub mod auth;
-pub mod fsm;
-pub mod presence;
-pub mod ratelimit;
-pub mod scheduler;
-pub mod session;
+pub(crate) mod auth;
+pub(crate) mod fsm;
+pub(crate) mod presence;
+pub(crate) mod ratelimit;
+pub(crate) mod scheduler;
+pub(crate) mod session;

@@ -40,7 +40,7 @@ struct Cooldown {
     until: i64,
 }
 
-pub struct Presence {
+pub(crate) struct Presence {
     fsms: HashMap<String, Addr<AgentFsm>>,
     views: HashMap<String, AgentView>,
     online: HashMap<String, Recipient<Push>>,
@@ -54,7 +54,7 @@ pub struct Presence {
 /// What `Presence` works with: the actors the FSMs it creates talk to, the store
 /// that keeps operator controls, the event log of connects and disconnects, the
 /// bus, telemetry, and the hub's stop flag (handed to every FSM).
-pub struct PresenceDeps {
+pub(crate) struct PresenceDeps {
     pub queue: Addr<TaskQueue>,
     pub scheduler: Addr<Scheduler>,
     pub store: Store,
@@ -69,7 +69,7 @@ const CONTROLS_KEY: &str = "agent_controls";
 
 impl Presence {
     /// Builds the registry; operator controls (drain, disable) load from the store.
-    pub fn load(timings: FsmTimings, deps: PresenceDeps) -> Result<Presence, StoreError> {
+    pub(crate) fn load(timings: FsmTimings, deps: PresenceDeps) -> Result<Presence, StoreError> {
         let controls = match deps.store.meta.get(CONTROLS_KEY)? {
             Some(v) => decode("meta", CONTROLS_KEY.as_bytes(), &v)?,
             None => HashMap::new(),
@@ -104,7 +104,7 @@ impl Actor for Presence {
 /// The FSM of an agent, created on first use.
 #[derive(Message)]
 #[rtype(result = "Addr<AgentFsm>")]
-pub struct FsmFor {
+pub(crate) struct FsmFor {
     pub agent_id: String,
 }
 
@@ -139,7 +139,7 @@ impl Handler<FsmFor> for Presence {
 /// Routes a withdrawal notice to the agent's FSM (if it ever connected).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct ToAgent(pub Withdrawn);
+pub(crate) struct ToAgent(pub Withdrawn);
 
 impl Handler<ToAgent> for Presence {
     type Result = ();
@@ -154,7 +154,7 @@ impl Handler<ToAgent> for Presence {
 /// Closes the socket of an agent whose token was revoked.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct RevokeAgent {
+pub(crate) struct RevokeAgent {
     pub agent_id: String,
 }
 
@@ -170,7 +170,7 @@ impl Handler<RevokeAgent> for Presence {
 
 /// An operator control of an agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AgentAction {
+pub(crate) enum AgentAction {
     Drain,
     Undrain,
     Disable,
@@ -178,7 +178,7 @@ pub enum AgentAction {
 }
 
 impl AgentAction {
-    pub fn parse(s: &str) -> Option<AgentAction> {
+    pub(crate) fn parse(s: &str) -> Option<AgentAction> {
         match s {
             "drain" => Some(AgentAction::Drain),
             "undrain" => Some(AgentAction::Undrain),
@@ -203,7 +203,7 @@ impl AgentAction {
 /// with its actor, then handed to the agent's FSM. Answers the agent's controls.
 #[derive(Message)]
 #[rtype(result = "Result<AgentControls, StoreError>")]
-pub struct ControlAgent {
+pub(crate) struct ControlAgent {
     pub agent_id: String,
     pub action: AgentAction,
     pub by: String,
@@ -277,7 +277,7 @@ impl Handler<ControlAgent> for Presence {
 
 /// What changed for other agents to hear about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PresenceEvent {
+pub(crate) enum PresenceEvent {
     Joined,
     Left,
     StatusChanged,
@@ -286,7 +286,7 @@ pub enum PresenceEvent {
 /// An FSM's latest view of itself.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct PresenceUpdate {
+pub(crate) struct PresenceUpdate {
     pub view: AgentView,
     pub push: Option<Recipient<Push>>,
     pub event: Option<PresenceEvent>,
@@ -367,7 +367,7 @@ impl Handler<PresenceUpdate> for Presence {
 /// Every known agent (or only the online ones), by id.
 #[derive(Message)]
 #[rtype(result = "Vec<AgentView>")]
-pub struct ListAgents {
+pub(crate) struct ListAgents {
     pub online_only: bool,
 }
 
@@ -389,7 +389,7 @@ impl Handler<ListAgents> for Presence {
 /// One agent's view.
 #[derive(Message)]
 #[rtype(result = "Option<AgentView>")]
-pub struct AgentState {
+pub(crate) struct AgentState {
     pub agent_id: String,
 }
 
@@ -404,7 +404,7 @@ impl Handler<AgentState> for Presence {
 /// How many agents are online.
 #[derive(Message)]
 #[rtype(result = "usize")]
-pub struct OnlineCount;
+pub(crate) struct OnlineCount;
 
 impl Handler<OnlineCount> for Presence {
     type Result = usize;
@@ -418,7 +418,7 @@ impl Handler<OnlineCount> for Presence {
 /// only, so metrics do not copy every agent's view.
 #[derive(Message)]
 #[rtype(result = "(u64, u64)")]
-pub struct OnlineAndBusy;
+pub(crate) struct OnlineAndBusy;
 
 impl Handler<OnlineAndBusy> for Presence {
     type Result = MessageResult<OnlineAndBusy>;
@@ -437,7 +437,7 @@ impl Handler<OnlineAndBusy> for Presence {
 /// Seconds left of the agent's violation cooldown, if one is active.
 #[derive(Message)]
 #[rtype(result = "Option<u64>")]
-pub struct CooldownLeft {
+pub(crate) struct CooldownLeft {
     pub agent_id: String,
 }
 
@@ -454,7 +454,7 @@ impl Handler<CooldownLeft> for Presence {
 /// The agent's socket was closed for too many validation errors.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct ViolationDisconnect {
+pub(crate) struct ViolationDisconnect {
     pub agent_id: String,
 }
 
@@ -490,7 +490,7 @@ impl Cooldown {
 /// live socket.
 #[derive(Message)]
 #[rtype(result = "bool")]
-pub struct Deliver {
+pub(crate) struct Deliver {
     pub agent_id: String,
     pub frame: ServerFrame,
 }
@@ -509,7 +509,7 @@ impl Handler<Deliver> for Presence {
 /// Push a frame to those of `agents` that are online.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct DeliverMany {
+pub(crate) struct DeliverMany {
     pub agents: Vec<String>,
     pub frame: ServerFrame,
 }
@@ -532,7 +532,7 @@ impl Handler<DeliverMany> for Presence {
 /// Push a frame to every online agent but `except`.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Broadcast {
+pub(crate) struct Broadcast {
     pub except: String,
     pub frame: ServerFrame,
 }

@@ -31,20 +31,20 @@ const SETTINGS_KEY: &[u8] = b"rate_limits";
 /// A warning goes out when fewer than this share of a bucket is left.
 const WARN_BELOW: f64 = 0.2;
 /// Largest per-minute limit an override may set.
-pub const MAX_PER_MINUTE: u32 = 1_000_000;
+pub(crate) const MAX_PER_MINUTE: u32 = 1_000_000;
 /// Buckets idle this long are full again and are dropped by `sweep`.
 const IDLE_BUCKET: Duration = Duration::from_secs(90);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Tier {
+pub(crate) enum Tier {
     Light,
     Normal,
     Heavy,
 }
 
 impl Tier {
-    pub fn parse(name: &str) -> Option<Tier> {
+    pub(crate) fn parse(name: &str) -> Option<Tier> {
         match name {
             "light" => Some(Tier::Light),
             "normal" => Some(Tier::Normal),
@@ -53,7 +53,7 @@ impl Tier {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Tier::Light => "light",
             Tier::Normal => "normal",
@@ -63,14 +63,14 @@ impl Tier {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Transport {
+pub(crate) enum Transport {
     Ws,
     Http,
 }
 
 /// Actions per minute for each tier (also each bucket's capacity).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub light: u32,
     pub normal: u32,
     pub heavy: u32,
@@ -89,7 +89,7 @@ impl Limits {
 /// An override: the tiers it sets replace the defaults for one agent.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, Validate)]
 #[serde(deny_unknown_fields)]
-pub struct Override {
+pub(crate) struct Override {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[validate(range(min = 1, max = 1_000_000))]
     pub light: Option<u32>,
@@ -113,14 +113,14 @@ impl Override {
 
 /// What the operator set at runtime; persisted as one record.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Settings {
+pub(crate) struct Settings {
     pub overrides: BTreeMap<String, Override>,
     pub whitelist: BTreeSet<String>,
 }
 
 /// Sent before the reply when a bucket is nearly empty.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Warning {
+pub(crate) struct Warning {
     pub tier: Tier,
     pub remaining: u32,
     pub capacity: u32,
@@ -128,7 +128,7 @@ pub struct Warning {
 
 /// The verdict on one action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     Allowed(Option<Warning>),
     /// Refused; the bucket has room again after `retry_after`.
     Denied {
@@ -154,7 +154,7 @@ struct State {
 
 /// The hub's rate limits; cheap to clone, shared by sessions and HTTP workers.
 #[derive(Clone)]
-pub struct RateLimits {
+pub(crate) struct RateLimits {
     enabled: bool,
     defaults: Limits,
     store: Store,
@@ -164,7 +164,11 @@ pub struct RateLimits {
 
 impl RateLimits {
     /// Loads the persisted overrides and whitelist.
-    pub fn load(store: Store, enabled: bool, defaults: Limits) -> Result<RateLimits, StoreError> {
+    pub(crate) fn load(
+        store: Store,
+        enabled: bool,
+        defaults: Limits,
+    ) -> Result<RateLimits, StoreError> {
         let settings = match store.meta.get(SETTINGS_KEY)? {
             Some(bytes) => decode("meta", SETTINGS_KEY, &bytes)?,
             None => Settings::default(),
@@ -188,7 +192,7 @@ impl RateLimits {
     }
 
     /// Spends one action of `tier` for `key`.
-    pub fn check(&self, key: &str, transport: Transport, tier: Tier) -> Decision {
+    pub(crate) fn check(&self, key: &str, transport: Transport, tier: Tier) -> Decision {
         if !self.enabled {
             return Decision::Allowed(None);
         }
@@ -231,7 +235,7 @@ impl RateLimits {
     }
 
     /// Drops buckets idle long enough to be full again, and ended refusals.
-    pub fn sweep(&self) -> usize {
+    pub(crate) fn sweep(&self) -> usize {
         let now = Instant::now();
         let mut state = self.lock();
         state
@@ -241,21 +245,17 @@ impl RateLimits {
         state.buckets.len()
     }
 
-    pub fn defaults(&self) -> Limits {
+    pub(crate) fn defaults(&self) -> Limits {
         self.defaults
     }
 
-    pub fn enabled(&self) -> bool {
-        self.enabled
-    }
-
-    pub fn settings(&self) -> Settings {
+    pub(crate) fn settings(&self) -> Settings {
         self.lock().settings.clone()
     }
 
     /// Everything an operator sees: on or off, defaults, overrides, whitelist and
     /// who is limited now (milliseconds until each may act again).
-    pub fn view(&self) -> serde_json::Value {
+    pub(crate) fn view(&self) -> serde_json::Value {
         let settings = self.settings();
         serde_json::json!({
             "enabled": self.enabled,
@@ -267,7 +267,7 @@ impl RateLimits {
     }
 
     /// Callers refused in the last minutes, with milliseconds until they may act.
-    pub fn limited_now(&self) -> BTreeMap<String, u64> {
+    pub(crate) fn limited_now(&self) -> BTreeMap<String, u64> {
         let now = Instant::now();
         self.lock()
             .limited
@@ -278,7 +278,7 @@ impl RateLimits {
     }
 
     /// Sets (replaces) `agent_id`'s override and persists it.
-    pub async fn set_override(&self, agent_id: &str, o: Override) -> Result<(), StoreError> {
+    pub(crate) async fn set_override(&self, agent_id: &str, o: Override) -> Result<(), StoreError> {
         self.change(|s| {
             s.overrides.insert(agent_id.to_string(), o);
         })?;
@@ -286,7 +286,7 @@ impl RateLimits {
     }
 
     /// Removes `agent_id`'s override; answers whether there was one.
-    pub async fn remove_override(&self, agent_id: &str) -> Result<bool, StoreError> {
+    pub(crate) async fn remove_override(&self, agent_id: &str) -> Result<bool, StoreError> {
         let mut had = false;
         self.change(|s| had = s.overrides.remove(agent_id).is_some())?;
         self.store.durable().await?;
@@ -294,7 +294,7 @@ impl RateLimits {
     }
 
     /// Replaces the whitelist and persists it.
-    pub async fn set_whitelist(&self, keys: BTreeSet<String>) -> Result<(), StoreError> {
+    pub(crate) async fn set_whitelist(&self, keys: BTreeSet<String>) -> Result<(), StoreError> {
         self.change(|s| s.whitelist = keys)?;
         self.store.durable().await
     }
@@ -323,7 +323,7 @@ fn new_entry(per_minute: u32, clock: &DefaultClock, now: Instant) -> Entry {
 }
 
 /// Whole milliseconds, rounded up (a retry hint must never be early).
-pub fn duration_ms(d: Duration) -> u64 {
+pub(crate) fn duration_ms(d: Duration) -> u64 {
     let ms = d.as_micros().div_ceil(1000);
     u64::try_from(ms).unwrap_or(u64::MAX)
 }

@@ -19,7 +19,7 @@ use crate::agents::fsm::{AgentFsm, Assigned, NothingAssigned};
 use crate::domain::matching::{Match, MatchIndex};
 use crate::queue::{Assign, TaskQueue};
 
-pub struct Scheduler {
+pub(crate) struct Scheduler {
     queue: Addr<TaskQueue>,
     /// Ready tasks and idle agents (with their FSM's address).
     index: MatchIndex<Addr<AgentFsm>>,
@@ -29,7 +29,7 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    pub fn new(queue: Addr<TaskQueue>, sweep_every: Duration) -> Self {
+    pub(crate) fn new(queue: Addr<TaskQueue>, sweep_every: Duration) -> Self {
         Scheduler {
             queue,
             index: MatchIndex::default(),
@@ -87,7 +87,7 @@ impl Actor for Scheduler {
 /// A task became queued (new, requeued, retried, or loaded at start).
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
-pub struct TaskReady {
+pub(crate) struct TaskReady {
     pub task_id: String,
     pub seq: u64,
     pub priority: u8,
@@ -110,7 +110,7 @@ impl Handler<TaskReady> for Scheduler {
 /// A queued task was cancelled: forget it.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct TaskUnready {
+pub(crate) struct TaskUnready {
     pub task_id: String,
 }
 
@@ -125,7 +125,7 @@ impl Handler<TaskUnready> for Scheduler {
 /// An agent is idle and may be given a task.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct AgentAvailable {
+pub(crate) struct AgentAvailable {
     pub agent_id: String,
     pub capabilities: Vec<String>,
     /// When it became idle; the longest idle agent is served first.
@@ -153,7 +153,7 @@ impl Handler<AgentAvailable> for Scheduler {
 /// An agent is no longer idle (offline, or busy by its own account).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct AgentUnavailable {
+pub(crate) struct AgentUnavailable {
     pub agent_id: String,
 }
 

@@ -49,7 +49,7 @@ static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
 /// What a session needs from the hub.
 #[derive(Clone)]
-pub struct SessionDeps {
+pub(crate) struct SessionDeps {
     pub tokens: Tokens,
     pub limits: RateLimits,
     pub telemetry: Arc<Telemetry>,
@@ -58,7 +58,7 @@ pub struct SessionDeps {
     pub idle_timeout: Duration,
 }
 
-pub struct AgentSession {
+pub(crate) struct AgentSession {
     id: u64,
     deps: SessionDeps,
     agent: Option<(String, Addr<AgentFsm>)>,
@@ -82,7 +82,7 @@ enum IdentifyFailure {
 }
 
 impl AgentSession {
-    pub fn new(deps: SessionDeps, peer: Option<std::net::IpAddr>) -> Self {
+    pub(crate) fn new(deps: SessionDeps, peer: Option<std::net::IpAddr>) -> Self {
         AgentSession {
             peer_key: peer.map_or_else(|| "ip:unknown".to_string(), |ip| format!("ip:{ip}")),
             identifies: 0,

@@ -15,13 +15,13 @@ use serde_json::Value;
 use crate::domain::task::Task;
 
 /// Completions kept for the dashboard.
-pub const RECENT_KEPT: usize = 100;
+pub(crate) const RECENT_KEPT: usize = 100;
 const MINUTE_MS: i64 = 60_000;
 const MINUTES: usize = 60;
 
 /// One completed task, as the dashboard lists it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Completion {
+pub(crate) struct Completion {
     pub task_id: String,
     pub agent_id: Option<String>,
     pub description: String,
@@ -36,13 +36,13 @@ pub struct Completion {
 const DESCRIPTION_KEPT: usize = 200;
 
 /// The start of a description, as rows and events show it.
-pub fn short_description(description: &str) -> String {
+pub(crate) fn short_description(description: &str) -> String {
     description.chars().take(DESCRIPTION_KEPT).collect()
 }
 
 impl Completion {
     /// The row for a completed task; `None` if it has not completed.
-    pub fn of(task: &Task) -> Option<Completion> {
+    pub(crate) fn of(task: &Task) -> Option<Completion> {
         let completed_at = task.completed_at?;
         let started = task.assigned_at.unwrap_or(task.created_at);
         let pr_url = task
@@ -74,14 +74,14 @@ struct Minute {
 
 /// Completions over the last hour.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct Throughput {
+pub(crate) struct Throughput {
     pub completed_last_hour: u64,
     pub avg_completion_ms: u64,
     pub total_tokens_hour: u64,
 }
 
 #[derive(Debug)]
-pub struct Completions {
+pub(crate) struct Completions {
     recent: VecDeque<Completion>,
     minutes: [Minute; MINUTES],
 }
@@ -96,7 +96,7 @@ impl Default for Completions {
 }
 
 impl Completions {
-    pub fn record(&mut self, c: Completion) {
+    pub(crate) fn record(&mut self, c: Completion) {
         let minute = c.completed_at.div_euclid(MINUTE_MS);
         let slot = &mut self.minutes[minute.rem_euclid(MINUTES as i64) as usize];
         if slot.at > minute {
@@ -131,13 +131,13 @@ impl Completions {
     }
 
     /// Newest first.
-    pub fn recent(&self) -> Vec<Completion> {
+    pub(crate) fn recent(&self) -> Vec<Completion> {
         self.recent.iter().cloned().collect()
     }
 
     /// Completions in the 60 minutes up to `now` (whole minutes: the current one
     /// and the 59 before it).
-    pub fn last_hour(&self, now: i64) -> Throughput {
+    pub(crate) fn last_hour(&self, now: i64) -> Throughput {
         let this_minute = now.div_euclid(MINUTE_MS);
         let (count, duration, tokens) = self
             .minutes

@@ -12,7 +12,7 @@ use crate::domain::task::TaskStatus;
 
 /// What a dependency's state means for a task that depends on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DepState {
+pub(crate) enum DepState {
     /// Completed: nothing to wait for.
     Completed,
     /// Not finished yet: wait for it.
@@ -27,7 +27,7 @@ pub enum DepState {
 
 /// What the end of a dependency means for the tasks waiting on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Settled {
+pub(crate) enum Settled {
     /// It completed: these tasks wait for nothing else now.
     Released(Vec<String>),
     /// It can no longer complete: these tasks must be blocked on it.
@@ -36,7 +36,7 @@ pub enum Settled {
 
 /// See the module documentation.
 #[derive(Debug, Default)]
-pub struct DependencyGraph {
+pub(crate) struct DependencyGraph {
     /// Live task id → its dependencies not completed yet. A task listed here is
     /// not scheduled.
     waiting: HashMap<String, BTreeSet<String>>,
@@ -48,7 +48,7 @@ impl DependencyGraph {
     /// Records which of `task`'s dependencies it waits for, asking `state_of`
     /// about each. Answers a dependency that cannot complete (with the status to
     /// block on), if there is one.
-    pub fn track(
+    pub(crate) fn track(
         &mut self,
         task: &str,
         depends_on: &[String],
@@ -88,24 +88,24 @@ impl DependencyGraph {
     }
 
     /// Whether `task` waits for a dependency (and so is not scheduled).
-    pub fn is_waiting(&self, task: &str) -> bool {
+    pub(crate) fn is_waiting(&self, task: &str) -> bool {
         self.waiting.contains_key(task)
     }
 
     /// How many tasks wait for dependencies.
-    pub fn waiting_len(&self) -> usize {
+    pub(crate) fn waiting_len(&self) -> usize {
         self.waiting.len()
     }
 
     /// `task` finished: it waits for nothing any more.
-    pub fn forget(&mut self, task: &str) {
+    pub(crate) fn forget(&mut self, task: &str) {
         self.waiting.remove(task);
     }
 
     /// What the end of `dep` with `status` means for the tasks waiting on it. A
     /// completion releases them from `dep` (and answers those waiting for
     /// nothing else); any other end answers them all, to be blocked.
-    pub fn settle(&mut self, dep: &str, status: TaskStatus) -> Settled {
+    pub(crate) fn settle(&mut self, dep: &str, status: TaskStatus) -> Settled {
         if status != TaskStatus::Completed {
             let dependents = self
                 .dependents
@@ -129,7 +129,7 @@ impl DependencyGraph {
     }
 
     /// Forgets everything (before a reload).
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.waiting.clear();
         self.dependents.clear();
     }
@@ -137,7 +137,7 @@ impl DependencyGraph {
 
 /// The entries of a batch's dependency graph (entry → entries it depends on)
 /// that lie on or behind a cycle: what a topological sort cannot order.
-pub fn cycle_members(edges: &[Vec<usize>]) -> Vec<usize> {
+pub(crate) fn cycle_members(edges: &[Vec<usize>]) -> Vec<usize> {
     let n = edges.len();
     let mut needs = vec![0usize; n];
     let mut needed_by: Vec<Vec<usize>> = vec![Vec::new(); n];

@@ -32,14 +32,14 @@ struct IdleAgent<A> {
 /// A decision: give `task_id` to `agent_id`. The agent left the idle index; its
 /// handle comes with the decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Match<A> {
+pub(crate) struct Match<A> {
     pub task_id: String,
     pub agent_id: String,
     pub agent: A,
 }
 
 /// See the module documentation.
-pub struct MatchIndex<A> {
+pub(crate) struct MatchIndex<A> {
     ready: HashMap<Sig, BTreeSet<TaskKey>>,
     /// task id → (signature, key), to remove a ready task by id.
     ready_index: HashMap<String, (Sig, TaskKey)>,
@@ -66,7 +66,7 @@ impl<A> MatchIndex<A> {
     /// A task became ready (`capabilities` sorted, without repeats). The longest
     /// idle agent that covers it takes it at once; else it waits in the index. A
     /// task already waiting is left as it is.
-    pub fn task_ready(
+    pub(crate) fn task_ready(
         &mut self,
         task_id: String,
         seq: u64,
@@ -90,7 +90,7 @@ impl<A> MatchIndex<A> {
     }
 
     /// A ready task is no longer schedulable; whether it was waiting.
-    pub fn task_unready(&mut self, task_id: &str) -> bool {
+    pub(crate) fn task_unready(&mut self, task_id: &str) -> bool {
         let Some((sig, key)) = self.ready_index.remove(task_id) else {
             return false;
         };
@@ -106,7 +106,7 @@ impl<A> MatchIndex<A> {
     /// An agent became idle (replacing what the index knew of it). It takes the
     /// best ready task it covers, the lowest (priority, sequence) over the heads
     /// of every signature it covers; else it waits in the index.
-    pub fn agent_idle(
+    pub(crate) fn agent_idle(
         &mut self,
         agent_id: String,
         since: i64,
@@ -139,7 +139,7 @@ impl<A> MatchIndex<A> {
     }
 
     /// An agent is no longer idle; its handle, if it was.
-    pub fn agent_busy(&mut self, agent_id: &str) -> Option<A> {
+    pub(crate) fn agent_busy(&mut self, agent_id: &str) -> Option<A> {
         let agent = self.agents.remove(agent_id)?;
         let key = (agent.since, agent_id.to_string());
         for set in self.idle.values_mut() {
@@ -150,7 +150,7 @@ impl<A> MatchIndex<A> {
 
     /// Every (ready task, idle agent covering it) pair the index still holds, as
     /// matches. None while the invariant holds: a safety net only.
-    pub fn repair(&mut self) -> Vec<Match<A>> {
+    pub(crate) fn repair(&mut self) -> Vec<Match<A>> {
         let mut matches = Vec::new();
         let sigs: Vec<Sig> = self.ready.keys().cloned().collect();
         for sig in sigs {
@@ -167,12 +167,14 @@ impl<A> MatchIndex<A> {
     }
 
     /// Ready tasks waiting in the index.
-    pub fn ready_len(&self) -> usize {
+    #[cfg(test)]
+    fn ready_len(&self) -> usize {
         self.ready_index.len()
     }
 
     /// Idle agents waiting in the index.
-    pub fn idle_len(&self) -> usize {
+    #[cfg(test)]
+    fn idle_len(&self) -> usize {
         self.agents.len()
     }
 

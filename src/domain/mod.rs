@@ -6,7 +6,7 @@
 //! - `matching`: the scheduler's index of ready tasks and idle agents;
 //! - `completions`: recent completions and last-hour throughput.
 
-pub mod completions;
-pub mod dependencies;
-pub mod matching;
-pub mod task;
+pub(crate) mod completions;
+pub(crate) mod dependencies;
+pub(crate) mod matching;
+pub(crate) mod task;

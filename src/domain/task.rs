@@ -14,17 +14,17 @@ use crate::protocol::{BlockedPolicy, TaskAssignment, TaskSpec};
 
 /// How many history entries a task record keeps (the API returns these; the event
 /// log keeps them all).
-pub const HISTORY_KEPT: usize = 50;
+pub(crate) const HISTORY_KEPT: usize = 50;
 /// The reclaim reason when an operator disables the holder (not counted).
-pub const RECLAIM_AGENT_DISABLED: &str = "agent_disabled";
+pub(crate) const RECLAIM_AGENT_DISABLED: &str = "agent_disabled";
 /// How many attempt records a task keeps (the oldest go first, counted).
-pub const ATTEMPTS_KEPT: usize = 100;
+pub(crate) const ATTEMPTS_KEPT: usize = 100;
 /// How many accepted terminal reports are remembered for idempotent repeats.
 const REPORTS_KEPT: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum TaskStatus {
+pub(crate) enum TaskStatus {
     Queued,
     Assigned,
     Blocked,
@@ -34,7 +34,7 @@ pub enum TaskStatus {
 }
 
 impl TaskStatus {
-    pub const ALL: [TaskStatus; 6] = [
+    pub(crate) const ALL: [TaskStatus; 6] = [
         TaskStatus::Queued,
         TaskStatus::Assigned,
         TaskStatus::Blocked,
@@ -43,7 +43,7 @@ impl TaskStatus {
         TaskStatus::Cancelled,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             TaskStatus::Queued => "queued",
             TaskStatus::Assigned => "assigned",
@@ -54,12 +54,12 @@ impl TaskStatus {
         }
     }
 
-    pub fn parse(s: &str) -> Option<TaskStatus> {
+    pub(crate) fn parse(s: &str) -> Option<TaskStatus> {
         TaskStatus::ALL.into_iter().find(|t| t.as_str() == s)
     }
 
     /// Completed, dead-lettered and cancelled tasks never change again on their own.
-    pub fn is_terminal(self) -> bool {
+    pub(crate) fn is_terminal(self) -> bool {
         matches!(
             self,
             TaskStatus::Completed | TaskStatus::DeadLetter | TaskStatus::Cancelled
@@ -69,7 +69,7 @@ impl TaskStatus {
 
 /// One entry of a task's history.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct HistoryEntry {
+pub(crate) struct HistoryEntry {
     pub event: String,
     pub ts: i64,
     pub details: Value,
@@ -77,7 +77,7 @@ pub struct HistoryEntry {
 
 /// An accepted terminal report, remembered so a repeat is acknowledged again.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ReportRecord {
+pub(crate) struct ReportRecord {
     pub agent_id: String,
     pub generation: u64,
     pub kind: ReportKind,
@@ -86,7 +86,7 @@ pub struct ReportRecord {
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
-pub enum ReportKind {
+pub(crate) enum ReportKind {
     Complete,
     Failed,
     Rejected,
@@ -95,7 +95,7 @@ pub enum ReportKind {
 
 /// Why a report or operation was refused. The string forms are the wire forms.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TaskError {
+pub(crate) enum TaskError {
     NotFound,
     InvalidState(TaskStatus),
     NotOwner,
@@ -103,7 +103,7 @@ pub enum TaskError {
 }
 
 impl TaskError {
-    pub fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             TaskError::NotFound => "not_found",
             TaskError::InvalidState(_) => "invalid_state",
@@ -115,7 +115,7 @@ impl TaskError {
 
 /// One assignment of a task and how it ended.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Attempt {
+pub(crate) struct Attempt {
     pub attempt: u32,
     pub agent_id: String,
     pub generation: u64,
@@ -132,14 +132,14 @@ pub struct Attempt {
 
 /// What a reclaim did to the task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReclaimOutcome {
+pub(crate) enum ReclaimOutcome {
     Requeued,
     DeadLettered,
 }
 
 /// The durable task record.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Task {
+pub(crate) struct Task {
     pub id: String,
     /// Creation order; the queue position of the task for its whole life.
     pub seq: u64,
@@ -214,7 +214,7 @@ pub struct Task {
 
 /// Defaults a submission falls back on.
 #[derive(Debug, Clone, Copy)]
-pub struct TaskDefaults {
+pub(crate) struct TaskDefaults {
     pub max_retries: u32,
     pub max_reclaims: u32,
     pub lease_ms: u64,
@@ -222,7 +222,7 @@ pub struct TaskDefaults {
 
 impl Task {
     /// A new queued task from a validated submission.
-    pub fn new(
+    pub(crate) fn new(
         id: String,
         seq: u64,
         spec: TaskSpec,
@@ -288,7 +288,7 @@ impl Task {
     }
 
     /// The correlation id (the task's own id for records older than the field).
-    pub fn correlation(&self) -> &str {
+    pub(crate) fn correlation(&self) -> &str {
         self.correlation_id.as_deref().unwrap_or(&self.id)
     }
 
@@ -339,7 +339,7 @@ impl Task {
     /// searched for, so an entry equal to an earlier one (the same progress frame
     /// twice in a millisecond) is found too. All of them while a change records at
     /// most `HISTORY_KEPT`.
-    pub fn recorded_since(&self, before: u64) -> &[HistoryEntry] {
+    pub(crate) fn recorded_since(&self, before: u64) -> &[HistoryEntry] {
         let added = usize::try_from(self.recorded.saturating_sub(before)).unwrap_or(usize::MAX);
         &self.history[self.history.len().saturating_sub(added)..]
     }
@@ -365,7 +365,11 @@ impl Task {
     }
 
     /// Fencing: only the current holder with the current generation may report.
-    pub fn check_holder(&self, agent: &str, generation: Option<u64>) -> Result<(), TaskError> {
+    pub(crate) fn check_holder(
+        &self,
+        agent: &str,
+        generation: Option<u64>,
+    ) -> Result<(), TaskError> {
         if generation.is_some_and(|g| g != self.generation) {
             return Err(TaskError::StaleGeneration);
         }
@@ -388,7 +392,7 @@ impl Task {
     }
 
     /// Hands the queued task to `agent`.
-    pub fn assign(&mut self, agent: &str, now: i64) -> Result<TaskAssignment, TaskError> {
+    pub(crate) fn assign(&mut self, agent: &str, now: i64) -> Result<TaskAssignment, TaskError> {
         if self.status != TaskStatus::Queued {
             return Err(TaskError::InvalidState(self.status));
         }
@@ -422,7 +426,7 @@ impl Task {
     }
 
     /// The `task_assign` push for the current assignment.
-    pub fn assignment(&self) -> TaskAssignment {
+    pub(crate) fn assignment(&self) -> TaskAssignment {
         TaskAssignment {
             task_id: self.id.clone(),
             description: self.description.clone(),
@@ -437,7 +441,7 @@ impl Task {
     }
 
     /// `task_accepted`. Accepting twice is harmless.
-    pub fn accept(
+    pub(crate) fn accept(
         &mut self,
         agent: &str,
         generation: Option<u64>,
@@ -465,7 +469,7 @@ impl Task {
     }
 
     /// `task_progress`.
-    pub fn progress(
+    pub(crate) fn progress(
         &mut self,
         agent: &str,
         generation: Option<u64>,
@@ -483,7 +487,7 @@ impl Task {
     }
 
     /// `task_complete`; returns the ack status.
-    pub fn complete(
+    pub(crate) fn complete(
         &mut self,
         agent: &str,
         generation: u64,
@@ -510,7 +514,7 @@ impl Task {
     }
 
     /// `task_failed`: requeue, or dead-letter at the `max_retries`-th failure.
-    pub fn fail(
+    pub(crate) fn fail(
         &mut self,
         agent: &str,
         generation: u64,
@@ -548,7 +552,7 @@ impl Task {
     }
 
     /// `task_rejected`: back to the queue at once, not counted as a failure.
-    pub fn reject(
+    pub(crate) fn reject(
         &mut self,
         agent: &str,
         generation: Option<u64>,
@@ -575,7 +579,7 @@ impl Task {
     /// blocked-work `policy` (the task's own, else `default`) applies: `wait` leaves
     /// it blocked, `requeue` sets `unblock_at` (see [`Task::unblock_due`]), `route`
     /// puts it back in the queue at once for agents with the capability it `needs`.
-    pub fn block(
+    pub(crate) fn block(
         &mut self,
         report: BlockReport<'_>,
         default: BlockedPolicy,
@@ -629,7 +633,7 @@ impl Task {
 
     /// The `requeue` policy's delay has passed: back to the queue. Refused unless
     /// the task is blocked with `unblock_at` at or before `now`.
-    pub fn unblock_due(&mut self, now: i64) -> Result<(), TaskError> {
+    pub(crate) fn unblock_due(&mut self, now: i64) -> Result<(), TaskError> {
         if self.status != TaskStatus::Blocked || self.unblock_at.is_none_or(|at| at > now) {
             return Err(TaskError::InvalidState(self.status));
         }
@@ -641,7 +645,7 @@ impl Task {
 
     /// A dependency dead-lettered, was cancelled or is itself blocked by one: the
     /// queued task cannot run and waits, blocked, for an operator.
-    pub fn block_on_dependency(
+    pub(crate) fn block_on_dependency(
         &mut self,
         dependency: &str,
         dependency_status: TaskStatus,
@@ -668,7 +672,12 @@ impl Task {
 
     /// Operator: a queued task moves to another priority lane (keeps its place
     /// by creation order within the lane).
-    pub fn set_priority(&mut self, priority: u8, by: &str, now: i64) -> Result<u8, TaskError> {
+    pub(crate) fn set_priority(
+        &mut self,
+        priority: u8,
+        by: &str,
+        now: i64,
+    ) -> Result<u8, TaskError> {
         if self.status != TaskStatus::Queued {
             return Err(TaskError::InvalidState(self.status));
         }
@@ -684,7 +693,11 @@ impl Task {
 
     /// Operator: an unfinished task goes to dead letter now (its holder, if any,
     /// loses it). Returns the previous status.
-    pub fn force_dead_letter(&mut self, by: &str, now: i64) -> Result<TaskStatus, TaskError> {
+    pub(crate) fn force_dead_letter(
+        &mut self,
+        by: &str,
+        now: i64,
+    ) -> Result<TaskStatus, TaskError> {
         let previous = self.status;
         if previous.is_terminal() {
             return Err(TaskError::InvalidState(previous));
@@ -710,7 +723,7 @@ impl Task {
     /// expiry, overdue, the agent disabled). Not a failure, but counted toward
     /// `max_reclaims`, except when an operator disabled the agent (nothing the task
     /// did, so repeated disables never dead-letter it).
-    pub fn reclaim(
+    pub(crate) fn reclaim(
         &mut self,
         agent: &str,
         generation: u64,
@@ -745,7 +758,7 @@ impl Task {
 
     /// Operator cancel of an unfinished task, or of a dead-lettered one (the
     /// operator's decision that it will not run again). Returns the previous status.
-    pub fn cancel(&mut self, by: &str, now: i64) -> Result<TaskStatus, TaskError> {
+    pub(crate) fn cancel(&mut self, by: &str, now: i64) -> Result<TaskStatus, TaskError> {
         let previous = self.status;
         if previous.is_terminal() && previous != TaskStatus::DeadLetter {
             return Err(TaskError::InvalidState(previous));
@@ -768,7 +781,7 @@ impl Task {
     /// assigned task goes back to the queue with fresh retry and reclaim budgets,
     /// in its old place. An assigned task's holder loses it (new generation).
     /// Returns the previous status.
-    pub fn force_retry(&mut self, by: &str, now: i64) -> Result<TaskStatus, TaskError> {
+    pub(crate) fn force_retry(&mut self, by: &str, now: i64) -> Result<TaskStatus, TaskError> {
         let previous = self.status;
         if !matches!(
             previous,
@@ -808,7 +821,7 @@ impl Task {
     }
 
     /// The task as the HTTP API shows it.
-    pub fn view(&self) -> Value {
+    pub(crate) fn view(&self) -> Value {
         json!({
             "id": self.id,
             "status": self.status.as_str(),
@@ -849,7 +862,7 @@ impl Task {
     }
 
     /// The attempt records as the API shows them.
-    pub fn attempts_view(&self) -> Value {
+    pub(crate) fn attempts_view(&self) -> Value {
         json!({
             "task_id": self.id,
             "status": self.status.as_str(),
@@ -860,7 +873,7 @@ impl Task {
 }
 
 /// A `task_blocked` report.
-pub struct BlockReport<'a> {
+pub(crate) struct BlockReport<'a> {
     pub agent: &'a str,
     pub generation: u64,
     pub reason: String,

@@ -35,7 +35,7 @@ const MAILBOX_READ_LIMIT: usize = 1000;
 
 /// Limits and retention of messaging.
 #[derive(Debug, Clone, Copy)]
-pub struct MessagingLimits {
+pub(crate) struct MessagingLimits {
     pub mailbox_cap: u64,
     pub mailbox_ttl_ms: i64,
     pub channel_history: u64,
@@ -45,7 +45,7 @@ pub struct MessagingLimits {
 
 /// Why a messaging request was refused.
 #[derive(Debug, Clone)]
-pub enum MsgError {
+pub(crate) enum MsgError {
     /// A direct message to an agent that is not registered.
     RecipientNotFound(String),
     ChannelNotFound(String),
@@ -71,7 +71,7 @@ impl From<sled::Error> for MsgError {
 
 /// Per-agent mailbox bookkeeping.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct MailboxMeta {
+pub(crate) struct MailboxMeta {
     /// Sequence of the newest message ever put in this mailbox.
     pub last_seq: u64,
     pub count: u64,
@@ -113,7 +113,7 @@ impl ChannelRecord {
     }
 }
 
-pub struct Messaging {
+pub(crate) struct Messaging {
     store: Store,
     tokens: Tokens,
     presence: Addr<Presence>,
@@ -130,7 +130,7 @@ fn new_message_id() -> String {
 
 impl Messaging {
     /// Loads channels and mailbox bookkeeping from sled.
-    pub fn load(
+    pub(crate) fn load(
         store: Store,
         tokens: Tokens,
         presence: Addr<Presence>,
@@ -377,7 +377,7 @@ impl Actor for Messaging {
 /// Send a direct (`to`) or broadcast message; answers its id.
 #[derive(Message)]
 #[rtype(result = "Result<String, MsgError>")]
-pub struct SendMessage {
+pub(crate) struct SendMessage {
     pub from: String,
     /// `None` or `"broadcast"`: every other online agent.
     pub to: Option<String>,
@@ -443,7 +443,7 @@ impl Handler<SendMessage> for Messaging {
 /// An agent's mailbox: entries after `since`, oldest first.
 #[derive(Message)]
 #[rtype(result = "Result<(Vec<SeqEntry>, MailboxMeta), MsgError>")]
-pub struct ReadMailbox {
+pub(crate) struct ReadMailbox {
     pub agent_id: String,
     pub since: u64,
 }
@@ -477,7 +477,7 @@ impl Handler<ReadMailbox> for Messaging {
 /// sequence actually acknowledged.
 #[derive(Message)]
 #[rtype(result = "Result<u64, MsgError>")]
-pub struct AckMailbox {
+pub(crate) struct AckMailbox {
     pub agent_id: String,
     pub seq: u64,
 }
@@ -516,7 +516,7 @@ impl Handler<AckMailbox> for Messaging {
 
 #[derive(Message)]
 #[rtype(result = "Result<ChannelInfo, MsgError>")]
-pub struct CreateChannel {
+pub(crate) struct CreateChannel {
     pub name: String,
     pub description: String,
     pub by: String,
@@ -547,7 +547,7 @@ impl Handler<CreateChannel> for Messaging {
 /// Subscribe an agent; answers whether it was subscribed already.
 #[derive(Message)]
 #[rtype(result = "Result<bool, MsgError>")]
-pub struct Subscribe {
+pub(crate) struct Subscribe {
     pub channel: String,
     pub agent_id: String,
 }
@@ -579,7 +579,7 @@ impl Handler<Subscribe> for Messaging {
 /// Unsubscribe an agent; answers whether it was subscribed.
 #[derive(Message)]
 #[rtype(result = "Result<bool, MsgError>")]
-pub struct Unsubscribe {
+pub(crate) struct Unsubscribe {
     pub channel: String,
     pub agent_id: String,
 }
@@ -602,7 +602,7 @@ impl Handler<Unsubscribe> for Messaging {
 /// Publish on a channel; answers (seq, message id).
 #[derive(Message)]
 #[rtype(result = "Result<(u64, String), MsgError>")]
-pub struct Publish {
+pub(crate) struct Publish {
     pub channel: String,
     pub from: String,
     pub message_type: Option<String>,
@@ -665,7 +665,7 @@ impl Handler<Publish> for Messaging {
 /// Channel messages with seq > `since`, oldest first, at most `limit`.
 #[derive(Message)]
 #[rtype(result = "Result<Vec<SeqEntry>, MsgError>")]
-pub struct ChannelHistory {
+pub(crate) struct ChannelHistory {
     pub channel: String,
     pub since: u64,
     pub limit: usize,
@@ -690,7 +690,7 @@ impl Handler<ChannelHistory> for Messaging {
 /// Every channel, by name.
 #[derive(Message)]
 #[rtype(result = "Vec<ChannelInfo>")]
-pub struct ListChannels;
+pub(crate) struct ListChannels;
 
 impl Handler<ListChannels> for Messaging {
     type Result = MessageResult<ListChannels>;
@@ -703,7 +703,7 @@ impl Handler<ListChannels> for Messaging {
 /// One channel with its subscribers.
 #[derive(Message)]
 #[rtype(result = "Result<(ChannelInfo, Vec<String>, u64), MsgError>")]
-pub struct GetChannel {
+pub(crate) struct GetChannel {
     pub channel: String,
 }
 
@@ -723,7 +723,7 @@ impl Handler<GetChannel> for Messaging {
 /// Message history with filters, in sequence order after `cursor`.
 #[derive(Message, Default)]
 #[rtype(result = "Result<(Vec<(u64, ChatMessage)>, Option<u64>), MsgError>")]
-pub struct QueryMessages {
+pub(crate) struct QueryMessages {
     pub from: Option<String>,
     pub to: Option<String>,
     pub channel: Option<String>,
@@ -778,7 +778,7 @@ impl Handler<QueryMessages> for Messaging {
 
 /// Which view of a reply chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ThreadView {
+pub(crate) enum ThreadView {
     /// The root and every message below it, in sequence order.
     Thread,
     /// Direct replies to the message.
@@ -789,7 +789,7 @@ pub enum ThreadView {
 
 #[derive(Message)]
 #[rtype(result = "Result<Vec<ChatMessage>, MsgError>")]
-pub struct Thread {
+pub(crate) struct Thread {
     pub id: String,
     pub view: ThreadView,
 }
@@ -835,7 +835,7 @@ impl Handler<Thread> for Messaging {
 /// Drop what outlived its retention (sent by `Retention`).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct PruneMessages {
+pub(crate) struct PruneMessages {
     pub now: i64,
 }
 
@@ -860,8 +860,8 @@ mod tests {
     async fn retention_expires_old_mailbox_entries_and_history_and_counts_them() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("open store");
-        let hub =
-            crate::hub::start_actors(Arc::new(Config::default()), store).expect("start actors");
+        let hub = crate::hub::start_actors(Arc::new(Config::default()), store.clone())
+            .expect("start actors");
         hub.tokens
             .issue_now("away", vec![])
             .map_err(|_| "issue")
@@ -931,7 +931,7 @@ mod tests {
             .expect("reachable");
         assert!(matches!(thread, Err(MsgError::MessageNotFound(_))));
         assert_eq!(
-            hub.store.replies.len(),
+            store.replies.len(),
             0,
             "no reply index entry outlives its messages"
         );

@@ -41,7 +41,7 @@ const EVENTS_KEPT: usize = 200;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Severity {
+pub(crate) enum Severity {
     Warning,
     Critical,
 }
@@ -50,7 +50,7 @@ pub enum Severity {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate)]
 #[serde(default, deny_unknown_fields)]
 #[validate(schema(function = "critical_not_below_warning"))]
-pub struct Thresholds {
+pub(crate) struct Thresholds {
     /// queue_growing: queued tasks above this, and rising for `queue_growing_checks`
     /// checks in a row (critical above 10× this).
     #[validate(range(min = 1))]
@@ -127,7 +127,7 @@ fn critical_not_below_warning(t: &Thresholds) -> Result<(), ValidationError> {
 
 /// An active alert.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Alert {
+pub(crate) struct Alert {
     pub rule_id: String,
     pub severity: Severity,
     pub message: String,
@@ -140,7 +140,7 @@ pub struct Alert {
 
 /// What happened to an alert, in order (`GET /api/alerts`, dashboard events).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct AlertEvent {
+pub(crate) struct AlertEvent {
     pub seq: u64,
     /// `fired`, `repeated`, `escalated`, `acknowledged`, `cleared`.
     pub kind: String,
@@ -152,20 +152,20 @@ pub struct AlertEvent {
 
 /// Webhook delivery counts.
 #[derive(Debug, Default)]
-pub struct WebhookStats {
+pub(crate) struct WebhookStats {
     pub delivered: AtomicU64,
     pub failed: AtomicU64,
     pub attempts_failed: AtomicU64,
 }
 
-pub struct AlerterConfig {
+pub(crate) struct AlerterConfig {
     pub check_every: Duration,
     pub startup_grace: Duration,
     pub webhook_url: Option<String>,
     pub webhook_retries: u32,
 }
 
-pub struct Alerter {
+pub(crate) struct Alerter {
     config: AlerterConfig,
     thresholds: Thresholds,
     started_at: i64,
@@ -183,7 +183,7 @@ pub struct Alerter {
 }
 
 /// What the alerter reads (and where its changes go).
-pub struct AlerterDeps {
+pub(crate) struct AlerterDeps {
     pub store: Store,
     pub tokens: Tokens,
     pub metrics: Addr<Metrics>,
@@ -204,7 +204,7 @@ struct Finding {
 }
 
 impl Alerter {
-    pub fn new(deps: AlerterDeps, config: AlerterConfig) -> Result<Alerter, StoreError> {
+    pub(crate) fn new(deps: AlerterDeps, config: AlerterConfig) -> Result<Alerter, StoreError> {
         let thresholds = match deps.store.meta.get(THRESHOLDS_KEY)? {
             Some(bytes) => decode("meta", THRESHOLDS_KEY, &bytes)?,
             None => Thresholds::default(),
@@ -554,7 +554,7 @@ fn start_webhook(url: String, retries: u32, stats: Arc<WebhookStats>) -> mpsc::S
 /// Active alerts, recent events and webhook counts.
 #[derive(Message)]
 #[rtype(result = "Value")]
-pub struct AlertsView;
+pub(crate) struct AlertsView;
 
 impl Handler<AlertsView> for Alerter {
     type Result = MessageResult<AlertsView>;
@@ -577,7 +577,7 @@ impl Handler<AlertsView> for Alerter {
 /// Acknowledge the active alert of a rule; `false` if none is active.
 #[derive(Message)]
 #[rtype(result = "bool")]
-pub struct Acknowledge {
+pub(crate) struct Acknowledge {
     pub rule_id: String,
 }
 
@@ -601,7 +601,7 @@ impl Handler<Acknowledge> for Alerter {
 /// The thresholds in force.
 #[derive(Message)]
 #[rtype(result = "Thresholds")]
-pub struct GetThresholds;
+pub(crate) struct GetThresholds;
 
 impl Handler<GetThresholds> for Alerter {
     type Result = MessageResult<GetThresholds>;
@@ -614,7 +614,7 @@ impl Handler<GetThresholds> for Alerter {
 /// Replace the thresholds (already validated); persisted, in force at the next check.
 #[derive(Message)]
 #[rtype(result = "Result<(), StoreError>")]
-pub struct SetThresholds(pub Thresholds);
+pub(crate) struct SetThresholds(pub Thresholds);
 
 impl Handler<SetThresholds> for Alerter {
     type Result = ResponseActFuture<Self, Result<(), StoreError>>;

@@ -17,7 +17,7 @@ const HOUR_MS: i64 = 3_600_000;
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Counter {
+pub(crate) enum Counter {
     MessagesSent,
     MessagesReceived,
     TasksCompleted,
@@ -26,7 +26,7 @@ pub enum Counter {
 
 /// Counters of one agent in one hour (or summed over several).
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Counts {
+pub(crate) struct Counts {
     pub messages_sent: u64,
     pub messages_received: u64,
     pub tasks_completed: u64,
@@ -51,13 +51,13 @@ impl Counts {
     }
 }
 
-pub struct Analytics {
+pub(crate) struct Analytics {
     store: Store,
     retention_ms: i64,
 }
 
 impl Analytics {
-    pub fn new(store: Store, retention_ms: i64) -> Self {
+    pub(crate) fn new(store: Store, retention_ms: i64) -> Self {
         Analytics {
             store,
             retention_ms,
@@ -87,7 +87,7 @@ impl Actor for Analytics {
 /// Count one event for an agent.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Count {
+pub(crate) struct Count {
     pub agent_id: String,
     pub counter: Counter,
     pub at: i64,
@@ -116,7 +116,7 @@ impl Handler<Count> for Analytics {
 /// Totals per agent over the retention window.
 #[derive(Message)]
 #[rtype(result = "Result<BTreeMap<String, Counts>, StoreError>")]
-pub struct AgentTotals;
+pub(crate) struct AgentTotals;
 
 impl Handler<AgentTotals> for Analytics {
     type Result = Result<BTreeMap<String, Counts>, StoreError>;
@@ -134,7 +134,7 @@ impl Handler<AgentTotals> for Analytics {
 /// (hour start ms, counts).
 #[derive(Message)]
 #[rtype(result = "Result<Vec<(i64, Counts)>, StoreError>")]
-pub struct Hourly {
+pub(crate) struct Hourly {
     pub agent_id: String,
     pub hours: u64,
     pub now: i64,
@@ -162,7 +162,7 @@ impl Handler<Hourly> for Analytics {
 /// Hub-wide totals: over the retention window and over the last 24 hours.
 #[derive(Message)]
 #[rtype(result = "Result<(Counts, Counts, usize), StoreError>")]
-pub struct Summary {
+pub(crate) struct Summary {
     pub now: i64,
 }
 
@@ -187,7 +187,7 @@ impl Handler<Summary> for Analytics {
 /// Drop buckets older than the retention window (sent by `Retention`).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct PruneAnalytics {
+pub(crate) struct PruneAnalytics {
     pub now: i64,
 }
 

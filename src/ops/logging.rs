@@ -141,7 +141,7 @@ fn rolling_file(f: &LogFile) -> Result<tracing_appender::rolling::RollingFileApp
 }
 
 /// The filter in force.
-pub fn level() -> Result<String, LogError> {
+pub(crate) fn level() -> Result<String, LogError> {
     let control = CONTROL.get().ok_or(LogError::Unavailable)?;
     Ok(control
         .current
@@ -151,7 +151,7 @@ pub fn level() -> Result<String, LogError> {
 }
 
 /// Replaces the filter at once, for every thread.
-pub fn set_level(spec: &str) -> Result<(), LogError> {
+pub(crate) fn set_level(spec: &str) -> Result<(), LogError> {
     let control = CONTROL.get().ok_or(LogError::Unavailable)?;
     let new = filter(spec)?;
     control

@@ -24,7 +24,7 @@ use crate::util::now_ms;
 
 /// p50 / p90 / p99 / max in milliseconds, and how many samples.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct Latency {
+pub(crate) struct Latency {
     pub p50: u64,
     pub p90: u64,
     pub p99: u64,
@@ -54,7 +54,7 @@ impl Latency {
 
 /// One snapshot (PROTOCOL.md section 3, `GET /api/metrics`).
 #[derive(Debug, Clone, Serialize)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     pub timestamp: i64,
     pub interval_ms: u64,
     pub queue_depth: QueueDepth,
@@ -67,7 +67,7 @@ pub struct Snapshot {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct QueueDepth {
+pub(crate) struct QueueDepth {
     /// Queued tasks now.
     pub now: u64,
     /// Change since the previous snapshot.
@@ -80,14 +80,14 @@ pub struct QueueDepth {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct TaskLatency {
+pub(crate) struct TaskLatency {
     /// Over the last interval.
     pub submit_to_assign_ms: Latency,
     pub assign_to_complete_ms: Latency,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Utilization {
+pub(crate) struct Utilization {
     pub online: u64,
     pub busy: u64,
     pub idle: u64,
@@ -96,7 +96,7 @@ pub struct Utilization {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct ErrorRates {
+pub(crate) struct ErrorRates {
     /// Over the last interval, per minute.
     pub failed_per_min: f64,
     pub dead_lettered_per_min: f64,
@@ -108,12 +108,12 @@ pub struct ErrorRates {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Storage {
+pub(crate) struct Storage {
     pub size_on_disk_bytes: u64,
 }
 
 /// Takes snapshots; answers with the newest.
-pub struct Metrics {
+pub(crate) struct Metrics {
     telemetry: Arc<Telemetry>,
     queue: Addr<TaskQueue>,
     presence: Addr<Presence>,
@@ -125,7 +125,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(
+    pub(crate) fn new(
         telemetry: Arc<Telemetry>,
         queue: Addr<TaskQueue>,
         presence: Addr<Presence>,
@@ -250,7 +250,7 @@ impl Actor for Metrics {
 /// The newest snapshot (`None` before the first), with the live counters.
 #[derive(Message)]
 #[rtype(result = "Option<Snapshot>")]
-pub struct Latest;
+pub(crate) struct Latest;
 
 impl Handler<Latest> for Metrics {
     type Result = Option<Snapshot>;
@@ -267,7 +267,7 @@ impl Handler<Latest> for Metrics {
 /// counters' difference between them is what happened in the window.
 #[derive(Message)]
 #[rtype(result = "Option<(Snapshot, Snapshot)>")]
-pub struct Window {
+pub(crate) struct Window {
     pub since: i64,
 }
 
@@ -289,7 +289,7 @@ impl Handler<Window> for Metrics {
 /// The last hour of snapshots, oldest first (for charts).
 #[derive(Message)]
 #[rtype(result = "Vec<Snapshot>")]
-pub struct History;
+pub(crate) struct History;
 
 impl Handler<History> for Metrics {
     type Result = MessageResult<History>;
@@ -300,7 +300,7 @@ impl Handler<History> for Metrics {
 }
 
 /// Prometheus text exposition of a snapshot.
-pub fn prometheus(s: &Snapshot) -> String {
+pub(crate) fn prometheus(s: &Snapshot) -> String {
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, lines: Vec<(String, String)>| {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
@@ -406,7 +406,7 @@ pub fn prometheus(s: &Snapshot) -> String {
 }
 
 /// A snapshot as JSON for the API.
-pub fn to_json(s: &Snapshot) -> Value {
+pub(crate) fn to_json(s: &Snapshot) -> Value {
     serde_json::to_value(s).unwrap_or_else(|_| json!({}))
 }
 

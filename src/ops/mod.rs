@@ -1,10 +1,10 @@
 //! Running the hub: metrics and telemetry, alerts, per-agent analytics, standing
 //! orders, retention and logging.
 
-pub mod alerts;
-pub mod analytics;
-pub mod logging;
-pub mod metrics;
-pub mod retention;
-pub mod standing;
-pub mod telemetry;
+pub(crate) mod alerts;
+pub(crate) mod analytics;
+pub(crate) mod logging;
+pub(crate) mod metrics;
+pub(crate) mod retention;
+pub(crate) mod standing;
+pub(crate) mod telemetry;

@@ -13,7 +13,7 @@ use crate::ops::analytics::{Analytics, PruneAnalytics};
 use crate::storage::eventlog::EventLog;
 use crate::util::now_ms;
 
-pub struct Retention {
+pub(crate) struct Retention {
     pub every: Duration,
     pub messaging: Addr<Messaging>,
     pub analytics: Addr<Analytics>,

@@ -19,7 +19,7 @@ const SAMPLES_KEPT: usize = 10_000;
 
 /// The events counted since start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Counter {
+pub(crate) enum Counter {
     Submitted,
     Assigned,
     Completed,
@@ -45,7 +45,7 @@ impl Counter {
         Counter::Errors,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Counter::Submitted => "submitted",
             Counter::Assigned => "assigned",
@@ -84,26 +84,26 @@ impl Reservoir {
 
 /// Counters and latency samples; shared, cheap to bump from any thread.
 #[derive(Default)]
-pub struct Telemetry {
+pub(crate) struct Telemetry {
     counters: [AtomicU64; 9],
     submit_to_assign: Mutex<Reservoir>,
     assign_to_complete: Mutex<Reservoir>,
 }
 
 impl Telemetry {
-    pub fn add(&self, counter: Counter, n: u64) {
+    pub(crate) fn add(&self, counter: Counter, n: u64) {
         if let Some(c) = self.counters.get(counter as usize) {
             c.fetch_add(n, Ordering::Relaxed);
         }
     }
 
-    pub fn count(&self, counter: Counter) -> u64 {
+    pub(crate) fn count(&self, counter: Counter) -> u64 {
         self.counters
             .get(counter as usize)
             .map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
-    pub fn counters(&self) -> BTreeMap<&'static str, u64> {
+    pub(crate) fn counters(&self) -> BTreeMap<&'static str, u64> {
         Counter::ALL
             .iter()
             .map(|c| (c.as_str(), self.count(*c)))
@@ -112,7 +112,12 @@ impl Telemetry {
 
     /// Counts the history entries a task transition just recorded. `created_at`
     /// and the entries' times give the latencies.
-    pub fn task_events(&self, new: &[HistoryEntry], created_at: i64, assigned_at: Option<i64>) {
+    pub(crate) fn task_events(
+        &self,
+        new: &[HistoryEntry],
+        created_at: i64,
+        assigned_at: Option<i64>,
+    ) {
         let reclaimed = new.iter().any(|e| e.event == "reclaimed");
         for e in new {
             match e.event.as_str() {

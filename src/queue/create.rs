@@ -19,7 +19,7 @@ use crate::util::{new_task_id, now_ms};
 
 /// One accepted submission.
 #[derive(Debug, Clone)]
-pub struct Submitted {
+pub(crate) struct Submitted {
     pub task_id: String,
     pub priority: u8,
     pub created_at: i64,
@@ -42,7 +42,7 @@ impl Submitted {
 
 /// A task to create: a validated spec plus what only the hub sets.
 #[derive(Debug, Clone)]
-pub struct NewTask {
+pub(crate) struct NewTask {
     pub spec: TaskSpec,
     /// A fixed id (follow-ups, standing-order runs): creating it twice creates it
     /// once.
@@ -52,7 +52,7 @@ pub struct NewTask {
 }
 
 impl NewTask {
-    pub fn from_spec(spec: TaskSpec) -> NewTask {
+    pub(crate) fn from_spec(spec: TaskSpec) -> NewTask {
         NewTask {
             spec,
             id: None,

@@ -36,15 +36,16 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-pub use api::agent::{AgentReport, Assign, Held, HeldBy, Reclaim, Report, ReportReply};
-pub use api::operator::{
-    ControlTask, Controlled, PauseLanes, PausedLanes, Submit, SubmitFixed, TaskControl,
+pub(crate) use api::agent::{AgentReport, Assign, HeldBy, Reclaim, Report, ReportReply};
+pub(crate) use api::operator::{
+    ControlTask, PauseLanes, PausedLanes, Submit, SubmitFixed, TaskControl,
 };
-pub use api::read::{
+pub(crate) use api::read::{
     BlockedTasks, DeadLetters, GetAttempts, GetTask, ListTasks, RecentCompletions, Stats,
-    StuckTasks, TaskOutcome, TaskOutcomes, TaskPage,
+    StuckTasks, TaskOutcome, TaskOutcomes,
 };
-pub use create::{follow_up_id, NewTask, Submitted};
+pub use create::follow_up_id;
+pub(crate) use create::{NewTask, Submitted};
 
 use crate::agents::presence::Presence;
 use crate::agents::scheduler::{Scheduler, TaskReady};
@@ -63,7 +64,7 @@ use crate::util::now_ms;
 
 /// Why a queue operation failed.
 #[derive(Debug, Clone)]
-pub enum QueueError {
+pub(crate) enum QueueError {
     /// Refused by the task's rules; nothing changed.
     Task(TaskError),
     /// The store failed; the change was not made durable.
@@ -76,7 +77,7 @@ pub enum QueueError {
 impl QueueError {
     /// The wire code, e.g. `stale_generation` or `storage_error`: the one
     /// spelling every edge (HTTP, agent socket, dashboard socket) uses.
-    pub fn as_str(&self) -> &'static str {
+    pub(crate) fn as_str(&self) -> &'static str {
         match self {
             QueueError::Task(e) => e.as_str(),
             QueueError::Store(_) => "storage_error",
@@ -98,7 +99,7 @@ impl From<StoreError> for QueueError {
 }
 
 /// What the queue tells after a flush, and the telemetry it counts into.
-pub struct Peers {
+pub(crate) struct Peers {
     pub scheduler: Addr<Scheduler>,
     pub presence: Addr<Presence>,
     pub analytics: Addr<Analytics>,
@@ -115,7 +116,7 @@ struct Policy {
 }
 
 /// See the module documentation.
-pub struct TaskQueue {
+pub(crate) struct TaskQueue {
     store: Store,
     log: EventLog,
     policy: Policy,
@@ -132,7 +133,7 @@ impl TaskQueue {
     /// Builds the queue and its in-memory indexes from sled. A record that cannot
     /// be decoded is reported and left in place (never deleted), and the rest
     /// still load.
-    pub fn load(
+    pub(crate) fn load(
         store: Store,
         log: EventLog,
         config: &Config,

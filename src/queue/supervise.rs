@@ -15,7 +15,7 @@ use crate::storage::store::{decode, key_seq, seq_key};
 use crate::util::now_ms;
 
 /// A reply to give when a handler panicked (the queue restarts from sled).
-pub trait PanicReply {
+pub(super) trait PanicReply {
     fn after_panic() -> Self;
 }
 

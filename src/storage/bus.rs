@@ -16,12 +16,12 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 
 /// Events a listener may fall behind before it is told it lagged.
-pub const CAPACITY: usize = 4096;
+pub(crate) const CAPACITY: usize = 4096;
 
 /// One thing that happened (PROTOCOL.md section 4, the dashboard's `events`).
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum HubEvent {
+pub(crate) enum HubEvent {
     /// A task's history grew by `event`; `status` is the task's status after it.
     /// `seq` rises with every task event of the hub, so a listener can ignore one
     /// that arrives after a later event of the same task.
@@ -71,7 +71,7 @@ pub enum HubEvent {
 
 /// A storage event, tagged by its kind.
 #[derive(Debug, Clone, Serialize)]
-pub struct StorageEvent {
+pub(crate) struct StorageEvent {
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub data: Value,
@@ -80,7 +80,7 @@ pub struct StorageEvent {
 /// Cheap to clone; every clone publishes to the same listeners. Events travel as
 /// `Arc`s: each listener's copy is a reference count, not a deep copy.
 #[derive(Clone)]
-pub struct EventBus {
+pub(crate) struct EventBus {
     tx: broadcast::Sender<Arc<HubEvent>>,
 }
 
@@ -91,22 +91,22 @@ impl Default for EventBus {
 }
 
 impl EventBus {
-    pub fn new() -> EventBus {
+    pub(crate) fn new() -> EventBus {
         let (tx, _) = broadcast::channel(CAPACITY);
         EventBus { tx }
     }
 
     /// Whether anyone listens (skip building events nobody would read).
-    pub fn watched(&self) -> bool {
+    pub(crate) fn watched(&self) -> bool {
         self.tx.receiver_count() > 0
     }
 
-    pub fn publish(&self, event: HubEvent) {
+    pub(crate) fn publish(&self, event: HubEvent) {
         // No listener is not an error: the event is simply not needed.
         let _ = self.tx.send(Arc::new(event));
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<HubEvent>> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<HubEvent>> {
         self.tx.subscribe()
     }
 }

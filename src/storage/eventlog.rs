@@ -27,13 +27,13 @@ use crate::storage::store::{decode, encode, key_seq, scoped_key, seq_key, Store}
 
 /// How many records one query may look at before it answers with what it found
 /// and a cursor to go on from (a page may then hold fewer than `limit` events).
-pub const SCAN_BUDGET: usize = 20_000;
+pub(crate) const SCAN_BUDGET: usize = 20_000;
 /// How many events one retention pass drops at most.
 const PRUNE_BATCH: usize = 50_000;
 
 /// One event as stored and as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct EventRecord {
+pub(crate) struct EventRecord {
     pub seq: u64,
     pub ts: i64,
     /// What happened: a task history event (`queued`, `assigned`, `completed`, ...),
@@ -50,7 +50,7 @@ pub struct EventRecord {
 
 /// An event to append (the log gives it its sequence).
 #[derive(Debug, Clone)]
-pub struct NewEvent {
+pub(crate) struct NewEvent {
     pub ts: i64,
     pub kind: String,
     pub task_id: Option<String>,
@@ -64,7 +64,7 @@ pub struct NewEvent {
 /// Which events a query wants. Every filter is optional; `cursor` is the last
 /// sequence already seen (0 = from the start).
 #[derive(Debug, Clone, Default)]
-pub struct EventQuery {
+pub(crate) struct EventQuery {
     pub task_id: Option<String>,
     pub agent_id: Option<String>,
     pub kind: Option<String>,
@@ -91,7 +91,7 @@ impl EventQuery {
 
 /// One page of a query, oldest first. `next_cursor` is set while more may follow.
 #[derive(Debug, Clone, Serialize)]
-pub struct EventPage {
+pub(crate) struct EventPage {
     pub events: Vec<EventRecord>,
     pub next_cursor: Option<u64>,
 }
@@ -104,13 +104,13 @@ struct Inner {
 
 /// Handle to the event log. Cheap to clone; every clone appends to the same log.
 #[derive(Clone)]
-pub struct EventLog {
+pub(crate) struct EventLog {
     inner: Arc<Inner>,
 }
 
 impl EventLog {
     /// Opens the log in `store`, continuing after its newest event.
-    pub fn open(store: Store) -> Result<EventLog, StoreError> {
+    pub(crate) fn open(store: Store) -> Result<EventLog, StoreError> {
         let next = match store.events.last()? {
             Some((key, _)) => key_seq(&key).map_or(1, |s| s + 1),
             None => 1,
@@ -125,7 +125,10 @@ impl EventLog {
 
     /// Appends events in order. They are durable with the next flush of the store,
     /// the same one that covers the change they describe when it was written first.
-    pub fn append(&self, events: impl IntoIterator<Item = NewEvent>) -> Result<(), StoreError> {
+    pub(crate) fn append(
+        &self,
+        events: impl IntoIterator<Item = NewEvent>,
+    ) -> Result<(), StoreError> {
         let store = &self.inner.store;
         let mut next = self.inner.next.lock();
         for e in events {
@@ -168,7 +171,10 @@ impl EventLog {
 
     /// Appends events that no other write accompanies (connects, disconnects) and
     /// asks for a flush, so they do not wait for the next change to become durable.
-    pub fn record(&self, events: impl IntoIterator<Item = NewEvent>) -> Result<(), StoreError> {
+    pub(crate) fn record(
+        &self,
+        events: impl IntoIterator<Item = NewEvent>,
+    ) -> Result<(), StoreError> {
         self.append(events)?;
         // The request is queued now; nobody needs to wait for it.
         drop(self.inner.store.durable());
@@ -176,7 +182,7 @@ impl EventLog {
     }
 
     /// One page of events matching `q`, oldest first.
-    pub fn query(&self, q: &EventQuery) -> Result<EventPage, StoreError> {
+    pub(crate) fn query(&self, q: &EventQuery) -> Result<EventPage, StoreError> {
         let store = &self.inner.store;
         let limit = q.limit.max(1);
         let mut events = Vec::new();
@@ -257,7 +263,7 @@ impl EventLog {
 
     /// Drops events older than `before` (ms), oldest first, with their index
     /// entries; at most one batch per call. Returns how many went.
-    pub fn prune(&self, before: i64) -> Result<usize, StoreError> {
+    pub(crate) fn prune(&self, before: i64) -> Result<usize, StoreError> {
         let store = &self.inner.store;
         let mut dropped = 0;
         let mut doomed = Vec::new();

@@ -50,7 +50,7 @@ use crate::error::StoreError;
 pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Leading byte of every stored value; bump it when a record's format changes.
-pub const FORMAT_V1: u8 = 1;
+pub(crate) const FORMAT_V1: u8 = 1;
 
 /// Every tree of the store, in the order of the `Store` fields.
 const TREE_NAMES: [&str; 20] = [
@@ -77,12 +77,12 @@ const TREE_NAMES: [&str; 20] = [
 ];
 
 /// The seal file in the data directory (see the module documentation).
-pub const SEAL_FILE: &str = "agentcom-seal.json";
+pub(crate) const SEAL_FILE: &str = "agentcom-seal.json";
 
 type Waiter = oneshot::Sender<Result<(), StoreError>>;
 
 /// Sees each record of a full scan as (tree name, key, value); an error stops it.
-pub type RecordVisitor<'a> = dyn FnMut(&[u8], &[u8], &[u8]) -> Result<(), StoreError> + 'a;
+pub(crate) type RecordVisitor<'a> = dyn FnMut(&[u8], &[u8], &[u8]) -> Result<(), StoreError> + 'a;
 
 /// What a clean close recorded about the store's contents.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -414,7 +414,7 @@ impl DoubleEndedIterator for Iter {
 
 /// Opens a sled database in `dir` (created if missing) without the hub's trees or
 /// flusher: for tools that write a fresh store (restore, compaction).
-pub fn open_sled(dir: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
+pub(crate) fn open_sled(dir: &Path, cache_bytes: u64) -> Result<sled::Db, StoreError> {
     std::fs::create_dir_all(dir).map_err(|e| environment_or_sled(dir, e))?;
     sled::Config::new()
         .path(dir)
@@ -460,7 +460,11 @@ fn environment_or_sled(dir: &Path, e: std::io::Error) -> StoreError {
 /// On Linux the two are exchanged atomically first (`renameat2(RENAME_EXCHANGE)`),
 /// so `dir` exists at every instant even if the process dies half-way; where the
 /// file system cannot exchange, two renames are used and undone on failure.
-pub fn replace_dir(dir: &Path, fresh: &Path, aside: &Path) -> std::io::Result<Option<PathBuf>> {
+pub(crate) fn replace_dir(
+    dir: &Path,
+    fresh: &Path,
+    aside: &Path,
+) -> std::io::Result<Option<PathBuf>> {
     if std::fs::symlink_metadata(dir).is_err() {
         std::fs::rename(fresh, dir)?;
         return Ok(None);
@@ -848,7 +852,7 @@ fn run_flusher(slot: Slot, requests: mpsc::Receiver<Waiter>, window_us: Arc<Atom
 }
 
 /// Encodes a record: format byte, then JSON.
-pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = vec![FORMAT_V1];
     // Serializing our own plain structs to a Vec cannot fail.
     serde_json::to_writer(&mut out, value).unwrap_or_default();
@@ -856,7 +860,7 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 /// Decodes a record written by [`encode`].
-pub fn decode<T: DeserializeOwned>(
+pub(crate) fn decode<T: DeserializeOwned>(
     tree: &'static str,
     key: &[u8],
     bytes: &[u8],
@@ -876,13 +880,13 @@ pub fn decode<T: DeserializeOwned>(
 }
 
 /// Big-endian key for ordered scans.
-pub fn seq_key(seq: u64) -> [u8; 8] {
+pub(crate) fn seq_key(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
 }
 
 /// Prefix of every key scoped to `scope` (length-prefixed, so no scope is a prefix
 /// of another's keys).
-pub fn scope_prefix(scope: &str) -> Vec<u8> {
+pub(crate) fn scope_prefix(scope: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(4 + scope.len() + 8);
     key.extend_from_slice(&(scope.len() as u32).to_be_bytes());
     key.extend_from_slice(scope.as_bytes());
@@ -890,14 +894,14 @@ pub fn scope_prefix(scope: &str) -> Vec<u8> {
 }
 
 /// Key of entry `seq` within `scope`; ordered by sequence inside the scope.
-pub fn scoped_key(scope: &str, seq: u64) -> Vec<u8> {
+pub(crate) fn scoped_key(scope: &str, seq: u64) -> Vec<u8> {
     let mut key = scope_prefix(scope);
     key.extend_from_slice(&seq.to_be_bytes());
     key
 }
 
 /// The (scope, seq) of a key written by [`scoped_key`].
-pub fn split_scoped_key(key: &[u8]) -> Option<(String, u64)> {
+pub(crate) fn split_scoped_key(key: &[u8]) -> Option<(String, u64)> {
     let len = u32::from_be_bytes(key.get(..4)?.try_into().ok()?) as usize;
     let scope = key.get(4..4 + len)?;
     let seq = key_seq(key.get(4 + len..)?)?;
@@ -905,7 +909,7 @@ pub fn split_scoped_key(key: &[u8]) -> Option<(String, u64)> {
 }
 
 /// Reads a big-endian u64 key back.
-pub fn key_seq(key: &[u8]) -> Option<u64> {
+pub(crate) fn key_seq(key: &[u8]) -> Option<u64> {
     let bytes: [u8; 8] = key.try_into().ok()?;
     Some(u64::from_be_bytes(bytes))
 }

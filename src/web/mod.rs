@@ -1,5 +1,5 @@
 //! The HTTP edge: the routes, the dashboard's server side, and the server.
 
-pub mod dashboard;
-pub mod http;
-pub mod server;
+pub(crate) mod dashboard;
+pub(crate) mod http;
+pub(crate) mod server;

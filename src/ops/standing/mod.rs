@@ -17,7 +17,7 @@
 //! the `TaskQueue`'s messages and read their state the same way; they never
 //! choose an agent (a run targets a capability or `agent:<id>`).
 
-pub mod schedule;
+pub(crate) mod schedule;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -33,33 +33,30 @@ use crate::domain::task::TaskStatus;
 use crate::error::StoreError;
 use crate::protocol::{parse_task_spec, FieldError};
 use crate::queue::{
-    ControlTask, NewTask, QueueError, SubmitFixed, TaskControl, TaskOutcome, TaskOutcomes,
-    TaskQueue,
+    ControlTask, NewTask, SubmitFixed, TaskControl, TaskOutcome, TaskOutcomes, TaskQueue,
 };
 use crate::storage::eventlog::{EventLog, NewEvent};
 use crate::storage::store::{decode, encode, scope_prefix, scoped_key, split_scoped_key, Store};
 use crate::util::now_ms;
-pub use schedule::{Schedule, ScheduleError, Step};
+pub(crate) use schedule::{Schedule, ScheduleError, Step};
 
 /// Most occurrences one order plans per tick (the rest on the next ones).
 const PLAN_CAP: usize = 100;
 /// Most runs one `runs` query returns.
-pub const MAX_RUNS: usize = 1000;
-/// Outcomes an agent may report in its result's `outcome`.
-pub const OUTCOMES: [&str; 4] = ["completed", "no_work", "blocked", "failed"];
+pub(crate) const MAX_RUNS: usize = 1000;
 
 /// Where the standing-order clock reads the time.
-pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+pub(crate) type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 /// The system clock.
-pub fn system_clock() -> Clock {
+pub(crate) fn system_clock() -> Clock {
     Arc::new(now_ms)
 }
 
 /// A clock read from a file holding ms since the epoch (tests drive time with it;
 /// write it atomically). An unreadable file keeps the last good reading (the
 /// system time until there is one), so a half-written file never jumps the clock.
-pub fn file_clock(path: PathBuf) -> Clock {
+pub(crate) fn file_clock(path: PathBuf) -> Clock {
     let last = Mutex::new(None::<i64>);
     Arc::new(move || {
         let read = std::fs::read_to_string(&path)
@@ -75,7 +72,7 @@ pub fn file_clock(path: PathBuf) -> Clock {
 
 /// A standing order as stored.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct StandingOrder {
+pub(crate) struct StandingOrder {
     pub name: String,
     pub cron: String,
     pub timezone: String,
@@ -100,7 +97,7 @@ pub struct StandingOrder {
 /// What became of one occurrence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum RunStatus {
+pub(crate) enum RunStatus {
     /// The run task exists and has not finished.
     Pending,
     Completed,
@@ -114,7 +111,7 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             RunStatus::Pending => "pending",
             RunStatus::Completed => "completed",
@@ -139,7 +136,7 @@ impl RunStatus {
 
 /// One occurrence of an order.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct StandingRun {
+pub(crate) struct StandingRun {
     pub order: String,
     pub scheduled_for: i64,
     pub due_by: i64,
@@ -154,7 +151,7 @@ pub struct StandingRun {
 
 /// Why a standing-order operation was refused.
 #[derive(Debug, Clone)]
-pub enum StandingError {
+pub(crate) enum StandingError {
     NotFound(String),
     AlreadyExists(String),
     Invalid(Vec<FieldError>),
@@ -174,7 +171,7 @@ impl From<sled::Error> for StandingError {
 }
 
 /// The id of the run task of `order` at `scheduled_for`: the same every time.
-pub fn run_task_id(order: &str, scheduled_for: i64) -> String {
+pub(crate) fn run_task_id(order: &str, scheduled_for: i64) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(format!("standing-order\0{order}\0{scheduled_for}"));
     format!("task-{}", hex::encode(&digest[..8]))
@@ -183,7 +180,7 @@ pub fn run_task_id(order: &str, scheduled_for: i64) -> String {
 /// Checks an order's schedule and template; the validated template fields are
 /// those of a task submission, without the ones that make no sense for a
 /// recurring run.
-pub fn check_order(order: &StandingOrder) -> Result<Schedule, Vec<FieldError>> {
+pub(crate) fn check_order(order: &StandingOrder) -> Result<Schedule, Vec<FieldError>> {
     let mut errors = Vec::new();
     let schedule = match Schedule::parse(&order.cron, &order.timezone) {
         Ok(s) => Some(s),
@@ -233,7 +230,7 @@ struct Live {
     schedule: Schedule,
 }
 
-pub struct StandingOrders {
+pub(crate) struct StandingOrders {
     store: Store,
     queue: Addr<TaskQueue>,
     log: EventLog,
@@ -252,7 +249,7 @@ pub struct StandingOrders {
 impl StandingOrders {
     /// Loads every order and unfinished run from `store`. An order whose stored
     /// schedule no longer parses is logged and skipped (kept in the store).
-    pub fn load(
+    pub(crate) fn load(
         store: Store,
         queue: Addr<TaskQueue>,
         log: EventLog,
@@ -661,7 +658,7 @@ impl Actor for StandingOrders {
 
 /// The fields of an order a caller sets (create: all that have no default).
 #[derive(Debug, Clone, Default)]
-pub struct OrderFields {
+pub(crate) struct OrderFields {
     pub cron: Option<String>,
     pub timezone: Option<String>,
     /// `Some(None)` clears the target.
@@ -673,12 +670,12 @@ pub struct OrderFields {
 }
 
 /// Default window of an order that does not set one: 15 minutes.
-pub const DEFAULT_WINDOW_MS: u64 = 15 * 60_000;
+pub(crate) const DEFAULT_WINDOW_MS: u64 = 15 * 60_000;
 
 /// Create an order (`name` must be new).
 #[derive(Message)]
 #[rtype(result = "Result<Value, StandingError>")]
-pub struct CreateOrder {
+pub(crate) struct CreateOrder {
     pub name: String,
     pub fields: OrderFields,
     pub by: String,
@@ -724,7 +721,7 @@ impl StandingOrders {
 /// Change some fields of an order.
 #[derive(Message)]
 #[rtype(result = "Result<Value, StandingError>")]
-pub struct UpdateOrder {
+pub(crate) struct UpdateOrder {
     pub name: String,
     pub fields: OrderFields,
     pub by: String,
@@ -783,7 +780,7 @@ impl StandingOrders {
 /// Delete an order; its run history stays readable.
 #[derive(Message)]
 #[rtype(result = "Result<(), StandingError>")]
-pub struct DeleteOrder {
+pub(crate) struct DeleteOrder {
     pub name: String,
     pub by: String,
 }
@@ -856,7 +853,7 @@ impl Handler<DeleteOrder> for StandingOrders {
 /// Every order (`name` set: that one, or `NotFound`).
 #[derive(Message)]
 #[rtype(result = "Result<Vec<Value>, StandingError>")]
-pub struct ListOrders {
+pub(crate) struct ListOrders {
     pub name: Option<String>,
 }
 
@@ -878,7 +875,7 @@ impl Handler<ListOrders> for StandingOrders {
 /// most `limit`), each with its status. Known for orders deleted since, too.
 #[derive(Message)]
 #[rtype(result = "Result<Vec<StandingRun>, StandingError>")]
-pub struct ListRuns {
+pub(crate) struct ListRuns {
     pub name: String,
     pub since: i64,
     pub until: i64,
@@ -919,7 +916,7 @@ impl Handler<ListRuns> for StandingOrders {
 /// Runs missed in the last hour of the order clock: (order, scheduled_for).
 #[derive(Message)]
 #[rtype(result = "Vec<(String, i64)>")]
-pub struct RecentlyMissed;
+pub(crate) struct RecentlyMissed;
 
 impl Handler<RecentlyMissed> for StandingOrders {
     type Result = MessageResult<RecentlyMissed>;
@@ -931,18 +928,5 @@ impl Handler<RecentlyMissed> for StandingOrders {
                 .map(|(o, at, _)| (o.clone(), *at))
                 .collect(),
         )
-    }
-}
-
-impl StandingError {
-    /// The queue's refusal of a run task, as a standing-order error.
-    pub fn from_queue(e: QueueError) -> StandingError {
-        match e {
-            QueueError::Invalid(errors) => StandingError::Invalid(errors),
-            QueueError::Store(e) => StandingError::Store(e),
-            QueueError::Task(e) => {
-                StandingError::Invalid(vec![FieldError::new("task", "invalid_value", e.as_str())])
-            }
-        }
     }
 }

@@ -13,14 +13,14 @@ use croner::Cron;
 
 /// A parsed schedule.
 #[derive(Debug, Clone)]
-pub struct Schedule {
+pub(crate) struct Schedule {
     cron: Cron,
     tz: Tz,
 }
 
 /// Why a schedule was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ScheduleError {
+pub(crate) enum ScheduleError {
     /// The cron expression does not parse; the parser's reason.
     Cron(String),
     /// Not an IANA time zone name (e.g. `Europe/Berlin`, `UTC`).
@@ -41,7 +41,7 @@ impl Schedule {
     /// with lists, ranges, steps and names) in the IANA time zone `tz`. A local
     /// time skipped by a daylight-saving change runs at the first time after the
     /// gap; a local time that happens twice runs once.
-    pub fn parse(cron: &str, tz: &str) -> Result<Schedule, ScheduleError> {
+    pub(crate) fn parse(cron: &str, tz: &str) -> Result<Schedule, ScheduleError> {
         let fields = cron.split_whitespace().count();
         if fields != 5 {
             return Err(ScheduleError::Cron(format!(
@@ -60,7 +60,7 @@ impl Schedule {
     }
 
     /// The first occurrence strictly after `after_ms`.
-    pub fn next_after(&self, after_ms: i64) -> Option<i64> {
+    pub(crate) fn next_after(&self, after_ms: i64) -> Option<i64> {
         let start = self.local(after_ms)?;
         let next = self.cron.find_next_occurrence(&start, false).ok()?;
         let at = next.timestamp_millis();
@@ -69,7 +69,7 @@ impl Schedule {
     }
 
     /// Occurrences `t` with `after_ms < t <= until_ms`, ascending, at most `cap`.
-    pub fn occurrences(&self, after_ms: i64, until_ms: i64, cap: usize) -> Vec<i64> {
+    pub(crate) fn occurrences(&self, after_ms: i64, until_ms: i64, cap: usize) -> Vec<i64> {
         let mut out = Vec::new();
         let mut from = after_ms;
         while out.len() < cap {
@@ -87,7 +87,7 @@ impl Schedule {
 
 /// What planning decided for one occurrence.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// Create the run (its window is still open).
     Create { scheduled_for: i64 },
     /// Its window closed before the hub got to it (the hub was down, or the clock
@@ -100,7 +100,7 @@ pub enum Step {
 /// `planned_through`. A clock that went back (`now < planned_through`) plans
 /// nothing, so no occurrence is planned twice; at most `cap` per call, the rest on
 /// the next.
-pub fn plan(
+pub(crate) fn plan(
     schedule: &Schedule,
     window_ms: u64,
     planned_through: i64,

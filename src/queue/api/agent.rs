@@ -19,7 +19,7 @@ use crate::queue::{QueueError, TaskQueue};
 /// The scheduler's decision: give this queued task to this agent.
 #[derive(Message)]
 #[rtype(result = "Result<TaskAssignment, QueueError>")]
-pub struct Assign {
+pub(crate) struct Assign {
     pub task_id: String,
     pub agent_id: String,
 }
@@ -42,7 +42,7 @@ impl Handler<Assign> for TaskQueue {
 
 /// A lifecycle report from an agent, already validated.
 #[derive(Debug, Clone)]
-pub enum Report {
+pub(crate) enum Report {
     Accept {
         generation: Option<u64>,
     },
@@ -83,7 +83,7 @@ pub enum Report {
 
 /// What a report achieved.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReportReply {
+pub(crate) enum ReportReply {
     /// Send `task_ack` with this status.
     Ack(String),
     /// `task_accepted` took: the agent works on the task at this generation.
@@ -98,7 +98,7 @@ pub enum ReportReply {
 
 #[derive(Message)]
 #[rtype(result = "Result<ReportReply, QueueError>")]
-pub struct AgentReport {
+pub(crate) struct AgentReport {
     pub agent_id: String,
     pub task_id: String,
     pub report: Report,
@@ -270,7 +270,7 @@ impl TaskQueue {
 /// Take a task back from an agent that lost it (disconnect, acceptance timeout).
 #[derive(Message)]
 #[rtype(result = "Result<ReclaimOutcome, QueueError>")]
-pub struct Reclaim {
+pub(crate) struct Reclaim {
     pub task_id: String,
     pub agent_id: String,
     pub generation: u64,
@@ -298,7 +298,7 @@ impl Handler<Reclaim> for TaskQueue {
 
 /// A task an agent holds, as seen by the queue.
 #[derive(Debug, Clone)]
-pub struct Held {
+pub(crate) struct Held {
     pub task_id: String,
     pub generation: u64,
 }
@@ -306,7 +306,7 @@ pub struct Held {
 /// Which tasks are assigned to this agent (oldest first)?
 #[derive(Message)]
 #[rtype(result = "Vec<Held>")]
-pub struct HeldBy {
+pub(crate) struct HeldBy {
     pub agent_id: String,
 }
 

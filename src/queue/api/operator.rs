@@ -24,7 +24,7 @@ use crate::util::now_ms;
 /// is answered with that task.
 #[derive(Message)]
 #[rtype(result = "Result<Vec<Submitted>, QueueError>")]
-pub struct Submit {
+pub(crate) struct Submit {
     pub specs: Vec<TaskSpec>,
     pub submitted_by: String,
     /// Errors name entries `[i].` (a batch) or nothing (a single task).
@@ -54,7 +54,7 @@ impl Handler<Submit> for TaskQueue {
 /// once, whatever how often it is asked for.
 #[derive(Message)]
 #[rtype(result = "Result<Vec<Submitted>, QueueError>")]
-pub struct SubmitFixed {
+pub(crate) struct SubmitFixed {
     pub tasks: Vec<NewTask>,
     pub submitted_by: String,
 }
@@ -72,7 +72,7 @@ impl Handler<SubmitFixed> for TaskQueue {
 
 /// An operator's control of one task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TaskControl {
+pub(crate) enum TaskControl {
     /// Cancel an unfinished (or dead-lettered) task.
     Cancel,
     /// Force retry: a dead-lettered, blocked, cancelled or assigned task back to
@@ -98,7 +98,7 @@ impl TaskControl {
 
 /// What a control did to the task.
 #[derive(Debug, Clone, Copy)]
-pub struct Controlled {
+pub(crate) struct Controlled {
     pub previous_status: TaskStatus,
     pub status: TaskStatus,
     pub previous_priority: u8,
@@ -109,7 +109,7 @@ pub struct Controlled {
 /// gets `task_cancelled`; the change is in the event log with `by` as actor.
 #[derive(Message)]
 #[rtype(result = "Result<Controlled, QueueError>")]
-pub struct ControlTask {
+pub(crate) struct ControlTask {
     pub task_id: String,
     pub control: TaskControl,
     pub by: String,
@@ -147,7 +147,7 @@ impl Handler<ControlTask> for TaskQueue {
 /// lanes.
 #[derive(Message)]
 #[rtype(result = "Result<Vec<u8>, QueueError>")]
-pub struct PauseLanes {
+pub(crate) struct PauseLanes {
     pub lanes: Vec<u8>,
     pub paused: bool,
     pub by: String,
@@ -210,7 +210,7 @@ impl Handler<PauseLanes> for TaskQueue {
 /// The paused lanes.
 #[derive(Message)]
 #[rtype(result = "Vec<u8>")]
-pub struct PausedLanes;
+pub(crate) struct PausedLanes;
 
 impl Handler<PausedLanes> for TaskQueue {
     type Result = MessageResult<PausedLanes>;

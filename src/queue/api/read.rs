@@ -26,7 +26,7 @@ use crate::util::now_ms;
 /// A task's attempt records as the API shows them.
 #[derive(Message)]
 #[rtype(result = "Result<Option<Value>, StoreError>")]
-pub struct GetAttempts {
+pub(crate) struct GetAttempts {
     pub task_id: String,
 }
 
@@ -44,7 +44,7 @@ impl Handler<GetAttempts> for TaskQueue {
 /// (task id, blocked_at, reason).
 #[derive(Message)]
 #[rtype(result = "Vec<(String, i64, String)>")]
-pub struct BlockedTasks {
+pub(crate) struct BlockedTasks {
     pub blocked_before: i64,
 }
 
@@ -73,7 +73,7 @@ impl Handler<BlockedTasks> for TaskQueue {
 /// One task as the API shows it.
 #[derive(Message)]
 #[rtype(result = "Result<Option<Value>, StoreError>")]
-pub struct GetTask {
+pub(crate) struct GetTask {
     pub task_id: String,
 }
 
@@ -90,7 +90,7 @@ impl Handler<GetTask> for TaskQueue {
 /// A page of tasks in creation order.
 #[derive(Message, Default)]
 #[rtype(result = "Result<TaskPage, StoreError>")]
-pub struct ListTasks {
+pub(crate) struct ListTasks {
     pub status: Option<TaskStatus>,
     pub priority: Option<u8>,
     pub assigned_to: Option<String>,
@@ -101,7 +101,7 @@ pub struct ListTasks {
     pub cursor: u64,
 }
 
-pub struct TaskPage {
+pub(crate) struct TaskPage {
     pub tasks: Vec<Value>,
     pub next_cursor: Option<u64>,
 }
@@ -194,7 +194,7 @@ impl Handler<ListTasks> for TaskQueue {
 /// Dead-lettered tasks, oldest first (at most `limit`).
 #[derive(Message)]
 #[rtype(result = "Result<Vec<Value>, StoreError>")]
-pub struct DeadLetters {
+pub(crate) struct DeadLetters {
     pub limit: usize,
     pub newest_first: bool,
 }
@@ -223,7 +223,7 @@ impl Handler<DeadLetters> for TaskQueue {
 
 /// What became of a task, as standing orders read it.
 #[derive(Debug, Clone)]
-pub struct TaskOutcome {
+pub(crate) struct TaskOutcome {
     pub status: TaskStatus,
     pub result: Option<Map<String, Value>>,
     pub last_error: Option<String>,
@@ -233,7 +233,7 @@ pub struct TaskOutcome {
 /// The outcome of each task of `ids` (`None` when unknown), in order.
 #[derive(Message)]
 #[rtype(result = "Vec<Option<TaskOutcome>>")]
-pub struct TaskOutcomes {
+pub(crate) struct TaskOutcomes {
     pub ids: Vec<String>,
 }
 
@@ -267,7 +267,7 @@ impl Handler<TaskOutcomes> for TaskQueue {
 /// Counts by status and by priority.
 #[derive(Message)]
 #[rtype(result = "Value")]
-pub struct Stats;
+pub(crate) struct Stats;
 
 impl Handler<Stats> for TaskQueue {
     type Result = MessageResult<Stats>;
@@ -282,7 +282,7 @@ impl Handler<Stats> for TaskQueue {
 /// The newest completions (newest first) and the last hour's throughput.
 #[derive(Message)]
 #[rtype(result = "(Vec<Completion>, Throughput)")]
-pub struct RecentCompletions;
+pub(crate) struct RecentCompletions;
 
 impl Handler<RecentCompletions> for TaskQueue {
     type Result = MessageResult<RecentCompletions>;
@@ -301,7 +301,7 @@ impl Handler<RecentCompletions> for TaskQueue {
 /// first: (task id, agent id, assigned_at).
 #[derive(Message)]
 #[rtype(result = "Vec<(String, String, i64)>")]
-pub struct StuckTasks {
+pub(crate) struct StuckTasks {
     pub assigned_before: i64,
 }
 

@@ -32,9 +32,9 @@ use super::Progress;
 use crate::error::BackupError;
 
 /// First bytes of every backup file.
-pub const MAGIC: &[u8; 8] = b"AGCMBKUP";
+pub(super) const MAGIC: &[u8; 8] = b"AGCMBKUP";
 /// The format version this hub writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+pub(super) const FORMAT_VERSION: u16 = 1;
 const TRAILER: u64 = 32;
 /// magic + version + created_at + hub_version length + tree count (no name bytes).
 const MIN_HEADER: u64 = 8 + 2 + 8 + 2 + 4;
@@ -59,7 +59,7 @@ pub struct BackupSummary {
 }
 
 /// One item of a backup, in file order.
-pub enum Item<'a> {
+pub(crate) enum Item<'a> {
     /// A tree starts; its records follow.
     Tree(&'a [u8]),
     Record(&'a [u8], &'a [u8]),
@@ -95,7 +95,7 @@ fn len_u32(what: &str, n: usize) -> Result<u32, String> {
 
 /// Writes every tree of `db` to `file` (already created by the caller; it syncs
 /// it). The caller holds the store lock alone, so the trees do not change meanwhile.
-pub fn write_backup(
+pub(super) fn write_backup(
     db: &sled::Db,
     file: &File,
     path: &Path,
@@ -346,7 +346,7 @@ fn read_up_to(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 /// Verifies `path` (magic, version, checksum, then every frame) and hands each tree
 /// and record to `visit` in file order. Nothing is handed out before the checksum
 /// has matched; a `visit` error stops the read and is returned.
-pub fn read_backup(
+pub(crate) fn read_backup(
     path: &Path,
     progress: &Progress,
     visit: &mut dyn FnMut(Item<'_>) -> Result<(), BackupError>,

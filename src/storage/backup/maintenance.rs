@@ -31,7 +31,7 @@ use crate::util::now_ms;
 /// `compaction_complete`, `compaction_failed`, `recovery_complete`,
 /// `recovery_failed`): one structured log line. The running hub's events also go
 /// to the event bus (the one `Maintenance::new` was given).
-pub fn storage_alert(kind: &'static str, details: &impl Serialize) {
+pub(crate) fn storage_alert(kind: &'static str, details: &impl Serialize) {
     let details = serde_json::to_string(details).unwrap_or_default();
     if kind.ends_with("_failed") || kind.starts_with("recovery") {
         tracing::error!(storage_event = kind, details = %details, "storage event");
@@ -74,14 +74,14 @@ struct Inner {
 
 /// Backups, compaction and storage health of the running hub. Cheap to clone.
 #[derive(Clone)]
-pub struct Maintenance {
+pub(crate) struct Maintenance {
     inner: Arc<Inner>,
 }
 
 impl Maintenance {
     /// Starts nothing and touches no file. `bus` is the running hub's (none for
     /// the offline command-line tools).
-    pub fn new(store: Store, config: &Config, bus: Option<EventBus>) -> Maintenance {
+    pub(crate) fn new(store: Store, config: &Config, bus: Option<EventBus>) -> Maintenance {
         Maintenance {
             inner: Arc::new(Inner {
                 store,
@@ -109,12 +109,12 @@ impl Maintenance {
     }
 
     /// What start-up recovery did (kept for storage health).
-    pub fn record_recoveries(&self, events: Vec<RecoveryEvent>) {
+    pub(crate) fn record_recoveries(&self, events: Vec<RecoveryEvent>) {
         self.inner.state.lock().recoveries.extend(events);
     }
 
     /// Writes a backup now and prunes old ones (blocking; waits for a running job).
-    pub fn backup_now(&self, trigger: &'static str) -> Result<BackupSummary, BackupError> {
+    pub(crate) fn backup_now(&self, trigger: &'static str) -> Result<BackupSummary, BackupError> {
         let _job = self.inner.job.lock();
         self.backup_locked(trigger)
     }
@@ -169,7 +169,10 @@ impl Maintenance {
     }
 
     /// Compacts the live store now (blocking; waits for a running job).
-    pub fn compact_now(&self, trigger: &'static str) -> Result<CompactionReport, BackupError> {
+    pub(crate) fn compact_now(
+        &self,
+        trigger: &'static str,
+    ) -> Result<CompactionReport, BackupError> {
         let _job = self.inner.job.lock();
         self.compact_locked(trigger)
     }
@@ -207,7 +210,7 @@ impl Maintenance {
     /// Storage health (blocking: counts the records of every tree).
     /// What is wrong with storage now, cheaply (no scan): `recovered_at_startup`,
     /// `backup_failing`, `compaction_failing`. For the alerter.
-    pub fn problems(&self) -> Vec<&'static str> {
+    pub(crate) fn problems(&self) -> Vec<&'static str> {
         let state = self.inner.state.lock();
         let mut p = Vec::new();
         if !state.recoveries.is_empty() {
@@ -233,7 +236,7 @@ impl Maintenance {
         p
     }
 
-    pub fn health(&self) -> Value {
+    pub(crate) fn health(&self) -> Value {
         let inner = &self.inner;
         let now = now_ms();
         let mut trees = Map::new();
@@ -341,12 +344,12 @@ fn run_blocking<T: Send + 'static>(job: impl FnOnce() -> T + Send + 'static) {
 
 /// The schedule: a backup at start-up when none exists, then every
 /// `backup_interval`, and a compaction every `compact_interval`.
-pub struct StorageMaintenance {
+pub(crate) struct StorageMaintenance {
     keeper: Maintenance,
 }
 
 impl StorageMaintenance {
-    pub fn new(keeper: Maintenance) -> StorageMaintenance {
+    pub(crate) fn new(keeper: Maintenance) -> StorageMaintenance {
         StorageMaintenance { keeper }
     }
 }

@@ -31,19 +31,17 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub use format::{read_backup, BackupSummary, Item, FORMAT_VERSION, MAGIC};
-pub use maintenance::{storage_alert, Maintenance, StorageMaintenance};
-pub use recovery::{
-    check_store, compact, open_or_recover, restore_file, restore_to_dir, CompactionReport,
-    RecoveryEvent, RestoreReport,
-};
+pub(crate) use format::read_backup;
+pub use format::BackupSummary;
+pub(crate) use maintenance::{storage_alert, Maintenance, StorageMaintenance};
+pub use recovery::{compact, open_or_recover, restore_file, RecoveryEvent};
 
 use crate::error::BackupError;
 use crate::storage::store::Store;
 use crate::util::now_ms;
 
 /// Written into every backup header.
-pub const HUB_VERSION: &str = env!("CARGO_PKG_VERSION");
+pub(crate) const HUB_VERSION: &str = env!("CARGO_PKG_VERSION");
 const FILE_PREFIX: &str = "agentcom-backup-";
 const FILE_SUFFIX: &str = ".acbk";
 /// Length of a millisecond stamp: `YYYYMMDDTHHMMSSmmmZ`.
@@ -143,7 +141,7 @@ impl Drop for Progress {
 
 /// A backup file found in the backup directory.
 #[derive(Debug, Clone, PartialEq)]
-pub struct BackupFile {
+pub(crate) struct BackupFile {
     pub path: PathBuf,
     /// From the file name (the header says the same).
     pub created_at: i64,
@@ -201,7 +199,7 @@ pub fn stamp_ms(ms: i64) -> String {
 }
 
 /// `YYYYMMDDTHHMMSSZ` (UTC): the suffix of directories moved aside.
-pub fn stamp_s(ms: i64) -> String {
+pub(crate) fn stamp_s(ms: i64) -> String {
     let full = stamp_ms(ms);
     format!("{}Z", &full[..15])
 }
@@ -227,18 +225,18 @@ fn parse_stamp_ms(stamp: &str) -> Option<i64> {
 }
 
 /// The file name of a backup made at `created_at`.
-pub fn backup_file_name(created_at: i64) -> String {
+pub(crate) fn backup_file_name(created_at: i64) -> String {
     format!("{FILE_PREFIX}{}{FILE_SUFFIX}", stamp_ms(created_at))
 }
 
 /// The creation time in a backup file name, or `None` when the name is not
 /// exactly one of ours.
-pub fn parse_backup_file_name(name: &str) -> Option<i64> {
+pub(crate) fn parse_backup_file_name(name: &str) -> Option<i64> {
     parse_stamp_ms(name.strip_prefix(FILE_PREFIX)?.strip_suffix(FILE_SUFFIX)?)
 }
 
 /// Backup files in `dir`, newest first. A missing directory has none.
-pub fn list_backups(dir: &Path) -> Result<Vec<BackupFile>, BackupError> {
+pub(crate) fn list_backups(dir: &Path) -> Result<Vec<BackupFile>, BackupError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -348,7 +346,7 @@ pub fn verify_backup(path: &Path, progress: &Progress) -> Result<BackupSummary, 
 /// `dir` made absolute lexically (`.` and `..` resolved, symlinks kept), so its
 /// parent and name are known even for `.` or a relative path, and a directory
 /// next to it is next to the path the operator configured.
-pub fn absolute_dir(dir: &Path) -> Result<PathBuf, BackupError> {
+pub(crate) fn absolute_dir(dir: &Path) -> Result<PathBuf, BackupError> {
     let base = if dir.is_absolute() {
         PathBuf::new()
     } else {
@@ -368,7 +366,7 @@ pub fn absolute_dir(dir: &Path) -> Result<PathBuf, BackupError> {
 }
 
 /// A path next to `dir` named `<dir name>.<tag>-<UTC time>` that does not exist yet.
-pub fn sibling(dir: &Path, tag: &str) -> Result<PathBuf, BackupError> {
+pub(crate) fn sibling(dir: &Path, tag: &str) -> Result<PathBuf, BackupError> {
     let dir = absolute_dir(dir)?;
     let name = dir
         .file_name()
@@ -398,13 +396,13 @@ pub fn sibling(dir: &Path, tag: &str) -> Result<PathBuf, BackupError> {
 
 /// Holds sled's lock on a data directory (an exclusive `flock` on `<dir>/db`, the
 /// lock sled takes) so no hub opens it while a restore replaces it.
-pub struct DirLock {
+pub(crate) struct DirLock {
     _file: Option<File>,
 }
 
 /// Takes the data directory's lock, or `HubRunning` when a hub holds it. A
 /// directory without a store needs no lock.
-pub fn lock_data_dir(dir: &Path) -> Result<DirLock, BackupError> {
+pub(crate) fn lock_data_dir(dir: &Path) -> Result<DirLock, BackupError> {
     let db = dir.join("db");
     let file = match File::open(&db) {
         Ok(f) => f,

@@ -83,7 +83,7 @@ fn check_record(tree: &[u8], key: &[u8], value: &[u8]) -> Result<(), StoreError>
 /// contents must match it byte for byte (then they are exactly what that run
 /// wrote, and decoding them again proves nothing more); without one, every task
 /// and token must decode.
-pub fn check_store(store: &Store) -> Result<(), BackupError> {
+pub(super) fn check_store(store: &Store) -> Result<(), BackupError> {
     let failed = |e: StoreError| BackupError::CheckFailed(e.to_string());
     match store.opened_seal() {
         Some(seal) => {
@@ -148,7 +148,7 @@ fn open_checked(dir: &Path, cache_bytes: u64) -> Result<Store, BackupError> {
 /// Writes the backup `file` into the new directory `fresh` (which must not exist)
 /// and syncs it. Every record passes the start-up check first; on any failure
 /// `fresh` is removed again (it is this function's own, half-written output).
-pub fn restore_to_dir(
+pub(super) fn restore_to_dir(
     file: &Path,
     fresh: &Path,
     cache_bytes: u64,

@@ -10,8 +10,8 @@
 mod sessions;
 mod socket;
 
-pub use sessions::{Sessions, SESSION_TTL_MS};
-pub use socket::DashboardSocket;
+pub(crate) use sessions::{Sessions, SESSION_TTL_MS};
+pub(crate) use socket::DashboardSocket;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,7 +31,7 @@ use crate::storage::bus::EventBus;
 use crate::util::now_ms;
 
 /// The page's files: (path under `/dashboard/`, content type, body).
-pub const ASSETS: &[(&str, &str, &str)] = &[
+pub(crate) const ASSETS: &[(&str, &str, &str)] = &[
     (
         "index.html",
         "text/html; charset=utf-8",
@@ -61,7 +61,7 @@ const LISTED: usize = 100;
 const STORAGE_HEALTH_TTL: Duration = Duration::from_secs(30);
 
 /// What the dashboard reads and acts through.
-pub struct DashboardDeps {
+pub(crate) struct DashboardDeps {
     pub queue: Addr<TaskQueue>,
     pub presence: Addr<Presence>,
     pub metrics: Addr<Metrics>,
@@ -76,7 +76,7 @@ pub struct DashboardDeps {
 
 impl DashboardDeps {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(crate) fn new(
         queue: Addr<TaskQueue>,
         presence: Addr<Presence>,
         metrics: Addr<Metrics>,
@@ -122,7 +122,10 @@ impl DashboardDeps {
     }
 
     /// The whole picture (PROTOCOL.md section 4): `(data, alert events)`.
-    pub async fn snapshot(&self, fresh_storage: bool) -> Result<(Value, Value), MailboxError> {
+    pub(crate) async fn snapshot(
+        &self,
+        fresh_storage: bool,
+    ) -> Result<(Value, Value), MailboxError> {
         let stats = self.queue.send(Stats);
         let dead = self.queue.send(DeadLetters {
             limit: LISTED,
@@ -258,7 +261,7 @@ fn charts(history: &[Snapshot]) -> Value {
 }
 
 /// Shared by every dashboard socket.
-pub type SharedDeps = Arc<DashboardDeps>;
+pub(crate) type SharedDeps = Arc<DashboardDeps>;
 
 #[cfg(test)]
 mod tests {

@@ -18,7 +18,7 @@ use crate::storage::store::{decode, encode, Store};
 const PREFIX: &[u8] = b"dashboard_session/";
 
 /// How long a login lasts.
-pub const SESSION_TTL_MS: i64 = 12 * 3_600_000;
+pub(crate) const SESSION_TTL_MS: i64 = 12 * 3_600_000;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct SessionRecord {
@@ -29,7 +29,7 @@ struct SessionRecord {
 }
 
 #[derive(Clone)]
-pub struct Sessions {
+pub(crate) struct Sessions {
     store: Store,
     tokens: Tokens,
 }
@@ -41,14 +41,14 @@ fn key(token: &str) -> Vec<u8> {
 }
 
 impl Sessions {
-    pub fn new(store: Store, tokens: Tokens) -> Sessions {
+    pub(crate) fn new(store: Store, tokens: Tokens) -> Sessions {
         Sessions { store, tokens }
     }
 
     /// Starts a session for the holder of the admin token; returns its token once
     /// the session is durable (it outlives a hub restart). Expired sessions are
     /// forgotten here.
-    pub async fn open(&self, now: i64) -> Result<String, StoreError> {
+    pub(crate) async fn open(&self, now: i64) -> Result<String, StoreError> {
         let admin_hash = self
             .tokens
             .admin_hash()?
@@ -74,7 +74,7 @@ impl Sessions {
     }
 
     /// Whether `token` is a live session of the current admin token.
-    pub fn is_valid(&self, token: &str, now: i64) -> Result<bool, StoreError> {
+    pub(crate) fn is_valid(&self, token: &str, now: i64) -> Result<bool, StoreError> {
         if token.is_empty() || token.len() > 256 {
             return Ok(false);
         }
@@ -89,7 +89,7 @@ impl Sessions {
     }
 
     /// Ends a session (unknown tokens are ignored), durably.
-    pub async fn close(&self, token: &str) -> Result<(), StoreError> {
+    pub(crate) async fn close(&self, token: &str) -> Result<(), StoreError> {
         self.store.meta.remove(key(token))?;
         self.store.durable().await
     }

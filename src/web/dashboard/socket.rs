@@ -20,15 +20,15 @@ use crate::ops::alerts::Acknowledge;
 use crate::queue::{ControlTask, QueueError, TaskControl};
 use crate::storage::bus::HubEvent;
 
-pub const BATCH_EVERY: Duration = Duration::from_millis(100);
-pub const MAX_BATCH: usize = 2000;
+pub(super) const BATCH_EVERY: Duration = Duration::from_millis(100);
+pub(super) const MAX_BATCH: usize = 2000;
 const SNAPSHOT_GAP: Duration = Duration::from_secs(1);
 const PING_EVERY: Duration = Duration::from_secs(10);
 const SILENCE_LIMIT: Duration = Duration::from_secs(35);
 /// Longest id accepted in a client frame.
 const MAX_ID: usize = 256;
 
-pub struct DashboardSocket {
+pub(crate) struct DashboardSocket {
     deps: SharedDeps,
     events: Option<Receiver<Arc<HubEvent>>>,
     last_heard: Instant,
@@ -41,7 +41,7 @@ pub struct DashboardSocket {
 }
 
 impl DashboardSocket {
-    pub fn new(deps: SharedDeps) -> DashboardSocket {
+    pub(crate) fn new(deps: SharedDeps) -> DashboardSocket {
         DashboardSocket {
             deps,
             events: None,

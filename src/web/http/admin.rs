@@ -11,7 +11,7 @@ use super::Admin;
 use crate::error::ApiError;
 use crate::hub::HubState;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
+pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/admin/backup", web::post().to(backup))
         .route("/api/admin/storage-health", web::get().to(storage_health))
         // The v1.1 (Elixir/DETS) name of the same report.

@@ -23,7 +23,7 @@ pub(crate) const INVITE_FIELDS: &[Field] = &[
 pub(crate) const REGISTER_FIELDS: &[Field] =
     &[AGENT_ID_FIELD, opt("invite", id(256)), CAPABILITIES_FIELD];
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
+pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/agents", web::get().to(list_agents))
         .route("/api/agents/states", web::get().to(agent_states))
         .route("/api/agents/{id}/state", web::get().to(agent_state))

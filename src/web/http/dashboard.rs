@@ -16,15 +16,15 @@ use crate::util::now_ms;
 use crate::web::dashboard::{DashboardSocket, ASSETS, SESSION_TTL_MS};
 
 /// The session cookie's name.
-pub const SESSION_COOKIE: &str = "agentcom_session";
+pub(super) const SESSION_COOKIE: &str = "agentcom_session";
 /// The header every state-changing request of the page carries (see `bearer`).
-pub const DASHBOARD_HEADER: &str = "x-agentcom-dashboard";
+pub(super) const DASHBOARD_HEADER: &str = "x-agentcom-dashboard";
 /// Largest client frame on the dashboard socket.
 const MAX_FRAME_BYTES: usize = 64 * 1024;
 
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
+pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/dashboard", web::get().to(index))
         .route("/dashboard/", web::get().to(index))
         .route("/dashboard/session", web::get().to(session))

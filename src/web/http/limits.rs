@@ -17,7 +17,7 @@ use crate::hub::HubState;
 use crate::ops::telemetry::Counter;
 use crate::protocol::{opt, Field, FieldError, Kind};
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
+pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/admin/rate-limits", web::get().to(overview))
         .route(
             "/api/admin/rate-limits/whitelist",
@@ -62,7 +62,7 @@ fn tier_of(method: &Method, path: &str) -> Tier {
 /// with `retry-after`. The admin is not limited (the operator must always be able
 /// to act); agents are keyed by agent id, callers without a valid token by address.
 /// The authenticated caller is kept in the request for the handler.
-pub async fn limit_requests(
+pub(crate) async fn limit_requests(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {

@@ -22,7 +22,7 @@ use crate::util::now_ms;
 
 const MAX_QUERY_LIMIT: u64 = 200;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
+pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/message", web::post().to(send_message))
         .route("/api/mailbox/{agent_id}", web::get().to(read_mailbox))
         .route("/api/mailbox/{agent_id}/ack", web::post().to(ack_mailbox))

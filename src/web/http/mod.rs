@@ -18,7 +18,7 @@ mod schemas;
 mod standing;
 mod tasks;
 
-pub use limits::limit_requests;
+pub(crate) use limits::limit_requests;
 
 use std::collections::HashMap;
 use std::future::{ready, Ready};
@@ -39,7 +39,7 @@ use crate::protocol::{check_fields, id, opt, req, Field, FieldError, Kind};
 
 /// The authenticated caller of a route that needs a bearer token.
 #[derive(Clone)]
-pub struct Caller(pub Principal);
+pub(crate) struct Caller(pub Principal);
 
 impl Caller {
     fn id(&self) -> String {
@@ -94,7 +94,7 @@ impl FromRequest for Caller {
 }
 
 /// A caller holding the admin token.
-pub struct Admin;
+pub(crate) struct Admin;
 
 impl FromRequest for Admin {
     type Error = ApiError;
@@ -209,7 +209,7 @@ pub(crate) const AGENT_ID_FIELD: Field = req("agent_id", id(128));
 
 pub(crate) const CAPABILITIES_FIELD: Field = opt("capabilities", Kind::StrList);
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
+pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/health", web::get().to(health))
         .route("/ws", web::get().to(agent_socket))
         .configure(tasks::routes)
@@ -226,7 +226,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 /// Gives error responses made by the framework itself (an oversized body, a failed
 /// WebSocket handshake) the same JSON shape as ours: `{"error": "<snake_case>"}`.
-pub fn json_errors<B: 'static>(
+pub(crate) fn json_errors<B: 'static>(
     res: ServiceResponse<B>,
 ) -> actix_web::Result<ErrorHandlerResponse<B>> {
     let is_json = res
@@ -251,7 +251,7 @@ pub fn json_errors<B: 'static>(
 }
 
 /// Every unknown route.
-pub async fn not_found() -> Result<HttpResponse, ApiError> {
+pub(crate) async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound)
 }
 

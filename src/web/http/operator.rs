@@ -24,12 +24,12 @@ const DEFAULT_LIMIT: u64 = 100;
 const MAX_LIMIT: u64 = 1000;
 
 /// Body of `POST /api/tasks/{id}/priority`.
-pub const PRIORITY_FIELDS: &[Field] = &[req("priority", Kind::Any)];
+pub(super) const PRIORITY_FIELDS: &[Field] = &[req("priority", Kind::Any)];
 
 /// Body of `POST /api/queue/pause` and `/resume` (no `lanes` = every lane).
-pub const LANES_FIELDS: &[Field] = &[opt("lanes", Kind::Any)];
+pub(super) const LANES_FIELDS: &[Field] = &[opt("lanes", Kind::Any)];
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
+pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/events", web::get().to(list_events))
         .route("/api/tasks/{id}/events", web::get().to(task_events))
         .route("/api/tasks/{id}/attempts", web::get().to(task_attempts))

@@ -14,7 +14,7 @@ use crate::ops::logging::{self, LogError};
 use crate::ops::metrics::{self, History, Latest};
 use crate::protocol::{id, req, Field, FieldError};
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
+pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/admin/log-level", web::get().to(get_level))
         .route("/api/admin/log-level", web::put().to(put_level))
         .route("/api/metrics", web::get().to(metrics_json))

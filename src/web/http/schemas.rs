@@ -18,7 +18,7 @@ use crate::protocol::{
     TASK_SPEC_FIELDS,
 };
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
+pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/schemas", web::get().to(schemas))
         .route("/api/openapi.json", web::get().to(openapi_route));
 }
@@ -666,7 +666,7 @@ fn dashboard_frames() -> Value {
 }
 
 /// Every schema, machine-readable.
-pub fn describe() -> Value {
+pub(super) fn describe() -> Value {
     let http: Vec<Value> = catalog()
         .iter()
         .map(|r| {
@@ -700,7 +700,7 @@ pub fn describe() -> Value {
 }
 
 /// The HTTP API as OpenAPI 3.0.
-pub fn openapi() -> Value {
+pub(super) fn openapi() -> Value {
     let mut paths = Map::new();
     for r in catalog() {
         let mut op = json!({

@@ -22,7 +22,7 @@ const MAX_NAME: usize = 64;
 const WINDOW_RANGE_MS: (u64, u64) = (1_000, 7 * 24 * 3_600_000);
 
 /// Body of `POST /api/standing-orders`.
-pub const ORDER_FIELDS: &[Field] = &[
+pub(super) const ORDER_FIELDS: &[Field] = &[
     req("name", id(MAX_NAME)),
     req("cron", id(128)),
     opt("timezone", id(64)),
@@ -34,7 +34,7 @@ pub const ORDER_FIELDS: &[Field] = &[
 ];
 
 /// Body of `PUT /api/standing-orders/{name}`: any subset.
-pub const ORDER_UPDATE_FIELDS: &[Field] = &[
+pub(super) const ORDER_UPDATE_FIELDS: &[Field] = &[
     opt("cron", id(128)),
     opt("timezone", id(64)),
     opt("capability", Kind::Any),
@@ -44,7 +44,7 @@ pub const ORDER_UPDATE_FIELDS: &[Field] = &[
     opt("enabled", Kind::Any),
 ];
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
+pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/standing-orders", web::post().to(create))
         .route("/api/standing-orders", web::get().to(list))
         .route("/api/standing-orders/{name}", web::get().to(get_one))

@@ -14,7 +14,7 @@ use crate::queue::{DeadLetters, GetTask, ListTasks, QueueError, Stats, Submit};
 use crate::storage::bus::HubEvent;
 
 /// Largest batch of tasks accepted in one `POST /api/tasks`.
-pub const MAX_BATCH: usize = 1000;
+pub(super) const MAX_BATCH: usize = 1000;
 /// How long `GET /api/tasks/:id/wait` holds a request: default and most (ms).
 const DEFAULT_WAIT_MS: u64 = 30_000;
 const MAX_WAIT_MS: u64 = 60_000;
@@ -22,7 +22,7 @@ const MAX_WAIT_MS: u64 = 60_000;
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
+pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/tasks", web::post().to(submit_tasks))
         .route("/api/tasks", web::get().to(list_tasks))
         .route("/api/tasks/dead-letter", web::get().to(dead_letter))
