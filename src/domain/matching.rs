@@ -267,6 +267,26 @@ mod tests {
     }
 
     #[test]
+    fn an_agent_must_cover_every_needed_capability() {
+        let mut index = MatchIndex::default();
+        assert_eq!(index.agent_idle("half".into(), 1, caps(&["a"]), ()), None);
+        assert_eq!(index.task_ready("ab".into(), 1, 0, caps(&["a", "b"])), None);
+        assert_eq!(
+            index.agent_idle("other".into(), 2, caps(&["b", "c"]), ()),
+            None
+        );
+        assert_eq!(
+            pair(index.agent_idle("full".into(), 3, caps(&["a", "b", "c"]), ())),
+            Some(("ab".into(), "full".into()))
+        );
+        // No capability needed: any agent will do.
+        assert_eq!(
+            pair(index.task_ready("any".into(), 2, 2, caps(&[]))),
+            Some(("any".into(), "half".into()))
+        );
+    }
+
+    #[test]
     fn unready_tasks_and_busy_agents_leave_the_index() {
         let mut index = MatchIndex::default();
         index.task_ready("t".into(), 1, 2, caps(&["x"]));
