@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use crate::agent::{try_connect_agent, Agent, Incoming};
 use crate::http::{count_events, history_events, list_all_tasks, try_http};
 use crate::hub::Hub;
-use crate::support::{random_hex, HTTP_TIMEOUT, REPLY_TIMEOUT};
+use crate::support::{lock_log, random_hex, LoggedThread, HTTP_TIMEOUT, REPLY_TIMEOUT};
 
 /// A small seeded PRNG (SplitMix64), std only, so a chaos run can be replayed
 /// from its seed.
@@ -152,9 +152,7 @@ enum Held {
 /// `work`, and injects the [`ChaosFaults`] while `faults_on` is set.
 pub struct ChaosWorker {
     pub agent_id: String,
-    log: Arc<Mutex<ChaosWorkerLog>>,
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<()>>,
+    thread: LoggedThread<ChaosWorkerLog>,
 }
 
 impl ChaosWorker {
@@ -169,20 +167,18 @@ impl ChaosWorker {
         mut rng: ChaosRng,
         max_lifetime: Duration,
     ) -> ChaosWorker {
-        let log = Arc::new(Mutex::new(ChaosWorkerLog {
+        let log = ChaosWorkerLog {
             agent_id: agent_id.to_string(),
             ..ChaosWorkerLog::default()
-        }));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (log2, stop2) = (Arc::clone(&log), Arc::clone(&stop));
+        };
         let (agent_id2, token) = (agent_id.to_string(), token.to_string());
-        let handle = thread::spawn(move || {
+        let thread = LoggedThread::spawn(log, move |log2, stop2| {
             let born = Instant::now();
             let mut held: Vec<(String, u64, Held)> = Vec::new();
             // Stalled half-frame sockets, dropped a little later.
             let mut stalled: VecDeque<(Agent, Instant)> = VecDeque::new();
             let fault = |log: &Mutex<ChaosWorkerLog>, kind: &'static str| {
-                *chaos_lock(log).faults.entry(kind).or_default() += 1;
+                *lock_log(log).faults.entry(kind).or_default() += 1;
             };
             let live = || !stop2.load(Ordering::SeqCst) && born.elapsed() < max_lifetime;
             while live() {
@@ -222,12 +218,12 @@ impl ChaosWorker {
                 let mut agent = match try_connect_agent(p, &agent_id2, &token) {
                     Ok(a) => a,
                     Err(_) => {
-                        chaos_lock(&log2).connect_failures += 1;
+                        lock_log(&log2).connect_failures += 1;
                         thread::sleep(rng.millis(10, 60));
                         continue;
                     }
                 };
-                chaos_lock(&log2).connects += 1;
+                lock_log(&log2).connects += 1;
                 if faulty && !held.is_empty() && rng.chance(faults.forget_on_reconnect) {
                     held.clear();
                     fault(&log2, "forget_on_reconnect");
@@ -305,9 +301,7 @@ impl ChaosWorker {
                     match v["type"].as_str().unwrap_or_default() {
                         "task_assign" => {
                             let generation = v["generation"].as_u64().unwrap_or_default();
-                            chaos_lock(&log2)
-                                .assigned
-                                .push((task_id.clone(), generation));
+                            lock_log(&log2).assigned.push((task_id.clone(), generation));
                             let entry = (
                                 task_id.clone(),
                                 generation,
@@ -331,14 +325,14 @@ impl ChaosWorker {
                         "task_ack" if v["status"] == "complete" => {
                             if let Some(i) = pos {
                                 let (t, g, _) = held.remove(i);
-                                chaos_lock(&log2).completed.push((t, g));
+                                lock_log(&log2).completed.push((t, g));
                             }
                         }
                         "task_continue" => {
                             if let Some(i) = pos {
                                 held[i].1 = v["generation"].as_u64().unwrap_or(held[i].1);
                                 held[i].2 = Held::Working(Instant::now());
-                                chaos_lock(&log2).recovered_continue += 1;
+                                lock_log(&log2).recovered_continue += 1;
                             }
                         }
                         "task_reassign" => {
@@ -346,7 +340,7 @@ impl ChaosWorker {
                             // same task that overtook it stays.
                             if let Some(i) = pos.filter(|&i| held[i].2 == Held::Recovering) {
                                 held.remove(i);
-                                chaos_lock(&log2).recovered_reassign += 1;
+                                lock_log(&log2).recovered_reassign += 1;
                             }
                         }
                         "task_cancelled" => {
@@ -363,7 +357,7 @@ impl ChaosWorker {
                             {
                                 held.remove(i);
                             }
-                            chaos_lock(&log2).errors.push(v);
+                            lock_log(&log2).errors.push(v);
                         }
                         _ => {}
                     }
@@ -372,39 +366,19 @@ impl ChaosWorker {
         });
         ChaosWorker {
             agent_id: agent_id.to_string(),
-            log,
-            stop,
-            handle: Some(handle),
+            thread,
         }
     }
 
     /// A copy of what the worker did so far.
     pub fn log(&self) -> ChaosWorkerLog {
-        chaos_lock(&self.log).clone()
+        self.thread.log()
     }
 
     /// Stops the thread (its socket is dropped) and returns the final log.
-    pub fn stop(mut self) -> ChaosWorkerLog {
-        self.halt();
-        self.log()
+    pub fn stop(self) -> ChaosWorkerLog {
+        self.thread.stop()
     }
-
-    fn halt(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-impl Drop for ChaosWorker {
-    fn drop(&mut self) {
-        self.halt();
-    }
-}
-
-fn chaos_lock(log: &Mutex<ChaosWorkerLog>) -> std::sync::MutexGuard<'_, ChaosWorkerLog> {
-    log.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 // ---------------------------------------------------------------------------

@@ -111,10 +111,24 @@ pub fn count_events(task: &Value, event: &str) -> usize {
 /// Pages through `GET /api/tasks?<query>` with `limit` per page, following
 /// `next_cursor` until it is null. At most 1000 pages.
 pub fn list_all_tasks(hub: &Hub, query: &str, limit: usize) -> Vec<Value> {
+    page_through(hub, "/api/tasks", query, limit, "tasks", "next_cursor")
+}
+
+/// Every item of a paged listing: `GET <route>?limit=<limit>&<query>`, the page's
+/// `items` array, followed by `cursor_key` until it is null (at most 1000
+/// pages). Asserts each page's shape (`count`, at most `limit` items).
+pub fn page_through(
+    hub: &Hub,
+    route: &str,
+    query: &str,
+    limit: usize,
+    items: &str,
+    cursor_key: &str,
+) -> Vec<Value> {
     let mut all = Vec::new();
     let mut cursor: Option<String> = None;
     for _ in 0..1000 {
-        let mut path = format!("/api/tasks?limit={limit}");
+        let mut path = format!("{route}?limit={limit}");
         if !query.is_empty() {
             path.push('&');
             path.push_str(query);
@@ -125,22 +139,20 @@ pub fn list_all_tasks(hub: &Hub, query: &str, limit: usize) -> Vec<Value> {
         }
         let (status, page) = hub.get(&path);
         assert_eq!(status, 200, "GET {path}: {page}");
-        let tasks = page["tasks"].as_array().expect("tasks array in listing");
-        assert!(
-            tasks.len() <= limit,
-            "page larger than limit: {}",
-            tasks.len()
-        );
-        assert_eq!(page["count"].as_u64(), Some(tasks.len() as u64), "count");
-        all.extend(tasks.iter().cloned());
+        let list = page[items]
+            .as_array()
+            .unwrap_or_else(|| panic!("{items} array in {page}"));
+        assert!(list.len() <= limit, "page larger than limit: {page}");
+        assert_eq!(page["count"].as_u64(), Some(list.len() as u64), "{page}");
+        all.extend(list.iter().cloned());
         // The cursor is opaque: a string or a number, passed back as given.
-        match &page["next_cursor"] {
+        match &page[cursor_key] {
             Value::Null => return all,
             Value::String(c) => cursor = Some(c.clone()),
             other => cursor = Some(other.to_string()),
         }
     }
-    panic!("GET /api/tasks did not finish paging within 1000 pages");
+    panic!("GET {route} did not finish paging within 1000 pages");
 }
 
 /// `by_status[status]` from `GET /api/tasks/stats` (0 when absent).

@@ -6,7 +6,7 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use crate::agent::{is_presence, Agent, Incoming};
-use crate::http::{agent_state, register_agent};
+use crate::http::{agent_state, page_through, register_agent};
 use crate::hub::Hub;
 use crate::support::{random_hex, wait_for, PUSH_TIMEOUT};
 
@@ -91,33 +91,5 @@ pub fn create_channel(hub: &Hub, name: &str, description: &str) -> Value {
 /// Every message of `GET /api/messages?<query>`, following `cursor` with
 /// `limit` per page (at most 1000 pages).
 pub fn all_messages(hub: &Hub, query: &str, limit: usize) -> Vec<Value> {
-    let mut all = Vec::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..1000 {
-        let mut path = format!("/api/messages?limit={limit}");
-        if !query.is_empty() {
-            path.push('&');
-            path.push_str(query);
-        }
-        if let Some(c) = &cursor {
-            path.push_str("&cursor=");
-            path.push_str(c);
-        }
-        let (status, page) = hub.get(&path);
-        assert_eq!(status, 200, "GET {path}: {page}");
-        let messages = page["messages"].as_array().expect("messages array");
-        assert!(messages.len() <= limit, "page larger than limit: {page}");
-        assert_eq!(
-            page["count"].as_u64(),
-            Some(messages.len() as u64),
-            "{page}"
-        );
-        all.extend(messages.iter().cloned());
-        match &page["cursor"] {
-            Value::Null => return all,
-            Value::String(c) => cursor = Some(c.clone()),
-            other => cursor = Some(other.to_string()),
-        }
-    }
-    panic!("GET /api/messages did not finish paging within 1000 pages");
+    page_through(hub, "/api/messages", query, limit, "messages", "cursor")
 }

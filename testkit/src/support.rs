@@ -6,8 +6,9 @@ use std::hash::{BuildHasher, Hasher};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
-use std::thread;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How long the hub may take to print its listening line.
@@ -145,4 +146,61 @@ fn workspace_bin(name: &str) -> PathBuf {
     }
     assert!(path.exists(), "no {name} binary at {}", path.display());
     path
+}
+
+/// A test thread that keeps a log the test reads; stopped and joined on
+/// request or when dropped.
+pub struct LoggedThread<L> {
+    log: Arc<Mutex<L>>,
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl<L: Clone + Send + 'static> LoggedThread<L> {
+    /// Runs `body` on a new thread with the shared log and the stop flag.
+    pub fn spawn(
+        log: L,
+        body: impl FnOnce(Arc<Mutex<L>>, Arc<AtomicBool>) + Send + 'static,
+    ) -> LoggedThread<L> {
+        let log = Arc::new(Mutex::new(log));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (log2, stop2) = (Arc::clone(&log), Arc::clone(&stop));
+        LoggedThread {
+            log,
+            stop,
+            handle: Some(thread::spawn(move || body(log2, stop2))),
+        }
+    }
+
+    /// A copy of the log so far.
+    pub fn log(&self) -> L {
+        lock_log(&self.log).clone()
+    }
+
+    /// Stops the thread and returns the final log.
+    pub fn stop(mut self) -> L {
+        self.halt();
+        self.log()
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl<L> Drop for LoggedThread<L> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Locks a log even if a thread panicked while holding it.
+pub fn lock_log<L>(log: &Mutex<L>) -> MutexGuard<'_, L> {
+    log.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -1,9 +1,7 @@
 //! `Worker`: an agent thread that accepts and completes everything it is given.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -11,6 +9,7 @@ use serde_json::{json, Value};
 use crate::agent::{Agent, Incoming};
 use crate::http::register_agent;
 use crate::hub::Hub;
+use crate::support::{lock_log, LoggedThread};
 
 /// Global order of task_assign receipts across all workers of a test binary.
 static RECEIPT_SEQ: AtomicUsize = AtomicUsize::new(0);
@@ -49,9 +48,7 @@ pub struct WorkerLog {
 /// `tokens_used 10`.
 pub struct Worker {
     pub agent_id: String,
-    log: Arc<Mutex<WorkerLog>>,
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<()>>,
+    thread: LoggedThread<WorkerLog>,
 }
 
 /// Longest a worker thread lives if nobody stops it.
@@ -61,13 +58,11 @@ impl Worker {
     /// Starts working on an already identified connection.
     pub fn start(mut agent: Agent, work: Duration) -> Worker {
         let agent_id = agent.agent_id.clone();
-        let log = Arc::new(Mutex::new(WorkerLog {
+        let log = WorkerLog {
             agent_id: agent_id.clone(),
             ..WorkerLog::default()
-        }));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (log2, stop2) = (Arc::clone(&log), Arc::clone(&stop));
-        let handle = thread::spawn(move || {
+        };
+        let thread = LoggedThread::spawn(log, move |log2, stop2| {
             let born = Instant::now();
             // (task_id, generation, due)
             let mut in_hand: VecDeque<(String, u64, Instant)> = VecDeque::new();
@@ -102,14 +97,14 @@ impl Worker {
                 match agent.recv_any(wait) {
                     Incoming::Timeout => {}
                     Incoming::Closed { code, reason } => {
-                        lock(&log2).closed = Some(format!("{code:?} {reason}"));
+                        lock_log(&log2).closed = Some(format!("{code:?} {reason}"));
                         return;
                     }
                     Incoming::Frame(v) => match v["type"].as_str().unwrap_or_default() {
                         "task_assign" => {
                             let task_id = v["task_id"].as_str().unwrap_or_default().to_string();
                             let generation = v["generation"].as_u64().unwrap_or_default();
-                            lock(&log2).assigned.push(Assignment {
+                            lock_log(&log2).assigned.push(Assignment {
                                 task_id: task_id.clone(),
                                 generation,
                                 priority: v["priority"].as_u64().unwrap_or(99),
@@ -130,7 +125,7 @@ impl Worker {
                         "task_ack" => {
                             let task_id = v["task_id"].as_str().unwrap_or_default().to_string();
                             let status = v["status"].as_str().unwrap_or_default().to_string();
-                            let mut log = lock(&log2);
+                            let mut log = lock_log(&log2);
                             if status == "complete" {
                                 log.completed.push(task_id.clone());
                             }
@@ -139,20 +134,15 @@ impl Worker {
                         "task_cancelled" => {
                             let task_id = v["task_id"].as_str().unwrap_or_default();
                             in_hand.retain(|(t, _, _)| t != task_id);
-                            lock(&log2).cancelled.push(v);
+                            lock_log(&log2).cancelled.push(v);
                         }
-                        "error" => lock(&log2).errors.push(v),
+                        "error" => lock_log(&log2).errors.push(v),
                         _ => {}
                     },
                 }
             }
         });
-        Worker {
-            agent_id,
-            log,
-            stop,
-            handle: Some(handle),
-        }
+        Worker { agent_id, thread }
     }
 
     /// Registers `agent_id`, connects, identifies and starts working.
@@ -163,29 +153,11 @@ impl Worker {
 
     /// A copy of what the worker did so far.
     pub fn log(&self) -> WorkerLog {
-        lock(&self.log).clone()
+        self.thread.log()
     }
 
     /// Stops the thread (the socket is dropped) and returns the final log.
-    pub fn stop(mut self) -> WorkerLog {
-        self.halt();
-        self.log()
+    pub fn stop(self) -> WorkerLog {
+        self.thread.stop()
     }
-
-    fn halt(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        self.halt();
-    }
-}
-
-fn lock(log: &Mutex<WorkerLog>) -> std::sync::MutexGuard<'_, WorkerLog> {
-    log.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
