@@ -260,17 +260,20 @@ impl Handler<ControlAgent> for Presence {
         )
         .0;
         tracing::info!(agent_id = %msg.agent_id, by = %msg.by, action = msg.action.kind(), "agent control");
-        // Durable before visible: the FSM acts, and the caller hears, after the flush.
+        // Durable before visible: the FSM acts after the flush, and the caller
+        // hears only once it has (so a listing asked for after the answer already
+        // shows the new controls).
+        let durable = self.deps.store.durable();
+        let agent_id = msg.agent_id;
         Box::pin(
-            self.deps
-                .store
-                .durable()
-                .into_actor(self)
-                .map(move |flushed, _, _| {
-                    flushed?;
-                    fsm.do_send(Control(controls));
-                    Ok(controls)
-                }),
+            async move {
+                durable.await?;
+                if let Err(e) = fsm.send(Control(controls)).await {
+                    tracing::error!(agent_id = %agent_id, error = %e, "agent state machine unreachable");
+                }
+                Ok(controls)
+            }
+            .into_actor(self),
         )
     }
 }

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::agent::{try_connect_agent, Agent, Incoming};
-use crate::http::{count_events, history_events, list_all_tasks, try_http};
+use crate::fixtures::{count_events, history_events, list_all_tasks};
+use crate::http::try_http;
 use crate::hub::Hub;
 use crate::support::{lock_log, random_hex, LoggedThread, HTTP_TIMEOUT, REPLY_TIMEOUT};
 

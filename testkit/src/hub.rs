@@ -10,11 +10,11 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::http::{http, list_all_tasks, Body};
-use crate::support::{hub_bin, random_hex, tail, wait_for, SOON, STARTUP_TIMEOUT};
+use crate::http::{http, Body};
+use crate::support::{hub_bin, random_hex, tail, SOON, STARTUP_TIMEOUT};
 
 /// A running hub: child process, its data dir and the admin token it was created with.
 pub struct Hub {
@@ -275,56 +275,6 @@ impl Hub {
 
     pub fn delete_as(&self, path: &str, token: Option<&str>) -> (u16, Value) {
         http("DELETE", &self.url(path), token, Body::None)
-    }
-
-    // Task and agent look-ups with the admin token --------------------------
-
-    /// Issues an agent token without capabilities (`POST /admin/tokens`).
-    pub fn register_agent(&self, agent_id: &str) -> String {
-        let (status, resp) = self.post("/admin/tokens", &json!({"agent_id": agent_id}));
-        assert_eq!(status, 201, "POST /admin/tokens: {resp}");
-        resp["token"].as_str().expect("token").to_string()
-    }
-
-    /// Submits a task for `agent_id` only; returns its id.
-    pub fn submit_for(&self, agent_id: &str, mut task: Value) -> String {
-        task["needed_capabilities"] = json!([format!("agent:{agent_id}")]);
-        let (status, resp) = self.post("/api/tasks", &task);
-        assert_eq!(status, 201, "POST /api/tasks {task}: {resp}");
-        resp["task_id"].as_str().expect("task_id").to_string()
-    }
-
-    /// `GET /api/tasks/:id`; asserts 200.
-    pub fn task(&self, task_id: &str) -> Value {
-        let (status, t) = self.get(&format!("/api/tasks/{task_id}"));
-        assert_eq!(status, 200, "GET /api/tasks/{task_id}: {t}");
-        t
-    }
-
-    /// Waits until the task has `status`; panics with the task otherwise.
-    pub fn wait_status(&self, task_id: &str, status: &str, timeout: Duration) -> Value {
-        let mut last = Value::Null;
-        let ok = wait_for(timeout, || {
-            last = self.task(task_id);
-            last["status"] == status
-        });
-        assert!(ok, "task {task_id} not {status} within {timeout:?}: {last}");
-        last
-    }
-
-    /// The agent's entry in `GET /api/agents`, if listed.
-    pub fn agent(&self, agent_id: &str) -> Option<Value> {
-        let (_, v) = self.get("/api/agents");
-        v["agents"]
-            .as_array()?
-            .iter()
-            .find(|a| a["agent_id"] == agent_id)
-            .cloned()
-    }
-
-    /// Every task, paging through `GET /api/tasks` (`limit` per page).
-    pub fn all_tasks(&self, limit: usize) -> Vec<Value> {
-        list_all_tasks(self, "", limit)
     }
 }
 

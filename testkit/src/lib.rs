@@ -12,6 +12,7 @@
 
 pub mod agent;
 pub mod chaos;
+pub mod fixtures;
 pub mod http;
 pub mod hub;
 pub mod messaging;
@@ -21,6 +22,7 @@ pub mod worker;
 
 pub use agent::*;
 pub use chaos::*;
+pub use fixtures::*;
 pub use http::*;
 pub use hub::*;
 pub use messaging::*;

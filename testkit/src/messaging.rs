@@ -6,7 +6,7 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use crate::agent::{is_presence, Agent, Incoming};
-use crate::http::{agent_state, page_through, register_agent};
+use crate::fixtures::{agent_state, page_through, register_agent};
 use crate::hub::Hub;
 use crate::support::{random_hex, wait_for, PUSH_TIMEOUT};
 

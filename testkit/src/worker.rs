@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::agent::{Agent, Incoming};
-use crate::http::register_agent;
+use crate::fixtures::register_agent;
 use crate::hub::Hub;
 use crate::support::{lock_log, LoggedThread};
 
