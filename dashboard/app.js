@@ -328,7 +328,7 @@
       'disconnected-banner', 'disconnected-text',
       'health-banner', 'health-status', 'health-summary', 'health-conditions',
       'agents-summary', 'agents-empty', 'agents-list',
-      'queue-dl-total',
+      'queue-dl-total', 'queue-oldest-wait', 'queue-oldest-blocked',
       'alerts-summary', 'alerts-empty', 'alerts-list', 'alert-log', 'alert-log-count',
       'throughput-completed', 'throughput-avg', 'throughput-tokens',
       'dl-summary', 'dl-empty', 'dl-list',
@@ -559,6 +559,19 @@
       el.textContent = countText(v);
     }
     ui.queueDlTotal.textContent = countText(q.dead_letter);
+    showAge(ui.queueOldestWait, q.oldest_queued_age_ms);
+    showAge(ui.queueOldestBlocked, q.oldest_blocked_age_ms);
+  }
+
+  /** How long ago a server time was (ms), or null. */
+  function ageOf(since) {
+    return isNum(since) ? Math.max(0, serverNow() - since) : null;
+  }
+
+  /** An age (ms) as text, with the number in data-ms ('' when there is none). */
+  function showAge(el, ms) {
+    el.textContent = fmtDuration(ms);
+    el.dataset.ms = isNum(ms) ? String(Math.round(ms)) : '';
   }
 
   // Throughput -----------------------------------------------------------------
@@ -1307,7 +1320,10 @@
     model.agents = new Map((Array.isArray(d.agents) ? d.agents : []).filter(function (a) { return a && a.agent_id; })
       .map(function (a) { return [a.agent_id, a]; }));
     const q = d.queue || {};
-    model.queue = { by_status: q.by_status || {}, by_priority: q.by_priority || {}, dead_letter: q.dead_letter };
+    model.queue = {
+      by_status: q.by_status || {}, by_priority: q.by_priority || {}, dead_letter: q.dead_letter,
+      oldest_queued_age_ms: ageOf(q.oldest_queued_since), oldest_blocked_age_ms: ageOf(q.oldest_blocked_since),
+    };
     model.deadLetter = (Array.isArray(d.dead_letter_tasks) ? d.dead_letter_tasks : [])
       .filter(function (t) { return t && t.id; }).slice(0, LIST_CAP);
     model.completions = (Array.isArray(d.recent_completions) ? d.recent_completions : [])
@@ -1448,6 +1464,8 @@
     if (qd.by_status && typeof qd.by_status === 'object') model.queue.by_status = qd.by_status;
     if (qd.by_priority && typeof qd.by_priority === 'object') model.queue.by_priority = qd.by_priority;
     if (isNum(qd.dead_letter)) model.queue.dead_letter = qd.dead_letter;
+    model.queue.oldest_queued_age_ms = qd.oldest_queued_age_ms;
+    model.queue.oldest_blocked_age_ms = qd.oldest_blocked_age_ms;
     mark('queue');
   }
 

@@ -192,6 +192,7 @@ pub(crate) fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState
             tokens: tokens.clone(),
             metrics: metrics.clone(),
             queue: queue.clone(),
+            presence: presence.clone(),
             storage: storage.clone(),
             standing: standing.clone(),
             bus: bus.clone(),

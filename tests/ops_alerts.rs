@@ -319,3 +319,140 @@ fn a_failing_webhook_is_retried_then_counted() {
     assert!(wait_for(WAIT, || alerts(&hub)["webhook"]["failed"] == 1));
     assert_eq!(alerts(&hub)["webhook"]["attempts_failed"], 3);
 }
+
+/// Takes the next assignment and reports it failed with `error`.
+fn fail_next(agent: &mut Agent, error: &str) -> String {
+    let assign = agent.recv_type("task_assign", PUSH_TIMEOUT);
+    let id = assign["task_id"].as_str().expect("task id").to_string();
+    agent.send(json!({"type": "task_failed", "task_id": id,
+                      "generation": assign["generation"], "error": error}));
+    agent.recv_ack(&id, REPLY_TIMEOUT);
+    id
+}
+
+#[test]
+fn agent_offline_names_an_agent_that_left_and_clears_when_it_returns() {
+    let hub = Hub::start_with_config(FAST);
+    let (status, resp) = set_thresholds(&hub, json!({"agent_offline_ms": 200, "cooldown_ms": 0}));
+    assert_eq!(status, 200, "{resp}");
+    // Registered but never connected since the hub started: not watched.
+    register_agent(&hub, "never", &[]);
+    let (token, agent) = online_agent(&hub, "leaver");
+    disconnect(&hub, agent);
+    assert!(wait_for(WAIT, || active(&hub, "agent_offline").is_some()));
+    let alert = active(&hub, "agent_offline").expect("active");
+    assert_eq!(alert["details"]["count"], 1, "{alert}");
+    assert_eq!(
+        alert["details"]["agents"][0]["agent_id"], "leaver",
+        "{alert}"
+    );
+    assert!(
+        alert["details"]["agents"][0]["offline_since"].is_i64(),
+        "{alert}"
+    );
+    let _back = Agent::connect(&hub, "leaver", &token);
+    assert!(wait_for(WAIT, || active(&hub, "agent_offline").is_none()));
+    assert_eq!(events(&hub, "agent_offline", "cleared"), 1);
+}
+
+#[test]
+fn queued_too_long_names_the_waiting_task_and_whether_a_capable_agent_is_online() {
+    let hub = Hub::start_with_config(FAST);
+    let (status, resp) = set_thresholds(&hub, json!({"queued_age_ms": 200, "cooldown_ms": 0}));
+    assert_eq!(status, 200, "{resp}");
+    let cpu_token = register_agent(&hub, "cpu", &[]);
+    let _cpu = Agent::connect_with_caps(&hub, "cpu", &cpu_token, &["cpu"]);
+    // Older, but waiting for its `run_after` by choice: not the one named.
+    submit(
+        &hub,
+        json!({"description": "later", "needed_capabilities": ["gpu"],
+               "run_after": now_ms() + 3_600_000}),
+    );
+    let waiting = submit(
+        &hub,
+        json!({"description": "needs a gpu", "needed_capabilities": ["gpu"]}),
+    );
+    assert!(wait_for(WAIT, || active(&hub, "queued_too_long").is_some()));
+    let alert = active(&hub, "queued_too_long").expect("active");
+    let details = &alert["details"];
+    assert_eq!(details["task_id"], waiting.as_str(), "{alert}");
+    assert_eq!(details["needed_capabilities"], json!(["gpu"]), "{alert}");
+    assert_eq!(details["capable_agent_online"], false, "{alert}");
+    // The age shows in the stats and the metrics too.
+    let (_, stats) = hub.get("/api/tasks/stats");
+    assert_eq!(
+        stats["oldest_queued_since"], details["waiting_since"],
+        "{stats}"
+    );
+    assert!(wait_for(WAIT, || hub.get("/api/metrics").1["queue_depth"]
+        ["oldest_queued_age_ms"]
+        .is_i64()));
+    let (_, text) = hub.get("/metrics");
+    assert!(
+        text.as_str()
+            .is_some_and(|t| t.contains("agentcom_oldest_queued_age_seconds")),
+        "{text}"
+    );
+    // A capable agent takes it: cleared.
+    let gpu_token = register_agent(&hub, "gpu", &[]);
+    let mut gpu = Agent::connect_with_caps(&hub, "gpu", &gpu_token, &["gpu"]);
+    let taken = gpu.take(&waiting);
+    assert!(wait_for(WAIT, || active(&hub, "queued_too_long").is_none()));
+    gpu.complete(&taken);
+}
+
+#[test]
+fn dead_letter_growth_fires_when_tasks_dead_letter_and_clears_after_the_window() {
+    let hub = Hub::start_with_config(FAST);
+    let (status, resp) = set_thresholds(
+        &hub,
+        json!({"dead_letter_growth": 2, "window_ms": 1000, "cooldown_ms": 0,
+               "agent_failing_attempts": 50}),
+    );
+    assert_eq!(status, 200, "{resp}");
+    let t = register_agent(&hub, "doomed", &[]);
+    let mut agent = Agent::connect(&hub, "doomed", &t);
+    for n in 0..2 {
+        submit(
+            &hub,
+            json!({"description": format!("dies {n}"), "max_retries": 1}),
+        );
+        fail_next(&mut agent, "no");
+    }
+    assert!(wait_for(WAIT, || active(&hub, "dead_letter_growth").is_some()));
+    let alert = active(&hub, "dead_letter_growth").expect("active");
+    assert!(
+        alert["details"]["dead_lettered"].as_u64() >= Some(2),
+        "{alert}"
+    );
+    assert_eq!(alert["details"]["dead_letter"], 2, "{alert}");
+    // Nothing more dead-letters: once the window has passed, it clears.
+    assert!(wait_for(WAIT, || active(&hub, "dead_letter_growth").is_none()));
+}
+
+#[test]
+fn agent_failing_fires_after_failures_in_a_row_and_clears_on_a_completion() {
+    let hub = Hub::start_with_config(FAST);
+    let (status, resp) = set_thresholds(
+        &hub,
+        json!({"agent_failing_attempts": 2, "cooldown_ms": 0, "dead_letter_growth": 1000}),
+    );
+    assert_eq!(status, 200, "{resp}");
+    let t = register_agent(&hub, "flaky", &[]);
+    let mut flaky = Agent::connect(&hub, "flaky", &t);
+    submit(&hub, json!({"description": "one", "max_retries": 1}));
+    fail_next(&mut flaky, "first");
+    submit(&hub, json!({"description": "two", "max_retries": 1}));
+    fail_next(&mut flaky, "second");
+    assert!(wait_for(WAIT, || active(&hub, "agent_failing").is_some()));
+    let alert = active(&hub, "agent_failing").expect("active");
+    assert_eq!(
+        alert["details"]["agents"],
+        json!([{"agent_id": "flaky", "last_error": "second"}]),
+        "{alert}"
+    );
+    let id = submit(&hub, json!({"description": "three"}));
+    let a = flaky.take(&id);
+    flaky.complete(&a);
+    assert!(wait_for(WAIT, || active(&hub, "agent_failing").is_none()));
+}

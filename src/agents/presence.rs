@@ -9,7 +9,7 @@
 //! belongs to its FSM, which publishes every change here. Presence never changes a
 //! task or an agent's state.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -49,6 +49,8 @@ pub(crate) struct Presence {
     deps: PresenceDeps,
     /// Operator controls by agent, persisted in `meta`.
     controls: HashMap<String, AgentControls>,
+    /// Agents that connected since the hub started (`agent_offline` watches them).
+    seen_online: HashSet<String>,
 }
 
 /// What `Presence` works with: the actors the FSMs it creates talk to, the store
@@ -82,6 +84,7 @@ impl Presence {
             timings,
             deps,
             controls,
+            seen_online: HashSet::new(),
         })
     }
 
@@ -311,6 +314,7 @@ impl Handler<PresenceUpdate> for Presence {
         let logged = match msg.event {
             Some(PresenceEvent::Joined) => {
                 self.deps.telemetry.add(Counter::Connected, 1);
+                self.seen_online.insert(agent_id.clone());
                 Some("agent_connected")
             }
             Some(PresenceEvent::Left) => {
@@ -434,6 +438,53 @@ impl Handler<OnlineAndBusy> for Presence {
             .filter(|v| matches!(v.fsm_state, FsmState::Assigned | FsmState::Working))
             .count();
         MessageResult((self.online.len() as u64, busy as u64))
+    }
+}
+
+/// What the fleet alerts read: agents that were online and are offline since
+/// before `offline_before` (with since when), and every online agent's
+/// capabilities (its implicit `agent:<id>` included).
+#[derive(Message)]
+#[rtype(result = "FleetState")]
+pub(crate) struct Fleet {
+    pub offline_before: i64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct FleetState {
+    pub offline: Vec<(String, i64)>,
+    pub online_capabilities: Vec<Vec<String>>,
+}
+
+impl Handler<Fleet> for Presence {
+    type Result = MessageResult<Fleet>;
+
+    fn handle(&mut self, msg: Fleet, _: &mut Context<Self>) -> Self::Result {
+        let mut offline: Vec<(String, i64)> = self
+            .seen_online
+            .iter()
+            .filter(|id| !self.online.contains_key(*id))
+            .filter_map(|id| self.views.get(id))
+            .filter(|v| {
+                v.fsm_state == FsmState::Offline && v.last_state_change < msg.offline_before
+            })
+            .map(|v| (v.agent_id.clone(), v.last_state_change))
+            .collect();
+        offline.sort_by_key(|(_, since)| *since);
+        let online_capabilities = self
+            .online
+            .keys()
+            .filter_map(|id| self.views.get(id))
+            .map(|v| {
+                let mut caps = v.capabilities.clone();
+                caps.push(format!("agent:{}", v.agent_id));
+                caps
+            })
+            .collect();
+        MessageResult(FleetState {
+            offline,
+            online_capabilities,
+        })
     }
 }
 

@@ -9,4 +9,5 @@
 pub(crate) mod completions;
 pub(crate) mod dependencies;
 pub(crate) mod matching;
+pub(crate) mod outcomes;
 pub(crate) mod task;

@@ -6,9 +6,12 @@
 //!
 //! Rules: `queue_growing`, `high_failure_rate`, `stuck_tasks`, `blocked_tasks`,
 //! `standing_order_missed`, `no_agents_online`
-//! (agents were registered and none is online), `high_error_rate`, and `storage`
+//! (agents were registered and none is online), `high_error_rate`, `storage`
 //! (the store was recovered from a backup at start-up, or backups or compactions
-//! are failing). Nothing fires in
+//! are failing), and the fleet rules: `agent_offline` (an agent that was online
+//! is gone for longer than `agent_offline_ms`), `queued_too_long` (the task
+//! waiting longest for an agent, and whether a capable one is online),
+//! `dead_letter_growth` and `agent_failing` (an agent's last attempts all failed). Nothing fires in
 //! the start-up grace period. After an alert clears, the same rule does not fire
 //! again within its cooldown unless the new alert is critical.
 //!
@@ -26,10 +29,11 @@ use serde_json::{json, Value};
 use validator::{Validate, ValidationError};
 
 use crate::agents::auth::Tokens;
+use crate::agents::presence::{Fleet, FleetState, Presence};
 use crate::error::StoreError;
 use crate::ops::metrics::{Metrics, Snapshot, Window};
 use crate::ops::standing::{RecentlyMissed, StandingOrders};
-use crate::queue::{BlockedTasks, StuckTasks, TaskQueue};
+use crate::queue::{BlockedTasks, FailingAgents, LongWait, LongestWaiting, StuckTasks, TaskQueue};
 use crate::storage::backup::Maintenance;
 use crate::storage::bus::{EventBus, HubEvent};
 use crate::storage::store::{decode, encode, Store};
@@ -81,6 +85,18 @@ pub(crate) struct Thresholds {
     /// Rates (failures, errors) are measured over this much recent time.
     #[validate(range(min = 100, max = 3_600_000))]
     pub window_ms: u64,
+    /// agent_offline: an agent that was online is offline for longer than this.
+    #[validate(range(min = 1))]
+    pub agent_offline_ms: u64,
+    /// queued_too_long: the task waiting longest for an agent waits longer than this.
+    #[validate(range(min = 1))]
+    pub queued_age_ms: u64,
+    /// dead_letter_growth: at least this many tasks dead-lettered over the window.
+    #[validate(range(min = 1))]
+    pub dead_letter_growth: u64,
+    /// agent_failing: an agent's last this-many finished attempts all failed.
+    #[validate(range(min = 1, max = 50))]
+    pub agent_failing_attempts: u32,
 }
 
 impl Default for Thresholds {
@@ -96,6 +112,10 @@ impl Default for Thresholds {
             error_rate_per_min: 60.0,
             cooldown_ms: 5 * 60 * 1000,
             window_ms: 5 * 60 * 1000,
+            agent_offline_ms: 5 * 60 * 1000,
+            queued_age_ms: 15 * 60 * 1000,
+            dead_letter_growth: 10,
+            agent_failing_attempts: 3,
         }
     }
 }
@@ -113,6 +133,23 @@ fn missed_finding(missed: &[(String, i64)]) -> Option<Finding> {
             json!({"order": order, "scheduled_for": at})).collect::<Vec<_>>(),
             "count": missed.len()}),
     })
+}
+
+/// `now` minus `ms` (a threshold), as a time.
+fn ago(ms: u64) -> i64 {
+    now_ms().saturating_sub(i64::try_from(ms).unwrap_or(i64::MAX))
+}
+
+/// The first five names of a list, with how many more.
+fn names<'a>(ids: impl ExactSizeIterator<Item = &'a str>) -> String {
+    let total = ids.len();
+    let shown: Vec<&str> = ids.take(5).collect();
+    let more = total - shown.len();
+    let mut text = shown.join(", ");
+    if more > 0 {
+        text.push_str(&format!(" and {more} more"));
+    }
+    text
 }
 
 /// `failure_rate_critical` may not be below `failure_rate`.
@@ -188,6 +225,8 @@ pub(crate) struct AlerterDeps {
     pub tokens: Tokens,
     pub metrics: Addr<Metrics>,
     pub queue: Addr<TaskQueue>,
+    /// Offline agents and online agents' capabilities (the fleet rules).
+    pub presence: Addr<Presence>,
     /// Storage problems (recovery at start-up, failing backups or compactions),
     /// watched as the `storage` rule.
     pub storage: Maintenance,
@@ -249,13 +288,27 @@ impl Alerter {
                 .saturating_sub(i64::try_from(self.thresholds.blocked_task_ms).unwrap_or(i64::MAX)),
         });
         let missed = self.deps.standing.send(RecentlyMissed);
+        let fleet = self.deps.presence.send(Fleet {
+            offline_before: ago(self.thresholds.agent_offline_ms),
+        });
+        let waiting = self.deps.queue.send(LongestWaiting {
+            since_before: ago(self.thresholds.queued_age_ms),
+        });
+        let failing = self.deps.queue.send(FailingAgents {
+            attempts: self.thresholds.agent_failing_attempts as usize,
+        });
         let fut = async move {
             let missed = missed.await.unwrap_or_default();
-            (window.await, stuck.await, blocked.await, missed)
+            let fleet = (
+                fleet.await.unwrap_or_default(),
+                waiting.await.ok().flatten(),
+                failing.await.unwrap_or_default(),
+            );
+            (window.await, stuck.await, blocked.await, missed, fleet)
         };
         ctx.wait(
             fut.into_actor(self)
-                .map(|(window, stuck, blocked, missed), act, _| {
+                .map(|(window, stuck, blocked, missed, fleet), act, _| {
                     let (Ok(Some((oldest, newest))), Ok(stuck), Ok(blocked)) =
                         (window, stuck, blocked)
                     else {
@@ -265,6 +318,8 @@ impl Alerter {
                     let mut findings = act.evaluate(&oldest, &newest, &stuck, registered);
                     findings.push(("blocked_tasks", act.blocked_finding(&blocked)));
                     findings.push(("standing_order_missed", missed_finding(&missed)));
+                    let (fleet, waiting, failing) = fleet;
+                    findings.extend(act.fleet_findings(&fleet, waiting.as_ref(), &failing));
                     act.apply(findings);
                 }),
         );
@@ -283,6 +338,67 @@ impl Alerter {
                 json!({"task_id": id, "blocked_at": at, "reason": reason})).collect::<Vec<_>>(),
                 "count": blocked.len()}),
         })
+    }
+
+    /// agent_offline, queued_too_long and agent_failing.
+    fn fleet_findings(
+        &self,
+        fleet: &FleetState,
+        waiting: Option<&LongWait>,
+        failing: &[(String, String)],
+    ) -> Vec<(&'static str, Option<Finding>)> {
+        let t = &self.thresholds;
+        let agent_offline = (!fleet.offline.is_empty()).then(|| Finding {
+            severity: Severity::Warning,
+            message: format!(
+                "{} agent(s) offline for longer than {} s: {}",
+                fleet.offline.len(),
+                t.agent_offline_ms / 1000,
+                names(fleet.offline.iter().map(|(id, _)| id.as_str()))
+            ),
+            details: json!({"agents": fleet.offline.iter().take(20).map(|(id, since)|
+                json!({"agent_id": id, "offline_since": since})).collect::<Vec<_>>(),
+                "count": fleet.offline.len()}),
+        });
+        let queued_too_long = waiting.map(|w| {
+            let capable = fleet
+                .online_capabilities
+                .iter()
+                .any(|caps| w.needed_capabilities.iter().all(|c| caps.contains(c)));
+            let why = if capable {
+                "a capable agent is online but busy"
+            } else {
+                "no capable agent is online"
+            };
+            Finding {
+                severity: Severity::Warning,
+                message: format!(
+                    "task {} has waited {} s for an agent ({why})",
+                    w.task_id,
+                    now_ms().saturating_sub(w.since).max(0) / 1000
+                ),
+                details: json!({"task_id": w.task_id, "waiting_since": w.since,
+                                "needed_capabilities": w.needed_capabilities,
+                                "capable_agent_online": capable,
+                                "threshold_ms": t.queued_age_ms}),
+            }
+        });
+        let agent_failing = (!failing.is_empty()).then(|| Finding {
+            severity: Severity::Warning,
+            message: format!(
+                "{} failed their last {} attempts",
+                names(failing.iter().map(|(id, _)| id.as_str())),
+                t.agent_failing_attempts
+            ),
+            details: json!({"agents": failing.iter().take(20).map(|(id, error)|
+                json!({"agent_id": id, "last_error": error})).collect::<Vec<_>>(),
+                "attempts": t.agent_failing_attempts}),
+        });
+        vec![
+            ("agent_offline", agent_offline),
+            ("queued_too_long", queued_too_long),
+            ("agent_failing", agent_failing),
+        ]
     }
 
     /// What each rule finds, given the oldest snapshot of the window and the newest.
@@ -396,8 +512,21 @@ impl Alerter {
                             "see": "GET /api/admin/storage-health"}),
         });
 
+        let dead_lettered = delta("dead_lettered");
+        let dead_letter_growth = (dead_lettered >= t.dead_letter_growth).then(|| Finding {
+            severity: Severity::Warning,
+            message: format!(
+                "{dead_lettered} task(s) dead-lettered in the last {} s",
+                t.window_ms / 1000
+            ),
+            details: json!({"dead_lettered": dead_lettered, "window_ms": t.window_ms,
+                            "threshold": t.dead_letter_growth,
+                            "dead_letter": s.queue_depth.dead_letter}),
+        });
+
         vec![
             ("storage", storage),
+            ("dead_letter_growth", dead_letter_growth),
             ("queue_growing", queue_growing),
             ("high_failure_rate", high_failure_rate),
             ("stuck_tasks", stuck_tasks),

@@ -77,6 +77,10 @@ pub(crate) struct QueueDepth {
     pub by_status: Value,
     pub by_priority: Value,
     pub dead_letter: u64,
+    /// How long the task waiting longest for an agent has waited (ms).
+    pub oldest_queued_age_ms: Option<i64>,
+    /// How long the longest-blocked task has been blocked (ms).
+    pub oldest_blocked_age_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -183,8 +187,10 @@ impl Metrics {
             .map(|s| s.queue_depth.now)
             .chain(std::iter::once(queued))
             .collect();
+        let timestamp = now_ms();
+        let age = |since: Option<i64>| since.map(|at| timestamp.saturating_sub(at).max(0));
         let snapshot = Snapshot {
-            timestamp: now_ms(),
+            timestamp,
             interval_ms: u64::try_from(self.every.as_millis()).unwrap_or(u64::MAX),
             queue_depth: QueueDepth {
                 now: queued,
@@ -194,6 +200,8 @@ impl Metrics {
                 by_status: stats["by_status"].clone(),
                 by_priority: stats["by_priority"].clone(),
                 dead_letter: stats["dead_letter"].as_u64().unwrap_or(0),
+                oldest_queued_age_ms: age(stats["oldest_queued_since"].as_i64()),
+                oldest_blocked_age_ms: age(stats["oldest_blocked_since"].as_i64()),
             },
             task_latency: TaskLatency {
                 submit_to_assign_ms: Latency::of(s2a),
@@ -332,6 +340,24 @@ pub(crate) fn prometheus(s: &Snapshot) -> String {
         })
         .unwrap_or_default();
     metric("agentcom_tasks", "gauge", "Tasks by status.", statuses);
+    metric(
+        "agentcom_oldest_queued_age_seconds",
+        "gauge",
+        "How long the task waiting longest for an agent has waited (0 when none waits).",
+        one(format!(
+            "{:.3}",
+            s.queue_depth.oldest_queued_age_ms.unwrap_or(0) as f64 / 1000.0
+        )),
+    );
+    metric(
+        "agentcom_oldest_blocked_age_seconds",
+        "gauge",
+        "How long the longest-blocked task has been blocked (0 when none is).",
+        one(format!(
+            "{:.3}",
+            s.queue_depth.oldest_blocked_age_ms.unwrap_or(0) as f64 / 1000.0
+        )),
+    );
     metric(
         "agentcom_dead_letter_tasks",
         "gauge",

@@ -166,6 +166,22 @@ impl TaskQueue {
         if let Some(c) = &completion {
             self.completions.record(c.clone());
         }
+        for e in recorded {
+            let agent = e.details.get("agent_id").and_then(Value::as_str);
+            // A failure report says `retry` or, at the last retry, `dead_letter`
+            // with its `retry_count` (other dead letters are no agent's failure).
+            let failed = e.event == "retry"
+                || (e.event == "dead_letter" && e.details.get("retry_count").is_some());
+            match agent {
+                Some(agent) if e.event == "completed" => self.outcomes.record(agent, None),
+                Some(agent) if failed => {
+                    let error = e.details.get("error").and_then(Value::as_str);
+                    self.outcomes
+                        .record(agent, Some(error.unwrap_or_default().to_string()));
+                }
+                _ => {}
+            }
+        }
         if self.peers.bus.watched() {
             let row = completion
                 .as_ref()

@@ -12,6 +12,7 @@ use crate::domain::task::{Task, TaskStatus};
 use crate::error::StoreError;
 use crate::protocol::LANES;
 use crate::storage::store::decode;
+use crate::util::now_ms;
 
 /// The lease of an assigned task.
 #[derive(Debug, Clone)]
@@ -53,6 +54,12 @@ impl Default for TaskIndex {
             next_seq: 1,
         }
     }
+}
+
+/// Since when a queued task waits for an agent: its last change (creation, a
+/// return to the queue, a new lane), or its `run_after` when that came later.
+pub(super) fn waiting_since(task: &Task) -> i64 {
+    task.updated_at.max(task.run_after.unwrap_or(i64::MIN))
 }
 
 /// The lane a task is counted in (a priority past the last lane counts in it).
@@ -141,6 +148,15 @@ impl TaskIndex {
         self.insert_live(task);
     }
 
+    /// Since when the longest-blocked task is blocked.
+    pub(super) fn oldest_blocked(&self) -> Option<i64> {
+        self.live
+            .values()
+            .filter(|t| t.status == TaskStatus::Blocked)
+            .map(|t| t.blocked_at.unwrap_or(t.updated_at))
+            .min()
+    }
+
     /// Total tasks counted, by status.
     pub(super) fn total(&self) -> u64 {
         self.counts.values().sum()
@@ -209,6 +225,26 @@ impl TaskQueue {
             "dead_letter": self.index.dead_letter.len(),
             "paused_lanes": self.lanes.paused(),
             "waiting_on_dependencies": self.deps.waiting_len(),
+            // Times, not ages: the stats describe the stored tasks, not the clock.
+            "oldest_queued_since": self.oldest_waiting(now_ms()).map(|(_, since)| since),
+            "oldest_blocked_since": self.index.oldest_blocked(),
         })
+    }
+
+    /// The queued task that has waited longest for an agent, and since when: of
+    /// the tasks nothing but a missing agent holds back (not waiting for
+    /// dependencies or `run_after`, not in a paused lane).
+    pub(super) fn oldest_waiting(&self, now: i64) -> Option<(&Task, i64)> {
+        self.index
+            .live
+            .values()
+            .filter(|t| {
+                t.status == TaskStatus::Queued
+                    && !self.deps.is_waiting(&t.id)
+                    && !self.lanes.holds(t.priority)
+                    && t.run_after.is_none_or(|at| at <= now)
+            })
+            .map(|t| (t, waiting_since(t)))
+            .min_by_key(|(_, since)| *since)
     }
 }

@@ -41,8 +41,8 @@ pub(crate) use api::operator::{
     ControlTask, PauseLanes, PausedLanes, Submit, SubmitFixed, TaskControl,
 };
 pub(crate) use api::read::{
-    BlockedTasks, DeadLetters, GetAttempts, GetTask, ListTasks, RecentCompletions, Stats,
-    StuckTasks, TaskOutcome, TaskOutcomes,
+    BlockedTasks, DeadLetters, FailingAgents, GetAttempts, GetTask, ListTasks, LongWait,
+    LongestWaiting, RecentCompletions, Stats, StuckTasks, TaskOutcome, TaskOutcomes,
 };
 pub use create::follow_up_id;
 pub(crate) use create::{NewTask, Submitted};
@@ -52,6 +52,7 @@ use crate::agents::scheduler::{Scheduler, TaskReady};
 use crate::config::Config;
 use crate::domain::completions::Completions;
 use crate::domain::dependencies::DependencyGraph;
+use crate::domain::outcomes::AgentOutcomes;
 use crate::domain::task::{TaskDefaults, TaskError};
 use crate::error::StoreError;
 use crate::ops::analytics::Analytics;
@@ -127,6 +128,8 @@ pub(crate) struct TaskQueue {
     outbox: outbox::Outbox,
     peers: Peers,
     completions: Completions,
+    /// Each agent's most recent finished attempts (not kept across a restart).
+    outcomes: AgentOutcomes,
 }
 
 impl TaskQueue {
@@ -156,6 +159,7 @@ impl TaskQueue {
             lanes: lanes::Lanes::default(),
             outbox: outbox::Outbox::default(),
             completions: Completions::default(),
+            outcomes: AgentOutcomes::default(),
             peers,
             store,
             log,

@@ -75,6 +75,7 @@ impl TaskQueue {
         self.timers.clear();
         self.lanes = Lanes::load(&self.store)?;
         self.completions = Completions::default();
+        self.outcomes.clear();
         let now = now_ms();
         let corrupt = self.load_records(now)?;
         self.rebuild_waiting(now);

@@ -117,6 +117,8 @@ async function main() {
     const taskId = await hub('task_submitted_from_page');
     check((await result.textContent()).includes(taskId), `submit result names ${taskId}`);
     await page.locator(`${tid('task-row')}[data-task-id="${taskId}"][data-status="queued"]`).waitFor();
+    // It waits for an agent: the queue panel shows for how long.
+    await page.locator(`${tid('queue-oldest-wait')}:not([data-ms=""])`).waitFor();
     console.log(`queued ${taskId}`);
 
     // The agent connects: the task is assigned to it, then completed.

@@ -12,6 +12,8 @@
 //! | [`RecentCompletions`] | dashboard | newest completions, last hour's throughput |
 //! | [`StuckTasks`] | `Alerter` | tasks assigned since before a time |
 //! | [`BlockedTasks`] | `Alerter` | tasks blocked since before a time |
+//! | [`LongestWaiting`] | `Alerter` | the task waiting longest for an agent |
+//! | [`FailingAgents`] | `Alerter` | agents whose last attempts all failed |
 
 use actix::prelude::*;
 use serde_json::{Map, Value};
@@ -322,6 +324,58 @@ impl Handler<StuckTasks> for TaskQueue {
                 .collect();
             stuck.sort_by_key(|(_, _, at)| *at);
             MessageResult(stuck)
+        })
+    }
+}
+
+/// The queued task that has waited longest for an agent (see
+/// `TaskQueue::oldest_waiting`), if it waits since before `since_before`.
+#[derive(Message)]
+#[rtype(result = "Option<LongWait>")]
+pub(crate) struct LongestWaiting {
+    pub since_before: i64,
+}
+
+/// A task waiting for an agent.
+#[derive(Debug, Clone)]
+pub(crate) struct LongWait {
+    pub task_id: String,
+    pub since: i64,
+    pub needed_capabilities: Vec<String>,
+}
+
+impl Handler<LongestWaiting> for TaskQueue {
+    type Result = MessageResult<LongestWaiting>;
+
+    fn handle(&mut self, msg: LongestWaiting, ctx: &mut Context<Self>) -> Self::Result {
+        self.contained(ctx, move |this| -> Self::Result {
+            let wait = this
+                .oldest_waiting(now_ms())
+                .filter(|(_, since)| *since < msg.since_before)
+                .map(|(t, since)| LongWait {
+                    task_id: t.id.clone(),
+                    since,
+                    needed_capabilities: t.needed_capabilities.clone(),
+                });
+            MessageResult(wait)
+        })
+    }
+}
+
+/// Agents whose last `attempts` finished attempts all failed, with the error of
+/// the newest: (agent id, last error).
+#[derive(Message)]
+#[rtype(result = "Vec<(String, String)>")]
+pub(crate) struct FailingAgents {
+    pub attempts: usize,
+}
+
+impl Handler<FailingAgents> for TaskQueue {
+    type Result = MessageResult<FailingAgents>;
+
+    fn handle(&mut self, msg: FailingAgents, ctx: &mut Context<Self>) -> Self::Result {
+        self.contained(ctx, move |this| -> Self::Result {
+            MessageResult(this.outcomes.failing(msg.attempts))
         })
     }
 }

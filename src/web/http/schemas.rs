@@ -100,7 +100,10 @@ fn thresholds_body() -> Value {
             "failure_rate_critical": {"type": "number", "minimum": 0, "maximum": 1},
             "min_finished": integer, "stuck_task_ms": integer, "blocked_task_ms": integer,
             "error_rate_per_min": number, "cooldown_ms": {"type": "integer", "minimum": 0},
-            "window_ms": {"type": "integer", "minimum": 100, "maximum": 3600000}}})
+            "window_ms": {"type": "integer", "minimum": 100, "maximum": 3600000},
+            "agent_offline_ms": integer, "queued_age_ms": integer,
+            "dead_letter_growth": integer,
+            "agent_failing_attempts": {"type": "integer", "minimum": 1, "maximum": 50}}})
 }
 
 /// Query parameters of the event-log routes.
