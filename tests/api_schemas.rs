@@ -137,3 +137,40 @@ fn every_described_body_and_route_is_what_the_hub_serves() {
         "{one}"
     );
 }
+
+#[test]
+fn every_described_integer_query_parameter_is_validated_as_one() {
+    let hub = Hub::start();
+    let (_, schemas) = hub.get_as("/api/schemas", None);
+    let routes = schemas["http"].as_array().expect("http routes");
+    let mut checked = Vec::new();
+    for r in routes {
+        let path = r["path"].as_str().unwrap_or("");
+        if r["method"] != "GET" || path.contains('{') {
+            continue;
+        }
+        let Some(props) = r["query"]["properties"].as_object() else {
+            continue;
+        };
+        for (name, schema) in props {
+            if schema["type"] != "integer" {
+                continue;
+            }
+            let (status, body) = hub.get(&format!("{path}?{name}=not-a-number"));
+            assert_eq!(status, 422, "GET {path}?{name}=not-a-number: {body}");
+            assert_eq!(body["errors"][0]["field"], name.as_str(), "{path}: {body}");
+            checked.push(format!("{path}?{name}"));
+        }
+    }
+    // The listings that page by cursor are among them.
+    for expected in [
+        "/api/tasks?cursor",
+        "/api/messages?cursor",
+        "/api/events?cursor",
+    ] {
+        assert!(
+            checked.iter().any(|c| c == expected),
+            "{expected} in {checked:?}"
+        );
+    }
+}

@@ -151,7 +151,7 @@ fn catalog() -> Vec<Route> {
                 ("assigned_to", "string", "agent id"),
                 ("correlation_id", "string", "a task and all its follow-ups"),
                 ("limit", "integer", "page size (≤ 1000)"),
-                ("cursor", "string", "from the previous page's next_cursor"),
+                ("cursor", "integer", "from the previous page's next_cursor"),
             ],
             ..route("GET", "/api/tasks", Token, "List tasks in creation order")
         },
@@ -451,7 +451,7 @@ fn catalog() -> Vec<Route> {
                 ("channel", "string", "channel"),
                 ("start_time", "integer", "ms"),
                 ("end_time", "integer", "ms"),
-                ("cursor", "string", "next page"),
+                ("cursor", "integer", "from the previous page's cursor"),
                 ("limit", "integer", "≤ 200"),
             ],
             ..route("GET", "/api/messages", Token, "Message history query")
