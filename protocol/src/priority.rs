@@ -9,11 +9,6 @@ pub const LANES: [&str; 4] = ["urgent", "high", "normal", "low"];
 /// The lane a task gets when its submission names none.
 pub const PRIORITY_NORMAL: u8 = 2;
 
-/// Lane `p`'s name; `None` past the last lane.
-pub fn lane_name(p: u8) -> Option<&'static str> {
-    LANES.get(usize::from(p)).copied()
-}
-
 /// Parses a priority: `urgent`/`critical`, `high`, `normal`, `low`, or 0–3.
 pub fn parse_priority(v: &Value) -> Result<u8, FieldError> {
     let bad = || {
