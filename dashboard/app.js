@@ -64,6 +64,7 @@
       pending: new Set(),      // "retry:<id>", "cancel:<id>", "ack:<rule>"
       taskSeq: new Map(),      // task_id → newest applied event seq
       taskStatus: new Map(),   // task_id → status from the newest applied event
+      taskProgress: new Map(), // task_id → the holder's latest {percent, message}
       backupRunning: false,
     };
   }
@@ -497,7 +498,9 @@
         str(a.agent_id).localeCompare(str(b.agent_id));
     });
     ui.agentsEmpty.hidden = list.length > 0;
-    reconcile(ui.agentsList, list, function (a) { return a.agent_id; }, buildAgentCard, sig);
+    reconcile(ui.agentsList, list, function (a) { return a.agent_id; }, buildAgentCard, function (a) {
+      return sig(a) + progressText(model.taskProgress.get(str(a.current_task_id)));
+    });
     let online = 0, busy = 0, idle = 0;
     for (const a of list) {
       if (!agentOnline(a)) continue;
@@ -536,6 +539,8 @@
     a.status ? h('div', { class: 'agent-status', title: str(a.status), text: str(a.status) }) : null,
     h('dl', { class: 'agent-kv' },
       h('dt', { text: 'task' }), h('dd', null, taskEl),
+      taskId && model.taskProgress.get(taskId) ? h('dt', { text: 'progress' }) : null,
+      taskId && model.taskProgress.get(taskId) ? h('dd', null, progressEl(model.taskProgress.get(taskId), 'agent-progress')) : null,
       h('dt', { text: 'connected' }), h('dd', null, online && isNum(a.connected_at) ? relTime(a.connected_at) : h('span', { class: 'muted', text: '—' })),
       h('dt', { text: 'last seen' }), h('dd', null, online ? h('span', { text: 'now' }) : relTime(a.last_state_change))),
     caps.length ? h('div', { class: 'chips' }, caps.map(function (c) { return chip(str(c)); })) : null,
@@ -731,15 +736,34 @@
       data: { taskId: r.id, status: r.status, action: 'open-task' },
     },
     h('td', { class: 'mono cell-id', title: r.id, text: r.id }),
-    h('td', null, statusBadge(r.status)),
+    h('td', null, statusBadge(r.status), progressEl(r.progress, 'task-progress')),
     h('td', { class: 'col-opt' }, isNum(r.priority) || typeof r.priority === 'string' ? chip(priorityName(r.priority), 'prio-' + r.priority) : ''),
     h('td', { class: 'mono cell-agent', title: str(r.assigned_to), text: str(r.assigned_to) || '—' }),
     h('td', { class: 'cell-desc', title: str(r.description), text: str(r.description) }),
     h('td', { class: 'col-opt cell-time' }, relTime(r.updated_at)));
   }
 
+  // The holder's latest progress: "42% · message", or nothing.
+  function progressText(p) {
+    if (!p || typeof p !== 'object') return '';
+    const parts = [];
+    if (isNum(p.percent)) parts.push(p.percent + '%');
+    if (typeof p.message === 'string' && p.message) parts.push(p.message);
+    return parts.join(' · ');
+  }
+
+  function progressEl(p, testid) {
+    const text = progressText(p);
+    if (!text) return null;
+    return h('span', {
+      class: 'progress-note', testid: testid, title: text, text: text,
+      data: { percent: p && isNum(p.percent) ? String(p.percent) : '' },
+    });
+  }
+
   function taskRowFrom(t) {
     return {
+      progress: t.progress || null,
       id: str(t.id),
       status: str(t.status),
       priority: t.priority,
@@ -1484,6 +1508,17 @@
     }
     const status = str(ev.status);
     if (status) model.taskStatus.set(id, status);
+    if (ev.event === 'progress' && ev.progress && typeof ev.progress === 'object') {
+      model.taskProgress.set(id, ev.progress);
+      if (model.taskProgress.size > 5000) model.taskProgress.delete(model.taskProgress.keys().next().value);
+      const row0 = model.tasks.byId.get(id);
+      if (row0) row0.progress = ev.progress;
+      mark('agents', 'tasks');
+    } else if (ev.event === 'assigned') {
+      model.taskProgress.delete(id);
+      const row0 = model.tasks.byId.get(id);
+      if (row0) row0.progress = null;
+    }
 
     // Tasks table.
     const t = model.tasks;

@@ -113,6 +113,11 @@ pub struct Config {
     pub blocked_policy: BlockedPolicy,
     /// Delay of the `requeue` policy (unless the task sets `blocked_requeue_ms`).
     pub blocked_requeue_ms: u64,
+    /// A retryable failure goes back to the queue after
+    /// `min(retry_backoff_max_ms, retry_backoff_base_ms × 2^(failures−1))`,
+    /// with full jitter, or after the agent's `retry_after_s`. 0 = at once.
+    pub retry_backoff_base_ms: u64,
+    pub retry_backoff_max_ms: u64,
     /// The event log keeps events this long.
     pub event_retention_days: u64,
     /// How often standing orders look at their schedules and runs.
@@ -174,6 +179,8 @@ impl Default for Config {
             compact_interval_ms: None,
             blocked_policy: BlockedPolicy::Route,
             blocked_requeue_ms: 60_000,
+            retry_backoff_base_ms: 5_000,
+            retry_backoff_max_ms: 600_000,
             event_retention_days: 30,
             standing_order_tick_ms: 1_000,
             standing_order_clock_file: None,
@@ -334,6 +341,17 @@ impl Config {
                 field: "blocked_requeue_ms",
                 reason: format!("must be at most {MAX_BLOCKED_REQUEUE_MS} (a week)"),
             });
+        }
+        for (field, value) in [
+            ("retry_backoff_base_ms", self.retry_backoff_base_ms),
+            ("retry_backoff_max_ms", self.retry_backoff_max_ms),
+        ] {
+            if value > MAX_BLOCKED_REQUEUE_MS {
+                return Err(ConfigError::Invalid {
+                    field,
+                    reason: format!("must be at most {MAX_BLOCKED_REQUEUE_MS} (a week)"),
+                });
+            }
         }
         if self.alert_webhook_retries > 10 {
             return Err(ConfigError::Invalid {

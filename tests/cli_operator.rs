@@ -66,6 +66,10 @@ fn operator_commands_act_through_the_hub_and_are_logged() {
     assert_eq!(cancelled["status"], "cancelled");
     let attempts = ok_json(&ops(&hub, &["task", "attempts", &doomed]));
     assert_eq!(attempts["attempts"], json!([]));
+    let shown = ok_json(&ops(&hub, &["task", "show", &doomed]));
+    assert_eq!(shown["id"], doomed.as_str(), "{shown}");
+    assert_eq!(shown["status"], "cancelled", "{shown}");
+    assert!(shown.get("progress").is_some(), "{shown}");
 
     let paused = ok_json(&ops(
         &hub,

@@ -113,6 +113,23 @@ impl Side {
                     Err(format!("assigned {task_id}, expected {arg}"))
                 }
             }
+            "agent_progress" => {
+                let agent = self.agent.as_mut().ok_or("no agent")?;
+                let task = get_task(hub, arg);
+                let generation = task["generation"].clone();
+                agent.accept(arg, generation.clone());
+                agent.send(json!({
+                    "type": "task_progress", "task_id": arg, "generation": generation,
+                    "progress": 60, "message": "running the tests",
+                }));
+                let ok = wait_for(REPLY_TIMEOUT, || {
+                    get_task(hub, arg)["progress"]["percent"] == 60
+                });
+                ok.then(String::new).ok_or(format!(
+                    "the hub did not keep the progress: {}",
+                    get_task(hub, arg)
+                ))
+            }
             "agent_complete" => {
                 let agent = self.agent.as_mut().ok_or("no agent")?;
                 let task = get_task(hub, arg);

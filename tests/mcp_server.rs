@@ -302,7 +302,8 @@ fn a_coordinator_submits_waits_and_reads_the_result() {
     let created = mcp.call(
         "submit_task",
         json!({"description": "add two numbers", "priority": "high",
-               "capabilities": ["code"], "metadata": {"a": 40, "b": 2}}),
+               "capabilities": ["code"], "metadata": {"a": 40, "b": 2},
+               "stall_ms": 60000, "max_runtime_ms": 600000}),
     );
     assert_eq!(created["status"], "queued", "{created}");
     assert_eq!(created["priority"], 1, "{created}");
@@ -311,6 +312,16 @@ fn a_coordinator_submits_waits_and_reads_the_result() {
     let assign = worker.take(&task_id);
     assert_eq!(assign["metadata"], json!({"a": 40, "b": 2}));
     assert_eq!(assign["description"], "add two numbers");
+    // The agent's limits travel with the assignment.
+    assert_eq!(assign["stall_ms"], 60000, "{assign}");
+    assert_eq!(assign["max_runtime_ms"], 600000, "{assign}");
+    // Its progress shows in get_task.
+    worker.send(json!({"type": "task_progress", "task_id": task_id,
+                       "generation": assign["generation"], "progress": 30, "message": "adding"}));
+    let ok = wait_for(REPLY_TIMEOUT, || {
+        mcp.call("get_task", json!({"task_id": task_id}))["progress"]["percent"] == 30
+    });
+    assert!(ok, "get_task shows no progress");
 
     // The wait holds while the task is unfinished; other tools are served meanwhile.
     let wait = mcp.send(

@@ -108,6 +108,8 @@ pub const CLIENT_FRAME_SCHEMAS: &[(&str, &[Field])] = &[
             req("generation", Kind::UInt),
             opt("error", REASON),
             opt("reason", REASON),
+            opt("retry_after_s", Kind::UInt),
+            opt("terminal", Kind::Bool),
         ],
     ),
     (
@@ -329,6 +331,12 @@ pub enum ClientFrame {
         error: Option<String>,
         #[serde(default)]
         reason: Option<String>,
+        /// Retry no sooner than this many seconds from now (ext).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_s: Option<u64>,
+        /// Dead-letter now: retrying cannot help (ext).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        terminal: Option<bool>,
     },
     TaskRejected {
         task_id: String,
@@ -452,6 +460,14 @@ pub struct TaskAssignment {
     pub attempt: u32,
     pub lease_ms: u64,
     pub needed_capabilities: Vec<String>,
+    /// No agent activity for this long means the agent stalled (ext; the
+    /// sidecar's default when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stall_ms: Option<u64>,
+    /// Longest the agent may work on one attempt (ext; the sidecar's default
+    /// when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_runtime_ms: Option<u64>,
 }
 
 /// `{"type":"error", ...}`: every refusal sent over the agent socket.

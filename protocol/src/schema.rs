@@ -97,6 +97,8 @@ pub enum Kind {
     Str { max: usize, non_empty: bool },
     /// A non-negative integer (JSON number without fraction).
     UInt,
+    /// `true` or `false`.
+    Bool,
     /// A JSON object.
     Object,
     /// A list of non-empty strings (capabilities, task ids).
@@ -119,6 +121,7 @@ impl Kind {
                 s
             }
             Kind::UInt => serde_json::json!({"type": "integer", "minimum": 0}),
+            Kind::Bool => serde_json::json!({"type": "boolean"}),
             Kind::Object => serde_json::json!({"type": "object"}),
             Kind::StrList => serde_json::json!({
                 "type": "array",
@@ -177,6 +180,14 @@ fn check_kind(name: &str, kind: Kind, v: &Value) -> Option<FieldError> {
                 "must not be negative",
             )),
             _ => Some(FieldError::new(name, "wrong_type", "expected an integer")),
+        },
+        Kind::Bool => match v {
+            Value::Bool(_) => None,
+            _ => Some(FieldError::new(
+                name,
+                "wrong_type",
+                "expected true or false",
+            )),
         },
         Kind::Object => match v {
             Value::Object(_) => None,

@@ -40,6 +40,8 @@ pub const TASK_SPEC_FIELDS: &[Field] = &[
     opt("correlation_id", id(128)),
     opt("blocked_policy", id(16)),
     opt("blocked_requeue_ms", Kind::UInt),
+    opt("stall_ms", Kind::UInt),
+    opt("max_runtime_ms", Kind::UInt),
 ];
 
 /// Longest `dedupe_key` (ext).
@@ -83,6 +85,10 @@ impl BlockedPolicy {
     }
 }
 
+/// Shortest and longest per-task `stall_ms` / `max_runtime_ms` (ms): a second
+/// to a week.
+pub const AGENT_LIMIT_RANGE_MS: (u64, u64) = (1_000, 7 * 24 * 3_600_000);
+
 /// Most retries or reclaims a task may allow.
 pub const MAX_RETRY_LIMIT: u64 = 100;
 /// Shortest and longest per-task lease (ms).
@@ -123,6 +129,12 @@ pub struct TaskSpec {
     /// Delay of the `requeue` policy (default: the hub's).
     #[serde(default)]
     pub blocked_requeue_ms: Option<u64>,
+    /// No agent activity for this long: the sidecar fails the attempt `stalled`.
+    #[serde(default)]
+    pub stall_ms: Option<u64>,
+    /// Longest one attempt may run: the sidecar fails it `timeout`.
+    #[serde(default)]
+    pub max_runtime_ms: Option<u64>,
 }
 
 /// Validates one task submission. Field names in errors are prefixed with `prefix`
@@ -163,6 +175,9 @@ pub fn parse_task_spec(v: &Value, prefix: &str) -> Result<TaskSpec, Vec<FieldErr
     let complete_by = limited("complete_by", 0, i64::MAX as u64).map(|n| n as i64);
     let run_after = limited("run_after", 0, i64::MAX as u64).map(|n| n as i64);
     let blocked_requeue_ms = limited("blocked_requeue_ms", 0, MAX_BLOCKED_REQUEUE_MS);
+    let (lo, hi) = AGENT_LIMIT_RANGE_MS;
+    let stall_ms = limited("stall_ms", lo, hi);
+    let max_runtime_ms = limited("max_runtime_ms", lo, hi);
     let blocked_policy = match present("blocked_policy").and_then(Value::as_str) {
         None => None,
         Some(p) => BlockedPolicy::parse(p).or_else(|| {
@@ -229,6 +244,8 @@ pub fn parse_task_spec(v: &Value, prefix: &str) -> Result<TaskSpec, Vec<FieldErr
         correlation_id: str_of("correlation_id"),
         blocked_policy,
         blocked_requeue_ms,
+        stall_ms,
+        max_runtime_ms,
     })
 }
 

@@ -57,6 +57,17 @@ pub enum WakeCommand {
     Argv(Vec<String>),
 }
 
+/// How the sidecar knows the woken agent is still there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WakeMode {
+    /// The woken process group is the agent: when it is empty and no result
+    /// appeared within `agent_exit_grace_ms`, the attempt failed `agent_exited`.
+    Process,
+    /// The wake returns at once (a webhook, a daemon's client): the agent shows
+    /// it is alive by writing `results/<id>.heartbeat` or the progress file.
+    Detached,
+}
+
 /// Validated sidecar configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -72,6 +83,7 @@ pub struct Config {
     pub hub_api_url: String,
     pub capabilities: Vec<String>,
     pub wake_command: Option<WakeCommand>,
+    pub wake_mode: WakeMode,
     pub state_dir: PathBuf,
     pub results_dir: PathBuf,
     pub repo_dir: Option<PathBuf>,
@@ -108,6 +120,15 @@ pub struct Timings {
     pub kill_grace: Duration,
     /// Re-send delay for a report the hub could not take (`hub_unavailable`).
     pub outbox_retry: Duration,
+    /// `process` mode: how long a result may take to appear after the woken
+    /// process group is empty.
+    pub agent_exit_grace: Duration,
+    /// No agent activity (output, heartbeat or progress write) for this long:
+    /// the attempt failed `stalled` (`None`: never; a task's `stall_ms` wins).
+    pub stall: Option<Duration>,
+    /// Longest one attempt may run: `timeout` (`None`: no limit; a task's
+    /// `max_runtime_ms` wins).
+    pub max_runtime: Option<Duration>,
 }
 
 impl Default for Timings {
@@ -130,6 +151,9 @@ impl Default for Timings {
             release_grace: Duration::from_secs(30),
             kill_grace: Duration::from_secs(5),
             outbox_retry: Duration::from_secs(5),
+            agent_exit_grace: Duration::from_secs(10),
+            stall: Some(Duration::from_secs(15 * 60)),
+            max_runtime: None,
         }
     }
 }
@@ -163,6 +187,10 @@ const KNOWN_KEYS: &[&str] = &[
     "release_grace_ms",
     "kill_grace_ms",
     "outbox_retry_ms",
+    "wake_mode",
+    "agent_exit_grace_ms",
+    "stall_ms",
+    "max_runtime_ms",
 ];
 
 const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
@@ -263,6 +291,16 @@ impl Config {
                 ))
             }
         };
+        let wake_mode = match f.opt_str("wake_mode", 16)?.as_deref() {
+            None | Some("process") => WakeMode::Process,
+            Some("detached") => WakeMode::Detached,
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "wake_mode",
+                    "expected \"process\" (the woken processes are the agent) or \"detached\" (the agent writes a heartbeat)",
+                ))
+            }
+        };
         let state_dir = f
             .opt_path("state_dir", &base)?
             .unwrap_or_else(|| base.join("state"));
@@ -330,6 +368,13 @@ impl Config {
             release_grace: ms("release_grace_ms", d.release_grace)?,
             kill_grace: ms("kill_grace_ms", d.kill_grace)?,
             outbox_retry: ms("outbox_retry_ms", d.outbox_retry)?,
+            agent_exit_grace: ms("agent_exit_grace_ms", d.agent_exit_grace)?,
+            // 0 turns either limit off.
+            stall: match f.opt_ms("stall_ms")? {
+                None => d.stall,
+                Some(v) => Some(v).filter(|v| !v.is_zero()),
+            },
+            max_runtime: f.opt_ms("max_runtime_ms")?.filter(|v| !v.is_zero()),
         };
         for (key, v) in [
             ("wake_timeout_ms", timings.wake_timeout),
@@ -364,6 +409,7 @@ impl Config {
             hub_api_url,
             capabilities,
             wake_command,
+            wake_mode,
             state_dir,
             results_dir,
             repo_dir,
@@ -496,6 +542,15 @@ mod tests {
         assert_eq!(c.results_dir, PathBuf::from("/etc/agentcom/results"));
         assert_eq!(c.timings, Timings::default());
         assert_eq!(c.wake_command, None);
+        assert_eq!(c.wake_mode, WakeMode::Process);
+        assert_eq!(c.timings.stall, Some(Duration::from_secs(900)));
+        let c = parse(&format!(
+            "{MINIMAL}wake_mode = \"detached\"\nstall_ms = 0\nmax_runtime_ms = 60000\n"
+        ))
+        .expect("valid");
+        assert_eq!(c.wake_mode, WakeMode::Detached);
+        assert_eq!(c.timings.stall, None);
+        assert_eq!(c.timings.max_runtime, Some(Duration::from_secs(60)));
     }
 
     #[test]
@@ -517,6 +572,10 @@ mod tests {
         assert_eq!(e.field, "wake_retry_delays_ms[1]");
         let e = parse(&format!("{MINIMAL}log_level = \"loud\"\n")).unwrap_err();
         assert_eq!(e.field, "log_level");
+        let e = parse(&format!("{MINIMAL}wake_mode = \"webhook\"\n")).unwrap_err();
+        assert_eq!(e.field, "wake_mode");
+        let e = parse(&format!("{MINIMAL}stall_ms = -1\n")).unwrap_err();
+        assert_eq!(e.field, "stall_ms");
         let e = parse("agent_id = \"a\"\ntoken = \"t\"\nhub_url = \"http://h\"\n").unwrap_err();
         assert_eq!(e.field, "hub_url");
     }

@@ -5,6 +5,8 @@
 //! join --hub URL ...       register with an invite, install, verify
 //! submit "description"     submit a task to the hub
 //! git start-task|submit|status   the agent's git workflow (one JSON object each)
+//! progress [PERCENT] [--message M]   the woken agent reports progress
+//! heartbeat                the woken agent says it is alive (detached mode)
 //! ```
 //!
 //! Exit codes: 0 success, 1 runtime failure, 2 bad command line or configuration
@@ -14,6 +16,7 @@ mod config;
 mod git;
 mod http;
 mod link;
+mod liveness;
 mod onboard;
 mod relay;
 mod results;
@@ -90,6 +93,26 @@ enum Cmd {
         metadata: Option<String>,
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// Report progress on the current task (run by the woken agent): writes
+    /// the task's progress file atomically; the sidecar passes it to the hub.
+    Progress {
+        /// Percent done, 0-100.
+        #[arg(value_parser = clap::value_parser!(u64).range(0..=100))]
+        percent: Option<u64>,
+        /// What the agent is doing.
+        #[arg(long)]
+        message: Option<String>,
+        /// The progress file [default: $AGENTCOM_PROGRESS_FILE].
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Say the agent is alive (run by the woken agent; `wake_mode = "detached"`
+    /// needs one at least every `stall_ms`).
+    Heartbeat {
+        /// The heartbeat file [default: $AGENTCOM_HEARTBEAT_FILE].
+        #[arg(long)]
+        file: Option<PathBuf>,
     },
     /// Git workflow for the agent's repository.
     Git {
@@ -241,6 +264,47 @@ fn submit(
     }
 }
 
+/// The file a woken agent writes: `--file`, else the wake environment's.
+fn agent_file(given: Option<PathBuf>, env: &str) -> Result<PathBuf, Fatal> {
+    given
+        .or_else(|| std::env::var_os(env).map(PathBuf::from))
+        .ok_or_else(|| {
+            fatal(
+                2,
+                format!("no file: pass --file, or run this from a woken agent (${env} is not set)"),
+            )
+        })
+}
+
+/// Writes `bytes` to `path` atomically (temp file, then rename).
+fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<(), Fatal> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| fatal(1, format!("cannot write {}: {e}", path.display())))
+}
+
+fn progress(
+    percent: Option<u64>,
+    message: Option<String>,
+    file: Option<PathBuf>,
+) -> Result<(), Fatal> {
+    if percent.is_none() && message.is_none() {
+        return Err(fatal(2, "give a percent, --message, or both"));
+    }
+    let path = agent_file(file, "AGENTCOM_PROGRESS_FILE")?;
+    let body = json!({"percent": percent, "message": message});
+    write_atomic(&path, body.to_string().as_bytes())
+}
+
+fn heartbeat(file: Option<PathBuf>) -> Result<(), Fatal> {
+    let path = agent_file(file, "AGENTCOM_HEARTBEAT_FILE")?;
+    let stamp = format!("{}\n", state::now_ms());
+    write_atomic(&path, stamp.as_bytes())
+}
+
 fn git_cmd(
     config: Option<PathBuf>,
     repo: Option<PathBuf>,
@@ -322,6 +386,12 @@ fn main() -> ExitCode {
             metadata,
             config,
         } => submit(description, priority, capabilities, metadata, config),
+        Cmd::Progress {
+            percent,
+            message,
+            file,
+        } => progress(percent, message, file),
+        Cmd::Heartbeat { file } => heartbeat(file),
         Cmd::Git {
             config,
             repo,

@@ -34,6 +34,7 @@ use tokio::time::{sleep_until, Instant};
 
 use crate::config::Config;
 use crate::link::{self, LinkConfig, LinkEvent, Outbound};
+use crate::results::AgentProgress;
 use crate::state::{
     now_ms, safe_task_id, FinalReport, Loaded, OutboxEntry, Phase, StateDir, TaskRecord,
 };
@@ -46,6 +47,7 @@ enum Kind {
     Accept,
     Complete,
     Failed,
+    Block,
     Reject,
 }
 
@@ -71,6 +73,11 @@ impl Kind {
                 generation,
                 ..
             } => Some((Kind::Reject, task_id.clone(), generation.unwrap_or(0))),
+            ClientFrame::TaskBlocked {
+                task_id,
+                generation,
+                ..
+            } => Some((Kind::Block, task_id.clone(), *generation)),
             _ => None,
         }
     }
@@ -100,6 +107,10 @@ pub struct Relay {
     epoch: u64,
     next_progress: Option<Instant>,
     outbox_retry_at: Option<Instant>,
+    /// The agent's latest progress file, repeated by the lease renewals.
+    progress: Option<AgentProgress>,
+    /// The worker saw the agent's processes end: no more lease renewals.
+    agent_gone: bool,
 }
 
 /// Runs the sidecar until SIGTERM / SIGINT.
@@ -150,6 +161,8 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         epoch: 0,
         next_progress: None,
         outbox_retry_at: None,
+        progress: None,
+        agent_gone: false,
     };
     relay.start(loaded);
     tracing::info!(agent_id = %cfg.agent_id, hub = %cfg.hub_url, "sidecar running");
@@ -255,14 +268,16 @@ impl Relay {
 
     fn progress_tick(&mut self) {
         let Some(r) = &self.record else { return };
-        if r.report.is_some() || r.is_released() || self.worker.is_none() {
+        if r.report.is_some() || r.is_released() || self.worker.is_none() || self.agent_gone {
             return;
         }
+        // A renewal repeats the agent's latest progress (the hub keeps it on the
+        // task); without one it carries nothing but the lease.
         let frame = ClientFrame::TaskProgress {
             task_id: r.task_id().to_string(),
-            progress: None,
+            progress: self.progress.as_ref().and_then(|p| p.percent),
             generation: Some(r.generation()),
-            message: Some(format!("{:?}", r.phase).to_lowercase()),
+            message: self.progress.as_ref().and_then(|p| p.message.clone()),
         };
         let task_id = r.task_id().to_string();
         let interval = self.progress_interval(r.assignment.lease_ms);
@@ -402,6 +417,7 @@ impl Relay {
     fn clear_record(&mut self) {
         self.stop_worker();
         self.next_progress = None;
+        self.progress = None;
         if let Some(r) = self.record.take() {
             self.store
                 .archive_results(&self.cfg.results_dir, r.task_id(), r.generation());
@@ -732,11 +748,12 @@ impl Relay {
             "accepted" => Kind::Accept,
             "complete" => Kind::Complete,
             "retried" | "dead_letter" => Kind::Failed,
+            "blocked" => Kind::Block,
             "rejected" => Kind::Reject,
             _ => return,
         };
         self.pop_inflight(task_id, kind);
-        if matches!(kind, Kind::Complete | Kind::Failed) {
+        if matches!(kind, Kind::Complete | Kind::Failed | Kind::Block) {
             tracing::info!(task_id, status, "report acknowledged by the hub");
             self.drop_entries_for(task_id, true);
             if self.record.as_ref().is_some_and(|r| r.task_id() == task_id) {
@@ -761,6 +778,7 @@ impl Relay {
             "task_accept_failed" => Kind::Accept,
             "task_complete_failed" => Kind::Complete,
             "task_fail_failed" => Kind::Failed,
+            "task_block_failed" => Kind::Block,
             "task_reject_failed" => Kind::Reject,
             _ => {
                 tracing::warn!(task_id = %task_id, error = %e.error, "error frame from the hub");
@@ -783,7 +801,7 @@ impl Relay {
                     self.release(&e.error);
                 }
             }
-            Kind::Complete | Kind::Failed => {
+            Kind::Complete | Kind::Failed | Kind::Block => {
                 if ours.is_some() && !current {
                     tracing::debug!(task_id = %task_id, error = %e.error, "refusal of an older generation ignored");
                     return;
@@ -829,6 +847,7 @@ impl Relay {
             tx: self.worker_tx.clone(),
         };
         let interval = self.progress_interval(r.assignment.lease_ms);
+        self.agent_gone = false;
         self.worker = Some((epoch, tokio::spawn(worker::work(ctx))));
         self.next_progress = Some(Instant::now() + interval);
     }
@@ -870,6 +889,21 @@ impl Relay {
                 };
                 self.enqueue(&task_id, frame);
             }
+            WorkerMsg::Progress(p) => {
+                let generation = r.generation();
+                let frame = ClientFrame::TaskProgress {
+                    task_id: task_id.clone(),
+                    progress: p.percent,
+                    generation: Some(generation),
+                    message: p.message.clone(),
+                };
+                self.progress = Some(p);
+                self.enqueue(&task_id, frame);
+            }
+            WorkerMsg::AgentGone => {
+                self.agent_gone = true;
+                self.next_progress = None;
+            }
             WorkerMsg::Final(report) => {
                 self.worker = None;
                 self.finish(report);
@@ -894,6 +928,9 @@ impl Relay {
             }
             FinalReport::Failed { reason, .. } => {
                 tracing::warn!(task_id = %task_id, reason = %reason, "reporting task_failed")
+            }
+            FinalReport::Blocked { reason, needs } => {
+                tracing::warn!(task_id = %task_id, reason = %reason, needs = ?needs, "reporting task_blocked")
             }
         }
         self.save_record();
@@ -927,5 +964,7 @@ fn lenient_assignment(v: &Value) -> Option<TaskAssignment> {
                     .collect()
             })
             .unwrap_or_default(),
+        stall_ms: v["stall_ms"].as_u64(),
+        max_runtime_ms: v["max_runtime_ms"].as_u64(),
     })
 }

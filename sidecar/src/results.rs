@@ -1,5 +1,6 @@
 //! The results directory the agent writes to: `<id>.started` when it has begun,
-//! `<id>.json` with the outcome.
+//! `<id>.json` with the outcome, and while it works `<id>.progress`
+//! (`{"percent":0-100,"message":"..."}`) and `<id>.heartbeat` (any write).
 //!
 //! File events (notify) are the fast path; a periodic poll is the safety net
 //! (events can be lost: inotify queue overflow, network file systems, a watcher
@@ -18,6 +19,47 @@ pub fn result_path(dir: &Path, task_id: &str) -> PathBuf {
 
 pub fn started_path(dir: &Path, task_id: &str) -> PathBuf {
     dir.join(format!("{task_id}.started"))
+}
+
+pub fn progress_path(dir: &Path, task_id: &str) -> PathBuf {
+    dir.join(format!("{task_id}.progress"))
+}
+
+pub fn heartbeat_path(dir: &Path, task_id: &str) -> PathBuf {
+    dir.join(format!("{task_id}.heartbeat"))
+}
+
+/// Longest progress message passed on (characters).
+pub const MAX_PROGRESS_MESSAGE: usize = 500;
+
+/// What the agent said in its progress file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentProgress {
+    pub percent: Option<u64>,
+    pub message: Option<String>,
+}
+
+pub fn parse_progress(bytes: &[u8]) -> Result<AgentProgress, String> {
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON: {e}"))?;
+    let Value::Object(map) = v else {
+        return Err("not a JSON object".into());
+    };
+    let percent = match map.get("percent") {
+        None | Some(Value::Null) => None,
+        Some(p) => match p.as_u64() {
+            Some(n) if n <= 100 => Some(n),
+            _ => return Err("percent must be an integer from 0 to 100".into()),
+        },
+    };
+    let message = match map.get("message") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(m)) => Some(m.chars().take(MAX_PROGRESS_MESSAGE).collect()),
+        Some(_) => return Err("message must be a string".into()),
+    };
+    if percent.is_none() && message.is_none() {
+        return Err("give percent, message or both".into());
+    }
+    Ok(AgentProgress { percent, message })
 }
 
 /// What the result file holds right now.
@@ -86,5 +128,30 @@ impl DirWatch {
         }
         // Coalesce a burst of events into one check.
         while self.rx.try_recv().is_ok() {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_files_are_checked() {
+        assert_eq!(
+            parse_progress(br#"{"percent":40,"message":"tests"}"#),
+            Ok(AgentProgress {
+                percent: Some(40),
+                message: Some("tests".into())
+            })
+        );
+        assert!(parse_progress(br#"{"percent":101}"#).is_err());
+        assert!(parse_progress(br#"{"percent":-1}"#).is_err());
+        assert!(parse_progress(br#"{"message":3}"#).is_err());
+        assert!(parse_progress(br#"{}"#).is_err());
+        assert!(parse_progress(b"[1]").is_err());
+        assert!(parse_progress(b"{\"perc").is_err());
+        let long = format!(r#"{{"message":"{}"}}"#, "m".repeat(900));
+        let p = parse_progress(long.as_bytes()).expect("valid");
+        assert_eq!(p.message.map(|m| m.len()), Some(MAX_PROGRESS_MESSAGE));
     }
 }

@@ -78,10 +78,32 @@ pub enum FinalReport {
     Failed {
         reason: String,
         error: String,
+        /// The agent asked for a retry no sooner than this (result `failed`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_s: Option<u64>,
+        /// Retrying cannot help (result `failed_terminal`): dead-letter now.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        terminal: bool,
+    },
+    /// The agent cannot go on without something (result `blocked`).
+    Blocked {
+        reason: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        needs: Option<String>,
     },
 }
 
 impl FinalReport {
+    /// A retryable failure.
+    pub fn failed(reason: impl Into<String>, error: impl Into<String>) -> FinalReport {
+        FinalReport::Failed {
+            reason: reason.into(),
+            error: error.into(),
+            retry_after_s: None,
+            terminal: false,
+        }
+    }
+
     /// The frame reporting this outcome at `generation`.
     pub fn frame(&self, task_id: &str, generation: u64) -> ClientFrame {
         match self {
@@ -96,11 +118,24 @@ impl FinalReport {
                 tokens_used: *tokens_used,
                 follow_ups: (!follow_ups.is_empty()).then(|| follow_ups.clone()),
             },
-            FinalReport::Failed { reason, error } => ClientFrame::TaskFailed {
+            FinalReport::Failed {
+                reason,
+                error,
+                retry_after_s,
+                terminal,
+            } => ClientFrame::TaskFailed {
                 task_id: task_id.to_string(),
                 generation,
                 error: Some(error.clone()),
                 reason: Some(reason.clone()),
+                retry_after_s: *retry_after_s,
+                terminal: terminal.then_some(true),
+            },
+            FinalReport::Blocked { reason, needs } => ClientFrame::TaskBlocked {
+                task_id: task_id.to_string(),
+                generation,
+                reason: reason.clone(),
+                needs: needs.clone(),
             },
         }
     }
@@ -177,7 +212,9 @@ impl OutboxEntry {
     pub fn is_final(&self) -> bool {
         matches!(
             self.frame,
-            ClientFrame::TaskComplete { .. } | ClientFrame::TaskFailed { .. }
+            ClientFrame::TaskComplete { .. }
+                | ClientFrame::TaskFailed { .. }
+                | ClientFrame::TaskBlocked { .. }
         )
     }
 
@@ -185,7 +222,8 @@ impl OutboxEntry {
     pub fn set_generation(&mut self, generation: u64) {
         match &mut self.frame {
             ClientFrame::TaskComplete { generation: g, .. }
-            | ClientFrame::TaskFailed { generation: g, .. } => *g = generation,
+            | ClientFrame::TaskFailed { generation: g, .. }
+            | ClientFrame::TaskBlocked { generation: g, .. } => *g = generation,
             ClientFrame::TaskProgress { generation: g, .. } => *g = Some(generation),
             _ => {}
         }
@@ -356,7 +394,7 @@ impl StateDir {
     /// Moves the task's result files out of `results_dir` (so a later assignment
     /// of the same task id never sees them) and drops its task file.
     pub fn archive_results(&self, results_dir: &Path, task_id: &str, generation: u64) {
-        for suffix in ["json", "started"] {
+        for suffix in ["json", "started", "progress", "heartbeat"] {
             let from = results_dir.join(format!("{task_id}.{suffix}"));
             if from.exists() {
                 let to = self
@@ -457,6 +495,8 @@ mod tests {
             attempt: 1,
             lease_ms: 300_000,
             needed_capabilities: vec![],
+            stall_ms: None,
+            max_runtime_ms: None,
         }
     }
 
@@ -467,10 +507,7 @@ mod tests {
         assert!(loaded.record.is_none());
         let rec = TaskRecord::new(assignment("task-1"));
         dir.save_record(&rec).expect("save");
-        let report = FinalReport::Failed {
-            reason: "r".into(),
-            error: "e".into(),
-        };
+        let report = FinalReport::failed("r", "e");
         let e1 = dir
             .push_outbox("task-1", report.frame("task-1", 3))
             .expect("push");

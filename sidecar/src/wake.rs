@@ -28,10 +28,13 @@ pub struct WakeEnv {
 }
 
 /// How one attempt ended.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub enum Attempt {
     /// Exit status 0 within the timeout.
     Success,
+    /// Still running when the agent confirmed it started: the command is the
+    /// agent itself (`wake_mode = "process"` with a foreground agent).
+    Running(tokio::process::Child),
     Failed(String),
 }
 
@@ -69,13 +72,15 @@ fn substitute(arg: &str, env: &WakeEnv) -> String {
 }
 
 /// Runs one wake attempt; `on_spawn` gets the new process group id as soon as the
-/// process exists.
+/// process exists. A command still running when `started()` turns true is the
+/// agent itself and is answered as [`Attempt::Running`].
 pub async fn run_attempt(
     command: &WakeCommand,
     env: &WakeEnv,
     log_path: &Path,
     timeout: Duration,
     on_spawn: impl FnOnce(i32),
+    started: impl Fn() -> bool,
 ) -> Attempt {
     let mut cmd = match command {
         WakeCommand::Shell(text) => {
@@ -113,22 +118,38 @@ pub async fn run_attempt(
     if let Some(pgid) = pgid {
         on_spawn(pgid);
     }
-    match tokio::time::timeout(timeout, child.wait()).await {
-        Ok(Ok(status)) if status.success() => Attempt::Success,
-        Ok(Ok(status)) => Attempt::Failed(format!("wake command exited with {status}")),
-        Ok(Err(e)) => Attempt::Failed(format!("cannot wait for wake command: {e}")),
-        Err(_) => {
-            if let Some(pgid) = pgid {
-                signal_group(pgid, libc::SIGKILL);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let check = tokio::time::Instant::now() + STARTED_CHECK;
+        tokio::select! {
+            status = child.wait() => {
+                return match status {
+                    Ok(status) if status.success() => Attempt::Success,
+                    Ok(status) => Attempt::Failed(format!("wake command exited with {status}")),
+                    Err(e) => Attempt::Failed(format!("cannot wait for wake command: {e}")),
+                };
             }
-            let _ = child.wait().await;
-            Attempt::Failed(format!(
-                "wake command did not finish within {} ms",
-                timeout.as_millis()
-            ))
+            _ = tokio::time::sleep_until(check.min(deadline)) => {
+                if started() {
+                    return Attempt::Running(child);
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    if let Some(pgid) = pgid {
+                        signal_group(pgid, libc::SIGKILL);
+                    }
+                    let _ = child.wait().await;
+                    return Attempt::Failed(format!(
+                        "wake command did not finish within {} ms",
+                        timeout.as_millis()
+                    ));
+                }
+            }
         }
     }
 }
+
+/// How often a running wake command is checked for the agent's `.started`.
+const STARTED_CHECK: Duration = Duration::from_millis(100);
 
 /// Whether `pgid` may be signalled: never our own group, init, or "every process".
 fn signallable(pgid: i32) -> bool {

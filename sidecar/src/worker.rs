@@ -18,8 +18,9 @@ use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
+use crate::liveness::{AgentWatch, Limits, Verdict};
 use crate::relay::clip;
-use crate::results::{self, DirWatch, ResultFile};
+use crate::results::{self, AgentProgress, DirWatch, ResultFile};
 use crate::state::{now_ms, FinalReport, Phase, TaskRecord};
 use crate::wake::{self, Attempt, WakeEnv};
 
@@ -45,6 +46,10 @@ pub enum WorkerMsg {
         success: bool,
         error: Option<String>,
     },
+    /// The agent's progress file changed.
+    Progress(AgentProgress),
+    /// The agent's processes ended; stop renewing the lease.
+    AgentGone,
     Final(FinalReport),
 }
 
@@ -73,6 +78,24 @@ impl WorkerCtx {
         });
     }
 
+    /// This attempt's limits: the task's own `stall_ms` / `max_runtime_ms` win
+    /// over the sidecar's.
+    fn limits(&self, rec: &TaskRecord) -> Limits {
+        let t = &self.cfg.timings;
+        let a = &rec.assignment;
+        let stall = a.stall_ms.map(Duration::from_millis).or(t.stall);
+        let max_runtime = a
+            .max_runtime_ms
+            .map(Duration::from_millis)
+            .or(t.max_runtime);
+        Limits {
+            mode: self.cfg.wake_mode,
+            exit_grace: t.agent_exit_grace,
+            stall,
+            deadline_ms: max_runtime.map(|d| rec.accepted_at_ms + d.as_millis() as u64),
+        }
+    }
+
     fn wake_env(&self, rec: &TaskRecord) -> WakeEnv {
         let a = &rec.assignment;
         let task_json = serde_json::to_string(a).unwrap_or_default();
@@ -95,6 +118,18 @@ impl WorkerCtx {
             (
                 "AGENTCOM_STARTED_FILE".into(),
                 results::started_path(dir, &a.task_id).display().to_string(),
+            ),
+            (
+                "AGENTCOM_PROGRESS_FILE".into(),
+                results::progress_path(dir, &a.task_id)
+                    .display()
+                    .to_string(),
+            ),
+            (
+                "AGENTCOM_HEARTBEAT_FILE".into(),
+                results::heartbeat_path(dir, &a.task_id)
+                    .display()
+                    .to_string(),
             ),
             (
                 "AGENTCOM_SIDECAR_CONFIG".into(),
@@ -129,52 +164,45 @@ pub async fn work(ctx: WorkerCtx) {
     let task_id = rec.task_id().to_string();
     let t = ctx.cfg.timings.clone();
     let mut watch = DirWatch::new(&dir, t.results_poll);
+    let mut agent = AgentWatch::new(
+        ctx.limits(&rec),
+        rec.pgid,
+        ctx.wake_log.clone(),
+        vec![
+            ctx.wake_log.clone(),
+            results::heartbeat_path(&dir, &task_id),
+            results::progress_path(&dir, &task_id),
+        ],
+    );
 
     // 1. Wake, unless the agent already started (or finished) this task.
     if matches!(rec.phase, Phase::Accepted | Phase::Waking) && !results::started(&dir, &task_id) {
-        if let Err(report) = wake_with_retries(&ctx, &mut rec).await {
-            ctx.tell(WorkerMsg::Final(report));
-            return;
+        match wake_with_retries(&ctx, &mut rec).await {
+            Err(report) => {
+                ctx.tell(WorkerMsg::Final(report));
+                return;
+            }
+            Ok(child) => {
+                agent.set_pgid(rec.pgid);
+                if let Some(child) = child {
+                    agent.adopt_child(child);
+                }
+            }
         }
         rec.phase = Phase::AwaitingStart;
         rec.confirm_deadline_ms = Some(now_ms() + t.confirmation_timeout.as_millis() as u64);
         ctx.phase(&rec);
     }
 
-    // 2. Wait for the agent's confirmation.
-    if matches!(
-        rec.phase,
-        Phase::Accepted | Phase::Waking | Phase::AwaitingStart
-    ) {
-        let deadline_ms = rec
-            .confirm_deadline_ms
-            .unwrap_or_else(|| now_ms() + t.confirmation_timeout.as_millis() as u64);
-        while !results::started(&dir, &task_id) {
-            if now_ms() >= deadline_ms {
-                if let Some(pgid) = rec.pgid {
-                    wake::stop_group(pgid, t.kill_grace).await;
-                }
-                let error = format!(
-                    "confirmation_timeout: no {} within {} ms of the wake",
-                    results::started_path(&dir, &task_id).display(),
-                    t.confirmation_timeout.as_millis()
-                );
-                ctx.tell(WorkerMsg::Final(FinalReport::Failed {
-                    reason: "confirmation_timeout".into(),
-                    error: clip(&error),
-                }));
-                return;
-            }
-            let left = Duration::from_millis(deadline_ms.saturating_sub(now_ms()));
-            let _ = tokio::time::timeout(left, watch.changed()).await;
-        }
-        rec.phase = Phase::Working;
-        ctx.phase(&rec);
-    }
-
-    // 3. Wait for the result.
+    // 2. Wait for the agent's confirmation, then for its result, watching that
+    //    it is still there.
     let mut invalid_since: Option<Instant> = None;
+    let mut progress = ProgressWatch::default();
     loop {
+        if rec.phase != Phase::Working && results::started(&dir, &task_id) {
+            rec.phase = Phase::Working;
+            ctx.phase(&rec);
+        }
         match results::read_result(&dir, &task_id) {
             ResultFile::Ready(map) => {
                 let report = report_from_result(map, &ctx.git_record);
@@ -184,28 +212,98 @@ pub async fn work(ctx: WorkerCtx) {
             ResultFile::Invalid(why) => {
                 let since = *invalid_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= t.result_settle {
-                    ctx.tell(WorkerMsg::Final(FinalReport::Failed {
-                        reason: "invalid_result".into(),
-                        error: clip(&format!("invalid_result: {why}")),
-                    }));
+                    ctx.tell(WorkerMsg::Final(FinalReport::failed(
+                        "invalid_result",
+                        clip(&format!("invalid_result: {why}")),
+                    )));
                     return;
                 }
             }
             ResultFile::Missing => invalid_since = None,
         }
-        watch.changed().await;
+        if let Some(p) = progress.read(&dir, &task_id) {
+            ctx.tell(WorkerMsg::Progress(p));
+        }
+        match agent.check() {
+            Verdict::Alive => {}
+            Verdict::Gone => {
+                tracing::warn!(task_id = %task_id, grace_ms = t.agent_exit_grace.as_millis() as u64,
+                    "the agent's processes ended without a result; no more lease renewals");
+                ctx.tell(WorkerMsg::AgentGone);
+            }
+            Verdict::End(report) => {
+                if let Some(pgid) = rec.pgid {
+                    wake::stop_group(pgid, t.kill_grace).await;
+                }
+                agent.reap(t.kill_grace).await;
+                ctx.tell(WorkerMsg::Final(report));
+                return;
+            }
+        }
+        let mut wait = t.results_poll;
+        if rec.phase == Phase::AwaitingStart {
+            let deadline_ms = rec
+                .confirm_deadline_ms
+                .unwrap_or_else(|| now_ms() + t.confirmation_timeout.as_millis() as u64);
+            if now_ms() >= deadline_ms {
+                if let Some(pgid) = rec.pgid {
+                    wake::stop_group(pgid, t.kill_grace).await;
+                }
+                let error = format!(
+                    "confirmation_timeout: no {} within {} ms of the wake",
+                    results::started_path(&dir, &task_id).display(),
+                    t.confirmation_timeout.as_millis()
+                );
+                ctx.tell(WorkerMsg::Final(FinalReport::failed(
+                    "confirmation_timeout",
+                    clip(&error),
+                )));
+                return;
+            }
+            wait = wait.min(Duration::from_millis(deadline_ms.saturating_sub(now_ms())));
+        }
+        let _ = tokio::time::timeout(wait, watch.changed()).await;
+    }
+}
+
+/// The agent's progress file, passed on when its content changes.
+#[derive(Default)]
+struct ProgressWatch {
+    last: Option<Vec<u8>>,
+}
+
+impl ProgressWatch {
+    fn read(&mut self, dir: &std::path::Path, task_id: &str) -> Option<AgentProgress> {
+        let bytes = std::fs::read(results::progress_path(dir, task_id)).ok()?;
+        if self.last.as_ref() == Some(&bytes) {
+            return None;
+        }
+        self.last = Some(bytes.clone());
+        match results::parse_progress(&bytes) {
+            Ok(p) => Some(p),
+            Err(why) => {
+                tracing::warn!(task_id, error = %why, "progress file ignored");
+                None
+            }
+        }
     }
 }
 
 /// Runs the wake command until an attempt succeeds; `Err` is the final report.
-async fn wake_with_retries(ctx: &WorkerCtx, rec: &mut TaskRecord) -> Result<(), FinalReport> {
+/// `Ok(Some(child))`: the wake command is still running as the agent.
+async fn wake_with_retries(
+    ctx: &WorkerCtx,
+    rec: &mut TaskRecord,
+) -> Result<Option<tokio::process::Child>, FinalReport> {
     let t = &ctx.cfg.timings;
     let Some(command) = ctx.cfg.wake_command.clone() else {
-        return Err(FinalReport::Failed {
-            reason: "wake_failed".into(),
-            error: "wake_failed: wake_command is not configured".into(),
-        });
+        return Err(FinalReport::failed(
+            "wake_failed",
+            "wake_failed: wake_command is not configured",
+        ));
     };
+    let dir = ctx.cfg.results_dir.clone();
+    let task_id = rec.task_id().to_string();
     let attempts = 1 + t.wake_retry_delays.len() as u32;
     let env = ctx.wake_env(rec);
     let mut last_error = String::from("no attempt made");
@@ -223,28 +321,38 @@ async fn wake_with_retries(ctx: &WorkerCtx, rec: &mut TaskRecord) -> Result<(), 
         ctx.phase(rec);
         let attempt = rec.wake_attempts;
         let mut spawned = None;
-        let outcome = wake::run_attempt(&command, &env, &ctx.wake_log, t.wake_timeout, |pgid| {
-            spawned = Some(pgid);
-            ctx.tell(WorkerMsg::Phase {
-                phase: Phase::Waking,
-                wake_attempts: attempt,
-                pgid: Some(pgid),
-                confirm_deadline_ms: None,
-            });
-        })
+        let outcome = wake::run_attempt(
+            &command,
+            &env,
+            &ctx.wake_log,
+            t.wake_timeout,
+            |pgid| {
+                spawned = Some(pgid);
+                ctx.tell(WorkerMsg::Phase {
+                    phase: Phase::Waking,
+                    wake_attempts: attempt,
+                    pgid: Some(pgid),
+                    confirm_deadline_ms: None,
+                });
+            },
+            || results::started(&dir, &task_id),
+        )
         .await;
         if let Some(pgid) = spawned {
             rec.pgid = Some(pgid);
         }
         match outcome {
-            Attempt::Success => {
+            Attempt::Success | Attempt::Running(_) => {
                 tracing::info!(task_id = %rec.task_id(), attempt, "agent woken");
                 ctx.tell(WorkerMsg::Wake {
                     attempt,
                     success: true,
                     error: None,
                 });
-                return Ok(());
+                return Ok(match outcome {
+                    Attempt::Running(child) => Some(child),
+                    _ => None,
+                });
             }
             Attempt::Failed(error) => {
                 tracing::warn!(task_id = %rec.task_id(), attempt, error = %error, "wake attempt failed");
@@ -260,96 +368,144 @@ async fn wake_with_retries(ctx: &WorkerCtx, rec: &mut TaskRecord) -> Result<(), 
             }
         }
     }
-    Err(FinalReport::Failed {
-        reason: "wake_failed".into(),
-        error: clip(&format!(
+    Err(FinalReport::failed(
+        "wake_failed",
+        clip(&format!(
             "wake_failed: {attempts} attempts failed; last: {last_error}"
         )),
-    })
+    ))
 }
 
-/// `status: "success"` → complete with the whole object (plus `pr_url` when the
-/// git submit recorded one); anything else → failed with the agent's reason.
-pub fn report_from_result(
-    mut map: Map<String, Value>,
-    git_record: &std::path::Path,
-) -> FinalReport {
+/// The result statuses an agent may write.
+pub const RESULT_STATUSES: &[&str] =
+    &["success", "no_work", "failed", "failed_terminal", "blocked"];
+
+/// Turns the agent's result file into the report:
+/// - `success` → complete with the whole object (plus `pr_url` when the git
+///   submit recorded one); `no_work` → complete too, with `outcome: "no_work"`
+///   (what a standing order records);
+/// - `failed` → retryable failure (optional `retry_after_s`);
+///   `failed_terminal` → failure the hub dead-letters at once;
+/// - `blocked` → `task_blocked` with `reason` and optional `needs`;
+/// - anything else → `invalid_result`, naming the accepted statuses.
+pub fn report_from_result(map: Map<String, Value>, git_record: &std::path::Path) -> FinalReport {
     let status = map
         .get("status")
         .and_then(Value::as_str)
         .map(str::to_string);
-    if status.as_deref() == Some("success") {
-        // Hand-offs travel in the frame, not in the result. A bad one would make
-        // the hub refuse the whole completion: report a failure that says why
-        // instead, so the task is retried rather than silently losing its hand-off.
-        let follow_ups = match map.remove("follow_ups") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(items)) => items,
-            Some(_) => {
-                return FinalReport::Failed {
-                    reason: "invalid follow_ups".into(),
-                    error: "follow_ups must be a list of task specs".into(),
-                }
-            }
-        };
-        let mut problems = Vec::new();
-        if follow_ups.len() > MAX_FOLLOW_UPS {
-            problems.push(format!("at most {MAX_FOLLOW_UPS} follow_ups"));
-        }
-        if let Err(errors) = parse_task_specs(&follow_ups, |i| format!("follow_ups[{i}].")) {
-            problems.extend(
-                errors
-                    .into_iter()
-                    .map(|e| format!("{}: {}", e.field, e.detail)),
-            );
-        }
-        if !problems.is_empty() {
-            return FinalReport::Failed {
-                reason: "invalid follow_ups".into(),
-                error: clip(&problems.join("; ")),
-            };
-        }
-        if !map.contains_key("pr_url") {
-            let pr_url = std::fs::read(git_record)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-                .and_then(|v| v.get("pr_url").cloned())
-                .filter(|v| v.is_string());
-            if let Some(url) = pr_url {
-                map.insert("pr_url".into(), url);
-            }
-        }
-        let tokens_used = map.get("tokens_used").and_then(Value::as_u64);
-        let size = serde_json::to_vec(&map).map(|v| v.len()).unwrap_or(0);
-        if size > MAX_RESULT_BYTES {
-            let mut small = Map::new();
-            small.insert("status".into(), json!("success"));
-            small.insert("result_truncated".into(), json!(true));
-            small.insert("original_bytes".into(), json!(size));
-            for key in ["pr_url", "summary"] {
-                if let Some(Value::String(s)) = map.get(key) {
-                    small.insert(key.into(), json!(s.chars().take(4000).collect::<String>()));
-                }
-            }
-            map = small;
-        }
-        return FinalReport::Complete {
-            result: map,
-            tokens_used,
-            follow_ups,
-        };
-    }
     let text = |k: &str| map.get(k).and_then(Value::as_str).map(str::to_string);
-    let reason = text("reason")
-        .or_else(|| text("error"))
-        .unwrap_or_else(|| match &status {
-            Some(s) => format!("agent reported status {s:?}"),
-            None => "agent result has no status".to_string(),
-        });
-    let error = text("error").unwrap_or_else(|| reason.clone());
-    FinalReport::Failed {
-        reason: clip(&reason),
-        error: clip(&error),
+    match status.as_deref() {
+        Some("success") => completion(map, git_record),
+        Some("no_work") => {
+            let mut map = map;
+            map.entry("outcome").or_insert_with(|| json!("no_work"));
+            completion(map, git_record)
+        }
+        Some(s @ ("failed" | "failed_terminal")) => {
+            let reason = text("reason")
+                .or_else(|| text("error"))
+                .unwrap_or_else(|| "agent reported failure".to_string());
+            let error = text("error").unwrap_or_else(|| reason.clone());
+            let retry_after_s = match map.get("retry_after_s") {
+                None | Some(Value::Null) => None,
+                Some(v) => match v.as_u64() {
+                    Some(n) => Some(n),
+                    None => {
+                        return FinalReport::failed(
+                            "invalid_result",
+                            "invalid_result: retry_after_s must be a whole number of seconds",
+                        )
+                    }
+                },
+            };
+            FinalReport::Failed {
+                reason: clip(&reason),
+                error: clip(&error),
+                retry_after_s,
+                terminal: s == "failed_terminal",
+            }
+        }
+        Some("blocked") => FinalReport::Blocked {
+            reason: clip(&text("reason").unwrap_or_else(|| "blocked".to_string())),
+            needs: text("needs").map(|n| n.chars().take(256).collect()),
+        },
+        other => {
+            let got = match other {
+                Some(s) => format!("status {s:?}"),
+                None => "no status".to_string(),
+            };
+            FinalReport::failed(
+                "invalid_result",
+                clip(&format!(
+                    "invalid_result: the result has {got}; expected one of {}",
+                    RESULT_STATUSES.join(", ")
+                )),
+            )
+        }
+    }
+}
+
+/// `success` / `no_work`: the completion, its follow-ups checked first.
+fn completion(mut map: Map<String, Value>, git_record: &std::path::Path) -> FinalReport {
+    // Hand-offs travel in the frame, not in the result. A bad one would make
+    // the hub refuse the whole completion: report a failure that says why
+    // instead, so the task is retried rather than silently losing its hand-off.
+    let follow_ups = match map.remove("follow_ups") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            return FinalReport::failed(
+                "invalid follow_ups",
+                "follow_ups must be a list of task specs",
+            )
+        }
+    };
+    let mut problems = Vec::new();
+    if follow_ups.len() > MAX_FOLLOW_UPS {
+        problems.push(format!("at most {MAX_FOLLOW_UPS} follow_ups"));
+    }
+    if let Err(errors) = parse_task_specs(&follow_ups, |i| format!("follow_ups[{i}].")) {
+        problems.extend(
+            errors
+                .into_iter()
+                .map(|e| format!("{}: {}", e.field, e.detail)),
+        );
+    }
+    if !problems.is_empty() {
+        return FinalReport::failed("invalid follow_ups", clip(&problems.join("; ")));
+    }
+    if !map.contains_key("pr_url") {
+        let pr_url = std::fs::read(git_record)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .and_then(|v| v.get("pr_url").cloned())
+            .filter(|v| v.is_string());
+        if let Some(url) = pr_url {
+            map.insert("pr_url".into(), url);
+        }
+    }
+    let tokens_used = map.get("tokens_used").and_then(Value::as_u64);
+    let size = serde_json::to_vec(&map).map(|v| v.len()).unwrap_or(0);
+    if size > MAX_RESULT_BYTES {
+        let mut small = Map::new();
+        for key in ["status", "outcome"] {
+            if let Some(v) = map.get(key) {
+                small.insert(key.into(), v.clone());
+            }
+        }
+        small.insert("result_truncated".into(), json!(true));
+        small.insert("original_bytes".into(), json!(size));
+        for key in ["pr_url", "summary"] {
+            if let Some(Value::String(s)) = map.get(key) {
+                small.insert(key.into(), json!(s.chars().take(4000).collect::<String>()));
+            }
+        }
+        map = small;
+    }
+    FinalReport::Complete {
+        result: map,
+        tokens_used,
+        follow_ups,
     }
 }
 
@@ -400,7 +556,7 @@ mod tests {
             Path::new("/nonexistent"),
         );
         match bad {
-            FinalReport::Failed { reason, error } => {
+            FinalReport::Failed { reason, error, .. } => {
                 assert_eq!(reason, "invalid follow_ups");
                 assert!(error.contains("follow_ups[0].description"), "{error}");
             }
@@ -422,21 +578,60 @@ mod tests {
     }
 
     #[test]
-    fn anything_else_fails_with_the_reason() {
+    fn each_result_status_has_its_report() {
+        let x = Path::new("/x");
         let r = report_from_result(
-            obj(json!({"status":"failure","reason":"tests red"})),
-            Path::new("/x"),
+            obj(json!({"status":"failed","reason":"tests red","retry_after_s":30})),
+            x,
         );
-        assert!(matches!(r, FinalReport::Failed { ref reason, .. } if reason == "tests red"));
-        let r = report_from_result(obj(json!({"status":"weird"})), Path::new("/x"));
-        assert!(matches!(r, FinalReport::Failed { ref reason, .. } if reason.contains("weird")));
-        let long = "x".repeat(5000);
+        assert_eq!(
+            r,
+            FinalReport::Failed {
+                reason: "tests red".into(),
+                error: "tests red".into(),
+                retry_after_s: Some(30),
+                terminal: false
+            }
+        );
         let r = report_from_result(
-            obj(json!({"status":"failed","error": long})),
-            Path::new("/x"),
+            obj(json!({"status":"failed_terminal","error":"no such repo"})),
+            x,
         );
         assert!(
-            matches!(r, FinalReport::Failed { ref reason, ref error } if reason.len() == 2000 && error.len() == 2000)
+            matches!(r, FinalReport::Failed { terminal: true, ref reason, .. } if reason == "no such repo")
+        );
+        let r = report_from_result(
+            obj(json!({"status":"blocked","reason":"need creds","needs":"aws"})),
+            x,
+        );
+        assert_eq!(
+            r,
+            FinalReport::Blocked {
+                reason: "need creds".into(),
+                needs: Some("aws".into())
+            }
+        );
+        let r = report_from_result(obj(json!({"status":"no_work"})), x);
+        let FinalReport::Complete { result, .. } = r else {
+            panic!("no_work completes")
+        };
+        assert_eq!(result["outcome"], "no_work");
+        for bad in [
+            json!({"status":"weird"}),
+            json!({}),
+            json!({"status":"failed","retry_after_s":"soon"}),
+        ] {
+            let r = report_from_result(obj(bad.clone()), x);
+            assert!(
+                matches!(r, FinalReport::Failed { ref reason, ref error, .. }
+                    if reason == "invalid_result" && (error.contains("failed_terminal") || error.contains("retry_after_s"))),
+                "{bad} -> {r:?}"
+            );
+        }
+        let long = "x".repeat(5000);
+        let r = report_from_result(obj(json!({"status":"failed","error": long})), x);
+        assert!(
+            matches!(r, FinalReport::Failed { ref reason, ref error, .. } if reason.len() == 2000 && error.len() == 2000)
         );
     }
 

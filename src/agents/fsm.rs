@@ -19,7 +19,7 @@ use bytestring::ByteString;
 
 use crate::agents::presence::{Presence, PresenceEvent, PresenceUpdate};
 use crate::agents::scheduler::{AgentAvailable, AgentUnavailable, Scheduler};
-use crate::domain::task::RECLAIM_AGENT_DISABLED;
+use crate::domain::task::{FailReport, RECLAIM_AGENT_DISABLED};
 use crate::protocol::{
     parse_task_specs, AgentInfo, ClientFrame, ErrorFrame, ServerFrame, TaskAssignment,
 };
@@ -553,11 +553,20 @@ fn to_report(frame: ClientFrame) -> Option<Result<(String, Report, Reply), Serve
             generation,
             error,
             reason,
+            retry_after_s,
+            terminal,
         } => (
             task_id,
             Report::Fail {
                 generation,
-                error: error.or(reason).unwrap_or_else(|| "unspecified".into()),
+                report: FailReport {
+                    error: error
+                        .or_else(|| reason.clone())
+                        .unwrap_or_else(|| "unspecified".into()),
+                    reason,
+                    retry_after_s,
+                    terminal: terminal.unwrap_or(false),
+                },
             },
             Reply::Ack("task_fail_failed"),
         ),

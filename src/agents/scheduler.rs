@@ -92,15 +92,21 @@ pub(crate) struct TaskReady {
     pub seq: u64,
     pub priority: u8,
     pub capabilities: Vec<String>,
+    /// The agent whose attempt of this task just failed: served last.
+    pub avoid: Option<String>,
 }
 
 impl Handler<TaskReady> for Scheduler {
     type Result = ();
 
     fn handle(&mut self, msg: TaskReady, ctx: &mut Context<Self>) {
-        let matched = self
-            .index
-            .task_ready(msg.task_id, msg.seq, msg.priority, msg.capabilities);
+        let matched = self.index.task_ready_avoiding(
+            msg.task_id,
+            msg.seq,
+            msg.priority,
+            msg.capabilities,
+            msg.avoid.as_deref(),
+        );
         if let Some(matched) = matched {
             self.dispatch(matched, ctx);
         }

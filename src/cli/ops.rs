@@ -49,6 +49,12 @@ pub enum TaskAction {
         #[command(flatten)]
         online: Online,
     },
+    /// Show a task: status, holder, latest progress, run_after, last error.
+    Show {
+        task_id: String,
+        #[command(flatten)]
+        online: Online,
+    },
     /// Show a task's attempts (agent, generation, times, outcome).
     Attempts {
         task_id: String,
@@ -179,6 +185,12 @@ pub fn task(action: TaskAction) -> Result<(), Fatal> {
                 Some(json!({"priority": priority})),
             )
         }
+        TaskAction::Show { task_id, online } => (
+            online,
+            "GET",
+            format!("/api/tasks/{}", encode(&task_id)),
+            None,
+        ),
         TaskAction::Attempts { task_id, online } => (
             online,
             "GET",

@@ -66,6 +66,7 @@ impl<A> MatchIndex<A> {
     /// A task became ready (`capabilities` sorted, without repeats). The longest
     /// idle agent that covers it takes it at once; else it waits in the index. A
     /// task already waiting is left as it is.
+    #[cfg(test)]
     pub(crate) fn task_ready(
         &mut self,
         task_id: String,
@@ -73,11 +74,32 @@ impl<A> MatchIndex<A> {
         priority: u8,
         capabilities: Vec<String>,
     ) -> Option<Match<A>> {
+        self.task_ready_avoiding(task_id, seq, priority, capabilities, None)
+    }
+
+    /// [`MatchIndex::task_ready`], where `avoid` (the agent whose attempt just
+    /// failed) takes the task only when no other covering agent is idle.
+    pub(crate) fn task_ready_avoiding(
+        &mut self,
+        task_id: String,
+        seq: u64,
+        priority: u8,
+        capabilities: Vec<String>,
+        avoid: Option<&str>,
+    ) -> Option<Match<A>> {
         if self.ready_index.contains_key(&task_id) {
             return None;
         }
         let sig: Sig = capabilities.into();
-        if let Some((_, agent_id)) = self.idle_for(&sig).first().cloned() {
+        let idle = self.idle_for(&sig);
+        let pick = match avoid {
+            Some(avoid) => idle
+                .iter()
+                .find(|(_, id)| id != avoid)
+                .or_else(|| idle.first()),
+            None => idle.first(),
+        };
+        if let Some((_, agent_id)) = pick.cloned() {
             return self.take_agent(task_id, agent_id);
         }
         let key = (priority, seq, task_id.clone());
@@ -284,6 +306,18 @@ mod tests {
             pair(index.task_ready("any".into(), 2, 2, caps(&[]))),
             Some(("any".into(), "half".into()))
         );
+    }
+
+    #[test]
+    fn the_agent_whose_attempt_failed_is_served_last() {
+        let mut index = MatchIndex::default();
+        index.agent_idle("failed".into(), 10, caps(&["x"]), ());
+        index.agent_idle("other".into(), 20, caps(&["x"]), ());
+        let m = index.task_ready_avoiding("t".into(), 1, 2, caps(&["x"]), Some("failed"));
+        assert_eq!(pair(m), Some(("t".into(), "other".into())));
+        // Alone, it still takes the task.
+        let m = index.task_ready_avoiding("u".into(), 2, 2, caps(&["x"]), Some("failed"));
+        assert_eq!(pair(m), Some(("u".into(), "failed".into())));
     }
 
     #[test]

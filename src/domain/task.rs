@@ -205,11 +205,74 @@ pub(crate) struct Task {
     pub attempts: Vec<Attempt>,
     #[serde(default)]
     pub attempts_dropped: u32,
+    /// See `TaskSpec::stall_ms` and `TaskSpec::max_runtime_ms`: passed to the
+    /// agent's sidecar with the assignment.
+    #[serde(default)]
+    pub stall_ms: Option<u64>,
+    #[serde(default)]
+    pub max_runtime_ms: Option<u64>,
+    /// The holder's latest progress report with a percentage or a message
+    /// (cleared by a new assignment).
+    #[serde(default)]
+    pub progress: Option<Progress>,
     /// How many history entries this copy recorded (not stored): the queue
     /// compares it before and after a change to find the entries the change added
     /// (see [`Task::recorded_since`]).
     #[serde(skip)]
     pub recorded: u64,
+}
+
+/// The latest `task_progress` of the current (or last) attempt.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct Progress {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub at: i64,
+    pub generation: u64,
+}
+
+/// A `task_failed` report.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct FailReport {
+    pub error: String,
+    /// The agent's short reason (`agent_exited`, `stalled`, ...), when it gave one.
+    pub reason: Option<String>,
+    /// Retry no sooner than this (seconds); replaces the backoff.
+    pub retry_after_s: Option<u64>,
+    /// Dead-letter now.
+    pub terminal: bool,
+}
+
+/// When a retryable failure goes back to the queue: full-jitter exponential
+/// backoff, `min(max_ms, base_ms × 2^(failures−1))` scaled by a random unit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Backoff {
+    pub base_ms: u64,
+    pub max_ms: u64,
+}
+
+/// Longest `retry_after_s` honoured: a week.
+pub(crate) const MAX_RETRY_AFTER_S: u64 = 7 * 24 * 3600;
+
+impl Backoff {
+    /// The cap of the delay after the `failures`-th failure.
+    pub(crate) fn cap_ms(&self, failures: u32) -> u64 {
+        let doubling = 1u64
+            .checked_shl(failures.saturating_sub(1))
+            .unwrap_or(u64::MAX);
+        self.base_ms.saturating_mul(doubling).min(self.max_ms)
+    }
+
+    /// The delay after the `failures`-th failure; `unit` in [0, 1) is the
+    /// jitter. The agent's `retry_after_s` wins when given.
+    pub(crate) fn delay_ms(&self, failures: u32, retry_after_s: Option<u64>, unit: f64) -> u64 {
+        if let Some(s) = retry_after_s {
+            return s.min(MAX_RETRY_AFTER_S) * 1000;
+        }
+        (self.cap_ms(failures) as f64 * unit.clamp(0.0, 1.0)) as u64
+    }
 }
 
 /// Defaults a submission falls back on.
@@ -271,6 +334,9 @@ impl Task {
             blocked_on: None,
             attempts: Vec::new(),
             attempts_dropped: 0,
+            stall_ms: spec.stall_ms,
+            max_runtime_ms: spec.max_runtime_ms,
+            progress: None,
             recorded: 0,
         };
         if task.correlation_id.is_none() {
@@ -402,6 +468,7 @@ impl Task {
         self.assigned_to = Some(agent.to_string());
         self.assigned_at = Some(now);
         self.accepted_at = None;
+        self.progress = None;
         self.attempts.push(Attempt {
             attempt: self.attempt,
             agent_id: agent.to_string(),
@@ -437,6 +504,8 @@ impl Task {
             attempt: self.attempt,
             lease_ms: self.lease_ms,
             needed_capabilities: self.needed_capabilities.clone(),
+            stall_ms: self.stall_ms,
+            max_runtime_ms: self.max_runtime_ms,
         }
     }
 
@@ -478,10 +547,19 @@ impl Task {
         now: i64,
     ) -> Result<(), TaskError> {
         self.check_holder(agent, generation)?;
+        let percent = progress.map(|p| p.min(100));
+        if percent.is_some() || message.is_some() {
+            self.progress = Some(Progress {
+                percent,
+                message: message.clone(),
+                at: now,
+                generation: self.generation,
+            });
+        }
         self.record(
             "progress",
             now,
-            json!({"agent_id": agent, "progress": progress, "message": message}),
+            json!({"agent_id": agent, "progress": percent, "message": message}),
         );
         Ok(())
     }
@@ -513,38 +591,51 @@ impl Task {
         Ok("complete".into())
     }
 
-    /// `task_failed`: requeue, or dead-letter at the `max_retries`-th failure.
+    /// `task_failed`: back to the queue after the backoff (`jitter` in [0, 1)),
+    /// or dead-letter at the `max_retries`-th failure or when `terminal`.
     pub(crate) fn fail(
         &mut self,
         agent: &str,
         generation: u64,
-        error: String,
+        report: FailReport,
+        backoff: Backoff,
+        jitter: f64,
         now: i64,
     ) -> Result<String, TaskError> {
         if let Some(ack) = self.repeated(agent, generation, ReportKind::Failed) {
             return Ok(ack);
         }
         self.check_holder(agent, Some(generation))?;
+        let FailReport {
+            error,
+            reason,
+            retry_after_s,
+            terminal,
+        } = report;
         self.retry_count += 1;
         self.last_error = Some(error.clone());
-        self.close_attempt(generation, "failed", None, Some(&error), now);
-        let ack = if self.retry_count >= self.max_retries {
+        self.close_attempt(generation, "failed", reason.as_deref(), Some(&error), now);
+        let mut details = json!({"agent_id": agent, "generation": generation, "error": error,
+                                 "retry_count": self.retry_count});
+        if let Some(reason) = &reason {
+            details["reason"] = json!(reason);
+        }
+        let ack = if terminal || self.retry_count >= self.max_retries {
             self.status = TaskStatus::DeadLetter;
-            self.record(
-                "dead_letter",
-                now,
-                json!({"agent_id": agent, "generation": generation, "error": error,
-                       "retry_count": self.retry_count}),
-            );
+            if terminal {
+                details["terminal"] = json!(true);
+            }
+            self.record("dead_letter", now, details);
             "dead_letter"
         } else {
             self.requeue();
-            self.record(
-                "retry",
-                now,
-                json!({"agent_id": agent, "generation": generation, "error": error,
-                       "retry_count": self.retry_count}),
-            );
+            let delay = backoff.delay_ms(self.retry_count, retry_after_s, jitter);
+            if delay > 0 {
+                let at = now.saturating_add(delay as i64);
+                self.run_after = Some(at);
+                details["run_after"] = json!(at);
+            }
+            self.record("retry", now, details);
             "retried"
         };
         self.remember(agent, generation, ReportKind::Failed, ack);
@@ -857,6 +948,9 @@ impl Task {
             "needs": self.needs,
             "unblock_at": self.unblock_at,
             "blocked_on": self.blocked_on,
+            "stall_ms": self.stall_ms,
+            "max_runtime_ms": self.max_runtime_ms,
+            "progress": self.progress,
             "history": self.history,
         })
     }
@@ -884,6 +978,65 @@ pub(crate) struct BlockReport<'a> {
 mod tests {
     use super::*;
 
+    const NO_BACKOFF: Backoff = Backoff {
+        base_ms: 0,
+        max_ms: 0,
+    };
+
+    fn plain(error: &str) -> FailReport {
+        FailReport {
+            error: error.into(),
+            reason: None,
+            retry_after_s: None,
+            terminal: false,
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_to_its_cap_with_full_jitter_and_retry_after_wins() {
+        let b = Backoff {
+            base_ms: 5_000,
+            max_ms: 600_000,
+        };
+        assert_eq!(b.cap_ms(1), 5_000);
+        assert_eq!(b.cap_ms(2), 10_000);
+        assert_eq!(b.cap_ms(3), 20_000);
+        assert_eq!(b.cap_ms(8), 600_000);
+        assert_eq!(b.cap_ms(200), 600_000);
+        assert_eq!(b.delay_ms(3, None, 0.5), 10_000);
+        assert_eq!(b.delay_ms(3, None, 0.0), 0);
+        assert_eq!(b.delay_ms(3, Some(7), 0.5), 7_000);
+        assert_eq!(b.delay_ms(1, Some(u64::MAX), 0.5), MAX_RETRY_AFTER_S * 1000);
+    }
+
+    #[test]
+    fn a_failure_waits_out_its_backoff_and_a_terminal_one_dead_letters() {
+        let b = Backoff {
+            base_ms: 1_000,
+            max_ms: 60_000,
+        };
+        let mut t = task(5);
+        t.assign("a", 10).unwrap();
+        assert_eq!(t.fail("a", 1, plain("x"), b, 0.5, 100).unwrap(), "retried");
+        assert_eq!(t.run_after, Some(600));
+        t.assign("a", 700).unwrap();
+        let mut report = plain("gone");
+        report.retry_after_s = Some(30);
+        report.reason = Some("agent_exited".into());
+        assert_eq!(t.fail("a", 3, report, b, 0.5, 800).unwrap(), "retried");
+        assert_eq!(t.run_after, Some(30_800));
+        assert_eq!(t.attempts[1].cause.as_deref(), Some("agent_exited"));
+        t.assign("a", 40_000).unwrap();
+        let mut report = plain("no such repo");
+        report.terminal = true;
+        assert_eq!(
+            t.fail("a", 5, report, b, 0.5, 40_001).unwrap(),
+            "dead_letter"
+        );
+        assert_eq!(t.status, TaskStatus::DeadLetter);
+        assert_eq!(t.retry_count, 3);
+    }
+
     fn task(max_retries: u32) -> Task {
         let spec = TaskSpec {
             description: "d".into(),
@@ -901,6 +1054,8 @@ mod tests {
             correlation_id: None,
             blocked_policy: None,
             blocked_requeue_ms: None,
+            stall_ms: None,
+            max_runtime_ms: None,
         };
         let defaults = TaskDefaults {
             max_retries: 3,
@@ -919,14 +1074,23 @@ mod tests {
             Err(TaskError::StaleGeneration)
         );
         assert_eq!(t.complete("b", 1, None, None, 2), Err(TaskError::NotOwner));
-        assert_eq!(t.fail("a", 1, "x".into(), 3).unwrap(), "retried");
+        assert_eq!(
+            t.fail("a", 1, plain("x"), NO_BACKOFF, 0.5, 3).unwrap(),
+            "retried"
+        );
         assert_eq!(t.generation, 2);
         // A repeat of the accepted failure is acknowledged again and changes nothing.
         let before = t.clone();
-        assert_eq!(t.fail("a", 1, "x".into(), 4).unwrap(), "retried");
+        assert_eq!(
+            t.fail("a", 1, plain("x"), NO_BACKOFF, 0.5, 4).unwrap(),
+            "retried"
+        );
         assert_eq!(t, before);
         assert_eq!(t.assign("a", 5).unwrap().generation, 3);
-        assert_eq!(t.fail("a", 3, "y".into(), 6).unwrap(), "dead_letter");
+        assert_eq!(
+            t.fail("a", 3, plain("y"), NO_BACKOFF, 0.5, 6).unwrap(),
+            "dead_letter"
+        );
         assert_eq!(t.status, TaskStatus::DeadLetter);
         t.force_retry("admin", 7).unwrap();
         assert_eq!(
@@ -939,7 +1103,10 @@ mod tests {
     fn cancel_takes_unfinished_and_dead_lettered_tasks_only() {
         let mut t = task(0);
         t.assign("a", 1).unwrap();
-        assert_eq!(t.fail("a", 1, "x".into(), 2).unwrap(), "dead_letter");
+        assert_eq!(
+            t.fail("a", 1, plain("x"), NO_BACKOFF, 0.5, 2).unwrap(),
+            "dead_letter"
+        );
         assert_eq!(t.cancel("admin", 3), Ok(TaskStatus::DeadLetter));
         assert_eq!(t.status, TaskStatus::Cancelled);
         assert_eq!(
@@ -999,7 +1166,7 @@ mod tests {
             assert_eq!(t.recorded_since(before).len(), 1);
         }
         let before = t.recorded;
-        t.fail("a", 1, "x".into(), 3).unwrap();
+        t.fail("a", 1, plain("x"), NO_BACKOFF, 0.5, 3).unwrap();
         let added: Vec<&str> = t
             .recorded_since(before)
             .iter()

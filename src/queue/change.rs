@@ -410,5 +410,10 @@ pub(super) fn ready_of(task: &Task) -> TaskReady {
         seq: task.seq,
         priority: task.priority,
         capabilities: task.needed_capabilities.clone(),
+        avoid: task
+            .attempts
+            .last()
+            .filter(|a| a.outcome.as_deref() == Some("failed"))
+            .map(|a| a.agent_id.clone()),
     }
 }

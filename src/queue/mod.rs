@@ -53,7 +53,7 @@ use crate::config::Config;
 use crate::domain::completions::Completions;
 use crate::domain::dependencies::DependencyGraph;
 use crate::domain::outcomes::AgentOutcomes;
-use crate::domain::task::{TaskDefaults, TaskError};
+use crate::domain::task::{Backoff, TaskDefaults, TaskError};
 use crate::error::StoreError;
 use crate::ops::analytics::Analytics;
 use crate::ops::telemetry::Telemetry;
@@ -114,6 +114,7 @@ struct Policy {
     sweep_every: Duration,
     blocked_policy: BlockedPolicy,
     blocked_requeue_ms: u64,
+    backoff: Backoff,
 }
 
 /// See the module documentation.
@@ -152,6 +153,10 @@ impl TaskQueue {
                 sweep_every: Duration::from_millis(config.sweep_interval_ms),
                 blocked_policy: config.blocked_policy,
                 blocked_requeue_ms: config.blocked_requeue_ms,
+                backoff: Backoff {
+                    base_ms: config.retry_backoff_base_ms,
+                    max_ms: config.retry_backoff_max_ms,
+                },
             },
             index: index::TaskIndex::default(),
             deps: DependencyGraph::default(),

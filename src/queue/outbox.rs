@@ -85,6 +85,9 @@ impl Outbox {
             priority: task.priority,
             description,
             completion,
+            progress: (event == "progress")
+                .then(|| serde_json::to_value(task.progress.as_ref()?).ok())
+                .flatten(),
         });
     }
 }

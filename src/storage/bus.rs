@@ -39,6 +39,9 @@ pub(crate) enum HubEvent {
         /// Only for `completed`: the row for recent completions.
         #[serde(skip_serializing_if = "Option::is_none")]
         completion: Option<Value>,
+        /// Only for `progress`: the task's latest `{percent, message, at}`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        progress: Option<Value>,
     },
     AgentJoined {
         agent: Value,

@@ -71,6 +71,14 @@ pub fn history_events(task: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A task's history entries named `event` (`{event, ts, details}`), oldest first.
+pub fn history_entries(task: &Value, event: &str) -> Vec<Value> {
+    task["history"]
+        .as_array()
+        .map(|h| h.iter().filter(|e| e["event"] == event).cloned().collect())
+        .unwrap_or_default()
+}
+
 /// How many history entries of a task are `event`.
 pub fn count_events(task: &Value, event: &str) -> usize {
     history_events(task).iter().filter(|e| *e == event).count()

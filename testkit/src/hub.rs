@@ -41,9 +41,14 @@ impl Hub {
     }
 
     /// Starts the workspace's hub binary with `config` (TOML, flat keys) as its
-    /// config file.
+    /// config file. Failed tasks retry at once unless `config` sets
+    /// `retry_backoff_base_ms` (only the backoff tests wait for a backoff).
     pub fn start_with_config(config: &str) -> Hub {
-        Hub::launch(&hub_bin(), config)
+        if config.contains("retry_backoff_base_ms") {
+            Hub::launch(&hub_bin(), config)
+        } else {
+            Hub::launch(&hub_bin(), &format!("retry_backoff_base_ms = 0\n{config}"))
+        }
     }
 
     /// Starts the hub binary `bin` with `config` as its config file, on a free

@@ -127,6 +127,11 @@ async function main() {
     await page.locator(`${tid('task-row')}[data-task-id="${taskId}"][data-status="assigned"]`).waitFor();
     await page.locator(`${tid('agent-card')}[data-agent-id="${AGENT_ID}"] ${tid('agent-current-task')}`, { hasText: taskId }).waitFor();
     console.log(`assigned ${taskId}`);
+    // The agent reports progress: the tasks table and its card show it.
+    await hub('agent_progress', taskId);
+    await page.locator(`${tid('task-row')}[data-task-id="${taskId}"] ${tid('task-progress')}[data-percent="60"]`, { hasText: 'running the tests' }).waitFor();
+    await page.locator(`${tid('agent-card')}[data-agent-id="${AGENT_ID}"] ${tid('agent-progress')}`, { hasText: '60%' }).waitFor();
+    console.log(`progress ${taskId}`);
     await hub('agent_complete', taskId);
     await page.locator(`${tid('task-row')}[data-task-id="${taskId}"][data-status="completed"]`).waitFor();
     await page.locator(`${tid('completion-row')}[data-task-id="${taskId}"]`).waitFor();

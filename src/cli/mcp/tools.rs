@@ -136,6 +136,10 @@ struct SubmitTaskArgs {
     max_retries: Option<u64>,
     /// Label shared by related tasks; list_tasks can filter by it.
     correlation_id: Option<String>,
+    /// Milliseconds without any sign of life from the agent (output, heartbeat, progress) before its sidecar fails the attempt as stalled (default: the sidecar's, 15 minutes).
+    stall_ms: Option<u64>,
+    /// Longest one attempt may run, in milliseconds; the sidecar then stops the agent and fails the attempt as timeout (default: no limit).
+    max_runtime_ms: Option<u64>,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -300,6 +304,12 @@ impl HubTools {
         };
         put(&mut body, "run_after", run_after.map(Value::from));
         put(&mut body, "dedupe_key", args.dedupe_key.map(Value::from));
+        put(&mut body, "stall_ms", args.stall_ms.map(Value::from));
+        put(
+            &mut body,
+            "max_runtime_ms",
+            args.max_runtime_ms.map(Value::from),
+        );
         put(
             &mut body,
             "correlation_id",
@@ -379,7 +389,7 @@ impl HubTools {
     }
 
     #[tool(
-        description = "One task: status (queued, assigned, blocked, completed, dead_letter, cancelled), the agent holding it, its result or last error, and its history (newest 50 events).",
+        description = "One task: status (queued, assigned, blocked, completed, dead_letter, cancelled), the agent holding it, its latest progress ({percent, message}), run_after when a retry waits out its backoff, its result or last error, and its history (newest 50 events).",
         input_schema = schema_for_type::<GetTaskArgs>(),
         annotations(read_only_hint = true)
     )]

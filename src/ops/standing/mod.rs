@@ -559,8 +559,10 @@ impl StandingOrders {
                 Some(o) => match o.status {
                     TaskStatus::Completed => {
                         let result = o.result.unwrap_or_default();
+                        // The sidecar's result status `no_work` counts as the outcome.
                         let status = result
                             .get("outcome")
+                            .or_else(|| result.get("status").filter(|s| *s == "no_work"))
                             .and_then(Value::as_str)
                             .and_then(RunStatus::reported)
                             .unwrap_or(RunStatus::Completed);

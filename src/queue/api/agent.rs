@@ -11,7 +11,7 @@
 use actix::prelude::*;
 use serde_json::{Map, Value};
 
-use crate::domain::task::{BlockReport, ReclaimOutcome, Task, TaskError};
+use crate::domain::task::{BlockReport, FailReport, ReclaimOutcome, Task, TaskError};
 use crate::ops::analytics::{Count, Counter};
 use crate::protocol::{TaskAssignment, TaskSpec};
 use crate::queue::{QueueError, TaskQueue};
@@ -60,7 +60,7 @@ pub(crate) enum Report {
     },
     Fail {
         generation: u64,
-        error: String,
+        report: FailReport,
     },
     Reject {
         generation: Option<u64>,
@@ -145,8 +145,10 @@ impl Handler<AgentReport> for TaskQueue {
                     if r.is_ok() {
                         this.renew(&task_id, false);
                     }
-                    // Progress is not acknowledged, so it need not wait for a flush.
-                    return Box::pin(fut::ready(r.map(|_| ReportReply::Noted)));
+                    // Not acknowledged to the agent, but its event (the task's
+                    // latest progress, for the dashboard) goes out after the
+                    // flush like every other.
+                    r.map(|_| ReportReply::Noted)
                 }
                 Report::Accept { generation } => this
                     .with_task(&task_id, &agent, |t, now| t.accept(&agent, generation, now))
@@ -160,16 +162,19 @@ impl Handler<AgentReport> for TaskQueue {
                     tokens_used,
                     follow_ups,
                 } => this.complete(&agent, &task_id, generation, result, tokens_used, follow_ups),
-                Report::Fail { generation, error } => this
-                    .with_task(&task_id, &agent, |t, now| {
-                        fresh(t, |t| t.fail(&agent, generation, error, now))
+                Report::Fail { generation, report } => {
+                    let backoff = this.policy.backoff;
+                    let jitter: f64 = rand::random();
+                    this.with_task(&task_id, &agent, |t, now| {
+                        fresh(t, |t| t.fail(&agent, generation, report, backoff, jitter, now))
                     })
                     .map(|((ack, fresh), task)| {
                         if fresh {
                             this.count(&agent, Counter::TasksFailed, task.updated_at);
                         }
                         ReportReply::Ack(ack)
-                    }),
+                    })
+                }
                 Report::Reject { generation, reason } => this
                     .with_task(&task_id, &agent, |t, now| {
                         t.reject(&agent, generation, reason, now)
