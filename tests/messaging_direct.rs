@@ -10,7 +10,8 @@ use std::thread;
 use common::*;
 use serde_json::{json, Value};
 
-/// Asserts `push` is exactly the `message` push of PROTOCOL.md 1.5.
+/// Asserts `push` is exactly the `message` push of PROTOCOL.md 1.5, plus the
+/// `mailbox_seq` (ext) where the message waits for its acknowledgement.
 fn assert_message_push(
     push: &Value,
     id: &str,
@@ -29,8 +30,14 @@ fn assert_message_push(
         window.0,
         window.1
     );
+    let mut push = push.clone();
+    let seq = push
+        .as_object_mut()
+        .and_then(|p| p.remove("mailbox_seq"))
+        .and_then(|s| s.as_u64());
+    assert!(seq.is_some_and(|s| s > 0), "a mailbox_seq: {push}");
     assert_eq!(
-        push,
+        &push,
         &json!({
             "type": "message",
             "id": id,
@@ -64,11 +71,11 @@ fn no_message_frames(frames: &[Value], who: &str) {
 }
 
 #[test]
-fn direct_message_reaches_only_its_online_recipient_and_not_the_mailbox() {
+fn direct_message_reaches_only_its_online_recipient_and_stays_in_its_mailbox_until_acked() {
     let hub = Hub::start();
     let (_, mut alice) = online_agent(&hub, "alice");
     let (t_bob, mut bob) = online_agent(&hub, "bob");
-    let (_, mut carol) = online_agent(&hub, "carol");
+    let (t_carol, mut carol) = online_agent(&hub, "carol");
 
     let before = now_ms();
     let payload = json!({"text": "hello bob", "n": 1, "nested": {"list": [1, 2]}});
@@ -111,19 +118,40 @@ fn direct_message_reaches_only_its_online_recipient_and_not_the_mailbox() {
         (before, now_ms()),
     );
 
-    // Exactly once: nobody else got it, bob got no duplicate, and an online
-    // recipient's messages do not also land in its mailbox.
+    assert_eq!(push["mailbox_seq"], 1, "{push}");
+    assert_eq!(push2["mailbox_seq"], 2, "{push2}");
+
+    // Exactly once: nobody else got it and bob got no duplicate. The push was a
+    // wake-up: both messages wait in bob's mailbox until he acknowledges them.
     no_message_frames(&frames_before_fence(&hub, &mut carol), "carol");
     no_message_frames(&frames_before_fence(&hub, &mut alice), "alice (sender)");
     no_message_frames(&frames_before_fence(&hub, &mut bob), "bob (after 2)");
+    // (The fence of `frames_before_fence` is a direct message too: seq 3.)
+    let mailbox = read_mailbox(&hub, "bob", &t_bob, 0);
+    assert_eq!(seqs(&mailbox["messages"]), vec![1, 2, 3], "{mailbox}");
+    assert_eq!(mailbox["messages"][0]["message"]["id"], id, "{mailbox}");
+    assert_eq!(mailbox["messages"][1]["message"]["id"], id2, "{mailbox}");
+    let (status, acked) = http(
+        "POST",
+        &hub.url("/api/mailbox/bob/ack"),
+        Some(&t_bob),
+        Body::Json(&json!({"seq": 3})),
+    );
+    assert_eq!(status, 200, "{acked}");
     let mailbox = read_mailbox(&hub, "bob", &t_bob, 0);
     assert_eq!(mailbox["count"], 0, "{mailbox}");
-    assert_eq!(mailbox["messages"], json!([]), "{mailbox}");
+    let carols = read_mailbox(&hub, "carol", &t_carol, 0);
+    let from_alice = carols["messages"]
+        .as_array()
+        .is_some_and(|m| m.iter().any(|e| e["message"]["from"] == "alice"));
+    assert!(!from_alice, "{carols}");
 }
 
 #[test]
-fn broadcast_reaches_every_other_online_agent_once() {
+fn broadcast_reaches_every_other_online_agent_once_and_every_mailbox() {
     let hub = Hub::start();
+    // Registered, never online: its mailbox keeps every broadcast for later.
+    let t_dave = register_agent(&hub, "dave", &[]);
     let (_, mut alice) = online_agent(&hub, "alice");
     let (_, mut bob) = online_agent(&hub, "bob");
     let (_, mut carol) = online_agent(&hub, "carol");
@@ -175,6 +203,21 @@ fn broadcast_reaches_every_other_online_agent_once() {
         let expected: BTreeSet<String> = expected.into_iter().collect();
         assert_eq!(got, expected, "broadcasts received by {who}");
     }
+
+    let mailbox = read_mailbox(&hub, "dave", &t_dave, 0);
+    let ids: Vec<&str> = mailbox["messages"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .filter_map(|e| e["message"]["id"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        ids,
+        vec![id1.as_str(), id2.as_str(), id3.as_str()],
+        "{mailbox}"
+    );
 
     // The broadcast is in the history with no recipient.
     let (status, page) = hub.get("/api/messages?from=alice");

@@ -592,6 +592,10 @@ pub enum ServerFrame {
         payload: Value,
         reply_to: Option<String>,
         timestamp: i64,
+        /// The message's sequence in the recipient's mailbox, where it stays
+        /// until acknowledged (ext).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mailbox_seq: Option<u64>,
     },
     ChannelMessage {
         channel: String,
@@ -632,6 +636,72 @@ pub enum ServerFrame {
 }
 
 impl ServerFrame {
+    /// The push of a direct or broadcast message kept in the recipient's
+    /// mailbox at `seq`.
+    pub fn for_mailbox(m: &ChatMessage, seq: u64) -> ServerFrame {
+        let mut frame = ServerFrame::for_message(m);
+        if let ServerFrame::Message { mailbox_seq, .. } = &mut frame {
+            *mailbox_seq = Some(seq);
+        }
+        frame
+    }
+
+    /// The message a `message` / `channel_message` push carries, with its
+    /// mailbox sequence (the inverse of [`ServerFrame::for_mailbox`]); `None`
+    /// for other frames. The recipient (`to`) is not in the push.
+    pub fn into_message(self) -> Option<(ChatMessage, Option<u64>)> {
+        let (channel, id, from, message_type, payload, reply_to, timestamp, seq) = match self {
+            ServerFrame::Message {
+                id,
+                from,
+                message_type,
+                payload,
+                reply_to,
+                timestamp,
+                mailbox_seq,
+            } => (
+                None,
+                id,
+                from,
+                message_type,
+                payload,
+                reply_to,
+                timestamp,
+                mailbox_seq,
+            ),
+            ServerFrame::ChannelMessage {
+                channel,
+                id,
+                from,
+                message_type,
+                payload,
+                reply_to,
+                timestamp,
+            } => (
+                Some(channel),
+                id,
+                from,
+                message_type,
+                payload,
+                reply_to,
+                timestamp,
+                None,
+            ),
+            _ => return None,
+        };
+        let message = ChatMessage {
+            id,
+            from,
+            to: None,
+            channel,
+            message_type,
+            payload,
+            reply_to,
+            timestamp,
+        };
+        Some((message, seq))
+    }
+
     /// The push for a stored message: `message` for direct and broadcast ones,
     /// `channel_message` for channel ones.
     pub fn for_message(m: &ChatMessage) -> ServerFrame {
@@ -652,6 +722,7 @@ impl ServerFrame {
                 payload: m.payload.clone(),
                 reply_to: m.reply_to.clone(),
                 timestamp: m.timestamp,
+                mailbox_seq: None,
             },
         }
     }

@@ -83,6 +83,8 @@ pub struct Config {
     pub hub_api_url: String,
     pub capabilities: Vec<String>,
     pub wake_command: Option<WakeCommand>,
+    /// Run for each new inbox message (values only through the environment).
+    pub message_command: Option<WakeCommand>,
     pub wake_mode: WakeMode,
     pub state_dir: PathBuf,
     pub results_dir: PathBuf,
@@ -188,6 +190,7 @@ const KNOWN_KEYS: &[&str] = &[
     "kill_grace_ms",
     "outbox_retry_ms",
     "wake_mode",
+    "message_command",
     "agent_exit_grace_ms",
     "stall_ms",
     "max_runtime_ms",
@@ -271,26 +274,8 @@ impl Config {
             None => api_url_from_ws(&hub_url),
         };
         let capabilities = f.opt_str_list("capabilities")?.unwrap_or_default();
-        let wake_command = match map.get("wake_command") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) if s.trim().is_empty() => {
-                return Err(ConfigError::new("wake_command", "must not be empty"))
-            }
-            Some(Value::String(s)) => Some(WakeCommand::Shell(s.clone())),
-            Some(Value::Array(_)) => {
-                let argv = f.opt_str_list("wake_command")?.unwrap_or_default();
-                if argv.is_empty() {
-                    return Err(ConfigError::new("wake_command", "must not be empty"));
-                }
-                Some(WakeCommand::Argv(argv))
-            }
-            Some(_) => {
-                return Err(ConfigError::new(
-                    "wake_command",
-                    "expected a string (run with sh -c) or a list of strings (argv)",
-                ))
-            }
-        };
+        let wake_command = command(&f, "wake_command")?;
+        let message_command = command(&f, "message_command")?;
         let wake_mode = match f.opt_str("wake_mode", 16)?.as_deref() {
             None | Some("process") => WakeMode::Process,
             Some("detached") => WakeMode::Detached,
@@ -409,6 +394,7 @@ impl Config {
             hub_api_url,
             capabilities,
             wake_command,
+            message_command,
             wake_mode,
             state_dir,
             results_dir,
@@ -418,6 +404,28 @@ impl Config {
             log_level,
             timings,
         })
+    }
+}
+
+/// A command field: a string (run with `sh -c`) or a list (argv).
+fn command(f: &Fields<'_>, key: &str) -> Result<Option<WakeCommand>, ConfigError> {
+    match f.get(key) {
+        None => Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => {
+            Err(ConfigError::new(key, "must not be empty"))
+        }
+        Some(Value::String(s)) => Ok(Some(WakeCommand::Shell(s.clone()))),
+        Some(Value::Array(_)) => {
+            let argv = f.opt_str_list(key)?.unwrap_or_default();
+            if argv.is_empty() {
+                return Err(ConfigError::new(key, "must not be empty"));
+            }
+            Ok(Some(WakeCommand::Argv(argv)))
+        }
+        Some(_) => Err(ConfigError::new(
+            key,
+            "expected a string (run with sh -c) or a list of strings (argv)",
+        )),
     }
 }
 

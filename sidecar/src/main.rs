@@ -7,14 +7,20 @@
 //! git start-task|submit|status   the agent's git workflow (one JSON object each)
 //! progress [PERCENT] [--message M]   the woken agent reports progress
 //! heartbeat                the woken agent says it is alive (detached mode)
+//! inbox [--json] [--ack ID|--ack-all|--peek]   unread messages, oldest first
+//! send TO TEXT|--json F    send a message (TO: an agent id or "broadcast")
+//! list [--json]            the agents installed on this machine and their state
+//! remove NAME [--revoke]   stop and remove one (its hub token only with --revoke)
 //! ```
 //!
 //! Exit codes: 0 success, 1 runtime failure, 2 bad command line or configuration
 //! (the message names the field).
 
 mod config;
+mod fleet;
 mod git;
 mod http;
+mod inbox;
 mod link;
 mod liveness;
 mod onboard;
@@ -49,7 +55,7 @@ enum Cmd {
     /// Run the sidecar in the foreground (the service runs this).
     Run {
         /// Config file (TOML, or the v1.1 config.json)
-        /// [default: $AGENTCOM_SIDECAR_CONFIG or ~/.agentcom/sidecar/config.toml].
+        /// [default: $AGENTCOM_SIDECAR_CONFIG, else the one agent installed here].
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -114,6 +120,55 @@ enum Cmd {
         #[arg(long)]
         file: Option<PathBuf>,
     },
+    /// Print the unread messages of the inbox (oldest first) and mark them read.
+    Inbox {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// One JSON object per message and line.
+        #[arg(long)]
+        json: bool,
+        /// Only mark this message (id) read.
+        #[arg(long, conflicts_with_all = ["ack_all", "peek"])]
+        ack: Option<String>,
+        /// Only mark every unread message read.
+        #[arg(long, conflicts_with = "peek")]
+        ack_all: bool,
+        /// Print without marking read.
+        #[arg(long)]
+        peek: bool,
+    },
+    /// Send a message to an agent, or to every agent with TO = broadcast.
+    Send {
+        to: String,
+        /// The text (sent as {"text": TEXT}).
+        #[arg(required_unless_present = "json")]
+        text: Option<String>,
+        /// The payload: a JSON object from this file ("-": standard input).
+        #[arg(long, conflicts_with = "text")]
+        json: Option<PathBuf>,
+        /// The message type [default: chat].
+        #[arg(long = "type")]
+        message_type: Option<String>,
+        /// The id of the message this answers.
+        #[arg(long)]
+        reply_to: Option<String>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// The agents installed on this machine: unit, state, current task, unread
+    /// messages.
+    List {
+        /// One JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop and remove one agent installed on this machine (its unit; its
+    /// directory is moved aside). Its hub token is revoked only with --revoke.
+    Remove {
+        agent_id: String,
+        #[arg(long)]
+        revoke: bool,
+    },
     /// Git workflow for the agent's repository.
     Git {
         #[arg(long, global = true)]
@@ -170,10 +225,31 @@ fn fatal(code: u8, message: impl Into<String>) -> Fatal {
     }
 }
 
+/// `--config`, else `$AGENTCOM_SIDECAR_CONFIG` (set for woken agents), else
+/// the one agent installed here.
 fn config_path(given: Option<PathBuf>) -> Result<PathBuf, Fatal> {
-    given
-        .or_else(config::default_path)
-        .ok_or_else(|| fatal(2, "no config file: pass --config FILE (HOME is not set)"))
+    if let Some(p) =
+        given.or_else(|| std::env::var_os("AGENTCOM_SIDECAR_CONFIG").map(PathBuf::from))
+    {
+        return Ok(p);
+    }
+    let all = fleet::installed();
+    match all.as_slice() {
+        [one] => Ok(one.config.clone()),
+        [] => config::default_path()
+            .ok_or_else(|| fatal(2, "no config file: pass --config FILE (HOME is not set)")),
+        many => Err(fatal(
+            2,
+            format!(
+                "{} agents are installed here ({}): pass --config FILE",
+                many.len(),
+                many.iter()
+                    .map(|i| format!("{} = {}", i.agent_id, i.config.display()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+    }
 }
 
 fn load_config(given: Option<PathBuf>) -> Result<Config, Fatal> {
@@ -305,6 +381,153 @@ fn heartbeat(file: Option<PathBuf>) -> Result<(), Fatal> {
     write_atomic(&path, stamp.as_bytes())
 }
 
+fn inbox_cmd(
+    config: Option<PathBuf>,
+    json_lines: bool,
+    ack: Option<String>,
+    ack_all: bool,
+    peek: bool,
+) -> Result<(), Fatal> {
+    let cfg = load_config(config)?;
+    let dir = inbox::inbox_dir(&cfg.state_dir);
+    let io = |e: std::io::Error| fatal(1, format!("cannot use the inbox {}: {e}", dir.display()));
+    if let Some(id) = ack {
+        return match inbox::mark_read(&dir, |e| e.message.id == id).map_err(io)? {
+            0 => Err(fatal(1, format!("no unread message {id}"))),
+            _ => Ok(()),
+        };
+    }
+    if ack_all {
+        let n = inbox::mark_read(&dir, |_| true).map_err(io)?;
+        eprintln!("{n} messages marked read");
+        return Ok(());
+    }
+    let unread = inbox::unread(&dir).map_err(io)?;
+    for e in &unread {
+        if json_lines {
+            let mut line = serde_json::to_value(&e.message).unwrap_or(Value::Null);
+            line["received_at_ms"] = json!(e.received_at_ms);
+            if let Some(seq) = e.mailbox_seq {
+                line["mailbox_seq"] = json!(seq);
+            }
+            println!("{line}");
+        } else {
+            let m = &e.message;
+            let body = match m.payload.get("text").and_then(Value::as_str) {
+                Some(text) => text.to_string(),
+                None => m.payload.to_string(),
+            };
+            let place = m
+                .channel
+                .as_ref()
+                .map(|c| format!(" #{c}"))
+                .unwrap_or_default();
+            println!(
+                "{} {}{} [{}] {}: {}",
+                m.timestamp, m.from, place, m.message_type, m.id, body
+            );
+        }
+    }
+    if !peek {
+        let seen: std::collections::HashSet<u64> = unread.iter().map(|e| e.seq).collect();
+        inbox::mark_read(&dir, |e| seen.contains(&e.seq)).map_err(io)?;
+    }
+    Ok(())
+}
+
+fn send(
+    to: String,
+    text: Option<String>,
+    json_file: Option<PathBuf>,
+    message_type: Option<String>,
+    reply_to: Option<String>,
+    config: Option<PathBuf>,
+) -> Result<(), Fatal> {
+    let cfg = load_config(config)?;
+    let payload = match (text, json_file) {
+        (Some(text), _) => json!({"text": text}),
+        (None, Some(path)) => {
+            let raw = if path.as_os_str() == "-" {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                    .map(|_| s)
+                    .map_err(|e| fatal(2, format!("cannot read standard input: {e}")))?
+            } else {
+                std::fs::read_to_string(&path)
+                    .map_err(|e| fatal(2, format!("cannot read {}: {e}", path.display())))?
+            };
+            match serde_json::from_str::<Value>(&raw) {
+                Ok(v @ Value::Object(_)) => v,
+                _ => return Err(fatal(2, "--json must hold a JSON object")),
+            }
+        }
+        (None, None) => return Err(fatal(2, "give TEXT or --json FILE")),
+    };
+    let mut body = json!({"to": to, "payload": payload});
+    if let Some(t) = message_type {
+        body["message_type"] = json!(t);
+    }
+    if let Some(r) = reply_to {
+        body["reply_to"] = json!(r);
+    }
+    let url = format!("{}/api/message", cfg.hub_api_url);
+    let (status, resp) = http::request("POST", &url, Some(&cfg.token), Some(&body))
+        .map_err(|e| fatal(1, format!("cannot reach the hub: {e}")))?;
+    println!("{resp}");
+    match status {
+        200 | 201 => Ok(()),
+        400 | 404 | 413 | 422 => Err(fatal(
+            2,
+            format!("the hub refused the message (HTTP {status})"),
+        )),
+        _ => Err(fatal(
+            1,
+            format!("the hub refused the message (HTTP {status})"),
+        )),
+    }
+}
+
+fn list(json_out: bool) -> Result<(), Fatal> {
+    let rows: Vec<Value> = fleet::installed().iter().map(fleet::describe).collect();
+    if json_out {
+        println!("{}", Value::Array(rows));
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no agents are installed on this machine (agentcom-sidecar join adds one)");
+        return Ok(());
+    }
+    for r in &rows {
+        let task = match r["current_task"]["task_id"].as_str() {
+            Some(t) => format!(
+                "{t} ({})",
+                r["current_task"]["phase"].as_str().unwrap_or("?")
+            ),
+            None => "idle".into(),
+        };
+        println!(
+            "{:<24} {:<28} task: {:<36} unread: {:<4} {}",
+            r["agent_id"].as_str().unwrap_or_default(),
+            r["state"].as_str().unwrap_or_default(),
+            task,
+            r["unread_messages"],
+            r["config"].as_str().unwrap_or_default(),
+        );
+    }
+    Ok(())
+}
+
+fn remove(agent_id: String, revoke: bool) -> Result<(), Fatal> {
+    let done = fleet::remove(&agent_id, revoke).map_err(|e| fatal(1, e))?;
+    for line in done {
+        println!("{line}");
+    }
+    if !revoke {
+        println!("its hub token is still valid (remove --revoke, or agentcom-hub agent revoke {agent_id})");
+    }
+    Ok(())
+}
+
 fn git_cmd(
     config: Option<PathBuf>,
     repo: Option<PathBuf>,
@@ -392,6 +615,23 @@ fn main() -> ExitCode {
             file,
         } => progress(percent, message, file),
         Cmd::Heartbeat { file } => heartbeat(file),
+        Cmd::List { json } => list(json),
+        Cmd::Remove { agent_id, revoke } => remove(agent_id, revoke),
+        Cmd::Inbox {
+            config,
+            json,
+            ack,
+            ack_all,
+            peek,
+        } => inbox_cmd(config, json, ack, ack_all, peek),
+        Cmd::Send {
+            to,
+            text,
+            json,
+            message_type,
+            reply_to,
+            config,
+        } => send(to, text, json, message_type, reply_to, config),
         Cmd::Git {
             config,
             repo,

@@ -3,7 +3,8 @@
 //! 1. Register with the one-time invite (`POST /api/onboard/register`). Nothing
 //!    is written before the hub says yes, so a bad invite leaves no trace.
 //! 2. Write the config atomically (mode 0600: it holds the token).
-//! 3. Run the sidecar: as a systemd user service when `systemctl --user` works;
+//! 3. Run the sidecar: as this agent's instance of the systemd user unit
+//!    template (`agentcom-sidecar@<agent>.service`) when `systemctl --user` works;
 //!    otherwise print the manual steps and start it as a detached background
 //!    process (own session, pid file `sidecar.pid`, output in `sidecar.log`).
 //! 4. Verify the whole path: submit an onboarding task routed to this agent only
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::config::{self, Config};
+use crate::fleet;
 use crate::http;
 use crate::state;
 
@@ -51,14 +53,18 @@ fn err(code: u8, message: impl Into<String>) -> JoinError {
     }
 }
 
-/// The sidecar's home: `--dir`, else `$HOME/.agentcom/sidecar`.
+/// The agent's home: `--dir`, else `$HOME/.agentcom/sidecar/<agent>` (or the
+/// single-agent `$HOME/.agentcom/sidecar` of an older join of the same agent).
 fn sidecar_dir(args: &JoinArgs) -> Result<PathBuf, JoinError> {
     if let Some(d) = &args.dir {
         return Ok(d.clone());
     }
-    config::home_dir()
-        .map(|h| h.join(".agentcom").join("sidecar"))
-        .ok_or_else(|| err(2, "HOME is not set; pass --dir"))
+    let root = fleet::root().ok_or_else(|| err(2, "HOME is not set; pass --dir"))?;
+    let legacy = Config::load(&root.join("config.toml")).ok();
+    if legacy.is_some_and(|c| c.agent_id == args.agent_id) {
+        return Ok(root);
+    }
+    Ok(root.join(&args.agent_id))
 }
 
 fn api_base(hub: &str) -> String {
@@ -128,7 +134,7 @@ pub fn join(args: &JoinArgs) -> Result<(), JoinError> {
     match systemd_user(args) {
         Ok(()) => install_service(&exe, &cfg)?,
         Err(why) => {
-            print_manual_steps(&exe, &cfg, &why);
+            fleet::print_manual_steps(&exe, &cfg, &why);
             started = start_detached(&exe, &cfg, &dir)?;
         }
     }
@@ -278,89 +284,30 @@ fn systemd_user(args: &JoinArgs) -> Result<(), String> {
     }
 }
 
-const UNIT_NAME: &str = "agentcom-sidecar.service";
-
-fn unit_text(exe: &Path, cfg: &Config) -> String {
-    format!(
-        "[Unit]\nDescription=AgentCom sidecar for agent {agent}\nWants=network-online.target\nAfter=network-online.target\n\n\
-         [Service]\nExecStart=\"{exe}\" run --config \"{config}\"\nRestart=always\nRestartSec=5\n\
-         # Stopping or restarting the sidecar must not kill the agent it woke; the\n\
-         # sidecar recovers the task when it comes back.\nKillMode=process\n\n\
-         [Install]\nWantedBy=default.target\n",
-        agent = cfg.agent_id,
-        exe = exe.display(),
-        config = cfg.path.display(),
-    )
-}
-
+/// Installs this agent's unit instance; other agents' units stay as they are.
+/// An older join's single unit for this same agent is retired first, so one
+/// agent never runs twice.
 fn install_service(exe: &Path, cfg: &Config) -> Result<(), JoinError> {
-    let home = config::home_dir().ok_or_else(|| err(1, "HOME is not set"))?;
-    let unit_dir = home.join(".config").join("systemd").join("user");
-    fs::create_dir_all(&unit_dir)
-        .map_err(|e| err(1, format!("cannot create {}: {e}", unit_dir.display())))?;
-    let unit = unit_dir.join(UNIT_NAME);
-    state::write_atomic(&unit, unit_text(exe, cfg).as_bytes())
-        .map_err(|e| err(1, format!("cannot write {}: {e}", unit.display())))?;
-    for args in [
-        vec!["--user", "daemon-reload"],
-        vec!["--user", "enable", UNIT_NAME],
-        vec!["--user", "restart", UNIT_NAME],
-    ] {
-        let out = Command::new("systemctl")
-            .args(&args)
-            .output()
-            .map_err(|e| err(1, format!("systemctl {}: {e}", args.join(" "))))?;
-        if !out.status.success() {
-            return Err(err(
-                1,
-                format!(
-                    "systemctl {} failed: {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
-            ));
+    let legacy = fleet::unit_dir().map(|d| d.join(fleet::LEGACY_UNIT));
+    let legacy_is_ours = legacy.as_ref().is_some_and(|l| l.exists())
+        && fleet::root().is_some_and(|r| cfg.path == r.join("config.toml"));
+    if legacy_is_ours {
+        let _ = Command::new("systemctl")
+            .args(["--user", "disable", "--now", fleet::LEGACY_UNIT])
+            .output();
+        if let Some(l) = &legacy {
+            let _ = fs::remove_file(l);
         }
+        println!("retired the single-agent unit {}", fleet::LEGACY_UNIT);
     }
-    println!(
-        "installed and started the systemd user service {UNIT_NAME} ({})",
-        unit.display()
-    );
+    let unit = fleet::install_unit(exe, cfg).map_err(|e| err(1, e))?;
+    println!("installed and started the systemd user service {unit}");
     println!("to keep it running after you log out: loginctl enable-linger $USER");
     Ok(())
 }
 
-fn print_manual_steps(exe: &Path, cfg: &Config, why: &str) {
-    println!("no systemd user service was installed ({why}).");
-    println!("to run the sidecar permanently, start this command under your process supervisor:");
-    println!(
-        "    \"{}\" run --config \"{}\"",
-        exe.display(),
-        cfg.path.display()
-    );
-    println!("or, where systemd user services are available, install this unit as ~/.config/systemd/user/{UNIT_NAME}:");
-    for line in unit_text(exe, cfg).lines() {
-        println!("    {line}");
-    }
-    println!("then: systemctl --user daemon-reload && systemctl --user enable --now {UNIT_NAME}");
-}
-
 fn pid_file(dir: &Path) -> PathBuf {
     dir.join("sidecar.pid")
-}
-
-/// The pid of a background sidecar started earlier by join, if it still runs.
-fn running_pid(dir: &Path) -> Option<i32> {
-    let pid: i32 = fs::read_to_string(pid_file(dir))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    if pid <= 1 {
-        return None;
-    }
-    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let cmdline = String::from_utf8_lossy(&cmdline);
-    cmdline.contains("agentcom-sidecar").then_some(pid)
 }
 
 /// Starts `agentcom-sidecar run` detached (own session); reuses a running one.
@@ -369,7 +316,7 @@ fn start_detached(
     cfg: &Config,
     dir: &Path,
 ) -> Result<Option<std::process::Child>, JoinError> {
-    if let Some(pid) = running_pid(dir) {
+    if let Some(pid) = fleet::background_pid(dir) {
         println!("a background sidecar started earlier is running (pid {pid}); reusing it");
         return Ok(None);
     }

@@ -33,6 +33,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
 
 use crate::config::Config;
+use crate::inbox::Mail;
 use crate::link::{self, LinkConfig, LinkEvent, Outbound};
 use crate::results::AgentProgress;
 use crate::state::{
@@ -111,6 +112,8 @@ pub struct Relay {
     progress: Option<AgentProgress>,
     /// The worker saw the agent's processes end: no more lease renewals.
     agent_gone: bool,
+    /// The agent's inbox.
+    mail: Mail,
 }
 
 /// Runs the sidecar until SIGTERM / SIGINT.
@@ -131,6 +134,9 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let (link_tx, mut link_rx) = mpsc::channel::<LinkEvent>(1024);
     let (out_tx, out_rx) = mpsc::channel::<Outbound>(1024);
     let (worker_tx, mut worker_rx) = mpsc::unbounded_channel();
+    let (mail_tx, mut mail_rx) = mpsc::unbounded_channel();
+    let mail = Mail::open(Arc::clone(&cfg), mail_tx)
+        .map_err(|e| format!("cannot open the inbox in {}: {e}", cfg.state_dir.display()))?;
     let link_cfg = LinkConfig {
         url: cfg.hub_url.clone(),
         identify: ClientFrame::Identify {
@@ -163,6 +169,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         outbox_retry_at: None,
         progress: None,
         agent_gone: false,
+        mail,
     };
     relay.start(loaded);
     tracing::info!(agent_id = %cfg.agent_id, hub = %cfg.hub_url, "sidecar running");
@@ -177,6 +184,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
                 None => return Err("the hub connection task ended unexpectedly".into()),
             },
             Some((epoch, msg)) = worker_rx.recv() => relay.on_worker(epoch, msg),
+            Some(ev) = mail_rx.recv() => relay.mail.on_event(ev),
             _ = sleep_until(deadline) => relay.on_timer(),
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
@@ -436,6 +444,7 @@ impl Relay {
             LinkEvent::Online { conn } => self.on_online(conn),
             LinkEvent::Offline { conn } => {
                 if self.conn == Some(conn) {
+                    self.mail.on_offline();
                     self.conn = None;
                     self.sent.clear();
                     self.inflight.clear();
@@ -457,6 +466,7 @@ impl Relay {
 
     fn on_online(&mut self, conn: u64) {
         self.conn = Some(conn);
+        self.mail.on_online();
         self.sent.clear();
         self.inflight.clear();
         self.recovering = None;
@@ -509,6 +519,11 @@ impl Relay {
                 task_id, reason, ..
             } => self.on_cancelled(&task_id, &reason),
             ServerFrame::Error(e) => self.on_error(e),
+            frame @ (ServerFrame::Message { .. } | ServerFrame::ChannelMessage { .. }) => {
+                if let Some((message, mailbox_seq)) = frame.into_message() {
+                    self.mail.on_push(message, mailbox_seq);
+                }
+            }
             _ => {}
         }
     }

@@ -94,7 +94,8 @@ fn invite_join_verify_then_rerun_resumes_and_bad_invites_write_nothing() {
     let args = invite(&hub, "newbie", Some("code,review"));
     assert_eq!(arg_after(&args, "--agent-id"), "newbie");
     assert_eq!(arg_after(&args, "--capabilities"), "code,review");
-    let sidecar_dir = home.path().join(".agentcom").join("sidecar");
+    // Each agent has its own directory (a machine runs several).
+    let sidecar_dir = home.path().join(".agentcom").join("sidecar").join("newbie");
     let _bg = Background(sidecar_dir.join("sidecar.pid"));
 
     let out = join(home.path(), &args);

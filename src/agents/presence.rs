@@ -583,22 +583,6 @@ impl Handler<DeliverMany> for Presence {
     }
 }
 
-/// Push a frame to every online agent but `except`.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct Broadcast {
-    pub except: String,
-    pub frame: ServerFrame,
-}
-
-impl Handler<Broadcast> for Presence {
-    type Result = ();
-
-    fn handle(&mut self, msg: Broadcast, _: &mut Context<Self>) {
-        self.broadcast(&msg.except, msg.frame);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

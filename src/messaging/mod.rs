@@ -2,9 +2,11 @@
 //!
 //! - Every message (direct, broadcast, channel) is stored in the `messages` history
 //!   (by sequence) with an id index and a reply index for threads.
-//! - A direct message is pushed to its recipient if online, else it goes to the
-//!   recipient's mailbox (per-agent sequence, cursor ack, TTL, cap; an eviction at
-//!   the cap is counted and logged, never silent).
+//! - A direct message goes to its recipient's mailbox, a broadcast to the mailbox
+//!   of every registered agent but the sender (per-agent sequence, cursor ack,
+//!   TTL, cap; an eviction at the cap is counted and logged, never silent), and
+//!   stays there until acknowledged. The push to an online recipient (with its
+//!   `mailbox_seq`) is a wake-up; the mailbox is the record.
 //! - Channels keep their subscribers and the newest `channel_history` messages.
 //!
 //! Replies to senders wait for the flush covering the change, like every other
@@ -21,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::agents::auth::Tokens;
-use crate::agents::presence::{Broadcast, Deliver, DeliverMany, Presence};
+use crate::agents::presence::{Deliver, DeliverMany, Presence};
 use crate::error::StoreError;
 use crate::ops::analytics::{Analytics, Count, Counter};
 use crate::protocol::{ChannelInfo, ChatMessage, SeqEntry, ServerFrame};
@@ -417,26 +419,31 @@ impl Handler<SendMessage> for Messaging {
             return Box::pin(fut::ready(Err(e)));
         }
         let id = message.id.clone();
-        let frame = ServerFrame::for_message(&message);
-        let Some(agent) = to else {
-            self.presence.do_send(Broadcast {
-                except: message.from.clone(),
-                frame,
-            });
-            return self.after_flush(Ok(id));
+        // The mailbox is the record, the push only a wake-up: every recipient
+        // (every registered agent but the sender, for a broadcast) keeps the
+        // message until it acknowledges it, online or not.
+        let recipients = match to {
+            Some(agent) => vec![agent],
+            None => match self.tokens.list() {
+                Ok(records) => records
+                    .into_iter()
+                    .map(|r| r.agent_id)
+                    .filter(|a| *a != message.from)
+                    .collect(),
+                Err(e) => return Box::pin(fut::ready(Err(e.into()))),
+            },
         };
-        let delivery = self.presence.send(Deliver {
-            agent_id: agent.clone(),
-            frame,
-        });
-        Box::pin(delivery.into_actor(self).then(move |delivered, act, _| {
-            let stored = if matches!(delivered, Ok(true)) {
-                Ok(id)
-            } else {
-                act.mailbox_put(&agent, message).map(|_| id)
+        for agent in recipients {
+            let seq = match self.mailbox_put(&agent, message.clone()) {
+                Ok(seq) => seq,
+                Err(e) => return self.after_flush(Err(e)),
             };
-            act.after_flush(stored)
-        }))
+            self.presence.do_send(Deliver {
+                agent_id: agent,
+                frame: ServerFrame::for_mailbox(&message, seq),
+            });
+        }
+        self.after_flush(Ok(id))
     }
 }
 

@@ -543,7 +543,7 @@ impl HubTools {
     }
 
     #[tool(
-        description = "Send a message to one agent (to) or to every agent. An online agent gets it at once; an offline one finds it in its mailbox.",
+        description = "Send a message to one agent (to) or to every registered agent. It waits in each recipient's mailbox until that agent acknowledges it (an agent's sidecar does so once the message is safe in its inbox); an online agent is also told at once.",
         input_schema = schema_for_type::<SendMessageArgs>()
     )]
     async fn send_message(&self, args: JsonObject) -> Outcome {

@@ -31,6 +31,10 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
         .route("/admin/tokens", web::post().to(issue_token))
         .route("/admin/tokens", web::get().to(list_tokens))
         .route("/admin/tokens/{agent_id}", web::delete().to(revoke_token))
+        .route(
+            "/api/agents/{agent_id}/token",
+            web::delete().to(revoke_own_token),
+        )
         .route("/admin/invites", web::post().to(create_invite))
         .route("/api/onboard/register", web::post().to(register));
 }
@@ -247,7 +251,26 @@ async fn revoke_token(
     path: web::Path<String>,
     state: web::Data<HubState>,
 ) -> Result<HttpResponse, ApiError> {
+    revoke(path.into_inner(), &state).await
+}
+
+/// An agent gives up its own token (`agentcom-sidecar remove --revoke`); the
+/// admin may use it for any agent.
+async fn revoke_own_token(
+    caller: Caller,
+    path: web::Path<String>,
+    state: web::Data<HubState>,
+) -> Result<HttpResponse, ApiError> {
     let agent_id = path.into_inner();
+    match &caller.0 {
+        Principal::Admin => {}
+        Principal::Agent(me) if *me == agent_id => {}
+        Principal::Agent(_) => return Err(ApiError::Forbidden),
+    }
+    revoke(agent_id, &state).await
+}
+
+async fn revoke(agent_id: String, state: &HubState) -> Result<HttpResponse, ApiError> {
     if !state.tokens.revoke(&agent_id).await? {
         return Err(ApiError::NotFound);
     }

@@ -354,6 +354,12 @@ fn catalog() -> Vec<Route> {
             Admin,
             "Revoke an agent's token",
         ),
+        route(
+            "DELETE",
+            "/api/agents/{agent_id}/token",
+            Token,
+            "Revoke that agent's token (the agent itself, or the admin)",
+        ),
         Route {
             body: BodyDoc::Fields(INVITE_FIELDS),
             ..route(
