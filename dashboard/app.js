@@ -1126,6 +1126,10 @@
     add('completed', timeVal(t.completed_at));
     if (t.complete_by !== undefined && t.complete_by !== null) add('complete by', timeVal(t.complete_by));
     if (t.lease_ms !== undefined && t.lease_ms !== null) add('lease', fmtDuration(t.lease_ms));
+    if (progressText(t.progress)) add('progress', h('span', { testid: 'detail-progress', text: progressText(t.progress) }));
+    if (isNum(t.run_after)) add('run after', timeVal(t.run_after));
+    if (isNum(t.stall_ms)) add('stalled after', fmtDuration(t.stall_ms));
+    if (isNum(t.max_runtime_ms)) add('max runtime', fmtDuration(t.max_runtime_ms));
     add('tokens used', isNum(t.tokens_used) ? fmtInt(t.tokens_used) : '—');
     add('submitted by', h('span', { class: 'mono', text: str(t.submitted_by) || '—' }));
     const caps = Array.isArray(t.needed_capabilities) ? t.needed_capabilities : [];

@@ -97,6 +97,12 @@ enum Cmd {
         /// Task metadata as a JSON object.
         #[arg(long)]
         metadata: Option<String>,
+        /// Longest one attempt may run (the agent's sidecar then stops it).
+        #[arg(long)]
+        max_runtime_ms: Option<u64>,
+        /// No sign of life from the agent this long fails the attempt as stalled.
+        #[arg(long)]
+        stall_ms: Option<u64>,
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -301,15 +307,33 @@ fn run(config: Option<PathBuf>) -> Result<(), Fatal> {
     runtime.block_on(relay::run(cfg)).map_err(|e| fatal(1, e))
 }
 
-fn submit(
+/// What `submit` was given.
+struct SubmitArgs {
     description: String,
     priority: Option<String>,
     capabilities: Vec<String>,
     metadata: Option<String>,
-    config: Option<PathBuf>,
-) -> Result<(), Fatal> {
+    max_runtime_ms: Option<u64>,
+    stall_ms: Option<u64>,
+}
+
+fn submit(args: SubmitArgs, config: Option<PathBuf>) -> Result<(), Fatal> {
+    let SubmitArgs {
+        description,
+        priority,
+        capabilities,
+        metadata,
+        max_runtime_ms,
+        stall_ms,
+    } = args;
     let cfg = load_config(config)?;
     let mut task = json!({"description": description});
+    if let Some(ms) = max_runtime_ms {
+        task["max_runtime_ms"] = json!(ms);
+    }
+    if let Some(ms) = stall_ms {
+        task["stall_ms"] = json!(ms);
+    }
     if let Some(p) = priority {
         task["priority"] = match p.parse::<u64>() {
             Ok(n) => json!(n),
@@ -607,8 +631,20 @@ fn main() -> ExitCode {
             priority,
             capabilities,
             metadata,
+            max_runtime_ms,
+            stall_ms,
             config,
-        } => submit(description, priority, capabilities, metadata, config),
+        } => submit(
+            SubmitArgs {
+                description,
+                priority,
+                capabilities,
+                metadata,
+                max_runtime_ms,
+                stall_ms,
+            },
+            config,
+        ),
         Cmd::Progress {
             percent,
             message,

@@ -21,6 +21,7 @@ fn submit_posts_a_task_with_priority_capabilities_and_metadata() {
         ])
         .args(["--capability", "code", "--capability", "rust"])
         .args(["--metadata", r#"{"ticket": 42}"#])
+        .args(["--max-runtime-ms", "600000", "--stall-ms", "120000"])
         .arg("--config")
         .arg(sc.config_path())
         .output()
@@ -41,6 +42,8 @@ fn submit_posts_a_task_with_priority_capabilities_and_metadata() {
         serde_json::json!(["code", "rust"])
     );
     assert_eq!(t["metadata"]["ticket"], 42);
+    assert_eq!(t["max_runtime_ms"], 600000, "{t}");
+    assert_eq!(t["stall_ms"], 120000, "{t}");
     assert_eq!(t["submitted_by"], "submitter", "{t}");
 
     // The hub's validation error is shown, with exit code 2.

@@ -144,6 +144,8 @@ async function main() {
     for (const event of ['queued', 'assigned', 'completed']) {
       await page.locator(tid('task-history-entry'), { hasText: event }).first().waitFor();
     }
+    // The agent's last progress stays on the task.
+    await page.locator(tid('detail-progress'), { hasText: '60% · running the tests' }).waitFor();
     await page.click(tid('task-detail-close'));
     await page.locator(tid('task-detail')).waitFor({ state: 'hidden' });
 
