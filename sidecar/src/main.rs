@@ -87,22 +87,8 @@ enum Cmd {
     },
     /// Submit a task to the hub (with this sidecar's token).
     Submit {
-        description: String,
-        /// urgent, high, normal, low (or 0-3).
-        #[arg(long)]
-        priority: Option<String>,
-        /// A capability the task needs (repeatable).
-        #[arg(long = "capability")]
-        capabilities: Vec<String>,
-        /// Task metadata as a JSON object.
-        #[arg(long)]
-        metadata: Option<String>,
-        /// Longest one attempt may run (the agent's sidecar then stops it).
-        #[arg(long)]
-        max_runtime_ms: Option<u64>,
-        /// No sign of life from the agent this long fails the attempt as stalled.
-        #[arg(long)]
-        stall_ms: Option<u64>,
+        #[command(flatten)]
+        task: SubmitArgs,
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -307,13 +293,24 @@ fn run(config: Option<PathBuf>) -> Result<(), Fatal> {
     runtime.block_on(relay::run(cfg)).map_err(|e| fatal(1, e))
 }
 
-/// What `submit` was given.
+/// What `submit` sends.
+#[derive(clap::Args)]
 struct SubmitArgs {
     description: String,
+    /// urgent, high, normal, low (or 0-3).
+    #[arg(long)]
     priority: Option<String>,
+    /// A capability the task needs (repeatable).
+    #[arg(long = "capability")]
     capabilities: Vec<String>,
+    /// Task metadata as a JSON object.
+    #[arg(long)]
     metadata: Option<String>,
+    /// Longest one attempt may run (the agent's sidecar then stops it).
+    #[arg(long)]
     max_runtime_ms: Option<u64>,
+    /// No sign of life from the agent this long fails the attempt as stalled.
+    #[arg(long)]
     stall_ms: Option<u64>,
 }
 
@@ -626,25 +623,7 @@ fn main() -> ExitCode {
             verify_timeout: Duration::from_secs(verify_timeout_secs),
         })
         .map_err(|e| fatal(e.code, e.message)),
-        Cmd::Submit {
-            description,
-            priority,
-            capabilities,
-            metadata,
-            max_runtime_ms,
-            stall_ms,
-            config,
-        } => submit(
-            SubmitArgs {
-                description,
-                priority,
-                capabilities,
-                metadata,
-                max_runtime_ms,
-                stall_ms,
-            },
-            config,
-        ),
+        Cmd::Submit { task, config } => submit(task, config),
         Cmd::Progress {
             percent,
             message,
