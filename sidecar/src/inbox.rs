@@ -188,6 +188,8 @@ pub enum MailEvent {
         since: u64,
         result: Result<Vec<(u64, ChatMessage)>, String>,
     },
+    /// Time to try a failed fetch again.
+    Retry,
 }
 
 /// The relay's side of the inbox: see the module documentation.
@@ -247,10 +249,19 @@ impl Mail {
     }
 
     pub fn on_event(&mut self, ev: MailEvent) {
-        let MailEvent::Fetched { since, result } = ev;
+        let (since, result) = match ev {
+            MailEvent::Retry => return self.fetch(),
+            MailEvent::Fetched { since, result } => (since, result),
+        };
         self.fetching = false;
         match result {
             Ok(page) => {
+                tracing::debug!(
+                    since,
+                    messages = page.len(),
+                    refetch = self.refetch,
+                    "mailbox read"
+                );
                 let full = page.len() >= PAGE;
                 let mut stored_all = true;
                 for (seq, message) in page {
@@ -261,14 +272,27 @@ impl Mail {
                 if stored_all && self.inbox.cursor() > 0 {
                     self.ack(self.inbox.cursor());
                 }
+                if full {
+                    self.pages += 1;
+                }
                 if (full || self.refetch) && self.pages < MAX_FETCH_PAGES {
                     self.refetch = false;
                     self.fetch();
                 }
             }
             Err(e) => {
-                tracing::warn!(since, error = %e, "cannot fetch the mailbox; again after the next connect");
+                // Asked again after a pause while connected (a reconnect asks
+                // anyway); a push meanwhile must not be lost behind it.
+                tracing::warn!(since, error = %e, "cannot fetch the mailbox; trying again");
                 self.refetch = false;
+                if self.online {
+                    let tx = self.tx.clone();
+                    let pause = self.cfg.timings.outbox_retry;
+                    tokio::spawn(async move {
+                        tokio::time::sleep(pause).await;
+                        let _ = tx.send(MailEvent::Retry);
+                    });
+                }
             }
         }
     }
@@ -304,8 +328,8 @@ impl Mail {
             return;
         }
         self.fetching = true;
-        self.pages += 1;
         let since = self.inbox.cursor();
+        tracing::debug!(since, "reading the mailbox");
         let url = format!(
             "{}/api/mailbox/{}?since={since}",
             self.cfg.hub_api_url, self.cfg.agent_id

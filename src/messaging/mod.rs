@@ -433,17 +433,31 @@ impl Handler<SendMessage> for Messaging {
                 Err(e) => return Box::pin(fut::ready(Err(e.into()))),
             },
         };
+        let mut pushes = Vec::with_capacity(recipients.len());
         for agent in recipients {
             let seq = match self.mailbox_put(&agent, message.clone()) {
                 Ok(seq) => seq,
                 Err(e) => return self.after_flush(Err(e)),
             };
-            self.presence.do_send(Deliver {
+            pushes.push(Deliver {
                 agent_id: agent,
                 frame: ServerFrame::for_mailbox(&message, seq),
             });
         }
-        self.after_flush(Ok(id))
+        // Pushed only once durable: a mailbox sequence a client has seen is
+        // never given to another message after a crash.
+        Box::pin(
+            self.store
+                .durable()
+                .into_actor(self)
+                .map(move |flushed, act, _| {
+                    flushed?;
+                    for push in pushes {
+                        act.presence.do_send(push);
+                    }
+                    Ok(id)
+                }),
+        )
     }
 }
 

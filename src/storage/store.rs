@@ -583,7 +583,16 @@ impl Store {
     /// Opens (or creates) the store in `dir` and starts its flusher thread. sled
     /// keeps at most `cache_bytes` of pages in memory.
     pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
-        let open = Open::start(dir, cache_bytes)?;
+        Store::from_open(dir, cache_bytes, Open::start(dir, cache_bytes)?)
+    }
+
+    /// [`Store::open_with_cache`] on a directory whose sled `Db` this process
+    /// has just closed (a restore's fresh store): sled's lock is waited for.
+    pub(crate) fn reopen_with_cache(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
+        Store::from_open(dir, cache_bytes, Open::reopen(dir, cache_bytes)?)
+    }
+
+    fn from_open(dir: &Path, cache_bytes: u64, open: Open) -> Result<Store, StoreError> {
         let opened_seal = take_seal(dir)?;
         let slot: Slot = Arc::new(RwLock::new(Some(open)));
         let (tx, rx) = mpsc::channel::<Waiter>();

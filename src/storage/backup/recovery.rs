@@ -115,9 +115,15 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// Opens the store, turning a sled panic on damaged files into an error.
 pub(crate) fn open_guarded(dir: &Path, cache_bytes: u64) -> Result<Store, BackupError> {
-    match catch_unwind(AssertUnwindSafe(|| {
-        Store::open_with_cache(dir, cache_bytes)
-    })) {
+    open_guarded_with(dir, cache_bytes, Store::open_with_cache)
+}
+
+fn open_guarded_with(
+    dir: &Path,
+    cache_bytes: u64,
+    open: fn(&Path, u64) -> Result<Store, StoreError>,
+) -> Result<Store, BackupError> {
+    match catch_unwind(AssertUnwindSafe(|| open(dir, cache_bytes))) {
         Ok(opened) => Ok(opened?),
         Err(p) => Err(BackupError::CheckFailed(format!(
             "sled panicked opening the store: {}",
@@ -128,7 +134,20 @@ pub(crate) fn open_guarded(dir: &Path, cache_bytes: u64) -> Result<Store, Backup
 
 /// Opens the store and runs [`check_store`]; a store that fails is closed again.
 fn open_checked(dir: &Path, cache_bytes: u64) -> Result<Store, BackupError> {
-    let store = open_guarded(dir, cache_bytes)?;
+    checked(open_guarded(dir, cache_bytes)?)
+}
+
+/// [`open_checked`] for a store this process has just written and closed (a
+/// restore): sled may hold its lock a moment after the close.
+fn reopen_checked(dir: &Path, cache_bytes: u64) -> Result<Store, BackupError> {
+    checked(open_guarded_with(
+        dir,
+        cache_bytes,
+        Store::reopen_with_cache,
+    )?)
+}
+
+fn checked(store: Store) -> Result<Store, BackupError> {
     let checked = match catch_unwind(AssertUnwindSafe(|| check_store(&store))) {
         Ok(checked) => checked,
         Err(p) => Err(BackupError::CheckFailed(format!(
@@ -254,7 +273,7 @@ pub fn open_or_recover(
                 continue;
             }
         };
-        match open_checked(data_dir, cache_bytes) {
+        match reopen_checked(data_dir, cache_bytes) {
             Ok(store) => {
                 let event = RecoveryEvent {
                     at: now_ms(),
