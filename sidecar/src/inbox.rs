@@ -113,7 +113,19 @@ pub fn mark_read(dir: &Path, which: impl Fn(&InboxEntry) -> bool) -> io::Result<
             n += 1;
         }
     }
+    prune_read(dir)?;
     Ok(n)
+}
+
+/// Keeps the newest `READ_KEPT` read messages.
+fn prune_read(dir: &Path) -> io::Result<()> {
+    let mut read = entries_in(&dir.join("read"))?;
+    if read.len() > READ_KEPT {
+        for (path, _) in read.drain(..read.len() - READ_KEPT) {
+            let _ = fs::remove_file(path);
+        }
+    }
+    Ok(())
 }
 
 impl Inbox {
@@ -121,13 +133,9 @@ impl Inbox {
     /// kept message, the next sequence and the mailbox cursor.
     pub fn open(dir: &Path) -> io::Result<Inbox> {
         fs::create_dir_all(dir.join("read"))?;
+        prune_read(dir)?;
         let unread = entries_in(dir)?;
-        let mut read = entries_in(&dir.join("read"))?;
-        if read.len() > READ_KEPT {
-            for (path, _) in read.drain(..read.len() - READ_KEPT) {
-                let _ = fs::remove_file(path);
-            }
-        }
+        let read = entries_in(&dir.join("read"))?;
         let mut inbox = Inbox {
             dir: dir.to_path_buf(),
             next_seq: 1,

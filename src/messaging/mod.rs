@@ -6,7 +6,7 @@
 //!   of every registered agent but the sender (per-agent sequence, cursor ack,
 //!   TTL, cap; an eviction at the cap is counted and logged, never silent), and
 //!   stays there until acknowledged. The push to an online recipient (with its
-//!   `mailbox_seq`) is a wake-up; the mailbox is the record.
+//!   `mailbox_seq`, once durable) is a wake-up; the mailbox is the record.
 //! - Channels keep their subscribers and the newest `channel_history` messages.
 //!
 //! Replies to senders wait for the flush covering the change, like every other
