@@ -108,6 +108,16 @@ fn invalid_task_fields_are_422_with_field_errors() {
             "lease_ms",
             "invalid_value",
         ),
+        (
+            json!({"description": "x", "stall_ms": 5}),
+            "stall_ms",
+            "invalid_value",
+        ),
+        (
+            json!({"description": "x", "max_runtime_ms": "an hour"}),
+            "max_runtime_ms",
+            "wrong_type",
+        ),
     ];
     for (body, field, error) in cases {
         let (status, resp) = hub.post("/api/tasks", &body);

@@ -198,15 +198,6 @@ const KNOWN_KEYS: &[&str] = &[
 
 const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
 
-/// Default config file: `$AGENTCOM_SIDECAR_CONFIG`, else
-/// `$HOME/.agentcom/sidecar/config.toml`.
-pub fn default_path() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("AGENTCOM_SIDECAR_CONFIG") {
-        return Some(PathBuf::from(p));
-    }
-    home_dir().map(|h| h.join(".agentcom").join("sidecar").join("config.toml"))
-}
-
 pub fn home_dir() -> Option<PathBuf> {
     std::env::var_os("HOME")
         .filter(|h| !h.is_empty())

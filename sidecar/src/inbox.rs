@@ -6,8 +6,12 @@
 //!   <seq>.json        unread messages (InboxEntry), in arrival order
 //!   read/<seq>.json   read ones; the newest READ_KEPT stay, so a late repeat
 //!                     of a message is still recognised
-//!   cursor            the highest mailbox sequence written here
 //! ```
+//!
+//! The cursor (the highest mailbox sequence written here) is derived from the
+//! kept entries; should it come out lower (its entry pruned), the mailbox read
+//! after the next connect returns only what the hub still holds, and repeats
+//! are recognised by id.
 //!
 //! The hub keeps every direct message and broadcast in this agent's mailbox
 //! until it is acknowledged; its push carries the `mailbox_seq`. The sidecar
@@ -113,15 +117,15 @@ pub fn mark_read(dir: &Path, which: impl Fn(&InboxEntry) -> bool) -> io::Result<
             n += 1;
         }
     }
-    prune_read(dir)?;
+    prune_read(dir, READ_KEPT)?;
     Ok(n)
 }
 
-/// Keeps the newest `READ_KEPT` read messages.
-fn prune_read(dir: &Path) -> io::Result<()> {
+/// Keeps the newest `keep` read messages.
+fn prune_read(dir: &Path, keep: usize) -> io::Result<()> {
     let mut read = entries_in(&dir.join("read"))?;
-    if read.len() > READ_KEPT {
-        for (path, _) in read.drain(..read.len() - READ_KEPT) {
+    if read.len() > keep {
+        for (path, _) in read.drain(..read.len() - keep) {
             let _ = fs::remove_file(path);
         }
     }
@@ -133,7 +137,7 @@ impl Inbox {
     /// kept message, the next sequence and the mailbox cursor.
     pub fn open(dir: &Path) -> io::Result<Inbox> {
         fs::create_dir_all(dir.join("read"))?;
-        prune_read(dir)?;
+        prune_read(dir, READ_KEPT)?;
         let unread = entries_in(dir)?;
         let read = entries_in(&dir.join("read"))?;
         let mut inbox = Inbox {
@@ -146,12 +150,6 @@ impl Inbox {
             inbox.next_seq = inbox.next_seq.max(e.seq + 1);
             inbox.ids.insert(e.message.id.clone());
             inbox.cursor = inbox.cursor.max(e.mailbox_seq.unwrap_or(0));
-        }
-        if let Some(saved) = fs::read_to_string(dir.join("cursor"))
-            .ok()
-            .and_then(|t| t.trim().parse::<u64>().ok())
-        {
-            inbox.cursor = inbox.cursor.max(saved);
         }
         Ok(inbox)
     }
@@ -180,9 +178,8 @@ impl Inbox {
             self.next_seq += 1;
             self.ids.insert(entry.message.id.clone());
         }
-        if let Some(seq) = mailbox_seq.filter(|s| *s > self.cursor) {
-            write_atomic(&self.dir.join("cursor"), seq.to_string().as_bytes())?;
-            self.cursor = seq;
+        if let Some(seq) = mailbox_seq {
+            self.cursor = self.cursor.max(seq);
         }
         Ok(fresh.then_some(entry))
     }
@@ -198,6 +195,8 @@ pub enum MailEvent {
     },
     /// Time to try a failed fetch again.
     Retry,
+    /// An acknowledgement up to `seq` ended (`ok`: the hub took it).
+    Acked { seq: u64, ok: bool },
 }
 
 /// The relay's side of the inbox: see the module documentation.
@@ -210,6 +209,12 @@ pub struct Mail {
     refetch: bool,
     pages: usize,
     online: bool,
+    /// The highest sequence to acknowledge, the acknowledgement on its way,
+    /// and whether to send one again when it ends (one request at a time;
+    /// a burst of messages is acknowledged by the last).
+    ack_want: u64,
+    ack_in_flight: Option<u64>,
+    ack_again: bool,
 }
 
 impl Mail {
@@ -223,6 +228,9 @@ impl Mail {
             refetch: false,
             pages: 0,
             online: false,
+            ack_want: 0,
+            ack_in_flight: None,
+            ack_again: false,
         })
     }
 
@@ -246,8 +254,9 @@ impl Mail {
                     self.ack(seq);
                 }
             }
-            // Already here (a repeat), or older than the cursor.
-            Some(seq) if seq <= self.inbox.cursor() => self.ack(self.inbox.cursor()),
+            // Already here (a repeat), or older than the cursor: the hub has
+            // not heard the acknowledgement.
+            Some(seq) if seq <= self.inbox.cursor() => self.ack_again(),
             // A gap: the mailbox says what came before, in order.
             Some(_) => self.fetch(),
             None => {
@@ -259,6 +268,7 @@ impl Mail {
     pub fn on_event(&mut self, ev: MailEvent) {
         let (since, result) = match ev {
             MailEvent::Retry => return self.fetch(),
+            MailEvent::Acked { seq, ok } => return self.acked(seq, ok),
             MailEvent::Fetched { since, result } => (since, result),
         };
         self.fetching = false;
@@ -278,7 +288,8 @@ impl Mail {
                     }
                 }
                 if stored_all && self.inbox.cursor() > 0 {
-                    self.ack(self.inbox.cursor());
+                    // Also what an acknowledgement lost with a connection left.
+                    self.ack_again();
                 }
                 if full {
                     self.pages += 1;
@@ -356,20 +367,55 @@ impl Mail {
     }
 
     /// Tells the hub every mailbox message up to `seq` is safe here.
-    fn ack(&self, seq: u64) {
+    fn ack(&mut self, seq: u64) {
+        self.ack_want = self.ack_want.max(seq);
+        if self.ack_in_flight.is_none() {
+            self.send_ack();
+        }
+    }
+
+    /// Acknowledges the cursor again, even if that was sent before.
+    fn ack_again(&mut self) {
+        self.ack_want = self.ack_want.max(self.inbox.cursor());
+        if self.ack_in_flight.is_some() {
+            self.ack_again = true;
+        } else if self.ack_want > 0 {
+            self.send_ack();
+        }
+    }
+
+    fn acked(&mut self, seq: u64, ok: bool) {
+        self.ack_in_flight = None;
+        // A failed one is sent again when asked again meanwhile (a connect's
+        // mailbox read), else by the next message or connect.
+        if self.ack_again || (ok && self.ack_want > seq) {
+            self.ack_again = false;
+            self.send_ack();
+        }
+    }
+
+    fn send_ack(&mut self) {
+        let seq = self.ack_want;
+        self.ack_in_flight = Some(seq);
         let url = format!(
             "{}/api/mailbox/{}/ack",
             self.cfg.hub_api_url, self.cfg.agent_id
         );
         let token = self.cfg.token.clone();
+        let tx = self.tx.clone();
         tokio::task::spawn_blocking(move || {
-            match http::request("POST", &url, Some(&token), Some(&json!({"seq": seq}))) {
-                Ok((200, _)) => {}
+            let ok = match http::request("POST", &url, Some(&token), Some(&json!({"seq": seq}))) {
+                Ok((200, _)) => true,
                 Ok((status, body)) => {
-                    tracing::warn!(seq, status, body = %body, "mailbox ack refused")
+                    tracing::warn!(seq, status, body = %body, "mailbox ack refused");
+                    false
                 }
-                Err(e) => tracing::warn!(seq, error = %e, "mailbox ack not sent; again later"),
-            }
+                Err(e) => {
+                    tracing::warn!(seq, error = %e, "mailbox ack not sent; again later");
+                    false
+                }
+            };
+            let _ = tx.send(MailEvent::Acked { seq, ok });
         });
     }
 
@@ -487,5 +533,14 @@ mod tests {
             .map(|e| e.message.id)
             .collect();
         assert_eq!(ids, vec!["m2", "c1", "m3"]);
+        // Read messages beyond the kept number go, oldest first.
+        mark_read(&dir, |_| true).expect("read all");
+        prune_read(&dir, 2).expect("prune");
+        let kept: Vec<String> = entries_in(&dir.join("read"))
+            .expect("read dir")
+            .into_iter()
+            .map(|(_, e)| e.message.id)
+            .collect();
+        assert_eq!(kept, vec!["c1", "m3"]);
     }
 }

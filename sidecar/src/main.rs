@@ -228,7 +228,8 @@ fn config_path(given: Option<PathBuf>) -> Result<PathBuf, Fatal> {
     let all = fleet::installed();
     match all.as_slice() {
         [one] => Ok(one.config.clone()),
-        [] => config::default_path()
+        [] => fleet::root()
+            .map(|r| r.join("config.toml"))
             .ok_or_else(|| fatal(2, "no config file: pass --config FILE (HOME is not set)")),
         many => Err(fatal(
             2,

@@ -362,13 +362,29 @@ impl Messaging {
         &self,
         value: Result<T, MsgError>,
     ) -> ResponseActFuture<Self, Result<T, MsgError>> {
+        self.after_flush_then(value, |_| {})
+    }
+
+    /// [`Messaging::after_flush`], running `then` once the writes are durable
+    /// (not when the flush fails).
+    fn after_flush_then<T: 'static>(
+        &self,
+        value: Result<T, MsgError>,
+        then: impl FnOnce(&mut Self) + 'static,
+    ) -> ResponseActFuture<Self, Result<T, MsgError>> {
         if value.is_err() {
             return Box::pin(fut::ready(value));
         }
-        Box::pin(self.store.durable().into_actor(self).map(|flushed, _, _| {
-            flushed?;
-            value
-        }))
+        Box::pin(
+            self.store
+                .durable()
+                .into_actor(self)
+                .map(|flushed, act, _| {
+                    flushed?;
+                    then(act);
+                    value
+                }),
+        )
     }
 }
 
@@ -446,18 +462,11 @@ impl Handler<SendMessage> for Messaging {
         }
         // Pushed only once durable: a mailbox sequence a client has seen is
         // never given to another message after a crash.
-        Box::pin(
-            self.store
-                .durable()
-                .into_actor(self)
-                .map(move |flushed, act, _| {
-                    flushed?;
-                    for push in pushes {
-                        act.presence.do_send(push);
-                    }
-                    Ok(id)
-                }),
-        )
+        self.after_flush_then(Ok(id), move |act| {
+            for push in pushes {
+                act.presence.do_send(push);
+            }
+        })
     }
 }
 
