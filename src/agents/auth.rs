@@ -315,7 +315,7 @@ impl Tokens {
     }
 
     fn remove(&self, agent_id: &str) -> Result<bool, StoreError> {
-        let Some(old) = self.store.tokens.remove(agent_id.as_bytes())? else {
+        let Some(old) = self.store.tokens.take(agent_id.as_bytes())? else {
             return Ok(false);
         };
         if let Ok(record) = decode::<TokenRecord>("tokens", agent_id.as_bytes(), &old) {

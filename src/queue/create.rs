@@ -2,7 +2,7 @@
 //! follow-ups and standing-order runs (fixed ids). All or nothing: entries are
 //! planned (existing task, or new), their dependencies resolved against existing
 //! tasks and the batch's own `ref`s and checked for cycles; only then are the new
-//! tasks written in one batch per tree and indexed.
+//! tasks written (staged in order, events first) and indexed.
 
 use std::collections::HashMap;
 
@@ -244,8 +244,7 @@ impl TaskQueue {
         }
     }
 
-    /// Builds the new tasks and writes them, their events first, in one batch
-    /// per tree.
+    /// Builds the new tasks and writes them, their events first.
     fn write_new(
         &mut self,
         fresh: Vec<(NewTask, String)>,
@@ -253,9 +252,6 @@ impl TaskQueue {
         now: i64,
     ) -> Result<Vec<Task>, QueueError> {
         let mut tasks = Vec::with_capacity(fresh.len());
-        let mut records = sled::Batch::default();
-        let mut ids = sled::Batch::default();
-        let mut correlations = sled::Batch::default();
         let mut events = Vec::new();
         for (item, id) in fresh {
             let seq = self.index.next_seq;
@@ -266,18 +262,23 @@ impl TaskQueue {
                 task.correlation_id = Some(correlation);
             }
             events.extend(task_events(&task, &task.history, submitted_by));
-            records.insert(&seq_key(seq), encode(&task));
-            ids.insert(task.id.as_bytes(), &seq_key(seq));
-            correlations.insert(scoped_key(task.correlation(), seq), &[]);
             tasks.push(task);
         }
+        // The events first, then the records (staged writes reach sled in order).
         self.log.append(events)?;
-        self.store
-            .tasks
-            .apply_batch(records)
-            .and_then(|()| self.store.task_ids.apply_batch(ids))
-            .and_then(|()| self.store.task_correlations.apply_batch(correlations))
-            .map_err(StoreError::from)?;
+        for task in &tasks {
+            let key = seq_key(task.seq);
+            self.store
+                .tasks
+                .insert(key, encode(task))
+                .and_then(|()| self.store.task_ids.insert(task.id.as_bytes(), &key))
+                .and_then(|()| {
+                    self.store
+                        .task_correlations
+                        .insert(scoped_key(task.correlation(), task.seq), &[])
+                })
+                .map_err(StoreError::from)?;
+        }
         self.peers
             .telemetry
             .add(Counter::Submitted, tasks.len() as u64);

@@ -1,0 +1,212 @@
+//! The event log's two indexes, kept in buckets so that an event adds no new
+//! sled key: the events of 16 neighbouring tasks share one record of the task
+//! index, and an agent's events among 4,096 consecutive sequences share one of
+//! the agent index. Appending rewrites a bucket; staged writes coalesce, so a
+//! commit window writes each touched bucket once.
+//!
+//! - `events_by_task`: `b'T'` + (task sequence >> 4) → (task sequence, event
+//!   sequence) pairs, 16 bytes each, in append order.
+//! - `events_by_agent`: scoped (agent id, event sequence >> 12) → event
+//!   sequences, 8 bytes each, ascending.
+//!
+//! Stores written before the buckets had one empty-valued key per event; an open
+//! converts them ([`migrate`]).
+
+use std::collections::BTreeMap;
+
+use crate::error::StoreError;
+use crate::storage::store::{key_seq, scoped_key, split_scoped_key, Store};
+
+/// `meta` key of the index layout; absent means one key per event.
+const LAYOUT_KEY: &str = "event_index_layout";
+const LAYOUT_BUCKETS: &[u8] = b"buckets-v1";
+
+const TASK_BUCKET_BITS: u32 = 4;
+const AGENT_BUCKET_BITS: u32 = 12;
+
+fn task_key(task_seq: u64) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = b'T';
+    key[1..].copy_from_slice(&(task_seq >> TASK_BUCKET_BITS).to_be_bytes());
+    key
+}
+
+fn agent_key(agent: &str, seq: u64) -> Vec<u8> {
+    scoped_key(agent, seq >> AGENT_BUCKET_BITS)
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
+    key_seq(bytes.get(at..at + 8)?)
+}
+
+/// Adds event `seq` to the indexes of its task and agent.
+pub(super) fn add(
+    store: &Store,
+    task_seq: Option<u64>,
+    agent: Option<&str>,
+    seq: u64,
+) -> Result<(), StoreError> {
+    if let Some(task_seq) = task_seq {
+        let key = task_key(task_seq);
+        let mut value = store
+            .events_by_task
+            .get(key)?
+            .map(|v| v.to_vec())
+            .unwrap_or_default();
+        value.extend_from_slice(&task_seq.to_be_bytes());
+        value.extend_from_slice(&seq.to_be_bytes());
+        store.events_by_task.insert(key, value)?;
+    }
+    if let Some(agent) = agent {
+        let key = agent_key(agent, seq);
+        let mut value = store
+            .events_by_agent
+            .get(&key)?
+            .map(|v| v.to_vec())
+            .unwrap_or_default();
+        value.extend_from_slice(&seq.to_be_bytes());
+        store.events_by_agent.insert(key, value)?;
+    }
+    Ok(())
+}
+
+/// The sequences of `task_seq`'s events from `from` on, ascending.
+pub(super) fn task_events(store: &Store, task_seq: u64, from: u64) -> Result<Vec<u64>, StoreError> {
+    let Some(value) = store.events_by_task.get(task_key(task_seq))? else {
+        return Ok(Vec::new());
+    };
+    let mut seqs: Vec<u64> = value
+        .chunks_exact(16)
+        .filter(|pair| u64_at(pair, 0) == Some(task_seq))
+        .filter_map(|pair| u64_at(pair, 8))
+        .filter(|seq| *seq >= from)
+        .collect();
+    seqs.sort_unstable();
+    Ok(seqs)
+}
+
+/// The sequences of `agent`'s events from `from` on, bucket by bucket
+/// (ascending); the caller stops when it has enough.
+pub(super) fn agent_events(
+    store: &Store,
+    agent: &str,
+    from: u64,
+) -> impl Iterator<Item = Result<Vec<u64>, StoreError>> {
+    let start = agent_key(agent, from);
+    let end = scoped_key(agent, u64::MAX);
+    store.events_by_agent.range(start..=end).map(move |item| {
+        let (_, value) = item?;
+        Ok(value
+            .chunks_exact(8)
+            .filter_map(key_seq)
+            .filter(|seq| *seq >= from)
+            .collect())
+    })
+}
+
+/// Takes events `seqs` (of `task_seq` / `agent`) out of the indexes.
+pub(super) fn remove(
+    store: &Store,
+    task_seq: Option<u64>,
+    agent: Option<&str>,
+    seqs: &[u64],
+) -> Result<(), StoreError> {
+    if let Some(task_seq) = task_seq {
+        let key = task_key(task_seq);
+        if let Some(value) = store.events_by_task.get(key)? {
+            let kept: Vec<u8> = value
+                .chunks_exact(16)
+                .filter(|pair| {
+                    u64_at(pair, 0) != Some(task_seq)
+                        || !u64_at(pair, 8).is_some_and(|s| seqs.contains(&s))
+                })
+                .flatten()
+                .copied()
+                .collect();
+            if kept.is_empty() {
+                store.events_by_task.remove(key)?;
+            } else {
+                store.events_by_task.insert(key, kept)?;
+            }
+        }
+    }
+    if let Some(agent) = agent {
+        let mut buckets: BTreeMap<Vec<u8>, Vec<u64>> = BTreeMap::new();
+        for seq in seqs {
+            buckets
+                .entry(agent_key(agent, *seq))
+                .or_default()
+                .push(*seq);
+        }
+        for (key, gone) in buckets {
+            let Some(value) = store.events_by_agent.get(&key)? else {
+                continue;
+            };
+            let kept: Vec<u8> = value
+                .chunks_exact(8)
+                .filter(|s| !key_seq(s).is_some_and(|s| gone.contains(&s)))
+                .flatten()
+                .copied()
+                .collect();
+            if kept.is_empty() {
+                store.events_by_agent.remove(&key)?;
+            } else {
+                store.events_by_agent.insert(&key, kept)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Converts indexes of one key per event (stores written before the buckets)
+/// into buckets. Every old key is removed before any bucket is written, so a
+/// bucket key equal to an old key keeps the bucket.
+pub(super) fn migrate(store: &Store) -> Result<(), StoreError> {
+    if store.meta.get(LAYOUT_KEY)?.as_deref() == Some(LAYOUT_BUCKETS) {
+        return Ok(());
+    }
+    let mut tasks: BTreeMap<[u8; 9], Vec<u8>> = BTreeMap::new();
+    let mut old_task_keys = Vec::new();
+    for item in store.events_by_task.iter() {
+        let (key, _) = item?;
+        if let (Some(task_seq), Some(seq), 16) = (u64_at(&key, 0), u64_at(&key, 8), key.len()) {
+            let bucket = tasks.entry(task_key(task_seq)).or_default();
+            bucket.extend_from_slice(&task_seq.to_be_bytes());
+            bucket.extend_from_slice(&seq.to_be_bytes());
+        }
+        old_task_keys.push(key);
+    }
+    let mut agents: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    let mut old_agent_keys = Vec::new();
+    for item in store.events_by_agent.iter() {
+        let (key, _) = item?;
+        if let Some((agent, seq)) = split_scoped_key(&key) {
+            agents
+                .entry(agent_key(&agent, seq))
+                .or_default()
+                .extend_from_slice(&seq.to_be_bytes());
+        }
+        old_agent_keys.push(key);
+    }
+    let converted = old_task_keys.len() + old_agent_keys.len();
+    for key in old_task_keys {
+        store.events_by_task.remove(key)?;
+    }
+    for key in old_agent_keys {
+        store.events_by_agent.remove(key)?;
+    }
+    for (key, value) in tasks {
+        store.events_by_task.insert(key, value)?;
+    }
+    for (key, value) in agents {
+        store.events_by_agent.insert(key, value)?;
+    }
+    store.meta.insert(LAYOUT_KEY, LAYOUT_BUCKETS)?;
+    if converted > 0 {
+        tracing::info!(
+            entries = converted,
+            "event log indexes converted to buckets"
+        );
+    }
+    Ok(())
+}
