@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::lanes::Lanes;
 use super::outbox::Outbox;
+use super::records;
 use super::timers::Timers;
 use super::TaskQueue;
 use super::{QueueError, TaskReady};
@@ -17,7 +18,6 @@ use crate::domain::completions::Completion;
 use crate::domain::dependencies::{DepState, DependencyGraph, Settled};
 use crate::domain::task::{HistoryEntry, Task, TaskError, TaskStatus};
 use crate::storage::eventlog::NewEvent;
-use crate::storage::store::{encode, seq_key};
 use crate::util::now_ms;
 
 /// What callers of `with_task` need to know about the changed task.
@@ -145,9 +145,9 @@ impl TaskQueue {
             tracing::error!(task_id = %task.id, error = %e, "event log write failed; change refused");
             return Err(QueueError::Store(e));
         }
-        if let Err(e) = self.store.tasks.insert(seq_key(task.seq), encode(task)) {
+        if let Err(e) = self.records.update(task.seq, records::encode_state(task)) {
             tracing::error!(task_id = %task.id, error = %e, "task write failed");
-            return Err(QueueError::Store(e.into()));
+            return Err(QueueError::Store(e));
         }
         Ok(())
     }

@@ -7,14 +7,13 @@
 use std::collections::HashMap;
 
 use super::change::{task_events, Settle};
+use super::records;
 use super::{QueueError, TaskQueue};
 use crate::domain::completions::short_description;
 use crate::domain::dependencies::cycle_members;
 use crate::domain::task::Task;
-use crate::error::StoreError;
 use crate::ops::telemetry::Counter;
 use crate::protocol::{FieldError, TaskSpec};
-use crate::storage::store::{encode, scoped_key, seq_key};
 use crate::util::{new_task_id, now_ms};
 
 /// One accepted submission.
@@ -267,17 +266,15 @@ impl TaskQueue {
         // The events first, then the records (staged writes reach sled in order).
         self.log.append(events)?;
         for task in &tasks {
-            let key = seq_key(task.seq);
-            self.store
-                .tasks
-                .insert(key, encode(task))
-                .and_then(|()| self.store.task_ids.insert(task.id.as_bytes(), &key))
-                .and_then(|()| {
-                    self.store
-                        .task_correlations
-                        .insert(scoped_key(task.correlation(), task.seq), &[])
-                })
-                .map_err(StoreError::from)?;
+            // A task that is its own correlation is found by its id.
+            let joins = (task.correlation() != task.id).then(|| task.correlation());
+            self.records.create(
+                task.seq,
+                &task.id,
+                records::encode_spec(task),
+                records::encode_state(task),
+                joins,
+            )?;
         }
         self.peers
             .telemetry

@@ -7,11 +7,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::{json, Map, Value};
 
+use super::records;
 use super::TaskQueue;
 use crate::domain::task::{Task, TaskStatus};
 use crate::error::StoreError;
 use crate::protocol::LANES;
-use crate::storage::store::decode;
 use crate::util::now_ms;
 
 /// The lease of an assigned task.
@@ -194,12 +194,12 @@ impl TaskQueue {
 
     /// Reads a task's stored record from sled.
     pub(super) fn read_stored(&self, id: &str) -> Result<Option<Task>, StoreError> {
-        let Some(seq) = self.store.task_ids.get(id.as_bytes())? else {
+        let Some(seq) = self.records.seq_of(id)? else {
             return Ok(None);
         };
-        match self.store.tasks.get(&seq)? {
+        match self.records.get(seq)? {
             None => Ok(None),
-            Some(v) => decode("tasks", &seq, &v).map(Some),
+            Some(stored) => records::decode_task(&stored).map(Some),
         }
     }
 

@@ -28,6 +28,7 @@ mod create;
 mod index;
 mod lanes;
 mod outbox;
+mod records;
 mod supervise;
 mod timers;
 
@@ -61,6 +62,7 @@ use crate::protocol::{BlockedPolicy, FieldError};
 use crate::storage::bus::EventBus;
 use crate::storage::eventlog::EventLog;
 use crate::storage::store::Store;
+use crate::storage::tasks::TaskRecords;
 use crate::util::now_ms;
 
 /// Why a queue operation failed.
@@ -120,6 +122,8 @@ struct Policy {
 /// See the module documentation.
 pub(crate) struct TaskQueue {
     store: Store,
+    /// Where tasks are kept (see `records` for what the bytes are).
+    records: TaskRecords,
     log: EventLog,
     policy: Policy,
     index: index::TaskIndex,
@@ -166,6 +170,7 @@ impl TaskQueue {
             completions: Completions::default(),
             outcomes: AgentOutcomes::default(),
             peers,
+            records: TaskRecords::new(store.clone()),
             store,
             log,
         };

@@ -7,11 +7,11 @@ use actix::prelude::*;
 use super::change::Settle;
 use super::index::TaskIndex;
 use super::lanes::Lanes;
+use super::records;
 use super::{QueueError, TaskQueue};
 use crate::domain::completions::{Completion, Completions};
 use crate::domain::task::{Task, TaskStatus};
 use crate::error::StoreError;
-use crate::storage::store::{decode, key_seq, seq_key};
 use crate::util::now_ms;
 
 /// A reply to give when a handler panicked (the queue restarts from sled).
@@ -96,9 +96,10 @@ impl TaskQueue {
     /// (never deleted), and the rest still load. Answers how many were unreadable.
     fn load_records(&mut self, now: i64) -> Result<usize, StoreError> {
         let mut corrupt = 0usize;
-        for item in self.store.tasks.iter() {
-            let (key, value) = item?;
-            let task: Task = match decode("tasks", &key, &value) {
+        for item in self.records.scan_from(0) {
+            let stored = item?;
+            self.index.next_seq = self.index.next_seq.max(stored.seq + 1);
+            let task: Task = match records::decode_task(&stored) {
                 Ok(t) => t,
                 Err(e) => {
                     corrupt += 1;
@@ -106,16 +107,9 @@ impl TaskQueue {
                     continue;
                 }
             };
-            if let Some(seq) = key_seq(&key) {
-                self.index.next_seq = self.index.next_seq.max(seq + 1);
-            }
             // The id index is written in the same flush as the record; repair it if a
             // crash left only the record.
-            if self.store.task_ids.get(task.id.as_bytes())?.is_none() {
-                self.store
-                    .task_ids
-                    .insert(task.id.as_bytes(), &seq_key(task.seq))?;
-            }
+            self.records.repair_id(&task.id, task.seq)?;
             self.index.count(&task, None, now);
             if let Some(c) = Completion::of(&task) {
                 self.completions.record(c);

@@ -1,7 +1,9 @@
-//! Storage: the sled store and its group commit, the durable event log, the
-//! in-memory event bus, and backups, restore and compaction.
+//! Storage: the sled store and its group commit, the task queue's records, the
+//! durable event log, the in-memory event bus, and backups, restore and
+//! compaction.
 
 pub(crate) mod backup;
 pub(crate) mod bus;
 pub(crate) mod eventlog;
 pub(crate) mod store;
+pub(crate) mod tasks;

@@ -21,8 +21,8 @@ use serde_json::{Map, Value};
 use crate::domain::completions::{Completion, Throughput};
 use crate::domain::task::{Task, TaskStatus};
 use crate::error::StoreError;
+use crate::queue::records;
 use crate::queue::TaskQueue;
-use crate::storage::store::{decode, key_seq, scoped_key, seq_key};
 use crate::util::now_ms;
 
 /// A task's attempt records as the API shows them.
@@ -131,19 +131,27 @@ impl Handler<ListTasks> for TaskQueue {
             let mut page: Vec<Task> = Vec::with_capacity(msg.limit.min(1024) + 1);
             let start = msg.cursor.saturating_add(1);
             if let Some(correlation) = &msg.correlation_id {
-                let start = scoped_key(correlation, start);
-                let end = scoped_key(correlation, u64::MAX);
-                for item in this.store.task_correlations.range(start..=end) {
-                    let (key, _) = item?;
-                    let Some(seq) = key.len().checked_sub(8).and_then(|at| key_seq(&key[at..]))
-                    else {
-                        continue;
-                    };
-                    let key = seq_key(seq);
+                // The task whose id names the correlation has no index entry
+                // (it was its own correlation when created): it comes first.
+                let mut root = this
+                    .read(correlation)?
+                    .filter(|t| t.seq >= start && t.correlation() == correlation.as_str());
+                let mut seqs = Vec::new();
+                for seq in this.records.correlated(correlation, start) {
+                    seqs.push(seq?);
+                    if seqs.len() > msg.limit {
+                        break;
+                    }
+                }
+                for seq in seqs {
+                    if root.as_ref().is_some_and(|r| r.seq <= seq) {
+                        let r = root.take().filter(|r| r.seq < seq);
+                        page.extend(r.filter(|t| msg.matches(t)));
+                    }
                     let task = match this.index.live.get(&seq) {
                         Some(t) => Some(t.clone()),
-                        None => match this.store.tasks.get(key)? {
-                            Some(v) => Some(decode::<Task>("tasks", &key, &v)?),
+                        None => match this.records.get(seq)? {
+                            Some(stored) => Some(records::decode_task(&stored)?),
                             None => None,
                         },
                     };
@@ -153,6 +161,9 @@ impl Handler<ListTasks> for TaskQueue {
                     if page.len() > msg.limit {
                         break;
                     }
+                }
+                if page.len() <= msg.limit {
+                    page.extend(root.filter(|t| msg.matches(t)));
                 }
             } else if msg.status.is_some_and(|s| !s.is_terminal()) {
                 // Unfinished tasks are all in memory.
@@ -166,9 +177,8 @@ impl Handler<ListTasks> for TaskQueue {
                         .cloned(),
                 );
             } else {
-                for item in this.store.tasks.range(seq_key(start)..) {
-                    let (key, value) = item?;
-                    match decode::<Task>("tasks", &key, &value) {
+                for item in this.records.scan_from(start) {
+                    match records::decode_task(&item?) {
                         Ok(t) if msg.matches(&t) => page.push(t),
                         Ok(_) => {}
                         Err(e) => tracing::error!(error = %e, "skipping unreadable task record"),
@@ -213,9 +223,8 @@ impl Handler<DeadLetters> for TaskQueue {
                 Box::new(this.index.dead_letter.iter())
             };
             for seq in seqs.take(msg.limit) {
-                let key = seq_key(*seq);
-                if let Some(v) = this.store.tasks.get(key)? {
-                    out.push(decode::<Task>("tasks", &key, &v)?.view());
+                if let Some(stored) = this.records.get(*seq)? {
+                    out.push(records::decode_task(&stored)?.view());
                 }
             }
             Ok(out)

@@ -17,12 +17,13 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use serde::de::IgnoredAny;
 use serde::Serialize;
 
 use super::format::{read_backup, BackupSummary, Item};
 use super::{absolute_dir, io_error, list_backups, lock_data_dir, sibling, Progress};
 use crate::agents::auth::TokenRecord;
-use crate::domain::task::Task;
+
 use crate::error::{BackupError, StoreError};
 use crate::storage::store::{decode, open_sled, replace_dir, Store};
 use crate::util::now_ms;
@@ -69,10 +70,12 @@ pub struct CompactionReport {
     pub paused_ms: u64,
 }
 
-/// Whether one record passes the start-up check: tasks and tokens must decode.
+/// Whether one record passes the start-up check: task records must be whole
+/// records of a known format, tokens must decode.
 fn check_record(tree: &[u8], key: &[u8], value: &[u8]) -> Result<(), StoreError> {
     match tree {
-        b"tasks" => decode::<Task>("tasks", key, value).map(|_| ()),
+        b"tasks" => decode::<IgnoredAny>("tasks", key, value).map(|_| ()),
+        b"task_specs" => decode::<IgnoredAny>("task_specs", key, value).map(|_| ()),
         b"tokens" => decode::<TokenRecord>("tokens", key, value).map(|_| ()),
         _ => Ok(()),
     }

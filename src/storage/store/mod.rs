@@ -65,7 +65,7 @@ pub(crate) const FORMAT_JSON: u8 = 1;
 pub(crate) const FORMAT_MSGPACK: u8 = 2;
 
 /// Every tree of the store, in the order of the `Store` fields.
-pub(super) const TREE_NAMES: [&str; 20] = [
+pub(super) const TREE_NAMES: [&str; 21] = [
     "tasks",
     "task_ids",
     "tokens",
@@ -86,6 +86,7 @@ pub(super) const TREE_NAMES: [&str; 20] = [
     "task_correlations",
     "standing_orders",
     "standing_runs",
+    "task_specs",
 ];
 
 /// The seal file in the data directory (see the module documentation).
@@ -112,6 +113,11 @@ pub struct ContentDigest {
     pub sha256: String,
 }
 
+/// Trees added after the first release's layout: hashed into a seal only when
+/// they hold records, so a seal written by a release without them (whose next
+/// open creates them empty) still matches.
+const LATER_TREES: [&str; 1] = ["task_specs"];
+
 /// Visits every record of every tree (trees sorted by name, records by key) and
 /// hashes names, keys and values with their lengths.
 fn digest_db(db: &sled::Db, visit: &mut RecordVisitor<'_>) -> Result<ContentDigest, StoreError> {
@@ -120,9 +126,12 @@ fn digest_db(db: &sled::Db, visit: &mut RecordVisitor<'_>) -> Result<ContentDige
     let mut hash = Sha256::new();
     let mut records = 0u64;
     for name in names {
+        let tree = db.open_tree(&name)?;
+        if LATER_TREES.iter().any(|t| t.as_bytes() == &name[..]) && tree.is_empty() {
+            continue;
+        }
         hash.update((name.len() as u64).to_be_bytes());
         hash.update(&name);
-        let tree = db.open_tree(&name)?;
         for item in tree.iter() {
             let (key, value) = item?;
             visit(&name, &key, &value)?;
@@ -195,7 +204,8 @@ struct Inner {
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
-    /// Task records by sequence number (u64 big-endian), so scans run in creation order.
+    /// Task state records by sequence number (u64 big-endian), so scans run in
+    /// creation order (whole task records in stores older than `task_specs`).
     pub tasks: Tree,
     /// Task id → sequence number.
     pub task_ids: Tree,
@@ -235,6 +245,8 @@ pub struct Store {
     pub standing_orders: Tree,
     /// (standing order name, scheduled time) → run record.
     pub standing_runs: Tree,
+    /// Task sequence → the task's spec, written once.
+    pub task_specs: Tree,
 }
 
 impl Store {
@@ -293,6 +305,7 @@ impl Store {
             task_correlations: tree(17),
             standing_orders: tree(18),
             standing_runs: tree(19),
+            task_specs: tree(20),
             inner: Arc::new(Inner {
                 slot,
                 path: dir.to_path_buf(),

@@ -1,0 +1,307 @@
+//! How a `Task` is stored: its spec (what never changes after creation) is
+//! written once, its state (what a change changes) on every change, so a
+//! transition costs what it changes, not the description and metadata again.
+//! Both are encoded with the store's record encoding. A record written before
+//! the split is a whole task and still reads.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::domain::task::{Attempt, HistoryEntry, Progress, ReportRecord, Task, TaskStatus};
+use crate::error::StoreError;
+use crate::protocol::BlockedPolicy;
+use crate::storage::store::{decode, encode, seq_key};
+use crate::storage::tasks::StoredTask;
+
+/// What never changes after creation, as written.
+#[derive(Serialize)]
+struct SpecOut<'a> {
+    id: &'a str,
+    description: &'a str,
+    metadata: &'a Map<String, Value>,
+    needed_capabilities: &'a [String],
+    created_at: i64,
+    submitted_by: &'a str,
+    dedupe_key: &'a Option<String>,
+    depends_on: &'a [String],
+    parent_task_id: &'a Option<String>,
+    correlation_id: &'a Option<String>,
+    blocked_policy: &'a Option<BlockedPolicy>,
+    blocked_requeue_ms: Option<u64>,
+    max_retries: u32,
+    max_reclaims: u32,
+    complete_by: Option<i64>,
+    lease_ms: u64,
+    stall_ms: Option<u64>,
+    max_runtime_ms: Option<u64>,
+}
+
+/// What never changes after creation, as read.
+#[derive(Deserialize)]
+struct SpecIn {
+    id: String,
+    description: String,
+    #[serde(default)]
+    metadata: Map<String, Value>,
+    #[serde(default)]
+    needed_capabilities: Vec<String>,
+    created_at: i64,
+    submitted_by: String,
+    #[serde(default)]
+    dedupe_key: Option<String>,
+    #[serde(default)]
+    depends_on: Vec<String>,
+    #[serde(default)]
+    parent_task_id: Option<String>,
+    #[serde(default)]
+    correlation_id: Option<String>,
+    #[serde(default)]
+    blocked_policy: Option<BlockedPolicy>,
+    #[serde(default)]
+    blocked_requeue_ms: Option<u64>,
+    max_retries: u32,
+    max_reclaims: u32,
+    #[serde(default)]
+    complete_by: Option<i64>,
+    lease_ms: u64,
+    #[serde(default)]
+    stall_ms: Option<u64>,
+    #[serde(default)]
+    max_runtime_ms: Option<u64>,
+}
+
+/// What a change changes, as written.
+#[derive(Serialize)]
+struct StateOut<'a> {
+    status: TaskStatus,
+    priority: u8,
+    assigned_to: &'a Option<String>,
+    assigned_at: Option<i64>,
+    accepted_at: Option<i64>,
+    generation: u64,
+    attempt: u32,
+    updated_at: i64,
+    completed_at: Option<i64>,
+    retry_count: u32,
+    reclaim_count: u32,
+    result: &'a Option<Map<String, Value>>,
+    tokens_used: Option<u64>,
+    last_error: &'a Option<String>,
+    history: &'a [HistoryEntry],
+    reports: &'a [ReportRecord],
+    run_after: Option<i64>,
+    blocked_at: Option<i64>,
+    needs: &'a Option<String>,
+    unblock_at: Option<i64>,
+    blocked_on: &'a Option<String>,
+    attempts: &'a [Attempt],
+    attempts_dropped: u32,
+    progress: &'a Option<Progress>,
+}
+
+/// What a change changes, as read.
+#[derive(Deserialize)]
+struct StateIn {
+    status: TaskStatus,
+    priority: u8,
+    #[serde(default)]
+    assigned_to: Option<String>,
+    #[serde(default)]
+    assigned_at: Option<i64>,
+    #[serde(default)]
+    accepted_at: Option<i64>,
+    generation: u64,
+    attempt: u32,
+    updated_at: i64,
+    #[serde(default)]
+    completed_at: Option<i64>,
+    retry_count: u32,
+    reclaim_count: u32,
+    #[serde(default)]
+    result: Option<Map<String, Value>>,
+    #[serde(default)]
+    tokens_used: Option<u64>,
+    #[serde(default)]
+    last_error: Option<String>,
+    #[serde(default)]
+    history: Vec<HistoryEntry>,
+    #[serde(default)]
+    reports: Vec<ReportRecord>,
+    #[serde(default)]
+    run_after: Option<i64>,
+    #[serde(default)]
+    blocked_at: Option<i64>,
+    #[serde(default)]
+    needs: Option<String>,
+    #[serde(default)]
+    unblock_at: Option<i64>,
+    #[serde(default)]
+    blocked_on: Option<String>,
+    #[serde(default)]
+    attempts: Vec<Attempt>,
+    #[serde(default)]
+    attempts_dropped: u32,
+    #[serde(default)]
+    progress: Option<Progress>,
+}
+
+/// A task's spec record.
+pub(super) fn encode_spec(t: &Task) -> Vec<u8> {
+    encode(&SpecOut {
+        id: &t.id,
+        description: &t.description,
+        metadata: &t.metadata,
+        needed_capabilities: &t.needed_capabilities,
+        created_at: t.created_at,
+        submitted_by: &t.submitted_by,
+        dedupe_key: &t.dedupe_key,
+        depends_on: &t.depends_on,
+        parent_task_id: &t.parent_task_id,
+        correlation_id: &t.correlation_id,
+        blocked_policy: &t.blocked_policy,
+        blocked_requeue_ms: t.blocked_requeue_ms,
+        max_retries: t.max_retries,
+        max_reclaims: t.max_reclaims,
+        complete_by: t.complete_by,
+        lease_ms: t.lease_ms,
+        stall_ms: t.stall_ms,
+        max_runtime_ms: t.max_runtime_ms,
+    })
+}
+
+/// A task's state record.
+pub(super) fn encode_state(t: &Task) -> Vec<u8> {
+    encode(&StateOut {
+        status: t.status,
+        priority: t.priority,
+        assigned_to: &t.assigned_to,
+        assigned_at: t.assigned_at,
+        accepted_at: t.accepted_at,
+        generation: t.generation,
+        attempt: t.attempt,
+        updated_at: t.updated_at,
+        completed_at: t.completed_at,
+        retry_count: t.retry_count,
+        reclaim_count: t.reclaim_count,
+        result: &t.result,
+        tokens_used: t.tokens_used,
+        last_error: &t.last_error,
+        history: &t.history,
+        reports: &t.reports,
+        run_after: t.run_after,
+        blocked_at: t.blocked_at,
+        needs: &t.needs,
+        unblock_at: t.unblock_at,
+        blocked_on: &t.blocked_on,
+        attempts: &t.attempts,
+        attempts_dropped: t.attempts_dropped,
+        progress: &t.progress,
+    })
+}
+
+/// The task of `stored` (a spec and a state, or one whole older record).
+pub(super) fn decode_task(stored: &StoredTask) -> Result<Task, StoreError> {
+    let key = seq_key(stored.seq);
+    let Some(spec) = &stored.spec else {
+        let mut task: Task = decode("tasks", &key, &stored.state)?;
+        task.seq = stored.seq;
+        return Ok(task);
+    };
+    let spec: SpecIn = decode("task_specs", &key, spec)?;
+    let state: StateIn = decode("tasks", &key, &stored.state)?;
+    Ok(Task {
+        id: spec.id,
+        seq: stored.seq,
+        status: state.status,
+        priority: state.priority,
+        description: spec.description,
+        metadata: spec.metadata,
+        needed_capabilities: spec.needed_capabilities,
+        assigned_to: state.assigned_to,
+        assigned_at: state.assigned_at,
+        accepted_at: state.accepted_at,
+        generation: state.generation,
+        attempt: state.attempt,
+        created_at: spec.created_at,
+        updated_at: state.updated_at,
+        completed_at: state.completed_at,
+        max_retries: spec.max_retries,
+        retry_count: state.retry_count,
+        reclaim_count: state.reclaim_count,
+        max_reclaims: spec.max_reclaims,
+        complete_by: spec.complete_by,
+        lease_ms: spec.lease_ms,
+        result: state.result,
+        tokens_used: state.tokens_used,
+        last_error: state.last_error,
+        submitted_by: spec.submitted_by,
+        history: state.history,
+        reports: state.reports,
+        dedupe_key: spec.dedupe_key,
+        depends_on: spec.depends_on,
+        run_after: state.run_after,
+        parent_task_id: spec.parent_task_id,
+        correlation_id: spec.correlation_id,
+        blocked_policy: spec.blocked_policy,
+        blocked_requeue_ms: spec.blocked_requeue_ms,
+        blocked_at: state.blocked_at,
+        needs: state.needs,
+        unblock_at: state.unblock_at,
+        blocked_on: state.blocked_on,
+        attempts: state.attempts,
+        attempts_dropped: state.attempts_dropped,
+        stall_ms: spec.stall_ms,
+        max_runtime_ms: spec.max_runtime_ms,
+        progress: state.progress,
+        recorded: 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::task::TaskDefaults;
+    use crate::protocol::parse_task_spec;
+    use serde_json::json;
+
+    fn task() -> Task {
+        let spec = parse_task_spec(
+            &json!({
+                "description": "d", "metadata": {"k": [1, "two"]}, "priority": "high",
+                "needed_capabilities": ["gpu"], "dedupe_key": "x", "run_after": 5,
+                "stall_ms": 60000
+            }),
+            "",
+        )
+        .expect("spec");
+        let defaults = TaskDefaults {
+            max_retries: 3,
+            max_reclaims: 5,
+            lease_ms: 1000,
+        };
+        let mut t = Task::new("task-1".into(), 7, spec, "admin", defaults, 100);
+        t.recorded = 0;
+        t
+    }
+
+    #[test]
+    fn spec_and_state_put_the_task_back_together() {
+        let t = task();
+        let stored = StoredTask {
+            seq: 7,
+            spec: Some(encode_spec(&t).into()),
+            state: encode_state(&t).into(),
+        };
+        assert_eq!(decode_task(&stored).expect("decodes"), t);
+        // A whole record of the older layout (JSON) reads too.
+        let mut old = vec![crate::storage::store::FORMAT_JSON];
+        old.extend(serde_json::to_vec(&t).expect("json"));
+        let older = StoredTask {
+            seq: 7,
+            spec: None,
+            state: old.into(),
+        };
+        assert_eq!(decode_task(&older).expect("decodes"), t);
+        assert!(encode_state(&t).len() < encode(&t).len());
+    }
+}

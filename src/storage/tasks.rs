@@ -1,0 +1,129 @@
+//! `TaskRecords`: everything the task queue keeps, as the operations it needs.
+//! A task is three records: its spec (written once, at creation), its state
+//! (rewritten by every change: small), and its id's entry; a task that shares
+//! another's correlation also has an entry under it. The queue decides what the
+//! bytes mean; this is the one place that knows where they live, so another
+//! backend implements these operations and nothing else of the queue changes.
+//!
+//! Stores written before the split hold the whole task in the state tree and no
+//! spec: `StoredTask::spec` is then `None`.
+
+use sled::IVec;
+
+use crate::error::StoreError;
+use crate::storage::store::{key_seq, scoped_key, seq_key, Store};
+
+/// One task's records as stored.
+pub(crate) struct StoredTask {
+    pub seq: u64,
+    /// `None` for a task written before specs were kept apart.
+    pub spec: Option<IVec>,
+    pub state: IVec,
+}
+
+/// See the module documentation. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct TaskRecords {
+    store: Store,
+}
+
+impl TaskRecords {
+    pub(crate) fn new(store: Store) -> TaskRecords {
+        TaskRecords { store }
+    }
+
+    /// Writes a new task. `correlation`: the correlation it joins, when that is
+    /// not its own id.
+    pub(crate) fn create(
+        &self,
+        seq: u64,
+        id: &str,
+        spec: Vec<u8>,
+        state: Vec<u8>,
+        correlation: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let key = seq_key(seq);
+        self.store.task_specs.insert(key, spec)?;
+        self.store.tasks.insert(key, state)?;
+        self.store.task_ids.insert(id.as_bytes(), &key)?;
+        if let Some(correlation) = correlation {
+            self.store
+                .task_correlations
+                .insert(scoped_key(correlation, seq), &[])?;
+        }
+        Ok(())
+    }
+
+    /// Writes a task's new state.
+    pub(crate) fn update(&self, seq: u64, state: Vec<u8>) -> Result<(), StoreError> {
+        Ok(self.store.tasks.insert(seq_key(seq), state)?)
+    }
+
+    /// The sequence of the task with this id.
+    pub(crate) fn seq_of(&self, id: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .store
+            .task_ids
+            .get(id.as_bytes())?
+            .and_then(|v| key_seq(&v)))
+    }
+
+    /// Puts an id's entry back (a crash between a record and its id entry).
+    pub(crate) fn repair_id(&self, id: &str, seq: u64) -> Result<(), StoreError> {
+        if self.seq_of(id)?.is_none() {
+            self.store.task_ids.insert(id.as_bytes(), &seq_key(seq))?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn get(&self, seq: u64) -> Result<Option<StoredTask>, StoreError> {
+        let key = seq_key(seq);
+        let Some(state) = self.store.tasks.get(key)? else {
+            return Ok(None);
+        };
+        Ok(Some(StoredTask {
+            seq,
+            spec: self.store.task_specs.get(key)?,
+            state,
+        }))
+    }
+
+    /// Every task from sequence `from` on, in creation order.
+    pub(crate) fn scan_from(
+        &self,
+        from: u64,
+    ) -> impl Iterator<Item = Result<StoredTask, StoreError>> + '_ {
+        self.store.tasks.range(seq_key(from)..).map(move |item| {
+            let (key, state) = item?;
+            let seq = key_seq(&key).ok_or_else(|| StoreError::Corrupt {
+                tree: "tasks",
+                key: format!("{key:?}"),
+                reason: "a task key is not a sequence".into(),
+            })?;
+            Ok(StoredTask {
+                seq,
+                spec: self.store.task_specs.get(key)?,
+                state,
+            })
+        })
+    }
+
+    /// The sequences of the tasks that joined `correlation`, from `from` on (the
+    /// task whose id it is has no entry, except in older stores).
+    pub(crate) fn correlated(
+        &self,
+        correlation: &str,
+        from: u64,
+    ) -> impl Iterator<Item = Result<u64, StoreError>> {
+        let start = scoped_key(correlation, from);
+        let end = scoped_key(correlation, u64::MAX);
+        self.store.task_correlations.range(start..=end).map(|item| {
+            let (key, _) = item?;
+            Ok(key
+                .len()
+                .checked_sub(8)
+                .and_then(|at| key_seq(&key[at..]))
+                .unwrap_or(0))
+        })
+    }
+}
