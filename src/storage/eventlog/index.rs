@@ -1,38 +1,93 @@
 //! The event log's two indexes, kept in buckets so that an event adds no new
-//! sled key: the events of 16 neighbouring tasks share one record of the task
-//! index, and an agent's events among 4,096 consecutive sequences share one of
-//! the agent index. Appending rewrites a bucket; staged writes coalesce, so a
-//! commit window writes each touched bucket once.
+//! sled key: the events of 16 neighbouring tasks within 1,024 consecutive
+//! sequences share one record of the task index, and an agent's events within
+//! 1,024 consecutive sequences share one of the agent index (so no record grows
+//! past 16 KiB however busy one task or agent is). Appending rewrites a bucket;
+//! the buckets being filled are kept in memory ([`Buckets`]), and staged writes
+//! coalesce, so a commit window writes each touched bucket once.
 //!
-//! - `events_by_task`: `b'T'` + (task sequence >> 4) → (task sequence, event
-//!   sequence) pairs, 16 bytes each, in append order.
-//! - `events_by_agent`: scoped (agent id, event sequence >> 12) → event
+//! - `events_by_task`: `b'T'` + (task sequence >> 4) + (event sequence >> 10) →
+//!   (task sequence, event sequence) pairs, 16 bytes each, in append order.
+//! - `events_by_agent`: scoped (agent id, event sequence >> 10) → event
 //!   sequences, 8 bytes each, ascending.
 //!
 //! Stores written before the buckets had one empty-valued key per event; an open
 //! converts them ([`migrate`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::error::StoreError;
 use crate::storage::store::{key_seq, scoped_key, split_scoped_key, Store};
 
 /// `meta` key of the index layout; absent means one key per event.
 const LAYOUT_KEY: &str = "event_index_layout";
-const LAYOUT_BUCKETS: &[u8] = b"buckets-v1";
+const LAYOUT_BUCKETS: &[u8] = b"buckets-v2";
 
-const TASK_BUCKET_BITS: u32 = 4;
-const AGENT_BUCKET_BITS: u32 = 12;
+const TASK_GROUP_BITS: u32 = 4;
+const SEQ_BUCKET_BITS: u32 = 10;
+/// The buckets kept in memory at most (the ones being filled, in practice).
+const CACHED_BUCKETS: usize = 4096;
 
-fn task_key(task_seq: u64) -> [u8; 9] {
+/// The prefix of every bucket of `task_seq`'s group.
+fn task_group(task_seq: u64) -> [u8; 9] {
     let mut key = [0u8; 9];
     key[0] = b'T';
-    key[1..].copy_from_slice(&(task_seq >> TASK_BUCKET_BITS).to_be_bytes());
+    key[1..].copy_from_slice(&(task_seq >> TASK_GROUP_BITS).to_be_bytes());
+    key
+}
+
+fn task_key(task_seq: u64, seq: u64) -> Vec<u8> {
+    let mut key = task_group(task_seq).to_vec();
+    key.extend_from_slice(&(seq >> SEQ_BUCKET_BITS).to_be_bytes());
     key
 }
 
 fn agent_key(agent: &str, seq: u64) -> Vec<u8> {
-    scoped_key(agent, seq >> AGENT_BUCKET_BITS)
+    scoped_key(agent, seq >> SEQ_BUCKET_BITS)
+}
+
+/// The buckets being filled, by (tree, key): what sled (or the staging) holds
+/// for them, without reading it back for every event. Only the event log writes
+/// these trees, under its append lock, which also guards this cache.
+#[derive(Default)]
+pub(super) struct Buckets {
+    values: HashMap<(bool, Vec<u8>), Vec<u8>>,
+}
+
+impl Buckets {
+    /// Forgets everything (after anything but an append rewrote buckets).
+    pub(super) fn clear(&mut self) {
+        self.values.clear();
+    }
+
+    /// Appends `entry` to the bucket `key` of the task (`true`) or agent index
+    /// and stages the bucket.
+    fn append(
+        &mut self,
+        store: &Store,
+        task: bool,
+        key: Vec<u8>,
+        entry: &[u8],
+    ) -> Result<(), StoreError> {
+        let tree = if task {
+            &store.events_by_task
+        } else {
+            &store.events_by_agent
+        };
+        let slot = (task, key);
+        if !self.values.contains_key(&slot) {
+            if self.values.len() >= CACHED_BUCKETS {
+                self.values.clear();
+            }
+            let stored = tree.get(&slot.1)?.map(|v| v.to_vec()).unwrap_or_default();
+            self.values.insert(slot.clone(), stored);
+        }
+        if let Some(value) = self.values.get_mut(&slot) {
+            value.extend_from_slice(entry);
+            tree.insert(&slot.1, value.clone())?;
+        }
+        Ok(())
+    }
 }
 
 fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
@@ -42,45 +97,39 @@ fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
 /// Adds event `seq` to the indexes of its task and agent.
 pub(super) fn add(
     store: &Store,
+    buckets: &mut Buckets,
     task_seq: Option<u64>,
     agent: Option<&str>,
     seq: u64,
 ) -> Result<(), StoreError> {
     if let Some(task_seq) = task_seq {
-        let key = task_key(task_seq);
-        let mut value = store
-            .events_by_task
-            .get(key)?
-            .map(|v| v.to_vec())
-            .unwrap_or_default();
-        value.extend_from_slice(&task_seq.to_be_bytes());
-        value.extend_from_slice(&seq.to_be_bytes());
-        store.events_by_task.insert(key, value)?;
+        let mut pair = [0u8; 16];
+        pair[..8].copy_from_slice(&task_seq.to_be_bytes());
+        pair[8..].copy_from_slice(&seq.to_be_bytes());
+        buckets.append(store, true, task_key(task_seq, seq), &pair)?;
     }
     if let Some(agent) = agent {
-        let key = agent_key(agent, seq);
-        let mut value = store
-            .events_by_agent
-            .get(&key)?
-            .map(|v| v.to_vec())
-            .unwrap_or_default();
-        value.extend_from_slice(&seq.to_be_bytes());
-        store.events_by_agent.insert(key, value)?;
+        buckets.append(store, false, agent_key(agent, seq), &seq.to_be_bytes())?;
     }
     Ok(())
 }
 
 /// The sequences of `task_seq`'s events from `from` on, ascending.
 pub(super) fn task_events(store: &Store, task_seq: u64, from: u64) -> Result<Vec<u64>, StoreError> {
-    let Some(value) = store.events_by_task.get(task_key(task_seq))? else {
-        return Ok(Vec::new());
-    };
-    let mut seqs: Vec<u64> = value
-        .chunks_exact(16)
-        .filter(|pair| u64_at(pair, 0) == Some(task_seq))
-        .filter_map(|pair| u64_at(pair, 8))
-        .filter(|seq| *seq >= from)
-        .collect();
+    let group = task_group(task_seq);
+    let mut end = group.to_vec();
+    end.extend_from_slice(&u64::MAX.to_be_bytes());
+    let mut seqs = Vec::new();
+    for item in store.events_by_task.range(task_key(task_seq, from)..=end) {
+        let (_, value) = item?;
+        seqs.extend(
+            value
+                .chunks_exact(16)
+                .filter(|pair| u64_at(pair, 0) == Some(task_seq))
+                .filter_map(|pair| u64_at(pair, 8))
+                .filter(|seq| *seq >= from),
+        );
+    }
     seqs.sort_unstable();
     Ok(seqs)
 }
@@ -112,21 +161,30 @@ pub(super) fn remove(
     seqs: &[u64],
 ) -> Result<(), StoreError> {
     if let Some(task_seq) = task_seq {
-        let key = task_key(task_seq);
-        if let Some(value) = store.events_by_task.get(key)? {
+        let mut buckets: BTreeMap<Vec<u8>, Vec<u64>> = BTreeMap::new();
+        for seq in seqs {
+            buckets
+                .entry(task_key(task_seq, *seq))
+                .or_default()
+                .push(*seq);
+        }
+        for (key, gone) in buckets {
+            let Some(value) = store.events_by_task.get(&key)? else {
+                continue;
+            };
             let kept: Vec<u8> = value
                 .chunks_exact(16)
                 .filter(|pair| {
                     u64_at(pair, 0) != Some(task_seq)
-                        || !u64_at(pair, 8).is_some_and(|s| seqs.contains(&s))
+                        || !u64_at(pair, 8).is_some_and(|s| gone.contains(&s))
                 })
                 .flatten()
                 .copied()
                 .collect();
             if kept.is_empty() {
-                store.events_by_task.remove(key)?;
+                store.events_by_task.remove(&key)?;
             } else {
-                store.events_by_task.insert(key, kept)?;
+                store.events_by_task.insert(&key, kept)?;
             }
         }
     }
@@ -165,12 +223,12 @@ pub(super) fn migrate(store: &Store) -> Result<(), StoreError> {
     if store.meta.get(LAYOUT_KEY)?.as_deref() == Some(LAYOUT_BUCKETS) {
         return Ok(());
     }
-    let mut tasks: BTreeMap<[u8; 9], Vec<u8>> = BTreeMap::new();
+    let mut tasks: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
     let mut old_task_keys = Vec::new();
     for item in store.events_by_task.iter() {
         let (key, _) = item?;
         if let (Some(task_seq), Some(seq), 16) = (u64_at(&key, 0), u64_at(&key, 8), key.len()) {
-            let bucket = tasks.entry(task_key(task_seq)).or_default();
+            let bucket = tasks.entry(task_key(task_seq, seq)).or_default();
             bucket.extend_from_slice(&task_seq.to_be_bytes());
             bucket.extend_from_slice(&seq.to_be_bytes());
         }

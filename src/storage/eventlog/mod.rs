@@ -121,9 +121,10 @@ impl Handoff {
 
 struct Inner {
     store: Store,
-    /// The next sequence; held while appending, so sequences reach the chunks
-    /// (and index buckets are rewritten) in order.
-    appending: Mutex<u64>,
+    /// The next sequence and the index buckets being filled; held while
+    /// appending, so sequences reach the chunks (and buckets are rewritten) in
+    /// order.
+    appending: Mutex<(u64, index::Buckets)>,
     handoff: Arc<Mutex<Handoff>>,
 }
 
@@ -155,7 +156,7 @@ impl EventLog {
         Ok(EventLog {
             inner: Arc::new(Inner {
                 store,
-                appending: Mutex::new(next),
+                appending: Mutex::new((next, index::Buckets::default())),
                 handoff,
             }),
         })
@@ -168,7 +169,8 @@ impl EventLog {
         events: impl IntoIterator<Item = NewEvent>,
     ) -> Result<(), StoreError> {
         let store = &self.inner.store;
-        let mut next = self.inner.appending.lock();
+        let mut appending = self.inner.appending.lock();
+        let (next, buckets) = &mut *appending;
         for e in events {
             let seq = *next;
             let task_seq = match (e.task_seq, &e.task_id) {
@@ -195,7 +197,7 @@ impl EventLog {
                 }
             }
             // After the event: an index entry never reaches sled before it.
-            index::add(store, task_seq, record.agent_id.as_deref(), seq)?;
+            index::add(store, buckets, task_seq, record.agent_id.as_deref(), seq)?;
             *next = seq + 1;
         }
         Ok(())
@@ -322,7 +324,8 @@ impl EventLog {
                 .push(e.seq);
         }
         // Under the append lock: appends rewrite the same buckets.
-        let _appending = self.inner.appending.lock();
+        let mut appending = self.inner.appending.lock();
+        appending.1.clear();
         for ((task, agent), seqs) in by_owner {
             let task_seq = match &task {
                 Some(task) => self.task_seq(task)?,
@@ -548,10 +551,28 @@ mod tests {
         let store = Store::open(dir.path()).expect("open");
         store.task_ids.insert(b"t", &seq_key(7)).expect("task id");
         let log = EventLog::open(store.clone()).expect("log");
-        let n = (chunks::CHUNK_EVENTS * 3 + 10) as i64;
+        let n = 2500i64;
         log.append((0..n).map(|i| event(i, "progress", Some("t"), Some("a"))))
             .expect("append");
         assert!(store.events.len() >= 4, "{} chunks", store.events.len());
+        // One busy task and agent: their index records stay bounded.
+        for tree in [&store.events_by_task, &store.events_by_agent] {
+            assert!(tree.len() >= 3, "{} buckets", tree.len());
+            for item in tree.iter() {
+                let (_, value) = item.expect("bucket");
+                assert!(value.len() <= 16 * 1024, "{} bytes", value.len());
+            }
+        }
+        let by_agent = log
+            .query(&EventQuery {
+                agent_id: Some("a".into()),
+                cursor: 1500,
+                limit: 5,
+                ..EventQuery::default()
+            })
+            .expect("query");
+        let seqs: Vec<u64> = by_agent.events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, vec![1501, 1502, 1503, 1504, 1505]);
         for q in [None, Some("t")] {
             let seen = page_through(&log, q, 100);
             assert_eq!(seen, (1..=n as u64).collect::<Vec<u64>>(), "{q:?}");

@@ -6,16 +6,22 @@ use std::time::{Duration, Instant};
 
 use super::staging::Staging;
 use super::tree::{share, Slot};
-
-/// A write nobody waits for is applied and flushed within this long.
-const IDLE_APPLY: Duration = Duration::from_millis(200);
 use super::Waiter;
 use crate::error::StoreError;
 
+/// A write nobody waits for is applied and flushed within this long.
+const IDLE_APPLY: Duration = Duration::from_millis(200);
+/// A flush that served at least this many waiters means load: the next one
+/// waits out the commit window.
+const BUSY_WAITERS: usize = 4;
+
 /// The group-commit loop: wait for one request, take every request queued behind it,
-/// flush once, answer them all. Flushes start at most once per commit window: a
-/// request after a quiet spell is flushed at once, under load one flush (one round
-/// of fsyncs, which cost real CPU on this kind of machine) covers a window's worth.
+/// flush once, answer them all. Under load (the last flush served several
+/// waiters) flushes start at most once per commit window, so one flush (one round
+/// of fsyncs, which cost real CPU on this kind of machine) covers a window's
+/// worth; otherwise a request is flushed at once, so a change that needs two
+/// flushes in a row (a submit, then its assignment) does not wait a window for
+/// the second.
 pub(super) fn run_flusher(
     slot: Slot,
     staging: Arc<Staging>,
@@ -23,6 +29,7 @@ pub(super) fn run_flusher(
     window_us: Arc<AtomicU64>,
 ) {
     let mut last_flush = Instant::now();
+    let mut last_waiters = 0usize;
     loop {
         let first = match requests.recv_timeout(IDLE_APPLY) {
             Ok(first) => Some(first),
@@ -32,11 +39,14 @@ pub(super) fn run_flusher(
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
         let window = Duration::from_micros(window_us.load(Ordering::Relaxed));
-        if let Some(left) = window.checked_sub(last_flush.elapsed()) {
-            std::thread::sleep(left);
+        if last_waiters >= BUSY_WAITERS {
+            if let Some(left) = window.checked_sub(last_flush.elapsed()) {
+                std::thread::sleep(left);
+            }
         }
         let mut waiters: Vec<Waiter> = first.into_iter().collect();
         waiters.extend(requests.try_iter());
+        last_waiters = waiters.len();
         last_flush = Instant::now();
         let result = {
             let hold = share(&slot);
