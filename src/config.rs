@@ -40,9 +40,10 @@ pub struct Config {
     pub default_lease_ms: u64,
     /// How often leases and `complete_by` deadlines are checked.
     pub sweep_interval_ms: u64,
-    /// Group commit: store flushes (fsync) start at most once per this many
-    /// microseconds, each covering every change since the last. 0 = no pacing.
-    /// At most 100000.
+    /// Group commit: under load (the last flush served several waiters), store
+    /// flushes (fsync) start at most once per this many microseconds, each
+    /// covering every change since the last; a lone request is flushed at once.
+    /// 0 = no pacing. At most 100000.
     pub group_commit_window_us: u64,
     /// How often a metrics snapshot is taken (`GET /api/metrics`, `GET /metrics`).
     pub metrics_interval_ms: u64,

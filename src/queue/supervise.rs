@@ -96,6 +96,7 @@ impl TaskQueue {
     /// (never deleted), and the rest still load. Answers how many were unreadable.
     fn load_records(&mut self, now: i64) -> Result<usize, StoreError> {
         let mut corrupt = 0usize;
+        let check_ids = !self.records.ids_complete();
         for item in self.records.scan_from(0) {
             let stored = item?;
             self.index.next_seq = self.index.next_seq.max(stored.seq + 1);
@@ -107,9 +108,11 @@ impl TaskQueue {
                     continue;
                 }
             };
-            // The id index is written in the same flush as the record; repair it if a
-            // crash left only the record.
-            self.records.repair_id(&task.id, task.seq)?;
+            // The id index is written in the same flush as the record, after it;
+            // repair it if a crash left only the record.
+            if check_ids {
+                self.records.repair_id(&task.id, task.seq)?;
+            }
             self.index.count(&task, None, now);
             if let Some(c) = Completion::of(&task) {
                 self.completions.record(c);

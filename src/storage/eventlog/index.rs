@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::error::StoreError;
-use crate::storage::store::{key_seq, scoped_key, split_scoped_key, Store};
+use crate::storage::store::{key_seq, scoped_key, split_scoped_key, Store, Tree};
 
 /// `meta` key of the index layout; absent means one key per event.
 const LAYOUT_KEY: &str = "event_index_layout";
@@ -161,56 +161,59 @@ pub(super) fn remove(
     seqs: &[u64],
 ) -> Result<(), StoreError> {
     if let Some(task_seq) = task_seq {
-        let mut buckets: BTreeMap<Vec<u8>, Vec<u64>> = BTreeMap::new();
-        for seq in seqs {
-            buckets
-                .entry(task_key(task_seq, *seq))
-                .or_default()
-                .push(*seq);
-        }
-        for (key, gone) in buckets {
-            let Some(value) = store.events_by_task.get(&key)? else {
-                continue;
-            };
-            let kept: Vec<u8> = value
-                .chunks_exact(16)
-                .filter(|pair| {
-                    u64_at(pair, 0) != Some(task_seq)
-                        || !u64_at(pair, 8).is_some_and(|s| gone.contains(&s))
-                })
+        let entry_of = |pair: &[u8]| {
+            (u64_at(pair, 0) == Some(task_seq))
+                .then(|| u64_at(pair, 8))
                 .flatten()
-                .copied()
-                .collect();
-            if kept.is_empty() {
-                store.events_by_task.remove(&key)?;
-            } else {
-                store.events_by_task.insert(&key, kept)?;
-            }
-        }
+        };
+        drop_entries(
+            &store.events_by_task,
+            seqs,
+            |seq| task_key(task_seq, seq),
+            16,
+            entry_of,
+        )?;
     }
     if let Some(agent) = agent {
-        let mut buckets: BTreeMap<Vec<u8>, Vec<u64>> = BTreeMap::new();
-        for seq in seqs {
-            buckets
-                .entry(agent_key(agent, *seq))
-                .or_default()
-                .push(*seq);
-        }
-        for (key, gone) in buckets {
-            let Some(value) = store.events_by_agent.get(&key)? else {
-                continue;
-            };
-            let kept: Vec<u8> = value
-                .chunks_exact(8)
-                .filter(|s| !key_seq(s).is_some_and(|s| gone.contains(&s)))
-                .flatten()
-                .copied()
-                .collect();
-            if kept.is_empty() {
-                store.events_by_agent.remove(&key)?;
-            } else {
-                store.events_by_agent.insert(&key, kept)?;
-            }
+        drop_entries(
+            &store.events_by_agent,
+            seqs,
+            |seq| agent_key(agent, seq),
+            8,
+            key_seq,
+        )?;
+    }
+    Ok(())
+}
+
+/// Rewrites the buckets (`bucket_of` each sequence) of `tree` without the
+/// entries (`width` bytes each; `seq_of` reads the event sequence of one, `None`
+/// when it is another task's) of `seqs`; an emptied bucket goes.
+fn drop_entries(
+    tree: &Tree,
+    seqs: &[u64],
+    bucket_of: impl Fn(u64) -> Vec<u8>,
+    width: usize,
+    seq_of: impl Fn(&[u8]) -> Option<u64>,
+) -> Result<(), StoreError> {
+    let mut buckets: BTreeMap<Vec<u8>, Vec<u64>> = BTreeMap::new();
+    for seq in seqs {
+        buckets.entry(bucket_of(*seq)).or_default().push(*seq);
+    }
+    for (key, gone) in buckets {
+        let Some(value) = tree.get(&key)? else {
+            continue;
+        };
+        let kept: Vec<u8> = value
+            .chunks_exact(width)
+            .filter(|entry| !seq_of(entry).is_some_and(|s| gone.contains(&s)))
+            .flatten()
+            .copied()
+            .collect();
+        if kept.is_empty() {
+            tree.remove(&key)?;
+        } else {
+            tree.insert(&key, kept)?;
         }
     }
     Ok(())
