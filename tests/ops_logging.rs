@@ -147,3 +147,24 @@ fn bad_log_settings_stop_the_start_with_exit_2() {
         assert!(stderr.contains(field), "{config}: {stderr}");
     }
 }
+
+#[test]
+fn a_busy_port_fails_the_start_cleanly_before_anything_runs() {
+    let hub = Hub::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_agentcom-hub"))
+        .args(["serve", "--bind", &format!("127.0.0.1:{}", hub.port)])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("AGENTCOM_ADMIN_TOKEN", "adm_busy_port")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run agentcom-hub");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot serve"), "{stderr}");
+    assert!(!stderr.contains("panic"), "no actor ran: {stderr}");
+    // The hub that holds the port is untouched.
+    let (status, _) = hub.get("/health");
+    assert_eq!(status, 200);
+}

@@ -47,6 +47,8 @@ pub async fn serve(
     let addr = config
         .bind_addr()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    // Bound before any actor starts: a busy port fails the start cleanly.
+    let listener = std::net::TcpListener::bind(addr)?;
     let state = start_actors(config.clone(), store.clone())
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     state.storage.record_recoveries(recoveries);
@@ -72,7 +74,7 @@ pub async fn serve(
     .tcp_nodelay(true)
     // Open agent sockets must not hold a stop (SIGTERM) for long.
     .shutdown_timeout(3)
-    .bind(addr)?;
+    .listen(listener)?;
     if let Some(bound) = server.addrs().first() {
         on_listening(*bound);
     }
