@@ -124,7 +124,8 @@ impl TaskRecords {
     }
 
     /// The sequences of the tasks that joined `correlation`, from `from` on (the
-    /// task whose id it is has no entry, except in older stores).
+    /// task whose id it is has no entry, except in older stores). A key without
+    /// a sequence is passed over.
     pub(crate) fn correlated(
         &self,
         correlation: &str,
@@ -132,14 +133,17 @@ impl TaskRecords {
     ) -> impl Iterator<Item = Result<u64, StoreError>> {
         let start = scoped_key(correlation, from);
         let end = scoped_key(correlation, u64::MAX);
-        self.store.task_correlations.range(start..=end).map(|item| {
-            let (key, _) = item?;
-            Ok(key
-                .len()
-                .checked_sub(8)
-                .and_then(|at| key_seq(&key[at..]))
-                .unwrap_or(0))
-        })
+        self.store
+            .task_correlations
+            .range(start..=end)
+            .filter_map(|item| match item {
+                Ok((key, _)) => key
+                    .len()
+                    .checked_sub(8)
+                    .and_then(|at| key_seq(&key[at..]))
+                    .map(Ok),
+                Err(e) => Some(Err(e.into())),
+            })
     }
 }
 

@@ -131,23 +131,19 @@ impl Handler<ListTasks> for TaskQueue {
             let mut page: Vec<Task> = Vec::with_capacity(msg.limit.min(1024) + 1);
             let start = msg.cursor.saturating_add(1);
             if let Some(correlation) = &msg.correlation_id {
-                // The task whose id names the correlation has no index entry
-                // (it was its own correlation when created): it comes first.
-                let mut root = this
-                    .read(correlation)?
-                    .filter(|t| t.seq >= start && t.correlation() == correlation.as_str());
-                let mut seqs = Vec::new();
-                for seq in this.records.correlated(correlation, start) {
-                    seqs.push(seq?);
-                    if seqs.len() > msg.limit {
-                        break;
-                    }
+                let mut seqs = this
+                    .records
+                    .correlated(correlation, start)
+                    .take(msg.limit + 1)
+                    .collect::<Result<Vec<u64>, StoreError>>()?;
+                // The task whose id names the correlation has no entry of its own
+                // (it was its own correlation when created); `matches` checks it.
+                if let Some(root) = this.records.seq_of(correlation)?.filter(|s| *s >= start) {
+                    seqs.push(root);
+                    seqs.sort_unstable();
+                    seqs.dedup();
                 }
                 for seq in seqs {
-                    if root.as_ref().is_some_and(|r| r.seq <= seq) {
-                        let r = root.take().filter(|r| r.seq < seq);
-                        page.extend(r.filter(|t| msg.matches(t)));
-                    }
                     let task = match this.index.live.get(&seq) {
                         Some(t) => Some(t.clone()),
                         None => match this.records.get(seq)? {
@@ -161,9 +157,6 @@ impl Handler<ListTasks> for TaskQueue {
                     if page.len() > msg.limit {
                         break;
                     }
-                }
-                if page.len() <= msg.limit {
-                    page.extend(root.filter(|t| msg.matches(t)));
                 }
             } else if msg.status.is_some_and(|s| !s.is_terminal()) {
                 // Unfinished tasks are all in memory.

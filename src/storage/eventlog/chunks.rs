@@ -9,7 +9,6 @@
 //! previous format (a single event, format byte 1) reads as a chunk of one.
 
 use crate::error::StoreError;
-pub(super) use crate::storage::store::encode as encode_event;
 use crate::storage::store::{decode, encode, key_seq, seq_key, Store, FORMAT_JSON};
 
 use super::EventRecord;

@@ -19,6 +19,7 @@
 mod chunks;
 mod index;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
@@ -26,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::StoreError;
-use crate::storage::store::{key_seq, seq_key, Store};
+use crate::storage::store::{encode, key_seq, seq_key, Store};
 use chunks::{decode_chunk, OpenChunk, Reader};
 
 /// How many records one query may look at before it answers with what it found
@@ -187,7 +188,7 @@ impl EventLog {
                 actor: e.actor,
                 details: e.details,
             };
-            let body = chunks::encode_event(&record);
+            let body = encode(&record);
             {
                 let mut handoff = self.inner.handoff.lock();
                 handoff.open.push_encoded(seq, &body);
@@ -315,8 +316,7 @@ impl EventLog {
                 store.events.insert(key, value)?;
             }
         }
-        let mut by_owner: std::collections::BTreeMap<(Option<String>, Option<String>), Vec<u64>> =
-            std::collections::BTreeMap::new();
+        let mut by_owner: BTreeMap<(Option<String>, Option<String>), Vec<u64>> = BTreeMap::new();
         for e in &dropped {
             by_owner
                 .entry((e.task_id.clone(), e.agent_id.clone()))

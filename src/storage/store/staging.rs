@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use indexmap::IndexMap;
+use indexmap::{Equivalent, IndexMap};
 use parking_lot::{Mutex, RwLock};
 use sled::IVec;
 
@@ -26,6 +26,17 @@ type Key = (usize, Box<[u8]>);
 
 /// Writes in the order they were first staged; `None` removes.
 type Writes = IndexMap<Key, Option<IVec>>;
+
+/// A borrowed `Key` for lookups (no copy of the key per read). Hashes exactly
+/// as the tuple does.
+#[derive(Hash)]
+struct Probe<'a>(usize, &'a [u8]);
+
+impl Equivalent<Key> for Probe<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        self.0 == key.0 && self.1 == &*key.1
+    }
+}
 
 /// One write a pre-apply hook hands over: (tree index, key, value).
 pub(crate) type HookWrite = (usize, Vec<u8>, Vec<u8>);
@@ -61,7 +72,7 @@ impl Staging {
     /// when nothing is staged for it.
     pub(super) fn lookup(&self, tree: usize, key: &[u8]) -> Option<Option<IVec>> {
         let state = self.state.lock();
-        let probe = (tree, Box::<[u8]>::from(key));
+        let probe = Probe(tree, key);
         if let Some(v) = state.pending.get(&probe) {
             return Some(v.clone());
         }
