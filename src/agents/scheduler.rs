@@ -11,12 +11,13 @@
 //! meantime); the agent's `AgentFsm` is told the result.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 
 use crate::agents::fsm::{AgentFsm, Assigned, NothingAssigned};
-use crate::domain::matching::{Match, MatchIndex};
+use crate::domain::matching::{Match, MatchIndex, TaskId};
 use crate::queue::{Assign, TaskQueue};
 
 pub(crate) struct Scheduler {
@@ -88,10 +89,12 @@ impl Actor for Scheduler {
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub(crate) struct TaskReady {
-    pub task_id: String,
+    /// Shared with the queue's index: one copy of the id in memory.
+    pub task_id: TaskId,
     pub seq: u64,
     pub priority: u8,
-    pub capabilities: Vec<String>,
+    /// Shared by every queued task that needs the same list.
+    pub capabilities: Arc<[String]>,
     /// The agent whose attempt of this task just failed: served last.
     pub avoid: Option<String>,
 }
@@ -100,11 +103,38 @@ impl Handler<TaskReady> for Scheduler {
     type Result = ();
 
     fn handle(&mut self, msg: TaskReady, ctx: &mut Context<Self>) {
+        self.ready(msg, ctx);
+    }
+}
+
+/// Many ready tasks at once (what a start finds queued), in the order they
+/// should be served, with how many this and the batches after it hold (room is
+/// made for all of them at once).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub(crate) struct TasksReady {
+    pub tasks: Vec<TaskReady>,
+    pub coming: usize,
+}
+
+impl Handler<TasksReady> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, msg: TasksReady, ctx: &mut Context<Self>) {
+        self.index.reserve_ready(msg.coming);
+        for ready in msg.tasks {
+            self.ready(ready, ctx);
+        }
+    }
+}
+
+impl Scheduler {
+    fn ready(&mut self, msg: TaskReady, ctx: &mut Context<Self>) {
         let matched = self.index.task_ready_avoiding(
             msg.task_id,
             msg.seq,
             msg.priority,
-            msg.capabilities,
+            &msg.capabilities,
             msg.avoid.as_deref(),
         );
         if let Some(matched) = matched {

@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::domain::task::Task;
@@ -20,7 +20,7 @@ const MINUTE_MS: i64 = 60_000;
 const MINUTES: usize = 60;
 
 /// One completed task, as the dashboard lists it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Completion {
     pub task_id: String,
     pub agent_id: Option<String>,
@@ -63,13 +63,20 @@ impl Completion {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 struct Minute {
     /// Minutes since the epoch.
     at: i64,
     count: u64,
     duration_ms: i64,
     tokens: u64,
+}
+
+/// What [`Completions`] keeps, as data (a restart's checkpoint holds it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct SavedCompletions {
+    recent: Vec<Completion>,
+    minutes: Vec<Minute>,
 }
 
 /// Completions over the last hour.
@@ -130,6 +137,26 @@ impl Completions {
         self.recent.truncate(RECENT_KEPT);
     }
 
+    /// Everything kept, to be put back by [`Completions::restore`].
+    pub(crate) fn saved(&self) -> SavedCompletions {
+        SavedCompletions {
+            recent: self.recent.iter().cloned().collect(),
+            minutes: self.minutes.to_vec(),
+        }
+    }
+
+    /// What [`Completions::saved`] answered (minutes past the window ignored).
+    pub(crate) fn restore(saved: SavedCompletions) -> Completions {
+        let mut c = Completions {
+            recent: saved.recent.into_iter().take(RECENT_KEPT).collect(),
+            ..Completions::default()
+        };
+        for (slot, m) in c.minutes.iter_mut().zip(saved.minutes) {
+            *slot = m;
+        }
+        c
+    }
+
     /// Newest first.
     pub(crate) fn recent(&self) -> Vec<Completion> {
         self.recent.iter().cloned().collect()
@@ -172,6 +199,18 @@ mod tests {
             tokens_used: Some(tokens),
             pr_url: None,
         }
+    }
+
+    #[test]
+    fn saved_completions_restore_to_the_same_projection() {
+        let mut c = Completions::default();
+        let now = 10 * 3_600_000;
+        c.record(row("a", now - 30 * MINUTE_MS, 100, 5));
+        c.record(row("b", now - 1, 300, 7));
+        let back = Completions::restore(c.saved());
+        assert_eq!(back.recent(), c.recent());
+        assert_eq!(back.last_hour(now), c.last_hour(now));
+        assert_eq!(back.saved(), c.saved());
     }
 
     #[test]

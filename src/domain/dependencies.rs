@@ -93,6 +93,11 @@ impl DependencyGraph {
     }
 
     /// How many tasks wait for dependencies.
+    /// Each waiting task with the dependencies it still waits for.
+    pub(crate) fn waiting(&self) -> impl Iterator<Item = (&str, &BTreeSet<String>)> {
+        self.waiting.iter().map(|(t, open)| (t.as_str(), open))
+    }
+
     pub(crate) fn waiting_len(&self) -> usize {
         self.waiting.len()
     }

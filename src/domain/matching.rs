@@ -16,10 +16,14 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-/// A capability signature: sorted, without repeats.
+use ahash::AHashMap;
+
+/// A capability signature: sorted, without repeats. One copy per signature.
 type Sig = Arc<[String]>;
+/// A task id, shared with the queue's own index (one copy in memory).
+pub(crate) type TaskId = Arc<str>;
 /// Ordering key of a ready task: (priority, sequence, id).
-type TaskKey = (u8, u64, String);
+type TaskKey = (u8, u64, TaskId);
 /// Ordering key of an idle agent: idle since (ms), then id.
 type IdleKey = (i64, String);
 
@@ -40,9 +44,9 @@ pub(crate) struct Match<A> {
 
 /// See the module documentation.
 pub(crate) struct MatchIndex<A> {
-    ready: HashMap<Sig, BTreeSet<TaskKey>>,
-    /// task id → (signature, key), to remove a ready task by id.
-    ready_index: HashMap<String, (Sig, TaskKey)>,
+    ready: AHashMap<Sig, BTreeSet<TaskKey>>,
+    /// task id → (signature, priority, sequence), to remove a ready task by id.
+    ready_index: AHashMap<TaskId, (Sig, u8, u64)>,
     idle: HashMap<Sig, BTreeSet<IdleKey>>,
     agents: HashMap<String, IdleAgent<A>>,
 }
@@ -50,8 +54,8 @@ pub(crate) struct MatchIndex<A> {
 impl<A> Default for MatchIndex<A> {
     fn default() -> Self {
         MatchIndex {
-            ready: HashMap::new(),
-            ready_index: HashMap::new(),
+            ready: AHashMap::new(),
+            ready_index: AHashMap::new(),
             idle: HashMap::new(),
             agents: HashMap::new(),
         }
@@ -74,23 +78,29 @@ impl<A> MatchIndex<A> {
         priority: u8,
         capabilities: Vec<String>,
     ) -> Option<Match<A>> {
-        self.task_ready_avoiding(task_id, seq, priority, capabilities, None)
+        self.task_ready_avoiding(task_id.into(), seq, priority, &capabilities, None)
     }
 
     /// [`MatchIndex::task_ready`], where `avoid` (the agent whose attempt just
     /// failed) takes the task only when no other covering agent is idle.
     pub(crate) fn task_ready_avoiding(
         &mut self,
-        task_id: String,
+        task_id: TaskId,
         seq: u64,
         priority: u8,
-        capabilities: Vec<String>,
+        capabilities: &[String],
         avoid: Option<&str>,
     ) -> Option<Match<A>> {
         if self.ready_index.contains_key(&task_id) {
             return None;
         }
-        let sig: Sig = capabilities.into();
+        let sig: Sig = match self.ready.get_key_value(capabilities) {
+            Some((sig, _)) => sig.clone(),
+            None => match self.idle.get_key_value(capabilities) {
+                Some((sig, _)) => sig.clone(),
+                None => capabilities.into(),
+            },
+        };
         let idle = self.idle_for(&sig);
         let pick = match avoid {
             Some(avoid) => idle
@@ -100,29 +110,33 @@ impl<A> MatchIndex<A> {
             None => idle.first(),
         };
         if let Some((_, agent_id)) = pick.cloned() {
-            return self.take_agent(task_id, agent_id);
+            return self.take_agent(&task_id, agent_id);
         }
-        let key = (priority, seq, task_id.clone());
         self.ready
             .entry(sig.clone())
             .or_default()
-            .insert(key.clone());
-        self.ready_index.insert(task_id, (sig, key));
+            .insert((priority, seq, task_id.clone()));
+        self.ready_index.insert(task_id, (sig, priority, seq));
         None
     }
 
     /// A ready task is no longer schedulable; whether it was waiting.
     pub(crate) fn task_unready(&mut self, task_id: &str) -> bool {
-        let Some((sig, key)) = self.ready_index.remove(task_id) else {
+        let Some((id, (sig, priority, seq))) = self.ready_index.remove_entry(task_id) else {
             return false;
         };
         if let Some(set) = self.ready.get_mut(&sig) {
-            set.remove(&key);
+            set.remove(&(priority, seq, id));
             if set.is_empty() {
                 self.ready.remove(&sig);
             }
         }
         true
+    }
+
+    /// Room for `n` more ready tasks (a start hands over many at once).
+    pub(crate) fn reserve_ready(&mut self, n: usize) {
+        self.ready_index.reserve(n);
     }
 
     /// An agent became idle (replacing what the index knew of it). It takes the
@@ -157,7 +171,7 @@ impl<A> MatchIndex<A> {
         self.agents.insert(agent_id.clone(), agent);
         let task_id = best?;
         self.task_unready(&task_id);
-        self.take_agent(task_id, agent_id)
+        self.take_agent(&task_id, agent_id)
     }
 
     /// An agent is no longer idle; its handle, if it was.
@@ -182,7 +196,7 @@ impl<A> MatchIndex<A> {
                     break;
                 };
                 self.task_unready(&task_id);
-                matches.extend(self.take_agent(task_id, agent_id));
+                matches.extend(self.take_agent(&task_id, agent_id));
             }
         }
         matches
@@ -213,10 +227,10 @@ impl<A> MatchIndex<A> {
         })
     }
 
-    fn take_agent(&mut self, task_id: String, agent_id: String) -> Option<Match<A>> {
+    fn take_agent(&mut self, task_id: &str, agent_id: String) -> Option<Match<A>> {
         let agent = self.agent_busy(&agent_id)?;
         Some(Match {
-            task_id,
+            task_id: task_id.to_string(),
             agent_id,
             agent,
         })
@@ -313,10 +327,10 @@ mod tests {
         let mut index = MatchIndex::default();
         index.agent_idle("failed".into(), 10, caps(&["x"]), ());
         index.agent_idle("other".into(), 20, caps(&["x"]), ());
-        let m = index.task_ready_avoiding("t".into(), 1, 2, caps(&["x"]), Some("failed"));
+        let m = index.task_ready_avoiding("t".into(), 1, 2, &caps(&["x"]), Some("failed"));
         assert_eq!(pair(m), Some(("t".into(), "other".into())));
         // Alone, it still takes the task.
-        let m = index.task_ready_avoiding("u".into(), 2, 2, caps(&["x"]), Some("failed"));
+        let m = index.task_ready_avoiding("u".into(), 2, 2, &caps(&["x"]), Some("failed"));
         assert_eq!(pair(m), Some(("u".into(), "failed".into())));
     }
 

@@ -7,6 +7,7 @@
 
 use serde_json::Value;
 
+use super::entry::{Entry, Queued};
 use super::lanes::Lanes;
 use super::outbox::Outbox;
 use super::records;
@@ -17,6 +18,7 @@ use crate::agents::fsm::Withdrawn;
 use crate::domain::completions::Completion;
 use crate::domain::dependencies::{DepState, DependencyGraph, Settled};
 use crate::domain::task::{HistoryEntry, Task, TaskError, TaskStatus};
+use crate::error::StoreError;
 use crate::storage::eventlog::NewEvent;
 use crate::util::now_ms;
 
@@ -120,11 +122,26 @@ impl TaskQueue {
         Ok((out, changed))
     }
 
-    /// The task out of memory (live) or read from sled (finished).
+    /// The task out of memory (kept whole), read from the store (kept compact:
+    /// queued) or read from the store alone (finished).
     fn take_task(&mut self, id: &str) -> Result<(Task, bool), QueueError> {
         let live = self.index.ids.get(id).copied();
-        if let Some(task) = live.and_then(|seq| self.index.live.remove(&seq)) {
-            return Ok((task, true));
+        match live.and_then(|seq| self.index.live.remove(&seq)) {
+            Some(Entry::Whole(task)) => return Ok((*task, true)),
+            Some(queued) => {
+                return match self.read_entry(&queued) {
+                    Ok(Some(task)) => Ok((task, true)),
+                    read => {
+                        // Unreadable: memory keeps what it had.
+                        self.index.live.insert(queued.seq(), queued);
+                        Err(match read {
+                            Err(e) => QueueError::Store(e),
+                            Ok(_) => TaskError::NotFound.into(),
+                        })
+                    }
+                };
+            }
+            None => {}
         }
         match self.read(id)? {
             Some(t) => Ok((t, false)),
@@ -134,12 +151,13 @@ impl TaskQueue {
 
     fn put_back(&mut self, task: Task, was_live: bool) {
         if was_live {
-            self.index.live.insert(task.seq, task);
+            self.index.insert_live(task);
         }
     }
 
     /// The events first: a change is never durable without its record in the log.
     fn persist(&self, task: &Task, recorded_before: u64, actor: &str) -> Result<(), QueueError> {
+        self.writable()?;
         let recorded = task.recorded_since(recorded_before);
         if let Err(e) = self.log.append(task_events(task, recorded, actor)) {
             tracing::error!(task_id = %task.id, error = %e, "event log write failed; change refused");
@@ -150,6 +168,14 @@ impl TaskQueue {
             return Err(QueueError::Store(e));
         }
         Ok(())
+    }
+
+    /// Refuses every write once the stop's checkpoint is written.
+    pub(super) fn writable(&self) -> Result<(), QueueError> {
+        match self.frozen {
+            true => Err(QueueError::Store(StoreError::Closed)),
+            false => Ok(()),
+        }
     }
 
     /// Telemetry, the completions projection and bus events of the new entries.
@@ -210,7 +236,7 @@ impl TaskQueue {
             && !task.depends_on.is_empty()
         {
             // Back in the queue (retry, requeue): wait again for what is unfinished.
-            if let Some((dep, status)) = self.track_dependencies(task) {
+            if let Some((dep, status)) = self.track_dependencies(&task.id, &task.depends_on) {
                 settle.push(Settle::Block {
                     task: task.id.clone(),
                     dep,
@@ -267,7 +293,7 @@ impl TaskQueue {
         let now = now_ms();
         let lease_ms = self
             .index
-            .live(task_id)
+            .whole(task_id)
             .map_or(self.policy.defaults.lease_ms, |t| t.lease_ms);
         if let Some(lease) = self.index.leases.get_mut(task_id) {
             lease.deadline = now.saturating_add(lease_ms as i64);
@@ -287,7 +313,7 @@ impl TaskQueue {
             outbox,
             ..
         } = self;
-        offer(task, deps, lanes, timers, outbox, now);
+        offer(&Offered::Whole(task), deps, lanes, timers, outbox, now);
     }
 
     /// `offer` for a live task, found by id (no copy of the task).
@@ -300,25 +326,33 @@ impl TaskQueue {
             outbox,
             ..
         } = self;
-        if let Some(task) = index.live(id) {
-            offer(task, deps, lanes, timers, outbox, now);
+        if let Some(Entry::Queued(task)) = index.entry(id) {
+            offer(&Offered::Queued(task), deps, lanes, timers, outbox, now);
         }
     }
 
-    /// Whether `task` may be offered at start (everything queued before a
+    /// Whether a live task may be offered at start (everything queued before a
     /// restart is ready again, in order).
-    pub(super) fn ready_at_start(&self, task: &Task, now: i64) -> Option<TaskReady> {
-        (!held_back(task, &self.deps, &self.lanes) && task.run_after.is_none_or(|at| at <= now))
-            .then(|| ready_of(task))
+    pub(super) fn ready_at_start(&self, entry: &Entry, now: i64) -> Option<TaskReady> {
+        let Entry::Queued(task) = entry else {
+            return None;
+        };
+        let task = Offered::Queued(task);
+        (!held_back(&task, &self.deps, &self.lanes) && task.run_after().is_none_or(|at| at <= now))
+            .then(|| task.ready())
     }
 
     // Dependencies ----------------------------------------------------------
 
     /// Records which of `task`'s dependencies are unfinished (it waits for them).
     /// Answers a dependency that can no longer complete, if there is one.
-    pub(super) fn track_dependencies(&mut self, task: &Task) -> Option<(String, TaskStatus)> {
+    pub(super) fn track_dependencies(
+        &mut self,
+        task: &str,
+        depends_on: &[String],
+    ) -> Option<(String, TaskStatus)> {
         let mut deps = std::mem::take(&mut self.deps);
-        let failed = deps.track(&task.id, &task.depends_on, |dep| self.dep_state(dep));
+        let failed = deps.track(task, depends_on, |dep| self.dep_state(dep));
         self.deps = deps;
         failed
     }
@@ -328,7 +362,10 @@ impl TaskQueue {
             Some(TaskStatus::Completed) => DepState::Completed,
             Some(s @ (TaskStatus::DeadLetter | TaskStatus::Cancelled)) => DepState::Failed(s),
             Some(TaskStatus::Blocked)
-                if self.index.live(dep).is_some_and(|d| d.blocked_on.is_some()) =>
+                if self
+                    .index
+                    .whole(dep)
+                    .is_some_and(|d| d.blocked_on.is_some()) =>
             {
                 DepState::Failed(TaskStatus::Blocked)
             }
@@ -358,8 +395,8 @@ impl TaskQueue {
             for dependent in dependents {
                 let queued = self
                     .index
-                    .live(&dependent)
-                    .is_some_and(|t| t.status == TaskStatus::Queued);
+                    .entry(&dependent)
+                    .is_some_and(|t| t.status() == TaskStatus::Queued);
                 if !queued {
                     continue;
                 }
@@ -377,17 +414,77 @@ impl TaskQueue {
     }
 }
 
+/// A task being offered: whole (just changed) or compact (kept queued).
+enum Offered<'a> {
+    Whole(&'a Task),
+    Queued(&'a Queued),
+}
+
+impl Offered<'_> {
+    fn id(&self) -> &str {
+        match self {
+            Offered::Whole(t) => &t.id,
+            Offered::Queued(q) => &q.id,
+        }
+    }
+
+    fn queued(&self) -> bool {
+        match self {
+            Offered::Whole(t) => t.status == TaskStatus::Queued,
+            Offered::Queued(_) => true,
+        }
+    }
+
+    fn priority(&self) -> u8 {
+        match self {
+            Offered::Whole(t) => t.priority,
+            Offered::Queued(q) => q.priority,
+        }
+    }
+
+    fn run_after(&self) -> Option<i64> {
+        match self {
+            Offered::Whole(t) => t.run_after,
+            Offered::Queued(q) => q.run_after,
+        }
+    }
+
+    /// The scheduler's view of the task.
+    fn ready(&self) -> TaskReady {
+        match self {
+            Offered::Whole(task) => TaskReady {
+                task_id: task.id.as_str().into(),
+                seq: task.seq,
+                priority: task.priority,
+                capabilities: task.needed_capabilities.as_slice().into(),
+                avoid: task
+                    .attempts
+                    .last()
+                    .filter(|a| a.outcome.as_deref() == Some("failed"))
+                    .map(|a| a.agent_id.clone()),
+            },
+            Offered::Queued(q) => TaskReady {
+                task_id: q.id.clone(),
+                seq: q.seq,
+                priority: q.priority,
+                capabilities: q.capabilities.clone(),
+                avoid: q.avoid.as_deref().map(str::to_string),
+            },
+        }
+    }
+}
+
 /// Not schedulable whatever the time: not queued, waiting for dependencies, or
 /// in a paused lane.
-fn held_back(task: &Task, deps: &DependencyGraph, lanes: &Lanes) -> bool {
-    task.status != TaskStatus::Queued || deps.is_waiting(&task.id) || lanes.holds(task.priority)
+fn held_back(task: &Offered<'_>, deps: &DependencyGraph, lanes: &Lanes) -> bool {
+    !task.queued() || deps.is_waiting(task.id()) || lanes.holds(task.priority())
 }
 
 /// Makes a queued task ready if nothing holds it back; one that waits for its
 /// `run_after` gets a timer. (A function of the parts it needs, so a live task
 /// can be offered while borrowed from the index.)
 fn offer(
-    task: &Task,
+    task: &Offered<'_>,
     deps: &DependencyGraph,
     lanes: &Lanes,
     timers: &mut Timers,
@@ -397,23 +494,8 @@ fn offer(
     if held_back(task, deps, lanes) {
         return;
     }
-    match task.run_after {
-        Some(at) if at > now => timers.set(at, &task.id),
-        _ => outbox.ready.push(ready_of(task)),
-    }
-}
-
-/// The scheduler's view of a ready task.
-pub(super) fn ready_of(task: &Task) -> TaskReady {
-    TaskReady {
-        task_id: task.id.clone(),
-        seq: task.seq,
-        priority: task.priority,
-        capabilities: task.needed_capabilities.clone(),
-        avoid: task
-            .attempts
-            .last()
-            .filter(|a| a.outcome.as_deref() == Some("failed"))
-            .map(|a| a.agent_id.clone()),
+    match task.run_after() {
+        Some(at) if at > now => timers.set(at, task.id()),
+        _ => outbox.ready.push(task.ready()),
     }
 }

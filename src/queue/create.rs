@@ -184,7 +184,8 @@ impl TaskQueue {
     /// The live task holding `key`, as a submit reply.
     fn dedupe_hit(&self, key: &str) -> Option<Submitted> {
         let id = self.index.dedupe.get(key)?;
-        Some(Submitted::of(self.index.live(id)?, true))
+        let task = self.read(id).ok().flatten()?;
+        Some(Submitted::of(&task, true))
     }
 
     /// Rewrites each new task's `depends_on` to task ids (a batch `ref` or an
@@ -250,6 +251,7 @@ impl TaskQueue {
         submitted_by: &str,
         now: i64,
     ) -> Result<Vec<Task>, QueueError> {
+        self.writable()?;
         let mut tasks = Vec::with_capacity(fresh.len());
         let mut events = Vec::new();
         for (item, id) in fresh {
@@ -298,21 +300,14 @@ impl TaskQueue {
             }
             self.index.count(&task, None, now);
             if !task.depends_on.is_empty() {
-                with_deps.push(task.seq);
+                with_deps.push((task.id.clone(), task.depends_on.clone()));
             }
             self.index.insert_live(task);
         }
         let mut settle = Vec::new();
-        for seq in with_deps {
-            let Some(task) = self.index.live.get(&seq).cloned() else {
-                continue;
-            };
-            if let Some((dep, status)) = self.track_dependencies(&task) {
-                settle.push(Settle::Block {
-                    task: task.id.clone(),
-                    dep,
-                    status,
-                });
+        for (task, depends_on) in with_deps {
+            if let Some((dep, status)) = self.track_dependencies(&task, &depends_on) {
+                settle.push(Settle::Block { task, dep, status });
             }
         }
         settle
@@ -333,7 +328,7 @@ impl TaskQueue {
         if specs.is_empty() {
             return Ok(());
         }
-        let Some(parent) = self.index.live(task_id) else {
+        let Some(parent) = self.index.whole(task_id) else {
             // Finished or unknown: `complete` answers the repeat or the refusal.
             return Ok(());
         };

@@ -1,14 +1,20 @@
 //! `TaskIndex`: the in-memory side of the queue. Every unfinished task (by
-//! sequence, with an id index), the `dedupe_key`s they hold, counts by status and
-//! by lane, the dead-letter sequences and the leases of assigned tasks. Finished
-//! tasks live only in sled; `TaskQueue::read` finds either.
+//! sequence, with an id index; queued ones compact, see `entry`), the
+//! `dedupe_key`s they hold, counts by status and by lane, the dead-letter
+//! sequences and the leases of assigned tasks. Finished tasks live only in the
+//! store; `TaskQueue::read` finds either.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use ahash::AHashMap;
+
 use serde_json::{json, Map, Value};
 
+use super::entry::{entry_of, queued_of, CapsTable, Entry, Queued};
 use super::records;
+use super::records::QueuedFields;
 use super::TaskQueue;
+use crate::domain::matching::TaskId;
 use crate::domain::task::{Task, TaskStatus};
 use crate::error::StoreError;
 use crate::protocol::LANES;
@@ -26,15 +32,17 @@ pub(super) struct Lease {
 /// See the module documentation.
 pub(super) struct TaskIndex {
     /// Unfinished tasks (queued, assigned, blocked) by sequence.
-    pub(super) live: BTreeMap<u64, Task>,
+    pub(super) live: BTreeMap<u64, Entry>,
+    /// The capability lists of queued tasks, one copy each.
+    pub(super) caps: CapsTable,
     /// Task id → sequence, for live tasks.
-    pub(super) ids: HashMap<String, u64>,
+    pub(super) ids: AHashMap<TaskId, u64>,
     /// `dedupe_key` → task id, for live tasks that have one.
     pub(super) dedupe: HashMap<String, String>,
     /// Sequences of dead-lettered tasks.
     pub(super) dead_letter: BTreeSet<u64>,
-    counts: HashMap<TaskStatus, u64>,
-    queued_by_lane: [u64; LANES.len()],
+    pub(super) counts: HashMap<TaskStatus, u64>,
+    pub(super) queued_by_lane: [u64; LANES.len()],
     /// Assigned tasks by id.
     pub(super) leases: HashMap<String, Lease>,
     /// The sequence the next new task gets.
@@ -45,7 +53,8 @@ impl Default for TaskIndex {
     fn default() -> Self {
         TaskIndex {
             live: BTreeMap::new(),
-            ids: HashMap::new(),
+            caps: CapsTable::default(),
+            ids: AHashMap::new(),
             dedupe: HashMap::new(),
             dead_letter: BTreeSet::new(),
             counts: HashMap::new(),
@@ -56,12 +65,6 @@ impl Default for TaskIndex {
     }
 }
 
-/// Since when a queued task waits for an agent: its last change (creation, a
-/// return to the queue, a new lane), or its `run_after` when that came later.
-pub(super) fn waiting_since(task: &Task) -> i64 {
-    task.updated_at.max(task.run_after.unwrap_or(i64::MIN))
-}
-
 /// The lane a task is counted in (a priority past the last lane counts in it).
 pub(super) fn lane(priority: u8) -> usize {
     usize::from(priority).min(LANES.len() - 1)
@@ -69,14 +72,34 @@ pub(super) fn lane(priority: u8) -> usize {
 
 impl TaskIndex {
     /// A live task by id.
-    pub(super) fn live(&self, id: &str) -> Option<&Task> {
+    pub(super) fn entry(&self, id: &str) -> Option<&Entry> {
         self.ids.get(id).and_then(|seq| self.live.get(seq))
+    }
+
+    /// A live task that memory keeps whole (assigned or blocked), by id.
+    pub(super) fn whole(&self, id: &str) -> Option<&Task> {
+        self.entry(id).and_then(Entry::whole)
     }
 
     /// Puts a live task (back) in place.
     pub(super) fn insert_live(&mut self, task: Task) {
-        self.ids.insert(task.id.clone(), task.seq);
-        self.live.insert(task.seq, task);
+        let seq = task.seq;
+        let entry = entry_of(task, &mut self.caps);
+        self.ids.insert(entry.shared_id(), seq);
+        self.live.insert(seq, entry);
+    }
+
+    /// Puts a queued task read light at start in place, counted, with its
+    /// `dedupe_key`.
+    pub(super) fn load_queued(&mut self, seq: u64, mut fields: QueuedFields) {
+        *self.counts.entry(TaskStatus::Queued).or_insert(0) += 1;
+        self.queued_by_lane[lane(fields.priority)] += 1;
+        if let Some(key) = fields.dedupe_key.take() {
+            self.dedupe.insert(key, fields.id.clone());
+        }
+        let entry = queued_of(seq, fields, &mut self.caps);
+        self.ids.insert(entry.shared_id(), seq);
+        self.live.insert(seq, entry);
     }
 
     /// Updates counters, dead letter and leases for a task whose (status,
@@ -129,7 +152,7 @@ impl TaskIndex {
     /// finished one leaves them (and memory), an unfinished one is put back.
     pub(super) fn settle_in(&mut self, task: Task) {
         if task.status.is_terminal() {
-            self.ids.remove(&task.id);
+            self.ids.remove(task.id.as_str());
             if let Some(key) = &task.dedupe_key {
                 if self.dedupe.get(key) == Some(&task.id) {
                     self.dedupe.remove(key);
@@ -152,9 +175,15 @@ impl TaskIndex {
     pub(super) fn oldest_blocked(&self) -> Option<i64> {
         self.live
             .values()
+            .filter_map(Entry::whole)
             .filter(|t| t.status == TaskStatus::Blocked)
             .map(|t| t.blocked_at.unwrap_or(t.updated_at))
             .min()
+    }
+
+    /// Forgets every task (a reload follows).
+    pub(super) fn clear(&mut self) {
+        *self = TaskIndex::default();
     }
 
     /// Total tasks counted, by status.
@@ -184,12 +213,24 @@ impl TaskIndex {
 }
 
 impl TaskQueue {
-    /// Reads a task from memory or, for finished tasks, from sled.
+    /// Reads a task from memory or, for queued and finished tasks, from the
+    /// store.
     pub(super) fn read(&self, id: &str) -> Result<Option<Task>, StoreError> {
-        if let Some(t) = self.index.live(id) {
+        if let Some(t) = self.index.whole(id) {
             return Ok(Some(t.clone()));
         }
         self.read_stored(id)
+    }
+
+    /// The whole task of a live entry (read from the store when compact).
+    pub(super) fn read_entry(&self, entry: &Entry) -> Result<Option<Task>, StoreError> {
+        match entry {
+            Entry::Whole(t) => Ok(Some(Task::clone(t))),
+            Entry::Queued(q) => match self.records.get(q.seq)? {
+                None => Ok(None),
+                Some(stored) => records::decode_task(&stored).map(Some),
+            },
+        }
     }
 
     /// Reads a task's stored record from sled.
@@ -205,8 +246,8 @@ impl TaskQueue {
 
     /// The status of any task, live or finished; `None` when unknown or unreadable.
     pub(super) fn status_of(&self, id: &str) -> Option<TaskStatus> {
-        if let Some(t) = self.index.live(id) {
-            return Some(t.status);
+        if let Some(t) = self.index.entry(id) {
+            return Some(t.status());
         }
         match self.read_stored(id) {
             Ok(t) => t.map(|t| t.status),
@@ -234,17 +275,20 @@ impl TaskQueue {
     /// The queued task that has waited longest for an agent, and since when: of
     /// the tasks nothing but a missing agent holds back (not waiting for
     /// dependencies or `run_after`, not in a paused lane).
-    pub(super) fn oldest_waiting(&self, now: i64) -> Option<(&Task, i64)> {
+    pub(super) fn oldest_waiting(&self, now: i64) -> Option<(&Queued, i64)> {
         self.index
             .live
             .values()
-            .filter(|t| {
-                t.status == TaskStatus::Queued
-                    && !self.deps.is_waiting(&t.id)
-                    && !self.lanes.holds(t.priority)
-                    && t.run_after.is_none_or(|at| at <= now)
+            .filter_map(|e| match e {
+                Entry::Queued(q) => Some(q),
+                Entry::Whole(_) => None,
             })
-            .map(|t| (t, waiting_since(t)))
+            .filter(|q| {
+                !self.deps.is_waiting(&q.id)
+                    && !self.lanes.holds(q.priority)
+                    && q.run_after.is_none_or(|at| at <= now)
+            })
+            .map(|q| (q, q.waiting_since()))
             .min_by_key(|(_, since)| *since)
     }
 }

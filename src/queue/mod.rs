@@ -1,13 +1,14 @@
 //! `TaskQueue`: the one owner of task state.
 //!
-//! It keeps every unfinished task in memory (ordered by sequence) and all tasks in
-//! sled. A change is applied to the in-memory record and written to sled inside the
+//! It keeps every unfinished task in memory (ordered by sequence; a queued one
+//! compact, its record read when needed) and all tasks in the store. A change is applied to the in-memory record and written to sled inside the
 //! handler, so the actor's mailbox orders all changes; the reply (and every effect
 //! others can observe: scheduling, withdrawal notices, bus events) waits in the
 //! outbox for the group-commit flush that covers the write.
 //!
 //! The folder, by what each part owns:
 //! - `index`: unfinished tasks in memory, counts, dead letters, leases, reads;
+//! - `entry`: how memory keeps one unfinished task (queued ones compact);
 //! - `change`: the one path of a change (`with_task`), scheduling and dependency
 //!   settling (the graph itself is `domain::dependencies`);
 //! - `create`: the one path of creation (`create_tasks`), follow-ups;
@@ -15,6 +16,7 @@
 //! - `timers`: the lease / `complete_by` sweep, `run_after` and `requeue` timers;
 //! - `lanes`: paused priority lanes;
 //! - `supervise`: panic containment and the reload from sled;
+//! - `checkpoint`: what a clean stop leaves so the next start reads little;
 //! - `api/`: the messages, by caller (`agent`, `operator`, `read`).
 //!
 //! Architecture invariant: the queue never talks to a socket and never chooses an
@@ -24,7 +26,9 @@
 
 mod api;
 mod change;
+mod checkpoint;
 mod create;
+mod entry;
 mod index;
 mod lanes;
 mod outbox;
@@ -45,11 +49,12 @@ pub(crate) use api::read::{
     BlockedTasks, DeadLetters, FailingAgents, GetAttempts, GetTask, ListTasks, LongWait,
     LongestWaiting, RecentCompletions, Stats, StuckTasks, TaskOutcome, TaskOutcomes,
 };
+pub(crate) use checkpoint::StopAndCheckpoint;
 pub use create::follow_up_id;
 pub(crate) use create::{NewTask, Submitted};
 
 use crate::agents::presence::Presence;
-use crate::agents::scheduler::{Scheduler, TaskReady};
+use crate::agents::scheduler::{Scheduler, TaskReady, TasksReady};
 use crate::config::Config;
 use crate::domain::completions::Completions;
 use crate::domain::dependencies::DependencyGraph;
@@ -64,6 +69,9 @@ use crate::storage::eventlog::EventLog;
 use crate::storage::store::Store;
 use crate::storage::tasks::TaskRecords;
 use crate::util::now_ms;
+
+/// Ready tasks per message to the scheduler at start.
+const READY_BATCH: usize = 4096;
 
 /// Why a queue operation failed.
 #[derive(Debug, Clone)]
@@ -135,6 +143,8 @@ pub(crate) struct TaskQueue {
     completions: Completions,
     /// Each agent's most recent finished attempts (not kept across a restart).
     outcomes: AgentOutcomes,
+    /// Set once the stop's checkpoint is written: every change is refused.
+    frozen: bool,
 }
 
 impl TaskQueue {
@@ -169,6 +179,7 @@ impl TaskQueue {
             outbox: outbox::Outbox::default(),
             completions: Completions::default(),
             outcomes: AgentOutcomes::default(),
+            frozen: false,
             peers,
             records: TaskRecords::new(store.clone()),
             store,
@@ -193,14 +204,23 @@ impl Actor for TaskQueue {
     fn started(&mut self, ctx: &mut Self::Context) {
         // Everything that was queued before the restart is ready again, in order.
         let now = now_ms();
-        let ready: Vec<TaskReady> = self
+        let mut ready: Vec<TaskReady> = self
             .index
             .live
             .values()
-            .filter_map(|task| self.ready_at_start(task, now))
+            .filter_map(|entry| self.ready_at_start(entry, now))
             .collect();
-        for r in ready {
-            self.peers.scheduler.do_send(r);
+        // Most urgent first, in batches: other actors on this thread (and an
+        // agent that connects meanwhile, given the best task known so far) run
+        // between them.
+        ready.sort_by_key(|r| (r.priority, r.seq));
+        let mut coming = ready.len();
+        let mut ready = ready.into_iter().peekable();
+        while ready.peek().is_some() {
+            let tasks: Vec<TaskReady> = ready.by_ref().take(READY_BATCH).collect();
+            let batch = TasksReady { tasks, coming };
+            coming -= batch.tasks.len();
+            self.peers.scheduler.do_send(batch);
         }
         ctx.run_interval(self.policy.sweep_every, |act, ctx| act.sweep(ctx));
     }

@@ -75,6 +75,10 @@ struct SpecIn {
 struct StateOut<'a> {
     status: TaskStatus,
     priority: u8,
+    /// Routing (`blocked` with `needs`) changes them: the spec keeps the
+    /// submitted ones, the state the current ones.
+    #[serde(rename = "caps")]
+    needed_capabilities: &'a [String],
     assigned_to: &'a Option<String>,
     assigned_at: Option<i64>,
     accepted_at: Option<i64>,
@@ -104,6 +108,9 @@ struct StateOut<'a> {
 struct StateIn {
     status: TaskStatus,
     priority: u8,
+    /// Absent in states written before routing was kept here: the spec's.
+    #[serde(default, rename = "caps")]
+    needed_capabilities: Option<Vec<String>>,
     #[serde(default)]
     assigned_to: Option<String>,
     #[serde(default)]
@@ -174,6 +181,7 @@ pub(super) fn encode_state(t: &Task) -> Vec<u8> {
     encode(&StateOut {
         status: t.status,
         priority: t.priority,
+        needed_capabilities: &t.needed_capabilities,
         assigned_to: &t.assigned_to,
         assigned_at: t.assigned_at,
         accepted_at: t.accepted_at,
@@ -216,7 +224,9 @@ pub(super) fn decode_task(stored: &StoredTask) -> Result<Task, StoreError> {
         priority: state.priority,
         description: spec.description,
         metadata: spec.metadata,
-        needed_capabilities: spec.needed_capabilities,
+        needed_capabilities: state
+            .needed_capabilities
+            .unwrap_or(spec.needed_capabilities),
         assigned_to: state.assigned_to,
         assigned_at: state.assigned_at,
         accepted_at: state.accepted_at,
@@ -257,31 +267,114 @@ pub(super) fn decode_task(stored: &StoredTask) -> Result<Task, StoreError> {
     })
 }
 
+/// The few fields of a stored task that memory keeps of a queued one.
+pub(super) struct QueuedFields {
+    pub id: String,
+    pub priority: u8,
+    pub updated_at: i64,
+    pub run_after: Option<i64>,
+    pub needed_capabilities: Vec<String>,
+    pub dedupe_key: Option<String>,
+    pub depends_on: Vec<String>,
+    /// The agent of the last attempt, if that attempt failed.
+    pub avoid: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct QueuedSpecIn {
+    id: String,
+    #[serde(default)]
+    needed_capabilities: Vec<String>,
+    #[serde(default)]
+    dedupe_key: Option<String>,
+    #[serde(default)]
+    depends_on: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct AttemptIn {
+    agent_id: String,
+    #[serde(default)]
+    outcome: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct QueuedStateIn {
+    status: TaskStatus,
+    priority: u8,
+    #[serde(default, rename = "caps")]
+    needed_capabilities: Option<Vec<String>>,
+    updated_at: i64,
+    #[serde(default)]
+    run_after: Option<i64>,
+    #[serde(default)]
+    attempts: Vec<AttemptIn>,
+}
+
+/// Reads what memory keeps of a queued task without decoding the rest (a
+/// restart loads a million of them). `None` when the task is not queued or its
+/// record predates the spec/state split: then it is decoded whole.
+pub(super) fn decode_queued(stored: &StoredTask) -> Result<Option<QueuedFields>, StoreError> {
+    let Some(spec) = &stored.spec else {
+        return Ok(None);
+    };
+    let key = seq_key(stored.seq);
+    let state: QueuedStateIn = decode("tasks", &key, &stored.state)?;
+    if state.status != TaskStatus::Queued {
+        return Ok(None);
+    }
+    let spec: QueuedSpecIn = decode("task_specs", &key, spec)?;
+    let avoid = state
+        .attempts
+        .into_iter()
+        .last()
+        .filter(|a| a.outcome.as_deref() == Some("failed"))
+        .map(|a| a.agent_id);
+    Ok(Some(QueuedFields {
+        id: spec.id,
+        priority: state.priority,
+        updated_at: state.updated_at,
+        run_after: state.run_after,
+        needed_capabilities: state
+            .needed_capabilities
+            .unwrap_or(spec.needed_capabilities),
+        dedupe_key: spec.dedupe_key,
+        depends_on: spec.depends_on,
+        avoid,
+    }))
+}
+
+/// A task of `spec` (JSON, as submitted) with fixed defaults, for the tests of
+/// the modules that keep tasks.
+#[cfg(test)]
+pub(super) fn sample_task(spec: Value, id: &str, seq: u64) -> Task {
+    use crate::domain::task::TaskDefaults;
+    let spec = crate::protocol::parse_task_spec(&spec, "").expect("valid spec");
+    let defaults = TaskDefaults {
+        max_retries: 3,
+        max_reclaims: 5,
+        lease_ms: 1000,
+    };
+    let mut t = Task::new(id.into(), seq, spec, "admin", defaults, 100);
+    t.recorded = 0;
+    t
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::task::TaskDefaults;
-    use crate::protocol::parse_task_spec;
     use serde_json::json;
 
     fn task() -> Task {
-        let spec = parse_task_spec(
-            &json!({
+        sample_task(
+            json!({
                 "description": "d", "metadata": {"k": [1, "two"]}, "priority": "high",
                 "needed_capabilities": ["gpu"], "dedupe_key": "x", "run_after": 5,
                 "stall_ms": 60000
             }),
-            "",
+            "task-1",
+            7,
         )
-        .expect("spec");
-        let defaults = TaskDefaults {
-            max_retries: 3,
-            max_reclaims: 5,
-            lease_ms: 1000,
-        };
-        let mut t = Task::new("task-1".into(), 7, spec, "admin", defaults, 100);
-        t.recorded = 0;
-        t
     }
 
     #[test]
@@ -303,5 +396,50 @@ mod tests {
         };
         assert_eq!(decode_task(&older).expect("decodes"), t);
         assert!(encode_state(&t).len() < encode(&t).len());
+    }
+
+    #[test]
+    fn a_queued_task_reads_light_and_others_do_not() {
+        let mut t = task();
+        let stored = |t: &Task| StoredTask {
+            seq: 7,
+            spec: Some(encode_spec(t).into()),
+            state: encode_state(t).into(),
+        };
+        let q = decode_queued(&stored(&t))
+            .expect("decodes")
+            .expect("queued");
+        assert_eq!(
+            (
+                q.id.as_str(),
+                q.priority,
+                q.run_after,
+                q.dedupe_key.as_deref()
+            ),
+            ("task-1", t.priority, Some(5), Some("x"))
+        );
+        assert_eq!(q.needed_capabilities, vec!["gpu".to_string()]);
+        assert_eq!(q.avoid, None);
+        // Routing changes the capabilities after the spec was written.
+        let spec = encode_spec(&t);
+        t.needed_capabilities = vec!["aws-creds".into()];
+        let routed = StoredTask {
+            seq: 7,
+            spec: Some(spec.into()),
+            state: encode_state(&t).into(),
+        };
+        assert_eq!(
+            decode_queued(&routed)
+                .expect("decodes")
+                .expect("queued")
+                .needed_capabilities,
+            vec!["aws-creds".to_string()]
+        );
+        assert_eq!(
+            decode_task(&routed).expect("decodes").needed_capabilities,
+            vec!["aws-creds".to_string()]
+        );
+        t.status = TaskStatus::Assigned;
+        assert!(decode_queued(&stored(&t)).expect("decodes").is_none());
     }
 }

@@ -5,7 +5,7 @@
 use actix::prelude::*;
 
 use super::change::Settle;
-use super::index::TaskIndex;
+use super::entry::Entry;
 use super::lanes::Lanes;
 use super::records;
 use super::{QueueError, TaskQueue};
@@ -67,18 +67,28 @@ impl TaskQueue {
             }
         }
     }
+}
 
+/// Queued tasks with dependencies, as loaded: (id, dependencies).
+type Dependent = Vec<(String, Vec<String>)>;
+
+impl TaskQueue {
     /// Rebuilds every in-memory index from sled (start and restart).
     pub(super) fn reload(&mut self) -> Result<(), StoreError> {
-        self.index = TaskIndex::default();
+        self.index.clear();
         self.deps.clear();
         self.timers.clear();
         self.lanes = Lanes::load(&self.store)?;
         self.completions = Completions::default();
         self.outcomes.clear();
         let now = now_ms();
-        let corrupt = self.load_records(now)?;
-        self.rebuild_waiting(now);
+        let mut corrupt = 0;
+        let from_checkpoint = self.load_checkpoint(now)?;
+        if !from_checkpoint {
+            let dependent;
+            (corrupt, dependent) = self.load_records(now)?;
+            self.rebuild_waiting(dependent, now);
+        }
         // What the settling made ready is offered in `started`, with the rest.
         self.outbox.forget_scheduling();
         tracing::info!(
@@ -86,6 +96,7 @@ impl TaskQueue {
             live = self.index.live.len(),
             waiting = self.deps.waiting_len(),
             corrupt,
+            from_checkpoint,
             "task queue loaded"
         );
         Ok(())
@@ -93,13 +104,34 @@ impl TaskQueue {
 
     /// Reads every task record: counts, completions, and the unfinished ones into
     /// memory. A record that cannot be decoded is reported and left in place
-    /// (never deleted), and the rest still load. Answers how many were unreadable.
-    fn load_records(&mut self, now: i64) -> Result<usize, StoreError> {
+    /// (never deleted), and the rest still load. Answers how many were unreadable,
+    /// and the queued tasks that have dependencies (id, dependencies).
+    fn load_records(&mut self, now: i64) -> Result<(usize, Dependent), StoreError> {
         let mut corrupt = 0usize;
+        let mut dependent = Vec::new();
         let check_ids = !self.records.ids_complete();
         for item in self.records.scan_from(0) {
             let stored = item?;
             self.index.next_seq = self.index.next_seq.max(stored.seq + 1);
+            // Most of a big store is queued tasks: read only what memory keeps.
+            match records::decode_queued(&stored) {
+                Ok(Some(mut q)) => {
+                    if check_ids {
+                        self.records.repair_id(&q.id, stored.seq)?;
+                    }
+                    if !q.depends_on.is_empty() {
+                        dependent.push((q.id.clone(), std::mem::take(&mut q.depends_on)));
+                    }
+                    self.index.load_queued(stored.seq, q);
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    corrupt += 1;
+                    tracing::error!(error = %e, "skipping unreadable task record");
+                    continue;
+                }
+            }
             let task: Task = match records::decode_task(&stored) {
                 Ok(t) => t,
                 Err(e) => {
@@ -121,41 +153,33 @@ impl TaskQueue {
                 if let Some(key) = &task.dedupe_key {
                     self.index.dedupe.insert(key.clone(), task.id.clone());
                 }
+                if task.status == TaskStatus::Queued && !task.depends_on.is_empty() {
+                    dependent.push((task.id.clone(), task.depends_on.clone()));
+                }
                 self.index.insert_live(task);
             }
         }
-        Ok(corrupt)
+        Ok((corrupt, dependent))
     }
 
     /// Dependencies and timers, once every live task is loaded. A dependency that
     /// failed while the hub stopped before its dependents were blocked blocks
     /// them now.
-    fn rebuild_waiting(&mut self, now: i64) {
-        let mut dependent = Vec::new();
-        for task in self.index.live.values() {
-            if !task.depends_on.is_empty() && task.status == TaskStatus::Queued {
-                dependent.push(task.seq);
-            }
-            let at = match task.status {
-                TaskStatus::Queued => task.run_after.filter(|at| *at > now),
-                TaskStatus::Blocked => task.unblock_at,
-                _ => None,
+    fn rebuild_waiting(&mut self, dependent: Dependent, now: i64) {
+        for entry in self.index.live.values() {
+            let at = match entry {
+                Entry::Queued(q) => q.run_after.filter(|at| *at > now),
+                Entry::Whole(t) if t.status == TaskStatus::Blocked => t.unblock_at,
+                Entry::Whole(_) => None,
             };
             if let Some(at) = at {
-                self.timers.set(at, &task.id);
+                self.timers.set(at, entry.id());
             }
         }
         let mut settle = Vec::new();
-        for seq in dependent {
-            let Some(task) = self.index.live.get(&seq).cloned() else {
-                continue;
-            };
-            if let Some((dep, status)) = self.track_dependencies(&task) {
-                settle.push(Settle::Block {
-                    task: task.id,
-                    dep,
-                    status,
-                });
+        for (task, depends_on) in dependent {
+            if let Some((dep, status)) = self.track_dependencies(&task, &depends_on) {
+                settle.push(Settle::Block { task, dep, status });
             }
         }
         self.settle_dependencies(settle);
@@ -182,7 +206,7 @@ mod tests {
 
         fn handle(&mut self, _: Crash, ctx: &mut Context<Self>) {
             self.contained(ctx, |this| {
-                this.index = TaskIndex::default();
+                this.index.clear();
                 panic!("injected fault");
             })
         }

@@ -48,7 +48,7 @@ impl TaskQueue {
         for (task_id, lease) in &self.index.leases {
             let overdue = self
                 .index
-                .live(task_id)
+                .whole(task_id)
                 .and_then(|t| t.complete_by)
                 .is_some_and(|by| by < now);
             if overdue {
@@ -86,12 +86,16 @@ impl TaskQueue {
     /// delay passed go back to the queue.
     fn run_timers(&mut self, now: i64) {
         while let Some(id) = self.timers.pop_due(now) {
-            let Some(task) = self.index.live(&id) else {
+            let Some(task) = self.index.entry(&id) else {
                 continue;
             };
-            match task.status {
+            let unblock_due = task
+                .whole()
+                .and_then(|t| t.unblock_at)
+                .is_some_and(|u| u <= now);
+            match task.status() {
                 TaskStatus::Queued => self.offer_live(&id, now),
-                TaskStatus::Blocked if task.unblock_at.is_some_and(|u| u <= now) => {
+                TaskStatus::Blocked if unblock_due => {
                     if let Err(e) = self.with_task(&id, "hub", |t, now| t.unblock_due(now)) {
                         tracing::error!(task_id = %id, error = e.as_str(), "blocked task not requeued");
                     }

@@ -117,6 +117,22 @@ impl TaskRecords {
         })
     }
 
+    /// The highest task sequence stored, if any.
+    pub(crate) fn last_seq(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.store.tasks.last()?.and_then(|(k, _)| key_seq(&k)))
+    }
+
+    /// A value the queue keeps about its tasks as a whole (a checkpoint).
+    pub(crate) fn put_summary(&self, name: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        self.store.meta.insert(name, value)?;
+        Ok(())
+    }
+
+    /// Reads and removes a value written by [`TaskRecords::put_summary`].
+    pub(crate) fn take_summary(&self, name: &str) -> Result<Option<IVec>, StoreError> {
+        Ok(self.store.meta.take(name)?)
+    }
+
     /// Whether every task's id entry is known to be there: the store was closed
     /// cleanly last time (after a crash, `repair_id` is worth its reads).
     pub(crate) fn ids_complete(&self) -> bool {

@@ -9,6 +9,7 @@ use actix_web::{web, App, HttpServer};
 
 use crate::config::Config;
 use crate::hub::start_actors;
+use crate::queue::StopAndCheckpoint;
 use crate::storage::backup::{RecoveryEvent, StorageMaintenance};
 use crate::storage::store::Store;
 use crate::web::http;
@@ -54,6 +55,7 @@ pub async fn serve(
     state.storage.record_recoveries(recoveries);
     StorageMaintenance::new(state.storage.clone()).start();
     let stopping = state.stopping.clone();
+    let queue = state.queue.clone();
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
         App::new()
@@ -89,6 +91,12 @@ pub async fn serve(
         handle.stop(true).await;
     });
     let result = server.await;
+    // The queue's last write: what it holds, so the next start reads little.
+    match queue.send(StopAndCheckpoint).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "queue checkpoint not written"),
+        Err(e) => tracing::warn!(error = %e, "queue checkpoint not written"),
+    }
     // Sealed, the next start can tell whether the store lost anything meanwhile.
     match store.seal_and_close() {
         Ok(seal) => tracing::info!(records = seal.records, "store sealed and closed"),

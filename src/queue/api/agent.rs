@@ -326,7 +326,7 @@ impl Handler<HeldBy> for TaskQueue {
                 .iter()
                 .filter(|(_, l)| l.agent_id == msg.agent_id)
                 .map(|(id, l)| {
-                    let seq = this.index.ids.get(id).copied().unwrap_or(u64::MAX);
+                    let seq = this.index.ids.get(id.as_str()).copied().unwrap_or(u64::MAX);
                     (
                         seq,
                         Held {

@@ -191,8 +191,10 @@ impl Handler<PauseLanes> for TaskQueue {
                 .index
                 .live
                 .values()
-                .filter(|t| t.status == TaskStatus::Queued && changed.contains(&lane(t.priority)))
-                .map(|t| t.id.clone())
+                .filter(|t| {
+                    t.status() == TaskStatus::Queued && changed.contains(&lane(t.priority()))
+                })
+                .map(|t| t.id().to_string())
                 .collect();
             for id in affected {
                 if msg.paused {

@@ -21,6 +21,7 @@ use serde_json::{Map, Value};
 use crate::domain::completions::{Completion, Throughput};
 use crate::domain::task::{Task, TaskStatus};
 use crate::error::StoreError;
+use crate::queue::entry::Entry;
 use crate::queue::records;
 use crate::queue::TaskQueue;
 use crate::util::now_ms;
@@ -59,6 +60,7 @@ impl Handler<BlockedTasks> for TaskQueue {
                 .index
                 .live
                 .values()
+                .filter_map(Entry::whole)
                 .filter(|t| t.status == TaskStatus::Blocked)
                 .filter_map(|t| {
                     let at = t.blocked_at.unwrap_or(t.updated_at);
@@ -109,6 +111,22 @@ pub(crate) struct TaskPage {
 }
 
 impl ListTasks {
+    /// `matches` for a live task without a correlation filter (what the
+    /// compact entry of a queued task can tell).
+    fn matches_entry(&self, e: &Entry) -> bool {
+        match e.whole() {
+            Some(t) => self.matches(t),
+            None => {
+                self.status.is_none_or(|s| s == e.status())
+                    && self.priority.is_none_or(|p| p == e.priority())
+                    && self
+                        .assigned_to
+                        .as_ref()
+                        .is_none_or(|a| e.assigned_to() == Some(a.as_str()))
+            }
+        }
+    }
+
     fn matches(&self, t: &Task) -> bool {
         self.status.is_none_or(|s| s == t.status)
             && self.priority.is_none_or(|p| p == t.priority)
@@ -145,7 +163,7 @@ impl Handler<ListTasks> for TaskQueue {
                 }
                 for seq in seqs {
                     let task = match this.index.live.get(&seq) {
-                        Some(t) => Some(t.clone()),
+                        Some(e) => this.read_entry(e)?,
                         None => match this.records.get(seq)? {
                             Some(stored) => Some(records::decode_task(&stored)?),
                             None => None,
@@ -159,16 +177,19 @@ impl Handler<ListTasks> for TaskQueue {
                     }
                 }
             } else if msg.status.is_some_and(|s| !s.is_terminal()) {
-                // Unfinished tasks are all in memory.
-                page.extend(
-                    this.index
-                        .live
-                        .range(start..)
-                        .map(|(_, t)| t)
-                        .filter(|t| msg.matches(t))
-                        .take(msg.limit + 1)
-                        .cloned(),
-                );
+                // Unfinished tasks are all in memory (queued ones compact: what
+                // the filters need, the rest read for the page).
+                for (_, entry) in this.index.live.range(start..) {
+                    if !msg.matches_entry(entry) {
+                        continue;
+                    }
+                    if let Some(t) = this.read_entry(entry)? {
+                        page.push(t);
+                    }
+                    if page.len() > msg.limit {
+                        break;
+                    }
+                }
             } else {
                 for item in this.records.scan_from(start) {
                     match records::decode_task(&item?) {
@@ -319,7 +340,7 @@ impl Handler<StuckTasks> for TaskQueue {
                 .leases
                 .iter()
                 .filter_map(|(id, lease)| {
-                    let task = this.index.live(id)?;
+                    let task = this.index.whole(id)?;
                     let at = task.assigned_at?;
                     (at < msg.assigned_before).then(|| (id.clone(), lease.agent_id.clone(), at))
                 })
@@ -355,9 +376,9 @@ impl Handler<LongestWaiting> for TaskQueue {
                 .oldest_waiting(now_ms())
                 .filter(|(_, since)| *since < msg.since_before)
                 .map(|(t, since)| LongWait {
-                    task_id: t.id.clone(),
+                    task_id: t.id.to_string(),
                     since,
-                    needed_capabilities: t.needed_capabilities.clone(),
+                    needed_capabilities: t.capabilities.to_vec(),
                 });
             MessageResult(wait)
         })

@@ -31,6 +31,7 @@
 
 mod files;
 mod flusher;
+mod seal;
 mod staging;
 mod tree;
 
@@ -41,7 +42,7 @@ use std::time::Duration;
 
 use parking_lot::{RwLock, RwLockWriteGuard};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
@@ -49,6 +50,10 @@ use crate::error::StoreError;
 use files::environment_or_sled;
 pub(crate) use files::{open_sled, replace_dir};
 use flusher::run_flusher;
+pub(crate) use seal::Seal;
+#[cfg(test)]
+use seal::SEAL_FILE;
+use seal::{files_digest, files_unchanged, take_seal, write_seal};
 pub(crate) use staging::Hook;
 use staging::Staging;
 pub(crate) use tree::Tree;
@@ -89,22 +94,10 @@ pub(super) const TREE_NAMES: [&str; 21] = [
     "task_specs",
 ];
 
-/// The seal file in the data directory (see the module documentation).
-pub(crate) const SEAL_FILE: &str = "agentcom-seal.json";
-
 pub(super) type Waiter = oneshot::Sender<Result<(), StoreError>>;
 
 /// Sees each record of a full scan as (tree name, key, value); an error stops it.
 pub(crate) type RecordVisitor<'a> = dyn FnMut(&[u8], &[u8], &[u8]) -> Result<(), StoreError> + 'a;
-
-/// What a clean close recorded about the store's contents.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Seal {
-    pub sealed_at: i64,
-    pub records: u64,
-    /// SHA-256 over every tree (by name) and record (by key): see `digest_db`.
-    pub sha256: String,
-}
 
 /// A digest of the store's contents: what [`Store::scan_all`] returns.
 #[derive(Debug, Clone, PartialEq)]
@@ -150,42 +143,6 @@ fn digest_db(db: &sled::Db, visit: &mut RecordVisitor<'_>) -> Result<ContentDige
     })
 }
 
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
-}
-
-/// Takes the seal out of `dir`: reads it, then removes it durably before the store
-/// can be written. An unreadable seal counts as none (and is logged).
-fn take_seal(dir: &Path) -> Result<Option<Seal>, StoreError> {
-    let path = dir.join(SEAL_FILE);
-    let text = match std::fs::read(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(environment_or_sled(dir, e)),
-    };
-    let seal = match serde_json::from_slice::<Seal>(&text) {
-        Ok(seal) => Some(seal),
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "unreadable store seal ignored");
-            None
-        }
-    };
-    std::fs::remove_file(&path)
-        .and_then(|_| sync_dir(dir))
-        .map_err(|e| environment_or_sled(dir, e))?;
-    Ok(seal)
-}
-
-fn write_seal(dir: &Path, seal: &Seal) -> std::io::Result<()> {
-    let tmp = dir.join(format!("{SEAL_FILE}.tmp"));
-    let body = serde_json::to_vec(seal).map_err(std::io::Error::other)?;
-    let mut file = std::fs::File::create(&tmp)?;
-    std::io::Write::write_all(&mut file, &body)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, dir.join(SEAL_FILE))?;
-    sync_dir(dir)
-}
-
 struct Inner {
     slot: Slot,
     path: PathBuf,
@@ -195,6 +152,9 @@ struct Inner {
     commit_window_us: Arc<AtomicU64>,
     /// The seal taken out of the data directory at open, if there was one.
     opened_seal: Option<Seal>,
+    /// Whether the files were, before sled opened them, exactly what the close
+    /// that wrote `opened_seal` left (see `seal`).
+    files_unchanged: bool,
     /// Writes not yet in sled (see `staging`).
     staging: Arc<Staging>,
 }
@@ -258,17 +218,25 @@ impl Store {
     /// Opens (or creates) the store in `dir` and starts its flusher thread. sled
     /// keeps at most `cache_bytes` of pages in memory.
     pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
-        Store::from_open(dir, cache_bytes, Open::start(dir, cache_bytes)?)
+        let unchanged = files_unchanged(dir);
+        Store::from_open(dir, cache_bytes, Open::start(dir, cache_bytes)?, unchanged)
     }
 
     /// [`Store::open_with_cache`] on a directory whose sled `Db` this process
     /// has just closed (a restore's fresh store): sled's lock is waited for.
     pub(crate) fn reopen_with_cache(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
-        Store::from_open(dir, cache_bytes, Open::reopen(dir, cache_bytes)?)
+        let unchanged = files_unchanged(dir);
+        Store::from_open(dir, cache_bytes, Open::reopen(dir, cache_bytes)?, unchanged)
     }
 
-    fn from_open(dir: &Path, cache_bytes: u64, open: Open) -> Result<Store, StoreError> {
+    fn from_open(
+        dir: &Path,
+        cache_bytes: u64,
+        open: Open,
+        files_unchanged: bool,
+    ) -> Result<Store, StoreError> {
         let opened_seal = take_seal(dir)?;
+        let files_unchanged = files_unchanged && opened_seal.is_some();
         let slot: Slot = Arc::new(RwLock::new(Some(open)));
         let (tx, rx) = mpsc::channel::<Waiter>();
         let commit_window_us = Arc::new(AtomicU64::new(0));
@@ -313,6 +281,7 @@ impl Store {
                 flush_requests: tx,
                 commit_window_us,
                 opened_seal,
+                files_unchanged,
                 staging,
             }),
         })
@@ -388,6 +357,12 @@ impl Store {
         self.inner.opened_seal.as_ref()
     }
 
+    /// Whether the store's files were, when it opened, byte for byte what the
+    /// close that wrote [`Store::opened_seal`] left (then so are its records).
+    pub fn files_match_seal(&self) -> bool {
+        self.inner.files_unchanged
+    }
+
     /// Visits every record of every tree (trees by name, records by key) and
     /// returns the digest a seal would hold. Shares the store lock throughout.
     pub fn scan_all(&self, visit: &mut RecordVisitor<'_>) -> Result<ContentDigest, StoreError> {
@@ -412,10 +387,15 @@ impl Store {
                     .unwrap_or(0),
                 records: digest.records,
                 sha256: digest.sha256,
+                files_blake3: None,
             })
         });
         drop(open);
-        let seal = sealed?;
+        let mut seal = sealed?;
+        // sled is closed: its files are what the next open will find.
+        seal.files_blake3 = files_digest(self.path())
+            .inspect_err(|e| tracing::warn!(error = %e, "store files not digested for the seal"))
+            .ok();
         write_seal(self.path(), &seal).map_err(|e| environment_or_sled(self.path(), e))?;
         Ok(seal)
     }
