@@ -281,6 +281,9 @@ fn a_coordinator_submits_waits_and_reads_the_result() {
         "dedupe_key",
         "depends_on",
         "run_after",
+        "repo",
+        "write_paths",
+        "read_paths",
     ] {
         assert!(
             props[field].is_object(),
@@ -303,7 +306,8 @@ fn a_coordinator_submits_waits_and_reads_the_result() {
         "submit_task",
         json!({"description": "add two numbers", "priority": "high",
                "capabilities": ["code"], "metadata": {"a": 40, "b": 2},
-               "stall_ms": 60000, "max_runtime_ms": 600000}),
+               "stall_ms": 60000, "max_runtime_ms": 600000,
+               "repo": "calc", "write_paths": ["src/add.rs"], "read_paths": ["src/**"]}),
     );
     assert_eq!(created["status"], "queued", "{created}");
     assert_eq!(created["priority"], 1, "{created}");
@@ -315,6 +319,13 @@ fn a_coordinator_submits_waits_and_reads_the_result() {
     // The agent's limits travel with the assignment.
     assert_eq!(assign["stall_ms"], 60000, "{assign}");
     assert_eq!(assign["max_runtime_ms"], 600000, "{assign}");
+    // Its write scope is on the task.
+    let t = mcp.call("get_task", json!({"task_id": task_id}));
+    assert_eq!(
+        (&t["repo"], &t["write_paths"], &t["read_paths"]),
+        (&json!("calc"), &json!(["src/add.rs"]), &json!(["src/**"])),
+        "{t}"
+    );
     // Its progress shows in get_task.
     worker.send(json!({"type": "task_progress", "task_id": task_id,
                        "generation": assign["generation"], "progress": 30, "message": "adding"}));

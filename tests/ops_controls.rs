@@ -7,15 +7,6 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 
-fn assert_no_assignment(hub: &Hub, agent: &mut Agent) {
-    let before = frames_before_fence(hub, agent);
-    assert!(
-        before.iter().all(|f| f["type"] != "task_assign"),
-        "agent {} was given a task: {before:?}",
-        agent.agent_id
-    );
-}
-
 /// Every event matching `query` (one page of up to 1000).
 fn events(hub: &Hub, query: &str) -> Vec<Value> {
     let (status, body) = hub.get(&format!("/api/events?limit=1000&{query}"));

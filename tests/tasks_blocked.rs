@@ -37,15 +37,6 @@ fn entry(task: &Value, event: &str) -> Value {
         .unwrap_or_else(|| panic!("no {event:?} in the history of {task}"))
 }
 
-fn assert_no_assignment(hub: &Hub, agent: &mut Agent) {
-    let before = frames_before_fence(hub, agent);
-    assert!(
-        before.iter().all(|f| f["type"] != "task_assign"),
-        "agent {} was given a task: {before:?}",
-        agent.agent_id
-    );
-}
-
 /// Sleeps until the hub's clock (the same host clock) is past `ms`; used only to
 /// show that something does *not* happen while a shorter timer would have fired.
 fn sleep_until(ms: u64) {

@@ -16,16 +16,6 @@ fn has_error(body: &Value, field: &str, error: &str) -> bool {
         .is_some_and(|e| e.iter().any(|x| x["field"] == field && x["error"] == error))
 }
 
-/// Asserts that no `task_assign` reached `agent` before a fence message did.
-fn assert_no_assignment(hub: &Hub, agent: &mut Agent) {
-    let before = frames_before_fence(hub, agent);
-    assert!(
-        before.iter().all(|f| f["type"] != "task_assign"),
-        "agent {} was given a task: {before:?}",
-        agent.agent_id
-    );
-}
-
 /// Submits A → B → C as one batch (B depends on A, C on B by batch refs);
 /// answers their ids in that order.
 fn submit_chain(hub: &Hub) -> Vec<String> {

@@ -286,3 +286,16 @@ pub(crate) fn without_nulls(obj: &Map<String, Value>) -> Map<String, Value> {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
+
+/// The strings of the list `key` of `obj` (empty when absent, null or not a
+/// list; entries that are not strings are skipped: `check_fields` reports them).
+pub fn str_list(obj: &serde_json::Map<String, serde_json::Value>, key: &str) -> Vec<String> {
+    obj.get(key)
+        .and_then(serde_json::Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::priority::{parse_priority, PRIORITY_NORMAL};
-use crate::schema::{check_fields, id, opt, req, Field, FieldError, Kind};
+use crate::schema::{check_fields, id, opt, req, str_list, Field, FieldError, Kind};
 
 /// Longest task description accepted (characters).
 pub const MAX_DESCRIPTION: usize = 10_000;
@@ -42,7 +42,13 @@ pub const TASK_SPEC_FIELDS: &[Field] = &[
     opt("blocked_requeue_ms", Kind::UInt),
     opt("stall_ms", Kind::UInt),
     opt("max_runtime_ms", Kind::UInt),
+    opt("repo", id(MAX_REPO)),
+    opt("write_paths", Kind::StrList),
+    opt("read_paths", Kind::StrList),
 ];
+
+/// Longest `repo` name of a write scope (ext).
+pub const MAX_REPO: usize = 256;
 
 /// Longest `dedupe_key` (ext).
 pub const MAX_DEDUPE_KEY: usize = 256;
@@ -135,6 +141,17 @@ pub struct TaskSpec {
     /// Longest one attempt may run: the sidecar fails it `timeout`.
     #[serde(default)]
     pub max_runtime_ms: Option<u64>,
+    /// The repository `write_paths` and `read_paths` are relative to (ext).
+    #[serde(default)]
+    pub repo: Option<String>,
+    /// Gitignore-style globs of what the task may write: no two tasks whose
+    /// writes can overlap (or a write and a read) in one repository run at once
+    /// (ext).
+    #[serde(default)]
+    pub write_paths: Vec<String>,
+    /// Globs of what the task reads: only writes conflict with them (ext).
+    #[serde(default)]
+    pub read_paths: Vec<String>,
 }
 
 /// Validates one task submission. Field names in errors are prefixed with `prefix`
@@ -189,14 +206,8 @@ pub fn parse_task_spec(v: &Value, prefix: &str) -> Result<TaskSpec, Vec<FieldErr
             None
         }),
     };
-    let depends_on: Vec<String> = present("depends_on")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|c| c.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let list_of = |k: &str| str_list(obj, k);
+    let depends_on = list_of("depends_on");
     let mut seen = std::collections::HashSet::new();
     if depends_on.iter().any(|d| !seen.insert(d.as_str())) {
         errors.push(FieldError::new(
@@ -206,20 +217,21 @@ pub fn parse_task_spec(v: &Value, prefix: &str) -> Result<TaskSpec, Vec<FieldErr
         ));
     }
     let str_of = |k: &str| present(k).and_then(Value::as_str).map(str::to_string);
+    let (write_paths, read_paths) = (list_of("write_paths"), list_of("read_paths"));
+    if (!write_paths.is_empty() || !read_paths.is_empty()) && str_of("repo").is_none() {
+        errors.push(FieldError::new(
+            "repo",
+            "required",
+            "write_paths and read_paths are relative to a repo: name it",
+        ));
+    }
     if !errors.is_empty() {
         for e in &mut errors {
             e.field = format!("{prefix}{}", e.field);
         }
         return Err(errors);
     }
-    let mut caps: Vec<String> = present("needed_capabilities")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|c| c.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut caps = list_of("needed_capabilities");
     caps.sort();
     caps.dedup();
     Ok(TaskSpec {
@@ -246,6 +258,9 @@ pub fn parse_task_spec(v: &Value, prefix: &str) -> Result<TaskSpec, Vec<FieldErr
         blocked_requeue_ms,
         stall_ms,
         max_runtime_ms,
+        repo: str_of("repo"),
+        write_paths,
+        read_paths,
     })
 }
 

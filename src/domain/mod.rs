@@ -10,4 +10,6 @@ pub(crate) mod completions;
 pub(crate) mod dependencies;
 pub(crate) mod matching;
 pub(crate) mod outcomes;
+pub(crate) mod reservations;
+pub(crate) mod scopes;
 pub(crate) mod task;

@@ -100,6 +100,8 @@ pub(crate) enum TaskError {
     InvalidState(TaskStatus),
     NotOwner,
     StaleGeneration,
+    /// Its write scope conflicts with a running task's (it waits for it).
+    ScopeBusy,
 }
 
 impl TaskError {
@@ -109,6 +111,7 @@ impl TaskError {
             TaskError::InvalidState(_) => "invalid_state",
             TaskError::NotOwner => "not_owner",
             TaskError::StaleGeneration => "stale_generation",
+            TaskError::ScopeBusy => "scope_busy",
         }
     }
 }
@@ -215,6 +218,14 @@ pub(crate) struct Task {
     /// (cleared by a new assignment).
     #[serde(default)]
     pub progress: Option<Progress>,
+    /// The write scope (see `TaskSpec::write_paths`): the repository, and what
+    /// the task writes and reads in it.
+    #[serde(default)]
+    pub repo: Option<String>,
+    #[serde(default)]
+    pub write_paths: Vec<String>,
+    #[serde(default)]
+    pub read_paths: Vec<String>,
     /// How many history entries this copy recorded (not stored): the queue
     /// compares it before and after a change to find the entries the change added
     /// (see [`Task::recorded_since`]).
@@ -337,6 +348,9 @@ impl Task {
             stall_ms: spec.stall_ms,
             max_runtime_ms: spec.max_runtime_ms,
             progress: None,
+            repo: spec.repo,
+            write_paths: spec.write_paths,
+            read_paths: spec.read_paths,
             recorded: 0,
         };
         if task.correlation_id.is_none() {
@@ -348,6 +362,11 @@ impl Task {
         }
         if let Some(at) = task.run_after {
             details["run_after"] = json!(at);
+        }
+        if let Some(repo) = &task.repo {
+            details["repo"] = json!(repo);
+            details["write_paths"] = json!(task.write_paths);
+            details["read_paths"] = json!(task.read_paths);
         }
         task.record("queued", now, details);
         task
@@ -951,6 +970,9 @@ impl Task {
             "stall_ms": self.stall_ms,
             "max_runtime_ms": self.max_runtime_ms,
             "progress": self.progress,
+            "repo": self.repo,
+            "write_paths": self.write_paths,
+            "read_paths": self.read_paths,
             "history": self.history,
         })
     }
@@ -1056,6 +1078,9 @@ mod tests {
             blocked_requeue_ms: None,
             stall_ms: None,
             max_runtime_ms: None,
+            repo: None,
+            write_paths: vec![],
+            read_paths: vec![],
         };
         let defaults = TaskDefaults {
             max_retries: 3,

@@ -8,9 +8,11 @@
 use serde_json::Value;
 
 use super::entry::{Entry, Queued};
+use super::index::TaskIndex;
 use super::lanes::Lanes;
 use super::outbox::Outbox;
 use super::records;
+use super::scopes::Scopes;
 use super::timers::Timers;
 use super::TaskQueue;
 use super::{QueueError, TaskReady};
@@ -19,7 +21,7 @@ use crate::domain::completions::Completion;
 use crate::domain::dependencies::{DepState, DependencyGraph, Settled};
 use crate::domain::task::{HistoryEntry, Task, TaskError, TaskStatus};
 use crate::error::StoreError;
-use crate::storage::eventlog::NewEvent;
+use crate::storage::eventlog::{EventLog, NewEvent};
 use crate::util::now_ms;
 
 /// What callers of `with_task` need to know about the changed task.
@@ -119,6 +121,11 @@ impl TaskQueue {
             self.deps.forget(&task.id);
         }
         self.index.settle_in(task);
+        if changed.status.is_terminal() {
+            self.release_scope(id, true, now);
+        } else if old == TaskStatus::Assigned && changed.status != TaskStatus::Assigned {
+            self.release_scope(id, false, now);
+        }
         Ok((out, changed))
     }
 
@@ -306,28 +313,73 @@ impl TaskQueue {
     /// Makes a queued task ready if nothing holds it back; one that waits for its
     /// `run_after` gets a timer.
     pub(super) fn offer(&mut self, task: &Task, now: i64) {
-        let Self {
-            deps,
-            lanes,
-            timers,
-            outbox,
-            ..
-        } = self;
-        offer(&Offered::Whole(task), deps, lanes, timers, outbox, now);
+        let (_, parts) = self.split_for_offer();
+        offer(&Offered::Whole(task), parts, now);
     }
 
     /// `offer` for a live task, found by id (no copy of the task).
     pub(super) fn offer_live(&mut self, id: &str, now: i64) {
+        let (index, parts) = self.split_for_offer();
+        if let Some(Entry::Queued(task)) = index.entry(id) {
+            offer(&Offered::Queued(task), parts, now);
+        }
+    }
+
+    /// The index, and what `offer` changes, borrowed apart.
+    fn split_for_offer(&mut self) -> (&TaskIndex, OfferParts<'_>) {
         let Self {
             index,
             deps,
             lanes,
             timers,
             outbox,
+            scopes,
+            log,
             ..
         } = self;
-        if let Some(Entry::Queued(task)) = index.entry(id) {
-            offer(&Offered::Queued(task), deps, lanes, timers, outbox, now);
+        let parts = OfferParts {
+            deps,
+            lanes,
+            timers,
+            outbox,
+            scopes,
+            log,
+        };
+        (index, parts)
+    }
+
+    /// Whether `task_id`'s write scope conflicts with a running task's: then it
+    /// waits for it (recorded in the event log when the holder is new).
+    pub(super) fn scope_waits(&mut self, task_id: &str, now: i64) -> bool {
+        let seq = self.index.ids.get(task_id).copied();
+        scope_waits(&mut self.scopes, &self.log, (task_id, seq), now)
+    }
+
+    /// The assignment of `task_id` to `agent` takes its scope: queued tasks of
+    /// the repository that conflict with it leave the scheduler and wait.
+    pub(super) fn claim_scope(&mut self, task_id: &str, agent: &str, now: i64) {
+        self.scopes.take(task_id, agent, now);
+        for other in self.scopes.unhindered_neighbours(task_id) {
+            let queued = self
+                .index
+                .entry(&other)
+                .is_some_and(|e| e.status() == TaskStatus::Queued);
+            if queued && self.scope_waits(&other, now) {
+                self.outbox.unready.push(other);
+            }
+        }
+    }
+
+    /// A task no longer holds its scope (`finished`: nothing of it is kept):
+    /// the tasks that waited for it are offered again.
+    pub(super) fn release_scope(&mut self, task_id: &str, finished: bool, now: i64) {
+        let freed = if finished {
+            self.scopes.forget(task_id)
+        } else {
+            self.scopes.release(task_id)
+        };
+        for waiter in freed {
+            self.offer_live(&waiter, now);
         }
     }
 
@@ -442,6 +494,13 @@ impl Offered<'_> {
         }
     }
 
+    fn seq(&self) -> u64 {
+        match self {
+            Offered::Whole(t) => t.seq,
+            Offered::Queued(q) => q.seq,
+        }
+    }
+
     fn run_after(&self) -> Option<i64> {
         match self {
             Offered::Whole(t) => t.run_after,
@@ -480,22 +539,56 @@ fn held_back(task: &Offered<'_>, deps: &DependencyGraph, lanes: &Lanes) -> bool 
     !task.queued() || deps.is_waiting(task.id()) || lanes.holds(task.priority())
 }
 
+/// What `offer` works with (borrowed from the queue apart from its index, so a
+/// live task can be offered while borrowed from it).
+struct OfferParts<'a> {
+    deps: &'a DependencyGraph,
+    lanes: &'a Lanes,
+    timers: &'a mut Timers,
+    outbox: &'a mut Outbox,
+    scopes: &'a mut Scopes,
+    log: &'a EventLog,
+}
+
 /// Makes a queued task ready if nothing holds it back; one that waits for its
-/// `run_after` gets a timer. (A function of the parts it needs, so a live task
-/// can be offered while borrowed from the index.)
-fn offer(
-    task: &Offered<'_>,
-    deps: &DependencyGraph,
-    lanes: &Lanes,
-    timers: &mut Timers,
-    outbox: &mut Outbox,
-    now: i64,
-) {
-    if held_back(task, deps, lanes) {
+/// `run_after` gets a timer, one whose write scope is held waits for it.
+fn offer(task: &Offered<'_>, parts: OfferParts<'_>, now: i64) {
+    if held_back(task, parts.deps, parts.lanes) {
         return;
     }
     match task.run_after() {
-        Some(at) if at > now => timers.set(at, task.id()),
-        _ => outbox.ready.push(task.ready()),
+        Some(at) if at > now => parts.timers.set(at, task.id()),
+        _ if scope_waits(parts.scopes, parts.log, (task.id(), Some(task.seq())), now) => {}
+        _ => parts.outbox.ready.push(task.ready()),
     }
+}
+
+/// See [`TaskQueue::scope_waits`].
+fn scope_waits(
+    scopes: &mut Scopes,
+    log: &EventLog,
+    (task_id, task_seq): (&str, Option<u64>),
+    now: i64,
+) -> bool {
+    let Some(holder) = scopes.conflict(task_id, now) else {
+        return false;
+    };
+    if scopes.wait(task_id, holder.clone()) {
+        let event = NewEvent {
+            ts: now,
+            kind: "scope_waiting".into(),
+            task_id: Some(task_id.to_string()),
+            task_seq,
+            agent_id: Some(holder.agent_id.clone()),
+            actor: "hub".into(),
+            details: serde_json::json!({
+                "holder_task_id": holder.task_id,
+                "holder_agent_id": holder.agent_id,
+            }),
+        };
+        if let Err(e) = log.append(vec![event]) {
+            tracing::error!(task_id, error = %e, "scope_waiting not recorded");
+        }
+    }
+    true
 }

@@ -57,6 +57,9 @@ struct Checkpoint {
     /// Queued tasks waiting for dependencies, with the ones still open.
     waiting: Vec<(String, Vec<String>)>,
     completions: SavedCompletions,
+    /// Live tasks' write scopes: (task id, repo, writes, reads).
+    #[serde(default)]
+    scopes: Vec<(String, String, Vec<String>, Vec<String>)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -127,6 +130,7 @@ impl TaskQueue {
             whole,
             waiting,
             completions: self.completions.saved(),
+            scopes: self.scopes.declared(),
         };
         self.frozen = true;
         self.records.put_summary(KEY, encode(&checkpoint))?;
@@ -164,6 +168,7 @@ impl TaskQueue {
             Err(e) => {
                 tracing::warn!(error = %e, "queue checkpoint not loadable; reading every task");
                 self.index.clear();
+                self.scopes.clear();
                 self.deps.clear();
                 self.timers.clear();
                 self.completions = Completions::default();
@@ -173,6 +178,9 @@ impl TaskQueue {
     }
 
     fn restore(&mut self, c: Checkpoint, now: i64) -> Result<(), StoreError> {
+        for (id, repo, writes, reads) in &c.scopes {
+            self.scopes.track_parts(id, Some(repo), writes, reads);
+        }
         self.index_whole(&c.whole, now)?;
         let index = &mut self.index;
         index.next_seq = c.next_seq;
@@ -234,6 +242,10 @@ impl TaskQueue {
                 }
             }
             self.index.count(&task, None, now);
+            self.scopes.track(&task);
+            if let (TaskStatus::Assigned, Some(agent)) = (task.status, &task.assigned_to) {
+                self.scopes.take(&task.id, agent, now);
+            }
             self.index.insert_live(task);
         }
         Ok(())

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use super::change::{task_events, Settle};
 use super::records;
+use super::scopes::TaskScope;
 use super::{QueueError, TaskQueue};
 use crate::domain::completions::short_description;
 use crate::domain::dependencies::cycle_members;
@@ -82,6 +83,8 @@ struct Plan {
     entries: Vec<Planned>,
     fresh: Vec<(NewTask, String)>,
     refs: HashMap<String, String>,
+    /// The compiled write scopes of new tasks that declare one, by task id.
+    scopes: Vec<(String, TaskScope)>,
 }
 
 impl TaskQueue {
@@ -103,6 +106,9 @@ impl TaskQueue {
             return Err(QueueError::Invalid(errors));
         }
         let tasks = self.write_new(plan.fresh, submitted_by, now)?;
+        for (id, scope) in plan.scopes {
+            self.scopes.track_compiled(&id, scope);
+        }
         let replies: Vec<Submitted> = plan
             .entries
             .into_iter()
@@ -132,6 +138,7 @@ impl TaskQueue {
         let mut fresh: Vec<(NewTask, String)> = Vec::new();
         let mut batch_keys: HashMap<String, usize> = HashMap::new();
         let mut refs: HashMap<String, String> = HashMap::new();
+        let mut scopes = Vec::new();
         for (i, item) in items.into_iter().enumerate() {
             let existing = match &item.id {
                 Some(id) => self.read(id)?.map(|t| Submitted::of(&t, true)),
@@ -166,6 +173,16 @@ impl TaskQueue {
             match existing {
                 Some(s) => entries.push(Planned::Existing(s)),
                 None => {
+                    let spec = &item.spec;
+                    match TaskScope::of(spec.repo.as_deref(), &spec.write_paths, &spec.read_paths) {
+                        Ok(Some(scope)) => scopes.push((id.clone(), scope)),
+                        Ok(None) => {}
+                        Err((name, e)) => errors.push(FieldError::new(
+                            &format!("{}{name}", field(i)),
+                            "invalid_glob",
+                            e.to_string(),
+                        )),
+                    }
                     if let Some(key) = &item.spec.dedupe_key {
                         batch_keys.insert(key.clone(), fresh.len());
                     }
@@ -178,6 +195,7 @@ impl TaskQueue {
             entries,
             fresh,
             refs,
+            scopes,
         })
     }
 

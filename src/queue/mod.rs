@@ -15,6 +15,7 @@
 //! - `outbox`: effects released after the flush;
 //! - `timers`: the lease / `complete_by` sweep, `run_after` and `requeue` timers;
 //! - `lanes`: paused priority lanes;
+//! - `scopes`: write scopes: claims of assigned tasks, tasks waiting for one;
 //! - `supervise`: panic containment and the reload from sled;
 //! - `checkpoint`: what a clean stop leaves so the next start reads little;
 //! - `api/`: the messages, by caller (`agent`, `operator`, `read`).
@@ -33,6 +34,7 @@ mod index;
 mod lanes;
 mod outbox;
 mod records;
+mod scopes;
 mod supervise;
 mod timers;
 
@@ -138,6 +140,7 @@ pub(crate) struct TaskQueue {
     deps: DependencyGraph,
     timers: timers::Timers,
     lanes: lanes::Lanes,
+    scopes: scopes::Scopes,
     outbox: outbox::Outbox,
     peers: Peers,
     completions: Completions,
@@ -176,6 +179,7 @@ impl TaskQueue {
             deps: DependencyGraph::default(),
             timers: timers::Timers::default(),
             lanes: lanes::Lanes::default(),
+            scopes: scopes::Scopes::default(),
             outbox: outbox::Outbox::default(),
             completions: Completions::default(),
             outcomes: AgentOutcomes::default(),
@@ -213,6 +217,8 @@ impl Actor for TaskQueue {
         // Most urgent first, in batches: other actors on this thread (and an
         // agent that connects meanwhile, given the best task known so far) run
         // between them.
+        // A task whose write scope a running task holds waits for it.
+        ready.retain(|r| !self.scope_waits(&r.task_id, now));
         ready.sort_by_key(|r| (r.priority, r.seq));
         let mut coming = ready.len();
         let mut ready = ready.into_iter().peekable();

@@ -34,6 +34,12 @@ struct SpecOut<'a> {
     lease_ms: u64,
     stall_ms: Option<u64>,
     max_runtime_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    repo: &'a Option<String>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    write_paths: &'a [String],
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    read_paths: &'a [String],
 }
 
 /// What never changes after creation, as read.
@@ -68,6 +74,12 @@ struct SpecIn {
     stall_ms: Option<u64>,
     #[serde(default)]
     max_runtime_ms: Option<u64>,
+    #[serde(default)]
+    repo: Option<String>,
+    #[serde(default)]
+    write_paths: Vec<String>,
+    #[serde(default)]
+    read_paths: Vec<String>,
 }
 
 /// What a change changes, as written.
@@ -173,6 +185,9 @@ pub(super) fn encode_spec(t: &Task) -> Vec<u8> {
         lease_ms: t.lease_ms,
         stall_ms: t.stall_ms,
         max_runtime_ms: t.max_runtime_ms,
+        repo: &t.repo,
+        write_paths: &t.write_paths,
+        read_paths: &t.read_paths,
     })
 }
 
@@ -263,6 +278,9 @@ pub(super) fn decode_task(stored: &StoredTask) -> Result<Task, StoreError> {
         stall_ms: spec.stall_ms,
         max_runtime_ms: spec.max_runtime_ms,
         progress: state.progress,
+        repo: spec.repo,
+        write_paths: spec.write_paths,
+        read_paths: spec.read_paths,
         recorded: 0,
     })
 }
@@ -278,11 +296,20 @@ pub(super) struct QueuedFields {
     pub depends_on: Vec<String>,
     /// The agent of the last attempt, if that attempt failed.
     pub avoid: Option<String>,
+    pub repo: Option<String>,
+    pub write_paths: Vec<String>,
+    pub read_paths: Vec<String>,
 }
 
 #[derive(Deserialize)]
 struct QueuedSpecIn {
     id: String,
+    #[serde(default)]
+    repo: Option<String>,
+    #[serde(default)]
+    write_paths: Vec<String>,
+    #[serde(default)]
+    read_paths: Vec<String>,
     #[serde(default)]
     needed_capabilities: Vec<String>,
     #[serde(default)]
@@ -341,6 +368,9 @@ pub(super) fn decode_queued(stored: &StoredTask) -> Result<Option<QueuedFields>,
         dedupe_key: spec.dedupe_key,
         depends_on: spec.depends_on,
         avoid,
+        repo: spec.repo,
+        write_paths: spec.write_paths,
+        read_paths: spec.read_paths,
     }))
 }
 
@@ -370,7 +400,7 @@ mod tests {
             json!({
                 "description": "d", "metadata": {"k": [1, "two"]}, "priority": "high",
                 "needed_capabilities": ["gpu"], "dedupe_key": "x", "run_after": 5,
-                "stall_ms": 60000
+                "stall_ms": 60000, "repo": "web", "write_paths": ["src/**"]
             }),
             "task-1",
             7,
@@ -420,6 +450,7 @@ mod tests {
         );
         assert_eq!(q.needed_capabilities, vec!["gpu".to_string()]);
         assert_eq!(q.avoid, None);
+        assert_eq!((q.repo.as_deref(), q.write_paths.len()), (Some("web"), 1));
         // Routing changes the capabilities after the spec was written.
         let spec = encode_spec(&t);
         t.needed_capabilities = vec!["aws-creds".into()];

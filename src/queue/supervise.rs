@@ -76,6 +76,7 @@ impl TaskQueue {
     /// Rebuilds every in-memory index from sled (start and restart).
     pub(super) fn reload(&mut self) -> Result<(), StoreError> {
         self.index.clear();
+        self.scopes.clear();
         self.deps.clear();
         self.timers.clear();
         self.lanes = Lanes::load(&self.store)?;
@@ -122,6 +123,12 @@ impl TaskQueue {
                     if !q.depends_on.is_empty() {
                         dependent.push((q.id.clone(), std::mem::take(&mut q.depends_on)));
                     }
+                    self.scopes.track_parts(
+                        &q.id,
+                        q.repo.as_deref(),
+                        &q.write_paths,
+                        &q.read_paths,
+                    );
                     self.index.load_queued(stored.seq, q);
                     continue;
                 }
@@ -155,6 +162,10 @@ impl TaskQueue {
                 }
                 if task.status == TaskStatus::Queued && !task.depends_on.is_empty() {
                     dependent.push((task.id.clone(), task.depends_on.clone()));
+                }
+                self.scopes.track(&task);
+                if let (TaskStatus::Assigned, Some(agent)) = (task.status, &task.assigned_to) {
+                    self.scopes.take(&task.id, agent, now);
                 }
                 self.index.insert_live(task);
             }

@@ -93,3 +93,13 @@ pub fn create_channel(hub: &Hub, name: &str, description: &str) -> Value {
 pub fn all_messages(hub: &Hub, query: &str, limit: usize) -> Vec<Value> {
     page_through(hub, "/api/messages", query, limit, "messages", "cursor")
 }
+
+/// Asserts that no `task_assign` reached `agent` before a fence message did.
+pub fn assert_no_assignment(hub: &Hub, agent: &mut Agent) {
+    let before = frames_before_fence(hub, agent);
+    assert!(
+        before.iter().all(|f| f["type"] != "task_assign"),
+        "agent {} was given a task: {before:?}",
+        agent.agent_id
+    );
+}

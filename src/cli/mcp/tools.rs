@@ -140,6 +140,14 @@ struct SubmitTaskArgs {
     stall_ms: Option<u64>,
     /// Longest one attempt may run, in milliseconds; the sidecar then stops the agent and fails the attempt as timeout (default: no limit).
     max_runtime_ms: Option<u64>,
+    /// The repository write_paths and read_paths are relative to (required with them).
+    repo: Option<String>,
+    /// Gitignore-style globs of the files the task writes (e.g. ["src/api/**"]): no other task writing or reading overlapping paths of the same repo runs at the same time; the later one waits.
+    #[serde(default)]
+    write_paths: Vec<String>,
+    /// Globs of the files the task reads: only tasks writing them wait for it.
+    #[serde(default)]
+    read_paths: Vec<String>,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -317,6 +325,13 @@ impl HubTools {
         );
         if !args.depends_on.is_empty() {
             body["depends_on"] = json!(args.depends_on);
+        }
+        put(&mut body, "repo", args.repo.map(Value::from));
+        if !args.write_paths.is_empty() {
+            body["write_paths"] = json!(args.write_paths);
+        }
+        if !args.read_paths.is_empty() {
+            body["read_paths"] = json!(args.read_paths);
         }
         let created = self.hub("POST", "/api/tasks", Some(body)).await?;
         Ok(CallToolResult::structured(created))

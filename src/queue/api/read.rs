@@ -86,7 +86,7 @@ impl Handler<GetTask> for TaskQueue {
 
     fn handle(&mut self, msg: GetTask, ctx: &mut Context<Self>) -> Self::Result {
         self.contained(ctx, move |this| -> Self::Result {
-            Ok(this.read(&msg.task_id)?.map(|t| t.view()))
+            Ok(this.read(&msg.task_id)?.map(|t| this.view_of(&t)))
         })
     }
 }
@@ -138,6 +138,21 @@ impl ListTasks {
                 .correlation_id
                 .as_ref()
                 .is_none_or(|c| t.correlation() == c)
+    }
+}
+
+impl TaskQueue {
+    /// A task as the API shows it, with what only the queue knows: the running
+    /// task whose write scope it waits for.
+    fn view_of(&self, t: &Task) -> Value {
+        let mut v = t.view();
+        if let Some(h) = self.scopes.waiting_on(&t.id) {
+            v["waiting_on_scope"] = serde_json::json!({
+                "task_id": h.task_id,
+                "agent_id": h.agent_id,
+            });
+        }
+        v
     }
 }
 
@@ -210,7 +225,7 @@ impl Handler<ListTasks> for TaskQueue {
                 None
             };
             Ok(TaskPage {
-                tasks: page.iter().map(Task::view).collect(),
+                tasks: page.iter().map(|t| this.view_of(t)).collect(),
                 next_cursor,
             })
         })

@@ -194,16 +194,7 @@ pub(crate) fn object_body(
     Ok(obj)
 }
 
-pub(crate) fn str_list(obj: &serde_json::Map<String, Value>, key: &str) -> Vec<String> {
-    obj.get(key)
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|c| c.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
+pub(crate) use crate::protocol::str_list;
 
 pub(crate) const AGENT_ID_FIELD: Field = req("agent_id", id(128));
 
