@@ -1134,6 +1134,22 @@
     add('submitted by', h('span', { class: 'mono', text: str(t.submitted_by) || '—' }));
     const caps = Array.isArray(t.needed_capabilities) ? t.needed_capabilities : [];
     add('capabilities', caps.length ? h('span', { class: 'chips' }, caps.map(function (c) { return chip(str(c)); })) : '—');
+    if (t.repo) {
+      const globs = function (list) { return Array.isArray(list) ? list.map(function (g) { return chip(str(g)); }) : []; };
+      add('write scope', h('span', { class: 'chips', testid: 'detail-scope' },
+        [h('span', { class: 'mono', text: str(t.repo) + ':' })].concat(globs(t.write_paths))));
+      if (Array.isArray(t.read_paths) && t.read_paths.length) {
+        add('reads', h('span', { class: 'chips', testid: 'detail-read-scope' }, globs(t.read_paths)));
+      }
+    }
+    if (t.waiting_on_scope && typeof t.waiting_on_scope === 'object') {
+      const w = t.waiting_on_scope;
+      add('waiting for', h('span', {
+        class: 'mono text-warn', testid: 'detail-waiting-scope',
+        data: { holder: str(w.task_id) },
+        text: str(w.task_id) + ' on ' + str(w.agent_id) + ' (overlapping write scope)',
+      }));
+    }
     if (t.result && typeof t.result === 'object' && safeHttpUrl(t.result.pr_url)) {
       const u = safeHttpUrl(t.result.pr_url);
       add('pull request', h('a', { href: u, target: '_blank', rel: 'noopener noreferrer', class: 'pr-link wrap', text: u }));

@@ -178,6 +178,42 @@ impl Side {
                 .then(String::new)
                 .ok_or(format!("expected a retried, completed task: {task}"))
             }
+            "scoped_pair" => {
+                let agent = self.agent.as_mut().ok_or("no agent")?;
+                let holder = submit(
+                    hub,
+                    json!({"description": "Rework the API", "repo": "web", "write_paths": ["src/api/**"]}),
+                );
+                let (task_id, generation) = next_assignment(agent);
+                if task_id != holder {
+                    return Err(format!("assigned {task_id}, expected {holder}"));
+                }
+                agent.accept(&holder, generation);
+                let waiter = submit(
+                    hub,
+                    json!({"description": "Fix one handler", "repo": "web",
+                           "write_paths": ["src/api/handlers.rs"]}),
+                );
+                let w = get_task(hub, &waiter);
+                (w["waiting_on_scope"]["task_id"] == holder.as_str())
+                    .then(|| format!("{holder} {waiter}"))
+                    .ok_or(format!("expected the waiter to wait for {holder}: {w}"))
+            }
+            "scoped_pair_runs" => {
+                let agent = self.agent.as_mut().ok_or("no agent")?;
+                let (holder, waiter) = arg.split_once(' ').ok_or("two ids")?;
+                let generation = get_task(hub, holder)["generation"].clone();
+                agent.send(json!({"type": "task_complete", "task_id": holder, "generation": generation, "result": {}}));
+                agent.recv_ack(holder, REPLY_TIMEOUT);
+                let (task_id, generation) = next_assignment(agent);
+                if task_id != waiter {
+                    return Err(format!("assigned {task_id}, expected {waiter}"));
+                }
+                agent.accept(waiter, generation.clone());
+                agent.send(json!({"type": "task_complete", "task_id": waiter, "generation": generation, "result": {}}));
+                agent.recv_ack(waiter, REPLY_TIMEOUT);
+                Ok(String::new())
+            }
             "backup_taken" => {
                 let (status, health) = hub.get("/api/admin/storage-health");
                 let on_demand = health["backup"]["last_since_start"]["trigger"] == "on_demand";

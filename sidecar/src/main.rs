@@ -313,6 +313,16 @@ struct SubmitArgs {
     /// No sign of life from the agent this long fails the attempt as stalled.
     #[arg(long)]
     stall_ms: Option<u64>,
+    /// The repository the write and read paths are relative to.
+    #[arg(long)]
+    repo: Option<String>,
+    /// A glob of files the task writes (repeatable): tasks writing or reading
+    /// overlapping paths of the same repo wait for it.
+    #[arg(long = "write-path")]
+    write_paths: Vec<String>,
+    /// A glob of files the task reads (repeatable).
+    #[arg(long = "read-path")]
+    read_paths: Vec<String>,
 }
 
 fn submit(args: SubmitArgs, config: Option<PathBuf>) -> Result<(), Fatal> {
@@ -323,9 +333,21 @@ fn submit(args: SubmitArgs, config: Option<PathBuf>) -> Result<(), Fatal> {
         metadata,
         max_runtime_ms,
         stall_ms,
+        repo,
+        write_paths,
+        read_paths,
     } = args;
     let cfg = load_config(config)?;
     let mut task = json!({"description": description});
+    if let Some(repo) = repo {
+        task["repo"] = json!(repo);
+    }
+    if !write_paths.is_empty() {
+        task["write_paths"] = json!(write_paths);
+    }
+    if !read_paths.is_empty() {
+        task["read_paths"] = json!(read_paths);
+    }
     if let Some(ms) = max_runtime_ms {
         task["max_runtime_ms"] = json!(ms);
     }

@@ -22,6 +22,8 @@ fn submit_posts_a_task_with_priority_capabilities_and_metadata() {
         .args(["--capability", "code", "--capability", "rust"])
         .args(["--metadata", r#"{"ticket": 42}"#])
         .args(["--max-runtime-ms", "600000", "--stall-ms", "120000"])
+        .args(["--repo", "parser", "--write-path", "src/parse/**"])
+        .args(["--write-path", "Cargo.toml", "--read-path", "docs/**"])
         .arg("--config")
         .arg(sc.config_path())
         .output()
@@ -45,6 +47,15 @@ fn submit_posts_a_task_with_priority_capabilities_and_metadata() {
     assert_eq!(t["max_runtime_ms"], 600000, "{t}");
     assert_eq!(t["stall_ms"], 120000, "{t}");
     assert_eq!(t["submitted_by"], "submitter", "{t}");
+    assert_eq!(t["repo"], "parser", "{t}");
+    assert_eq!(
+        (&t["write_paths"], &t["read_paths"]),
+        (
+            &serde_json::json!(["src/parse/**", "Cargo.toml"]),
+            &serde_json::json!(["docs/**"])
+        ),
+        "{t}"
+    );
 
     // The hub's validation error is shown, with exit code 2.
     let out = Command::new(sidecar_bin())

@@ -160,6 +160,19 @@ async function main() {
     await page.locator(`${tid('task-row')}[data-task-id="${deadId}"][data-status="completed"]`).waitFor();
     console.log(`dead letter ${deadId} retried and completed`);
 
+    // Write scopes: a task whose paths overlap a running task's waits, and its
+    // detail says for whom; it runs once the holder completes.
+    const [holderId, waiterId] = (await hub('scoped_pair')).split(' ');
+    await page.locator(`${tid('task-row')}[data-task-id="${waiterId}"]`).waitFor();
+    await page.click(`${tid('task-row')}[data-task-id="${waiterId}"]`);
+    await page.locator(`${tid('task-detail')}[data-task-id="${waiterId}"]`).waitFor({ state: 'visible' });
+    await page.locator(tid('detail-scope'), { hasText: 'src/api/handlers.rs' }).waitFor();
+    await page.locator(`${tid('detail-waiting-scope')}[data-holder="${holderId}"]`, { hasText: AGENT_ID }).waitFor();
+    await page.click(tid('task-detail-close'));
+    await hub('scoped_pair_runs', `${holderId} ${waiterId}`);
+    await page.locator(`${tid('task-row')}[data-task-id="${waiterId}"][data-status="completed"]`).waitFor();
+    console.log(`scope ${waiterId} waited for ${holderId}`);
+
     // Filters: only cancelled tasks (none) and back to all.
     await page.selectOption(tid('tasks-filter-status'), 'cancelled');
     await page.click(tid('tasks-refresh'));
