@@ -171,3 +171,24 @@ fn a_restart_keeps_the_holder_and_the_waiting_task() {
         "{waiting}"
     );
 }
+
+#[test]
+fn a_scoped_task_retried_from_dead_letter_still_waits_for_the_holder() {
+    let hub = Hub::start();
+    let (mut first, mut second) = two_agents(&hub);
+    let api = submit(&hub, scoped("rework the API", &["src/api/**"]));
+    let a = first.take(&api);
+    let handler = submit(&hub, scoped("fix one handler", &["src/api/handlers.rs"]));
+    let (status, body) = hub.post(&format!("/api/tasks/{handler}/dead-letter"), &json!({}));
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = hub.post(&format!("/api/tasks/{handler}/retry"), &json!({}));
+    assert_eq!(status, 200, "{body}");
+    let t = get_task(&hub, &handler);
+    assert_eq!(t["status"], "queued", "{t}");
+    assert_eq!(t["waiting_on_scope"]["task_id"], api.as_str(), "{t}");
+    assert_no_assignment(&hub, &mut second);
+    first.complete(&a);
+    // `second` has now been idle the longest.
+    let h = second.take(&handler);
+    second.complete(&h);
+}

@@ -110,6 +110,10 @@ impl TaskQueue {
             return Err(e);
         }
         self.index.count(&task, Some((old, old_priority)), now);
+        if !task.status.is_terminal() {
+            // Back from dead letter or cancel: its scope counts again.
+            self.scopes.track(&task);
+        }
         self.observe(&task, recorded_before);
         let changed = Changed {
             status: task.status,
