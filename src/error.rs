@@ -183,6 +183,19 @@ pub enum ApiError {
     /// 403: a dashboard socket opened from a page of another origin.
     #[error("origin not allowed")]
     OriginRefused,
+    /// 404: no live reservation by that id (never made, released or expired).
+    #[error("reservation {0} not found")]
+    ReservationNotFound(String),
+    /// 403: the reservation is another agent's.
+    #[error("reservation {0} is held by another agent")]
+    NotHolder(String),
+    /// 409: a reservation overlaps a live claim; the body names the holder.
+    #[error("scope conflict")]
+    ScopeConflict(serde_json::Value),
+    /// 409: a reservation refused by the queue's rules (`task_not_held`,
+    /// `too_many_reservations`).
+    #[error("reservation refused: {0}")]
+    ReservationRefused(&'static str),
 }
 
 impl From<BackupError> for ApiError {
@@ -211,19 +224,23 @@ impl ResponseError for ApiError {
             | ApiError::Forbidden
             | ApiError::InvalidInvite
             | ApiError::DashboardHeaderMissing
-            | ApiError::OriginRefused => StatusCode::FORBIDDEN,
+            | ApiError::OriginRefused
+            | ApiError::NotHolder(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound
             | ApiError::TaskNotFound(_)
             | ApiError::AgentNotFound(_)
             | ApiError::StandingOrderNotFound(_)
             | ApiError::ChannelNotFound(_)
             | ApiError::RecipientNotFound(_)
-            | ApiError::MessageNotFound(_) => StatusCode::NOT_FOUND,
+            | ApiError::MessageNotFound(_)
+            | ApiError::ReservationNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::InvalidJson(_) => StatusCode::BAD_REQUEST,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::AlreadyExists { .. }
             | ApiError::InvalidState { .. }
-            | ApiError::HubRunning { .. } => StatusCode::CONFLICT,
+            | ApiError::HubRunning { .. }
+            | ApiError::ScopeConflict(_)
+            | ApiError::ReservationRefused(_) => StatusCode::CONFLICT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -275,6 +292,12 @@ impl ResponseError for ApiError {
                 "hint": "requests authenticated by the dashboard session must send X-AgentCom-Dashboard: 1",
             }),
             ApiError::OriginRefused => json!({"error": "origin_refused"}),
+            ApiError::ReservationNotFound(id) => {
+                json!({"error": "reservation_not_found", "reservation_id": id})
+            }
+            ApiError::NotHolder(id) => json!({"error": "not_holder", "reservation_id": id}),
+            ApiError::ScopeConflict(body) => body.clone(),
+            ApiError::ReservationRefused(code) => json!({"error": code}),
             ApiError::RateLimited {
                 retry_after_ms,
                 tier,

@@ -65,6 +65,7 @@ impl HubState {
             telemetry: self.telemetry.clone(),
             presence: self.presence.clone(),
             messaging: self.messaging.clone(),
+            queue: self.queue.clone(),
             idle_timeout: Duration::from_millis(self.config.idle_timeout_ms),
         }
     }

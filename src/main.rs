@@ -92,6 +92,12 @@ enum Command {
         #[command(subcommand)]
         action: ops_cli::QueueAction,
     },
+    /// Reservations of repository paths on a running hub: list, reserve, renew,
+    /// release.
+    Reservations {
+        #[command(subcommand)]
+        action: ops_cli::ReservationAction,
+    },
     /// Standing orders of a running hub and the runs of each.
     StandingOrders {
         #[command(subcommand)]
@@ -710,6 +716,7 @@ fn main() -> ExitCode {
         Command::Compact { target } => compact_cmd(target),
         Command::Task { action } => ops_cli::task(action),
         Command::Queue { action } => ops_cli::queue(action),
+        Command::Reservations { action } => ops_cli::reservations(action),
         Command::StandingOrders { action } => ops_cli::standing(action),
         Command::Events(args) => ops_cli::events(args),
         Command::Mcp(args) => mcp::run(args),

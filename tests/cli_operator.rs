@@ -142,3 +142,78 @@ fn standing_order_runs_are_listed_as_a_table() {
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("standing_order_not_found"));
 }
+
+#[test]
+fn reservations_are_listed_made_renewed_and_released_from_the_command_line() {
+    let hub = Hub::start();
+    let worker = register_agent(&hub, "worker", &[]);
+    let made = ok_json(&ops(
+        &hub,
+        &[
+            "reservations",
+            "reserve",
+            "--repo",
+            "web",
+            "--path",
+            "infra/**",
+            "--path",
+            "/Cargo.toml",
+            "--ttl-ms",
+            "60000",
+        ],
+    ));
+    assert_eq!(made["status"], "granted", "{made}");
+    assert_eq!(made["reservation"]["holder"], "admin");
+    assert_eq!(
+        made["reservation"]["paths"],
+        json!(["infra/**", "/Cargo.toml"])
+    );
+    let id = made["reservation"]["reservation_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+
+    // An overlapping reservation: refused, exit 1, the holder named.
+    let (status, body) = hub.post_as(
+        "/api/reservations",
+        Some(&worker),
+        &json!({"repo": "web", "paths": ["infra/main.tf"]}),
+    );
+    assert_eq!(status, 409, "{body}");
+    let clash = ops(
+        &hub,
+        &[
+            "reservations",
+            "reserve",
+            "--repo",
+            "web",
+            "--path",
+            "infra/x",
+            "--shared",
+        ],
+    );
+    assert_eq!(clash.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&clash.stderr);
+    assert!(
+        stderr.contains("409") && stderr.contains("scope_conflict") && stderr.contains(&id),
+        "{stderr}"
+    );
+
+    let listed = ok_json(&ops(&hub, &["reservations", "list", "--repo", "web"]));
+    assert_eq!(listed["reservations"][0]["reservation_id"], id.as_str());
+    let none = ok_json(&ops(&hub, &["reservations", "list", "--repo", "cli"]));
+    assert_eq!(none["reservations"], json!([]));
+    let renewed = ok_json(&ops(
+        &hub,
+        &["reservations", "renew", &id, "--ttl-ms", "120000"],
+    ));
+    assert!(
+        renewed["reservation"]["expires_at"].as_i64() > made["reservation"]["expires_at"].as_i64()
+    );
+    let released = ok_json(&ops(&hub, &["reservations", "release", &id]));
+    assert_eq!(released["status"], "released");
+    let again = ops(&hub, &["reservations", "release", &id]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("reservation_not_found"));
+    assert_eq!(actors_of(&hub, "scope_released"), ["admin"]);
+}

@@ -229,7 +229,7 @@ fn tool_err(name: &str, arguments: &Value, answer: &Value) -> Value {
     error
 }
 
-const ALL_TOOLS: [&str; 11] = [
+const ALL_TOOLS: [&str; 14] = [
     "list_agents",
     "submit_task",
     "broadcast_task",
@@ -241,6 +241,9 @@ const ALL_TOOLS: [&str; 11] = [
     "send_message",
     "read_mailbox",
     "queue_stats",
+    "reserve_paths",
+    "release_paths",
+    "list_reservations",
 ];
 
 #[test]
@@ -611,6 +614,44 @@ fn a_broadcast_gives_each_matching_agent_its_own_task() {
         json!({"description": "x", "capabilities": ["quantum"]}),
     );
     assert_eq!(error["error"], "no_matching_agents", "{error}");
+}
+
+#[test]
+fn agents_reserve_and_release_paths_through_the_tools() {
+    let hub = Hub::start();
+    let alice_token = register_agent(&hub, "alice", &[]);
+    let bob_token = register_agent(&hub, "bob", &[]);
+    let mut alice = McpClient::start(&hub, &alice_token);
+    let mut bob = McpClient::start(&hub, &bob_token);
+
+    let granted = alice.call(
+        "reserve_paths",
+        json!({"repo": "web", "paths": ["src/api/**"], "ttl_ms": 60_000}),
+    );
+    assert_eq!(granted["status"], "granted", "{granted}");
+    assert_eq!(granted["reservation"]["holder"], "alice", "{granted}");
+    let id = granted["reservation"]["reservation_id"].clone();
+
+    let conflict = bob.call_err(
+        "reserve_paths",
+        json!({"repo": "web", "paths": ["src/api/x.rs"], "mode": "shared"}),
+    );
+    assert_eq!(conflict["error"], "scope_conflict", "{conflict}");
+    assert_eq!(conflict["http_status"], 409, "{conflict}");
+    assert_eq!(conflict["holder"]["agent_id"], "alice", "{conflict}");
+    let bad = bob.call_err("reserve_paths", json!({"repo": "web", "paths": ["!x"]}));
+    assert_eq!(bad["http_status"], 422, "{bad}");
+    let bad = bob.call_err("reserve_paths", json!({"repo": "web", "mode": "loud"}));
+    assert_eq!(bad["error"], "invalid_arguments", "{bad}");
+
+    let listed = bob.call("list_reservations", json!({"repo": "web"}));
+    assert_eq!(listed["reservations"][0]["reservation_id"], id, "{listed}");
+    let refused = bob.call_err("release_paths", json!({"reservation_id": id}));
+    assert_eq!(refused["error"], "not_holder", "{refused}");
+    let released = alice.call("release_paths", json!({"reservation_id": id}));
+    assert_eq!(released["status"], "released", "{released}");
+    let listed = bob.call("list_reservations", json!({}));
+    assert_eq!(listed["reservations"], json!([]), "{listed}");
 }
 
 #[test]

@@ -134,15 +134,7 @@ fn bad_scopes_are_refused_with_the_field_named() {
         ),
     ] {
         let (status, resp) = hub.post("/api/tasks", &body);
-        assert_eq!(status, 422, "{body} → {resp}");
-        assert_eq!(resp["error"], "validation_failed", "{resp}");
-        let errors = resp["errors"].as_array().cloned().unwrap_or_default();
-        assert!(
-            errors
-                .iter()
-                .any(|e| e["field"] == field && e["error"] == code),
-            "{body} → {resp}"
-        );
+        assert_field_error(status, &resp, &body, field, code);
     }
     assert_eq!(stats_count(&hub, "queued"), 0, "nothing was created");
 }

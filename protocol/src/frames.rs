@@ -28,6 +28,7 @@ const TASK_ID: Kind = id(128);
 const AGENT_ID: Kind = id(128);
 const CHANNEL: Kind = id(64);
 const REASON: Kind = text(MAX_REASON);
+const REQUEST_ID: Kind = id(128);
 
 /// Schema of every client → hub WebSocket frame, by `type` (PROTOCOL.md 1.4).
 pub const CLIENT_FRAME_SCHEMAS: &[(&str, &[Field])] = &[
@@ -159,6 +160,29 @@ pub const CLIENT_FRAME_SCHEMAS: &[(&str, &[Field])] = &[
         ],
     ),
     ("agent_restarting", &[opt("reason", REASON)]),
+    (
+        "scope_reserve",
+        &[
+            req("repo", id(crate::task_spec::MAX_REPO)),
+            req("paths", Kind::StrList),
+            opt("mode", id(16)),
+            opt("ttl_ms", Kind::UInt),
+            opt("task_id", TASK_ID),
+            opt("request_id", REQUEST_ID),
+        ],
+    ),
+    (
+        "scope_renew",
+        &[
+            req("reservation_id", id(64)),
+            opt("ttl_ms", Kind::UInt),
+            opt("request_id", REQUEST_ID),
+        ],
+    ),
+    (
+        "scope_release",
+        &[req("reservation_id", id(64)), opt("request_id", REQUEST_ID)],
+    ),
 ];
 
 /// Every client frame type the hub understands.
@@ -376,6 +400,32 @@ pub enum ClientFrame {
         #[serde(default)]
         reason: Option<String>,
     },
+    /// Reserve repository paths (ext, PROTOCOL.md 6.6); the whole frame is
+    /// checked again by `parse_reserve` (mode, ttl).
+    ScopeReserve {
+        repo: String,
+        paths: Vec<String>,
+        #[serde(default)]
+        mode: Option<String>,
+        #[serde(default)]
+        ttl_ms: Option<u64>,
+        #[serde(default)]
+        task_id: Option<String>,
+        #[serde(default)]
+        request_id: Option<String>,
+    },
+    ScopeRenew {
+        reservation_id: String,
+        #[serde(default)]
+        ttl_ms: Option<u64>,
+        #[serde(default)]
+        request_id: Option<String>,
+    },
+    ScopeRelease {
+        reservation_id: String,
+        #[serde(default)]
+        request_id: Option<String>,
+    },
 }
 
 impl ClientFrame {
@@ -402,6 +452,9 @@ impl ClientFrame {
             ClientFrame::StateReport { .. } => "state_report",
             ClientFrame::WakeResult { .. } => "wake_result",
             ClientFrame::AgentRestarting { .. } => "agent_restarting",
+            ClientFrame::ScopeReserve { .. } => "scope_reserve",
+            ClientFrame::ScopeRenew { .. } => "scope_renew",
+            ClientFrame::ScopeRelease { .. } => "scope_release",
         }
     }
 
@@ -468,6 +521,14 @@ pub struct TaskAssignment {
     /// when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_runtime_ms: Option<u64>,
+    /// The task's write scope (ext, PROTOCOL.md 6.5): the repository and the
+    /// globs it may write and read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub write_paths: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub read_paths: Vec<String>,
 }
 
 /// `{"type":"error", ...}`: every refusal sent over the agent socket.
@@ -632,6 +693,25 @@ pub enum ServerFrame {
     ChannelAgentJoined {
         channel: String,
         agent_id: String,
+    },
+    /// A `scope_reserve` or `scope_renew` was granted (ext, PROTOCOL.md 6.6).
+    ScopeGranted {
+        reservation: crate::scopes::Reservation,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<String>,
+    },
+    /// A `scope_reserve` overlaps what `holder` holds; nothing was reserved.
+    ScopeConflict {
+        repo: String,
+        paths: Vec<String>,
+        holder: crate::scopes::ScopeHolderInfo,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<String>,
+    },
+    ScopeReleased {
+        reservation_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<String>,
     },
 }
 

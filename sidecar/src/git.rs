@@ -17,6 +17,7 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
+use crate::scope_hook;
 use crate::state::{self, now_ms, safe_task_id};
 
 /// What the git commands need to know.
@@ -32,7 +33,7 @@ pub struct GitContext {
 #[derive(Debug, Clone, PartialEq)]
 pub struct GitFailure(pub Value);
 
-fn fail(error: &str, detail: Value) -> GitFailure {
+pub(crate) fn fail(error: &str, detail: Value) -> GitFailure {
     let mut v = json!({"ok": false, "error": error});
     if let (Some(obj), Value::Object(extra)) = (v.as_object_mut(), detail) {
         obj.extend(extra);
@@ -41,7 +42,7 @@ fn fail(error: &str, detail: Value) -> GitFailure {
 }
 
 /// Runs git in the repository; trimmed stdout, or a `git_failed` failure.
-fn git(repo: &Path, args: &[&str]) -> Result<String, GitFailure> {
+pub(crate) fn git(repo: &Path, args: &[&str]) -> Result<String, GitFailure> {
     let out = Command::new("git")
         .arg("-C")
         .arg(repo)
@@ -180,12 +181,15 @@ fn task_from_env(
     (task_id, description)
 }
 
-/// `start-task`: a branch `<agent>/<slug>` from a freshly fetched `origin/main`.
+/// `start-task`: a branch `<agent>/<slug>` from a freshly fetched `origin/main`;
+/// with a write scope (`write_paths`, else `$TASK_WRITE_PATHS`), the scope is
+/// kept on the branch and the pre-commit hook installed (see `scope_hook`).
 pub fn start_task(
     ctx: &GitContext,
     task_id: Option<String>,
     description: Option<String>,
     slug: Option<String>,
+    write_paths: Vec<String>,
 ) -> Result<Value, GitFailure> {
     let repo = &ctx.repo;
     check_repo(repo)?;
@@ -253,9 +257,25 @@ pub fn start_task(
             &["config", &format!("branch.{branch}.agentcomDescription"), d],
         )?;
     }
+    let write_paths = if write_paths.is_empty() {
+        scope_hook::write_paths_from_env()
+    } else {
+        write_paths
+    };
+    let hook = if write_paths.is_empty() {
+        None
+    } else {
+        Some(
+            scope_hook::protect(repo, &branch, &write_paths)?
+                .display()
+                .to_string(),
+        )
+    };
     Ok(json!({
         "ok": true,
         "command": "start-task",
+        "write_paths": write_paths,
+        "scope_hook": hook,
         "branch": branch,
         "base": "origin/main",
         "base_commit": base_commit,
@@ -318,6 +338,20 @@ pub fn submit(
             .filter(|s| !s.is_empty())
     });
     let log = git(repo, &["log", "--format=- %h %s", "origin/main..HEAD"]).unwrap_or_default();
+    // Files committed past the scope's hook (`--no-verify`): reported, not hidden.
+    let out_of_scope = scope_hook::changed_outside(repo, &branch);
+    let scope_note = match &out_of_scope {
+        Some(files) if !files.is_empty() => format!(
+            "\n### Outside the task's write scope\n\nThese files are not in the task's `write_paths` ({}):\n\n{}\n",
+            scope_hook::scope_of(repo, &branch).join(", "),
+            files
+                .iter()
+                .map(|f| format!("- `{f}`"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+        _ => String::new(),
+    };
     let title = title.unwrap_or_else(|| {
         description
             .as_deref()
@@ -326,7 +360,7 @@ pub fn submit(
             .unwrap_or_else(|| branch.clone())
     });
     let body = format!(
-        "Opened by AgentCom agent `{agent}`.\n\n- Task: `{task}`\n- Branch: `{branch}`\n\n### Task\n\n{desc}\n\n### Commits\n\n{log}\n",
+        "Opened by AgentCom agent `{agent}`.\n\n- Task: `{task}`\n- Branch: `{branch}`\n\n### Task\n\n{desc}\n\n### Commits\n\n{log}\n{scope_note}",
         agent = ctx.agent_id,
         task = task_id.as_deref().unwrap_or("(none)"),
         desc = description.as_deref().unwrap_or("(no description)"),
@@ -337,6 +371,7 @@ pub fn submit(
             let record = json!({
                 "task_id": id, "branch": branch, "head": head,
                 "pr_url": pr_url, "submitted_at": now_ms(),
+                "out_of_scope_files": out_of_scope,
             });
             let path = state::git_record_path(state_dir, id);
             let written = path
@@ -359,6 +394,7 @@ pub fn submit(
         "pr_url": pr_url,
         "pr": pr_note,
         "task_id": task_id,
+        "out_of_scope_files": out_of_scope,
     }))
 }
 

@@ -4,7 +4,9 @@
 //! run --config FILE        hold the hub connection, wake the agent, report results
 //! join --hub URL ...       register with an invite, install, verify
 //! submit "description"     submit a task to the hub
-//! git start-task|submit|status   the agent's git workflow (one JSON object each)
+//! git start-task|submit|status|check-scope   the agent's git workflow (one JSON
+//!                          object each; start-task installs the write-scope hook)
+//! scope reserve|renew|release|list   reserve repository paths (exit 3: conflict)
 //! progress [PERCENT] [--message M]   the woken agent reports progress
 //! heartbeat                the woken agent says it is alive (detached mode)
 //! inbox [--json] [--ack ID|--ack-all|--peek]   unread messages, oldest first
@@ -25,7 +27,9 @@ mod link;
 mod liveness;
 mod onboard;
 mod relay;
+mod reserve_cli;
 mod results;
+mod scope_hook;
 mod state;
 mod wake;
 mod worker;
@@ -161,6 +165,12 @@ enum Cmd {
         #[arg(long)]
         revoke: bool,
     },
+    /// Reserve repository paths with this agent's token (list, reserve,
+    /// renew, release).
+    Scope {
+        #[command(subcommand)]
+        action: reserve_cli::ScopeCmd,
+    },
     /// Git workflow for the agent's repository.
     Git {
         #[arg(long, global = true)]
@@ -188,7 +198,15 @@ enum GitCmd {
         description: Option<String>,
         #[arg(long)]
         slug: Option<String>,
+        /// The task's write scope, a gitignore-style glob; repeatable
+        /// [default: $TASK_WRITE_PATHS, one per line]. A pre-commit hook then
+        /// refuses commits touching other files.
+        #[arg(long = "write-path")]
+        write_paths: Vec<String>,
     },
+    /// The pre-commit hook's check: refuses when a staged file is outside the
+    /// branch's write scope.
+    CheckScope,
     /// Push the branch (--force-with-lease) and open a pull request with gh.
     Submit {
         #[arg(long)]
@@ -606,7 +624,9 @@ fn git_cmd(
             task_id,
             description,
             slug,
-        } => git::start_task(&ctx, task_id, description, slug),
+            write_paths,
+        } => git::start_task(&ctx, task_id, description, slug, write_paths),
+        GitCmd::CheckScope => scope_hook::check_staged(&ctx.repo),
         GitCmd::Submit { task_id, title } => git::submit(&ctx, task_id, title),
         GitCmd::Status { fetch } => git::status(&ctx, fetch),
     };
@@ -670,6 +690,7 @@ fn main() -> ExitCode {
             reply_to,
             config,
         } => send(to, text, json, message_type, reply_to, config),
+        Cmd::Scope { action } => reserve_cli::run(action),
         Cmd::Git {
             config,
             repo,

@@ -954,6 +954,17 @@ impl Relay {
     }
 }
 
+/// The strings of a JSON list (nothing when it is not one).
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// A `task_assign` from a hub that leaves out the extension fields.
 fn lenient_assignment(v: &Value) -> Option<TaskAssignment> {
     Some(TaskAssignment {
@@ -971,15 +982,11 @@ fn lenient_assignment(v: &Value) -> Option<TaskAssignment> {
             .and_then(|p| u32::try_from(p).ok())
             .unwrap_or(1),
         lease_ms: v["lease_ms"].as_u64().unwrap_or(300_000),
-        needed_capabilities: v["needed_capabilities"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|c| c.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default(),
+        needed_capabilities: strings(&v["needed_capabilities"]),
         stall_ms: v["stall_ms"].as_u64(),
         max_runtime_ms: v["max_runtime_ms"].as_u64(),
+        repo: v["repo"].as_str().map(str::to_string),
+        write_paths: strings(&v["write_paths"]),
+        read_paths: strings(&v["read_paths"]),
     })
 }

@@ -497,6 +497,9 @@ mod tests {
             needed_capabilities: vec![],
             stall_ms: None,
             max_runtime_ms: None,
+            repo: None,
+            write_paths: vec![],
+            read_paths: vec![],
         }
     }
 

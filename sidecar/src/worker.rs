@@ -109,6 +109,9 @@ impl WorkerCtx {
             ),
             ("TASK_GENERATION".into(), a.generation.to_string()),
             ("TASK_PRIORITY".into(), a.priority.to_string()),
+            ("TASK_REPO".into(), a.repo.clone().unwrap_or_default()),
+            ("TASK_WRITE_PATHS".into(), a.write_paths.join("\n")),
+            ("TASK_READ_PATHS".into(), a.read_paths.join("\n")),
             ("AGENTCOM_AGENT_ID".into(), self.cfg.agent_id.clone()),
             ("AGENTCOM_RESULTS_DIR".into(), dir.display().to_string()),
             (
@@ -474,14 +477,21 @@ fn completion(mut map: Map<String, Value>, git_record: &std::path::Path) -> Fina
     if !problems.is_empty() {
         return FinalReport::failed("invalid follow_ups", clip(&problems.join("; ")));
     }
-    if !map.contains_key("pr_url") {
-        let pr_url = std::fs::read(git_record)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-            .and_then(|v| v.get("pr_url").cloned())
-            .filter(|v| v.is_string());
-        if let Some(url) = pr_url {
-            map.insert("pr_url".into(), url);
+    // What `git submit` recorded: the pull request, and the files committed
+    // outside the task's write scope.
+    let record = std::fs::read(git_record)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+    if let Some(record) = record {
+        if let Some(url) = record.get("pr_url").filter(|v| v.is_string()) {
+            map.entry("pr_url").or_insert_with(|| url.clone());
+        }
+        if let Some(files) = record
+            .get("out_of_scope_files")
+            .filter(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+        {
+            map.entry("out_of_scope_files")
+                .or_insert_with(|| files.clone());
         }
     }
     let tokens_used = map.get("tokens_used").and_then(Value::as_u64);
@@ -568,13 +578,18 @@ mod tests {
     fn pr_url_is_added_from_the_git_record() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let rec = tmp.path().join("t.json");
-        std::fs::write(&rec, r#"{"pr_url":"https://example/pr/1"}"#).expect("write");
+        std::fs::write(
+            &rec,
+            r#"{"pr_url":"https://example/pr/1","out_of_scope_files":["README.md"]}"#,
+        )
+        .expect("write");
         let FinalReport::Complete { result, .. } =
             report_from_result(obj(json!({"status":"success"})), &rec)
         else {
             panic!("expected complete");
         };
         assert_eq!(result["pr_url"], "https://example/pr/1");
+        assert_eq!(result["out_of_scope_files"], json!(["README.md"]));
     }
 
     #[test]

@@ -66,3 +66,80 @@ fn submit_posts_a_task_with_priority_capabilities_and_metadata() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stdout).contains("priority"));
 }
+
+/// `agentcom-sidecar scope ...` with `sc`'s config; (exit code, the JSON answer).
+fn scope_cmd(sc: &Sidecar, args: &[&str], task_id: Option<&str>) -> (i32, Value) {
+    let mut cmd = Command::new(sidecar_bin());
+    cmd.arg("scope")
+        .args(args)
+        .arg("--config")
+        .arg(sc.config_path());
+    match task_id {
+        Some(t) => cmd.env("TASK_ID", t),
+        None => cmd.env_remove("TASK_ID"),
+    };
+    let out = cmd.output().expect("run scope");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let v = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|_| panic!("JSON: {stdout} {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code().unwrap_or(-1), v)
+}
+
+#[test]
+fn scope_commands_reserve_renew_list_and_release_with_the_agents_token() {
+    let hub = Hub::start();
+    let a = Sidecar::prepare(&hub, "alpha", "");
+    let b = Sidecar::prepare(&hub, "beta", "");
+    let (code, granted) = scope_cmd(
+        &a,
+        &[
+            "reserve", "--repo", "web", "--path", "src/**", "--ttl-ms", "60000",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{granted}");
+    assert_eq!(granted["reservation"]["holder"], "alpha");
+    let id = granted["reservation"]["reservation_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    // Overlap: exit 3 with the holder in the answer.
+    let (code, conflict) = scope_cmd(
+        &b,
+        &["reserve", "--repo", "web", "--path", "src/x.rs", "--shared"],
+        None,
+    );
+    assert_eq!(code, 3, "{conflict}");
+    assert_eq!(conflict["holder"]["reservation_id"], id.as_str());
+    // Inside a woken task the reservation is tied to it: not held → refused.
+    let (code, refused) = scope_cmd(
+        &b,
+        &["reserve", "--repo", "web", "--path", "docs/**"],
+        Some("task-0000000000000001"),
+    );
+    assert_eq!(
+        (code, refused["error"].clone()),
+        (1, Value::from("task_not_held"))
+    );
+    let (code, bad) = scope_cmd(&b, &["reserve", "--repo", "web", "--path", "!x"], None);
+    assert_eq!(code, 2, "{bad}");
+
+    let (code, listed) = scope_cmd(&b, &["list", "--repo", "web"], None);
+    assert_eq!(code, 0);
+    assert_eq!(listed["reservations"][0]["reservation_id"], id.as_str());
+    let (code, renewed) = scope_cmd(&a, &["renew", &id, "--ttl-ms", "120000"], None);
+    assert_eq!(code, 0, "{renewed}");
+    let (code, _) = scope_cmd(&b, &["release", &id], None);
+    assert_eq!(code, 1, "not beta's");
+    let (code, released) = scope_cmd(&a, &["release", &id], None);
+    assert_eq!(
+        (code, released["status"].clone()),
+        (0, Value::from("released"))
+    );
+    let (code, _) = scope_cmd(
+        &b,
+        &["reserve", "--repo", "web", "--path", "src/x.rs"],
+        None,
+    );
+    assert_eq!(code, 0, "freed");
+}

@@ -305,3 +305,94 @@ fn submit_without_gh_pushes_and_says_so() {
     );
     assert!(git(&s.origin, &["branch", "--list"]).contains("coder/add-docs"));
 }
+
+/// `git commit` in the work tree; (success, stderr).
+fn try_commit(dir: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .arg("commit")
+        .args(args)
+        .output()
+        .expect("run git commit");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn the_scope_hook_refuses_out_of_scope_commits_and_submit_reports_them() {
+    let s = setup();
+    // Someone's own pre-commit hook: kept, and still run after ours.
+    let hooks = s.work.join(".git/hooks");
+    fs::create_dir_all(&hooks).expect("hooks dir");
+    let mark = s.tmp.path().join("theirs-ran");
+    fs::write(
+        hooks.join("pre-commit"),
+        format!("#!/bin/sh\ntouch '{}'\nexit 0\n", mark.display()),
+    )
+    .expect("their hook");
+    fs::set_permissions(hooks.join("pre-commit"), fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+
+    let (code, v) = sc_git(
+        &s,
+        &["start-task", "--description", "Rework the API"],
+        &[
+            ("TASK_ID", "task-00000000scope001"),
+            ("TASK_WRITE_PATHS", "src/api/**\n/CHANGELOG.md\n"),
+        ],
+    );
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(
+        v["write_paths"],
+        serde_json::json!(["src/api/**", "/CHANGELOG.md"])
+    );
+    assert!(
+        v["scope_hook"]
+            .as_str()
+            .is_some_and(|h| h.ends_with("pre-commit")),
+        "{v}"
+    );
+
+    // In scope: committed, and their hook ran too.
+    fs::create_dir_all(s.work.join("src/api")).expect("mkdir");
+    fs::write(s.work.join("src/api/handlers.rs"), "fn h() {}\n").expect("write");
+    fs::write(s.work.join("CHANGELOG.md"), "- api\n").expect("write");
+    git(&s.work, &["add", "-A"]);
+    let (ok, stderr) = try_commit(&s.work, &["-q", "-m", "api"]);
+    assert!(ok, "{stderr}");
+    assert!(mark.exists(), "the earlier hook still runs");
+
+    // Out of scope: refused, naming the file and the scope; nothing committed.
+    fs::write(s.work.join("README.md"), "changed\n").expect("write");
+    fs::write(s.work.join("src/api/more.rs"), "fn m() {}\n").expect("write");
+    git(&s.work, &["add", "-A"]);
+    let before = git(&s.work, &["rev-parse", "HEAD"]);
+    let (ok, stderr) = try_commit(&s.work, &["-q", "-m", "readme"]);
+    assert!(!ok, "an out-of-scope commit must be refused");
+    assert!(
+        stderr.contains("README.md")
+            && stderr.contains("src/api/**")
+            && !stderr.contains("more.rs"),
+        "{stderr}"
+    );
+    assert_eq!(git(&s.work, &["rev-parse", "HEAD"]), before);
+    let (code, v) = sc_git(&s, &["check-scope"], &[]);
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(v["error"], "out_of_scope");
+    assert_eq!(v["files"], serde_json::json!(["README.md"]));
+
+    // The explicit escape works, and submit reports what it let through.
+    let (ok, stderr) = try_commit(&s.work, &["-q", "--no-verify", "-m", "readme anyway"]);
+    assert!(ok, "{stderr}");
+    let (code, v) = sc_git(&s, &["submit"], &[]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["out_of_scope_files"], serde_json::json!(["README.md"]));
+    let gh_args = fs::read_to_string(s.tmp.path().join("gh-args.txt")).expect("gh args");
+    assert!(
+        gh_args.contains("Outside the task's write scope") && gh_args.contains("- `README.md`"),
+        "{gh_args}"
+    );
+}

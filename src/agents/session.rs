@@ -30,7 +30,11 @@ use crate::messaging::{
 };
 use crate::ops::telemetry::{Counter, Telemetry};
 use crate::protocol::{
-    parse_client_frame, ClientFrame, ErrorFrame, FieldError, FrameError, ServerFrame,
+    parse_client_frame, parse_renew, parse_reserve, ClientFrame, ErrorFrame, FieldError,
+    FrameError, ServerFrame,
+};
+use crate::queue::{
+    QueueError, ReleaseReservation, RenewReservation, Reserve, ReserveOutcome, Reserver, TaskQueue,
 };
 use crate::util::now_ms;
 
@@ -55,6 +59,8 @@ pub(crate) struct SessionDeps {
     pub telemetry: Arc<Telemetry>,
     pub presence: Addr<Presence>,
     pub messaging: Addr<Messaging>,
+    /// Direct reservations of repository paths (`scope_*` frames).
+    pub queue: Addr<TaskQueue>,
     pub idle_timeout: Duration,
 }
 
@@ -305,6 +311,9 @@ impl AgentSession {
             ClientFrame::AgentRestarting { reason } => {
                 tracing::info!(agent_id = ?self.agent_id(), reason = ?reason, "agent restarting");
             }
+            f @ (ClientFrame::ScopeReserve { .. }
+            | ClientFrame::ScopeRenew { .. }
+            | ClientFrame::ScopeRelease { .. }) => self.scope_frame(f, ctx),
             f if f.is_lifecycle() => {
                 ctx.wait(fsm.send(Lifecycle(f)).into_actor(self).map(
                     |result, act, ctx| match result {
@@ -322,6 +331,108 @@ impl AgentSession {
             }
             other => self.messaging_frame(other, ctx),
         }
+    }
+
+    /// `scope_reserve`, `scope_renew`, `scope_release` (ext, PROTOCOL.md 6.6):
+    /// ask the queue, answer in order.
+    fn scope_frame(&mut self, frame: ClientFrame, ctx: &mut ws::WebsocketContext<Self>) {
+        let Some(me) = self.agent_id().map(str::to_string) else {
+            return;
+        };
+        let message_type = frame.type_name();
+        let by = Reserver::Agent(me);
+        let queue = self.deps.queue.clone();
+        let work = async move {
+            match frame {
+                ClientFrame::ScopeReserve {
+                    repo,
+                    paths,
+                    mode,
+                    ttl_ms,
+                    task_id,
+                    request_id,
+                } => {
+                    let mut obj = serde_json::Map::new();
+                    obj.insert("repo".into(), repo.into());
+                    obj.insert("paths".into(), paths.into());
+                    if let Some(m) = mode {
+                        obj.insert("mode".into(), m.into());
+                    }
+                    if let Some(t) = ttl_ms {
+                        obj.insert("ttl_ms".into(), t.into());
+                    }
+                    if let Some(t) = task_id {
+                        obj.insert("task_id".into(), t.into());
+                    }
+                    let request = match parse_reserve(&obj) {
+                        Ok(r) => r,
+                        Err(errors) => return validation_error(errors, message_type),
+                    };
+                    let repo = request.repo.clone();
+                    let paths = request.paths.clone();
+                    match queue.send(Reserve { request, by }).await {
+                        Ok(Ok(ReserveOutcome::Granted(reservation))) => ServerFrame::ScopeGranted {
+                            reservation,
+                            request_id,
+                        },
+                        Ok(Ok(ReserveOutcome::Conflict(holder))) => ServerFrame::ScopeConflict {
+                            repo,
+                            paths,
+                            holder,
+                            request_id,
+                        },
+                        Ok(Err(e)) => scope_error(e, message_type),
+                        Err(_) => ServerFrame::Error(ErrorFrame::plain("hub_unavailable")),
+                    }
+                }
+                ClientFrame::ScopeRenew {
+                    reservation_id,
+                    ttl_ms,
+                    request_id,
+                } => {
+                    let mut obj = serde_json::Map::new();
+                    if let Some(t) = ttl_ms {
+                        obj.insert("ttl_ms".into(), t.into());
+                    }
+                    let ttl_ms = match parse_renew(&obj) {
+                        Ok(t) => t,
+                        Err(errors) => return validation_error(errors, message_type),
+                    };
+                    let renew = RenewReservation {
+                        reservation_id,
+                        ttl_ms,
+                        by,
+                    };
+                    match queue.send(renew).await {
+                        Ok(Ok(reservation)) => ServerFrame::ScopeGranted {
+                            reservation,
+                            request_id,
+                        },
+                        Ok(Err(e)) => scope_error(e, message_type),
+                        Err(_) => ServerFrame::Error(ErrorFrame::plain("hub_unavailable")),
+                    }
+                }
+                ClientFrame::ScopeRelease {
+                    reservation_id,
+                    request_id,
+                } => {
+                    let release = ReleaseReservation { reservation_id, by };
+                    match queue.send(release).await {
+                        Ok(Ok(r)) => ServerFrame::ScopeReleased {
+                            reservation_id: r.reservation_id,
+                            request_id,
+                        },
+                        Ok(Err(e)) => scope_error(e, message_type),
+                        Err(_) => ServerFrame::Error(ErrorFrame::plain("hub_unavailable")),
+                    }
+                }
+                _ => ServerFrame::Error(ErrorFrame::plain("invalid_request")),
+            }
+        };
+        ctx.wait(
+            work.into_actor(self)
+                .map(|reply, act, ctx| act.send(ctx, &reply)),
+        );
     }
 
     /// `message` and `channel_*` frames: ask `Messaging`, answer in order.
@@ -502,6 +613,27 @@ impl AgentSession {
 }
 
 /// The wire form of a messaging refusal.
+/// A `scope_*` frame refused: `validation_failed` with the field errors.
+fn validation_error(errors: Vec<FieldError>, message_type: &str) -> ServerFrame {
+    ServerFrame::Error(ErrorFrame {
+        message_type: Some(message_type.to_string()),
+        errors: Some(errors),
+        ..ErrorFrame::plain("validation_failed")
+    })
+}
+
+/// A `scope_*` frame the queue refused (`reservation_not_found`, `not_holder`,
+/// `task_not_held`, `too_many_reservations`, `validation_failed`, ...).
+fn scope_error(e: QueueError, message_type: &str) -> ServerFrame {
+    match e {
+        QueueError::Invalid(errors) => validation_error(errors, message_type),
+        other => ServerFrame::Error(ErrorFrame {
+            message_type: Some(message_type.to_string()),
+            ..ErrorFrame::plain(other.as_str())
+        }),
+    }
+}
+
 fn messaging_error(e: MsgError, message_type: &str) -> ServerFrame {
     let frame = match e {
         MsgError::ChannelNotFound(channel) => ErrorFrame {

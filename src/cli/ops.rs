@@ -89,6 +89,53 @@ pub enum QueueAction {
 }
 
 #[derive(Subcommand)]
+pub enum ReservationAction {
+    /// Every live claim on repository paths: direct reservations and the
+    /// scopes of running tasks.
+    List {
+        /// Only this repository's.
+        #[arg(long)]
+        repo: Option<String>,
+        #[command(flatten)]
+        online: Online,
+    },
+    /// Reserve paths of a repository (an operator's freeze, or for an agent
+    /// with --holder). Answers `granted`, or exits 1 naming the holder.
+    Reserve {
+        #[arg(long)]
+        repo: String,
+        /// A gitignore-style glob relative to the repository root; repeatable.
+        #[arg(long = "path", required = true)]
+        paths: Vec<String>,
+        /// Shared (others may read, nobody may write) instead of exclusive.
+        #[arg(long)]
+        shared: bool,
+        /// How long it holds (ms; default 10 minutes, at most a day).
+        #[arg(long)]
+        ttl_ms: Option<u64>,
+        /// The agent it is held for (default: admin).
+        #[arg(long)]
+        holder: Option<String>,
+        #[command(flatten)]
+        online: Online,
+    },
+    /// Move a reservation's expiry to --ttl-ms from now.
+    Renew {
+        reservation_id: String,
+        #[arg(long)]
+        ttl_ms: Option<u64>,
+        #[command(flatten)]
+        online: Online,
+    },
+    /// Release a reservation (queued tasks waiting for it are offered).
+    Release {
+        reservation_id: String,
+        #[command(flatten)]
+        online: Online,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum StandingAction {
     /// List standing orders with their next runs.
     List {
@@ -229,6 +276,60 @@ pub fn queue(action: QueueAction) -> Result<(), Fatal> {
             Some(lanes_body(lanes)),
         )?,
         QueueAction::Lanes { online } => call(&online, "GET", "/api/queue/lanes", None)?,
+    };
+    print_json(&answer);
+    Ok(())
+}
+
+pub fn reservations(action: ReservationAction) -> Result<(), Fatal> {
+    let answer = match action {
+        ReservationAction::List { repo, online } => {
+            let path = match repo {
+                Some(r) => format!("/api/reservations?repo={}", encode(&r)),
+                None => "/api/reservations".into(),
+            };
+            call(&online, "GET", &path, None)?
+        }
+        ReservationAction::Reserve {
+            repo,
+            paths,
+            shared,
+            ttl_ms,
+            holder,
+            online,
+        } => {
+            let mut body = json!({
+                "repo": repo,
+                "paths": paths,
+                "mode": if shared { "shared" } else { "exclusive" },
+            });
+            if let Some(t) = ttl_ms {
+                body["ttl_ms"] = t.into();
+            }
+            if let Some(h) = holder {
+                body["holder"] = h.into();
+            }
+            call(&online, "POST", "/api/reservations", Some(body))?
+        }
+        ReservationAction::Renew {
+            reservation_id,
+            ttl_ms,
+            online,
+        } => {
+            let body = match ttl_ms {
+                Some(t) => json!({"ttl_ms": t}),
+                None => json!({}),
+            };
+            let path = format!("/api/reservations/{}/renew", encode(&reservation_id));
+            call(&online, "POST", &path, Some(body))?
+        }
+        ReservationAction::Release {
+            reservation_id,
+            online,
+        } => {
+            let path = format!("/api/reservations/{}", encode(&reservation_id));
+            call(&online, "DELETE", &path, None)?
+        }
     };
     print_json(&answer);
     Ok(())

@@ -37,6 +37,12 @@ impl Claim {
         self.expires_at.is_none_or(|at| at > now)
     }
 
+    /// Both are for one task (its own claim and a reservation made for it):
+    /// they never conflict.
+    fn same_task(&self, other: &Claim) -> bool {
+        self.task_id.is_some() && self.task_id == other.task_id
+    }
+
     /// Whether the two claims may not be held at once.
     pub(crate) fn conflicts_with(&self, other: &Claim) -> bool {
         self.repo == other.repo
@@ -56,10 +62,12 @@ impl Reservations {
     /// The first live claim (other than one with the same id) that `claim`
     /// conflicts with.
     pub(crate) fn conflict(&self, claim: &Claim, now: i64) -> Option<&Claim> {
-        self.by_repo
-            .get(&claim.repo)?
-            .iter()
-            .find(|held| held.id != claim.id && held.live(now) && held.conflicts_with(claim))
+        self.by_repo.get(&claim.repo)?.iter().find(|held| {
+            held.id != claim.id
+                && !held.same_task(claim)
+                && held.live(now)
+                && held.conflicts_with(claim)
+        })
     }
 
     /// Takes `claim` unless it conflicts with a live one (answered instead). A
@@ -74,11 +82,14 @@ impl Reservations {
         Ok(())
     }
 
+    /// Puts `claim` in place without a check (one granted before a restart).
+    pub(crate) fn insert(&mut self, claim: Claim) {
+        let claims = self.by_repo.entry(claim.repo.clone()).or_default();
+        claims.retain(|c| c.id != claim.id);
+        claims.push(claim);
+    }
+
     /// Moves the expiry of a live claim; false when there is none by that id.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "direct reservations (#19) come next")
-    )]
     pub(crate) fn renew(&mut self, id: &str, expires_at: Option<i64>, now: i64) -> bool {
         match self
             .by_repo
@@ -95,10 +106,6 @@ impl Reservations {
     }
 
     /// Drops the claim `id` (and answers it).
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "direct reservations (#19) come next")
-    )]
     pub(crate) fn release(&mut self, id: &str) -> Option<Claim> {
         let mut found = None;
         for claims in self.by_repo.values_mut() {
@@ -117,19 +124,28 @@ impl Reservations {
     }
 
     /// Drops the claims that lapsed by `now`.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "direct reservations (#19) come next")
-    )]
     pub(crate) fn expire(&mut self, now: i64) -> Vec<Claim> {
         self.take_where(|c| !c.live(now))
     }
 
+    /// The earliest expiry of a claim.
+    pub(crate) fn next_expiry(&self) -> Option<i64> {
+        self.by_repo
+            .values()
+            .flatten()
+            .filter_map(|c| c.expires_at)
+            .min()
+    }
+
+    /// The live claim `id`.
+    pub(crate) fn get(&self, id: &str, now: i64) -> Option<&Claim> {
+        self.by_repo
+            .values()
+            .flatten()
+            .find(|c| c.id == id && c.live(now))
+    }
+
     /// Every live claim, by repository then id.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "direct reservations (#19) come next")
-    )]
     pub(crate) fn list(&self, now: i64) -> Vec<&Claim> {
         let mut all: Vec<&Claim> = self
             .by_repo
@@ -240,5 +256,21 @@ mod tests {
             .is_ok());
         assert!(r.release("c").is_some());
         assert!(r.list(200).is_empty());
+    }
+
+    #[test]
+    fn a_reservation_made_for_a_task_never_conflicts_with_its_own_claim() {
+        let mut r = Reservations::default();
+        assert!(r.grant(claim("a", "web", &["src/**"], &[]), 0).is_ok());
+        let mut extra = claim("r1", "web", &["src/lib.rs", "Cargo.toml"], &[]);
+        extra.task_id = Some("task-a".into());
+        extra.expires_at = Some(100);
+        assert!(r.grant(extra, 0).is_ok(), "same task");
+        assert_eq!(r.next_expiry(), Some(100));
+        assert_eq!(r.get("r1", 0).map(|c| c.holder.as_str()), Some("agent-r1"));
+        assert!(r.get("r1", 100).is_none(), "lapsed");
+        let other = claim("b", "web", &["Cargo.toml"], &[]);
+        assert_eq!(r.conflict(&other, 0).map(|c| c.id.as_str()), Some("r1"));
+        assert_eq!(r.release_task("task-a").len(), 2, "released with the task");
     }
 }

@@ -525,6 +525,9 @@ impl Task {
             needed_capabilities: self.needed_capabilities.clone(),
             stall_ms: self.stall_ms,
             max_runtime_ms: self.max_runtime_ms,
+            repo: self.repo.clone(),
+            write_paths: self.write_paths.clone(),
+            read_paths: self.read_paths.clone(),
         }
     }
 

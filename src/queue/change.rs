@@ -362,8 +362,18 @@ impl TaskQueue {
     /// The assignment of `task_id` to `agent` takes its scope: queued tasks of
     /// the repository that conflict with it leave the scheduler and wait.
     pub(super) fn claim_scope(&mut self, task_id: &str, agent: &str, now: i64) {
+        let Some(repo) = self.scopes.repo_of(task_id) else {
+            return;
+        };
         self.scopes.take(task_id, agent, now);
-        for other in self.scopes.unhindered_neighbours(task_id) {
+        self.hold_back_conflicting(&repo, task_id, now);
+        self.announce_claims(now);
+    }
+
+    /// A new claim in `repo`: the queued tasks there that conflict with it
+    /// (other than `except`) leave the scheduler and wait.
+    pub(super) fn hold_back_conflicting(&mut self, repo: &str, except: &str, now: i64) {
+        for other in self.scopes.unhindered_in(repo, except) {
             let queued = self
                 .index
                 .entry(&other)
@@ -375,15 +385,19 @@ impl TaskQueue {
     }
 
     /// A task no longer holds its scope (`finished`: nothing of it is kept):
-    /// the tasks that waited for it are offered again.
+    /// the tasks that waited for it are offered again, and the reservations
+    /// made for it end.
     pub(super) fn release_scope(&mut self, task_id: &str, finished: bool, now: i64) {
+        let held = self.scopes.repo_of(task_id).is_some();
         let freed = if finished {
             self.scopes.forget(task_id)
         } else {
             self.scopes.release(task_id)
         };
-        for waiter in freed {
-            self.offer_live(&waiter, now);
+        let quiet = freed.ended.is_empty();
+        self.apply_freed(freed, "task_ended", "hub", now);
+        if held && quiet {
+            self.announce_claims(now);
         }
     }
 

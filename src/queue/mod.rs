@@ -15,7 +15,9 @@
 //! - `outbox`: effects released after the flush;
 //! - `timers`: the lease / `complete_by` sweep, `run_after` and `requeue` timers;
 //! - `lanes`: paused priority lanes;
-//! - `scopes`: write scopes: claims of assigned tasks, tasks waiting for one;
+//! - `scopes`: write scopes: claims of assigned tasks and direct reservations,
+//!   tasks waiting for one;
+//! - `reservations`: direct reservations stored, loaded, expired;
 //! - `supervise`: panic containment and the reload from sled;
 //! - `checkpoint`: what a clean stop leaves so the next start reads little;
 //! - `api/`: the messages, by caller (`agent`, `operator`, `read`).
@@ -34,6 +36,7 @@ mod index;
 mod lanes;
 mod outbox;
 mod records;
+mod reservations;
 mod scopes;
 mod supervise;
 mod timers;
@@ -50,6 +53,9 @@ pub(crate) use api::operator::{
 pub(crate) use api::read::{
     BlockedTasks, DeadLetters, FailingAgents, GetAttempts, GetTask, ListTasks, LongWait,
     LongestWaiting, RecentCompletions, Stats, StuckTasks, TaskOutcome, TaskOutcomes,
+};
+pub(crate) use api::reserve::{
+    ListReservations, ReleaseReservation, RenewReservation, Reserve, ReserveOutcome, Reserver,
 };
 pub(crate) use checkpoint::StopAndCheckpoint;
 pub use create::follow_up_id;
@@ -85,6 +91,9 @@ pub(crate) enum QueueError {
     /// The submission does not fit what the queue holds (an unknown dependency, a
     /// dependency cycle, a repeated `ref`); nothing changed.
     Invalid(Vec<FieldError>),
+    /// A reservation request refused (ext): `reservation_not_found`,
+    /// `not_holder`, `too_many_reservations`, `task_not_held`.
+    Reservation(&'static str),
 }
 
 impl QueueError {
@@ -95,6 +104,7 @@ impl QueueError {
             QueueError::Task(e) => e.as_str(),
             QueueError::Store(_) => "storage_error",
             QueueError::Invalid(_) => "validation_failed",
+            QueueError::Reservation(code) => code,
         }
     }
 }

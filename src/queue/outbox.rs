@@ -65,6 +65,11 @@ impl Outbox {
         self.unready.clear();
     }
 
+    /// Any other event for the bus.
+    pub(super) fn push_event(&mut self, event: HubEvent) {
+        self.events.push(event);
+    }
+
     /// A task event for the bus.
     pub(super) fn announce(
         &mut self,

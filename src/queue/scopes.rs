@@ -11,6 +11,10 @@
 //!   tasks matched at once are told apart there too: the second `Assign` is
 //!   refused (`scope_busy`) and that task waits.
 //! - Compiled scopes are kept for live tasks only (a task's globs compile once).
+//! - Direct reservations (`scope_reserve`, `/api/reservations`) are claims too,
+//!   with an expiry: kept here as their records (the queue stores them in
+//!   `meta`), granted only when nothing live conflicts, released by their holder,
+//!   by their expiry, or with the task they were made for.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -18,6 +22,7 @@ use std::sync::Arc;
 use crate::domain::reservations::{Claim, Reservations};
 use crate::domain::scopes::{Scope, ScopeError};
 use crate::domain::task::Task;
+use crate::protocol::{Reservation, ReserveMode, ScopeHolderInfo};
 
 /// A task's compiled scope.
 #[derive(Debug)]
@@ -68,11 +73,21 @@ pub(crate) struct ScopeHolder {
     pub agent_id: String,
 }
 
+/// What a released claim leaves to do: the tasks that waited for it (to offer
+/// again) and the direct reservations that ended with it (to delete).
+#[derive(Default)]
+pub(super) struct Freed {
+    pub(super) waiters: Vec<String>,
+    pub(super) ended: Vec<Reservation>,
+}
+
 /// See the module documentation.
 #[derive(Default)]
 pub(super) struct Scopes {
     compiled: HashMap<String, Arc<TaskScope>>,
     claims: Reservations,
+    /// Direct reservations by id (their claims are in `claims`).
+    direct: HashMap<String, Reservation>,
     /// Waiting task → the claim it waits for.
     waiting: HashMap<String, ScopeHolder>,
     /// Claim → the tasks waiting for it.
@@ -151,6 +166,137 @@ impl Scopes {
         })
     }
 
+    /// Whether `claim_id` is a direct reservation (not a task's own claim).
+    pub(super) fn is_reservation(&self, claim_id: &str) -> bool {
+        self.direct.contains_key(claim_id)
+    }
+
+    // Direct reservations ----------------------------------------------------
+
+    /// Grants `r` (its globs already compiled into `paths`) unless a live claim
+    /// conflicts: then answers who holds it.
+    pub(super) fn reserve(
+        &mut self,
+        r: Reservation,
+        paths: Scope,
+        now: i64,
+    ) -> Result<(), ScopeHolderInfo> {
+        let claim = reservation_claim(&r, paths);
+        match self.claims.grant(claim, now) {
+            Ok(()) => {
+                self.direct.insert(r.reservation_id.clone(), r);
+                Ok(())
+            }
+            Err(held) => Err(self.holder_info(&held)),
+        }
+    }
+
+    /// Puts back a stored reservation at start, whatever it overlaps (it was
+    /// granted when it was made).
+    pub(super) fn restore(&mut self, r: Reservation, paths: Scope) {
+        self.claims.insert(reservation_claim(&r, paths));
+        self.direct.insert(r.reservation_id.clone(), r);
+    }
+
+    /// The live reservation `id`.
+    pub(super) fn reservation(&self, id: &str, now: i64) -> Option<&Reservation> {
+        self.claims.get(id, now)?;
+        self.direct.get(id)
+    }
+
+    /// How many live reservations `holder` has.
+    pub(super) fn held_by(&self, holder: &str, now: i64) -> usize {
+        self.direct
+            .values()
+            .filter(|r| r.holder == holder && r.expires_at > now)
+            .count()
+    }
+
+    /// Moves a live reservation's expiry; answers it.
+    pub(super) fn renew(&mut self, id: &str, expires_at: i64, now: i64) -> Option<Reservation> {
+        if !self.claims.renew(id, Some(expires_at), now) {
+            return None;
+        }
+        let r = self.direct.get_mut(id)?;
+        r.expires_at = expires_at;
+        Some(r.clone())
+    }
+
+    /// Drops the reservation `id`.
+    pub(super) fn release_reservation(&mut self, id: &str) -> Freed {
+        let mut freed = Freed::default();
+        if let Some(claim) = self.claims.release(id) {
+            self.freed_claim(&claim, &mut freed);
+        }
+        freed
+    }
+
+    /// The earliest expiry of a reservation.
+    pub(super) fn next_expiry(&self) -> Option<i64> {
+        self.claims.next_expiry()
+    }
+
+    /// Drops the reservations that lapsed by `now`.
+    pub(super) fn expire(&mut self, now: i64) -> Freed {
+        let mut freed = Freed::default();
+        for claim in self.claims.expire(now) {
+            self.freed_claim(&claim, &mut freed);
+        }
+        freed
+    }
+
+    /// Every live claim, for listings: direct reservations and the claims of
+    /// running tasks, by repository.
+    pub(super) fn listing(&self, now: i64) -> Vec<serde_json::Value> {
+        self.claims
+            .list(now)
+            .into_iter()
+            .map(|c| match self.direct.get(&c.id) {
+                Some(r) => {
+                    let mut v = serde_json::to_value(r).unwrap_or_default();
+                    v["kind"] = "reservation".into();
+                    v
+                }
+                None => serde_json::json!({
+                    "kind": "task",
+                    "task_id": c.task_id,
+                    "repo": c.repo,
+                    "paths": c.writes.globs(),
+                    "read_paths": c.reads.globs(),
+                    "holder": c.holder,
+                }),
+            })
+            .collect()
+    }
+
+    fn holder_info(&self, held: &Claim) -> ScopeHolderInfo {
+        ScopeHolderInfo {
+            agent_id: held.holder.clone(),
+            task_id: held.task_id.clone(),
+            reservation_id: self.direct.contains_key(&held.id).then(|| held.id.clone()),
+            repo: held.repo.clone(),
+            paths: held
+                .writes
+                .globs()
+                .iter()
+                .chain(held.reads.globs())
+                .cloned()
+                .collect(),
+        }
+    }
+
+    fn freed_claim(&mut self, claim: &Claim, freed: &mut Freed) {
+        if let Some(w) = self.waiters.remove(&claim.id) {
+            for t in &w {
+                self.waiting.remove(t);
+            }
+            freed.waiters.extend(w);
+        }
+        if let Some(r) = self.direct.remove(&claim.id) {
+            freed.ended.push(r);
+        }
+    }
+
     /// `task_id` waits for `holder`; answers whether this is new (to record).
     pub(super) fn wait(&mut self, task_id: &str, holder: ScopeHolder) -> bool {
         let claim = holder.claim_id.clone();
@@ -183,34 +329,35 @@ impl Scopes {
         }
     }
 
-    /// The other live tasks with a scope in `task_id`'s repository that wait
-    /// for nothing (candidates to wait for its new claim).
-    pub(super) fn unhindered_neighbours(&self, task_id: &str) -> Vec<String> {
-        let Some(mine) = self.compiled.get(task_id) else {
-            return Vec::new();
-        };
+    /// The repository of `task_id`'s scope.
+    pub(super) fn repo_of(&self, task_id: &str) -> Option<String> {
+        self.compiled.get(task_id).map(|s| s.repo.clone())
+    }
+
+    /// The live tasks with a scope in `repo` (other than `except`) that wait
+    /// for nothing (candidates to wait for a new claim there).
+    pub(super) fn unhindered_in(&self, repo: &str, except: &str) -> Vec<String> {
         self.compiled
             .iter()
             .filter(|(id, s)| {
-                id.as_str() != task_id && s.repo == mine.repo && !self.waiting.contains_key(*id)
+                id.as_str() != except && s.repo == repo && !self.waiting.contains_key(*id)
             })
             .map(|(id, _)| id.clone())
             .collect()
     }
 
-    /// The task no longer runs: its claim goes. Answers the tasks that waited
-    /// for it (to offer again).
-    pub(super) fn release(&mut self, task_id: &str) -> Vec<String> {
-        self.claims.release_task(task_id);
-        let waiters = self.waiters.remove(task_id).unwrap_or_default();
-        for w in &waiters {
-            self.waiting.remove(w);
+    /// The task no longer runs: its claim goes, and every reservation made for
+    /// it.
+    pub(super) fn release(&mut self, task_id: &str) -> Freed {
+        let mut freed = Freed::default();
+        for claim in self.claims.release_task(task_id) {
+            self.freed_claim(&claim, &mut freed);
         }
-        waiters.into_iter().collect()
+        freed
     }
 
     /// The task is finished: nothing of it is kept.
-    pub(super) fn forget(&mut self, task_id: &str) -> Vec<String> {
+    pub(super) fn forget(&mut self, task_id: &str) -> Freed {
         self.stop_waiting(task_id);
         self.compiled.remove(task_id);
         self.release(task_id)
@@ -225,5 +372,23 @@ impl Scopes {
                 }
             }
         }
+    }
+}
+
+/// The claim of a direct reservation: exclusive writes its paths, shared reads
+/// them.
+fn reservation_claim(r: &Reservation, paths: Scope) -> Claim {
+    let (writes, reads) = match r.mode {
+        ReserveMode::Exclusive => (paths, Scope::nothing()),
+        ReserveMode::Shared => (Scope::nothing(), paths),
+    };
+    Claim {
+        id: r.reservation_id.clone(),
+        repo: r.repo.clone(),
+        writes,
+        reads,
+        holder: r.holder.clone(),
+        task_id: r.task_id.clone(),
+        expires_at: Some(r.expires_at),
     }
 }

@@ -90,6 +90,7 @@ impl TaskQueue {
             (corrupt, dependent) = self.load_records(now)?;
             self.rebuild_waiting(dependent, now);
         }
+        self.load_reservations(now)?;
         // What the settling made ready is offered in `started`, with the rest.
         self.outbox.forget_scheduling();
         tracing::info!(

@@ -57,7 +57,10 @@ impl TaskQueue {
                 due.push((task_id.clone(), lease.clone(), "lease_expired"));
             }
         }
+        // Reservations whose time is up are released (and their waiters offered).
+        self.expire_reservations(now);
         if due.is_empty() && !self.timers.any_due(now) {
+            self.spawn_release(ctx);
             return;
         }
         for (task_id, lease, reason) in due {

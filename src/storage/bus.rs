@@ -66,6 +66,11 @@ pub(crate) enum HubEvent {
     AlertCleared {
         rule_id: String,
     },
+    /// The live claims on repository paths changed (ext): every direct
+    /// reservation and running task's claim, as `GET /api/reservations` lists.
+    Reservations {
+        reservations: Vec<Value>,
+    },
     /// `backup_complete`, `backup_failed`, `compaction_complete`,
     /// `compaction_failed`, `recovery_complete`, `recovery_failed`.
     #[serde(untagged)]

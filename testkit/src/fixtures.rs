@@ -187,3 +187,16 @@ impl Hub {
         list_all_tasks(self, "", limit)
     }
 }
+
+/// Asserts `resp` (the answer to `body`) is a 422 with an error `code` on `field`.
+pub fn assert_field_error(status: u16, resp: &Value, body: &Value, field: &str, code: &str) {
+    assert_eq!(status, 422, "{body} → {resp}");
+    assert_eq!(resp["error"], "validation_failed", "{resp}");
+    let errors = resp["errors"].as_array().cloned().unwrap_or_default();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e["field"] == field && e["error"] == code),
+        "{body} → {resp}"
+    );
+}

@@ -26,6 +26,8 @@ use tokio::sync::OnceCell;
 use crate::cli::hub_client::{encode, HubClient, DEFAULT_TIMEOUT};
 use crate::Fatal;
 
+mod reservations;
+
 /// Tools only the admin token may use; not listed for an agent's token (the
 /// hub refuses them anyway, and the tool error says so).
 const ADMIN_TOOLS: &[&str] = &["cancel_task", "retry_task"];
@@ -252,7 +254,7 @@ impl HubTools {
                 client,
                 principal: OnceCell::new(),
             }),
-            tool_router: Self::tool_router(),
+            tool_router: Self::tool_router() + Self::reservation_tools(),
         }
     }
 

@@ -1,7 +1,9 @@
 //! The queue's messages, by caller: `agent` (scheduler and FSMs), `operator`
-//! (submitters, standing orders, operators) and `read` (everyone who only reads).
+//! (submitters, standing orders, operators), `reserve` (direct reservations of
+//! repository paths) and `read` (everyone who only reads).
 //! Each file opens with a table of its messages.
 
 pub(super) mod agent;
 pub(super) mod operator;
 pub(super) mod read;
+pub(super) mod reserve;

@@ -151,6 +151,9 @@ impl TaskQueue {
                 "task_id": h.task_id,
                 "agent_id": h.agent_id,
             });
+            if self.scopes.is_reservation(&h.claim_id) {
+                v["waiting_on_scope"]["reservation_id"] = h.claim_id.clone().into();
+            }
         }
         v
     }

@@ -14,6 +14,7 @@ mod limits;
 mod messaging;
 mod operator;
 mod ops;
+mod reservations;
 mod schemas;
 mod standing;
 mod tasks;
@@ -208,6 +209,7 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
         .configure(standing::routes)
         .configure(agents::routes)
         .configure(messaging::routes)
+        .configure(reservations::routes)
         .configure(limits::routes)
         .configure(ops::routes)
         .configure(schemas::routes)

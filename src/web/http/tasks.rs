@@ -44,6 +44,7 @@ pub(crate) fn queue_error(task_id: &str, e: QueueError) -> ApiError {
         },
         QueueError::Store(e) => e.into(),
         QueueError::Invalid(errors) => ApiError::Validation(errors),
+        QueueError::Reservation(code) => ApiError::ReservationRefused(code),
     }
 }
 

@@ -1,0 +1,107 @@
+//! The reservation tools: `reserve_paths`, `release_paths`,
+//! `list_reservations` (direct reservations of repository paths, PROTOCOL.md
+//! 6.6). An agent's token reserves for that agent; the admin token for
+//! `holder` (default `admin`).
+
+use rmcp::handler::server::tool::schema_for_type;
+use rmcp::model::{CallToolResult, JsonObject};
+use rmcp::tool;
+use rmcp::tool_router;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{parse, put, HubTools, Outcome};
+use crate::cli::hub_client::encode;
+
+/// Exclusive writes the paths (nobody else may write or read them); shared
+/// reads them (others may read too, nobody may write).
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+enum Mode {
+    Exclusive,
+    Shared,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ReservePathsArgs {
+    /// The repository the paths are in (the name tasks use in `repo`).
+    repo: String,
+    /// Gitignore-style globs relative to the repository root, e.g. "src/api/**".
+    paths: Vec<String>,
+    /// exclusive (default) or shared.
+    mode: Option<Mode>,
+    /// How long the reservation holds, in ms (default 10 minutes, at most a day).
+    ttl_ms: Option<u64>,
+    /// The running task it is for: released with the task.
+    task_id: Option<String>,
+    /// Admin token only: the agent it is held for.
+    holder: Option<String>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ReleasePathsArgs {
+    /// The reservation's id (from reserve_paths or list_reservations).
+    reservation_id: String,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ListReservationsArgs {
+    /// Only this repository's claims.
+    repo: Option<String>,
+}
+
+#[tool_router(router = reservation_tools, vis = "pub(super)")]
+impl HubTools {
+    #[tool(
+        description = "Reserve paths of a repository so no other agent's task or reservation writes them meanwhile (scoped tasks that overlap wait). Answers status granted with the reservation, or a scope_conflict error naming the holder (agent, task or reservation, and its paths). Release it with release_paths when done; it also lapses after ttl_ms.",
+        input_schema = schema_for_type::<ReservePathsArgs>()
+    )]
+    async fn reserve_paths(&self, args: JsonObject) -> Outcome {
+        let args: ReservePathsArgs = parse("reserve_paths", args)?;
+        let mut body = json!({"repo": args.repo, "paths": args.paths});
+        let mode = args.mode.map(|m| match m {
+            Mode::Exclusive => "exclusive",
+            Mode::Shared => "shared",
+        });
+        put(&mut body, "mode", mode.map(Value::from));
+        put(&mut body, "ttl_ms", args.ttl_ms.map(Value::from));
+        put(&mut body, "task_id", args.task_id.map(Value::from));
+        put(&mut body, "holder", args.holder.map(Value::from));
+        Ok(CallToolResult::structured(
+            self.hub("POST", "/api/reservations", Some(body)).await?,
+        ))
+    }
+
+    #[tool(
+        description = "Release a reservation made with reserve_paths (your own; the admin token may release any). Tasks waiting for those paths are offered at once.",
+        input_schema = schema_for_type::<ReleasePathsArgs>(),
+        annotations(destructive_hint = true)
+    )]
+    async fn release_paths(&self, args: JsonObject) -> Outcome {
+        let args: ReleasePathsArgs = parse("release_paths", args)?;
+        let path = format!("/api/reservations/{}", encode(&args.reservation_id));
+        Ok(CallToolResult::structured(
+            self.hub("DELETE", &path, None).await?,
+        ))
+    }
+
+    #[tool(
+        description = "List every live claim on repository paths: direct reservations (kind reservation: holder, paths, mode, expiry, task) and the write scopes of running tasks (kind task).",
+        input_schema = schema_for_type::<ListReservationsArgs>(),
+        annotations(read_only_hint = true)
+    )]
+    async fn list_reservations(&self, args: JsonObject) -> Outcome {
+        let args: ListReservationsArgs = parse("list_reservations", args)?;
+        let path = match args.repo {
+            Some(r) => format!("/api/reservations?repo={}", encode(&r)),
+            None => "/api/reservations".into(),
+        };
+        Ok(CallToolResult::structured(
+            self.hub("GET", &path, None).await?,
+        ))
+    }
+}
