@@ -52,6 +52,7 @@
       agents: new Map(),       // agent_id → AgentCard
       queue: { by_status: {}, by_priority: {}, dead_letter: 0 },
       deadLetter: [],          // Task, newest first
+      reservations: [],        // live claims on repository paths (GET /api/reservations rows)
       completions: [],         // completion records, newest first
       throughput: { completed_last_hour: 0, avg_completion_ms: null, total_tokens_hour: 0 },
       storage: null,
@@ -333,6 +334,7 @@
       'alerts-summary', 'alerts-empty', 'alerts-list', 'alert-log', 'alert-log-count',
       'throughput-completed', 'throughput-avg', 'throughput-tokens',
       'dl-summary', 'dl-empty', 'dl-list',
+      'res-summary', 'res-empty', 'res-list',
       'charts-meta', 'chart-queue-depth', 'chart-latency', 'chart-utilization',
       'tasks-meta', 'tasks-filter', 'tasks-filter-status', 'tasks-filter-agent', 'tasks-refresh',
       'tasks-body', 'tasks-empty', 'tasks-more',
@@ -366,7 +368,7 @@
   }
 
   function markAll() {
-    mark('conn', 'health', 'agents', 'queue', 'alerts', 'throughput', 'deadLetter',
+    mark('conn', 'health', 'agents', 'queue', 'alerts', 'throughput', 'deadLetter', 'reservations',
       'charts', 'tasks', 'completions', 'storage', 'rateLimits', 'detail');
   }
 
@@ -392,6 +394,7 @@
     alerts: renderAlerts,
     throughput: renderThroughput,
     deadLetter: renderDeadLetter,
+    reservations: renderReservations,
     charts: renderCharts,
     tasks: renderTasks,
     completions: renderCompletions,
@@ -685,6 +688,71 @@
         })));
   }
 
+  // Reserved paths ---------------------------------------------------------------
+
+  function claimRows(list) {
+    return (Array.isArray(list) ? list : []).filter(function (c) {
+      return c && typeof c === 'object' && (c.reservation_id || c.task_id);
+    }).slice(0, LIST_CAP);
+  }
+
+  function claimKey(c) { return c.kind === 'reservation' ? str(c.reservation_id) : 'task:' + str(c.task_id); }
+
+  function renderReservations() {
+    const list = model.reservations;
+    ui.resEmpty.hidden = list.length > 0;
+    const direct = list.filter(function (c) { return c.kind === 'reservation'; }).length;
+    ui.resSummary.textContent = list.length
+      ? direct + ' reserved · ' + (list.length - direct) + ' held by running tasks' : '';
+    reconcile(ui.resList, list, claimKey, buildClaimRow, function (c) {
+      return sig([c, model.pending.has('release:' + c.reservation_id)]);
+    });
+  }
+
+  function buildClaimRow(c) {
+    const reservation = c.kind === 'reservation';
+    const releasing = reservation && model.pending.has('release:' + c.reservation_id);
+    const globs = function (list) { return (Array.isArray(list) ? list : []).map(function (g) { return chip(str(g)); }); };
+    return h('div', {
+      class: 'res-row', testid: 'reservation-row',
+      data: { kind: str(c.kind), reservationId: str(c.reservation_id), taskId: str(c.task_id), repo: str(c.repo) },
+    },
+      h('div', { class: 'res-main' },
+        h('div', { class: 'res-line' },
+          h('span', { class: 'mono res-repo', text: str(c.repo) }),
+          reservation ? badge(str(c.mode) || 'exclusive', c.mode === 'shared' ? 'neutral' : 'warn') : badge('task scope', 'neutral'),
+          h('span', { class: 'chips res-paths', testid: 'reservation-paths' }, globs(c.paths)),
+          Array.isArray(c.read_paths) && c.read_paths.length
+            ? h('span', { class: 'chips muted' }, [h('span', { text: 'reads' })].concat(globs(c.read_paths))) : null),
+        h('div', { class: 'res-meta muted' },
+          'held by ', h('span', { class: 'mono', testid: 'reservation-holder', text: str(c.holder) }),
+          c.task_id ? [' · task ', taskLink(c.task_id, 'res-task')] : null,
+          reservation ? [' · expires ', relTime(c.expires_at, 'res-expiry')] : null)),
+      reservation ? h('div', { class: 'res-actions' },
+        h('button', {
+          type: 'button', class: 'btn btn-small', testid: 'release-btn',
+          data: { action: 'release', target: str(c.reservation_id) },
+          disabled: releasing, text: releasing ? 'Releasing…' : 'Release',
+        })) : null);
+  }
+
+  async function doRelease(id) {
+    if (!id || model.pending.has('release:' + id)) return;
+    model.pending.add('release:' + id);
+    mark('reservations');
+    const r = await api('DELETE', '/api/reservations/' + encodeURIComponent(id));
+    model.pending.delete('release:' + id);
+    if (r.ok) {
+      actionResult('release ' + id + ': released', 'ok');
+      model.reservations = model.reservations.filter(function (c) { return c.reservation_id !== id; });
+    } else {
+      actionResult('release ' + id + ': ' + (str(r.data.error) || 'failed'), 'bad', errorText(r));
+      if (r.status === 401) sessionLost();
+      requestSnapshotSoon();
+    }
+    mark('reservations');
+  }
+
   // Charts -----------------------------------------------------------------------
 
   function renderCharts() {
@@ -736,11 +804,23 @@
       data: { taskId: r.id, status: r.status, action: 'open-task' },
     },
     h('td', { class: 'mono cell-id', title: r.id, text: r.id }),
-    h('td', null, statusBadge(r.status), progressEl(r.progress, 'task-progress')),
+    h('td', null, statusBadge(r.status), progressEl(r.progress, 'task-progress'), waitingEl(r)),
     h('td', { class: 'col-opt' }, isNum(r.priority) || typeof r.priority === 'string' ? chip(priorityName(r.priority), 'prio-' + r.priority) : ''),
     h('td', { class: 'mono cell-agent', title: str(r.assigned_to), text: str(r.assigned_to) || '—' }),
     h('td', { class: 'cell-desc', title: str(r.description), text: str(r.description) }),
     h('td', { class: 'col-opt cell-time' }, relTime(r.updated_at)));
+  }
+
+  // A queued task held back by overlapping paths: who it waits for.
+  function waitingEl(r) {
+    const w = r.status === 'queued' && r.waiting_on_scope;
+    if (!w || typeof w !== 'object') return null;
+    const whom = w.reservation_id ? 'reservation ' + str(w.reservation_id) : str(w.task_id);
+    return h('span', {
+      class: 'progress-note text-warn', testid: 'task-waiting-scope',
+      title: 'waits for ' + whom + ' (' + str(w.agent_id) + '): overlapping paths',
+      text: 'waits for paths',
+    });
   }
 
   // The holder's latest progress: "42% · message", or nothing.
@@ -771,6 +851,7 @@
       description: str(t.description),
       created_at: t.created_at,
       updated_at: t.updated_at,
+      waiting_on_scope: t.waiting_on_scope && typeof t.waiting_on_scope === 'object' ? t.waiting_on_scope : null,
     };
   }
 
@@ -1146,8 +1227,10 @@
       const w = t.waiting_on_scope;
       add('waiting for', h('span', {
         class: 'mono text-warn', testid: 'detail-waiting-scope',
-        data: { holder: str(w.task_id) },
-        text: str(w.task_id) + ' on ' + str(w.agent_id) + ' (overlapping write scope)',
+        data: { holder: str(w.task_id || w.reservation_id) },
+        text: w.reservation_id
+          ? 'reservation ' + str(w.reservation_id) + ' of ' + str(w.agent_id) + ' (overlapping paths)'
+          : str(w.task_id) + ' on ' + str(w.agent_id) + ' (overlapping write scope)',
       }));
     }
     if (t.result && typeof t.result === 'object' && safeHttpUrl(t.result.pr_url)) {
@@ -1368,6 +1451,7 @@
       by_status: q.by_status || {}, by_priority: q.by_priority || {}, dead_letter: q.dead_letter,
       oldest_queued_age_ms: ageOf(q.oldest_queued_since), oldest_blocked_age_ms: ageOf(q.oldest_blocked_since),
     };
+    model.reservations = claimRows(d.reservations);
     model.deadLetter = (Array.isArray(d.dead_letter_tasks) ? d.dead_letter_tasks : [])
       .filter(function (t) { return t && t.id; }).slice(0, LIST_CAP);
     model.completions = (Array.isArray(d.recent_completions) ? d.recent_completions : [])
@@ -1444,6 +1528,10 @@
         break;
       }
       case 'metrics_snapshot': onMetrics(ev.data || {}); break;
+      case 'reservations':
+        model.reservations = claimRows(ev.reservations);
+        mark('reservations');
+        break;
       case 'alert_fired':
       case 'alert_updated':
         if (ev.data && ev.data.rule_id) {
@@ -1898,6 +1986,7 @@
       case 'retry': doRetry(targetId); break;
       case 'cancel': doCancel(targetId); break;
       case 'ack': doAck(targetId); break;
+      case 'release': doRelease(targetId); break;
       case 'close-detail': closeDetail(); break;
       case 'reconnect-now': reconnectNow(); break;
       case 'backup': doBackup(); break;

@@ -129,6 +129,16 @@ fn every_described_body_and_route_is_what_the_hub_serves() {
             );
         }
     }
+    // The event-log kinds of write scopes and reservations are described.
+    for kind in [
+        "scope_waiting",
+        "scope_granted",
+        "scope_conflict",
+        "scope_released",
+    ] {
+        assert!(schemas["event_kinds"][kind].is_string(), "{kind}");
+        assert!(doc["x-event-kinds"][kind].is_string(), "{kind}");
+    }
     let submit = &doc["paths"]["/api/tasks"]["post"];
     assert_eq!(submit["security"], json!([{"bearer": []}]));
     let one = &submit["requestBody"]["content"]["application/json"]["schema"]["oneOf"][0];

@@ -214,6 +214,39 @@ impl Side {
                 agent.recv_ack(waiter, REPLY_TIMEOUT);
                 Ok(String::new())
             }
+            "reserved_paths" => {
+                let (status, made) = hub.post(
+                    "/api/reservations",
+                    &json!({"repo": "web", "paths": ["infra/**"], "holder": "release-freeze"}),
+                );
+                if status != 201 {
+                    return Err(format!("reservation refused: {made}"));
+                }
+                let id = made["reservation"]["reservation_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                let waiter = submit(
+                    hub,
+                    json!({"description": "Bump terraform", "repo": "web",
+                           "write_paths": ["infra/main.tf"]}),
+                );
+                let w = get_task(hub, &waiter);
+                (w["waiting_on_scope"]["reservation_id"] == id.as_str())
+                    .then(|| format!("{id} {waiter}"))
+                    .ok_or(format!("expected the task to wait for {id}: {w}"))
+            }
+            "released_task_runs" => {
+                let agent = self.agent.as_mut().ok_or("no agent")?;
+                let (task_id, generation) = next_assignment(agent);
+                if task_id != arg {
+                    return Err(format!("assigned {task_id}, expected {arg}"));
+                }
+                agent.accept(arg, generation.clone());
+                agent.send(json!({"type": "task_complete", "task_id": arg, "generation": generation, "result": {}}));
+                agent.recv_ack(arg, REPLY_TIMEOUT);
+                Ok(String::new())
+            }
             "backup_taken" => {
                 let (status, health) = hub.get("/api/admin/storage-health");
                 let on_demand = health["backup"]["last_since_start"]["trigger"] == "on_demand";

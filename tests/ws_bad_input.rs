@@ -9,7 +9,7 @@ use common::*;
 use serde_json::{json, Value};
 
 /// Every client frame type of PROTOCOL.md 1.4.
-const KNOWN_TYPES: [&str; 20] = [
+const KNOWN_TYPES: [&str; 23] = [
     "identify",
     "ping",
     "status",
@@ -30,6 +30,9 @@ const KNOWN_TYPES: [&str; 20] = [
     "state_report",
     "wake_result",
     "agent_restarting",
+    "scope_reserve",
+    "scope_renew",
+    "scope_release",
 ];
 
 fn send_text(agent: &mut Agent, text: &str) -> Value {

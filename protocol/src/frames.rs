@@ -400,7 +400,7 @@ pub enum ClientFrame {
         #[serde(default)]
         reason: Option<String>,
     },
-    /// Reserve repository paths (ext, PROTOCOL.md 6.6); the whole frame is
+    /// Reserve repository paths (ext, PROTOCOL.md 6.21); the whole frame is
     /// checked again by `parse_reserve` (mode, ttl).
     ScopeReserve {
         repo: String,
@@ -521,7 +521,7 @@ pub struct TaskAssignment {
     /// when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_runtime_ms: Option<u64>,
-    /// The task's write scope (ext, PROTOCOL.md 6.5): the repository and the
+    /// The task's write scope (ext, PROTOCOL.md 6.2): the repository and the
     /// globs it may write and read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
@@ -694,7 +694,7 @@ pub enum ServerFrame {
         channel: String,
         agent_id: String,
     },
-    /// A `scope_reserve` or `scope_renew` was granted (ext, PROTOCOL.md 6.6).
+    /// A `scope_reserve` or `scope_renew` was granted (ext, PROTOCOL.md 6.21).
     ScopeGranted {
         reservation: crate::scopes::Reservation,
         #[serde(default, skip_serializing_if = "Option::is_none")]

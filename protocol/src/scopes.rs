@@ -1,4 +1,4 @@
-//! Direct reservations of repository paths (ext, PROTOCOL.md 6.6): what the
+//! Direct reservations of repository paths (ext, PROTOCOL.md 6.21): what the
 //! `scope_reserve` / `scope_renew` / `scope_release` frames and the
 //! `/api/reservations` routes carry, the two modes, and the limits.
 

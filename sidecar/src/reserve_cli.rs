@@ -1,5 +1,5 @@
 //! `agentcom-sidecar scope reserve | renew | release | list`: direct
-//! reservations of repository paths with this agent's token (PROTOCOL.md 6.6).
+//! reservations of repository paths with this agent's token (PROTOCOL.md 6.21).
 //!
 //! Each prints the hub's JSON answer on stdout. Exit codes: 0 granted or done;
 //! 3 a conflict (the answer names the holder); 2 a request the hub refused as

@@ -333,7 +333,7 @@ impl AgentSession {
         }
     }
 
-    /// `scope_reserve`, `scope_renew`, `scope_release` (ext, PROTOCOL.md 6.6):
+    /// `scope_reserve`, `scope_renew`, `scope_release` (ext, PROTOCOL.md 6.21):
     /// ask the queue, answer in order.
     fn scope_frame(&mut self, frame: ClientFrame, ctx: &mut ws::WebsocketContext<Self>) {
         let Some(me) = self.agent_id().map(str::to_string) else {

@@ -262,14 +262,14 @@ mod tests {
     fn a_reservation_made_for_a_task_never_conflicts_with_its_own_claim() {
         let mut r = Reservations::default();
         assert!(r.grant(claim("a", "web", &["src/**"], &[]), 0).is_ok());
-        let mut extra = claim("r1", "web", &["src/lib.rs", "Cargo.toml"], &[]);
+        let mut extra = claim("r1", "web", &["src/lib.rs", "/Cargo.toml"], &[]);
         extra.task_id = Some("task-a".into());
         extra.expires_at = Some(100);
         assert!(r.grant(extra, 0).is_ok(), "same task");
         assert_eq!(r.next_expiry(), Some(100));
         assert_eq!(r.get("r1", 0).map(|c| c.holder.as_str()), Some("agent-r1"));
         assert!(r.get("r1", 100).is_none(), "lapsed");
-        let other = claim("b", "web", &["Cargo.toml"], &[]);
+        let other = claim("b", "web", &["/Cargo.toml"], &[]);
         assert_eq!(r.conflict(&other, 0).map(|c| c.id.as_str()), Some("r1"));
         assert_eq!(r.release_task("task-a").len(), 2, "released with the task");
     }

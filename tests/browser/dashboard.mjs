@@ -169,9 +169,32 @@ async function main() {
     await page.locator(tid('detail-scope'), { hasText: 'src/api/handlers.rs' }).waitFor();
     await page.locator(`${tid('detail-waiting-scope')}[data-holder="${holderId}"]`, { hasText: AGENT_ID }).waitFor();
     await page.click(tid('task-detail-close'));
+    // The running task's scope is listed with the reserved paths.
+    const held = page.locator(`${tid('reservation-row')}[data-kind="task"][data-task-id="${holderId}"]`);
+    await held.locator(tid('reservation-paths'), { hasText: 'src/api/**' }).waitFor();
+    await held.locator(tid('reservation-holder'), { hasText: AGENT_ID }).waitFor();
     await hub('scoped_pair_runs', `${holderId} ${waiterId}`);
     await page.locator(`${tid('task-row')}[data-task-id="${waiterId}"][data-status="completed"]`).waitFor();
+    await held.waitFor({ state: 'detached' });
     console.log(`scope ${waiterId} waited for ${holderId}`);
+
+    // An operator's reservation: listed with holder and expiry; a task that
+    // overlaps waits for it and runs once it is released from the page.
+    const [resId, frozenId] = (await hub('reserved_paths')).split(' ');
+    await page.click(tid('tasks-refresh'));
+    await page.locator(`${tid('task-row')}[data-task-id="${frozenId}"] ${tid('task-waiting-scope')}`).waitFor();
+    const resRow = page.locator(`${tid('reservation-row')}[data-reservation-id="${resId}"]`);
+    await resRow.locator(tid('reservation-holder'), { hasText: 'release-freeze' }).waitFor();
+    await resRow.locator('.res-expiry', { hasText: /^in \d+m$/ }).waitFor();
+    await page.click(`${tid('task-row')}[data-task-id="${frozenId}"]`);
+    await page.locator(`${tid('detail-waiting-scope')}[data-holder="${resId}"]`, { hasText: 'release-freeze' }).waitFor();
+    await page.click(tid('task-detail-close'));
+    await resRow.locator(tid('release-btn')).click();
+    await page.locator(tid('action-result'), { hasText: `release ${resId}: released` }).waitFor();
+    await resRow.waitFor({ state: 'detached' });
+    await hub('released_task_runs', frozenId);
+    await page.locator(`${tid('task-row')}[data-task-id="${frozenId}"][data-status="completed"]`).waitFor();
+    console.log(`reservation ${resId} released from the page; ${frozenId} ran`);
 
     // Filters: only cancelled tasks (none) and back to all.
     await page.selectOption(tid('tasks-filter-status'), 'cancelled');

@@ -1,4 +1,4 @@
-//! Direct reservations of repository paths (ext, PROTOCOL.md 6.6), by agents
+//! Direct reservations of repository paths (ext, PROTOCOL.md 6.21), by agents
 //! and operators.
 //!
 //! | message | sent by | answer |

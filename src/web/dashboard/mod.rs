@@ -25,7 +25,7 @@ use crate::agents::presence::{ListAgents, Presence};
 use crate::agents::ratelimit::RateLimits;
 use crate::ops::alerts::{Alerter, AlertsView};
 use crate::ops::metrics::{History, Metrics, Snapshot};
-use crate::queue::{DeadLetters, RecentCompletions, Stats, TaskQueue};
+use crate::queue::{DeadLetters, ListReservations, RecentCompletions, Stats, TaskQueue};
 use crate::storage::backup::Maintenance;
 use crate::storage::bus::EventBus;
 use crate::util::now_ms;
@@ -132,13 +132,15 @@ impl DashboardDeps {
             newest_first: true,
         });
         let completions = self.queue.send(RecentCompletions);
+        let reservations = self.queue.send(ListReservations { repo: None });
         let agents = self.presence.send(ListAgents { online_only: false });
         let alerts = self.alerter.send(AlertsView);
         let history = self.metrics.send(History);
-        let (stats, dead, (recent, throughput), agents, alerts, history) = (
+        let (stats, dead, (recent, throughput), reservations, agents, alerts, history) = (
             stats.await?,
             dead.await?,
             completions.await?,
+            reservations.await?,
             agents.await?,
             alerts.await?,
             history.await?,
@@ -188,6 +190,7 @@ impl DashboardDeps {
             "agents": cards,
             "queue": stats,
             "dead_letter_tasks": dead,
+            "reservations": reservations,
             "recent_completions": recent,
             "throughput": throughput,
             "storage": storage,

@@ -1,4 +1,4 @@
-//! Direct reservations of repository paths (ext, PROTOCOL.md 6.6):
+//! Direct reservations of repository paths (ext, PROTOCOL.md 6.21):
 //! `POST /api/reservations`, `POST /api/reservations/:id/renew`,
 //! `DELETE /api/reservations/:id`, `GET /api/reservations`.
 //!

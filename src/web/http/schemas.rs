@@ -15,7 +15,7 @@ use super::standing::{ORDER_FIELDS, ORDER_UPDATE_FIELDS};
 use crate::error::ApiError;
 use crate::protocol::{
     client_frame_schemas, object_schema, priority_json_schema, Field, PROTOCOL_VERSION,
-    TASK_SPEC_FIELDS,
+    RENEW_FIELDS, RESERVE_FIELDS, TASK_SPEC_FIELDS,
 };
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
@@ -105,6 +105,24 @@ fn thresholds_body() -> Value {
             "dead_letter_growth": integer,
             "agent_failing_attempts": {"type": "integer", "minimum": 1, "maximum": 50}}})
 }
+
+/// `POST /api/reservations`: the request, and (admin token) the holder.
+fn reservation_body() -> Value {
+    let mut schema = object_schema(RESERVE_FIELDS);
+    schema["properties"]["holder"] = json!({"type": "string", "minLength": 1, "maxLength": 128,
+        "description": "admin token only: the agent the paths are held for (default admin)"});
+    schema
+}
+
+/// The event log's kinds for write scopes and reservations (ext), with what
+/// each records.
+const SCOPE_EVENT_KINDS: &[(&str, &str)] = &[
+    ("scope_waiting", "a queued task waits for a claim on overlapping paths (details.holder_task_id, holder_agent_id)"),
+    ("scope_granted", "a reservation was granted (details.reservation_id, repo, paths, mode, expires_at)"),
+    ("scope_conflict", "a reservation was refused: details.holder names who holds the overlap"),
+    ("scope_renewed", "a reservation's expiry moved (details.expires_at)"),
+    ("scope_released", "a reservation ended (details.reason: released, expired or task_ended)"),
+];
 
 /// Query parameters of the event-log routes.
 const EVENT_QUERY: &[(&str, &str, &str)] = &[
@@ -228,6 +246,39 @@ fn catalog() -> Vec<Route> {
             )
         },
         route("GET", "/api/queue/lanes", Token, "Paused priority lanes"),
+        Route {
+            body: BodyDoc::Schema(reservation_body),
+            ..route(
+                "POST",
+                "/api/reservations",
+                Token,
+                "Reserve repository paths: 201 granted, or 409 scope_conflict naming the holder",
+            )
+        },
+        Route {
+            query: &[("repo", "string", "only this repository's claims")],
+            ..route(
+                "GET",
+                "/api/reservations",
+                Token,
+                "Live claims on repository paths: reservations and running tasks' scopes",
+            )
+        },
+        Route {
+            body: BodyDoc::Fields(RENEW_FIELDS),
+            ..route(
+                "POST",
+                "/api/reservations/{id}/renew",
+                Token,
+                "Move a reservation's expiry (its holder, or the admin)",
+            )
+        },
+        route(
+            "DELETE",
+            "/api/reservations/{id}",
+            Token,
+            "Release a reservation (its holder, or the admin)",
+        ),
         Route {
             body: BodyDoc::Fields(ORDER_FIELDS),
             ..route(
@@ -698,14 +749,28 @@ pub(super) fn describe() -> Value {
         },
         "dashboard_websocket": dashboard_frames(),
         "http": http,
+        "event_kinds": event_kinds(),
         "errors": {
             "validation_failed": {"status": 422, "body": {"error": "validation_failed",
                 "errors": [{"field": "string", "error": "required|wrong_type|too_long|invalid_value|unknown_message_type", "detail": "string"}]}},
             "unauthorized": {"status": 401}, "admin_only": {"status": 403},
             "not_found": {"status": 404},
             "rate_limited": {"status": 429, "body": {"error": "rate_limited", "retry_after_ms": "integer", "tier": "light|normal|heavy"}},
+            "scope_conflict": {"status": 409, "body": {"error": "scope_conflict", "status": "conflict",
+                "holder": {"agent_id": "string", "task_id": "string?", "reservation_id": "string?", "repo": "string", "paths": ["string"]}}},
+            "reservation_not_found": {"status": 404}, "not_holder": {"status": 403},
+            "task_not_held": {"status": 409}, "too_many_reservations": {"status": 409},
         },
     })
+}
+
+/// The event-log kinds the schema documents (ext).
+fn event_kinds() -> Value {
+    SCOPE_EVENT_KINDS
+        .iter()
+        .map(|(k, d)| (k.to_string(), Value::from(*d)))
+        .collect::<Map<String, Value>>()
+        .into()
 }
 
 /// The HTTP API as OpenAPI 3.0.
@@ -749,6 +814,7 @@ pub(super) fn openapi() -> Value {
         "info": {"title": "AgentCom hub", "version": env!("CARGO_PKG_VERSION"),
                  "description": format!("Wire protocol {PROTOCOL_VERSION}; WebSocket frames: GET /api/schemas")},
         "paths": paths,
+        "x-event-kinds": event_kinds(),
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "responses": {
