@@ -45,7 +45,11 @@ pub const TASK_SPEC_FIELDS: &[Field] = &[
     opt("repo", id(MAX_REPO)),
     opt("write_paths", Kind::StrList),
     opt("read_paths", Kind::StrList),
+    opt("concurrency_key", id(MAX_CONCURRENCY_KEY)),
 ];
+
+/// Longest `concurrency_key` (ext).
+pub const MAX_CONCURRENCY_KEY: usize = 128;
 
 /// Longest `repo` name of a write scope (ext).
 pub const MAX_REPO: usize = 256;
@@ -152,6 +156,10 @@ pub struct TaskSpec {
     /// Globs of what the task reads: only writes conflict with them (ext).
     #[serde(default)]
     pub read_paths: Vec<String>,
+    /// Caps how many tasks of the key run at once (an operator's limit) and
+    /// groups them for round-robin service within a priority (ext).
+    #[serde(default)]
+    pub concurrency_key: Option<String>,
 }
 
 /// Validates one task submission. Field names in errors are prefixed with `prefix`
@@ -261,6 +269,7 @@ pub fn parse_task_spec(v: &Value, prefix: &str) -> Result<TaskSpec, Vec<FieldErr
         repo: str_of("repo"),
         write_paths,
         read_paths,
+        concurrency_key: str_of("concurrency_key"),
     })
 }
 

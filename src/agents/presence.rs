@@ -240,15 +240,12 @@ impl Handler<ControlAgent> for Presence {
             .insert(CONTROLS_KEY, encode(&all))
             .map_err(StoreError::from)
             .and_then(|_| {
-                self.deps.log.append([NewEvent {
-                    ts: now_ms(),
-                    kind: msg.action.kind().into(),
-                    task_id: None,
-                    task_seq: None,
-                    agent_id: Some(msg.agent_id.clone()),
-                    actor: msg.by.clone(),
-                    details: serde_json::json!({"draining": controls.draining, "disabled": controls.disabled}),
-                }])
+                self.deps.log.append([NewEvent::untasked(
+                    msg.action.kind(),
+                    Some(msg.agent_id.clone()),
+                    &msg.by,
+                    serde_json::json!({"draining": controls.draining, "disabled": controls.disabled}),
+                )])
             });
         if let Err(e) = written {
             return Box::pin(fut::ready(Err(e)));
@@ -325,15 +322,12 @@ impl Handler<PresenceUpdate> for Presence {
         };
         if let Some(kind) = logged {
             let info = msg.view.info(false);
-            let event = NewEvent {
-                ts: now_ms(),
-                kind: kind.into(),
-                task_id: None,
-                task_seq: None,
-                agent_id: Some(agent_id.clone()),
-                actor: agent_id.clone(),
-                details: serde_json::json!({"name": info.name, "capabilities": info.capabilities}),
-            };
+            let event = NewEvent::untasked(
+                kind,
+                Some(agent_id.clone()),
+                &agent_id,
+                serde_json::json!({"name": info.name, "capabilities": info.capabilities}),
+            );
             // Durable with the next flush of the store (a connect acknowledges nothing).
             if let Err(e) = self.deps.log.record([event]) {
                 tracing::error!(agent_id = %agent_id, error = %e, "event log write failed");

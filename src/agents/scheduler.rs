@@ -17,7 +17,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use crate::agents::fsm::{AgentFsm, Assigned, NothingAssigned};
-use crate::domain::matching::{Match, MatchIndex, TaskId};
+use crate::domain::matching::{HoldId, Match, MatchIndex, Placement, TaskId};
 use crate::queue::{Assign, TaskQueue};
 
 pub(crate) struct Scheduler {
@@ -97,6 +97,8 @@ pub(crate) struct TaskReady {
     pub capabilities: Arc<[String]>,
     /// The agent whose attempt of this task just failed: served last.
     pub avoid: Option<String>,
+    /// Its fairness group and holds (write scope group, concurrency key).
+    pub placement: Placement,
 }
 
 impl Handler<TaskReady> for Scheduler {
@@ -130,15 +132,56 @@ impl Handler<TasksReady> for Scheduler {
 
 impl Scheduler {
     fn ready(&mut self, msg: TaskReady, ctx: &mut Context<Self>) {
-        let matched = self.index.task_ready_avoiding(
+        let matched = self.index.task_ready_placed(
             msg.task_id,
-            msg.seq,
-            msg.priority,
+            (msg.seq, msg.priority),
             &msg.capabilities,
+            msg.placement,
             msg.avoid.as_deref(),
         );
         if let Some(matched) = matched {
             self.dispatch(matched, ctx);
+        }
+    }
+}
+
+/// Holds taken (`true`) and released by the queue, in order: a write scope a
+/// running task or reservation holds, a concurrency key at its limit. With
+/// `replace`, these are all the holds there are (a queue that reloaded).
+#[derive(Message, Debug, Default)]
+#[rtype(result = "()")]
+pub(crate) struct Holds {
+    pub changes: Vec<(HoldId, bool)>,
+    pub replace: bool,
+}
+
+impl Handler<Holds> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, msg: Holds, ctx: &mut Context<Self>) {
+        if msg.replace {
+            let keep: std::collections::HashSet<&HoldId> = msg
+                .changes
+                .iter()
+                .filter(|(_, held)| *held)
+                .map(|(h, _)| h)
+                .collect();
+            for h in self.index.held() {
+                if !keep.contains(&h) {
+                    for matched in self.index.release(&h) {
+                        self.dispatch(matched, ctx);
+                    }
+                }
+            }
+        }
+        for (h, held) in msg.changes {
+            if held {
+                self.index.hold(h);
+            } else {
+                for matched in self.index.release(&h) {
+                    self.dispatch(matched, ctx);
+                }
+            }
         }
     }
 }

@@ -1,14 +1,23 @@
 //! The scheduler's matching index: ready tasks and idle agents, both indexed by
 //! capability signature (the sorted list of capabilities a task needs).
 //!
-//! - `ready[sig]`: ready tasks ordered by (priority, sequence);
+//! - ready tasks wait in *buckets*: one per (signature, fairness group, holds)
+//!   seen, each ordered by (priority, sequence);
 //! - `idle[sig]`: idle agents able to serve `sig`, ordered by how long they have
 //!   been idle (longest first), built the first time `sig` is seen.
 //!
+//! A task's fairness group is its concurrency key (else its correlation id):
+//! within a priority, an agent takes the head of the group served longest ago,
+//! so groups are served round-robin however many tasks each has. A task's holds
+//! (its write scope's group, its concurrency key) keep it back while any is held
+//! (`hold`); `release` serves what a hold kept back.
+//!
 //! After every call the index holds no pair of an idle agent and a ready task it
-//! could take: a call that would create one answers it as a [`Match`] instead (the
-//! task and the agent leave the index). A new task costs O(log n); a newly idle
-//! agent costs O(signatures × log n). Nothing scans all tasks or all agents.
+//! could take (outside held buckets): a call that would create one answers it as
+//! a [`Match`] instead (the task and the agent leave the index). A new task costs
+//! O(log n); a newly idle agent O(buckets × log n); a release O(buckets of that
+//! hold × log n). Nothing scans all tasks or all agents; `ops` counts the
+//! buckets and sets visited, for the tests that bound it.
 //!
 //! Architecture invariant: pure data. It decides *who*, knows no actor, no clock
 //! and no task record; `A` is whatever the caller needs to reach an agent.
@@ -16,16 +25,44 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use ahash::AHashMap;
+use ahash::{AHashMap, AHashSet};
 
 /// A capability signature: sorted, without repeats. One copy per signature.
 type Sig = Arc<[String]>;
 /// A task id, shared with the queue's own index (one copy in memory).
 pub(crate) type TaskId = Arc<str>;
+/// A hold: a name the queue holds and releases (`scope:<group>`, `key:<key>`).
+pub(crate) type HoldId = Arc<str>;
 /// Ordering key of a ready task: (priority, sequence, id).
 type TaskKey = (u8, u64, TaskId);
 /// Ordering key of an idle agent: idle since (ms), then id.
 type IdleKey = (i64, String);
+type BucketId = u32;
+/// A fairness group: a concurrency key or correlation id, or none.
+type Fair = Option<Arc<str>>;
+/// How an agent ranks the heads it may take: (priority, the head's group's last
+/// service, sequence).
+type Rank = (u8, u64, u64);
+
+/// Where a ready task waits besides its signature (see the module documentation).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub(crate) struct Placement {
+    /// Its round-robin group within a priority.
+    pub fair: Option<Arc<str>>,
+    /// Kept back while any of these is held.
+    pub holds: Vec<HoldId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct BucketKey {
+    sig: Sig,
+    placement: Placement,
+}
+
+struct Bucket {
+    key: BucketKey,
+    tasks: BTreeSet<TaskKey>,
+}
 
 struct IdleAgent<A> {
     since: i64,
@@ -44,20 +81,40 @@ pub(crate) struct Match<A> {
 
 /// See the module documentation.
 pub(crate) struct MatchIndex<A> {
-    ready: AHashMap<Sig, BTreeSet<TaskKey>>,
-    /// task id → (signature, priority, sequence), to remove a ready task by id.
-    ready_index: AHashMap<TaskId, (Sig, u8, u64)>,
+    /// Buckets with ready tasks, by id (a free slot is `None`).
+    buckets: Vec<Option<Bucket>>,
+    bucket_ids: AHashMap<BucketKey, BucketId>,
+    free: Vec<BucketId>,
+    /// task id → (bucket, priority, sequence), to remove a ready task by id.
+    ready_index: AHashMap<TaskId, (BucketId, u8, u64)>,
+    held: AHashSet<HoldId>,
+    /// hold → the buckets it keeps back.
+    by_hold: AHashMap<HoldId, AHashSet<BucketId>>,
+    /// fairness group → when it was last served (a rising tick; 0: never).
+    served: AHashMap<Option<Arc<str>>, u64>,
+    /// fairness group → how many buckets it has (its turn is kept while any).
+    fair_buckets: AHashMap<Option<Arc<str>>, usize>,
+    tick: u64,
     idle: HashMap<Sig, BTreeSet<IdleKey>>,
     agents: HashMap<String, IdleAgent<A>>,
+    ops: u64,
 }
 
 impl<A> Default for MatchIndex<A> {
     fn default() -> Self {
         MatchIndex {
-            ready: AHashMap::new(),
+            buckets: Vec::new(),
+            bucket_ids: AHashMap::new(),
+            free: Vec::new(),
             ready_index: AHashMap::new(),
+            held: AHashSet::new(),
+            by_hold: AHashMap::new(),
+            served: AHashMap::new(),
+            fair_buckets: AHashMap::new(),
+            tick: 0,
             idle: HashMap::new(),
             agents: HashMap::new(),
+            ops: 0,
         }
     }
 }
@@ -78,58 +135,77 @@ impl<A> MatchIndex<A> {
         priority: u8,
         capabilities: Vec<String>,
     ) -> Option<Match<A>> {
-        self.task_ready_avoiding(task_id.into(), seq, priority, &capabilities, None)
+        let placement = Placement::default();
+        self.task_ready_placed(
+            task_id.into(),
+            (seq, priority),
+            &capabilities,
+            placement,
+            None,
+        )
     }
 
-    /// [`MatchIndex::task_ready`], where `avoid` (the agent whose attempt just
-    /// failed) takes the task only when no other covering agent is idle.
-    pub(crate) fn task_ready_avoiding(
+    /// [`MatchIndex::task_ready`] with the task's placement; `avoid` (the agent
+    /// whose attempt just failed) takes the task only when no other covering
+    /// agent is idle. A task kept back by a held hold waits.
+    pub(crate) fn task_ready_placed(
         &mut self,
         task_id: TaskId,
-        seq: u64,
-        priority: u8,
+        (seq, priority): (u64, u8),
         capabilities: &[String],
+        placement: Placement,
         avoid: Option<&str>,
     ) -> Option<Match<A>> {
+        self.ops += 1;
         if self.ready_index.contains_key(&task_id) {
             return None;
         }
-        let sig: Sig = match self.ready.get_key_value(capabilities) {
+        let sig: Sig = match self.idle.get_key_value(capabilities) {
             Some((sig, _)) => sig.clone(),
-            None => match self.idle.get_key_value(capabilities) {
-                Some((sig, _)) => sig.clone(),
-                None => capabilities.into(),
-            },
+            None => capabilities.into(),
         };
-        let idle = self.idle_for(&sig);
-        let pick = match avoid {
-            Some(avoid) => idle
-                .iter()
-                .find(|(_, id)| id != avoid)
-                .or_else(|| idle.first()),
-            None => idle.first(),
-        };
-        if let Some((_, agent_id)) = pick.cloned() {
-            return self.take_agent(&task_id, agent_id);
+        let free = !placement.holds.iter().any(|h| self.held.contains(h));
+        if free {
+            let idle = self.idle_for(&sig);
+            let pick = match avoid {
+                Some(avoid) => idle
+                    .iter()
+                    .find(|(_, id)| id != avoid)
+                    .or_else(|| idle.first()),
+                None => idle.first(),
+            };
+            if let Some((_, agent_id)) = pick.cloned() {
+                self.served_now(&placement.fair);
+                return self.take_agent(&task_id, agent_id);
+            }
         }
-        self.ready
-            .entry(sig.clone())
-            .or_default()
-            .insert((priority, seq, task_id.clone()));
-        self.ready_index.insert(task_id, (sig, priority, seq));
+        let bucket = self.bucket(BucketKey { sig, placement });
+        if let Some(b) = self.buckets[bucket as usize].as_mut() {
+            b.tasks.insert((priority, seq, task_id.clone()));
+        }
+        self.ready_index.insert(task_id, (bucket, priority, seq));
         None
     }
 
     /// A ready task is no longer schedulable; whether it was waiting.
     pub(crate) fn task_unready(&mut self, task_id: &str) -> bool {
-        let Some((id, (sig, priority, seq))) = self.ready_index.remove_entry(task_id) else {
+        self.ops += 1;
+        let Some((id, (bucket, priority, seq))) = self.ready_index.remove_entry(task_id) else {
             return false;
         };
-        if let Some(set) = self.ready.get_mut(&sig) {
-            set.remove(&(priority, seq, id));
-            if set.is_empty() {
-                self.ready.remove(&sig);
+        let empty = match self
+            .buckets
+            .get_mut(bucket as usize)
+            .and_then(Option::as_mut)
+        {
+            Some(b) => {
+                b.tasks.remove(&(priority, seq, id));
+                b.tasks.is_empty()
             }
+            None => false,
+        };
+        if empty {
+            self.drop_bucket(bucket);
         }
         true
     }
@@ -139,9 +215,51 @@ impl<A> MatchIndex<A> {
         self.ready_index.reserve(n);
     }
 
+    /// `hold` is held: the tasks it keeps back wait (they stay in the index).
+    pub(crate) fn hold(&mut self, hold: HoldId) {
+        self.ops += 1;
+        self.held.insert(hold);
+    }
+
+    /// `hold` is released: what it kept back is served to idle agents now.
+    pub(crate) fn release(&mut self, hold: &str) -> Vec<Match<A>> {
+        self.ops += 1;
+        if !self.held.remove(hold) {
+            return Vec::new();
+        }
+        let buckets: Vec<BucketId> = self
+            .by_hold
+            .get(hold)
+            .map(|b| b.iter().copied().collect())
+            .unwrap_or_default();
+        let mut matches = Vec::new();
+        for bucket in buckets {
+            matches.extend(self.serve_bucket(bucket));
+        }
+        matches
+    }
+
+    /// Every hold held.
+    pub(crate) fn held(&self) -> Vec<HoldId> {
+        self.held.iter().cloned().collect()
+    }
+
+    /// Whether `hold` is held.
+    #[cfg(test)]
+    pub(crate) fn is_held(&self, hold: &str) -> bool {
+        self.held.contains(hold)
+    }
+
+    /// Buckets and sets visited so far (for the tests that bound the work).
+    #[cfg_attr(not(test), expect(dead_code, reason = "read by the tests only"))]
+    pub(crate) fn ops(&self) -> u64 {
+        self.ops
+    }
+
     /// An agent became idle (replacing what the index knew of it). It takes the
-    /// best ready task it covers, the lowest (priority, sequence) over the heads
-    /// of every signature it covers; else it waits in the index.
+    /// best ready task it covers: the lowest (priority, fairness group's last
+    /// service, sequence) over the heads of every bucket it covers that nothing
+    /// holds; else it waits in the index.
     pub(crate) fn agent_idle(
         &mut self,
         agent_id: String,
@@ -157,20 +275,16 @@ impl<A> MatchIndex<A> {
         };
         let key = (agent.since, agent_id.clone());
         for (sig, set) in self.idle.iter_mut() {
+            self.ops += 1;
             if covers(&agent.capabilities, sig) {
                 set.insert(key.clone());
             }
         }
-        let best = self
-            .ready
-            .iter()
-            .filter(|(sig, _)| covers(&agent.capabilities, sig))
-            .filter_map(|(_, set)| set.first())
-            .min()
-            .map(|(_, _, id)| id.clone());
+        let best = self.best_for(&agent.capabilities);
         self.agents.insert(agent_id.clone(), agent);
-        let task_id = best?;
+        let (task_id, fair) = best?;
         self.task_unready(&task_id);
+        self.served_now(&fair);
         self.take_agent(&task_id, agent_id)
     }
 
@@ -179,25 +293,20 @@ impl<A> MatchIndex<A> {
         let agent = self.agents.remove(agent_id)?;
         let key = (agent.since, agent_id.to_string());
         for set in self.idle.values_mut() {
+            self.ops += 1;
             set.remove(&key);
         }
         Some(agent.handle)
     }
 
-    /// Every (ready task, idle agent covering it) pair the index still holds, as
-    /// matches. None while the invariant holds: a safety net only.
+    /// Every (ready task, idle agent covering it) pair the index still holds
+    /// outside held buckets, as matches. None while the invariant holds: a
+    /// safety net only.
     pub(crate) fn repair(&mut self) -> Vec<Match<A>> {
+        let ids: Vec<BucketId> = self.bucket_ids.values().copied().collect();
         let mut matches = Vec::new();
-        let sigs: Vec<Sig> = self.ready.keys().cloned().collect();
-        for sig in sigs {
-            while let Some((_, _, task_id)) = self.ready.get(&sig).and_then(|s| s.first()).cloned()
-            {
-                let Some((_, agent_id)) = self.idle_for(&sig).first().cloned() else {
-                    break;
-                };
-                self.task_unready(&task_id);
-                matches.extend(self.take_agent(&task_id, agent_id));
-            }
+        for bucket in ids {
+            matches.extend(self.serve_bucket(bucket));
         }
         matches
     }
@@ -212,6 +321,117 @@ impl<A> MatchIndex<A> {
     #[cfg(test)]
     fn idle_len(&self) -> usize {
         self.agents.len()
+    }
+
+    /// The best head an agent with `caps` may take: (task, its fairness group).
+    fn best_for(&mut self, caps: &HashSet<String>) -> Option<(TaskId, Fair)> {
+        let mut best: Option<(Rank, &TaskId, &Fair)> = None;
+        for bucket in self.buckets.iter().flatten() {
+            self.ops += 1;
+            let p = &bucket.key.placement;
+            if !covers(caps, &bucket.key.sig) || p.holds.iter().any(|h| self.held.contains(h)) {
+                continue;
+            }
+            let Some((priority, seq, id)) = bucket.tasks.first() else {
+                continue;
+            };
+            let served = self.served.get(&p.fair).copied().unwrap_or(0);
+            let rank = (*priority, served, *seq);
+            if best.as_ref().is_none_or(|(r, _, _)| rank < *r) {
+                best = Some((rank, id, &p.fair));
+            }
+        }
+        best.map(|(_, id, fair)| (id.clone(), fair.clone()))
+    }
+
+    /// Serves a bucket nothing holds to the idle agents covering it, head first.
+    fn serve_bucket(&mut self, bucket: BucketId) -> Vec<Match<A>> {
+        let mut matches = Vec::new();
+        loop {
+            self.ops += 1;
+            let Some(b) = self.buckets.get(bucket as usize).and_then(Option::as_ref) else {
+                break;
+            };
+            if b.key.placement.holds.iter().any(|h| self.held.contains(h)) {
+                break;
+            }
+            let Some((_, _, task_id)) = b.tasks.first().cloned() else {
+                break;
+            };
+            let (sig, fair) = (b.key.sig.clone(), b.key.placement.fair.clone());
+            let Some((_, agent_id)) = self.idle_for(&sig).first().cloned() else {
+                break;
+            };
+            self.task_unready(&task_id);
+            self.served_now(&fair);
+            matches.extend(self.take_agent(&task_id, agent_id));
+        }
+        matches
+    }
+
+    fn served_now(&mut self, fair: &Option<Arc<str>>) {
+        self.tick += 1;
+        self.served.insert(fair.clone(), self.tick);
+    }
+
+    /// The bucket for `key`, made when first needed.
+    fn bucket(&mut self, key: BucketKey) -> BucketId {
+        if let Some(id) = self.bucket_ids.get(&key) {
+            return *id;
+        }
+        let bucket = Bucket {
+            key: key.clone(),
+            tasks: BTreeSet::new(),
+        };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.buckets[id as usize] = Some(bucket);
+                id
+            }
+            None => {
+                self.buckets.push(Some(bucket));
+                (self.buckets.len() - 1) as BucketId
+            }
+        };
+        for h in &key.placement.holds {
+            self.by_hold.entry(h.clone()).or_default().insert(id);
+        }
+        *self
+            .fair_buckets
+            .entry(key.placement.fair.clone())
+            .or_default() += 1;
+        self.bucket_ids.insert(key, id);
+        id
+    }
+
+    /// An empty bucket goes (its fairness group's turn is forgotten with its
+    /// last bucket).
+    fn drop_bucket(&mut self, id: BucketId) {
+        let Some(bucket) = self.buckets.get_mut(id as usize).and_then(Option::take) else {
+            return;
+        };
+        self.free.push(id);
+        self.bucket_ids.remove(&bucket.key);
+        for h in &bucket.key.placement.holds {
+            if let Some(set) = self.by_hold.get_mut(h) {
+                set.remove(&id);
+                if set.is_empty() {
+                    self.by_hold.remove(h);
+                }
+            }
+        }
+        let fair = &bucket.key.placement.fair;
+        let left = match self.fair_buckets.get_mut(fair) {
+            Some(n) => {
+                *n = n.saturating_sub(1);
+                *n
+            }
+            None => 0,
+        };
+        if left == 0 {
+            self.fair_buckets.remove(fair);
+            self.served.remove(fair);
+        }
     }
 
     /// The idle set for `sig`, built from the idle agents the first time `sig`
@@ -327,10 +547,11 @@ mod tests {
         let mut index = MatchIndex::default();
         index.agent_idle("failed".into(), 10, caps(&["x"]), ());
         index.agent_idle("other".into(), 20, caps(&["x"]), ());
-        let m = index.task_ready_avoiding("t".into(), 1, 2, &caps(&["x"]), Some("failed"));
+        let none = Placement::default;
+        let m = index.task_ready_placed("t".into(), (1, 2), &caps(&["x"]), none(), Some("failed"));
         assert_eq!(pair(m), Some(("t".into(), "other".into())));
         // Alone, it still takes the task.
-        let m = index.task_ready_avoiding("u".into(), 2, 2, &caps(&["x"]), Some("failed"));
+        let m = index.task_ready_placed("u".into(), (2, 2), &caps(&["x"]), none(), Some("failed"));
         assert_eq!(pair(m), Some(("u".into(), "failed".into())));
     }
 
@@ -364,6 +585,139 @@ mod tests {
         assert_eq!(index.task_ready("t".into(), 1, 2, caps(&["x"])), None);
         let m = index.task_ready("u".into(), 2, 2, caps(&["y"]));
         assert_eq!(m.map(|m| m.agent), Some("new"));
+    }
+
+    fn placed(fair: Option<&str>, holds: &[&str]) -> Placement {
+        Placement {
+            fair: fair.map(Into::into),
+            holds: holds.iter().map(|h| (*h).into()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_held_task_waits_and_its_release_serves_it() {
+        let mut index = MatchIndex::default();
+        index.hold("scope:1".into());
+        let m = index.task_ready_placed(
+            "t".into(),
+            (1, 2),
+            &caps(&[]),
+            placed(None, &["scope:1"]),
+            None,
+        );
+        assert_eq!(m, None);
+        // An idle agent passes over it and takes what nothing holds.
+        index.task_ready("free".into(), 2, 2, caps(&[]));
+        assert_eq!(
+            pair(index.agent_idle("a".into(), 1, caps(&[]), ())),
+            Some(("free".into(), "a".into()))
+        );
+        assert_eq!(index.agent_idle("b".into(), 2, caps(&[]), ()), None);
+        assert!(index.is_held("scope:1"));
+        let served: Vec<_> = index
+            .release("scope:1")
+            .into_iter()
+            .map(|m| (m.task_id, m.agent_id))
+            .collect();
+        assert_eq!(served, vec![("t".to_string(), "b".to_string())]);
+        assert!(index.release("scope:1").is_empty(), "released once");
+        // Two holds: both must be free.
+        index.hold("scope:2".into());
+        index.hold("key:k".into());
+        index.task_ready_placed(
+            "u".into(),
+            (3, 2),
+            &caps(&[]),
+            placed(Some("k"), &["scope:2", "key:k"]),
+            None,
+        );
+        assert_eq!(index.agent_idle("c".into(), 3, caps(&[]), ()), None);
+        assert!(index.release("scope:2").is_empty(), "still held by its key");
+        assert_eq!(index.release("key:k").len(), 1);
+        assert_eq!(index.ready_len(), 0);
+    }
+
+    #[test]
+    fn fairness_groups_are_served_round_robin_within_a_priority() {
+        let mut index = MatchIndex::default();
+        for i in 0..1000 {
+            index.task_ready_placed(
+                format!("a{i}").into(),
+                (i, 2),
+                &caps(&[]),
+                placed(Some("A"), &[]),
+                None,
+            );
+        }
+        for i in 0..10 {
+            index.task_ready_placed(
+                format!("b{i}").into(),
+                (1000 + i, 2),
+                &caps(&[]),
+                placed(Some("B"), &[]),
+                None,
+            );
+        }
+        // An urgent task of either group still goes first.
+        index.task_ready_placed(
+            "urgent".into(),
+            (5000, 0),
+            &caps(&[]),
+            placed(Some("A"), &[]),
+            None,
+        );
+        let order: Vec<String> = (0..22)
+            .filter_map(|i| index.agent_idle(format!("w{i}"), i, caps(&[]), ()))
+            .map(|m| m.task_id)
+            .collect();
+        assert_eq!(order[0], "urgent");
+        let b_done = order.iter().filter(|t| t.starts_with('b')).count();
+        assert_eq!(b_done, 10, "every B task within the first 21: {order:?}");
+        assert!(order
+            .iter()
+            .position(|t| t == "b9")
+            .is_some_and(|p| p <= 20));
+    }
+
+    #[test]
+    fn an_idle_agent_visits_buckets_not_tasks() {
+        // 100,000 ready tasks across 1,000 scope groups and 1,000 keys: what an
+        // idle agent or a release visits grows with the buckets, not the tasks.
+        let mut index: MatchIndex<()> = MatchIndex::default();
+        let groups = 1000u64;
+        for g in 0..groups {
+            index.hold(format!("scope:{g}").into());
+        }
+        for i in 0..100_000u64 {
+            let g = i % groups;
+            let p = placed(Some(&format!("k{}", i % 1000)), &[&format!("scope:{g}")]);
+            index.task_ready_placed(format!("t{i}").into(), (i, 2), &caps(&[]), p, None);
+        }
+        let before = index.ops();
+        assert_eq!(
+            index.agent_idle("a".into(), 1, caps(&[]), ()),
+            None,
+            "everything is held"
+        );
+        let idle_cost = index.ops() - before;
+        assert!(
+            idle_cost <= 2 * groups + 10,
+            "{idle_cost} visits for an idle agent"
+        );
+        let before = index.ops();
+        let served = index.release("scope:7");
+        assert_eq!(served.len(), 1);
+        let release_cost = index.ops() - before;
+        assert!(release_cost <= 20, "{release_cost} visits for a release");
+        let before = index.ops();
+        index.task_ready_placed(
+            "new".into(),
+            (200_000, 2),
+            &caps(&[]),
+            placed(None, &["scope:9"]),
+            None,
+        );
+        assert!(index.ops() - before <= 2);
     }
 
     #[test]

@@ -36,20 +36,6 @@ impl Claim {
     fn live(&self, now: i64) -> bool {
         self.expires_at.is_none_or(|at| at > now)
     }
-
-    /// Both are for one task (its own claim and a reservation made for it):
-    /// they never conflict.
-    fn same_task(&self, other: &Claim) -> bool {
-        self.task_id.is_some() && self.task_id == other.task_id
-    }
-
-    /// Whether the two claims may not be held at once.
-    pub(crate) fn conflicts_with(&self, other: &Claim) -> bool {
-        self.repo == other.repo
-            && (self.writes.overlaps(&other.writes)
-                || self.writes.overlaps(&other.reads)
-                || self.reads.overlaps(&other.writes))
-    }
 }
 
 /// The live claims, by repository.
@@ -59,29 +45,6 @@ pub(crate) struct Reservations {
 }
 
 impl Reservations {
-    /// The first live claim (other than one with the same id) that `claim`
-    /// conflicts with.
-    pub(crate) fn conflict(&self, claim: &Claim, now: i64) -> Option<&Claim> {
-        self.by_repo.get(&claim.repo)?.iter().find(|held| {
-            held.id != claim.id
-                && !held.same_task(claim)
-                && held.live(now)
-                && held.conflicts_with(claim)
-        })
-    }
-
-    /// Takes `claim` unless it conflicts with a live one (answered instead). A
-    /// claim with the same id is replaced.
-    pub(crate) fn grant(&mut self, claim: Claim, now: i64) -> Result<(), Box<Claim>> {
-        if let Some(held) = self.conflict(&claim, now) {
-            return Err(Box::new(held.clone()));
-        }
-        let claims = self.by_repo.entry(claim.repo.clone()).or_default();
-        claims.retain(|c| c.id != claim.id);
-        claims.push(claim);
-        Ok(())
-    }
-
     /// Puts `claim` in place without a check (one granted before a restart).
     pub(crate) fn insert(&mut self, claim: Claim) {
         let claims = self.by_repo.entry(claim.repo.clone()).or_default();
@@ -126,6 +89,11 @@ impl Reservations {
     /// Drops the claims that lapsed by `now`.
     pub(crate) fn expire(&mut self, now: i64) -> Vec<Claim> {
         self.take_where(|c| !c.live(now))
+    }
+
+    /// Every claim on `repo` (lapsed ones too, until `expire` drops them).
+    pub(crate) fn in_repo(&self, repo: &str) -> impl Iterator<Item = &Claim> {
+        self.by_repo.get(repo).into_iter().flatten()
     }
 
     /// The earliest expiry of a claim.
@@ -179,12 +147,12 @@ mod tests {
         Scope::parse(&globs).expect("valid globs")
     }
 
-    fn claim(id: &str, repo: &str, writes: &[&str], reads: &[&str]) -> Claim {
+    fn claim(id: &str, repo: &str, writes: &[&str]) -> Claim {
         Claim {
             id: id.into(),
             repo: repo.into(),
             writes: scope(writes),
-            reads: scope(reads),
+            reads: scope(&[]),
             holder: format!("agent-{id}"),
             task_id: Some(format!("task-{id}")),
             expires_at: None,
@@ -192,85 +160,24 @@ mod tests {
     }
 
     #[test]
-    fn writes_conflict_with_writes_and_reads_but_reads_share() {
+    fn claims_are_kept_by_repository_renewed_released_and_expired() {
         let mut r = Reservations::default();
-        assert!(r
-            .grant(claim("a", "web", &["src/api/**"], &["docs/**"]), 0)
-            .is_ok());
-        let held = r
-            .grant(claim("b", "web", &["src/api/x.rs"], &[]), 0)
-            .expect_err("write over write");
-        assert_eq!(held.id, "a");
-        assert_eq!(
-            r.grant(claim("c", "web", &["docs/intro.md"], &[]), 0)
-                .map_err(|c| c.id),
-            Err("a".into()),
-            "a write over a held read"
-        );
-        assert!(
-            r.grant(claim("d", "web", &[], &["src/api/**"]), 0).is_err(),
-            "a read over a held write"
-        );
-        assert!(
-            r.grant(claim("e", "web", &[], &["docs/**"]), 0).is_ok(),
-            "reads share"
-        );
-        assert!(
-            r.grant(claim("f", "web", &["src/web/**"], &[]), 0).is_ok(),
-            "disjoint"
-        );
-        assert!(
-            r.grant(claim("g", "cli", &["src/api/**"], &[]), 0).is_ok(),
-            "another repository"
-        );
-        assert_eq!(r.list(0).len(), 4);
-    }
-
-    #[test]
-    fn releasing_a_task_or_an_expiry_frees_its_paths() {
-        let mut r = Reservations::default();
-        let mut timed = claim("t", "web", &["infra/**"], &[]);
+        let mut timed = claim("t", "web", &["infra/**"]);
         timed.task_id = None;
         timed.expires_at = Some(100);
-        assert!(r.grant(timed, 0).is_ok());
-        assert!(r.grant(claim("a", "web", &["src/**"], &[]), 0).is_ok());
-        assert!(r
-            .grant(claim("b", "web", &["infra/x.tf"], &[]), 50)
-            .is_err());
+        r.insert(timed);
+        r.insert(claim("a", "web", &["src/**"]));
+        r.insert(claim("b", "cli", &["src/**"]));
+        assert_eq!(r.in_repo("web").count(), 2);
+        assert_eq!(r.next_expiry(), Some(100));
         assert!(r.renew("t", Some(200), 50));
-        assert!(
-            r.grant(claim("b", "web", &["infra/x.tf"], &[]), 150)
-                .is_err(),
-            "renewed"
-        );
-        // Lapsed at 200: no longer in the way, then dropped by `expire`.
-        assert!(r
-            .conflict(&claim("b", "web", &["infra/x.tf"], &[]), 200)
-            .is_none());
+        assert_eq!(r.get("t", 150).map(|c| c.holder.as_str()), Some("agent-t"));
+        assert!(r.get("t", 200).is_none(), "lapsed");
+        assert_eq!(r.list(0).len(), 3);
         assert_eq!(r.expire(200).len(), 1);
         assert!(!r.renew("t", Some(300), 200), "gone");
-        let released = r.release_task("task-a");
-        assert_eq!(released.len(), 1);
-        assert!(r
-            .grant(claim("c", "web", &["src/main.rs"], &[]), 200)
-            .is_ok());
-        assert!(r.release("c").is_some());
+        assert_eq!(r.release_task("task-a").len(), 1);
+        assert!(r.release("b").is_some());
         assert!(r.list(200).is_empty());
-    }
-
-    #[test]
-    fn a_reservation_made_for_a_task_never_conflicts_with_its_own_claim() {
-        let mut r = Reservations::default();
-        assert!(r.grant(claim("a", "web", &["src/**"], &[]), 0).is_ok());
-        let mut extra = claim("r1", "web", &["src/lib.rs", "/Cargo.toml"], &[]);
-        extra.task_id = Some("task-a".into());
-        extra.expires_at = Some(100);
-        assert!(r.grant(extra, 0).is_ok(), "same task");
-        assert_eq!(r.next_expiry(), Some(100));
-        assert_eq!(r.get("r1", 0).map(|c| c.holder.as_str()), Some("agent-r1"));
-        assert!(r.get("r1", 100).is_none(), "lapsed");
-        let other = claim("b", "web", &["/Cargo.toml"], &[]);
-        assert_eq!(r.conflict(&other, 0).map(|c| c.id.as_str()), Some("r1"));
-        assert_eq!(r.release_task("task-a").len(), 2, "released with the task");
     }
 }

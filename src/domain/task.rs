@@ -102,6 +102,8 @@ pub(crate) enum TaskError {
     StaleGeneration,
     /// Its write scope conflicts with a running task's (it waits for it).
     ScopeBusy,
+    /// Its concurrency key is at its limit (it waits for a slot of the key).
+    ConcurrencyLimit,
 }
 
 impl TaskError {
@@ -112,6 +114,7 @@ impl TaskError {
             TaskError::NotOwner => "not_owner",
             TaskError::StaleGeneration => "stale_generation",
             TaskError::ScopeBusy => "scope_busy",
+            TaskError::ConcurrencyLimit => "concurrency_limit",
         }
     }
 }
@@ -226,6 +229,9 @@ pub(crate) struct Task {
     pub write_paths: Vec<String>,
     #[serde(default)]
     pub read_paths: Vec<String>,
+    /// See `TaskSpec::concurrency_key`.
+    #[serde(default)]
+    pub concurrency_key: Option<String>,
     /// How many history entries this copy recorded (not stored): the queue
     /// compares it before and after a change to find the entries the change added
     /// (see [`Task::recorded_since`]).
@@ -351,6 +357,7 @@ impl Task {
             repo: spec.repo,
             write_paths: spec.write_paths,
             read_paths: spec.read_paths,
+            concurrency_key: spec.concurrency_key,
             recorded: 0,
         };
         if task.correlation_id.is_none() {
@@ -509,6 +516,14 @@ impl Task {
             json!({"agent_id": agent, "generation": self.generation, "attempt": self.attempt}),
         );
         Ok(self.assignment())
+    }
+
+    /// Its round-robin group within a priority: its concurrency key, else the
+    /// correlation id it was given (or inherited), if any.
+    pub(crate) fn fairness_group(&self) -> Option<&str> {
+        self.concurrency_key
+            .as_deref()
+            .or(self.correlation_id.as_deref().filter(|c| *c != self.id))
     }
 
     /// The `task_assign` push for the current assignment.
@@ -935,7 +950,7 @@ impl Task {
 
     /// The task as the HTTP API shows it.
     pub(crate) fn view(&self) -> Value {
-        json!({
+        let mut v = json!({
             "id": self.id,
             "status": self.status.as_str(),
             "priority": self.priority,
@@ -977,7 +992,9 @@ impl Task {
             "write_paths": self.write_paths,
             "read_paths": self.read_paths,
             "history": self.history,
-        })
+        });
+        v["concurrency_key"] = json!(self.concurrency_key);
+        v
     }
 
     /// The attempt records as the API shows them.
@@ -1084,6 +1101,7 @@ mod tests {
             repo: None,
             write_paths: vec![],
             read_paths: vec![],
+            concurrency_key: None,
         };
         let defaults = TaskDefaults {
             max_retries: 3,

@@ -5,6 +5,8 @@
 //! that left the queue withdrawn) and dependency settling (a completion frees
 //! dependents, a dead letter or cancel blocks them, down the chain).
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use super::entry::{Entry, Queued};
@@ -19,6 +21,7 @@ use super::{QueueError, TaskReady};
 use crate::agents::fsm::Withdrawn;
 use crate::domain::completions::Completion;
 use crate::domain::dependencies::{DepState, DependencyGraph, Settled};
+use crate::domain::matching::{HoldId, Placement};
 use crate::domain::task::{HistoryEntry, Task, TaskError, TaskStatus};
 use crate::error::StoreError;
 use crate::storage::eventlog::{EventLog, NewEvent};
@@ -124,11 +127,14 @@ impl TaskQueue {
         if task.status.is_terminal() {
             self.deps.forget(&task.id);
         }
+        let key = (old == TaskStatus::Assigned && changed.status != TaskStatus::Assigned)
+            .then(|| task.concurrency_key.clone())
+            .flatten();
         self.index.settle_in(task);
-        if changed.status.is_terminal() {
-            self.release_scope(id, true, now);
-        } else if old == TaskStatus::Assigned && changed.status != TaskStatus::Assigned {
-            self.release_scope(id, false, now);
+        if old == TaskStatus::Assigned && changed.status != TaskStatus::Assigned {
+            self.stop_running(id, key.as_deref(), changed.status.is_terminal(), now);
+        } else if changed.status.is_terminal() {
+            self.stop_running(id, None, true, now);
         }
         Ok((out, changed))
     }
@@ -352,55 +358,6 @@ impl TaskQueue {
         (index, parts)
     }
 
-    /// Whether `task_id`'s write scope conflicts with a running task's: then it
-    /// waits for it (recorded in the event log when the holder is new).
-    pub(super) fn scope_waits(&mut self, task_id: &str, now: i64) -> bool {
-        let seq = self.index.ids.get(task_id).copied();
-        scope_waits(&mut self.scopes, &self.log, (task_id, seq), now)
-    }
-
-    /// The assignment of `task_id` to `agent` takes its scope: queued tasks of
-    /// the repository that conflict with it leave the scheduler and wait.
-    pub(super) fn claim_scope(&mut self, task_id: &str, agent: &str, now: i64) {
-        let Some(repo) = self.scopes.repo_of(task_id) else {
-            return;
-        };
-        self.scopes.take(task_id, agent, now);
-        self.hold_back_conflicting(&repo, task_id, now);
-        self.announce_claims(now);
-    }
-
-    /// A new claim in `repo`: the queued tasks there that conflict with it
-    /// (other than `except`) leave the scheduler and wait.
-    pub(super) fn hold_back_conflicting(&mut self, repo: &str, except: &str, now: i64) {
-        for other in self.scopes.unhindered_in(repo, except) {
-            let queued = self
-                .index
-                .entry(&other)
-                .is_some_and(|e| e.status() == TaskStatus::Queued);
-            if queued && self.scope_waits(&other, now) {
-                self.outbox.unready.push(other);
-            }
-        }
-    }
-
-    /// A task no longer holds its scope (`finished`: nothing of it is kept):
-    /// the tasks that waited for it are offered again, and the reservations
-    /// made for it end.
-    pub(super) fn release_scope(&mut self, task_id: &str, finished: bool, now: i64) {
-        let held = self.scopes.repo_of(task_id).is_some();
-        let freed = if finished {
-            self.scopes.forget(task_id)
-        } else {
-            self.scopes.release(task_id)
-        };
-        let quiet = freed.ended.is_empty();
-        self.apply_freed(freed, "task_ended", "hub", now);
-        if held && quiet {
-            self.announce_claims(now);
-        }
-    }
-
     /// Whether a live task may be offered at start (everything queued before a
     /// restart is ready again, in order).
     pub(super) fn ready_at_start(&self, entry: &Entry, now: i64) -> Option<TaskReady> {
@@ -409,7 +366,7 @@ impl TaskQueue {
         };
         let task = Offered::Queued(task);
         (!held_back(&task, &self.deps, &self.lanes) && task.run_after().is_none_or(|at| at <= now))
-            .then(|| task.ready())
+            .then(|| task.ready(self.scopes.hold_for(task.id())))
     }
 
     // Dependencies ----------------------------------------------------------
@@ -526,8 +483,24 @@ impl Offered<'_> {
         }
     }
 
-    /// The scheduler's view of the task.
-    fn ready(&self) -> TaskReady {
+    /// The scheduler's view of the task; `scope` is its write scope's hold.
+    fn ready(&self, scope: Option<HoldId>) -> TaskReady {
+        let (fair, key): (Option<Arc<str>>, Option<Arc<str>>) = match self {
+            Offered::Whole(t) => (
+                t.fairness_group().map(Into::into),
+                t.concurrency_key.as_deref().map(Into::into),
+            ),
+            Offered::Queued(q) => q
+                .tags
+                .as_ref()
+                .map(|t| (t.fair.clone(), t.key.clone()))
+                .unwrap_or_default(),
+        };
+        let mut holds: Vec<HoldId> = scope.into_iter().collect();
+        if let Some(k) = key {
+            holds.push(super::keys::hold_of(&k));
+        }
+        let placement = Placement { fair, holds };
         match self {
             Offered::Whole(task) => TaskReady {
                 task_id: task.id.as_str().into(),
@@ -539,6 +512,7 @@ impl Offered<'_> {
                     .last()
                     .filter(|a| a.outcome.as_deref() == Some("failed"))
                     .map(|a| a.agent_id.clone()),
+                placement,
             },
             Offered::Queued(q) => TaskReady {
                 task_id: q.id.clone(),
@@ -546,6 +520,7 @@ impl Offered<'_> {
                 priority: q.priority,
                 capabilities: q.capabilities.clone(),
                 avoid: q.avoid.as_deref().map(str::to_string),
+                placement,
             },
         }
     }
@@ -569,29 +544,37 @@ struct OfferParts<'a> {
 }
 
 /// Makes a queued task ready if nothing holds it back; one that waits for its
-/// `run_after` gets a timer, one whose write scope is held waits for it.
+/// `run_after` gets a timer. A task whose write scope is held goes to the
+/// scheduler too (which keeps it back under the hold); its wait is recorded.
 fn offer(task: &Offered<'_>, parts: OfferParts<'_>, now: i64) {
     if held_back(task, parts.deps, parts.lanes) {
         return;
     }
     match task.run_after() {
         Some(at) if at > now => parts.timers.set(at, task.id()),
-        _ if scope_waits(parts.scopes, parts.log, (task.id(), Some(task.seq())), now) => {}
-        _ => parts.outbox.ready.push(task.ready()),
+        _ => {
+            note_wait(parts.scopes, parts.log, (task.id(), Some(task.seq())), now);
+            let hold = parts.scopes.hold_for(task.id());
+            parts.outbox.ready.push(task.ready(hold));
+        }
     }
 }
 
-/// See [`TaskQueue::scope_waits`].
-fn scope_waits(
+/// Whether `task_id`'s write scope is held by a claim: then its wait is
+/// recorded in the event log (once per wait).
+pub(super) fn note_wait(
     scopes: &mut Scopes,
     log: &EventLog,
     (task_id, task_seq): (&str, Option<u64>),
     now: i64,
 ) -> bool {
-    let Some(holder) = scopes.conflict(task_id, now) else {
+    let Some(holder) = scopes.conflict(task_id) else {
         return false;
     };
-    if scopes.wait(task_id, holder.clone()) {
+    if scopes.first_wait(task_id) {
+        let reservation = scopes
+            .is_reservation(&holder.claim_id)
+            .then(|| holder.claim_id.clone());
         let event = NewEvent {
             ts: now,
             kind: "scope_waiting".into(),
@@ -602,6 +585,7 @@ fn scope_waits(
             details: serde_json::json!({
                 "holder_task_id": holder.task_id,
                 "holder_agent_id": holder.agent_id,
+                "reservation_id": reservation,
             }),
         };
         if let Err(e) = log.append(vec![event]) {

@@ -71,6 +71,10 @@ struct SavedQueued {
     run_after: Option<i64>,
     caps: u32,
     avoid: Option<String>,
+    #[serde(default)]
+    fair: Option<String>,
+    #[serde(default)]
+    key: Option<String>,
 }
 
 impl TaskQueue {
@@ -99,6 +103,14 @@ impl TaskQueue {
                         run_after: q.run_after,
                         caps: at,
                         avoid: q.avoid.as_deref().map(str::to_string),
+                        fair: q
+                            .tags
+                            .as_ref()
+                            .and_then(|t| t.fair.as_deref().map(str::to_string)),
+                        key: q
+                            .tags
+                            .as_ref()
+                            .and_then(|t| t.key.as_deref().map(str::to_string)),
                     });
                 }
                 Entry::Whole(_) => whole.push(*seq),
@@ -203,6 +215,7 @@ impl TaskQueue {
             if let Some(at) = q.run_after.filter(|at| *at > now) {
                 self.timers.set(at, &q.id);
             }
+            let tags = index.caps.tags(q.fair.as_deref(), q.key.as_deref());
             index.live.insert(
                 q.seq,
                 Entry::Queued(Queued {
@@ -213,6 +226,7 @@ impl TaskQueue {
                     run_after: q.run_after,
                     capabilities,
                     avoid: q.avoid.map(String::into_boxed_str),
+                    tags,
                 }),
             );
         }
@@ -243,8 +257,8 @@ impl TaskQueue {
             }
             self.index.count(&task, None, now);
             self.scopes.track(&task);
-            if let (TaskStatus::Assigned, Some(agent)) = (task.status, &task.assigned_to) {
-                self.scopes.take(&task.id, agent, now);
+            if task.status == TaskStatus::Assigned {
+                self.start_running(&task);
             }
             self.index.insert_live(task);
         }

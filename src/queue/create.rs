@@ -5,6 +5,7 @@
 //! tasks written (staged in order, events first) and indexed.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::change::{task_events, Settle};
 use super::records;
@@ -84,7 +85,7 @@ struct Plan {
     fresh: Vec<(NewTask, String)>,
     refs: HashMap<String, String>,
     /// The compiled write scopes of new tasks that declare one, by task id.
-    scopes: Vec<(String, TaskScope)>,
+    scopes: Vec<(String, Arc<TaskScope>)>,
 }
 
 impl TaskQueue {
@@ -174,7 +175,11 @@ impl TaskQueue {
                 Some(s) => entries.push(Planned::Existing(s)),
                 None => {
                     let spec = &item.spec;
-                    match TaskScope::of(spec.repo.as_deref(), &spec.write_paths, &spec.read_paths) {
+                    match self.scopes.compile(
+                        spec.repo.as_deref(),
+                        &spec.write_paths,
+                        &spec.read_paths,
+                    ) {
                         Ok(Some(scope)) => scopes.push((id.clone(), scope)),
                         Ok(None) => {}
                         Err((name, e)) => errors.push(FieldError::new(

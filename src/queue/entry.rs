@@ -26,6 +26,16 @@ pub(super) struct Queued {
     pub(super) capabilities: Caps,
     /// The agent whose attempt of this task failed last (served last).
     pub(super) avoid: Option<Box<str>>,
+    /// Its fairness group and concurrency key, shared by every task with the
+    /// same pair (`None`: neither).
+    pub(super) tags: Option<Arc<Tags>>,
+}
+
+/// A queued task's fairness group and concurrency key.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub(super) struct Tags {
+    pub(super) fair: Option<Arc<str>>,
+    pub(super) key: Option<Arc<str>>,
 }
 
 impl Queued {
@@ -100,6 +110,7 @@ impl Entry {
 #[derive(Default)]
 pub(super) struct CapsTable {
     lists: HashSet<Caps>,
+    tags: HashSet<Arc<Tags>>,
 }
 
 impl CapsTable {
@@ -118,6 +129,28 @@ impl CapsTable {
     }
 }
 
+impl CapsTable {
+    /// The shared tags of (fairness group, concurrency key); `None` for neither.
+    pub(super) fn tags(&mut self, fair: Option<&str>, key: Option<&str>) -> Option<Arc<Tags>> {
+        if fair.is_none() && key.is_none() {
+            return None;
+        }
+        let t = Tags {
+            fair: fair.map(Into::into),
+            key: key.map(Into::into),
+        };
+        if let Some(shared) = self.tags.get(&t) {
+            return Some(shared.clone());
+        }
+        if self.tags.len() >= 1024 {
+            self.tags.retain(|c| Arc::strong_count(c) > 1);
+        }
+        let shared = Arc::new(t);
+        self.tags.insert(shared.clone());
+        Some(shared)
+    }
+}
+
 /// The compact entry of a queued task read light from the store.
 pub(super) fn queued_of(seq: u64, fields: QueuedFields, caps: &mut CapsTable) -> Entry {
     Entry::Queued(Queued {
@@ -128,6 +161,7 @@ pub(super) fn queued_of(seq: u64, fields: QueuedFields, caps: &mut CapsTable) ->
         updated_at: fields.updated_at,
         run_after: fields.run_after,
         avoid: fields.avoid.map(String::into_boxed_str),
+        tags: caps.tags(fields.fair.as_deref(), fields.concurrency_key.as_deref()),
     })
 }
 
@@ -141,7 +175,9 @@ pub(super) fn entry_of(task: Task, caps: &mut CapsTable) -> Entry {
         .last()
         .filter(|a| a.outcome.as_deref() == Some("failed"))
         .map(|a| a.agent_id.as_str().into());
+    let tags = caps.tags(task.fairness_group(), task.concurrency_key.as_deref());
     Entry::Queued(Queued {
+        tags,
         capabilities: caps.share(&task.needed_capabilities),
         id: task.id.into(),
         seq: task.seq,

@@ -16,7 +16,10 @@
 //! - `timers`: the lease / `complete_by` sweep, `run_after` and `requeue` timers;
 //! - `lanes`: paused priority lanes;
 //! - `scopes`: write scopes: claims of assigned tasks and direct reservations,
-//!   tasks waiting for one;
+//!   and the scope groups they hold;
+//! - `keys`: concurrency keys, their limits and running counts;
+//! - `holds`: what starting and stopping a task does to scopes and keys, and
+//!   the holds the scheduler gets;
 //! - `reservations`: direct reservations stored, loaded, expired;
 //! - `supervise`: panic containment and the reload from sled;
 //! - `checkpoint`: what a clean stop leaves so the next start reads little;
@@ -32,7 +35,9 @@ mod change;
 mod checkpoint;
 mod create;
 mod entry;
+mod holds;
 mod index;
+mod keys;
 mod lanes;
 mod outbox;
 mod records;
@@ -47,6 +52,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 pub(crate) use api::agent::{AgentReport, Assign, HeldBy, Reclaim, Report, ReportReply};
+pub(crate) use api::keys::{ConcurrencyLimits, SetConcurrencyLimit};
 pub(crate) use api::operator::{
     ControlTask, PauseLanes, PausedLanes, Submit, SubmitFixed, TaskControl,
 };
@@ -151,6 +157,7 @@ pub(crate) struct TaskQueue {
     timers: timers::Timers,
     lanes: lanes::Lanes,
     scopes: scopes::Scopes,
+    keys: keys::ConcurrencyKeys,
     outbox: outbox::Outbox,
     peers: Peers,
     completions: Completions,
@@ -190,6 +197,7 @@ impl TaskQueue {
             timers: timers::Timers::default(),
             lanes: lanes::Lanes::default(),
             scopes: scopes::Scopes::default(),
+            keys: keys::ConcurrencyKeys::default(),
             outbox: outbox::Outbox::default(),
             completions: Completions::default(),
             outcomes: AgentOutcomes::default(),
@@ -227,8 +235,10 @@ impl Actor for TaskQueue {
         // Most urgent first, in batches: other actors on this thread (and an
         // agent that connects meanwhile, given the best task known so far) run
         // between them.
-        // A task whose write scope a running task holds waits for it.
-        ready.retain(|r| !self.scope_waits(&r.task_id, now));
+        // The holds first: a task whose write scope is claimed, or whose key is
+        // at its limit, waits under its hold.
+        let holds = self.all_holds();
+        self.peers.scheduler.do_send(holds);
         ready.sort_by_key(|r| (r.priority, r.seq));
         let mut coming = ready.len();
         let mut ready = ready.into_iter().peekable();

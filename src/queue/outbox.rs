@@ -8,7 +8,7 @@ use actix::prelude::*;
 use super::{QueueError, TaskQueue};
 use crate::agents::fsm::Withdrawn;
 use crate::agents::presence::ToAgent;
-use crate::agents::scheduler::{TaskReady, TaskUnready};
+use crate::agents::scheduler::{Holds, TaskReady, TaskUnready};
 use crate::domain::task::Task;
 use crate::ops::analytics::Count;
 use crate::storage::bus::HubEvent;
@@ -26,12 +26,16 @@ pub(super) struct Outbox {
     pub(super) withdrawn: Vec<Withdrawn>,
     /// Per-agent completions and failures, for analytics.
     pub(super) counts: Vec<Count>,
+    /// Holds taken and released (write scopes, concurrency keys), for the
+    /// scheduler: sent after the ready tasks of the same flush.
+    pub(super) holds: Holds,
     /// Global order of task events on the bus.
     event_seq: u64,
 }
 
 /// What one flush releases.
 struct Batch {
+    holds: Holds,
     events: Vec<HubEvent>,
     ready: Vec<TaskReady>,
     unready: Vec<String>,
@@ -42,6 +46,7 @@ struct Batch {
 impl Outbox {
     fn is_empty(&self) -> bool {
         self.events.is_empty()
+            && self.holds.changes.is_empty()
             && self.ready.is_empty()
             && self.unready.is_empty()
             && self.withdrawn.is_empty()
@@ -51,6 +56,7 @@ impl Outbox {
     /// Everything put in so far; the outbox is empty afterwards.
     fn take(&mut self) -> Batch {
         Batch {
+            holds: std::mem::take(&mut self.holds),
             events: std::mem::take(&mut self.events),
             ready: std::mem::take(&mut self.ready),
             unready: std::mem::take(&mut self.unready),
@@ -63,6 +69,7 @@ impl Outbox {
     pub(super) fn forget_scheduling(&mut self) {
         self.ready.clear();
         self.unready.clear();
+        self.holds = Holds::default();
     }
 
     /// Any other event for the bus.
@@ -103,6 +110,7 @@ impl TaskQueue {
         &mut self,
         value: Result<T, QueueError>,
     ) -> ResponseActFuture<Self, Result<T, QueueError>> {
+        self.collect_holds();
         if value.is_err() && self.outbox.is_empty() {
             // A failed change wrote nothing.
             return Box::pin(fut::ready(value));
@@ -122,6 +130,7 @@ impl TaskQueue {
 
     /// Releases the outbox after a flush, outside any reply (timers, sweeps).
     pub(super) fn spawn_release(&mut self, ctx: &mut Context<Self>) {
+        self.collect_holds();
         if self.outbox.is_empty() {
             return;
         }
@@ -146,6 +155,13 @@ impl TaskQueue {
         }
         for ready in batch.ready {
             self.peers.scheduler.do_send(ready);
+        }
+        // After the ready tasks: a task that was put back (a reclaim) is served
+        // before the ones its claim kept back, as its age says. A ready task
+        // whose hold is only now taken may be matched first; the queue refuses
+        // that assignment and offers it again, under the hold.
+        if !batch.holds.changes.is_empty() || batch.holds.replace {
+            self.peers.scheduler.do_send(batch.holds);
         }
         for w in batch.withdrawn {
             self.peers.presence.do_send(ToAgent(w));

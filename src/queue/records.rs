@@ -40,6 +40,8 @@ struct SpecOut<'a> {
     write_paths: &'a [String],
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     read_paths: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    concurrency_key: &'a Option<String>,
 }
 
 /// What never changes after creation, as read.
@@ -80,6 +82,8 @@ struct SpecIn {
     write_paths: Vec<String>,
     #[serde(default)]
     read_paths: Vec<String>,
+    #[serde(default)]
+    concurrency_key: Option<String>,
 }
 
 /// What a change changes, as written.
@@ -188,6 +192,7 @@ pub(super) fn encode_spec(t: &Task) -> Vec<u8> {
         repo: &t.repo,
         write_paths: &t.write_paths,
         read_paths: &t.read_paths,
+        concurrency_key: &t.concurrency_key,
     })
 }
 
@@ -281,6 +286,7 @@ pub(super) fn decode_task(stored: &StoredTask) -> Result<Task, StoreError> {
         repo: spec.repo,
         write_paths: spec.write_paths,
         read_paths: spec.read_paths,
+        concurrency_key: spec.concurrency_key,
         recorded: 0,
     })
 }
@@ -299,11 +305,18 @@ pub(super) struct QueuedFields {
     pub repo: Option<String>,
     pub write_paths: Vec<String>,
     pub read_paths: Vec<String>,
+    /// Its round-robin group (see `Task::fairness_group`).
+    pub fair: Option<String>,
+    pub concurrency_key: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct QueuedSpecIn {
     id: String,
+    #[serde(default)]
+    correlation_id: Option<String>,
+    #[serde(default)]
+    concurrency_key: Option<String>,
     #[serde(default)]
     repo: Option<String>,
     #[serde(default)]
@@ -357,7 +370,13 @@ pub(super) fn decode_queued(stored: &StoredTask) -> Result<Option<QueuedFields>,
         .last()
         .filter(|a| a.outcome.as_deref() == Some("failed"))
         .map(|a| a.agent_id);
+    let fair = spec
+        .concurrency_key
+        .clone()
+        .or(spec.correlation_id.filter(|c| *c != spec.id));
     Ok(Some(QueuedFields {
+        fair,
+        concurrency_key: spec.concurrency_key,
         id: spec.id,
         priority: state.priority,
         updated_at: state.updated_at,

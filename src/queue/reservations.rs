@@ -1,8 +1,8 @@
 //! Direct reservations in the queue: how they are stored (one record each in
 //! `meta`, under `reservation/<id>`, written in the flush that answers the
 //! request), loaded at start, expired by the sweep, and what a released claim
-//! sets off (the tasks that waited for it are offered again; a reservation that
-//! ended is deleted and `scope_released` recorded).
+//! sets off (a reservation that ended is deleted and `scope_released`
+//! recorded; the holds it released reach the scheduler with the flush).
 //!
 //! The claim table itself is `scopes::Scopes`; the messages are
 //! `api/reserve.rs`.
@@ -61,9 +61,8 @@ impl TaskQueue {
         Ok(())
     }
 
-    /// What a released claim sets off: its waiters are offered again; each
-    /// reservation that ended is deleted and recorded (`reason`: `released`,
-    /// `expired`, `task_ended`).
+    /// What a released claim sets off: each reservation that ended is deleted
+    /// and recorded (`reason`: `released`, `expired`, `task_ended`).
     pub(super) fn apply_freed(&mut self, freed: Freed, reason: &str, actor: &str, now: i64) {
         let changed = !freed.ended.is_empty();
         for r in freed.ended {
@@ -77,9 +76,6 @@ impl TaskQueue {
                 json!({"reservation_id": r.reservation_id, "reason": reason}),
                 now,
             );
-        }
-        for waiter in freed.waiters {
-            self.offer_live(&waiter, now);
         }
         if changed {
             self.announce_claims(now);

@@ -1,36 +1,45 @@
-//! Write scopes in the queue: the claim of every assigned task that declares a
-//! scope, and the queued tasks waiting for one to be released.
+//! Write scopes in the queue: the claims on repository paths (every assigned
+//! task that declares a scope, and every direct reservation) and which queued
+//! tasks they keep back.
 //!
-//! - A queued task whose scope conflicts with a claim is not offered to the
-//!   scheduler; it waits on that claim (`scope_waiting` in the event log,
-//!   `waiting_on_scope` on the task) and is offered again the moment the claim is
-//!   released (the holder completed, failed, was reclaimed, blocked or
-//!   cancelled). Tasks behind it that do not conflict are offered as usual.
-//! - The queue takes the claim when it assigns. Queued tasks of the same
-//!   repository that now conflict leave the scheduler and wait; two conflicting
-//!   tasks matched at once are told apart there too: the second `Assign` is
-//!   refused (`scope_busy`) and that task waits.
-//! - Compiled scopes are kept for live tasks only (a task's globs compile once).
-//! - Direct reservations (`scope_reserve`, `/api/reservations`) are claims too,
-//!   with an expiry: kept here as their records (the queue stores them in
-//!   `meta`), granted only when nothing live conflicts, released by their holder,
-//!   by their expiry, or with the task they were made for.
+//! - Live tasks with the same scope (repository, write globs, read globs) share
+//!   one *group*, compiled once. A group is *held* while a live claim conflicts
+//!   with it: the scheduler then keeps every queued task of the group back (the
+//!   hold `scope:<group>`), and a task's `waiting_on_scope` names that claim's
+//!   holder. A hold is released the moment no live claim conflicts any more (the
+//!   holder completed, failed, was reclaimed, blocked or cancelled, or the
+//!   reservation was released or lapsed); the group's tasks are then served.
+//! - The queue takes a task's claim when it assigns it (refused `scope_busy`
+//!   while its group is held); a reservation is granted only when no live claim
+//!   conflicts with it.
+//! - Cost: whether a claim conflicts with a group is decided once per pair of
+//!   scopes (memoized), so a new claim visits the groups of its repository, a
+//!   released one the groups it held times the claims of the repository, and a
+//!   task's offer, assignment or end visits none: nothing here grows with the
+//!   number of queued tasks. `ops` counts the visits (the tests bound them).
+//! - Direct reservations (`scope_reserve`, `/api/reservations`) are claims with
+//!   an expiry, kept here as their records (the queue stores them in `meta`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use crate::domain::matching::HoldId;
 use crate::domain::reservations::{Claim, Reservations};
 use crate::domain::scopes::{Scope, ScopeError};
 use crate::domain::task::Task;
 use crate::protocol::{Reservation, ReserveMode, ScopeHolderInfo};
 
-/// A task's compiled scope.
+/// A compiled scope.
 #[derive(Debug)]
 pub(super) struct TaskScope {
     pub(super) repo: String,
     pub(super) writes: Scope,
     pub(super) reads: Scope,
 }
+
+/// What identifies a group: (repo, writes, reads) as declared.
+type GroupKey = (String, Vec<String>, Vec<String>);
+type GroupId = u64;
 
 impl TaskScope {
     /// Compiles the scope of `task`, if it declares one.
@@ -52,20 +61,24 @@ impl TaskScope {
         }))
     }
 
-    fn claim(&self, task_id: &str, holder: &str) -> Claim {
-        Claim {
-            id: task_id.to_string(),
-            repo: self.repo.clone(),
-            writes: self.writes.clone(),
-            reads: self.reads.clone(),
-            holder: holder.to_string(),
-            task_id: Some(task_id.to_string()),
-            expires_at: None,
-        }
+    fn key(&self) -> GroupKey {
+        (
+            self.repo.clone(),
+            self.writes.globs().to_vec(),
+            self.reads.globs().to_vec(),
+        )
+    }
+
+    /// Whether two scopes may not be claimed at once.
+    fn conflicts(&self, other: &TaskScope) -> bool {
+        self.repo == other.repo
+            && (self.writes.overlaps(&other.writes)
+                || self.writes.overlaps(&other.reads)
+                || self.reads.overlaps(&other.writes))
     }
 }
 
-/// Who a waiting task waits for.
+/// Who a held task waits for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ScopeHolder {
     pub task_id: Option<String>,
@@ -73,33 +86,82 @@ pub(crate) struct ScopeHolder {
     pub agent_id: String,
 }
 
-/// What a released claim leaves to do: the tasks that waited for it (to offer
-/// again) and the direct reservations that ended with it (to delete).
+/// What a released claim leaves to do: the reservations that ended with it
+/// (to delete).
 #[derive(Default)]
 pub(super) struct Freed {
-    pub(super) waiters: Vec<String>,
     pub(super) ended: Vec<Reservation>,
+}
+
+struct Group {
+    scope: Arc<TaskScope>,
+    /// Live tasks and reservations using it.
+    users: usize,
 }
 
 /// See the module documentation.
 #[derive(Default)]
 pub(super) struct Scopes {
-    compiled: HashMap<String, Arc<TaskScope>>,
+    groups: HashMap<GroupId, Group>,
+    group_ids: HashMap<GroupKey, GroupId>,
+    next_group: GroupId,
+    by_repo: HashMap<String, HashSet<GroupId>>,
+    /// Live task → its group.
+    task_group: HashMap<String, GroupId>,
     claims: Reservations,
+    /// Claim id → its group.
+    claim_group: HashMap<String, GroupId>,
     /// Direct reservations by id (their claims are in `claims`).
     direct: HashMap<String, Reservation>,
-    /// Waiting task → the claim it waits for.
-    waiting: HashMap<String, ScopeHolder>,
-    /// Claim → the tasks waiting for it.
-    waiters: HashMap<String, BTreeSet<String>>,
+    /// Held group → the claim holding it; claim → the groups it holds.
+    held_by: HashMap<GroupId, String>,
+    holding: HashMap<String, HashSet<GroupId>>,
+    /// Whether two groups conflict, by (lower id, higher id).
+    memo: HashMap<(GroupId, GroupId), bool>,
+    /// Held tasks whose wait is recorded already.
+    recorded: HashSet<String>,
+    /// Holds taken (`true`) and released, in order, for the scheduler.
+    pub(super) changes: Vec<(HoldId, bool)>,
+    ops: u64,
 }
+
+/// The scheduler's name of a group's hold.
+pub(super) fn hold_of(group: GroupId) -> HoldId {
+    format!("scope:{group}").into()
+}
+
+/// Most remembered overlap answers before the memo starts afresh.
+const MEMO_CAP: usize = 1 << 20;
 
 impl Scopes {
     pub(super) fn clear(&mut self) {
         *self = Scopes::default();
     }
 
-    /// Keeps the compiled scope of a live task (compiling it from `task`).
+    /// Visits so far (for the tests that bound the work).
+    #[cfg_attr(not(test), expect(dead_code, reason = "read by the tests only"))]
+    pub(super) fn ops(&self) -> u64 {
+        self.ops
+    }
+
+    /// The compiled scope of (repo, writes, reads): a live group's, or compiled
+    /// now. Answers the field whose glob does not compile.
+    pub(super) fn compile(
+        &self,
+        repo: Option<&str>,
+        write_paths: &[String],
+        read_paths: &[String],
+    ) -> Result<Option<Arc<TaskScope>>, (&'static str, ScopeError)> {
+        if let Some(repo) = repo {
+            let key = (repo.to_string(), write_paths.to_vec(), read_paths.to_vec());
+            if let Some(g) = self.group_ids.get(&key).and_then(|id| self.groups.get(id)) {
+                return Ok(Some(g.scope.clone()));
+            }
+        }
+        TaskScope::of(repo, write_paths, read_paths).map(|s| s.map(Arc::new))
+    }
+
+    /// Keeps the scope of a live task (compiling it from `task`).
     pub(super) fn track(&mut self, task: &Task) {
         self.track_parts(
             &task.id,
@@ -117,58 +179,256 @@ impl Scopes {
         write_paths: &[String],
         read_paths: &[String],
     ) {
-        if self.compiled.contains_key(task_id) {
+        if self.task_group.contains_key(task_id) {
             return;
         }
-        let compiled = TaskScope::of(repo, write_paths, read_paths).unwrap_or_else(|(field, e)| {
-            // Validated at submit; a record that no longer compiles covers
-            // everything (conservative).
-            tracing::error!(task_id, field, error = %e, "stored scope does not compile");
-            Some(TaskScope {
-                repo: repo.unwrap_or_default().to_string(),
-                writes: Scope::everything(),
-                reads: Scope::everything(),
-            })
-        });
-        if let Some(c) = compiled {
-            self.compiled.insert(task_id.to_string(), Arc::new(c));
+        let compiled = self
+            .compile(repo, write_paths, read_paths)
+            .unwrap_or_else(|(field, e)| {
+                // Validated at submit; a record that no longer compiles covers
+                // everything (conservative).
+                tracing::error!(task_id, field, error = %e, "stored scope does not compile");
+                Some(Arc::new(TaskScope {
+                    repo: repo.unwrap_or_default().to_string(),
+                    writes: Scope::everything(),
+                    reads: Scope::everything(),
+                }))
+            });
+        if let Some(scope) = compiled {
+            self.track_compiled(task_id, scope);
         }
     }
 
-    /// The scopes of live tasks as declared: (task id, repo, writes, reads).
+    /// Keeps an already compiled scope (a new task's, compiled at submit).
+    pub(super) fn track_compiled(&mut self, task_id: &str, scope: Arc<TaskScope>) {
+        if self.task_group.contains_key(task_id) {
+            return;
+        }
+        let group = self.join(scope);
+        self.task_group.insert(task_id.to_string(), group);
+    }
+
+    /// The group of `scope` (made, and held if a live claim conflicts), with one
+    /// more user.
+    fn join(&mut self, scope: Arc<TaskScope>) -> GroupId {
+        let key = scope.key();
+        if let Some(id) = self.group_ids.get(&key).copied() {
+            if let Some(g) = self.groups.get_mut(&id) {
+                g.users += 1;
+            }
+            return id;
+        }
+        let id = self.next_group;
+        self.next_group += 1;
+        let repo = scope.repo.clone();
+        self.groups.insert(id, Group { scope, users: 1 });
+        self.group_ids.insert(key, id);
+        self.by_repo.entry(repo.clone()).or_default().insert(id);
+        if let Some(claim) = self.conflicting_claim(&repo, id, None) {
+            self.hold_group(id, claim);
+        }
+        id
+    }
+
+    /// One user fewer; a group nobody uses goes (its hold released).
+    fn leave(&mut self, group: GroupId) {
+        let Some(g) = self.groups.get_mut(&group) else {
+            return;
+        };
+        g.users = g.users.saturating_sub(1);
+        if g.users > 0 {
+            return;
+        }
+        let Some(g) = self.groups.remove(&group) else {
+            return;
+        };
+        self.group_ids.remove(&g.scope.key());
+        if let Some(set) = self.by_repo.get_mut(&g.scope.repo) {
+            set.remove(&group);
+            if set.is_empty() {
+                self.by_repo.remove(&g.scope.repo);
+            }
+        }
+        if let Some(claim) = self.held_by.remove(&group) {
+            if let Some(set) = self.holding.get_mut(&claim) {
+                set.remove(&group);
+            }
+            self.changes.push((hold_of(group), false));
+        }
+    }
+
+    /// The scope groups of live tasks as declared: (task id, repo, writes,
+    /// reads), for the checkpoint.
     pub(super) fn declared(&self) -> Vec<(String, String, Vec<String>, Vec<String>)> {
-        self.compiled
+        self.task_group
             .iter()
-            .map(|(id, s)| {
-                (
+            .filter_map(|(id, g)| {
+                let s = &self.groups.get(g)?.scope;
+                Some((
                     id.clone(),
                     s.repo.clone(),
                     s.writes.globs().to_vec(),
                     s.reads.globs().to_vec(),
-                )
+                ))
             })
             .collect()
     }
 
-    /// Keeps an already compiled scope (a new task's, compiled at submit).
-    pub(super) fn track_compiled(&mut self, task_id: &str, scope: TaskScope) {
-        self.compiled.insert(task_id.to_string(), Arc::new(scope));
+    /// The hold a task carries to the scheduler (its group's), if it has a scope.
+    pub(super) fn hold_for(&self, task_id: &str) -> Option<HoldId> {
+        self.task_group.get(task_id).map(|g| hold_of(*g))
     }
 
-    /// The claim a queued task's scope conflicts with, if any.
-    pub(super) fn conflict(&self, task_id: &str, now: i64) -> Option<ScopeHolder> {
-        let scope = self.compiled.get(task_id)?;
-        let probe = scope.claim(task_id, "");
-        self.claims.conflict(&probe, now).map(|c| ScopeHolder {
-            task_id: c.task_id.clone(),
-            claim_id: c.id.clone(),
-            agent_id: c.holder.clone(),
+    /// Every held group's hold (what the scheduler must know at start).
+    pub(super) fn held(&self) -> Vec<HoldId> {
+        self.held_by.keys().map(|g| hold_of(*g)).collect()
+    }
+
+    /// Who holds `task_id`'s scope, if its group is held.
+    pub(super) fn conflict(&self, task_id: &str) -> Option<ScopeHolder> {
+        let group = self.task_group.get(task_id)?;
+        let claim_id = self.held_by.get(group)?;
+        let claim = self.claims.get(claim_id, i64::MIN)?;
+        Some(ScopeHolder {
+            task_id: claim.task_id.clone(),
+            claim_id: claim.id.clone(),
+            agent_id: claim.holder.clone(),
         })
+    }
+
+    /// The first time a held task is seen waiting: true (to record it).
+    pub(super) fn first_wait(&mut self, task_id: &str) -> bool {
+        self.recorded.insert(task_id.to_string())
     }
 
     /// Whether `claim_id` is a direct reservation (not a task's own claim).
     pub(super) fn is_reservation(&self, claim_id: &str) -> bool {
         self.direct.contains_key(claim_id)
+    }
+
+    /// The assignment of `task_id` to `agent` takes its claim; answers the groups
+    /// it now holds (for the event log).
+    pub(super) fn take(&mut self, task_id: &str, agent: &str) -> Vec<GroupId> {
+        self.recorded.remove(task_id);
+        let Some(group) = self.task_group.get(task_id).copied() else {
+            return Vec::new();
+        };
+        let Some(g) = self.groups.get(&group) else {
+            return Vec::new();
+        };
+        let claim = claim_of(&g.scope, task_id, agent, Some(task_id), None);
+        self.claim_group.insert(task_id.to_string(), group);
+        self.claims.insert(claim);
+        self.hold_conflicting(task_id, group)
+    }
+
+    /// A new claim `claim_id` of `group`: every unheld group of its repository
+    /// that conflicts with it is held by it.
+    fn hold_conflicting(&mut self, claim_id: &str, group: GroupId) -> Vec<GroupId> {
+        let Some(repo) = self.groups.get(&group).map(|g| g.scope.repo.clone()) else {
+            return Vec::new();
+        };
+        let others: Vec<GroupId> = self
+            .by_repo
+            .get(&repo)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        let mut held = Vec::new();
+        for other in others {
+            self.ops += 1;
+            if !self.held_by.contains_key(&other) && self.groups_conflict(group, other) {
+                self.hold_group(other, claim_id.to_string());
+                held.push(other);
+            }
+        }
+        held
+    }
+
+    fn hold_group(&mut self, group: GroupId, claim: String) {
+        self.holding.entry(claim.clone()).or_default().insert(group);
+        self.held_by.insert(group, claim);
+        self.changes.push((hold_of(group), true));
+    }
+
+    /// A live claim of `repo` (other than `except`) that conflicts with `group`.
+    fn conflicting_claim(
+        &mut self,
+        repo: &str,
+        group: GroupId,
+        except: Option<&str>,
+    ) -> Option<String> {
+        let candidates: Vec<(String, GroupId)> = self
+            .claims
+            .in_repo(repo)
+            .filter(|c| Some(c.id.as_str()) != except)
+            .filter_map(|c| Some((c.id.clone(), *self.claim_group.get(&c.id)?)))
+            .collect();
+        for (claim, claim_group) in candidates {
+            self.ops += 1;
+            if self.groups_conflict(claim_group, group) {
+                return Some(claim);
+            }
+        }
+        None
+    }
+
+    /// Whether two groups conflict (decided once per pair).
+    fn groups_conflict(&mut self, a: GroupId, b: GroupId) -> bool {
+        let key = (a.min(b), a.max(b));
+        if let Some(known) = self.memo.get(&key) {
+            return *known;
+        }
+        let answer = match (self.groups.get(&a), self.groups.get(&b)) {
+            (Some(x), Some(y)) => x.scope.conflicts(&y.scope),
+            _ => false,
+        };
+        if self.memo.len() >= MEMO_CAP {
+            self.memo.clear();
+        }
+        self.memo.insert(key, answer);
+        answer
+    }
+
+    /// The claim `claim_id` is gone: each group it held is held by another live
+    /// claim that conflicts with it, or released.
+    fn drop_claim(&mut self, claim: &Claim, freed: &mut Freed) {
+        let group = self.claim_group.remove(&claim.id);
+        for g in self.holding.remove(&claim.id).unwrap_or_default() {
+            self.held_by.remove(&g);
+            match self.conflicting_claim(&claim.repo, g, Some(&claim.id)) {
+                Some(other) => {
+                    self.holding.entry(other.clone()).or_default().insert(g);
+                    self.held_by.insert(g, other);
+                }
+                None => self.changes.push((hold_of(g), false)),
+            }
+        }
+        if let Some(r) = self.direct.remove(&claim.id) {
+            if let Some(g) = group {
+                self.leave(g);
+            }
+            freed.ended.push(r);
+        }
+    }
+
+    /// The task no longer runs: its claim goes, and every reservation made for
+    /// it.
+    pub(super) fn release(&mut self, task_id: &str) -> Freed {
+        let mut freed = Freed::default();
+        for claim in self.claims.release_task(task_id) {
+            self.drop_claim(&claim, &mut freed);
+        }
+        freed
+    }
+
+    /// The task is finished: nothing of it is kept.
+    pub(super) fn forget(&mut self, task_id: &str) -> Freed {
+        let freed = self.release(task_id);
+        self.recorded.remove(task_id);
+        if let Some(group) = self.task_group.remove(task_id) {
+            self.leave(group);
+        }
+        freed
     }
 
     // Direct reservations ----------------------------------------------------
@@ -181,20 +441,54 @@ impl Scopes {
         paths: Scope,
         now: i64,
     ) -> Result<(), ScopeHolderInfo> {
-        let claim = reservation_claim(&r, paths);
-        match self.claims.grant(claim, now) {
-            Ok(()) => {
-                self.direct.insert(r.reservation_id.clone(), r);
-                Ok(())
+        let group = self.join(reservation_scope(&r, paths));
+        let conflict = self
+            .claims
+            .in_repo(&r.repo)
+            .filter(|c| c.expires_at.is_none_or(|at| at > now))
+            .filter(|c| !(c.task_id.is_some() && c.task_id == r.task_id))
+            .map(|c| (c.id.clone(), self.claim_group.get(&c.id).copied()))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .find(|(_, g)| {
+                self.ops += 1;
+                g.is_some_and(|g| self.groups_conflict(g, group))
+            });
+        if let Some((claim_id, _)) = conflict {
+            let info = self
+                .claims
+                .get(&claim_id, i64::MIN)
+                .map(|c| self.holder_info(c));
+            self.leave(group);
+            if let Some(info) = info {
+                return Err(info);
             }
-            Err(held) => Err(self.holder_info(&held)),
         }
+        self.install(r, group);
+        Ok(())
     }
 
     /// Puts back a stored reservation at start, whatever it overlaps (it was
     /// granted when it was made).
     pub(super) fn restore(&mut self, r: Reservation, paths: Scope) {
-        self.claims.insert(reservation_claim(&r, paths));
+        let group = self.join(reservation_scope(&r, paths));
+        self.install(r, group);
+    }
+
+    fn install(&mut self, r: Reservation, group: GroupId) {
+        let Some(g) = self.groups.get(&group) else {
+            return;
+        };
+        let claim = claim_of(
+            &g.scope,
+            &r.reservation_id,
+            &r.holder,
+            r.task_id.as_deref(),
+            Some(r.expires_at),
+        );
+        self.claim_group.insert(r.reservation_id.clone(), group);
+        self.claims.insert(claim);
+        self.hold_conflicting(&r.reservation_id, group);
         self.direct.insert(r.reservation_id.clone(), r);
     }
 
@@ -226,7 +520,7 @@ impl Scopes {
     pub(super) fn release_reservation(&mut self, id: &str) -> Freed {
         let mut freed = Freed::default();
         if let Some(claim) = self.claims.release(id) {
-            self.freed_claim(&claim, &mut freed);
+            self.drop_claim(&claim, &mut freed);
         }
         freed
     }
@@ -240,7 +534,7 @@ impl Scopes {
     pub(super) fn expire(&mut self, now: i64) -> Freed {
         let mut freed = Freed::default();
         for claim in self.claims.expire(now) {
-            self.freed_claim(&claim, &mut freed);
+            self.drop_claim(&claim, &mut freed);
         }
         freed
     }
@@ -269,7 +563,8 @@ impl Scopes {
             .collect()
     }
 
-    fn holder_info(&self, held: &Claim) -> ScopeHolderInfo {
+    /// Who holds a claim, as answered to a refused reservation.
+    pub(super) fn holder_info(&self, held: &Claim) -> ScopeHolderInfo {
         ScopeHolderInfo {
             agent_id: held.holder.clone(),
             task_id: held.task_id.clone(),
@@ -285,110 +580,128 @@ impl Scopes {
         }
     }
 
-    fn freed_claim(&mut self, claim: &Claim, freed: &mut Freed) {
-        if let Some(w) = self.waiters.remove(&claim.id) {
-            for t in &w {
-                self.waiting.remove(t);
-            }
-            freed.waiters.extend(w);
-        }
-        if let Some(r) = self.direct.remove(&claim.id) {
-            freed.ended.push(r);
-        }
-    }
-
-    /// `task_id` waits for `holder`; answers whether this is new (to record).
-    pub(super) fn wait(&mut self, task_id: &str, holder: ScopeHolder) -> bool {
-        let claim = holder.claim_id.clone();
-        let previous = self.waiting.insert(task_id.to_string(), holder.clone());
-        if let Some(p) = &previous {
-            if let Some(w) = self.waiters.get_mut(&p.claim_id) {
-                w.remove(task_id);
-            }
-        }
-        self.waiters
-            .entry(claim)
-            .or_default()
-            .insert(task_id.to_string());
-        previous.as_ref() != Some(&holder)
-    }
-
-    pub(super) fn waiting_on(&self, task_id: &str) -> Option<&ScopeHolder> {
-        self.waiting.get(task_id)
-    }
-
-    /// The assignment of `task_id` to `agent` takes its claim.
-    pub(super) fn take(&mut self, task_id: &str, agent: &str, now: i64) {
-        self.stop_waiting(task_id);
-        if let Some(scope) = self.compiled.get(task_id) {
-            let claim = scope.claim(task_id, agent);
-            if let Err(held) = self.claims.grant(claim, now) {
-                // Checked just before; only a broken invariant lands here.
-                tracing::error!(task_id, holder = %held.id, "scope claimed over a conflicting claim");
-            }
-        }
-    }
-
-    /// The repository of `task_id`'s scope.
-    pub(super) fn repo_of(&self, task_id: &str) -> Option<String> {
-        self.compiled.get(task_id).map(|s| s.repo.clone())
-    }
-
-    /// The live tasks with a scope in `repo` (other than `except`) that wait
-    /// for nothing (candidates to wait for a new claim there).
-    pub(super) fn unhindered_in(&self, repo: &str, except: &str) -> Vec<String> {
-        self.compiled
-            .iter()
-            .filter(|(id, s)| {
-                id.as_str() != except && s.repo == repo && !self.waiting.contains_key(*id)
-            })
-            .map(|(id, _)| id.clone())
-            .collect()
-    }
-
-    /// The task no longer runs: its claim goes, and every reservation made for
-    /// it.
-    pub(super) fn release(&mut self, task_id: &str) -> Freed {
-        let mut freed = Freed::default();
-        for claim in self.claims.release_task(task_id) {
-            self.freed_claim(&claim, &mut freed);
-        }
-        freed
-    }
-
-    /// The task is finished: nothing of it is kept.
-    pub(super) fn forget(&mut self, task_id: &str) -> Freed {
-        self.stop_waiting(task_id);
-        self.compiled.remove(task_id);
-        self.release(task_id)
-    }
-
-    fn stop_waiting(&mut self, task_id: &str) {
-        if let Some(h) = self.waiting.remove(task_id) {
-            if let Some(w) = self.waiters.get_mut(&h.claim_id) {
-                w.remove(task_id);
-                if w.is_empty() {
-                    self.waiters.remove(&h.claim_id);
-                }
-            }
-        }
+    /// How many groups are held (for tests).
+    #[cfg(test)]
+    fn held_groups(&self) -> usize {
+        self.held_by.len()
     }
 }
 
-/// The claim of a direct reservation: exclusive writes its paths, shared reads
+fn claim_of(
+    scope: &TaskScope,
+    id: &str,
+    holder: &str,
+    task_id: Option<&str>,
+    expires_at: Option<i64>,
+) -> Claim {
+    Claim {
+        id: id.to_string(),
+        repo: scope.repo.clone(),
+        writes: scope.writes.clone(),
+        reads: scope.reads.clone(),
+        holder: holder.to_string(),
+        task_id: task_id.map(str::to_string),
+        expires_at,
+    }
+}
+
+/// The scope of a direct reservation: exclusive writes its paths, shared reads
 /// them.
-fn reservation_claim(r: &Reservation, paths: Scope) -> Claim {
+fn reservation_scope(r: &Reservation, paths: Scope) -> Arc<TaskScope> {
     let (writes, reads) = match r.mode {
         ReserveMode::Exclusive => (paths, Scope::nothing()),
         ReserveMode::Shared => (Scope::nothing(), paths),
     };
-    Claim {
-        id: r.reservation_id.clone(),
+    Arc::new(TaskScope {
         repo: r.repo.clone(),
         writes,
         reads,
-        holder: r.holder.clone(),
-        task_id: r.task_id.clone(),
-        expires_at: Some(r.expires_at),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn globs(list: &[&str]) -> Vec<String> {
+        list.iter().map(|g| g.to_string()).collect()
+    }
+
+    #[test]
+    fn a_claim_holds_the_groups_it_conflicts_with_and_its_end_releases_them() {
+        let mut s = Scopes::default();
+        s.track_parts("api", Some("web"), &globs(&["src/api/**"]), &[]);
+        s.track_parts("handler", Some("web"), &globs(&["src/api/h.rs"]), &[]);
+        s.track_parts("docs", Some("web"), &globs(&["docs/**"]), &[]);
+        s.track_parts("other", Some("cli"), &globs(&["src/api/**"]), &[]);
+        let held = s.take("api", "a1");
+        assert_eq!(held.len(), 2, "its own group and the handler's");
+        assert_eq!(
+            s.conflict("handler").map(|h| h.task_id),
+            Some(Some("api".into()))
+        );
+        assert!(s.conflict("docs").is_none());
+        assert!(s.conflict("other").is_none());
+        assert_eq!(s.changes.iter().filter(|(_, held)| *held).count(), 2);
+        s.forget("api");
+        assert!(s.conflict("handler").is_none());
+        assert_eq!(s.changes.iter().filter(|(_, held)| !*held).count(), 2);
+        assert_eq!(s.held_groups(), 0);
+    }
+
+    #[test]
+    fn writes_conflict_with_writes_and_reads_but_reads_share() {
+        let scope = |w: &[&str], r: &[&str]| {
+            TaskScope::of(Some("web"), &globs(w), &globs(r))
+                .expect("valid")
+                .expect("a scope")
+        };
+        let api = scope(&["src/api/**"], &["docs/**"]);
+        assert!(
+            api.conflicts(&scope(&["src/api/x.rs"], &[])),
+            "write over write"
+        );
+        assert!(
+            api.conflicts(&scope(&["docs/intro.md"], &[])),
+            "a write over a read"
+        );
+        assert!(
+            api.conflicts(&scope(&[], &["src/api/**"])),
+            "a read over a write"
+        );
+        assert!(!api.conflicts(&scope(&[], &["docs/**"])), "reads share");
+        assert!(!api.conflicts(&scope(&["src/web/**"], &[])), "disjoint");
+        let other = TaskScope::of(Some("cli"), &globs(&["src/api/**"]), &[])
+            .expect("valid")
+            .expect("a scope");
+        assert!(!api.conflicts(&other), "another repository");
+    }
+
+    #[test]
+    fn work_per_event_grows_with_groups_not_tasks() {
+        // 100,000 queued tasks across 1,000 scopes in 10 repositories.
+        let mut s = Scopes::default();
+        for i in 0..100_000u32 {
+            let scope = i % 1000;
+            let repo = format!("repo{}", scope % 10);
+            let w = globs(&[&format!("mod{scope}/**")]);
+            s.track_parts(&format!("t{i}"), Some(&repo), &w, &[]);
+        }
+        assert_eq!(s.groups.len(), 1000, "one compiled scope per group");
+        let before = s.ops();
+        s.take("t0", "agent");
+        let assign = s.ops() - before;
+        // One visit per group of the repository (100), not per task (10,000).
+        assert!(assign <= 110, "{assign} visits to assign");
+        let before = s.ops();
+        s.forget("t0");
+        let finish = s.ops() - before;
+        assert!(finish <= 10, "{finish} visits to finish");
+        let before = s.ops();
+        s.track_parts("late", Some("repo3"), &globs(&["mod3/**"]), &[]);
+        assert!(
+            s.ops() - before <= 2,
+            "a task of a known scope costs nothing"
+        );
     }
 }

@@ -80,6 +80,7 @@ impl TaskQueue {
         self.deps.clear();
         self.timers.clear();
         self.lanes = Lanes::load(&self.store)?;
+        self.keys = super::keys::ConcurrencyKeys::load(&self.store)?;
         self.completions = Completions::default();
         self.outcomes.clear();
         let now = now_ms();
@@ -111,6 +112,7 @@ impl TaskQueue {
     fn load_records(&mut self, now: i64) -> Result<(usize, Dependent), StoreError> {
         let mut corrupt = 0usize;
         let mut dependent = Vec::new();
+        let mut running = Vec::new();
         let check_ids = !self.records.ids_complete();
         for item in self.records.scan_from(0) {
             let stored = item?;
@@ -166,10 +168,13 @@ impl TaskQueue {
                 }
                 self.scopes.track(&task);
                 if let (TaskStatus::Assigned, Some(agent)) = (task.status, &task.assigned_to) {
-                    self.scopes.take(&task.id, agent, now);
+                    running.push((task.id.clone(), agent.clone(), task.concurrency_key.clone()));
                 }
                 self.index.insert_live(task);
             }
+        }
+        for (id, agent, key) in running {
+            self.start_running_parts(&id, &agent, key.as_deref());
         }
         Ok((corrupt, dependent))
     }

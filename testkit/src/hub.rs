@@ -254,6 +254,15 @@ impl Hub {
         )
     }
 
+    pub fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        http(
+            "PUT",
+            &self.url(path),
+            Some(&self.admin_token),
+            Body::Json(body),
+        )
+    }
+
     pub fn delete(&self, path: &str) -> (u16, Value) {
         http(
             "DELETE",

@@ -30,16 +30,20 @@ impl Handler<Assign> for TaskQueue {
     fn handle(&mut self, msg: Assign, ctx: &mut Context<Self>) -> Self::Result {
         self.contained(ctx, move |this| -> Self::Result {
             let now = crate::util::now_ms();
-            // Two conflicting tasks offered at once: the first assigned holds the
-            // scope, the second waits for it.
-            if this.scope_waits(&msg.task_id, now) {
-                return this.after_flush(Err(QueueError::Task(TaskError::ScopeBusy)));
+            // Matched before the scheduler heard of a hold (two conflicting
+            // tasks at once, a key that just reached its limit): the task goes
+            // back under its hold.
+            if let Some(why) = this.start_refused(&msg.task_id, now) {
+                let refused = this.refuse_start(&msg.task_id, why, now);
+                return this.after_flush(Err(refused));
             }
             let result = this
                 .with_task(&msg.task_id, "hub", |t, now| t.assign(&msg.agent_id, now))
                 .map(|(a, _)| a);
             if result.is_ok() {
-                this.claim_scope(&msg.task_id, &msg.agent_id, now);
+                if let Some(task) = this.index.whole(&msg.task_id).cloned() {
+                    this.start_running(&task);
+                }
                 tracing::info!(task_id = %msg.task_id, agent_id = %msg.agent_id, "task assigned");
             }
             this.after_flush(result)

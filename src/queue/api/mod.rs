@@ -1,9 +1,11 @@
 //! The queue's messages, by caller: `agent` (scheduler and FSMs), `operator`
 //! (submitters, standing orders, operators), `reserve` (direct reservations of
-//! repository paths) and `read` (everyone who only reads).
+//! repository paths), `keys` (concurrency limits) and `read` (everyone who
+//! only reads).
 //! Each file opens with a table of its messages.
 
 pub(super) mod agent;
+pub(super) mod keys;
 pub(super) mod operator;
 pub(super) mod read;
 pub(super) mod reserve;

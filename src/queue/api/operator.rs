@@ -170,15 +170,12 @@ impl Handler<PauseLanes> for TaskQueue {
             };
             let written = this
                 .log
-                .append([NewEvent {
-                    ts: now_ms(),
-                    kind: kind.into(),
-                    task_id: None,
-                    task_seq: None,
-                    agent_id: None,
-                    actor: msg.by.clone(),
-                    details: json!({"lanes": msg.lanes, "paused_lanes": lanes}),
-                }])
+                .append([NewEvent::untasked(
+                    kind,
+                    None,
+                    &msg.by,
+                    json!({"lanes": msg.lanes, "paused_lanes": lanes}),
+                )])
                 .and_then(|()| this.lanes.save(&this.store));
             if let Err(e) = written {
                 this.lanes = before;

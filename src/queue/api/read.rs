@@ -146,7 +146,8 @@ impl TaskQueue {
     /// task whose write scope it waits for.
     fn view_of(&self, t: &Task) -> Value {
         let mut v = t.view();
-        if let Some(h) = self.scopes.waiting_on(&t.id) {
+        let waits = t.status == crate::domain::task::TaskStatus::Queued;
+        if let Some(h) = self.scopes.conflict(&t.id).filter(|_| waits) {
             v["waiting_on_scope"] = serde_json::json!({
                 "task_id": h.task_id,
                 "agent_id": h.agent_id,

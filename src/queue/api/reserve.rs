@@ -199,7 +199,6 @@ impl TaskQueue {
             "expires_at": reservation.expires_at,
         });
         self.record_scope("scope_granted", &reservation, by.actor(), details, now);
-        self.hold_back_conflicting(&reservation.repo, "", now);
         self.announce_claims(now);
         tracing::info!(reservation_id = %reservation.reservation_id, holder = %reservation.holder, repo = %reservation.repo, "paths reserved");
         Ok(ReserveOutcome::Granted(reservation))

@@ -66,6 +66,26 @@ pub(crate) struct NewEvent {
     pub details: Value,
 }
 
+impl NewEvent {
+    /// An event of no task (an operator's or the hub's own action), now.
+    pub(crate) fn untasked(
+        kind: &str,
+        agent_id: Option<String>,
+        actor: &str,
+        details: Value,
+    ) -> NewEvent {
+        NewEvent {
+            ts: crate::util::now_ms(),
+            kind: kind.to_string(),
+            task_id: None,
+            task_seq: None,
+            agent_id,
+            actor: actor.to_string(),
+            details,
+        }
+    }
+}
+
 /// Which events a query wants. Every filter is optional; `cursor` is the last
 /// sequence already seen (0 = from the start).
 #[derive(Debug, Clone, Default)]

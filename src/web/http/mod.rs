@@ -9,6 +9,7 @@
 
 mod admin;
 mod agents;
+mod concurrency;
 mod dashboard;
 mod limits;
 mod messaging;
@@ -210,6 +211,7 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
         .configure(agents::routes)
         .configure(messaging::routes)
         .configure(reservations::routes)
+        .configure(concurrency::routes)
         .configure(limits::routes)
         .configure(ops::routes)
         .configure(schemas::routes)

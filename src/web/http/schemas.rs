@@ -7,6 +7,7 @@ use actix_web::{web, HttpResponse};
 use serde_json::{json, Map, Value};
 
 use super::agents::{INVITE_FIELDS, REGISTER_FIELDS, TOKEN_FIELDS};
+use super::concurrency::LIMIT_FIELDS;
 use super::limits::OVERRIDE_FIELDS;
 use super::messaging::{ACK_FIELDS, CHANNEL_FIELDS, MESSAGE_FIELDS, SUBSCRIBER_FIELDS};
 use super::operator::{LANES_FIELDS, PRIORITY_FIELDS};
@@ -122,6 +123,8 @@ const SCOPE_EVENT_KINDS: &[(&str, &str)] = &[
     ("scope_conflict", "a reservation was refused: details.holder names who holds the overlap"),
     ("scope_renewed", "a reservation's expiry moved (details.expires_at)"),
     ("scope_released", "a reservation ended (details.reason: released, expired or task_ended)"),
+    ("concurrency_limit_set", "an operator capped a concurrency key (details.key, limit, previous_limit)"),
+    ("concurrency_limit_removed", "an operator removed a key's cap (details.key, previous_limit)"),
 ];
 
 /// Query parameters of the event-log routes.
@@ -273,6 +276,27 @@ fn catalog() -> Vec<Route> {
                 "Move a reservation's expiry (its holder, or the admin)",
             )
         },
+        route(
+            "GET",
+            "/api/admin/concurrency",
+            Token,
+            "Concurrency keys with a limit or a running task: {key, limit, running}",
+        ),
+        Route {
+            body: BodyDoc::Fields(LIMIT_FIELDS),
+            ..route(
+                "PUT",
+                "/api/admin/concurrency/{key}",
+                Admin,
+                "Cap how many tasks of the key run at once (0-10000)",
+            )
+        },
+        route(
+            "DELETE",
+            "/api/admin/concurrency/{key}",
+            Admin,
+            "Remove the key's cap",
+        ),
         route(
             "DELETE",
             "/api/reservations/{id}",
