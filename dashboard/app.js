@@ -53,6 +53,7 @@
       queue: { by_status: {}, by_priority: {}, dead_letter: 0 },
       deadLetter: [],          // Task, newest first
       reservations: [],        // live claims on repository paths (GET /api/reservations rows)
+      concurrency: [],         // {key, limit, running} of keys with a limit or a running task
       completions: [],         // completion records, newest first
       throughput: { completed_last_hour: 0, avg_completion_ms: null, total_tokens_hour: 0 },
       storage: null,
@@ -334,7 +335,7 @@
       'alerts-summary', 'alerts-empty', 'alerts-list', 'alert-log', 'alert-log-count',
       'throughput-completed', 'throughput-avg', 'throughput-tokens',
       'dl-summary', 'dl-empty', 'dl-list',
-      'res-summary', 'res-empty', 'res-list',
+      'res-summary', 'res-empty', 'res-list', 'concurrency-empty', 'concurrency-list',
       'charts-meta', 'chart-queue-depth', 'chart-latency', 'chart-utilization',
       'tasks-meta', 'tasks-filter', 'tasks-filter-status', 'tasks-filter-agent', 'tasks-refresh',
       'tasks-body', 'tasks-empty', 'tasks-more',
@@ -569,6 +570,19 @@
     ui.queueDlTotal.textContent = countText(q.dead_letter);
     showAge(ui.queueOldestWait, q.oldest_queued_age_ms);
     showAge(ui.queueOldestBlocked, q.oldest_blocked_age_ms);
+    const keys = model.concurrency;
+    ui.concurrencyEmpty.hidden = keys.length > 0;
+    reconcile(ui.concurrencyList, keys, function (k) { return str(k.key); }, function (k) {
+      const full = isNum(k.limit) && k.running >= k.limit;
+      return h('li', { class: 'conc-row' + (full ? ' text-warn' : ''), testid: 'concurrency-row', data: { key: str(k.key), full: String(full) } },
+        h('span', { class: 'mono conc-key', text: str(k.key) }),
+        h('span', { class: 'conc-count', testid: 'concurrency-count',
+          text: countText(k.running) + ' / ' + (isNum(k.limit) ? String(k.limit) : '∞') }));
+    }, function (k) { return sig(k); });
+  }
+
+  function keyRows(list) {
+    return (Array.isArray(list) ? list : []).filter(function (k) { return k && typeof k.key === 'string'; }).slice(0, LIST_CAP);
   }
 
   /** How long ago a server time was (ms), or null. */
@@ -1223,6 +1237,9 @@
         add('reads', h('span', { class: 'chips', testid: 'detail-read-scope' }, globs(t.read_paths)));
       }
     }
+    if (t.concurrency_key) {
+      add('concurrency key', h('span', { class: 'mono', testid: 'detail-concurrency-key', text: str(t.concurrency_key) }));
+    }
     if (t.waiting_on_scope && typeof t.waiting_on_scope === 'object') {
       const w = t.waiting_on_scope;
       add('waiting for', h('span', {
@@ -1452,6 +1469,7 @@
       oldest_queued_age_ms: ageOf(q.oldest_queued_since), oldest_blocked_age_ms: ageOf(q.oldest_blocked_since),
     };
     model.reservations = claimRows(d.reservations);
+    model.concurrency = keyRows(d.concurrency);
     model.deadLetter = (Array.isArray(d.dead_letter_tasks) ? d.dead_letter_tasks : [])
       .filter(function (t) { return t && t.id; }).slice(0, LIST_CAP);
     model.completions = (Array.isArray(d.recent_completions) ? d.recent_completions : [])
@@ -1531,6 +1549,10 @@
       case 'reservations':
         model.reservations = claimRows(ev.reservations);
         mark('reservations');
+        break;
+      case 'concurrency':
+        model.concurrency = keyRows(ev.keys);
+        mark('queue');
         break;
       case 'alert_fired':
       case 'alert_updated':

@@ -98,6 +98,11 @@ enum Command {
         #[command(subcommand)]
         action: ops_cli::ReservationAction,
     },
+    /// Concurrency limits of a running hub: list, set KEY LIMIT, remove KEY.
+    Concurrency {
+        #[command(subcommand)]
+        action: ops_cli::ConcurrencyAction,
+    },
     /// Standing orders of a running hub and the runs of each.
     StandingOrders {
         #[command(subcommand)]
@@ -717,6 +722,7 @@ fn main() -> ExitCode {
         Command::Task { action } => ops_cli::task(action),
         Command::Queue { action } => ops_cli::queue(action),
         Command::Reservations { action } => ops_cli::reservations(action),
+        Command::Concurrency { action } => ops_cli::concurrency(action),
         Command::StandingOrders { action } => ops_cli::standing(action),
         Command::Events(args) => ops_cli::events(args),
         Command::Mcp(args) => mcp::run(args),

@@ -217,3 +217,28 @@ fn reservations_are_listed_made_renewed_and_released_from_the_command_line() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("reservation_not_found"));
     assert_eq!(actors_of(&hub, "scope_released"), ["admin"]);
 }
+
+#[test]
+fn concurrency_limits_are_set_listed_and_removed_from_the_command_line() {
+    let hub = Hub::start();
+    let set = ok_json(&ops(&hub, &["concurrency", "set", "repo:web", "2"]));
+    assert_eq!(
+        (set["key"].clone(), set["limit"].clone()),
+        (json!("repo:web"), json!(2))
+    );
+    let listed = ok_json(&ops(&hub, &["concurrency", "list"]));
+    assert_eq!(
+        listed["keys"],
+        json!([{"key": "repo:web", "limit": 2, "running": 0}])
+    );
+    let bad = ops(&hub, &["concurrency", "set", "repo:web", "lots"]);
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "a bad limit is a command-line error"
+    );
+    let removed = ok_json(&ops(&hub, &["concurrency", "remove", "repo:web"]));
+    assert_eq!(removed["previous_limit"], 2);
+    assert_eq!(actors_of(&hub, "concurrency_limit_set"), ["admin"]);
+    assert_eq!(actors_of(&hub, "concurrency_limit_removed"), ["admin"]);
+}

@@ -65,6 +65,23 @@ fn next_assignment(agent: &mut Agent) -> (String, Value) {
     )
 }
 
+/// The next assignment must be `expected`: it is accepted (its generation
+/// answered).
+fn accept_next(agent: &mut Agent, expected: &str) -> Result<Value, String> {
+    let (task_id, generation) = next_assignment(agent);
+    if task_id != expected {
+        return Err(format!("assigned {task_id}, expected {expected}"));
+    }
+    agent.accept(expected, generation.clone());
+    Ok(generation)
+}
+
+/// Completes `task_id` at `generation` and waits for the hub's ack.
+fn complete_at(agent: &mut Agent, task_id: &str, generation: Value) {
+    agent.send(json!({"type": "task_complete", "task_id": task_id, "generation": generation, "result": {}}));
+    agent.recv_ack(task_id, REPLY_TIMEOUT);
+}
+
 struct Side {
     hub: Hub,
     agent_token: String,
@@ -203,15 +220,9 @@ impl Side {
                 let agent = self.agent.as_mut().ok_or("no agent")?;
                 let (holder, waiter) = arg.split_once(' ').ok_or("two ids")?;
                 let generation = get_task(hub, holder)["generation"].clone();
-                agent.send(json!({"type": "task_complete", "task_id": holder, "generation": generation, "result": {}}));
-                agent.recv_ack(holder, REPLY_TIMEOUT);
-                let (task_id, generation) = next_assignment(agent);
-                if task_id != waiter {
-                    return Err(format!("assigned {task_id}, expected {waiter}"));
-                }
-                agent.accept(waiter, generation.clone());
-                agent.send(json!({"type": "task_complete", "task_id": waiter, "generation": generation, "result": {}}));
-                agent.recv_ack(waiter, REPLY_TIMEOUT);
+                complete_at(agent, holder, generation);
+                let generation = accept_next(agent, waiter)?;
+                complete_at(agent, waiter, generation);
                 Ok(String::new())
             }
             "reserved_paths" => {
@@ -236,15 +247,28 @@ impl Side {
                     .then(|| format!("{id} {waiter}"))
                     .ok_or(format!("expected the task to wait for {id}: {w}"))
             }
+            "keyed_task_running" => {
+                let (status, set) = hub.put("/api/admin/concurrency/nightly", &json!({"limit": 1}));
+                if status != 200 {
+                    return Err(format!("limit refused: {set}"));
+                }
+                let agent = self.agent.as_mut().ok_or("no agent")?;
+                let id = submit(
+                    hub,
+                    json!({"description": "Nightly build", "concurrency_key": "nightly"}),
+                );
+                accept_next(agent, &id)?;
+                Ok(id)
+            }
+            "keyed_task_done" => {
+                let agent = self.agent.as_mut().ok_or("no agent")?;
+                complete_at(agent, arg, get_task(hub, arg)["generation"].clone());
+                Ok(String::new())
+            }
             "released_task_runs" => {
                 let agent = self.agent.as_mut().ok_or("no agent")?;
-                let (task_id, generation) = next_assignment(agent);
-                if task_id != arg {
-                    return Err(format!("assigned {task_id}, expected {arg}"));
-                }
-                agent.accept(arg, generation.clone());
-                agent.send(json!({"type": "task_complete", "task_id": arg, "generation": generation, "result": {}}));
-                agent.recv_ack(arg, REPLY_TIMEOUT);
+                let generation = accept_next(agent, arg)?;
+                complete_at(agent, arg, generation);
                 Ok(String::new())
             }
             "backup_taken" => {

@@ -229,7 +229,7 @@ fn tool_err(name: &str, arguments: &Value, answer: &Value) -> Value {
     error
 }
 
-const ALL_TOOLS: [&str; 14] = [
+const ALL_TOOLS: [&str; 16] = [
     "list_agents",
     "submit_task",
     "broadcast_task",
@@ -244,7 +244,10 @@ const ALL_TOOLS: [&str; 14] = [
     "reserve_paths",
     "release_paths",
     "list_reservations",
+    "set_concurrency_limit",
+    "list_concurrency",
 ];
+const ADMIN_ONLY: [&str; 3] = ["cancel_task", "retry_task", "set_concurrency_limit"];
 
 #[test]
 fn a_coordinator_submits_waits_and_reads_the_result() {
@@ -260,10 +263,10 @@ fn a_coordinator_submits_waits_and_reads_the_result() {
     let tools = list["result"]["tools"].as_array().expect("tools").clone();
     let names: Vec<&str> = tools.iter().filter_map(|t| t["name"].as_str()).collect();
     for name in ALL_TOOLS {
-        let admin_only = ["cancel_task", "retry_task"].contains(&name);
+        let admin_only = ADMIN_ONLY.contains(&name);
         assert_eq!(names.contains(&name), !admin_only, "{name} in {names:?}");
     }
-    assert_eq!(names.len(), ALL_TOOLS.len() - 2, "{names:?}");
+    assert_eq!(names.len(), ALL_TOOLS.len() - ADMIN_ONLY.len(), "{names:?}");
     for tool in &tools {
         assert!(
             tool["description"].as_str().is_some_and(|d| d.len() > 40),
@@ -652,6 +655,33 @@ fn agents_reserve_and_release_paths_through_the_tools() {
     assert_eq!(released["status"], "released", "{released}");
     let listed = bob.call("list_reservations", json!({}));
     assert_eq!(listed["reservations"], json!([]), "{listed}");
+
+    // Concurrency: the admin caps a key, agents read it and tag their tasks.
+    let mut admin = McpClient::start(&hub, &hub.admin_token);
+    let set = admin.call(
+        "set_concurrency_limit",
+        json!({"key": "repo:web", "limit": 2}),
+    );
+    assert_eq!(set["limit"], 2, "{set}");
+    let refused = alice.call_err("set_concurrency_limit", json!({"key": "k", "limit": 1}));
+    assert_eq!(refused["http_status"], 403, "{refused}");
+    let created = alice.call(
+        "submit_task",
+        json!({"description": "keyed", "concurrency_key": "repo:web"}),
+    );
+    let task = get_task(&hub, created["task_id"].as_str().unwrap_or_default());
+    assert_eq!(task["concurrency_key"], "repo:web", "{task}");
+    let keys = bob.call("list_concurrency", json!({}));
+    assert_eq!(
+        keys["keys"][0],
+        json!({"key": "repo:web", "limit": 2, "running": 0}),
+        "{keys}"
+    );
+    let removed = admin.call(
+        "set_concurrency_limit",
+        json!({"key": "repo:web", "limit": null}),
+    );
+    assert!(removed["limit"].is_null(), "{removed}");
 }
 
 #[test]

@@ -341,6 +341,10 @@ struct SubmitArgs {
     /// A glob of files the task reads (repeatable).
     #[arg(long = "read-path")]
     read_paths: Vec<String>,
+    /// Caps how many tasks of the key run at once (an operator's limit) and
+    /// shares the queue fairly with other keys.
+    #[arg(long)]
+    concurrency_key: Option<String>,
 }
 
 fn submit(args: SubmitArgs, config: Option<PathBuf>) -> Result<(), Fatal> {
@@ -354,6 +358,7 @@ fn submit(args: SubmitArgs, config: Option<PathBuf>) -> Result<(), Fatal> {
         repo,
         write_paths,
         read_paths,
+        concurrency_key,
     } = args;
     let cfg = load_config(config)?;
     let mut task = json!({"description": description});
@@ -365,6 +370,9 @@ fn submit(args: SubmitArgs, config: Option<PathBuf>) -> Result<(), Fatal> {
     }
     if !read_paths.is_empty() {
         task["read_paths"] = json!(read_paths);
+    }
+    if let Some(key) = concurrency_key {
+        task["concurrency_key"] = json!(key);
     }
     if let Some(ms) = max_runtime_ms {
         task["max_runtime_ms"] = json!(ms);

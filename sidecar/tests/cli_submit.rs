@@ -24,6 +24,7 @@ fn submit_posts_a_task_with_priority_capabilities_and_metadata() {
         .args(["--max-runtime-ms", "600000", "--stall-ms", "120000"])
         .args(["--repo", "parser", "--write-path", "src/parse/**"])
         .args(["--write-path", "Cargo.toml", "--read-path", "docs/**"])
+        .args(["--concurrency-key", "repo:parser"])
         .arg("--config")
         .arg(sc.config_path())
         .output()
@@ -48,6 +49,7 @@ fn submit_posts_a_task_with_priority_capabilities_and_metadata() {
     assert_eq!(t["stall_ms"], 120000, "{t}");
     assert_eq!(t["submitted_by"], "submitter", "{t}");
     assert_eq!(t["repo"], "parser", "{t}");
+    assert_eq!(t["concurrency_key"], "repo:parser", "{t}");
     assert_eq!(
         (&t["write_paths"], &t["read_paths"]),
         (

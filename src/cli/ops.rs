@@ -136,6 +136,29 @@ pub enum ReservationAction {
 }
 
 #[derive(Subcommand)]
+pub enum ConcurrencyAction {
+    /// Keys with a limit or a running task: limit and running count.
+    List {
+        #[command(flatten)]
+        online: Online,
+    },
+    /// Cap how many tasks of KEY run at once (0 pauses the key).
+    Set {
+        key: String,
+        #[arg(value_parser = clap::value_parser!(u32).range(0..=10_000))]
+        limit: u32,
+        #[command(flatten)]
+        online: Online,
+    },
+    /// Remove KEY's cap.
+    Remove {
+        key: String,
+        #[command(flatten)]
+        online: Online,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum StandingAction {
     /// List standing orders with their next runs.
     List {
@@ -328,6 +351,22 @@ pub fn reservations(action: ReservationAction) -> Result<(), Fatal> {
             online,
         } => {
             let path = format!("/api/reservations/{}", encode(&reservation_id));
+            call(&online, "DELETE", &path, None)?
+        }
+    };
+    print_json(&answer);
+    Ok(())
+}
+
+pub fn concurrency(action: ConcurrencyAction) -> Result<(), Fatal> {
+    let answer = match action {
+        ConcurrencyAction::List { online } => call(&online, "GET", "/api/admin/concurrency", None)?,
+        ConcurrencyAction::Set { key, limit, online } => {
+            let path = format!("/api/admin/concurrency/{}", encode(&key));
+            call(&online, "PUT", &path, Some(json!({ "limit": limit })))?
+        }
+        ConcurrencyAction::Remove { key, online } => {
+            let path = format!("/api/admin/concurrency/{}", encode(&key));
             call(&online, "DELETE", &path, None)?
         }
     };

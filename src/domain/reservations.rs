@@ -1,14 +1,11 @@
 //! Who holds which paths of which repository: the claims of running tasks and
-//! agents' direct reservations, and the conflict rule between two claims.
+//! agents' direct reservations, by repository.
 //!
 //! A claim writes some paths and reads others (a direct reservation is
-//! exclusive: it writes, or shared: it reads). Two claims on the same
-//! repository conflict when one's writes can overlap the other's writes or
-//! reads; reads never conflict with reads. A claim with an expiry stops
-//! counting at that time (`expire` drops it).
-//!
-//! A check costs one overlap test per live claim on the same repository, and
-//! claims on a repository are at most its running tasks and reservations.
+//! exclusive: it writes, or shared: it reads). A claim with an expiry stops
+//! counting at that time (`get` and `list` pass over it; `expire` drops it).
+//! Whether two claims conflict is the queue's (`queue::scopes`, decided once
+//! per pair of scopes).
 //!
 //! Architecture invariant: pure data; the caller passes `now`; no I/O, no actor.
 

@@ -48,6 +48,7 @@ impl TaskQueue {
         let held = self.scopes.take(task_id, agent);
         if let Some(key) = key {
             self.keys.started(key);
+            self.announce_keys();
         }
         if !held.is_empty() || self.scopes.hold_for(task_id).is_some() {
             self.announce_claims(crate::util::now_ms());
@@ -71,6 +72,7 @@ impl TaskQueue {
         };
         if let Some(key) = key {
             self.keys.stopped(key);
+            self.announce_keys();
         }
         let quiet = freed.ended.is_empty();
         self.apply_freed(freed, "task_ended", "hub", now);

@@ -71,6 +71,11 @@ pub(crate) enum HubEvent {
     Reservations {
         reservations: Vec<Value>,
     },
+    /// A concurrency key's limit or running count changed (ext): every key
+    /// with a limit or a running task, as `GET /api/admin/concurrency` lists.
+    Concurrency {
+        keys: Vec<Value>,
+    },
     /// `backup_complete`, `backup_failed`, `compaction_complete`,
     /// `compaction_failed`, `recovery_complete`, `recovery_failed`.
     #[serde(untagged)]

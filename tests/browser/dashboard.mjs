@@ -196,6 +196,18 @@ async function main() {
     await page.locator(`${tid('task-row')}[data-task-id="${frozenId}"][data-status="completed"]`).waitFor();
     console.log(`reservation ${resId} released from the page; ${frozenId} ran`);
 
+    // Concurrency keys: running / limit in the queue panel, live.
+    const keyedId = await hub('keyed_task_running');
+    const keyRow = page.locator(`${tid('concurrency-row')}[data-key="nightly"]`);
+    await keyRow.locator(tid('concurrency-count'), { hasText: '1 / 1' }).waitFor();
+    check(await keyRow.getAttribute('data-full') === 'true', 'a key at its limit is marked full');
+    await page.click(`${tid('task-row')}[data-task-id="${keyedId}"]`);
+    await page.locator(tid('detail-concurrency-key'), { hasText: 'nightly' }).waitFor();
+    await page.click(tid('task-detail-close'));
+    await hub('keyed_task_done', keyedId);
+    await keyRow.locator(tid('concurrency-count'), { hasText: '0 / 1' }).waitFor();
+    console.log(`concurrency key nightly shown running and done (${keyedId})`);
+
     // Filters: only cancelled tasks (none) and back to all.
     await page.selectOption(tid('tasks-filter-status'), 'cancelled');
     await page.click(tid('tasks-refresh'));

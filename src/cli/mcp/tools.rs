@@ -26,11 +26,11 @@ use tokio::sync::OnceCell;
 use crate::cli::hub_client::{encode, HubClient, DEFAULT_TIMEOUT};
 use crate::Fatal;
 
-mod reservations;
+mod coordination;
 
 /// Tools only the admin token may use; not listed for an agent's token (the
 /// hub refuses them anyway, and the tool error says so).
-const ADMIN_TOOLS: &[&str] = &["cancel_task", "retry_task"];
+const ADMIN_TOOLS: &[&str] = &["cancel_task", "retry_task", "set_concurrency_limit"];
 /// `wait_for_task`: default and longest wait (s), and the longest single hub
 /// long poll (ms; the hub holds one at most 60 s).
 const DEFAULT_WAIT_SECS: u64 = 300;
@@ -150,6 +150,8 @@ struct SubmitTaskArgs {
     /// Globs of the files the task reads: only tasks writing them wait for it.
     #[serde(default)]
     read_paths: Vec<String>,
+    /// Concurrency key (e.g. "repo:web"): an operator may cap how many tasks of the key run at once, and keys share the queue round-robin within a priority.
+    concurrency_key: Option<String>,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -254,7 +256,7 @@ impl HubTools {
                 client,
                 principal: OnceCell::new(),
             }),
-            tool_router: Self::tool_router() + Self::reservation_tools(),
+            tool_router: Self::tool_router() + Self::coordination_tools(),
         }
     }
 
@@ -335,6 +337,11 @@ impl HubTools {
         if !args.read_paths.is_empty() {
             body["read_paths"] = json!(args.read_paths);
         }
+        put(
+            &mut body,
+            "concurrency_key",
+            args.concurrency_key.map(Value::from),
+        );
         let created = self.hub("POST", "/api/tasks", Some(body)).await?;
         Ok(CallToolResult::structured(created))
     }

@@ -40,19 +40,30 @@ impl Handler<ConcurrencyLimits> for TaskQueue {
     type Result = MessageResult<ConcurrencyLimits>;
 
     fn handle(&mut self, _: ConcurrencyLimits, ctx: &mut Context<Self>) -> Self::Result {
-        self.contained(ctx, |this| {
-            MessageResult(
-                this.keys
-                    .list()
-                    .into_iter()
-                    .map(|(key, limit, running)| json!({"key": key, "limit": limit, "running": running}))
-                    .collect(),
-            )
-        })
+        self.contained(ctx, |this| MessageResult(this.concurrency_view()))
     }
 }
 
 impl TaskQueue {
+    /// Every key with a limit or a running task: `{key, limit, running}`.
+    pub(in crate::queue) fn concurrency_view(&self) -> Vec<Value> {
+        self.keys
+            .list()
+            .into_iter()
+            .map(|(key, limit, running)| json!({"key": key, "limit": limit, "running": running}))
+            .collect()
+    }
+
+    /// The keys changed: the dashboard gets the new list (built only while
+    /// someone watches).
+    pub(in crate::queue) fn announce_keys(&mut self) {
+        if self.peers.bus.watched() {
+            let keys = self.concurrency_view();
+            self.outbox
+                .push_event(crate::storage::bus::HubEvent::Concurrency { keys });
+        }
+    }
+
     fn set_concurrency_limit(&mut self, msg: &SetConcurrencyLimit) -> Result<Value, QueueError> {
         self.writable()?;
         let previous = self.keys.set_limit(&msg.key, msg.limit);
@@ -80,6 +91,7 @@ impl TaskQueue {
             .into_iter()
             .find(|(k, _, _)| *k == msg.key)
             .map_or(0, |(_, _, r)| r);
+        self.announce_keys();
         tracing::info!(key = %msg.key, limit = ?msg.limit, by = %msg.by, "concurrency limit changed");
         Ok(json!({
             "key": msg.key,

@@ -25,7 +25,9 @@ use crate::agents::presence::{ListAgents, Presence};
 use crate::agents::ratelimit::RateLimits;
 use crate::ops::alerts::{Alerter, AlertsView};
 use crate::ops::metrics::{History, Metrics, Snapshot};
-use crate::queue::{DeadLetters, ListReservations, RecentCompletions, Stats, TaskQueue};
+use crate::queue::{
+    ConcurrencyLimits, DeadLetters, ListReservations, RecentCompletions, Stats, TaskQueue,
+};
 use crate::storage::backup::Maintenance;
 use crate::storage::bus::EventBus;
 use crate::util::now_ms;
@@ -133,6 +135,7 @@ impl DashboardDeps {
         });
         let completions = self.queue.send(RecentCompletions);
         let reservations = self.queue.send(ListReservations { repo: None });
+        let concurrency = self.queue.send(ConcurrencyLimits);
         let agents = self.presence.send(ListAgents { online_only: false });
         let alerts = self.alerter.send(AlertsView);
         let history = self.metrics.send(History);
@@ -191,6 +194,7 @@ impl DashboardDeps {
             "queue": stats,
             "dead_letter_tasks": dead,
             "reservations": reservations,
+            "concurrency": concurrency.await?,
             "recent_completions": recent,
             "throughput": throughput,
             "storage": storage,

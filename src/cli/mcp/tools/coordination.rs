@@ -1,7 +1,8 @@
-//! The reservation tools: `reserve_paths`, `release_paths`,
+//! The coordination tools: `reserve_paths`, `release_paths`,
 //! `list_reservations` (direct reservations of repository paths, PROTOCOL.md
-//! 6.6). An agent's token reserves for that agent; the admin token for
-//! `holder` (default `admin`).
+//! 6.21; an agent's token reserves for that agent, the admin token for
+//! `holder`, default `admin`), `set_concurrency_limit` (admin) and
+//! `list_concurrency` (PROTOCOL.md 6.22).
 
 use rmcp::handler::server::tool::schema_for_type;
 use rmcp::model::{CallToolResult, JsonObject};
@@ -49,12 +50,25 @@ struct ReleasePathsArgs {
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+struct SetConcurrencyLimitArgs {
+    /// The concurrency key tasks carry (e.g. "repo:web").
+    key: String,
+    /// How many of its tasks may run at once (0 pauses the key); null removes the cap.
+    limit: Option<u32>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct NoArgs {}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 struct ListReservationsArgs {
     /// Only this repository's claims.
     repo: Option<String>,
 }
 
-#[tool_router(router = reservation_tools, vis = "pub(super)")]
+#[tool_router(router = coordination_tools, vis = "pub(super)")]
 impl HubTools {
     #[tool(
         description = "Reserve paths of a repository so no other agent's task or reservation writes them meanwhile (scoped tasks that overlap wait). Answers status granted with the reservation, or a scope_conflict error naming the holder (agent, task or reservation, and its paths). Release it with release_paths when done; it also lapses after ttl_ms.",
@@ -86,6 +100,35 @@ impl HubTools {
         let path = format!("/api/reservations/{}", encode(&args.reservation_id));
         Ok(CallToolResult::structured(
             self.hub("DELETE", &path, None).await?,
+        ))
+    }
+
+    #[tool(
+        description = "Cap how many tasks of a concurrency key run at once (admin token only); limit null removes the cap. Tasks of a key at its cap stay queued and start as running ones finish.",
+        input_schema = schema_for_type::<SetConcurrencyLimitArgs>()
+    )]
+    async fn set_concurrency_limit(&self, args: JsonObject) -> Outcome {
+        let args: SetConcurrencyLimitArgs = parse("set_concurrency_limit", args)?;
+        let path = format!("/api/admin/concurrency/{}", encode(&args.key));
+        let answer = match args.limit {
+            Some(limit) => {
+                self.hub("PUT", &path, Some(json!({"limit": limit})))
+                    .await?
+            }
+            None => self.hub("DELETE", &path, None).await?,
+        };
+        Ok(CallToolResult::structured(answer))
+    }
+
+    #[tool(
+        description = "Concurrency keys with a cap or a running task: key, limit (null: none) and how many of its tasks run now.",
+        input_schema = schema_for_type::<NoArgs>(),
+        annotations(read_only_hint = true)
+    )]
+    async fn list_concurrency(&self, args: JsonObject) -> Outcome {
+        let _: NoArgs = parse("list_concurrency", args)?;
+        Ok(CallToolResult::structured(
+            self.hub("GET", "/api/admin/concurrency", None).await?,
         ))
     }
 
