@@ -54,6 +54,7 @@
       deadLetter: [],          // Task, newest first
       reservations: [],        // live claims on repository paths (GET /api/reservations rows)
       concurrency: [],         // {key, limit, running} of keys with a limit or a running task
+      usage: [],               // paused credential groups {credential_group, until, reported_by, reason}
       completions: [],         // completion records, newest first
       throughput: { completed_last_hour: 0, avg_completion_ms: null, total_tokens_hour: 0 },
       storage: null,
@@ -336,6 +337,7 @@
       'throughput-completed', 'throughput-avg', 'throughput-tokens',
       'dl-summary', 'dl-empty', 'dl-list',
       'res-summary', 'res-empty', 'res-list', 'concurrency-empty', 'concurrency-list',
+      'usage-empty', 'usage-list',
       'charts-meta', 'chart-queue-depth', 'chart-latency', 'chart-utilization',
       'tasks-meta', 'tasks-filter', 'tasks-filter-status', 'tasks-filter-agent', 'tasks-refresh',
       'tasks-body', 'tasks-empty', 'tasks-more',
@@ -369,7 +371,7 @@
   }
 
   function markAll() {
-    mark('conn', 'health', 'agents', 'queue', 'alerts', 'throughput', 'deadLetter', 'reservations',
+    mark('conn', 'health', 'agents', 'queue', 'alerts', 'throughput', 'deadLetter', 'reservations', 'usage',
       'charts', 'tasks', 'completions', 'storage', 'rateLimits', 'detail');
   }
 
@@ -396,6 +398,7 @@
     throughput: renderThroughput,
     deadLetter: renderDeadLetter,
     reservations: renderReservations,
+    usage: renderUsage,
     charts: renderCharts,
     tasks: renderTasks,
     completions: renderCompletions,
@@ -481,8 +484,9 @@
     else summary = conds.length + (conds.length === 1 ? ' condition' : ' conditions') + ' need attention.';
     ui.healthSummary.textContent = summary;
     ui.healthConditions.replaceChildren.apply(ui.healthConditions, conds.map(function (c) {
-      return h('li', { class: 'cond cond-' + (c.severity === 'critical' ? 'critical' : 'warning') },
-        badge(str(c.severity) || 'warning', c.severity === 'critical' ? 'crit' : 'warn'),
+      const kind = c.severity === 'critical' ? 'critical' : c.severity === 'info' ? 'info' : 'warning';
+      return h('li', { class: 'cond cond-' + kind },
+        badge(str(c.severity) || 'warning', kind === 'critical' ? 'crit' : kind === 'info' ? 'neutral' : 'warn'),
         h('span', { class: 'cond-source', text: str(c.source) }),
         c.rule_id ? h('span', { class: 'mono muted', text: c.rule_id }) : null,
         h('span', { class: 'cond-msg', text: str(c.message) }));
@@ -546,11 +550,67 @@
       taskId && model.taskProgress.get(taskId) ? h('dt', { text: 'progress' }) : null,
       taskId && model.taskProgress.get(taskId) ? h('dd', null, progressEl(model.taskProgress.get(taskId), 'agent-progress')) : null,
       h('dt', { text: 'connected' }), h('dd', null, online && isNum(a.connected_at) ? relTime(a.connected_at) : h('span', { class: 'muted', text: '—' })),
-      h('dt', { text: 'last seen' }), h('dd', null, online ? h('span', { text: 'now' }) : relTime(a.last_state_change))),
+      h('dt', { text: 'last seen' }), h('dd', null, online ? h('span', { text: 'now' }) : relTime(a.last_state_change)),
+      isNum(a.paused_until) ? h('dt', { text: 'usage limit' }) : null,
+      isNum(a.paused_until) ? h('dd', null, countdown(a.paused_until, 'agent-paused-until')) : null),
     caps.length ? h('div', { class: 'chips' }, caps.map(function (c) { return chip(str(c)); })) : null,
     flags.length ? h('div', { class: 'chips' }, flags.map(function (f) {
       return badge(str(f), f === 'unresponsive' ? 'crit' : 'warn', { testid: 'agent-flag' });
     })) : null);
+  }
+
+  /** A span the ticker keeps at "resumes in 4m 12s" until `until`. */
+  function countdown(until, testid) {
+    return h('span', {
+      class: 'countdown text-warn', testid: testid, title: fmtAbs(until),
+      data: { countdown: until }, text: countdownText(until),
+    });
+  }
+
+  function countdownText(until) {
+    const left = until - serverNow();
+    return left > 0 ? 'resumes in ' + fmtDuration(left) : 'resuming';
+  }
+
+  // Usage limits -------------------------------------------------------------------
+
+  function renderUsage() {
+    const list = model.usage;
+    ui.usageEmpty.hidden = list.length > 0;
+    reconcile(ui.usageList, list, function (p) { return str(p.credential_group); }, function (p) {
+      const g = str(p.credential_group);
+      const busy = model.pending.has('resume:' + g);
+      return h('div', { class: 'res-row', testid: 'usage-row', data: { group: g } },
+        h('div', { class: 'res-main' },
+          h('div', { class: 'res-line' },
+            h('span', { class: 'mono res-repo', text: g }),
+            countdown(p.until, 'usage-countdown')),
+          h('div', { class: 'res-meta muted' },
+            'reported by ', h('span', { class: 'mono', text: str(p.reported_by) }),
+            p.reason ? ' · ' + str(p.reason) : null)),
+        h('div', { class: 'res-actions' },
+          h('button', {
+            type: 'button', class: 'btn btn-small', testid: 'usage-resume-btn',
+            data: { action: 'resume-usage', target: g }, disabled: busy, text: busy ? 'Resuming…' : 'Resume now',
+          })));
+    }, function (p) { return sig([p, model.pending.has('resume:' + p.credential_group)]); });
+  }
+
+  async function doResumeUsage(group) {
+    if (!group || model.pending.has('resume:' + group)) return;
+    model.pending.add('resume:' + group);
+    mark('usage');
+    const r = await api('POST', '/api/usage/' + encodeURIComponent(group) + '/resume', {});
+    model.pending.delete('resume:' + group);
+    if (r.ok) {
+      actionResult('resume ' + group + ': resumed', 'ok');
+      model.usage = model.usage.filter(function (p) { return p.credential_group !== group; });
+    } else {
+      actionResult('resume ' + group + ': ' + (str(r.data.error) || 'failed'), 'bad', errorText(r));
+      if (r.status === 401) sessionLost();
+      requestSnapshotSoon();
+    }
+    mark('usage');
   }
 
   // Queue ----------------------------------------------------------------------
@@ -638,7 +698,7 @@
   function buildAlertRow(a) {
     const acked = !!a.acknowledged;
     const pending = model.pending.has('ack:' + a.rule_id);
-    const sev = a.severity === 'critical' ? 'critical' : 'warning';
+    const sev = a.severity === 'critical' ? 'critical' : a.severity === 'info' ? 'info' : 'warning';
     const details = a.details === undefined || a.details === null ||
       (typeof a.details === 'object' && !Array.isArray(a.details) && !Object.keys(a.details).length)
       ? null : fmtValue(a.details);
@@ -1470,6 +1530,7 @@
     };
     model.reservations = claimRows(d.reservations);
     model.concurrency = keyRows(d.concurrency);
+    model.usage = (Array.isArray(d.usage) ? d.usage : []).filter(function (p) { return p && p.credential_group; });
     model.deadLetter = (Array.isArray(d.dead_letter_tasks) ? d.dead_letter_tasks : [])
       .filter(function (t) { return t && t.id; }).slice(0, LIST_CAP);
     model.completions = (Array.isArray(d.recent_completions) ? d.recent_completions : [])
@@ -1553,6 +1614,10 @@
       case 'concurrency':
         model.concurrency = keyRows(ev.keys);
         mark('queue');
+        break;
+      case 'usage':
+        model.usage = (Array.isArray(ev.pauses) ? ev.pauses : []).filter(function (p) { return p && p.credential_group; });
+        mark('usage');
         break;
       case 'alert_fired':
       case 'alert_updated':
@@ -2009,6 +2074,7 @@
       case 'cancel': doCancel(targetId); break;
       case 'ack': doAck(targetId); break;
       case 'release': doRelease(targetId); break;
+      case 'resume-usage': doResumeUsage(targetId); break;
       case 'close-detail': closeDetail(); break;
       case 'reconnect-now': reconnectNow(); break;
       case 'backup': doBackup(); break;
@@ -2039,6 +2105,10 @@
     if (model.conn.state !== 'live') renderConn();
     renderUptime();
     watchdog();
+    for (const el of document.querySelectorAll('[data-countdown]')) {
+      const text = countdownText(Number(el.dataset.countdown));
+      if (el.textContent !== text) el.textContent = text;
+    }
     if (tickCount % REL_REFRESH_TICKS === 0) {
       for (const el of document.querySelectorAll('[data-rel]')) {
         const text = fmtRel(Number(el.dataset.rel));

@@ -192,6 +192,9 @@ pub enum ApiError {
     /// 409: a reservation overlaps a live claim; the body names the holder.
     #[error("scope conflict")]
     ScopeConflict(serde_json::Value),
+    /// 404: the credential group is not paused.
+    #[error("credential group {0} is not paused")]
+    NotPaused(String),
     /// 409: a reservation refused by the queue's rules (`task_not_held`,
     /// `too_many_reservations`).
     #[error("reservation refused: {0}")]
@@ -233,7 +236,8 @@ impl ResponseError for ApiError {
             | ApiError::ChannelNotFound(_)
             | ApiError::RecipientNotFound(_)
             | ApiError::MessageNotFound(_)
-            | ApiError::ReservationNotFound(_) => StatusCode::NOT_FOUND,
+            | ApiError::ReservationNotFound(_)
+            | ApiError::NotPaused(_) => StatusCode::NOT_FOUND,
             ApiError::InvalidJson(_) => StatusCode::BAD_REQUEST,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::AlreadyExists { .. }
@@ -296,6 +300,7 @@ impl ResponseError for ApiError {
                 json!({"error": "reservation_not_found", "reservation_id": id})
             }
             ApiError::NotHolder(id) => json!({"error": "not_holder", "reservation_id": id}),
+            ApiError::NotPaused(g) => json!({"error": "not_paused", "credential_group": g}),
             ApiError::ScopeConflict(body) => body.clone(),
             ApiError::ReservationRefused(code) => json!({"error": code}),
             ApiError::RateLimited {

@@ -110,6 +110,7 @@ pub(crate) fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState
         reject_backoff: Duration::from_millis(config.reject_backoff_ms),
     };
     let stopping = HubStopping::default();
+    let tokens = Tokens::new(store.clone());
     let presence = presence_ctx.run(Presence::load(
         timings,
         PresenceDeps {
@@ -120,6 +121,7 @@ pub(crate) fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState
             bus: bus.clone(),
             telemetry: telemetry.clone(),
             stopping: stopping.clone(),
+            tokens: tokens.clone(),
         },
     )?);
     let metrics = Metrics::new(
@@ -131,7 +133,6 @@ pub(crate) fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState
         Duration::from_millis(config.metrics_interval_ms),
     )
     .start();
-    let tokens = Tokens::new(store.clone());
     let rate_limits = RateLimits::load(
         store.clone(),
         config.rate_limits_enabled,

@@ -98,6 +98,11 @@ enum Command {
         #[command(subcommand)]
         action: ops_cli::ReservationAction,
     },
+    /// Usage-limit pauses of a running hub: list, resume GROUP.
+    Usage {
+        #[command(subcommand)]
+        action: ops_cli::UsageAction,
+    },
     /// Concurrency limits of a running hub: list, set KEY LIMIT, remove KEY.
     Concurrency {
         #[command(subcommand)]
@@ -139,6 +144,13 @@ struct BenchArgs {
     /// Spread tasks over the four priority lanes.
     #[arg(long)]
     mixed_priorities: bool,
+    /// Give tasks write scopes: this many distinct ones in one repository
+    /// (tasks of one scope run one at a time).
+    #[arg(long, default_value_t = 0)]
+    scopes: usize,
+    /// Give tasks this many distinct concurrency keys (served round-robin).
+    #[arg(long, default_value_t = 0)]
+    concurrency_keys: usize,
     /// Filler bytes in each task description.
     #[arg(long, default_value_t = 64)]
     payload_bytes: usize,
@@ -204,6 +216,10 @@ enum AgentAction {
         /// Comma-separated capabilities, e.g. code,review.
         #[arg(long, value_delimiter = ',')]
         capabilities: Vec<String>,
+        /// Agents sharing one provider account: a usage limit one of them
+        /// reports pauses them all.
+        #[arg(long)]
+        credential_group: Option<String>,
         #[command(flatten)]
         target: Target,
     },
@@ -217,6 +233,9 @@ enum AgentAction {
         /// How long the invite stays valid [default: config invite_ttl_hours].
         #[arg(long)]
         ttl_hours: Option<u64>,
+        /// The credential group of the token the invite redeems for.
+        #[arg(long)]
+        credential_group: Option<String>,
         #[command(flatten)]
         target: Target,
     },
@@ -391,25 +410,39 @@ fn hub_request(
         .map_err(|message| Fatal { code: 1, message })
 }
 
+/// A credential group: 1 to 128 characters.
+fn valid_group(group: Option<&str>) -> Result<(), Fatal> {
+    match group {
+        Some(g) if g.is_empty() || g.chars().count() > 128 => Err(Fatal {
+            code: 2,
+            message: "--credential-group must be 1 to 128 characters".into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 fn agent(action: AgentAction) -> Result<(), Fatal> {
     match action {
         AgentAction::Add {
             name,
             capabilities,
+            credential_group,
             target,
         } => {
             valid_agent_id(&name)?;
+            valid_group(credential_group.as_deref())?;
             let caps = clean_caps(capabilities);
             let token = match &target.hub {
                 Some(hub) => {
-                    let body = serde_json::json!({"agent_id": name, "capabilities": caps});
+                    let body = serde_json::json!({"agent_id": name, "capabilities": caps,
+                                                  "credential_group": credential_group});
                     let answer = accepted(hub_request(hub, "POST", "/admin/tokens", Some(body))?)?;
                     answer["token"].as_str().unwrap_or_default().to_string()
                 }
                 None => {
                     let (_, tokens) = open_tokens(&target.common)?;
                     tokens
-                        .issue_now(&name, caps)
+                        .issue_in_group_now(&name, caps, credential_group)
                         .map_err(|e| refused(e, &name))?
                         .0
                 }
@@ -421,9 +454,11 @@ fn agent(action: AgentAction) -> Result<(), Fatal> {
             name,
             capabilities,
             ttl_hours,
+            credential_group,
             target,
         } => {
             valid_agent_id(&name)?;
+            valid_group(credential_group.as_deref())?;
             let caps = clean_caps(capabilities);
             if ttl_hours.is_some_and(|h| h == 0 || h > 24 * 365) {
                 return Err(Fatal {
@@ -433,7 +468,8 @@ fn agent(action: AgentAction) -> Result<(), Fatal> {
             }
             let command = match &target.hub {
                 Some(hub) => {
-                    let mut body = serde_json::json!({"agent_id": name, "capabilities": caps});
+                    let mut body = serde_json::json!({"agent_id": name, "capabilities": caps,
+                                                      "credential_group": credential_group});
                     if let Some(h) = ttl_hours {
                         body["ttl_hours"] = h.into();
                     }
@@ -443,8 +479,9 @@ fn agent(action: AgentAction) -> Result<(), Fatal> {
                 None => {
                     let (config, tokens) = open_tokens(&target.common)?;
                     let hours = ttl_hours.unwrap_or(config.invite_ttl_hours);
+                    let ttl = (hours as i64).saturating_mul(3_600_000);
                     let (code, record) =
-                        tokens.invite_now(&name, caps, (hours as i64).saturating_mul(3_600_000))?;
+                        tokens.invite_in_group_now(&name, caps, credential_group, ttl)?;
                     join_command(&config.hub_url(), &name, &code, &record.capabilities)
                 }
             };
@@ -688,6 +725,8 @@ fn bench(args: BenchArgs) -> Result<(), Fatal> {
         submitters: args.submitters,
         capabilities: args.capabilities,
         mixed_priorities: args.mixed_priorities,
+        scopes: args.scopes,
+        concurrency_keys: args.concurrency_keys,
         payload_bytes: args.payload_bytes,
         rate: args.rate,
         duration: args.duration_secs.map(std::time::Duration::from_secs),
@@ -723,6 +762,7 @@ fn main() -> ExitCode {
         Command::Queue { action } => ops_cli::queue(action),
         Command::Reservations { action } => ops_cli::reservations(action),
         Command::Concurrency { action } => ops_cli::concurrency(action),
+        Command::Usage { action } => ops_cli::usage(action),
         Command::StandingOrders { action } => ops_cli::standing(action),
         Command::Events(args) => ops_cli::events(args),
         Command::Mcp(args) => mcp::run(args),

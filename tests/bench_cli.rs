@@ -19,6 +19,10 @@ fn bench_json_reports_every_task_completed_once() {
             "--capabilities",
             "2",
             "--mixed-priorities",
+            "--scopes",
+            "5",
+            "--concurrency-keys",
+            "4",
             "--timeout-secs",
             "120",
             "--json",
@@ -35,6 +39,10 @@ fn bench_json_reports_every_task_completed_once() {
     let last = stdout.lines().last().expect("a report line");
     let report: Value = serde_json::from_str(last).expect("last line is JSON");
     assert_eq!(report["submitted"], 300, "{report}");
+    assert_eq!(
+        (report["scopes"].clone(), report["concurrency_keys"].clone()),
+        (Value::from(5), Value::from(4))
+    );
     assert_eq!(report["completed"], 300, "{report}");
     assert_eq!(report["lost"], 0, "{report}");
     assert_eq!(report["duplicated"], 0, "{report}");

@@ -32,7 +32,15 @@ fn agent_add_prints_a_token_that_identifies_and_revoke_ends_it() {
     let dir = hub.data_dir();
 
     let added = hub_cli(
-        &["agent", "add", "builder", "--capabilities", "review,code"],
+        &[
+            "agent",
+            "add",
+            "builder",
+            "--capabilities",
+            "review,code",
+            "--credential-group",
+            "team-claude",
+        ],
         &dir,
     );
     assert!(added.status.success(), "{}", text(&added.stderr));
@@ -56,7 +64,15 @@ fn agent_add_prints_a_token_that_identifies_and_revoke_ends_it() {
     );
     assert!(!listing.contains(&token), "the full token is never listed");
 
+    let bad = hub_cli(&["agent", "add", "x", "--credential-group", ""], &dir);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
+
     hub.start_again();
+    let (_, tokens) = hub.get("/admin/tokens");
+    assert_eq!(
+        tokens["tokens"][0]["credential_group"], "team-claude",
+        "{tokens}"
+    );
     let agent = Agent::connect(&hub, "builder", &token);
     let (_, agents) = hub.get("/api/agents");
     assert_eq!(

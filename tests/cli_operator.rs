@@ -219,6 +219,30 @@ fn reservations_are_listed_made_renewed_and_released_from_the_command_line() {
 }
 
 #[test]
+fn usage_pauses_are_listed_and_resumed_from_the_command_line() {
+    let hub = Hub::start();
+    let (status, made) = hub.post(
+        "/admin/tokens",
+        &json!({"agent_id": "w", "credential_group": "team"}),
+    );
+    assert_eq!(status, 201, "{made}");
+    let mut w = Agent::connect(&hub, "w", made["token"].as_str().unwrap_or_default());
+    let reply = request(
+        &mut w,
+        json!({"type": "usage_limited", "resets_at": now_ms() + 3_600_000}),
+    );
+    assert_eq!(reply["credential_group"], "team", "{reply}");
+    let listed = ok_json(&ops(&hub, &["usage", "list"]));
+    assert_eq!(listed["paused"][0]["credential_group"], "team", "{listed}");
+    let resumed = ok_json(&ops(&hub, &["usage", "resume", "team"]));
+    assert_eq!(resumed["status"], "resumed");
+    let again = ops(&hub, &["usage", "resume", "team"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not_paused"));
+    assert_eq!(actors_of(&hub, "usage_resumed"), ["admin"]);
+}
+
+#[test]
 fn concurrency_limits_are_set_listed_and_removed_from_the_command_line() {
     let hub = Hub::start();
     let set = ok_json(&ops(&hub, &["concurrency", "set", "repo:web", "2"]));

@@ -260,6 +260,26 @@ impl Side {
                 accept_next(agent, &id)?;
                 Ok(id)
             }
+            "usage_limited" => {
+                let agent = self.agent.as_mut().ok_or("no agent")?;
+                let until = now_ms() + 3_600_000;
+                let reply = request(agent, json!({"type": "usage_limited", "resets_at": until}));
+                (reply["type"] == "usage_paused")
+                    .then(|| {
+                        reply["credential_group"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string()
+                    })
+                    .ok_or(format!("not paused: {reply}"))
+            }
+            "usage_resumed" => {
+                let (_, usage) = hub.get("/api/usage");
+                let (_, events) = hub.get("/api/events?kind=usage_resumed");
+                (usage["paused"] == json!([]) && events["events"][0]["actor"] == "admin")
+                    .then(String::new)
+                    .ok_or(format!("still paused: {usage} {events}"))
+            }
             "keyed_task_done" => {
                 let agent = self.agent.as_mut().ok_or("no agent")?;
                 complete_at(agent, arg, get_task(hub, arg)["generation"].clone());

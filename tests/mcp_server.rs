@@ -229,7 +229,7 @@ fn tool_err(name: &str, arguments: &Value, answer: &Value) -> Value {
     error
 }
 
-const ALL_TOOLS: [&str; 16] = [
+const ALL_TOOLS: [&str; 18] = [
     "list_agents",
     "submit_task",
     "broadcast_task",
@@ -246,8 +246,15 @@ const ALL_TOOLS: [&str; 16] = [
     "list_reservations",
     "set_concurrency_limit",
     "list_concurrency",
+    "list_usage_pauses",
+    "resume_usage",
 ];
-const ADMIN_ONLY: [&str; 3] = ["cancel_task", "retry_task", "set_concurrency_limit"];
+const ADMIN_ONLY: [&str; 4] = [
+    "cancel_task",
+    "retry_task",
+    "set_concurrency_limit",
+    "resume_usage",
+];
 
 #[test]
 fn a_coordinator_submits_waits_and_reads_the_result() {
@@ -682,6 +689,23 @@ fn agents_reserve_and_release_paths_through_the_tools() {
         json!({"key": "repo:web", "limit": null}),
     );
     assert!(removed["limit"].is_null(), "{removed}");
+
+    // Usage pauses: listed for anyone, resumed by the admin.
+    let mut worker = Agent::connect(&hub, "alice", &alice_token);
+    let reply = request(
+        &mut worker,
+        json!({"type": "usage_limited", "resets_at": 9_999_999_999_999u64}),
+    );
+    assert_eq!(reply["type"], "usage_paused", "{reply}");
+    let pauses = bob.call("list_usage_pauses", json!({}));
+    assert_eq!(
+        pauses["paused"][0]["credential_group"], "agent:alice",
+        "{pauses}"
+    );
+    let resumed = admin.call("resume_usage", json!({"credential_group": "agent:alice"}));
+    assert_eq!(resumed["status"], "resumed", "{resumed}");
+    let missing = admin.call_err("resume_usage", json!({"credential_group": "agent:alice"}));
+    assert_eq!(missing["http_status"], 404, "{missing}");
 }
 
 #[test]

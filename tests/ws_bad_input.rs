@@ -9,7 +9,7 @@ use common::*;
 use serde_json::{json, Value};
 
 /// Every client frame type of PROTOCOL.md 1.4.
-const KNOWN_TYPES: [&str; 23] = [
+const KNOWN_TYPES: [&str; 24] = [
     "identify",
     "ping",
     "status",
@@ -30,6 +30,7 @@ const KNOWN_TYPES: [&str; 23] = [
     "state_report",
     "wake_result",
     "agent_restarting",
+    "usage_limited",
     "scope_reserve",
     "scope_renew",
     "scope_release",

@@ -161,6 +161,15 @@ pub const CLIENT_FRAME_SCHEMAS: &[(&str, &[Field])] = &[
     ),
     ("agent_restarting", &[opt("reason", REASON)]),
     (
+        "usage_limited",
+        &[
+            req("resets_at", Kind::UInt),
+            opt("task_id", TASK_ID),
+            opt("generation", Kind::UInt),
+            opt("reason", REASON),
+        ],
+    ),
+    (
         "scope_reserve",
         &[
             req("repo", id(crate::task_spec::MAX_REPO)),
@@ -400,6 +409,18 @@ pub enum ClientFrame {
         #[serde(default)]
         reason: Option<String>,
     },
+    /// The agent's provider refuses work until `resets_at` (ms) (ext,
+    /// PROTOCOL.md 6.23): its credential group is paused; the task it names
+    /// goes back to the queue unspent.
+    UsageLimited {
+        resets_at: u64,
+        #[serde(default)]
+        task_id: Option<String>,
+        #[serde(default)]
+        generation: Option<u64>,
+        #[serde(default)]
+        reason: Option<String>,
+    },
     /// Reserve repository paths (ext, PROTOCOL.md 6.21); the whole frame is
     /// checked again by `parse_reserve` (mode, ttl).
     ScopeReserve {
@@ -452,6 +473,7 @@ impl ClientFrame {
             ClientFrame::StateReport { .. } => "state_report",
             ClientFrame::WakeResult { .. } => "wake_result",
             ClientFrame::AgentRestarting { .. } => "agent_restarting",
+            ClientFrame::UsageLimited { .. } => "usage_limited",
             ClientFrame::ScopeReserve { .. } => "scope_reserve",
             ClientFrame::ScopeRenew { .. } => "scope_renew",
             ClientFrame::ScopeRelease { .. } => "scope_release",
@@ -461,7 +483,7 @@ impl ClientFrame {
     /// Task lifecycle frames are never dropped by rate limiting (PROTOCOL.md 1.1).
     pub fn is_lifecycle(&self) -> bool {
         let t = self.type_name();
-        t.starts_with("task_") || t == "state_report" || t == "wake_result"
+        t.starts_with("task_") || t == "state_report" || t == "wake_result" || t == "usage_limited"
     }
 
     /// The rate-limit tier of the frame (PROTOCOL.md section 5), as its name:
@@ -693,6 +715,12 @@ pub enum ServerFrame {
     ChannelAgentJoined {
         channel: String,
         agent_id: String,
+    },
+    /// A `usage_limited` without a task was noted: the group is paused until
+    /// then (ext, PROTOCOL.md 6.23).
+    UsagePaused {
+        credential_group: String,
+        until: i64,
     },
     /// A `scope_reserve` or `scope_renew` was granted (ext, PROTOCOL.md 6.21).
     ScopeGranted {

@@ -50,6 +50,8 @@ enum Kind {
     Failed,
     Block,
     Reject,
+    /// `usage_limited` for the task (final, like a failure that spends nothing).
+    Usage,
 }
 
 impl Kind {
@@ -79,6 +81,11 @@ impl Kind {
                 generation,
                 ..
             } => Some((Kind::Block, task_id.clone(), *generation)),
+            ClientFrame::UsageLimited {
+                task_id: Some(task_id),
+                generation,
+                ..
+            } => Some((Kind::Usage, task_id.clone(), generation.unwrap_or(0))),
             _ => None,
         }
     }
@@ -765,10 +772,14 @@ impl Relay {
             "retried" | "dead_letter" => Kind::Failed,
             "blocked" => Kind::Block,
             "rejected" => Kind::Reject,
+            "usage_limited" => Kind::Usage,
             _ => return,
         };
         self.pop_inflight(task_id, kind);
-        if matches!(kind, Kind::Complete | Kind::Failed | Kind::Block) {
+        if matches!(
+            kind,
+            Kind::Complete | Kind::Failed | Kind::Block | Kind::Usage
+        ) {
             tracing::info!(task_id, status, "report acknowledged by the hub");
             self.drop_entries_for(task_id, true);
             if self.record.as_ref().is_some_and(|r| r.task_id() == task_id) {
@@ -795,6 +806,7 @@ impl Relay {
             "task_fail_failed" => Kind::Failed,
             "task_block_failed" => Kind::Block,
             "task_reject_failed" => Kind::Reject,
+            "usage_limited_failed" => Kind::Usage,
             _ => {
                 tracing::warn!(task_id = %task_id, error = %e.error, "error frame from the hub");
                 return;
@@ -816,7 +828,7 @@ impl Relay {
                     self.release(&e.error);
                 }
             }
-            Kind::Complete | Kind::Failed | Kind::Block => {
+            Kind::Complete | Kind::Failed | Kind::Block | Kind::Usage => {
                 if ours.is_some() && !current {
                     tracing::debug!(task_id = %task_id, error = %e.error, "refusal of an older generation ignored");
                     return;
@@ -946,6 +958,9 @@ impl Relay {
             }
             FinalReport::Blocked { reason, needs } => {
                 tracing::warn!(task_id = %task_id, reason = %reason, needs = ?needs, "reporting task_blocked")
+            }
+            FinalReport::UsageLimited { resets_at, .. } => {
+                tracing::warn!(task_id = %task_id, resets_at, "reporting usage_limited")
             }
         }
         self.save_record();

@@ -91,6 +91,13 @@ pub enum FinalReport {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         needs: Option<String>,
     },
+    /// The agent's provider refuses work until `resets_at` (ms; result
+    /// `usage_limited`): the task goes back unspent, the group pauses.
+    UsageLimited {
+        resets_at: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
 }
 
 impl FinalReport {
@@ -136,6 +143,12 @@ impl FinalReport {
                 generation,
                 reason: reason.clone(),
                 needs: needs.clone(),
+            },
+            FinalReport::UsageLimited { resets_at, reason } => ClientFrame::UsageLimited {
+                resets_at: *resets_at,
+                task_id: Some(task_id.to_string()),
+                generation: Some(generation),
+                reason: reason.clone(),
             },
         }
     }

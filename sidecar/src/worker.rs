@@ -380,8 +380,14 @@ async fn wake_with_retries(
 }
 
 /// The result statuses an agent may write.
-pub const RESULT_STATUSES: &[&str] =
-    &["success", "no_work", "failed", "failed_terminal", "blocked"];
+pub const RESULT_STATUSES: &[&str] = &[
+    "success",
+    "no_work",
+    "failed",
+    "failed_terminal",
+    "blocked",
+    "usage_limited",
+];
 
 /// Turns the agent's result file into the report:
 /// - `success` → complete with the whole object (plus `pr_url` when the git
@@ -428,6 +434,16 @@ pub fn report_from_result(map: Map<String, Value>, git_record: &std::path::Path)
                 terminal: s == "failed_terminal",
             }
         }
+        Some("usage_limited") => match map.get("resets_at").and_then(Value::as_u64) {
+            Some(resets_at) => FinalReport::UsageLimited {
+                resets_at,
+                reason: text("reason").map(|r| clip(&r)),
+            },
+            None => FinalReport::failed(
+                "invalid_result",
+                "invalid_result: usage_limited needs resets_at (ms since the epoch)",
+            ),
+        },
         Some("blocked") => FinalReport::Blocked {
             reason: clip(&text("reason").unwrap_or_else(|| "blocked".to_string())),
             needs: text("needs").map(|n| n.chars().take(256).collect()),

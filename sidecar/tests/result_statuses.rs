@@ -198,3 +198,47 @@ fn the_progress_file_becomes_the_tasks_progress() {
     // The bad file changed nothing; the last good progress stays on the task.
     assert_eq!(done["progress"]["percent"], 42, "{done}");
 }
+
+#[test]
+fn a_usage_limited_result_hands_the_task_back_unspent_and_pauses_the_agent() {
+    let hub = Hub::start();
+    let mut sc = Sidecar::prepare(&hub, "echo", "");
+    sc.set_wake(&echo_agent(sc.dir.path()));
+    sc.spawn();
+    sc.wait_online(&hub);
+    let resets_at = now_ms() + 3_600_000;
+    let limited = submit_result(
+        &hub,
+        json!({"status": "usage_limited", "resets_at": resets_at, "reason": "weekly cap"}),
+        json!({}),
+    );
+    let t = hub.wait_status(&limited, "queued", SOON);
+    let given_back = history_entries(&t, "usage_limited");
+    assert_eq!(given_back.len(), 1, "{t}");
+    assert_eq!(given_back[0]["details"]["reason"], "weekly cap", "{t}");
+    assert_eq!(t["retry_count"], 0, "{t}");
+    let (_, usage) = hub.get("/api/usage");
+    assert_eq!(
+        usage["paused"][0]["credential_group"], "agent:echo",
+        "{usage}"
+    );
+    assert_eq!(usage["paused"][0]["until"], resets_at, "{usage}");
+    // Paused: the task stays queued (the sidecar is not offered it again).
+    let (status, _) = hub.post(&format!("/api/tasks/{limited}/cancel"), &json!({}));
+    assert_eq!(status, 200);
+    // A result without resets_at is refused as invalid.
+    let (status, _) = hub.post("/api/usage/agent:echo/resume", &json!({}));
+    assert_eq!(status, 200);
+    let bad = submit_result(
+        &hub,
+        json!({"status": "usage_limited"}),
+        json!({"max_retries": 0}),
+    );
+    let t = hub.wait_status(&bad, "dead_letter", SOON);
+    assert!(
+        t["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("resets_at")),
+        "{t}"
+    );
+}

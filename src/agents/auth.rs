@@ -33,6 +33,10 @@ pub struct TokenRecord {
     pub created_at: i64,
     pub capabilities: Vec<String>,
     pub token_hash: String,
+    /// Agents sharing a provider account: a usage limit one reports pauses
+    /// them all (ext).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_group: Option<String>,
 }
 
 /// Why an `identify` was refused.
@@ -62,6 +66,8 @@ pub struct InviteRecord {
     pub created_at: i64,
     pub expires_at: i64,
     pub used_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_group: Option<String>,
 }
 
 impl From<StoreError> for IssueError {
@@ -173,8 +179,9 @@ impl Tokens {
         &self,
         agent_id: &str,
         capabilities: Vec<String>,
+        credential_group: Option<String>,
     ) -> Result<(String, TokenRecord), IssueError> {
-        let (token, record) = self.insert(agent_id, capabilities)?;
+        let (token, record) = self.insert(agent_id, capabilities, credential_group)?;
         self.store.durable().await?;
         Ok((token, record))
     }
@@ -185,7 +192,17 @@ impl Tokens {
         agent_id: &str,
         capabilities: Vec<String>,
     ) -> Result<(String, TokenRecord), IssueError> {
-        let out = self.insert(agent_id, capabilities)?;
+        self.issue_in_group_now(agent_id, capabilities, None)
+    }
+
+    /// [`Tokens::issue_now`] with a credential group.
+    pub fn issue_in_group_now(
+        &self,
+        agent_id: &str,
+        capabilities: Vec<String>,
+        credential_group: Option<String>,
+    ) -> Result<(String, TokenRecord), IssueError> {
+        let out = self.insert(agent_id, capabilities, credential_group)?;
         self.store.flush_now()?;
         Ok(out)
     }
@@ -194,6 +211,7 @@ impl Tokens {
         &self,
         agent_id: &str,
         mut capabilities: Vec<String>,
+        credential_group: Option<String>,
     ) -> Result<(String, TokenRecord), IssueError> {
         capabilities.sort();
         capabilities.dedup();
@@ -204,6 +222,7 @@ impl Tokens {
             created_at: now_ms(),
             capabilities,
             token_hash: hash_token(&token),
+            credential_group,
         };
         let value = encode(&record);
         // compare_and_swap makes two concurrent issues for one agent create one token.
@@ -227,7 +246,18 @@ impl Tokens {
     pub fn invite_now(
         &self,
         agent_id: &str,
+        capabilities: Vec<String>,
+        ttl_ms: i64,
+    ) -> Result<(String, InviteRecord), StoreError> {
+        self.invite_in_group_now(agent_id, capabilities, None, ttl_ms)
+    }
+
+    /// [`Tokens::invite_now`]; the token it redeems for is in `credential_group`.
+    pub fn invite_in_group_now(
+        &self,
+        agent_id: &str,
         mut capabilities: Vec<String>,
+        credential_group: Option<String>,
         ttl_ms: i64,
     ) -> Result<(String, InviteRecord), StoreError> {
         capabilities.sort();
@@ -242,6 +272,7 @@ impl Tokens {
             created_at: now,
             expires_at: now.saturating_add(ttl_ms),
             used_at: None,
+            credential_group,
         };
         self.store
             .invites
@@ -283,7 +314,7 @@ impl Tokens {
         if swapped.is_err() {
             return Err(IssueError::InvalidInvite);
         }
-        match self.insert(agent_id, invite.capabilities) {
+        match self.insert(agent_id, invite.capabilities, invite.credential_group) {
             Ok(issued) => {
                 self.store.durable().await?;
                 Ok(issued)

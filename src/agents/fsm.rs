@@ -19,6 +19,7 @@ use bytestring::ByteString;
 
 use crate::agents::presence::{Presence, PresenceEvent, PresenceUpdate};
 use crate::agents::scheduler::{AgentAvailable, AgentUnavailable, Scheduler};
+use crate::agents::usage::UsageReported;
 use crate::domain::task::{FailReport, RECLAIM_AGENT_DISABLED};
 use crate::protocol::{
     parse_task_specs, AgentInfo, ClientFrame, ErrorFrame, ServerFrame, TaskAssignment,
@@ -144,6 +145,8 @@ pub(crate) struct AgentView {
     pub generation: Option<u64>,
     pub flags: Vec<String>,
     pub last_state_change: i64,
+    /// Its credential group is paused for a usage limit until then (ms).
+    pub paused_until: Option<i64>,
 }
 
 impl AgentView {
@@ -160,6 +163,7 @@ impl AgentView {
             "last_state_change": self.last_state_change,
             "flags": self.flags,
             "online": self.fsm_state != FsmState::Offline,
+            "paused_until": self.paused_until,
         })
     }
 
@@ -197,6 +201,8 @@ pub(crate) struct AgentFsm {
     /// Operator controls: a draining agent finishes its task and takes no new
     /// one; a disabled agent loses its task and takes none.
     controls: AgentControls,
+    /// Its credential group's usage limit: offered no work before then (ms).
+    paused_until: Option<i64>,
     idle_since: i64,
     last_state_change: i64,
     accept_timer: Option<SpawnHandle>,
@@ -229,6 +235,7 @@ impl AgentFsm {
             unresponsive: false,
             throttled_until: None,
             controls: AgentControls::default(),
+            paused_until: None,
             idle_since: now,
             last_state_change: now,
             accept_timer: None,
@@ -254,6 +261,9 @@ impl AgentFsm {
         if self.controls.disabled {
             flags.push("disabled".to_string());
         }
+        if self.is_paused() {
+            flags.push("usage_limited".to_string());
+        }
         AgentView {
             agent_id: self.agent_id.clone(),
             name: self.name.clone(),
@@ -265,7 +275,12 @@ impl AgentFsm {
             generation: self.current.as_ref().map(|(_, g)| *g),
             flags,
             last_state_change: self.last_state_change,
+            paused_until: self.paused_until.filter(|_| self.is_paused()),
         }
+    }
+
+    fn is_paused(&self) -> bool {
+        self.paused_until.is_some_and(|until| until > now_ms())
     }
 
     fn publish(&self, event: Option<PresenceEvent>) {
@@ -327,6 +342,7 @@ impl AgentFsm {
             || self.is_throttled()
             || self.controls.draining
             || self.controls.disabled
+            || self.is_paused()
         {
             return;
         }
@@ -610,6 +626,16 @@ fn to_report(frame: ClientFrame) -> Option<Result<(String, Report, Reply), Serve
             },
             Reply::Silent,
         ),
+        ClientFrame::UsageLimited {
+            task_id: Some(task_id),
+            generation,
+            reason,
+            ..
+        } => (
+            task_id,
+            Report::UsageLimited { generation, reason },
+            Reply::Ack("usage_limited_failed"),
+        ),
         _ => return None,
     }))
 }
@@ -618,6 +644,39 @@ impl Handler<Lifecycle> for AgentFsm {
     type Result = AtomicResponse<Self, Option<ServerFrame>>;
 
     fn handle(&mut self, msg: Lifecycle, _: &mut Context<Self>) -> Self::Result {
+        if let ClientFrame::UsageLimited {
+            resets_at,
+            task_id: None,
+            reason,
+            ..
+        } = &msg.0
+        {
+            // No task: the pause is the whole answer.
+            let report = self.usage_report(*resets_at, None, reason.clone());
+            let report = self.presence.send(report);
+            return AtomicResponse::new(Box::pin(report.into_actor(self).map(|answer, _, _| {
+                Some(match answer {
+                    Ok(Ok((credential_group, until))) => ServerFrame::UsagePaused {
+                        credential_group,
+                        until,
+                    },
+                    _ => {
+                        ServerFrame::Error(ErrorFrame::plain("usage_limited_failed: storage_error"))
+                    }
+                })
+            })));
+        }
+        if let ClientFrame::UsageLimited {
+            resets_at,
+            task_id: Some(task_id),
+            reason,
+            ..
+        } = &msg.0
+        {
+            // The pause first: the task's return must not offer this agent work.
+            let report = self.usage_report(*resets_at, Some(task_id.clone()), reason.clone());
+            self.presence.do_send(report);
+        }
         let (task_id, report, reply) = match to_report(msg.0) {
             None => return AtomicResponse::new(Box::pin(fut::ready(None))),
             Some(Err(refusal)) => return AtomicResponse::new(Box::pin(fut::ready(Some(refusal)))),
@@ -826,6 +885,57 @@ impl Handler<Control> for AgentFsm {
             }
         }
         self.publish(Some(PresenceEvent::StatusChanged));
+    }
+}
+
+/// Its credential group was paused for a usage limit until then, or resumed
+/// (`None`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct UsagePause(pub Option<i64>);
+
+impl Handler<UsagePause> for AgentFsm {
+    type Result = ();
+
+    fn handle(&mut self, msg: UsagePause, ctx: &mut Context<Self>) {
+        self.paused_until = msg.0;
+        if self.state == FsmState::Idle {
+            if self.is_paused() {
+                self.scheduler.do_send(AgentUnavailable {
+                    agent_id: self.agent_id.clone(),
+                });
+            } else {
+                self.announce(ctx);
+            }
+        }
+        self.publish(Some(PresenceEvent::StatusChanged));
+    }
+}
+
+impl AgentFsm {
+    /// The agent reported its provider's limit: it stops asking for work at
+    /// once, and `Presence` pauses its whole credential group.
+    fn usage_report(
+        &mut self,
+        resets_at: u64,
+        task_id: Option<String>,
+        reason: Option<String>,
+    ) -> UsageReported {
+        let resets_at = i64::try_from(resets_at).unwrap_or(i64::MAX);
+        if resets_at > now_ms() {
+            self.paused_until = Some(self.paused_until.unwrap_or(0).max(resets_at));
+            if self.state == FsmState::Idle {
+                self.scheduler.do_send(AgentUnavailable {
+                    agent_id: self.agent_id.clone(),
+                });
+            }
+        }
+        UsageReported {
+            agent_id: self.agent_id.clone(),
+            resets_at,
+            task_id,
+            reason,
+        }
     }
 }
 

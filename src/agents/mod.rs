@@ -1,5 +1,6 @@
 //! The agent side: one `AgentSession` per socket, one `AgentFsm` per agent, the
-//! `Presence` registry, the `Scheduler`, rate limits and tokens.
+//! `Presence` registry (and the usage-limit pauses it keeps, `usage`), the
+//! `Scheduler`, rate limits and tokens.
 
 pub(crate) mod auth;
 pub(crate) mod fsm;
@@ -7,3 +8,4 @@ pub(crate) mod presence;
 pub(crate) mod ratelimit;
 pub(crate) mod scheduler;
 pub(crate) mod session;
+pub(crate) mod usage;

@@ -14,11 +14,13 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
+use crate::agents::auth::Tokens;
 use crate::agents::fsm::{
     AgentControls, AgentFsm, AgentView, Control, FsmState, FsmTimings, HubStopping, Push, Revoked,
-    Withdrawn,
+    UsagePause, Withdrawn,
 };
 use crate::agents::scheduler::Scheduler;
+use crate::domain::usage::UsagePauses;
 use crate::error::StoreError;
 use crate::ops::telemetry::{Counter, Telemetry};
 use crate::protocol::ServerFrame;
@@ -41,12 +43,14 @@ struct Cooldown {
 }
 
 pub(crate) struct Presence {
-    fsms: HashMap<String, Addr<AgentFsm>>,
+    pub(super) fsms: HashMap<String, Addr<AgentFsm>>,
     views: HashMap<String, AgentView>,
     online: HashMap<String, Recipient<Push>>,
     cooldowns: HashMap<String, Cooldown>,
     timings: FsmTimings,
-    deps: PresenceDeps,
+    pub(super) deps: PresenceDeps,
+    /// Usage-limit pauses of credential groups, persisted in `meta` (`usage`).
+    pub(super) usage: UsagePauses,
     /// Operator controls by agent, persisted in `meta`.
     controls: HashMap<String, AgentControls>,
     /// Agents that connected since the hub started (`agent_offline` watches them).
@@ -64,6 +68,8 @@ pub(crate) struct PresenceDeps {
     pub bus: EventBus,
     pub telemetry: Arc<Telemetry>,
     pub stopping: HubStopping,
+    /// Agents' credential groups (usage-limit pauses).
+    pub tokens: Tokens,
 }
 
 /// Where agent controls are kept in `meta`.
@@ -76,7 +82,9 @@ impl Presence {
             Some(v) => decode("meta", CONTROLS_KEY.as_bytes(), &v)?,
             None => HashMap::new(),
         };
+        let usage = super::usage::load_pauses(&deps.store)?;
         Ok(Presence {
+            usage,
             fsms: HashMap::new(),
             views: HashMap::new(),
             online: HashMap::new(),
@@ -102,6 +110,14 @@ impl Presence {
 
 impl Actor for Presence {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Pauses kept across the restart end at their time (or now, if past).
+        let now = crate::util::now_ms();
+        for (group, p) in self.usage.list(i64::MIN) {
+            self.resume_at(group.to_string(), p.until.max(now), ctx);
+        }
+    }
 }
 
 /// The FSM of an agent, created on first use.
@@ -123,6 +139,7 @@ impl Handler<FsmFor> for Presence {
             ctx.address(),
         );
         let controls = self.controls.get(&msg.agent_id).copied();
+        let paused = self.paused_until(&msg.agent_id);
         let addr = self
             .fsms
             .entry(msg.agent_id.clone())
@@ -131,6 +148,9 @@ impl Handler<FsmFor> for Presence {
                     AgentFsm::new(msg.agent_id, timings, stopping, queue, scheduler, me).start();
                 if let Some(c) = controls {
                     fsm.do_send(Control(c));
+                }
+                if paused.is_some() {
+                    fsm.do_send(UsagePause(paused));
                 }
                 fsm
             })
@@ -448,6 +468,8 @@ pub(crate) struct Fleet {
 pub(crate) struct FleetState {
     pub offline: Vec<(String, i64)>,
     pub online_capabilities: Vec<Vec<String>>,
+    /// Credential groups paused for a usage limit, with until when.
+    pub usage_paused: Vec<(String, i64)>,
 }
 
 impl Handler<Fleet> for Presence {
@@ -475,9 +497,16 @@ impl Handler<Fleet> for Presence {
                 caps
             })
             .collect();
+        let usage_paused = self
+            .usage
+            .list(now_ms())
+            .into_iter()
+            .map(|(g, p)| (g.to_string(), p.until))
+            .collect();
         MessageResult(FleetState {
             offline,
             online_capabilities,
+            usage_paused,
         })
     }
 }

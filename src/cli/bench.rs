@@ -41,6 +41,10 @@ pub struct BenchOptions {
     pub capabilities: usize,
     /// Spread tasks over the four priority lanes.
     pub mixed_priorities: bool,
+    /// Distinct write scopes (one repository, `mod<i>/**` each); 0 = none.
+    pub scopes: usize,
+    /// Distinct concurrency keys (round-robin fairness groups); 0 = none.
+    pub concurrency_keys: usize,
     /// Bytes of filler in each task's description.
     pub payload_bytes: usize,
     /// Submit at this many tasks per second (below saturation: a latency run)
@@ -85,6 +89,9 @@ pub struct BenchReport {
     /// Submission rate asked for (`None`: as fast as possible).
     pub rate_per_s: Option<f64>,
     pub batch: usize,
+    /// Distinct write scopes and concurrency keys the tasks carried.
+    pub scopes: usize,
+    pub concurrency_keys: usize,
     pub submitted: usize,
     pub completed: usize,
     pub elapsed_s: f64,
@@ -360,6 +367,14 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, String> {
                             spec["needed_capabilities"] =
                                 json!([format!("cap-{}", i % opts.capabilities)]);
                         }
+                        if opts.scopes > 0 {
+                            spec["repo"] = json!("bench");
+                            spec["write_paths"] = json!([format!("mod{}/**", i % opts.scopes)]);
+                        }
+                        if opts.concurrency_keys > 0 {
+                            spec["concurrency_key"] =
+                                json!(format!("key-{}", i % opts.concurrency_keys));
+                        }
                         spec
                     })
                     .collect();
@@ -476,6 +491,8 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, String> {
     let duplicated = t.completed.values().filter(|(_, n)| *n > 1).count()
         + t.assigned.values().filter(|(_, n)| *n > 1).count();
     Ok(BenchReport {
+        scopes: opts.scopes,
+        concurrency_keys: opts.concurrency_keys,
         agents: opts.agents,
         tasks: opts.tasks,
         rate_per_s: opts.rate,

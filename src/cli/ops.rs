@@ -136,6 +136,21 @@ pub enum ReservationAction {
 }
 
 #[derive(Subcommand)]
+pub enum UsageAction {
+    /// Credential groups paused for a usage limit, with until when.
+    List {
+        #[command(flatten)]
+        online: Online,
+    },
+    /// End a group's pause now (its agents take work again).
+    Resume {
+        credential_group: String,
+        #[command(flatten)]
+        online: Online,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum ConcurrencyAction {
     /// Keys with a limit or a running task: limit and running count.
     List {
@@ -352,6 +367,21 @@ pub fn reservations(action: ReservationAction) -> Result<(), Fatal> {
         } => {
             let path = format!("/api/reservations/{}", encode(&reservation_id));
             call(&online, "DELETE", &path, None)?
+        }
+    };
+    print_json(&answer);
+    Ok(())
+}
+
+pub fn usage(action: UsageAction) -> Result<(), Fatal> {
+    let answer = match action {
+        UsageAction::List { online } => call(&online, "GET", "/api/usage", None)?,
+        UsageAction::Resume {
+            credential_group,
+            online,
+        } => {
+            let path = format!("/api/usage/{}/resume", encode(&credential_group));
+            call(&online, "POST", &path, Some(json!({})))?
         }
     };
     print_json(&answer);

@@ -4,7 +4,9 @@
 //! - `task`: the task record and every transition;
 //! - `dependencies`: the dependency graph of unfinished tasks and the cycle check;
 //! - `matching`: the scheduler's index of ready tasks and idle agents;
-//! - `completions`: recent completions and last-hour throughput.
+//! - `completions`: recent completions and last-hour throughput;
+//! - `reservations`, `scopes`: claims on repository paths, glob scopes;
+//! - `usage`: usage-limit pauses of credential groups.
 
 pub(crate) mod completions;
 pub(crate) mod dependencies;
@@ -13,3 +15,4 @@ pub(crate) mod outcomes;
 pub(crate) mod reservations;
 pub(crate) mod scopes;
 pub(crate) mod task;
+pub(crate) mod usage;

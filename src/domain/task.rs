@@ -91,6 +91,7 @@ pub(crate) enum ReportKind {
     Failed,
     Rejected,
     Blocked,
+    UsageLimited,
 }
 
 /// Why a report or operation was refused. The string forms are the wire forms.
@@ -687,20 +688,38 @@ impl Task {
         reason: Option<String>,
         now: i64,
     ) -> Result<String, TaskError> {
-        if let Some(ack) = generation.and_then(|g| self.repeated(agent, g, ReportKind::Rejected)) {
+        self.give_back(agent, generation, reason, ReportKind::Rejected, now)
+    }
+
+    /// The holder hands the task back unspent: `rejected`, or (`kind`
+    /// `UsageLimited`, ext) its provider refuses work for now. Neither a retry
+    /// nor a reclaim is spent.
+    pub(crate) fn give_back(
+        &mut self,
+        agent: &str,
+        generation: Option<u64>,
+        reason: Option<String>,
+        kind: ReportKind,
+        now: i64,
+    ) -> Result<String, TaskError> {
+        if let Some(ack) = generation.and_then(|g| self.repeated(agent, g, kind)) {
             return Ok(ack);
         }
         self.check_holder(agent, generation)?;
+        let event = match kind {
+            ReportKind::UsageLimited => "usage_limited",
+            _ => "rejected",
+        };
         let held = self.generation;
-        self.close_attempt(held, "rejected", reason.as_deref(), None, now);
+        self.close_attempt(held, event, reason.as_deref(), None, now);
         self.requeue();
         self.record(
-            "rejected",
+            event,
             now,
             json!({"agent_id": agent, "generation": held, "reason": reason}),
         );
-        self.remember(agent, held, ReportKind::Rejected, "rejected");
-        Ok("rejected".into())
+        self.remember(agent, held, kind, event);
+        Ok(event.into())
     }
 
     /// `task_blocked`: the task waits for help; the agent is free. Then the

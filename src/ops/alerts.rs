@@ -46,6 +46,8 @@ const EVENTS_KEPT: usize = 200;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Severity {
+    /// Worth knowing, nothing to fix (a usage-limit pause): not a health problem.
+    Info,
     Warning,
     Critical,
 }
@@ -394,10 +396,21 @@ impl Alerter {
                 json!({"agent_id": id, "last_error": error})).collect::<Vec<_>>(),
                 "attempts": t.agent_failing_attempts}),
         });
+        let usage_limited = (!fleet.usage_paused.is_empty()).then(|| Finding {
+            severity: Severity::Info,
+            message: format!(
+                "{} credential group(s) paused for a usage limit: {}",
+                fleet.usage_paused.len(),
+                names(fleet.usage_paused.iter().map(|(g, _)| g.as_str()))
+            ),
+            details: json!({"groups": fleet.usage_paused.iter().take(20).map(|(g, until)|
+                json!({"credential_group": g, "until": until})).collect::<Vec<_>>()}),
+        });
         vec![
             ("agent_offline", agent_offline),
             ("queued_too_long", queued_too_long),
             ("agent_failing", agent_failing),
+            ("usage_limited", usage_limited),
         ]
     }
 

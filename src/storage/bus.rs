@@ -76,6 +76,11 @@ pub(crate) enum HubEvent {
     Concurrency {
         keys: Vec<Value>,
     },
+    /// A credential group was paused or resumed (ext): every pause in force,
+    /// as `GET /api/usage` lists.
+    Usage {
+        pauses: Vec<Value>,
+    },
     /// `backup_complete`, `backup_failed`, `compaction_complete`,
     /// `compaction_failed`, `recovery_complete`, `recovery_failed`.
     #[serde(untagged)]

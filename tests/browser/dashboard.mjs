@@ -208,6 +208,19 @@ async function main() {
     await keyRow.locator(tid('concurrency-count'), { hasText: '0 / 1' }).waitFor();
     console.log(`concurrency key nightly shown running and done (${keyedId})`);
 
+    // Usage limit: the agent's group is paused with a countdown on its card and
+    // in the panel; the operator resumes it from the page.
+    const group = await hub('usage_limited');
+    const usageRow = page.locator(`${tid('usage-row')}[data-group="${group}"]`);
+    await usageRow.locator(tid('usage-countdown'), { hasText: /^resumes in (59m|1h)/ }).waitFor();
+    await page.locator(`${tid('agent-card')}[data-agent-id="${AGENT_ID}"] ${tid('agent-paused-until')}`, { hasText: 'resumes in' }).waitFor();
+    await usageRow.locator(tid('usage-resume-btn')).click();
+    await page.locator(tid('action-result'), { hasText: `resume ${group}: resumed` }).waitFor();
+    await usageRow.waitFor({ state: 'detached' });
+    await page.locator(`${tid('agent-card')}[data-agent-id="${AGENT_ID}"] ${tid('agent-paused-until')}`).waitFor({ state: 'detached' });
+    await hub('usage_resumed');
+    console.log(`usage pause of ${group} shown and resumed from the page`);
+
     // Filters: only cancelled tasks (none) and back to all.
     await page.selectOption(tid('tasks-filter-status'), 'cancelled');
     await page.click(tid('tasks-refresh'));

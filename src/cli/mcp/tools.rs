@@ -30,7 +30,12 @@ mod coordination;
 
 /// Tools only the admin token may use; not listed for an agent's token (the
 /// hub refuses them anyway, and the tool error says so).
-const ADMIN_TOOLS: &[&str] = &["cancel_task", "retry_task", "set_concurrency_limit"];
+const ADMIN_TOOLS: &[&str] = &[
+    "cancel_task",
+    "retry_task",
+    "set_concurrency_limit",
+    "resume_usage",
+];
 /// `wait_for_task`: default and longest wait (s), and the longest single hub
 /// long poll (ms; the hub holds one at most 60 s).
 const DEFAULT_WAIT_SECS: u64 = 300;

@@ -11,7 +11,7 @@
 use actix::prelude::*;
 use serde_json::{Map, Value};
 
-use crate::domain::task::{BlockReport, FailReport, ReclaimOutcome, Task, TaskError};
+use crate::domain::task::{BlockReport, FailReport, ReclaimOutcome, ReportKind, Task, TaskError};
 use crate::ops::analytics::{Count, Counter};
 use crate::protocol::{TaskAssignment, TaskSpec};
 use crate::queue::{QueueError, TaskQueue};
@@ -74,6 +74,11 @@ pub(crate) enum Report {
         report: FailReport,
     },
     Reject {
+        generation: Option<u64>,
+        reason: Option<String>,
+    },
+    /// The agent's provider refuses work for now (its group is paused).
+    UsageLimited {
         generation: Option<u64>,
         reason: Option<String>,
     },
@@ -189,6 +194,11 @@ impl Handler<AgentReport> for TaskQueue {
                 Report::Reject { generation, reason } => this
                     .with_task(&task_id, &agent, |t, now| {
                         t.reject(&agent, generation, reason, now)
+                    })
+                    .map(|(ack, _)| ReportReply::Ack(ack)),
+                Report::UsageLimited { generation, reason } => this
+                    .with_task(&task_id, &agent, |t, now| {
+                        t.give_back(&agent, generation, reason, ReportKind::UsageLimited, now)
                     })
                     .map(|(ack, _)| ReportReply::Ack(ack)),
                 Report::Block {

@@ -137,6 +137,7 @@ impl DashboardDeps {
         let reservations = self.queue.send(ListReservations { repo: None });
         let concurrency = self.queue.send(ConcurrencyLimits);
         let agents = self.presence.send(ListAgents { online_only: false });
+        let usage = self.presence.send(crate::agents::usage::UsageList);
         let alerts = self.alerter.send(AlertsView);
         let history = self.metrics.send(History);
         let (stats, dead, (recent, throughput), reservations, agents, alerts, history) = (
@@ -195,6 +196,7 @@ impl DashboardDeps {
             "dead_letter_tasks": dead,
             "reservations": reservations,
             "concurrency": concurrency.await?,
+            "usage": usage.await?,
             "recent_completions": recent,
             "throughput": throughput,
             "storage": storage,
@@ -214,7 +216,7 @@ fn health(active_alerts: &Value, storage_problems: &[&str]) -> Value {
         let severity = a["severity"].as_str().unwrap_or("warning");
         if severity == "critical" {
             status = "critical";
-        } else if status == "ok" {
+        } else if severity == "warning" && status == "ok" {
             status = "warning";
         }
         conditions.push(json!({

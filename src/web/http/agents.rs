@@ -12,13 +12,22 @@ use crate::hub::HubState;
 use crate::protocol::{id, opt, Field, FieldError, Kind};
 
 /// Body of `POST /admin/tokens`.
-pub(crate) const TOKEN_FIELDS: &[Field] = &[AGENT_ID_FIELD, CAPABILITIES_FIELD];
+pub(crate) const TOKEN_FIELDS: &[Field] = &[AGENT_ID_FIELD, CAPABILITIES_FIELD, GROUP_FIELD];
 /// Body of `POST /admin/invites`.
 pub(crate) const INVITE_FIELDS: &[Field] = &[
     AGENT_ID_FIELD,
     CAPABILITIES_FIELD,
     opt("ttl_hours", Kind::UInt),
+    GROUP_FIELD,
 ];
+/// Agents sharing a provider account (ext, PROTOCOL.md 6.23).
+const GROUP_FIELD: Field = opt("credential_group", id(128));
+
+fn group_in(obj: &serde_json::Map<String, Value>) -> Option<String> {
+    obj.get("credential_group")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
 /// Body of `POST /api/onboard/register`.
 pub(crate) const REGISTER_FIELDS: &[Field] =
     &[AGENT_ID_FIELD, opt("invite", id(256)), CAPABILITIES_FIELD];
@@ -109,7 +118,7 @@ async fn issue_token(
     let caps = str_list(&obj, "capabilities");
     let (token, record) = state
         .tokens
-        .issue(&agent_id, caps)
+        .issue(&agent_id, caps, group_in(&obj))
         .await
         .map_err(|e| issue_error(&agent_id, e))?;
     tracing::info!(agent_id = %agent_id, "agent token issued");
@@ -119,6 +128,7 @@ async fn issue_token(
         "token_prefix": record.token_prefix,
         "created_at": record.created_at,
         "capabilities": record.capabilities,
+        "credential_group": record.credential_group,
     })))
 }
 
@@ -158,9 +168,11 @@ async fn create_invite(
         }
     };
     let caps = str_list(&obj, "capabilities");
+    let group = group_in(&obj);
     let tokens = state.tokens.clone();
     let (code, record) = web::block(move || {
-        tokens.invite_now(&agent_id, caps, (hours as i64).saturating_mul(3_600_000))
+        let ttl = (hours as i64).saturating_mul(3_600_000);
+        tokens.invite_in_group_now(&agent_id, caps, group, ttl)
     })
     .await
     .map_err(|e| ApiError::Unavailable(e.to_string()))??;
@@ -170,6 +182,7 @@ async fn create_invite(
         "invite": code,
         "agent_id": record.agent_id,
         "capabilities": record.capabilities,
+        "credential_group": record.credential_group,
         "expires_at": record.expires_at,
         "command": join_command(&hub_url, &record.agent_id, &code, &record.capabilities),
     })))
@@ -208,7 +221,7 @@ async fn register(
                 return Err(ApiError::InvalidInvite);
             }
             let caps = str_list(&obj, "capabilities");
-            state.tokens.issue(&agent_id, caps).await
+            state.tokens.issue(&agent_id, caps, None).await
         }
     };
     let (token, record) = issued.map_err(|e| issue_error(&agent_id, e))?;
@@ -240,6 +253,7 @@ async fn list_tokens(_admin: Admin, state: web::Data<HubState>) -> Result<HttpRe
                 "token_prefix": r.token_prefix,
                 "created_at": r.created_at,
                 "capabilities": r.capabilities,
+                "credential_group": r.credential_group,
             })
         })
         .collect();

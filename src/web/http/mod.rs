@@ -19,6 +19,7 @@ mod reservations;
 mod schemas;
 mod standing;
 mod tasks;
+mod usage;
 
 pub(crate) use limits::limit_requests;
 
@@ -212,6 +213,7 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
         .configure(messaging::routes)
         .configure(reservations::routes)
         .configure(concurrency::routes)
+        .configure(usage::routes)
         .configure(limits::routes)
         .configure(ops::routes)
         .configure(schemas::routes)

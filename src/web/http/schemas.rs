@@ -123,6 +123,9 @@ const SCOPE_EVENT_KINDS: &[(&str, &str)] = &[
     ("scope_conflict", "a reservation was refused: details.holder names who holds the overlap"),
     ("scope_renewed", "a reservation's expiry moved (details.expires_at)"),
     ("scope_released", "a reservation ended (details.reason: released, expired or task_ended)"),
+    ("usage_paused", "an agent reported its provider's usage limit: its credential group is paused (details.credential_group, until, task_id, reason)"),
+    ("usage_resumed", "a usage-limit pause ended (actor hub at its time, or the operator; details.early)"),
+    ("usage_limited", "task history: the holder handed the task back for a usage limit (no retry spent)"),
     ("concurrency_limit_set", "an operator capped a concurrency key (details.key, limit, previous_limit)"),
     ("concurrency_limit_removed", "an operator removed a key's cap (details.key, previous_limit)"),
 ];
@@ -276,6 +279,18 @@ fn catalog() -> Vec<Route> {
                 "Move a reservation's expiry (its holder, or the admin)",
             )
         },
+        route(
+            "GET",
+            "/api/usage",
+            Token,
+            "Credential groups paused for a usage limit, with until when",
+        ),
+        route(
+            "POST",
+            "/api/usage/{group}/resume",
+            Admin,
+            "End a usage-limit pause early",
+        ),
         route(
             "GET",
             "/api/admin/concurrency",

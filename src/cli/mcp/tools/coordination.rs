@@ -63,6 +63,13 @@ struct NoArgs {}
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+struct ResumeUsageArgs {
+    /// The paused credential group (from list_usage_pauses).
+    credential_group: String,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 struct ListReservationsArgs {
     /// Only this repository's claims.
     repo: Option<String>,
@@ -129,6 +136,30 @@ impl HubTools {
         let _: NoArgs = parse("list_concurrency", args)?;
         Ok(CallToolResult::structured(
             self.hub("GET", "/api/admin/concurrency", None).await?,
+        ))
+    }
+
+    #[tool(
+        description = "Credential groups paused because one of their agents reported its provider's usage limit: group, until when (ms), who reported it. Their agents get no work until then.",
+        input_schema = schema_for_type::<NoArgs>(),
+        annotations(read_only_hint = true)
+    )]
+    async fn list_usage_pauses(&self, args: JsonObject) -> Outcome {
+        let _: NoArgs = parse("list_usage_pauses", args)?;
+        Ok(CallToolResult::structured(
+            self.hub("GET", "/api/usage", None).await?,
+        ))
+    }
+
+    #[tool(
+        description = "End a credential group's usage-limit pause now (admin token only), e.g. after switching the account's plan.",
+        input_schema = schema_for_type::<ResumeUsageArgs>()
+    )]
+    async fn resume_usage(&self, args: JsonObject) -> Outcome {
+        let args: ResumeUsageArgs = parse("resume_usage", args)?;
+        let path = format!("/api/usage/{}/resume", encode(&args.credential_group));
+        Ok(CallToolResult::structured(
+            self.hub("POST", &path, Some(json!({}))).await?,
         ))
     }
 
