@@ -62,6 +62,10 @@ pub struct Scope {
     /// `None`: too large to compile (or no globs, see `globs`): covers every
     /// path.
     dfa: Option<dense::DFA<Vec<u32>>>,
+    /// The literal start of each pattern (up to its first glob character):
+    /// every path a pattern matches starts with it, so two scopes none of
+    /// whose starts is a prefix of another's are disjoint without a search.
+    starts: Vec<String>,
 }
 
 impl Scope {
@@ -74,8 +78,10 @@ impl Scope {
             });
         }
         let mut regexes = Vec::with_capacity(globs.len() * 2);
+        let mut starts = Vec::with_capacity(globs.len() * 2);
         for glob in globs {
             for pattern in normalize(glob)? {
+                starts.push(literal_start(&pattern));
                 let compiled = globset::GlobBuilder::new(&pattern)
                     .literal_separator(true)
                     .backslash_escape(true)
@@ -90,6 +96,7 @@ impl Scope {
         Ok(Scope {
             globs: globs.to_vec(),
             dfa: compile(&regexes),
+            starts,
         })
     }
 
@@ -99,6 +106,7 @@ impl Scope {
         Scope {
             globs: vec!["**".into()],
             dfa: None,
+            starts: vec![String::new()],
         }
     }
 
@@ -107,6 +115,7 @@ impl Scope {
         Scope {
             globs: Vec::new(),
             dfa: None,
+            starts: Vec::new(),
         }
     }
 
@@ -140,6 +149,15 @@ impl Scope {
         if self.globs.is_empty() || other.globs.is_empty() {
             return false;
         }
+        let compatible = self.starts.iter().any(|p| {
+            other
+                .starts
+                .iter()
+                .any(|q| p.starts_with(q.as_str()) || q.starts_with(p.as_str()))
+        });
+        if !compatible {
+            return false;
+        }
         let (Some(a), Some(b)) = (&self.dfa, &other.dfa) else {
             return true;
         };
@@ -166,6 +184,14 @@ impl Scope {
         }
         false
     }
+}
+
+/// The literal text a pattern starts with, up to its first glob character.
+fn literal_start(pattern: &str) -> String {
+    pattern
+        .chars()
+        .take_while(|c| !matches!(c, '*' | '?' | '[' | '{' | '\\'))
+        .collect()
 }
 
 /// The globset patterns a gitignore-style glob stands for: itself and
@@ -244,6 +270,16 @@ mod tests {
         // (a, b, overlap?)
         let cases: &[(&[&str], &[&str], bool)] = &[
             (&["src/api/**"], &["src/api/handlers.rs"], true),
+            // Literal starts decide these without a search.
+            (&["mod1/**"], &["mod10/**"], false),
+            (&["mod1/**"], &["mod1/x/**"], true),
+            (
+                &["mod1/**", "/Cargo.toml"],
+                &["mod2/**", "Cargo.toml"],
+                true,
+            ),
+            (&["src/{a,b}/**"], &["src/b/x.rs"], true),
+            (&["src/[ab]x/**"], &["src/bx/y"], true),
             (&["src/api/**"], &["src/web/**"], false),
             (&["src/api"], &["src/api/v2/x.rs"], true),
             (&["src/api/"], &["src/apiary.rs"], false),

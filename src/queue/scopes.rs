@@ -12,16 +12,20 @@
 //! - The queue takes a task's claim when it assigns it (refused `scope_busy`
 //!   while its group is held); a reservation is granted only when no live claim
 //!   conflicts with it.
-//! - Cost: whether a claim conflicts with a group is decided once per pair of
-//!   scopes (memoized), so a new claim visits the groups of its repository, a
-//!   released one the groups it held times the claims of the repository, and a
-//!   task's offer, assignment or end visits none: nothing here grows with the
+//! - Cost: the groups a group conflicts with are found once, the first time
+//!   it is claimed (one overlap test per group of its repository), and kept up
+//!   to date as groups come and go (a new scope is tested against the groups
+//!   whose lists are known). A claim then visits only the groups it conflicts
+//!   with, a released one the groups it held times the claims of the
+//!   repository, and a task's offer visits none: nothing here grows with the
 //!   number of queued tasks. `ops` counts the visits (the tests bound them).
 //! - Direct reservations (`scope_reserve`, `/api/reservations`) are claims with
 //!   an expiry, kept here as their records (the queue stores them in `meta`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+
+use ahash::{AHashMap, AHashSet};
 
 use crate::domain::matching::HoldId;
 use crate::domain::reservations::{Claim, Reservations};
@@ -116,8 +120,9 @@ pub(super) struct Scopes {
     /// Held group → the claim holding it; claim → the groups it holds.
     held_by: HashMap<GroupId, String>,
     holding: HashMap<String, HashSet<GroupId>>,
-    /// Whether two groups conflict, by (lower id, higher id).
-    memo: HashMap<(GroupId, GroupId), bool>,
+    /// The groups a group conflicts with (itself included when it writes),
+    /// for the groups claimed at least once.
+    adj: AHashMap<GroupId, AHashSet<GroupId>>,
     /// Held tasks whose wait is recorded already.
     recorded: HashSet<String>,
     /// Holds taken (`true`) and released, in order, for the scheduler.
@@ -129,9 +134,6 @@ pub(super) struct Scopes {
 pub(super) fn hold_of(group: GroupId) -> HoldId {
     format!("scope:{group}").into()
 }
-
-/// Most remembered overlap answers before the memo starts afresh.
-const MEMO_CAP: usize = 1 << 20;
 
 impl Scopes {
     pub(super) fn clear(&mut self) {
@@ -224,6 +226,25 @@ impl Scopes {
         self.groups.insert(id, Group { scope, users: 1 });
         self.group_ids.insert(key, id);
         self.by_repo.entry(repo.clone()).or_default().insert(id);
+        // Known conflict lists learn of the new group.
+        let known: Vec<GroupId> = self
+            .by_repo
+            .get(&repo)
+            .map(|s| {
+                s.iter()
+                    .copied()
+                    .filter(|g| self.adj.contains_key(g))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for other in known {
+            self.ops += 1;
+            if self.scopes_conflict(id, other) {
+                if let Some(set) = self.adj.get_mut(&other) {
+                    set.insert(id);
+                }
+            }
+        }
         if let Some(claim) = self.conflicting_claim(&repo, id, None) {
             self.hold_group(id, claim);
         }
@@ -243,6 +264,17 @@ impl Scopes {
             return;
         };
         self.group_ids.remove(&g.scope.key());
+        self.adj.remove(&group);
+        let known: Vec<GroupId> = self
+            .by_repo
+            .get(&g.scope.repo)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        for other in known {
+            if let Some(set) = self.adj.get_mut(&other) {
+                set.remove(&group);
+            }
+        }
         if let Some(set) = self.by_repo.get_mut(&g.scope.repo) {
             set.remove(&group);
             if set.is_empty() {
@@ -325,18 +357,11 @@ impl Scopes {
     /// A new claim `claim_id` of `group`: every unheld group of its repository
     /// that conflicts with it is held by it.
     fn hold_conflicting(&mut self, claim_id: &str, group: GroupId) -> Vec<GroupId> {
-        let Some(repo) = self.groups.get(&group).map(|g| g.scope.repo.clone()) else {
-            return Vec::new();
-        };
-        let others: Vec<GroupId> = self
-            .by_repo
-            .get(&repo)
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default();
+        let others: Vec<GroupId> = self.neighbours(group).iter().copied().collect();
         let mut held = Vec::new();
         for other in others {
             self.ops += 1;
-            if !self.held_by.contains_key(&other) && self.groups_conflict(group, other) {
+            if !self.held_by.contains_key(&other) {
                 self.hold_group(other, claim_id.to_string());
                 held.push(other);
             }
@@ -372,21 +397,38 @@ impl Scopes {
         None
     }
 
-    /// Whether two groups conflict (decided once per pair).
+    /// Whether two groups conflict.
     fn groups_conflict(&mut self, a: GroupId, b: GroupId) -> bool {
-        let key = (a.min(b), a.max(b));
-        if let Some(known) = self.memo.get(&key) {
-            return *known;
+        self.neighbours(a).contains(&b)
+    }
+
+    /// The groups `group` conflicts with, found the first time they are asked
+    /// for (one overlap test per group of its repository).
+    fn neighbours(&mut self, group: GroupId) -> &AHashSet<GroupId> {
+        if !self.adj.contains_key(&group) {
+            let repo = self.groups.get(&group).map(|g| g.scope.repo.clone());
+            let others: Vec<GroupId> = repo
+                .and_then(|r| self.by_repo.get(&r))
+                .map(|s| s.iter().copied().collect())
+                .unwrap_or_default();
+            let mut set = AHashSet::new();
+            for other in others {
+                self.ops += 1;
+                if self.scopes_conflict(group, other) {
+                    set.insert(other);
+                }
+            }
+            self.adj.insert(group, set);
         }
-        let answer = match (self.groups.get(&a), self.groups.get(&b)) {
+        self.adj.entry(group).or_default()
+    }
+
+    /// The overlap test of two groups' scopes.
+    fn scopes_conflict(&self, a: GroupId, b: GroupId) -> bool {
+        match (self.groups.get(&a), self.groups.get(&b)) {
             (Some(x), Some(y)) => x.scope.conflicts(&y.scope),
             _ => false,
-        };
-        if self.memo.len() >= MEMO_CAP {
-            self.memo.clear();
         }
-        self.memo.insert(key, answer);
-        answer
     }
 
     /// The claim `claim_id` is gone: each group it held is held by another live
@@ -697,6 +739,11 @@ mod tests {
         s.forget("t0");
         let finish = s.ops() - before;
         assert!(finish <= 10, "{finish} visits to finish");
+        // The group's next claim visits only the groups it conflicts with.
+        let before = s.ops();
+        s.take("t1000", "agent");
+        let again = s.ops() - before;
+        assert!(again <= 3, "{again} visits for a group claimed before");
         let before = s.ops();
         s.track_parts("late", Some("repo3"), &globs(&["mod3/**"]), &[]);
         assert!(
