@@ -342,7 +342,8 @@
       'tasks-meta', 'tasks-filter', 'tasks-filter-status', 'tasks-filter-agent', 'tasks-refresh',
       'tasks-body', 'tasks-empty', 'tasks-more',
       'submit-form', 'submit-description', 'submit-priority', 'submit-max-retries',
-      'submit-capabilities', 'submit-button', 'submit-result',
+      'submit-capabilities', 'submit-repo', 'submit-concurrency-key', 'submit-write-paths',
+      'submit-button', 'submit-result',
       'completions-meta', 'completions-body', 'completions-empty',
       'storage-status', 'storage-conditions', 'storage-fields', 'backup-now', 'backup-result',
       'rl-enabled', 'rl-body',
@@ -1892,6 +1893,9 @@
     priority: 'submitPriority',
     max_retries: 'submitMaxRetries',
     needed_capabilities: 'submitCapabilities',
+    repo: 'submitRepo',
+    concurrency_key: 'submitConcurrencyKey',
+    write_paths: 'submitWritePaths',
   };
 
   function showFieldError(field, text) {
@@ -1915,6 +1919,12 @@
       priority: ui.submitPriority.value || 'normal',
       needed_capabilities: ui.submitCapabilities.value.split(',').map(function (s) { return s.trim(); }).filter(Boolean),
     };
+    const repo = ui.submitRepo.value.trim();
+    if (repo) body.repo = repo;
+    const key = ui.submitConcurrencyKey.value.trim();
+    if (key) body.concurrency_key = key;
+    const writes = ui.submitWritePaths.value.split(',').map(function (s) { return s.trim(); }).filter(Boolean);
+    if (writes.length) body.write_paths = writes;
     const mr = ui.submitMaxRetries.value.trim();
     if (mr !== '') {
       if (!/^\d+$/.test(mr)) {

@@ -114,7 +114,12 @@ impl Side {
                     .filter(|t| t["description"] == "Write the release notes for 1.2")
                     .collect();
                 match found.as_slice() {
-                    [t] if t["priority"] == 1 && t["submitted_by"] == "admin" => {
+                    [t] if t["priority"] == 1
+                        && t["submitted_by"] == "admin"
+                        && t["repo"] == "docs"
+                        && t["write_paths"] == json!(["CHANGELOG.md", "docs/release/**"])
+                        && t["concurrency_key"] == "releases" =>
+                    {
                         Ok(t["id"].as_str().unwrap_or_default().to_string())
                     }
                     other => Err(format!("expected one queued task from the page: {other:?}")),

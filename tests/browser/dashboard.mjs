@@ -111,6 +111,13 @@ async function main() {
     await page.fill(tid('submit-description'), 'Write the release notes for 1.2');
     await page.selectOption(tid('submit-priority'), 'high');
     await page.fill(tid('submit-capabilities'), '');
+    // A bad glob is refused next to its field; nothing is queued.
+    await page.fill(tid('submit-repo'), 'docs');
+    await page.fill(tid('submit-write-paths'), '!CHANGELOG.md');
+    await page.click(tid('submit-button'));
+    await page.locator('[data-field-error="write_paths"]', { hasText: /negation/ }).waitFor();
+    await page.fill(tid('submit-write-paths'), 'CHANGELOG.md, docs/release/**');
+    await page.fill(tid('submit-concurrency-key'), 'releases');
     await page.click(tid('submit-button'));
     const result = page.locator(tid('submit-result')).filter({ hasText: /task-|[0-9a-f]{8}/ });
     await result.waitFor();
