@@ -489,7 +489,7 @@ fn agent(action: AgentAction) -> Result<(), Fatal> {
             Ok(())
         }
         AgentAction::List { target } => {
-            let rows: Vec<(String, String, Vec<String>)> = match &target.hub {
+            let rows: Vec<(String, String, Vec<String>, Option<String>)> = match &target.hub {
                 Some(hub) => {
                     let answer = accepted(hub_request(hub, "GET", "/admin/tokens", None)?)?;
                     answer["tokens"]
@@ -508,6 +508,7 @@ fn agent(action: AgentAction) -> Result<(), Fatal> {
                                                     .collect()
                                             })
                                             .unwrap_or_default(),
+                                        t["credential_group"].as_str().map(str::to_string),
                                     )
                                 })
                                 .collect()
@@ -519,12 +520,20 @@ fn agent(action: AgentAction) -> Result<(), Fatal> {
                     tokens
                         .list()?
                         .into_iter()
-                        .map(|r| (r.agent_id, r.token_prefix, r.capabilities))
+                        .map(|r| {
+                            (
+                                r.agent_id,
+                                r.token_prefix,
+                                r.capabilities,
+                                r.credential_group,
+                            )
+                        })
                         .collect()
                 }
             };
-            for (agent_id, prefix, caps) in rows {
-                println!("{agent_id}\t{prefix}…\t{}", caps.join(","));
+            for (agent_id, prefix, caps, group) in rows {
+                let group = group.map(|g| format!("\tgroup {g}")).unwrap_or_default();
+                println!("{agent_id}\t{prefix}…\t{}{group}", caps.join(","));
             }
             Ok(())
         }

@@ -59,7 +59,9 @@ fn agent_add_prints_a_token_that_identifies_and_revoke_ends_it() {
     assert!(listed.status.success(), "{}", text(&listed.stderr));
     let listing = text(&listed.stdout);
     assert!(
-        listing.contains("builder") && listing.contains("code,review"),
+        listing.contains("builder")
+            && listing.contains("code,review")
+            && listing.contains("group team-claude"),
         "{listing}"
     );
     assert!(!listing.contains(&token), "the full token is never listed");
