@@ -268,7 +268,8 @@ impl Side {
             "usage_limited" => {
                 let agent = self.agent.as_mut().ok_or("no agent")?;
                 let until = now_ms() + 3_600_000;
-                let reply = request(agent, json!({"type": "usage_limited", "resets_at": until}));
+                agent.send(json!({"type": "usage_limited", "resets_at": until}));
+                let reply = agent.recv_type("usage_paused", REPLY_TIMEOUT);
                 (reply["type"] == "usage_paused")
                     .then(|| {
                         reply["credential_group"]

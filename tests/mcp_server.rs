@@ -692,11 +692,9 @@ fn agents_reserve_and_release_paths_through_the_tools() {
 
     // Usage pauses: listed for anyone, resumed by the admin.
     let mut worker = Agent::connect(&hub, "alice", &alice_token);
-    let reply = request(
-        &mut worker,
-        json!({"type": "usage_limited", "resets_at": 9_999_999_999_999u64}),
-    );
-    assert_eq!(reply["type"], "usage_paused", "{reply}");
+    worker.send(json!({"type": "usage_limited", "resets_at": 9_999_999_999_999u64}));
+    let reply = worker.recv_type("usage_paused", Duration::from_secs(5));
+    assert_eq!(reply["credential_group"], "agent:alice", "{reply}");
     let pauses = bob.call("list_usage_pauses", json!({}));
     assert_eq!(
         pauses["paused"][0]["credential_group"], "agent:alice",
