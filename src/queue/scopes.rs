@@ -136,8 +136,13 @@ pub(super) fn hold_of(group: GroupId) -> HoldId {
 }
 
 impl Scopes {
+    /// Forgets everything but the group numbering: a group made after a
+    /// reload never reuses the number (the scheduler's hold name) of one
+    /// before it.
     pub(super) fn clear(&mut self) {
+        let next_group = self.next_group;
         *self = Scopes::default();
+        self.next_group = next_group;
     }
 
     /// Visits so far (for the tests that bound the work).
@@ -689,6 +694,11 @@ mod tests {
         assert!(s.conflict("handler").is_none());
         assert_eq!(s.changes.iter().filter(|(_, held)| !*held).count(), 2);
         assert_eq!(s.held_groups(), 0);
+        // A reload never reuses a group's number (the scheduler's hold name).
+        let used = s.next_group;
+        s.clear();
+        s.track_parts("z", Some("web"), &globs(&["a/**"]), &[]);
+        assert_eq!(s.hold_for("z"), Some(hold_of(used)));
     }
 
     #[test]
