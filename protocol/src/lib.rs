@@ -15,12 +15,14 @@ mod frames;
 mod priority;
 mod schema;
 mod scopes;
+mod server_frames;
 mod task_spec;
 
 pub use frames::*;
 pub use priority::*;
 pub use schema::*;
 pub use scopes::*;
+pub use server_frames::*;
 pub use task_spec::*;
 
 /// Protocol version this crate speaks (compatible with the AgentCom v1.1 sidecar).

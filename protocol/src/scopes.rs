@@ -66,7 +66,40 @@ pub struct ReserveRequest {
 pub fn parse_reserve(obj: &Map<String, Value>) -> Result<ReserveRequest, Vec<FieldError>> {
     let mut errors = check_fields(obj, RESERVE_FIELDS);
     let text = |k: &str| obj.get(k).and_then(Value::as_str).map(str::to_string);
-    let mode = match text("mode").as_deref() {
+    let checked = reserve_request(
+        text("repo").unwrap_or_default(),
+        str_list(obj, "paths"),
+        text("mode").as_deref(),
+        obj.get("ttl_ms").and_then(Value::as_u64),
+        text("task_id"),
+    );
+    match checked {
+        Ok(request) if errors.is_empty() => Ok(request),
+        Ok(_) => Err(errors),
+        Err(more) => {
+            // One error per field: the schema's first.
+            let more: Vec<FieldError> = more
+                .into_iter()
+                .filter(|e| !errors.iter().any(|x| x.field == e.field))
+                .collect();
+            errors.extend(more);
+            Err(errors)
+        }
+    }
+}
+
+/// The rules of a reservation request whose fields have their types (a
+/// `scope_reserve` frame, or a checked body): a known mode, a ttl in range, at
+/// least one path.
+pub fn reserve_request(
+    repo: String,
+    paths: Vec<String>,
+    mode: Option<&str>,
+    ttl_ms: Option<u64>,
+    task_id: Option<String>,
+) -> Result<ReserveRequest, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let mode = match mode {
         None | Some("exclusive") => ReserveMode::Exclusive,
         Some("shared") => ReserveMode::Shared,
         Some(_) => {
@@ -78,9 +111,14 @@ pub fn parse_reserve(obj: &Map<String, Value>) -> Result<ReserveRequest, Vec<Fie
             ReserveMode::Exclusive
         }
     };
-    let ttl_ms = ttl_of(obj, &mut errors);
-    let paths = str_list(obj, "paths");
-    if paths.is_empty() && !errors.iter().any(|e| e.field == "paths") {
+    let ttl_ms = match renew_ttl(ttl_ms) {
+        Ok(t) => t,
+        Err(e) => {
+            errors.extend(e);
+            DEFAULT_RESERVATION_TTL_MS
+        }
+    };
+    if paths.is_empty() {
         errors.push(FieldError::new(
             "paths",
             "invalid_value",
@@ -91,37 +129,33 @@ pub fn parse_reserve(obj: &Map<String, Value>) -> Result<ReserveRequest, Vec<Fie
         return Err(errors);
     }
     Ok(ReserveRequest {
-        repo: text("repo").unwrap_or_default(),
+        repo,
         paths,
         mode,
         ttl_ms,
-        task_id: text("task_id"),
+        task_id,
     })
 }
 
 /// The `ttl_ms` of a renewal.
 pub fn parse_renew(obj: &Map<String, Value>) -> Result<u64, Vec<FieldError>> {
-    let mut errors = check_fields(obj, RENEW_FIELDS);
-    let ttl = ttl_of(obj, &mut errors);
-    if errors.is_empty() {
-        Ok(ttl)
-    } else {
-        Err(errors)
+    let errors = check_fields(obj, RENEW_FIELDS);
+    if !errors.is_empty() {
+        return Err(errors);
     }
+    renew_ttl(obj.get("ttl_ms").and_then(Value::as_u64))
 }
 
-fn ttl_of(obj: &Map<String, Value>, errors: &mut Vec<FieldError>) -> u64 {
-    match obj.get("ttl_ms").and_then(Value::as_u64) {
-        None => DEFAULT_RESERVATION_TTL_MS,
-        Some(t) if (MIN_RESERVATION_TTL_MS..=MAX_RESERVATION_TTL_MS).contains(&t) => t,
-        Some(_) => {
-            errors.push(FieldError::new(
-                "ttl_ms",
-                "invalid_value",
-                format!("must be between {MIN_RESERVATION_TTL_MS} and {MAX_RESERVATION_TTL_MS}"),
-            ));
-            DEFAULT_RESERVATION_TTL_MS
-        }
+/// A reservation's lifetime: `ttl_ms` in range, or the default when absent.
+pub fn renew_ttl(ttl_ms: Option<u64>) -> Result<u64, Vec<FieldError>> {
+    match ttl_ms {
+        None => Ok(DEFAULT_RESERVATION_TTL_MS),
+        Some(t) if (MIN_RESERVATION_TTL_MS..=MAX_RESERVATION_TTL_MS).contains(&t) => Ok(t),
+        Some(_) => Err(vec![FieldError::new(
+            "ttl_ms",
+            "invalid_value",
+            format!("must be between {MIN_RESERVATION_TTL_MS} and {MAX_RESERVATION_TTL_MS}"),
+        )]),
     }
 }
 

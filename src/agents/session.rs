@@ -30,7 +30,7 @@ use crate::messaging::{
 };
 use crate::ops::telemetry::{Counter, Telemetry};
 use crate::protocol::{
-    parse_client_frame, parse_renew, parse_reserve, ClientFrame, ErrorFrame, FieldError,
+    parse_client_frame, renew_ttl, reserve_request, ClientFrame, ErrorFrame, FieldError,
     FrameError, ServerFrame,
 };
 use crate::queue::{
@@ -352,22 +352,11 @@ impl AgentSession {
                     task_id,
                     request_id,
                 } => {
-                    let mut obj = serde_json::Map::new();
-                    obj.insert("repo".into(), repo.into());
-                    obj.insert("paths".into(), paths.into());
-                    if let Some(m) = mode {
-                        obj.insert("mode".into(), m.into());
-                    }
-                    if let Some(t) = ttl_ms {
-                        obj.insert("ttl_ms".into(), t.into());
-                    }
-                    if let Some(t) = task_id {
-                        obj.insert("task_id".into(), t.into());
-                    }
-                    let request = match parse_reserve(&obj) {
-                        Ok(r) => r,
-                        Err(errors) => return validation_error(errors, message_type),
-                    };
+                    let request =
+                        match reserve_request(repo, paths, mode.as_deref(), ttl_ms, task_id) {
+                            Ok(r) => r,
+                            Err(errors) => return validation_error(errors, message_type),
+                        };
                     let repo = request.repo.clone();
                     let paths = request.paths.clone();
                     match queue.send(Reserve { request, by }).await {
@@ -390,11 +379,7 @@ impl AgentSession {
                     ttl_ms,
                     request_id,
                 } => {
-                    let mut obj = serde_json::Map::new();
-                    if let Some(t) = ttl_ms {
-                        obj.insert("ttl_ms".into(), t.into());
-                    }
-                    let ttl_ms = match parse_renew(&obj) {
+                    let ttl_ms = match renew_ttl(ttl_ms) {
                         Ok(t) => t,
                         Err(errors) => return validation_error(errors, message_type),
                     };

@@ -50,7 +50,7 @@ impl TaskQueue {
             self.keys.started(key);
             self.announce_keys();
         }
-        if !held.is_empty() || self.scopes.hold_for(task_id).is_some() {
+        if !held.is_empty() || self.scopes.is_scoped(task_id) {
             self.announce_claims(crate::util::now_ms());
         }
     }
@@ -64,7 +64,7 @@ impl TaskQueue {
         finished: bool,
         now: i64,
     ) {
-        let scoped = self.scopes.hold_for(task_id).is_some();
+        let scoped = self.scopes.is_scoped(task_id);
         let freed = if finished {
             self.scopes.forget(task_id)
         } else {

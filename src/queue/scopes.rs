@@ -311,6 +311,11 @@ impl Scopes {
             .collect()
     }
 
+    /// Whether `task_id` declares a scope.
+    pub(super) fn is_scoped(&self, task_id: &str) -> bool {
+        self.task_group.contains_key(task_id)
+    }
+
     /// The hold a task carries to the scheduler (its group's), if it has a scope.
     pub(super) fn hold_for(&self, task_id: &str) -> Option<HoldId> {
         self.task_group.get(task_id).map(|g| hold_of(*g))
@@ -546,7 +551,7 @@ impl Scopes {
     }
 
     /// How many live reservations `holder` has.
-    pub(super) fn held_by(&self, holder: &str, now: i64) -> usize {
+    pub(super) fn reservations_of(&self, holder: &str, now: i64) -> usize {
         self.direct
             .values()
             .filter(|r| r.holder == holder && r.expires_at > now)

@@ -41,9 +41,11 @@ impl Handler<Assign> for TaskQueue {
                 .with_task(&msg.task_id, "hub", |t, now| t.assign(&msg.agent_id, now))
                 .map(|(a, _)| a);
             if result.is_ok() {
-                if let Some(task) = this.index.whole(&msg.task_id).cloned() {
-                    this.start_running(&task);
-                }
+                let key = this
+                    .index
+                    .whole(&msg.task_id)
+                    .and_then(|t| t.concurrency_key.clone());
+                this.start_running_parts(&msg.task_id, &msg.agent_id, key.as_deref());
                 tracing::info!(task_id = %msg.task_id, agent_id = %msg.agent_id, "task assigned");
             }
             this.after_flush(result)

@@ -172,7 +172,7 @@ impl TaskQueue {
                 holder.clone().unwrap_or_else(|| "admin".into())
             }
         };
-        if self.scopes.held_by(&holder, now) >= MAX_RESERVATIONS_PER_HOLDER {
+        if self.scopes.reservations_of(&holder, now) >= MAX_RESERVATIONS_PER_HOLDER {
             return Err(QueueError::Reservation("too_many_reservations"));
         }
         let reservation = Reservation {
