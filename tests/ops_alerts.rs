@@ -288,7 +288,9 @@ fn cooldown_holds_back_a_warning_but_not_a_critical() {
         let agent = Agent::connect(&hub, "blinker", &t);
         assert!(wait_for(WAIT, || active(&hub, "no_agents_online").is_none()));
         disconnect(&hub, agent);
-        assert_eq!(events(&hub, "no_agents_online", "fired"), round);
+        // It may already have fired again for this disconnect (checks run
+        // every 100 ms): at least once per round so far.
+        assert!(events(&hub, "no_agents_online", "fired") >= round);
     }
     assert!(wait_for(WAIT, || events(&hub, "no_agents_online", "fired") == 3));
 }
