@@ -508,7 +508,8 @@
     });
     ui.agentsEmpty.hidden = list.length > 0;
     reconcile(ui.agentsList, list, function (a) { return a.agent_id; }, buildAgentCard, function (a) {
-      return sig(a) + progressText(model.taskProgress.get(str(a.current_task_id)));
+      const ids = Array.isArray(a.running) ? a.running.map(function (t) { return str(t.task_id); }) : [str(a.current_task_id)];
+      return sig(a) + ids.map(function (id) { return progressText(model.taskProgress.get(id)); }).join('|');
     });
     let online = 0, busy = 0, idle = 0;
     for (const a of list) {
@@ -529,7 +530,9 @@
     const caps = Array.isArray(a.capabilities) ? a.capabilities : [];
     const name = str(a.name) || str(a.agent_id);
     const taskId = str(a.current_task_id);
-    const taskEl = taskId
+    const slots = isNum(a.slots) ? a.slots : 1;
+    const running = Array.isArray(a.running) ? a.running : [];
+    const taskEl = slots > 1 ? runningList(running) : taskId
       ? h('button', {
         type: 'button', class: 'link mono agent-task', testid: 'agent-current-task',
         data: { action: 'open-task', target: taskId }, title: 'Open task ' + taskId, text: taskId,
@@ -547,9 +550,12 @@
       badge(fsm, 'fsm-' + fsm)),
     a.status ? h('div', { class: 'agent-status', title: str(a.status), text: str(a.status) }) : null,
     h('dl', { class: 'agent-kv' },
-      h('dt', { text: 'task' }), h('dd', null, taskEl),
-      taskId && model.taskProgress.get(taskId) ? h('dt', { text: 'progress' }) : null,
-      taskId && model.taskProgress.get(taskId) ? h('dd', null, progressEl(model.taskProgress.get(taskId), 'agent-progress')) : null,
+      h('dt', { text: slots > 1 ? 'tasks' : 'task' }), h('dd', null, taskEl),
+      slots > 1 ? h('dt', { text: 'slots' }) : null,
+      slots > 1 ? h('dd', { testid: 'agent-slots' }, running.length + ' of ' + slots + ' busy' +
+        (a.reserve_slot_for_standing ? ' · 1 kept for standing orders' : '')) : null,
+      slots === 1 && taskId && model.taskProgress.get(taskId) ? h('dt', { text: 'progress' }) : null,
+      slots === 1 && taskId && model.taskProgress.get(taskId) ? h('dd', null, progressEl(model.taskProgress.get(taskId), 'agent-progress')) : null,
       h('dt', { text: 'connected' }), h('dd', null, online && isNum(a.connected_at) ? relTime(a.connected_at) : h('span', { class: 'muted', text: '—' })),
       h('dt', { text: 'last seen' }), h('dd', null, online ? h('span', { text: 'now' }) : relTime(a.last_state_change)),
       isNum(a.paused_until) ? h('dt', { text: 'usage limit' }) : null,
@@ -558,6 +564,23 @@
     flags.length ? h('div', { class: 'chips' }, flags.map(function (f) {
       return badge(str(f), f === 'unresponsive' ? 'crit' : 'warn', { testid: 'agent-flag' });
     })) : null);
+  }
+
+  /** Each task an agent with slots holds: a link, its state and progress. */
+  function runningList(running) {
+    if (!running.length) return h('span', { class: 'agent-task mono muted', testid: 'agent-running', text: 'none' });
+    return h('ul', { class: 'agent-running', testid: 'agent-running' }, running.map(function (t) {
+      const id = str(t.task_id);
+      const p = model.taskProgress.get(id);
+      return h('li', { testid: 'agent-running-task', data: { taskId: id, state: str(t.state) } },
+        h('button', {
+          type: 'button', class: 'link mono agent-task', data: { action: 'open-task', target: id },
+          title: 'Open task ' + id, text: id,
+        }),
+        ' ', badge(str(t.state), 'fsm-' + str(t.state)),
+        t.standing ? badge('standing', 'info') : null,
+        p ? progressEl(p, 'agent-progress') : null);
+    }));
   }
 
   /** A span the ticker keeps at "resumes in 4m 12s" until `until`. */
@@ -1744,8 +1767,12 @@
     if (ev.agent_id && model.agents.has(ev.agent_id) && (status === 'completed' || status === 'cancelled' ||
         status === 'dead_letter' || status === 'queued')) {
       const a = model.agents.get(ev.agent_id);
-      if (a.current_task_id === id) {
-        model.agents.set(ev.agent_id, Object.assign({}, a, { current_task_id: null }));
+      const running = Array.isArray(a.running) ? a.running : [];
+      if (a.current_task_id === id || running.some(function (t) { return t.task_id === id; })) {
+        model.agents.set(ev.agent_id, Object.assign({}, a, {
+          current_task_id: a.current_task_id === id ? null : a.current_task_id,
+          running: running.filter(function (t) { return t.task_id !== id; }),
+        }));
         mark('agents');
       }
     }

@@ -15,7 +15,7 @@ use agentcom_hub::backup::{self, Progress};
 use agentcom_hub::config::{Config, Overrides};
 use agentcom_hub::error::{BackupError, StoreError};
 use agentcom_hub::logging;
-use agentcom_hub::{join_command, IssueError, Store, Tokens, DEFAULT_CACHE_BYTES};
+use agentcom_hub::{join_command, IssueError, Store, TokenTerms, Tokens, DEFAULT_CACHE_BYTES};
 
 use cli::hub_client::{self, HubAnswer, HubClient};
 use cli::{bench, mcp, ops as ops_cli};
@@ -220,6 +220,10 @@ enum AgentAction {
         /// reports pauses them all.
         #[arg(long)]
         credential_group: Option<String>,
+        /// The most tasks the agent may run at once (1-32) [default: what its
+        /// sidecar asks for, else 1].
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=32))]
+        slots: Option<u32>,
         #[command(flatten)]
         target: Target,
     },
@@ -236,6 +240,9 @@ enum AgentAction {
         /// The credential group of the token the invite redeems for.
         #[arg(long)]
         credential_group: Option<String>,
+        /// The most tasks the agent may run at once (1-32).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=32))]
+        slots: Option<u32>,
         #[command(flatten)]
         target: Target,
     },
@@ -273,6 +280,13 @@ enum AgentAction {
     /// Enable a disabled agent.
     Enable {
         name: String,
+        #[command(flatten)]
+        online: ops_cli::Online,
+    },
+    /// What agents do now on a running hub: state, slots, each running task.
+    States {
+        /// Only this agent.
+        name: Option<String>,
         #[command(flatten)]
         online: ops_cli::Online,
     },
@@ -427,6 +441,7 @@ fn agent(action: AgentAction) -> Result<(), Fatal> {
             name,
             capabilities,
             credential_group,
+            slots,
             target,
         } => {
             valid_agent_id(&name)?;
@@ -435,14 +450,18 @@ fn agent(action: AgentAction) -> Result<(), Fatal> {
             let token = match &target.hub {
                 Some(hub) => {
                     let body = serde_json::json!({"agent_id": name, "capabilities": caps,
-                                                  "credential_group": credential_group});
+                                                  "credential_group": credential_group, "slots": slots});
                     let answer = accepted(hub_request(hub, "POST", "/admin/tokens", Some(body))?)?;
                     answer["token"].as_str().unwrap_or_default().to_string()
                 }
                 None => {
                     let (_, tokens) = open_tokens(&target.common)?;
+                    let terms = TokenTerms {
+                        credential_group,
+                        slots,
+                    };
                     tokens
-                        .issue_in_group_now(&name, caps, credential_group)
+                        .issue_with_now(&name, caps, terms)
                         .map_err(|e| refused(e, &name))?
                         .0
                 }
@@ -455,6 +474,7 @@ fn agent(action: AgentAction) -> Result<(), Fatal> {
             capabilities,
             ttl_hours,
             credential_group,
+            slots,
             target,
         } => {
             valid_agent_id(&name)?;
@@ -469,7 +489,7 @@ fn agent(action: AgentAction) -> Result<(), Fatal> {
             let command = match &target.hub {
                 Some(hub) => {
                     let mut body = serde_json::json!({"agent_id": name, "capabilities": caps,
-                                                      "credential_group": credential_group});
+                                                      "credential_group": credential_group, "slots": slots});
                     if let Some(h) = ttl_hours {
                         body["ttl_hours"] = h.into();
                     }
@@ -480,8 +500,11 @@ fn agent(action: AgentAction) -> Result<(), Fatal> {
                     let (config, tokens) = open_tokens(&target.common)?;
                     let hours = ttl_hours.unwrap_or(config.invite_ttl_hours);
                     let ttl = (hours as i64).saturating_mul(3_600_000);
-                    let (code, record) =
-                        tokens.invite_in_group_now(&name, caps, credential_group, ttl)?;
+                    let terms = TokenTerms {
+                        credential_group,
+                        slots,
+                    };
+                    let (code, record) = tokens.invite_with_now(&name, caps, terms, ttl)?;
                     join_command(&config.hub_url(), &name, &code, &record.capabilities)
                 }
             };
@@ -489,51 +512,42 @@ fn agent(action: AgentAction) -> Result<(), Fatal> {
             Ok(())
         }
         AgentAction::List { target } => {
-            let rows: Vec<(String, String, Vec<String>, Option<String>)> = match &target.hub {
+            let rows: Vec<serde_json::Value> = match &target.hub {
                 Some(hub) => {
                     let answer = accepted(hub_request(hub, "GET", "/admin/tokens", None)?)?;
-                    answer["tokens"]
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .map(|t| {
-                                    (
-                                        t["agent_id"].as_str().unwrap_or_default().to_string(),
-                                        t["token_prefix"].as_str().unwrap_or_default().to_string(),
-                                        t["capabilities"]
-                                            .as_array()
-                                            .map(|c| {
-                                                c.iter()
-                                                    .filter_map(|v| v.as_str().map(str::to_string))
-                                                    .collect()
-                                            })
-                                            .unwrap_or_default(),
-                                        t["credential_group"].as_str().map(str::to_string),
-                                    )
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default()
+                    answer["tokens"].as_array().cloned().unwrap_or_default()
                 }
                 None => {
                     let (_, tokens) = open_tokens(&target.common)?;
-                    tokens
-                        .list()?
-                        .into_iter()
-                        .map(|r| {
-                            (
-                                r.agent_id,
-                                r.token_prefix,
-                                r.capabilities,
-                                r.credential_group,
-                            )
-                        })
+                    let records = tokens.list()?.into_iter();
+                    records
+                        .filter_map(|r| serde_json::to_value(r).ok())
                         .collect()
                 }
             };
-            for (agent_id, prefix, caps, group) in rows {
-                let group = group.map(|g| format!("\tgroup {g}")).unwrap_or_default();
-                println!("{agent_id}\t{prefix}…\t{}{group}", caps.join(","));
+            for r in rows {
+                let text = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+                let caps: Vec<String> = r["capabilities"]
+                    .as_array()
+                    .map(|c| {
+                        c.iter()
+                            .filter_map(|v| v.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let mut line = format!(
+                    "{}\t{}…\t{}",
+                    text("agent_id"),
+                    text("token_prefix"),
+                    caps.join(",")
+                );
+                if let Some(g) = r["credential_group"].as_str() {
+                    line.push_str(&format!("\tgroup {g}"));
+                }
+                if let Some(n) = r["slots"].as_u64() {
+                    line.push_str(&format!("\tslots {n}"));
+                }
+                println!("{line}");
             }
             Ok(())
         }
@@ -565,6 +579,7 @@ fn agent(action: AgentAction) -> Result<(), Fatal> {
         AgentAction::Undrain { name, online } => ops_cli::control_agent(&name, "undrain", &online),
         AgentAction::Disable { name, online } => ops_cli::control_agent(&name, "disable", &online),
         AgentAction::Enable { name, online } => ops_cli::control_agent(&name, "enable", &online),
+        AgentAction::States { name, online } => ops_cli::agent_states(name.as_deref(), &online),
     }
 }
 

@@ -40,6 +40,8 @@ fn agent_add_prints_a_token_that_identifies_and_revoke_ends_it() {
             "review,code",
             "--credential-group",
             "team-claude",
+            "--slots",
+            "3",
         ],
         &dir,
     );
@@ -61,13 +63,23 @@ fn agent_add_prints_a_token_that_identifies_and_revoke_ends_it() {
     assert!(
         listing.contains("builder")
             && listing.contains("code,review")
-            && listing.contains("group team-claude"),
+            && listing.contains("group team-claude")
+            && listing.contains("slots 3"),
         "{listing}"
     );
     assert!(!listing.contains(&token), "the full token is never listed");
 
     let bad = hub_cli(&["agent", "add", "x", "--credential-group", ""], &dir);
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
+    for slots in ["0", "33", "many"] {
+        let bad = hub_cli(&["agent", "add", "x", "--slots", slots], &dir);
+        assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
+        assert!(
+            text(&bad.stderr).contains("--slots"),
+            "{}",
+            text(&bad.stderr)
+        );
+    }
 
     hub.start_again();
     let (_, tokens) = hub.get("/admin/tokens");
@@ -75,7 +87,15 @@ fn agent_add_prints_a_token_that_identifies_and_revoke_ends_it() {
         tokens["tokens"][0]["credential_group"], "team-claude",
         "{tokens}"
     );
-    let agent = Agent::connect(&hub, "builder", &token);
+    assert_eq!(tokens["tokens"][0]["slots"], 3, "{tokens}");
+    let mut agent = Agent::open(&hub);
+    let identified = agent.identify("builder", &token, None);
+    assert_eq!(
+        identified,
+        json!({"type": "identified", "agent_id": "builder", "slots": 3,
+               "reserve_slot_for_standing": false}),
+        "the token's slots are granted"
+    );
     let (_, agents) = hub.get("/api/agents");
     assert_eq!(
         agents["agents"][0]["capabilities"],

@@ -243,6 +243,32 @@ fn usage_pauses_are_listed_and_resumed_from_the_command_line() {
 }
 
 #[test]
+fn agent_states_show_slots_and_each_running_task_from_the_command_line() {
+    let hub = Hub::start();
+    let (status, made) = hub.post("/admin/tokens", &json!({"agent_id": "wide", "slots": 2}));
+    assert_eq!(status, 201, "{made}");
+    let mut wide = Agent::connect(&hub, "wide", made["token"].as_str().unwrap_or_default());
+    let a = hub.submit_for("wide", json!({"description": "a"}));
+    let b = hub.submit_for("wide", json!({"description": "b"}));
+    for id in [&a, &b] {
+        let assign = wide.recv_type("task_assign", PUSH_TIMEOUT);
+        assert_eq!(assign["task_id"], id.as_str(), "{assign}");
+        wide.accept(id, assign["generation"].clone());
+    }
+    let one = ok_json(&ops(&hub, &["agent", "states", "wide"]));
+    assert_eq!(one["slots"], 2, "{one}");
+    let running: Vec<&str> = one["running"]
+        .as_array()
+        .map(|r| r.iter().filter_map(|t| t["task_id"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(running, [a.as_str(), b.as_str()], "{one}");
+    let all = ok_json(&ops(&hub, &["agent", "states"]));
+    assert_eq!(all["agents"][0]["agent_id"], "wide", "{all}");
+    let missing = ops(&hub, &["agent", "states", "nobody"]);
+    assert_eq!(missing.status.code(), Some(1));
+}
+
+#[test]
 fn concurrency_limits_are_set_listed_and_removed_from_the_command_line() {
     let hub = Hub::start();
     let set = ok_json(&ops(&hub, &["concurrency", "set", "repo:web", "2"]));

@@ -86,6 +86,8 @@ struct Side {
     hub: Hub,
     agent_token: String,
     agent: Option<Agent>,
+    /// An agent with two slots and the tasks it holds (task id, generation).
+    wide: Option<(Agent, Vec<(String, Value)>)>,
 }
 
 impl Side {
@@ -279,6 +281,32 @@ impl Side {
                     })
                     .ok_or(format!("not paused: {reply}"))
             }
+            "slotted_agent_busy" => {
+                let (status, body) =
+                    hub.post("/admin/tokens", &json!({"agent_id": "wide", "slots": 2}));
+                let token = body["token"].as_str().ok_or(format!("{status} {body}"))?;
+                let mut wide = Agent::connect(hub, "wide", token);
+                let mut held = Vec::new();
+                for i in 0..2 {
+                    let id =
+                        hub.submit_for("wide", json!({"description": format!("wide job {i}")}));
+                    held.push((id, Value::Null));
+                }
+                for (id, generation) in held.iter_mut() {
+                    *generation = accept_next(&mut wide, id)?;
+                }
+                let ids: Vec<String> = held.iter().map(|(id, _)| id.clone()).collect();
+                self.wide = Some((wide, held));
+                Ok(ids.join(","))
+            }
+            "slotted_agent_done" => {
+                let (mut wide, held) = self.wide.take().ok_or("no slotted agent")?;
+                for (id, generation) in held {
+                    complete_at(&mut wide, &id, generation);
+                }
+                wide.close();
+                Ok(String::new())
+            }
             "usage_resumed" => {
                 let (_, usage) = hub.get("/api/usage");
                 let (_, events) = hub.get("/api/events?kind=usage_resumed");
@@ -362,6 +390,7 @@ fn operator_watches_and_steers_the_fleet_from_the_dashboard() {
         hub,
         agent_token,
         agent: None,
+        wide: None,
     };
     let mut passed = false;
     let mut failure = None;

@@ -692,6 +692,15 @@ fn agents_reserve_and_release_paths_through_the_tools() {
 
     // Usage pauses: listed for anyone, resumed by the admin.
     let mut worker = Agent::connect(&hub, "alice", &alice_token);
+    let listed = bob.call("list_agents", json!({"online_only": true}));
+    // Alice took the keyed task at once: her one slot is busy with it.
+    let alice_card = &listed["agents"][0];
+    assert_eq!(alice_card["slots"], 1, "{listed}");
+    assert_eq!(alice_card["free_slots"], 0, "{listed}");
+    assert_eq!(
+        alice_card["running"][0]["task_id"], created["task_id"],
+        "{listed}"
+    );
     worker.send(json!({"type": "usage_limited", "resets_at": 9_999_999_999_999u64}));
     let reply = worker.recv_type("usage_paused", Duration::from_secs(5));
     assert_eq!(reply["credential_group"], "agent:alice", "{reply}");

@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
@@ -16,39 +15,10 @@ const MIN: i64 = 60_000;
 /// 2026-11-21T10:00:30Z: half a minute past an occurrence of "* * * * *".
 const T0: i64 = 1_795_255_230_000;
 
-struct Clock {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-}
-
-impl Clock {
-    fn new(at: i64) -> Clock {
-        let dir = tempfile::tempdir().expect("clock dir");
-        let clock = Clock {
-            path: dir.path().join("now"),
-            _dir: dir,
-        };
-        clock.set(at);
-        clock
-    }
-
-    /// Writes the time atomically (the hub never sees half a number).
-    fn set(&self, at: i64) {
-        let tmp = self.path.with_extension("tmp");
-        std::fs::write(&tmp, at.to_string()).expect("write clock");
-        std::fs::rename(&tmp, &self.path).expect("move clock into place");
-    }
-
-    fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-fn hub_with_clock(clock: &Clock) -> Hub {
+fn hub_with_clock(clock: &HubClock) -> Hub {
     Hub::start_with_config(&format!(
-        "standing_order_clock_file = {:?}\nstanding_order_tick_ms = 50\n\
-         alert_check_interval_ms = 100\nalert_startup_grace_ms = 0\n",
-        clock.path().display().to_string()
+        "{}alert_check_interval_ms = 100\nalert_startup_grace_ms = 0\n",
+        clock.config()
     ))
 }
 
@@ -97,7 +67,7 @@ fn minute(n: i64) -> i64 {
 
 #[test]
 fn one_run_per_occurrence_across_restart_and_clock_jumps_and_no_work_differs_from_missed() {
-    let clock = Clock::new(T0);
+    let clock = HubClock::new(T0);
     let mut hub = hub_with_clock(&clock);
     let token = register_agent(&hub, "reporter", &["reports"]);
     let (status, order) = hub.post(
@@ -205,7 +175,7 @@ fn one_run_per_occurrence_across_restart_and_clock_jumps_and_no_work_differs_fro
 
 #[test]
 fn outcomes_reported_by_the_agent_and_by_the_task_are_recorded() {
-    let clock = Clock::new(T0);
+    let clock = HubClock::new(T0);
     let hub = hub_with_clock(&clock);
     let token = register_agent(&hub, "night-owl", &[]);
     let (status, body) = hub.post(
@@ -256,7 +226,7 @@ fn outcomes_reported_by_the_agent_and_by_the_task_are_recorded() {
 
 #[test]
 fn standing_orders_are_managed_by_the_admin_and_refuse_bad_input() {
-    let clock = Clock::new(T0);
+    let clock = HubClock::new(T0);
     let hub = hub_with_clock(&clock);
     let agent_token = register_agent(&hub, "someone", &[]);
     let good = json!({"name": "daily", "cron": "0 9 * * 1-5", "timezone": "Europe/Berlin",

@@ -41,6 +41,8 @@ pub const CLIENT_FRAME_SCHEMAS: &[(&str, &[Field])] = &[
             opt("name", text(256)),
             opt("status", text(256)),
             opt("capabilities", Kind::StrList),
+            opt("slots", Kind::UInt),
+            opt("reserve_slot_for_standing", Kind::Bool),
         ],
     ),
     ("ping", &[]),
@@ -261,7 +263,10 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
             errors: vec![e],
         });
     };
-    let errors = check_fields(&obj, fields);
+    let mut errors = check_fields(&obj, fields);
+    if errors.is_empty() && message_type == "identify" {
+        errors = crate::slots::check_identify(&obj);
+    }
     if !errors.is_empty() {
         return Err(FrameError::Validation {
             message_type: Some(message_type),
@@ -295,6 +300,12 @@ pub enum ClientFrame {
         status: Option<String>,
         #[serde(default)]
         capabilities: Option<Vec<String>>,
+        /// (ext) How many tasks it runs at once (PROTOCOL.md 6.24).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        slots: Option<u32>,
+        /// (ext) One slot kept for standing-order runs.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reserve_slot_for_standing: Option<bool>,
     },
     Ping,
     Status {

@@ -16,6 +16,7 @@ mod priority;
 mod schema;
 mod scopes;
 mod server_frames;
+mod slots;
 mod task_spec;
 
 pub use frames::*;
@@ -23,6 +24,7 @@ pub use priority::*;
 pub use schema::*;
 pub use scopes::*;
 pub use server_frames::*;
+pub use slots::*;
 pub use task_spec::*;
 
 /// Protocol version this crate speaks (compatible with the AgentCom v1.1 sidecar).

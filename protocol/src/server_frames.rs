@@ -117,6 +117,11 @@ pub struct ChannelInfo {
 pub enum ServerFrame {
     Identified {
         agent_id: String,
+        /// (ext) The slots granted (PROTOCOL.md 6.24).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        slots: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reserve_slot_for_standing: Option<bool>,
     },
     Error(ErrorFrame),
     Pong {

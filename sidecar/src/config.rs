@@ -12,6 +12,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use agentcom_protocol::{check_slot_count, MAX_SLOTS};
 use serde_json::{Map, Value};
 
 /// A configuration problem, naming the field it is about.
@@ -82,6 +83,10 @@ pub struct Config {
     /// `http://host:port` (derived from hub_url when absent).
     pub hub_api_url: String,
     pub capabilities: Vec<String>,
+    /// How many tasks it runs at once, each with its own worker (default 1).
+    pub slots: u32,
+    /// One of the slots is kept for standing-order runs.
+    pub reserve_slot_for_standing: bool,
     pub wake_command: Option<WakeCommand>,
     /// Run for each new inbox message (values only through the environment).
     pub message_command: Option<WakeCommand>,
@@ -194,6 +199,8 @@ const KNOWN_KEYS: &[&str] = &[
     "agent_exit_grace_ms",
     "stall_ms",
     "max_runtime_ms",
+    "slots",
+    "reserve_slot_for_standing",
 ];
 
 const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
@@ -265,6 +272,34 @@ impl Config {
             None => api_url_from_ws(&hub_url),
         };
         let capabilities = f.opt_str_list("capabilities")?.unwrap_or_default();
+        let slots = match f.get("slots") {
+            None => 1,
+            Some(v) => match v.as_u64() {
+                Some(n) if check_slot_count("slots", n).is_none() => n as u32,
+                _ => {
+                    return Err(ConfigError::new(
+                        "slots",
+                        format!("expected a whole number from 1 to {MAX_SLOTS}"),
+                    ))
+                }
+            },
+        };
+        let reserve_slot_for_standing = match f.get("reserve_slot_for_standing") {
+            None => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "reserve_slot_for_standing",
+                    "expected true or false",
+                ))
+            }
+        };
+        if reserve_slot_for_standing && slots < 2 {
+            return Err(ConfigError::new(
+                "reserve_slot_for_standing",
+                "needs slots = 2 or more (one slot is kept for standing orders)",
+            ));
+        }
         let wake_command = command(&f, "wake_command")?;
         let message_command = command(&f, "message_command")?;
         let wake_mode = match f.opt_str("wake_mode", 16)?.as_deref() {
@@ -384,6 +419,8 @@ impl Config {
             hub_url,
             hub_api_url,
             capabilities,
+            slots,
+            reserve_slot_for_standing,
             wake_command,
             message_command,
             wake_mode,
@@ -526,6 +563,22 @@ impl Fields<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slots_are_checked() {
+        assert_eq!(parse(MINIMAL).expect("minimal").slots, 1);
+        let c = parse(&format!(
+            "{MINIMAL}slots = 3\nreserve_slot_for_standing = true\n"
+        ))
+        .expect("three slots");
+        assert_eq!((c.slots, c.reserve_slot_for_standing), (3, true));
+        for bad in ["slots = 0", "slots = 33", "slots = \"2\""] {
+            let e = parse(&format!("{MINIMAL}{bad}\n")).unwrap_err();
+            assert_eq!(e.field, "slots", "{bad}");
+        }
+        let e = parse(&format!("{MINIMAL}reserve_slot_for_standing = true\n")).unwrap_err();
+        assert_eq!(e.field, "reserve_slot_for_standing");
+    }
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("/etc/agentcom/config.toml"))

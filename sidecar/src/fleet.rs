@@ -254,11 +254,13 @@ pub fn describe(i: &Installed) -> Value {
         None => background_state(i.config.parent().unwrap_or(Path::new("."))),
     };
     let cfg = Config::load(&i.config).ok();
-    let current = cfg.as_ref().and_then(|c| {
-        let bytes = fs::read(c.state_dir.join("current.json")).ok()?;
-        let v: Value = serde_json::from_slice(&bytes).ok()?;
-        Some(json!({"task_id": v["assignment"]["task_id"], "phase": v["phase"]}))
-    });
+    let held: Vec<Value> = cfg
+        .as_ref()
+        .map(|c| state::held_records(&c.state_dir))
+        .unwrap_or_default()
+        .iter()
+        .map(|r| json!({"task_id": r.task_id(), "phase": r.phase}))
+        .collect();
     let unread = cfg
         .as_ref()
         .and_then(|c| inbox::unread(&inbox::inbox_dir(&c.state_dir)).ok())
@@ -269,7 +271,9 @@ pub fn describe(i: &Installed) -> Value {
         "unit": i.unit,
         "state": service,
         "hub": cfg.as_ref().map(|c| c.hub_api_url.clone()),
-        "current_task": current,
+        "current_task": held.first(),
+        "held_tasks": held,
+        "slots": cfg.as_ref().map(|c| c.slots),
         "unread_messages": unread,
     })
 }
@@ -315,11 +319,10 @@ pub fn remove(agent_id: &str, revoke: bool) -> Result<Vec<String>, String> {
     };
     let mut done = Vec::new();
     let cfg = Config::load(&i.config).map_err(|e| e.to_string())?;
-    if let Ok(bytes) = fs::read(cfg.state_dir.join("current.json")) {
-        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    for r in state::held_records(&cfg.state_dir) {
         done.push(format!(
-            "warning: it held task {}; the hub takes it back when the sidecar disconnects",
-            v["assignment"]["task_id"]
+            "warning: it held task {:?}; the hub takes it back when the sidecar disconnects",
+            r.task_id()
         ));
     }
     if let Some(unit) = &i.unit {

@@ -568,12 +568,21 @@ fn list(json_out: bool) -> Result<(), Fatal> {
         return Ok(());
     }
     for r in &rows {
-        let task = match r["current_task"]["task_id"].as_str() {
-            Some(t) => format!(
-                "{t} ({})",
-                r["current_task"]["phase"].as_str().unwrap_or("?")
-            ),
-            None => "idle".into(),
+        let held: Vec<String> = r["held_tasks"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|t| {
+                        let id = t["task_id"].as_str().unwrap_or("?");
+                        format!("{id} ({})", t["phase"].as_str().unwrap_or("?"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let task = if held.is_empty() {
+            "idle".to_string()
+        } else {
+            held.join(", ")
         };
         println!(
             "{:<24} {:<28} task: {:<36} unread: {:<4} {}",

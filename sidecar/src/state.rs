@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! state_dir/
-//!   current.json          the task this agent holds (TaskRecord), if any
+//!   current.json          the task in the agent's first slot (TaskRecord), if any
+//!   current-<n>.json      the task in slot n (n ≥ 1) of an agent with slots
 //!   outbox/<seq>.json     lifecycle reports not yet acknowledged (OutboxEntry)
 //!   tasks/<task_id>.json  the assignment as handed to the agent (TASK_JSON_FILE)
 //!   git/<task_id>.json    what `git submit` did for the task (pr_url)
@@ -154,7 +155,7 @@ impl FinalReport {
     }
 }
 
-/// The task this agent holds (`current.json`).
+/// A task this agent holds (`current.json`, or `current-<n>.json` in slot n).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskRecord {
     /// The latest assignment; its `generation` is the one reports carry.
@@ -246,7 +247,8 @@ impl OutboxEntry {
 /// What was found on disk at start.
 #[derive(Debug, Default)]
 pub struct Loaded {
-    pub record: Option<TaskRecord>,
+    /// The tasks held, with their slot numbers, by slot.
+    pub records: Vec<(usize, TaskRecord)>,
     pub outbox: BTreeMap<u64, OutboxEntry>,
     /// Corrupt files that were moved aside: (original, new place, parse error).
     pub quarantined: Vec<(PathBuf, PathBuf, String)>,
@@ -281,24 +283,26 @@ impl StateDir {
             next_seq: 1,
         };
         let mut loaded = Loaded::default();
-        let current = root.join(CURRENT);
-        match fs::read(&current) {
-            Ok(bytes) => match serde_json::from_slice::<TaskRecord>(&bytes) {
-                Ok(r) if safe_task_id(r.task_id()) => loaded.record = Some(r),
-                Ok(r) => {
-                    let why = format!("unsafe task id {:?}", r.task_id());
-                    let moved = dir.quarantine(&current)?;
-                    loaded.quarantined.push((current.clone(), moved, why));
-                }
-                Err(e) => {
-                    let moved = dir.quarantine(&current)?;
-                    loaded
-                        .quarantined
-                        .push((current.clone(), moved, e.to_string()));
-                }
-            },
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+        for slot in slot_files(root)? {
+            let current = slot_path(root, slot);
+            match fs::read(&current) {
+                Ok(bytes) => match serde_json::from_slice::<TaskRecord>(&bytes) {
+                    Ok(r) if safe_task_id(r.task_id()) => loaded.records.push((slot, r)),
+                    Ok(r) => {
+                        let why = format!("unsafe task id {:?}", r.task_id());
+                        let moved = dir.quarantine(&current)?;
+                        loaded.quarantined.push((current.clone(), moved, why));
+                    }
+                    Err(e) => {
+                        let moved = dir.quarantine(&current)?;
+                        loaded
+                            .quarantined
+                            .push((current.clone(), moved, e.to_string()));
+                    }
+                },
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
         }
         let mut names: Vec<PathBuf> = fs::read_dir(root.join("outbox"))?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -346,15 +350,15 @@ impl StateDir {
         Ok(target)
     }
 
-    /// Durably replaces `current.json`.
-    pub fn save_record(&self, record: &TaskRecord) -> io::Result<()> {
+    /// Durably replaces the record of `slot`.
+    pub fn save_record(&self, slot: usize, record: &TaskRecord) -> io::Result<()> {
         let bytes = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
-        write_atomic(&self.root.join(CURRENT), &bytes)
+        write_atomic(&slot_path(&self.root, slot), &bytes)
     }
 
-    /// Durably removes `current.json`.
-    pub fn clear_record(&self) -> io::Result<()> {
-        remove_durably(&self.root.join(CURRENT))
+    /// Durably removes the record of `slot`.
+    pub fn clear_record(&self, slot: usize) -> io::Result<()> {
+        remove_durably(&slot_path(&self.root, slot))
     }
 
     /// Durably adds a report to the outbox.
@@ -422,6 +426,47 @@ impl StateDir {
         let _ = fs::remove_file(self.task_json_path(task_id));
         let _ = fs::remove_file(self.git_record_path(task_id));
     }
+}
+
+/// The record file of `slot`: `current.json` for the first, else
+/// `current-<slot>.json`.
+fn slot_path(root: &Path, slot: usize) -> PathBuf {
+    if slot == 0 {
+        root.join(CURRENT)
+    } else {
+        root.join(format!("current-{slot}.json"))
+    }
+}
+
+/// The slots with a record file (or a corrupt one), in order.
+fn slot_files(root: &Path) -> io::Result<Vec<usize>> {
+    let mut slots: Vec<usize> = fs::read_dir(root)?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name == CURRENT {
+                return Some(0);
+            }
+            name.strip_prefix("current-")?
+                .strip_suffix(".json")?
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+        })
+        .collect();
+    slots.sort_unstable();
+    Ok(slots)
+}
+
+/// The tasks held in a state directory (for `fleet list`: read only, corrupt
+/// files skipped), by slot.
+pub fn held_records(state_dir: &Path) -> Vec<TaskRecord> {
+    slot_files(state_dir)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|slot| fs::read(slot_path(state_dir, slot)).ok())
+        .filter_map(|bytes| serde_json::from_slice(&bytes).ok())
+        .collect()
 }
 
 /// `<state_dir>/git/<task_id>.json`.
@@ -520,9 +565,11 @@ mod tests {
     fn record_and_outbox_survive_reopen() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let (mut dir, loaded) = StateDir::open(tmp.path()).expect("open");
-        assert!(loaded.record.is_none());
+        assert!(loaded.records.is_empty());
         let rec = TaskRecord::new(assignment("task-1"));
-        dir.save_record(&rec).expect("save");
+        dir.save_record(0, &rec).expect("save");
+        let rec2 = TaskRecord::new(assignment("task-2"));
+        dir.save_record(2, &rec2).expect("save");
         let report = FinalReport::failed("r", "e");
         let e1 = dir
             .push_outbox("task-1", report.frame("task-1", 3))
@@ -532,7 +579,10 @@ mod tests {
             .expect("push");
         dir.remove_outbox(e1.seq).expect("remove");
         let (mut dir2, loaded) = StateDir::open(tmp.path()).expect("reopen");
-        assert_eq!(loaded.record, Some(rec));
+        assert_eq!(loaded.records, vec![(0, rec), (2, rec2.clone())]);
+        assert_eq!(held_records(tmp.path()).len(), 2);
+        dir2.clear_record(2).expect("clear");
+        assert_eq!(held_records(tmp.path()).len(), 1);
         assert_eq!(loaded.outbox.len(), 1);
         assert_eq!(loaded.outbox.get(&e2.seq), Some(&e2));
         let e3 = dir2
@@ -552,7 +602,7 @@ mod tests {
         )
         .expect("write");
         let (_, loaded) = StateDir::open(tmp.path()).expect("reopen");
-        assert!(loaded.record.is_none());
+        assert!(loaded.records.is_empty());
         assert_eq!(loaded.quarantined.len(), 2, "{:?}", loaded.quarantined);
         for (_, moved, _) in &loaded.quarantined {
             assert!(moved.exists(), "{moved:?} kept");

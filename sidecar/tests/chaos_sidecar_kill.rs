@@ -2,7 +2,8 @@
 //! while their agents work (a wake command that sleeps a random short time, then
 //! writes the result), and `kill -9` the hub once in the middle. After every run
 //! each task acknowledged to its submitter completes exactly once; a task whose
-//! submit got no answer may exist, and then completes exactly once too.
+//! submit got no answer may exist, and then completes exactly once too. Sidecar
+//! i has i + 1 slots, so relays running several tasks at once are killed too.
 //!
 //! Quick by default (CI); `AGENTCOM_CHAOS_LONG=1` for the long mode. The fault
 //! schedule comes from a seeded RNG: the seed is printed, and
@@ -189,7 +190,10 @@ fn sidecar_and_hub_kill9_while_agents_work_every_task_completes_exactly_once() {
     let mut hub = Hub::start_with_config(HUB_CONFIG);
     let mut sidecars: Vec<Sidecar> = (0..mode.sidecars)
         .map(|i| {
-            let mut sc = Sidecar::prepare(&hub, &format!("chaos-sc-{i}"), "");
+            // Sidecar i runs i + 1 tasks at once (slots): one-slot and
+            // many-slot relays go through the same faults.
+            let slots = format!("slots = {}\n", i + 1);
+            let mut sc = Sidecar::prepare(&hub, &format!("chaos-sc-{i}"), &slots);
             let wake = sleepy_agent(sc.dir.path(), rng.next_u64(), mode.work_max_ms);
             sc.set_wake(&wake);
             sc.spawn();

@@ -114,20 +114,11 @@ fn each_result_status_reaches_the_hub_as_its_report() {
 
 #[test]
 fn no_work_is_recorded_on_the_standing_order_run() {
-    let clock_dir = tempfile::tempdir().expect("clock dir");
-    let clock = clock_dir.path().join("now");
-    let set_clock = |at: i64| {
-        let tmp = clock.with_extension("tmp");
-        fs::write(&tmp, at.to_string()).expect("clock");
-        fs::rename(&tmp, &clock).expect("clock");
-    };
     // Half a minute past a whole minute (1_800_000_000_000 is one).
     let t0: i64 = 1_800_000_000_000 + 30_000;
-    set_clock(t0);
-    let hub = Hub::start_with_config(&format!(
-        "standing_order_clock_file = {:?}\nstanding_order_tick_ms = 50\n",
-        clock.display().to_string()
-    ));
+    let clock = HubClock::new(t0);
+    let set_clock = |at: i64| clock.set(at);
+    let hub = Hub::start_with_config(&clock.config());
     let mut sc = Sidecar::prepare(&hub, "echo", "");
     sc.set_wake(&echo_agent(sc.dir.path()));
     sc.spawn();

@@ -37,6 +37,19 @@ pub struct TokenRecord {
     /// them all (ext).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential_group: Option<String>,
+    /// How many tasks the agent may run at once (ext; none: one, or what its
+    /// sidecar asks for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slots: Option<u32>,
+}
+
+/// What an operator sets on a token besides its capabilities.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TokenTerms {
+    /// Agents sharing one provider account (usage-limit pauses).
+    pub credential_group: Option<String>,
+    /// The most tasks the agent may run at once.
+    pub slots: Option<u32>,
 }
 
 /// Why an `identify` was refused.
@@ -68,6 +81,8 @@ pub struct InviteRecord {
     pub used_at: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential_group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slots: Option<u32>,
 }
 
 impl From<StoreError> for IssueError {
@@ -179,9 +194,9 @@ impl Tokens {
         &self,
         agent_id: &str,
         capabilities: Vec<String>,
-        credential_group: Option<String>,
+        terms: TokenTerms,
     ) -> Result<(String, TokenRecord), IssueError> {
-        let (token, record) = self.insert(agent_id, capabilities, credential_group)?;
+        let (token, record) = self.insert(agent_id, capabilities, terms)?;
         self.store.durable().await?;
         Ok((token, record))
     }
@@ -192,17 +207,17 @@ impl Tokens {
         agent_id: &str,
         capabilities: Vec<String>,
     ) -> Result<(String, TokenRecord), IssueError> {
-        self.issue_in_group_now(agent_id, capabilities, None)
+        self.issue_with_now(agent_id, capabilities, TokenTerms::default())
     }
 
-    /// [`Tokens::issue_now`] with a credential group.
-    pub fn issue_in_group_now(
+    /// [`Tokens::issue_now`] with a credential group and slots.
+    pub fn issue_with_now(
         &self,
         agent_id: &str,
         capabilities: Vec<String>,
-        credential_group: Option<String>,
+        terms: TokenTerms,
     ) -> Result<(String, TokenRecord), IssueError> {
-        let out = self.insert(agent_id, capabilities, credential_group)?;
+        let out = self.insert(agent_id, capabilities, terms)?;
         self.store.flush_now()?;
         Ok(out)
     }
@@ -211,7 +226,7 @@ impl Tokens {
         &self,
         agent_id: &str,
         mut capabilities: Vec<String>,
-        credential_group: Option<String>,
+        terms: TokenTerms,
     ) -> Result<(String, TokenRecord), IssueError> {
         capabilities.sort();
         capabilities.dedup();
@@ -222,7 +237,8 @@ impl Tokens {
             created_at: now_ms(),
             capabilities,
             token_hash: hash_token(&token),
-            credential_group,
+            credential_group: terms.credential_group,
+            slots: terms.slots,
         };
         let value = encode(&record);
         // compare_and_swap makes two concurrent issues for one agent create one token.
@@ -249,15 +265,15 @@ impl Tokens {
         capabilities: Vec<String>,
         ttl_ms: i64,
     ) -> Result<(String, InviteRecord), StoreError> {
-        self.invite_in_group_now(agent_id, capabilities, None, ttl_ms)
+        self.invite_with_now(agent_id, capabilities, TokenTerms::default(), ttl_ms)
     }
 
-    /// [`Tokens::invite_now`]; the token it redeems for is in `credential_group`.
-    pub fn invite_in_group_now(
+    /// [`Tokens::invite_now`]; the token it redeems for has `terms`.
+    pub fn invite_with_now(
         &self,
         agent_id: &str,
         mut capabilities: Vec<String>,
-        credential_group: Option<String>,
+        terms: TokenTerms,
         ttl_ms: i64,
     ) -> Result<(String, InviteRecord), StoreError> {
         capabilities.sort();
@@ -272,7 +288,8 @@ impl Tokens {
             created_at: now,
             expires_at: now.saturating_add(ttl_ms),
             used_at: None,
-            credential_group,
+            credential_group: terms.credential_group,
+            slots: terms.slots,
         };
         self.store
             .invites
@@ -314,7 +331,11 @@ impl Tokens {
         if swapped.is_err() {
             return Err(IssueError::InvalidInvite);
         }
-        match self.insert(agent_id, invite.capabilities, invite.credential_group) {
+        let terms = TokenTerms {
+            credential_group: invite.credential_group,
+            slots: invite.slots,
+        };
+        match self.insert(agent_id, invite.capabilities, terms) {
             Ok(issued) => {
                 self.store.durable().await?;
                 Ok(issued)

@@ -346,7 +346,9 @@ impl Handler<PresenceUpdate> for Presence {
                 kind,
                 Some(agent_id.clone()),
                 &agent_id,
-                serde_json::json!({"name": info.name, "capabilities": info.capabilities}),
+                serde_json::json!({"name": info.name, "capabilities": info.capabilities,
+                                   "slots": msg.view.slots.slots,
+                                   "reserve_slot_for_standing": msg.view.slots.reserve_standing}),
             );
             // Durable with the next flush of the store (a connect acknowledges nothing).
             if let Err(e) = self.deps.log.record([event]) {

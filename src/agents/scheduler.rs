@@ -45,6 +45,7 @@ impl Scheduler {
             task_id,
             agent_id,
             agent: fsm,
+            standing,
         } = matched;
         self.dispatching.insert(agent_id.clone());
         let request = self.queue.send(Assign {
@@ -54,7 +55,10 @@ impl Scheduler {
         ctx.spawn(request.into_actor(self).map(move |result, act, _| {
             act.dispatching.remove(&agent_id);
             match result {
-                Ok(Ok(assignment)) => fsm.do_send(Assigned(assignment)),
+                Ok(Ok(assignment)) => fsm.do_send(Assigned {
+                    assignment,
+                    standing,
+                }),
                 Ok(Err(e)) => {
                     tracing::debug!(task_id = %task_id, agent_id = %agent_id,
                                     error = e.as_str(), "assignment refused");
@@ -201,14 +205,17 @@ impl Handler<TaskUnready> for Scheduler {
     }
 }
 
-/// An agent is idle and may be given a task.
+/// An agent has a free slot and may be given a task (one at a time: it
+/// offers itself again after each assignment while a slot is free).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct AgentAvailable {
     pub agent_id: String,
     pub capabilities: Vec<String>,
-    /// When it became idle; the longest idle agent is served first.
+    /// When a slot last freed; the longest idle agent is served first.
     pub idle_since: i64,
+    /// Only its slot kept for standing-order runs is free.
+    pub standing_only: bool,
     pub fsm: Addr<AgentFsm>,
 }
 
@@ -220,16 +227,20 @@ impl Handler<AgentAvailable> for Scheduler {
             // The in-flight assignment answers the agent either way.
             return;
         }
-        let matched =
-            self.index
-                .agent_idle(msg.agent_id, msg.idle_since, msg.capabilities, msg.fsm);
+        let matched = self.index.agent_free(
+            msg.agent_id,
+            msg.idle_since,
+            msg.capabilities,
+            msg.standing_only,
+            msg.fsm,
+        );
         if let Some(matched) = matched {
             self.dispatch(matched, ctx);
         }
     }
 }
 
-/// An agent is no longer idle (offline, or busy by its own account).
+/// An agent has no free slot any more (offline, busy, throttled, paused...).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct AgentUnavailable {

@@ -31,7 +31,7 @@ use crate::messaging::{
 use crate::ops::telemetry::{Counter, Telemetry};
 use crate::protocol::{
     parse_client_frame, renew_ttl, reserve_request, ClientFrame, ErrorFrame, FieldError,
-    FrameError, ServerFrame,
+    FrameError, ServerFrame, Slots,
 };
 use crate::queue::{
     QueueError, ReleaseReservation, RenewReservation, Reserve, ReserveOutcome, Reserver, TaskQueue,
@@ -516,6 +516,8 @@ impl AgentSession {
             name,
             status,
             capabilities,
+            slots,
+            reserve_slot_for_standing,
         } = frame
         else {
             return;
@@ -542,15 +544,15 @@ impl AgentSession {
             deps.tokens
                 .check_identify(&agent_id, &token)
                 .map_err(IdentifyFailure::Refused)?;
+            let record = deps.tokens.get(&agent_id).ok().flatten();
+            let token_slots = record.as_ref().and_then(|r| r.slots);
+            let granted = Slots::granted(slots, reserve_slot_for_standing, token_slots);
+            // `identified` says what was granted when slots are in play; the
+            // v1.1 frame is unchanged otherwise.
+            let told = (slots.is_some() || token_slots.is_some()).then_some(granted);
             let mut caps = match capabilities {
                 Some(c) => c,
-                None => deps
-                    .tokens
-                    .get(&agent_id)
-                    .ok()
-                    .flatten()
-                    .map(|r| r.capabilities)
-                    .unwrap_or_default(),
+                None => record.map(|r| r.capabilities).unwrap_or_default(),
             };
             caps.sort();
             caps.dedup();
@@ -566,16 +568,24 @@ impl AgentSession {
                 name,
                 status,
                 capabilities: caps,
+                slots: granted,
             })
             .await
             .map_err(|_| IdentifyFailure::Unavailable)?;
-            Ok((agent_id, fsm))
+            Ok((agent_id, fsm, told))
         };
         ctx.wait(work.into_actor(self).map(|result, act, ctx| match result {
-            Ok((agent_id, fsm)) => {
+            Ok((agent_id, fsm, told)) => {
                 tracing::info!(agent_id = %agent_id, session = act.id, "agent identified");
                 act.agent = Some((agent_id.clone(), fsm));
-                act.send(ctx, &ServerFrame::Identified { agent_id });
+                act.send(
+                    ctx,
+                    &ServerFrame::Identified {
+                        agent_id,
+                        slots: told.map(|g| g.slots),
+                        reserve_slot_for_standing: told.map(|g| g.reserve_standing),
+                    },
+                );
             }
             Err(IdentifyFailure::Cooldown(secs)) => act.close(
                 ctx,

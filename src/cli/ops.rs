@@ -416,6 +416,16 @@ pub fn control_agent(name: &str, action: &str, online: &Online) -> Result<(), Fa
     Ok(())
 }
 
+/// `agent states [NAME]`: each agent's state, slots and running tasks.
+pub fn agent_states(name: Option<&str>, online: &Online) -> Result<(), Fatal> {
+    let path = match name {
+        Some(n) => format!("/api/agents/{}/state", encode(n)),
+        None => "/api/agents/states".to_string(),
+    };
+    print_json(&call(online, "GET", &path, None)?);
+    Ok(())
+}
+
 fn when(ms: Option<i64>) -> String {
     ms.and_then(chrono::DateTime::from_timestamp_millis)
         .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())

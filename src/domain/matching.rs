@@ -6,6 +6,10 @@
 //! - `idle[sig]`: idle agents able to serve `sig`, ordered by how long they have
 //!   been idle (longest first), built the first time `sig` is seen.
 //!
+//! An agent whose free slot is kept for standing-order runs waits in `kept`
+//! instead of `idle` and takes only buckets of standing-order runs; such a run
+//! goes to a kept slot before an idle agent.
+//!
 //! A task's fairness group is its concurrency key (else its correlation id):
 //! within a priority, an agent takes the head of the group served longest ago,
 //! so groups are served round-robin however many tasks each has. A task's holds
@@ -51,6 +55,8 @@ pub(crate) struct Placement {
     pub fair: Option<Arc<str>>,
     /// Kept back while any of these is held.
     pub holds: Vec<HoldId>,
+    /// A standing-order run: an agent's slot kept for those may take it.
+    pub standing: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -67,6 +73,8 @@ struct Bucket {
 struct IdleAgent<A> {
     since: i64,
     capabilities: HashSet<String>,
+    /// Only its slot kept for standing-order runs is free.
+    standing_only: bool,
     handle: A,
 }
 
@@ -77,6 +85,8 @@ pub(crate) struct Match<A> {
     pub task_id: String,
     pub agent_id: String,
     pub agent: A,
+    /// The task is a standing-order run.
+    pub standing: bool,
 }
 
 /// See the module documentation.
@@ -96,6 +106,8 @@ pub(crate) struct MatchIndex<A> {
     fair_buckets: AHashMap<Option<Arc<str>>, usize>,
     tick: u64,
     idle: HashMap<Sig, BTreeSet<IdleKey>>,
+    /// The same for agents with only their standing-order slot free.
+    kept: HashMap<Sig, BTreeSet<IdleKey>>,
     agents: HashMap<String, IdleAgent<A>>,
     ops: u64,
 }
@@ -113,6 +125,7 @@ impl<A> Default for MatchIndex<A> {
             fair_buckets: AHashMap::new(),
             tick: 0,
             idle: HashMap::new(),
+            kept: HashMap::new(),
             agents: HashMap::new(),
             ops: 0,
         }
@@ -121,6 +134,19 @@ impl<A> Default for MatchIndex<A> {
 
 fn covers(caps: &HashSet<String>, sig: &[String]) -> bool {
     sig.iter().all(|c| caps.contains(c))
+}
+
+/// The idle agents (standing-only or not) that cover `sig`, by idle time.
+fn covering<A>(
+    agents: &HashMap<String, IdleAgent<A>>,
+    sig: &Sig,
+    standing_only: bool,
+) -> BTreeSet<IdleKey> {
+    agents
+        .iter()
+        .filter(|(_, a)| a.standing_only == standing_only && covers(&a.capabilities, sig))
+        .map(|(id, a)| (a.since, id.clone()))
+        .collect()
 }
 
 impl<A> MatchIndex<A> {
@@ -166,17 +192,9 @@ impl<A> MatchIndex<A> {
         };
         let free = !placement.holds.iter().any(|h| self.held.contains(h));
         if free {
-            let idle = self.idle_for(&sig);
-            let pick = match avoid {
-                Some(avoid) => idle
-                    .iter()
-                    .find(|(_, id)| id != avoid)
-                    .or_else(|| idle.first()),
-                None => idle.first(),
-            };
-            if let Some((_, agent_id)) = pick.cloned() {
+            if let Some(agent_id) = self.pick(&sig, placement.standing, avoid) {
                 self.served_now(&placement.fair);
-                return self.take_agent(&task_id, agent_id);
+                return self.take_agent(&task_id, agent_id, placement.standing);
             }
         }
         let bucket = self.bucket(BucketKey { sig, placement });
@@ -260,6 +278,7 @@ impl<A> MatchIndex<A> {
     /// best ready task it covers: the lowest (priority, fairness group's last
     /// service, sequence) over the heads of every bucket it covers that nothing
     /// holds; else it waits in the index.
+    #[cfg(test)]
     pub(crate) fn agent_idle(
         &mut self,
         agent_id: String,
@@ -267,32 +286,56 @@ impl<A> MatchIndex<A> {
         capabilities: Vec<String>,
         handle: A,
     ) -> Option<Match<A>> {
+        self.agent_free(agent_id, since, capabilities, false, handle)
+    }
+
+    /// [`MatchIndex::agent_idle`] for an agent that may take only
+    /// standing-order runs (`standing_only`: its other slots are taken).
+    pub(crate) fn agent_free(
+        &mut self,
+        agent_id: String,
+        since: i64,
+        capabilities: Vec<String>,
+        standing_only: bool,
+        handle: A,
+    ) -> Option<Match<A>> {
         self.agent_busy(&agent_id);
         let agent = IdleAgent {
             since,
             capabilities: capabilities.into_iter().collect(),
+            standing_only,
             handle,
         };
         let key = (agent.since, agent_id.clone());
-        for (sig, set) in self.idle.iter_mut() {
+        let sets = if standing_only {
+            &mut self.kept
+        } else {
+            &mut self.idle
+        };
+        for (sig, set) in sets.iter_mut() {
             self.ops += 1;
             if covers(&agent.capabilities, sig) {
                 set.insert(key.clone());
             }
         }
-        let best = self.best_for(&agent.capabilities);
+        let best = self.best_for(&agent.capabilities, standing_only);
         self.agents.insert(agent_id.clone(), agent);
-        let (task_id, fair) = best?;
+        let (task_id, fair, standing) = best?;
         self.task_unready(&task_id);
         self.served_now(&fair);
-        self.take_agent(&task_id, agent_id)
+        self.take_agent(&task_id, agent_id, standing)
     }
 
     /// An agent is no longer idle; its handle, if it was.
     pub(crate) fn agent_busy(&mut self, agent_id: &str) -> Option<A> {
         let agent = self.agents.remove(agent_id)?;
         let key = (agent.since, agent_id.to_string());
-        for set in self.idle.values_mut() {
+        let sets = if agent.standing_only {
+            &mut self.kept
+        } else {
+            &mut self.idle
+        };
+        for set in sets.values_mut() {
             self.ops += 1;
             set.remove(&key);
         }
@@ -323,13 +366,21 @@ impl<A> MatchIndex<A> {
         self.agents.len()
     }
 
-    /// The best head an agent with `caps` may take: (task, its fairness group).
-    fn best_for(&mut self, caps: &HashSet<String>) -> Option<(TaskId, Fair)> {
-        let mut best: Option<(Rank, &TaskId, &Fair)> = None;
+    /// The best head an agent with `caps` may take: (task, its fairness group,
+    /// whether it is a standing-order run).
+    fn best_for(
+        &mut self,
+        caps: &HashSet<String>,
+        standing_only: bool,
+    ) -> Option<(TaskId, Fair, bool)> {
+        let mut best: Option<(Rank, &TaskId, &Placement)> = None;
         for bucket in self.buckets.iter().flatten() {
             self.ops += 1;
             let p = &bucket.key.placement;
-            if !covers(caps, &bucket.key.sig) || p.holds.iter().any(|h| self.held.contains(h)) {
+            if (standing_only && !p.standing)
+                || !covers(caps, &bucket.key.sig)
+                || p.holds.iter().any(|h| self.held.contains(h))
+            {
                 continue;
             }
             let Some((priority, seq, id)) = bucket.tasks.first() else {
@@ -338,10 +389,29 @@ impl<A> MatchIndex<A> {
             let served = self.served.get(&p.fair).copied().unwrap_or(0);
             let rank = (*priority, served, *seq);
             if best.as_ref().is_none_or(|(r, _, _)| rank < *r) {
-                best = Some((rank, id, &p.fair));
+                best = Some((rank, id, p));
             }
         }
-        best.map(|(_, id, fair)| (id.clone(), fair.clone()))
+        best.map(|(_, id, p)| (id.clone(), p.fair.clone(), p.standing))
+    }
+
+    /// The agent to serve a task of `sig` now: a standing-order run goes to a
+    /// slot kept for those first; `avoid` is picked last.
+    fn pick(&mut self, sig: &Sig, standing: bool, avoid: Option<&str>) -> Option<String> {
+        if standing {
+            if let Some((_, id)) = self.kept_for(sig).first() {
+                return Some(id.clone());
+            }
+        }
+        let idle = self.idle_for(sig);
+        let pick = match avoid {
+            Some(avoid) => idle
+                .iter()
+                .find(|(_, id)| id != avoid)
+                .or_else(|| idle.first()),
+            None => idle.first(),
+        };
+        pick.map(|(_, id)| id.clone())
     }
 
     /// Serves a bucket nothing holds to the idle agents covering it, head first.
@@ -359,12 +429,13 @@ impl<A> MatchIndex<A> {
                 break;
             };
             let (sig, fair) = (b.key.sig.clone(), b.key.placement.fair.clone());
-            let Some((_, agent_id)) = self.idle_for(&sig).first().cloned() else {
+            let standing = b.key.placement.standing;
+            let Some(agent_id) = self.pick(&sig, standing, None) else {
                 break;
             };
             self.task_unready(&task_id);
             self.served_now(&fair);
-            matches.extend(self.take_agent(&task_id, agent_id));
+            matches.extend(self.take_agent(&task_id, agent_id, standing));
         }
         matches
     }
@@ -438,21 +509,26 @@ impl<A> MatchIndex<A> {
     /// is seen.
     fn idle_for(&mut self, sig: &Sig) -> &mut BTreeSet<IdleKey> {
         let agents = &self.agents;
-        self.idle.entry(sig.clone()).or_insert_with(|| {
-            agents
-                .iter()
-                .filter(|(_, a)| covers(&a.capabilities, sig))
-                .map(|(id, a)| (a.since, id.clone()))
-                .collect()
-        })
+        self.idle
+            .entry(sig.clone())
+            .or_insert_with(|| covering(agents, sig, false))
     }
 
-    fn take_agent(&mut self, task_id: &str, agent_id: String) -> Option<Match<A>> {
+    /// [`MatchIndex::idle_for`] of agents with only a standing-order slot free.
+    fn kept_for(&mut self, sig: &Sig) -> &mut BTreeSet<IdleKey> {
+        let agents = &self.agents;
+        self.kept
+            .entry(sig.clone())
+            .or_insert_with(|| covering(agents, sig, true))
+    }
+
+    fn take_agent(&mut self, task_id: &str, agent_id: String, standing: bool) -> Option<Match<A>> {
         let agent = self.agent_busy(&agent_id)?;
         Some(Match {
             task_id: task_id.to_string(),
             agent_id,
             agent,
+            standing,
         })
     }
 }
@@ -591,7 +667,52 @@ mod tests {
         Placement {
             fair: fair.map(Into::into),
             holds: holds.iter().map(|h| (*h).into()).collect(),
+            standing: false,
         }
+    }
+
+    fn standing_run() -> Placement {
+        Placement {
+            standing: true,
+            ..Placement::default()
+        }
+    }
+
+    #[test]
+    fn a_slot_kept_for_standing_orders_takes_only_their_runs() {
+        let mut index: MatchIndex<()> = MatchIndex::default();
+        // Only its kept slot is free: a reactive task waits for another agent.
+        assert!(index
+            .agent_free("a".into(), 1, caps(&["x"]), true, ())
+            .is_none());
+        assert_eq!(index.task_ready("work".into(), 1, 0, caps(&["x"])), None);
+        // A standing run goes to the kept slot even before an idle agent.
+        assert!(index
+            .agent_free("b".into(), 0, caps(&["x"]), false, ())
+            .is_some_and(|m| m.task_id == "work" && !m.standing));
+        assert!(index
+            .agent_free("b".into(), 0, caps(&["x"]), false, ())
+            .is_none());
+        let m = index
+            .task_ready_placed("run".into(), (2, 2), &caps(&["x"]), standing_run(), None)
+            .expect("a match");
+        assert_eq!((m.agent_id.as_str(), m.standing), ("a", true));
+        // Waiting runs are served to a kept slot that frees later.
+        index.task_ready_placed(
+            "run2".into(),
+            (3, 2),
+            &caps(&["x"]),
+            standing_run(),
+            Some("b"),
+        );
+        assert!(index.ready_len() == 0, "b took run2 (only b was idle)");
+        index.task_ready("work2".into(), 4, 0, caps(&["x"]));
+        index.task_ready_placed("run3".into(), (5, 2), &caps(&["x"]), standing_run(), None);
+        let m = index
+            .agent_free("c".into(), 5, caps(&["x"]), true, ())
+            .expect("c takes the waiting run");
+        assert_eq!((m.task_id.as_str(), m.standing), ("run3", true));
+        assert_eq!(index.ready_len(), 1, "work2 still waits");
     }
 
     #[test]

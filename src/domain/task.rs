@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::protocol::{BlockedPolicy, TaskAssignment, TaskSpec};
+use crate::protocol::{BlockedPolicy, TaskAssignment, TaskSpec, STANDING_SUBMITTER};
 
 /// How many history entries a task record keeps (the API returns these; the event
 /// log keeps them all).
@@ -517,6 +517,11 @@ impl Task {
             json!({"agent_id": agent, "generation": self.generation, "attempt": self.attempt}),
         );
         Ok(self.assignment())
+    }
+
+    /// A run of a standing order: it may use an agent's slot kept for those.
+    pub(crate) fn is_standing_run(&self) -> bool {
+        self.submitted_by == STANDING_SUBMITTER
     }
 
     /// Its round-robin group within a priority: its concurrency key, else the

@@ -485,22 +485,27 @@ impl Offered<'_> {
 
     /// The scheduler's view of the task; `scope` is its write scope's hold.
     fn ready(&self, scope: Option<HoldId>) -> TaskReady {
-        let (fair, key): (Option<Arc<str>>, Option<Arc<str>>) = match self {
+        let (fair, key, standing): (Option<Arc<str>>, Option<Arc<str>>, bool) = match self {
             Offered::Whole(t) => (
                 t.fairness_group().map(Into::into),
                 t.concurrency_key.as_deref().map(Into::into),
+                t.is_standing_run(),
             ),
             Offered::Queued(q) => q
                 .tags
                 .as_ref()
-                .map(|t| (t.fair.clone(), t.key.clone()))
+                .map(|t| (t.fair.clone(), t.key.clone(), t.standing))
                 .unwrap_or_default(),
         };
         let mut holds: Vec<HoldId> = scope.into_iter().collect();
         if let Some(k) = key {
             holds.push(super::keys::hold_of(&k));
         }
-        let placement = Placement { fair, holds };
+        let placement = Placement {
+            fair,
+            holds,
+            standing,
+        };
         match self {
             Offered::Whole(task) => TaskReady {
                 task_id: task.id.as_str().into(),

@@ -75,6 +75,8 @@ struct SavedQueued {
     fair: Option<String>,
     #[serde(default)]
     key: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    standing: bool,
 }
 
 impl TaskQueue {
@@ -111,6 +113,7 @@ impl TaskQueue {
                             .tags
                             .as_ref()
                             .and_then(|t| t.key.as_deref().map(str::to_string)),
+                        standing: q.tags.as_ref().is_some_and(|t| t.standing),
                     });
                 }
                 Entry::Whole(_) => whole.push(*seq),
@@ -215,7 +218,9 @@ impl TaskQueue {
             if let Some(at) = q.run_after.filter(|at| *at > now) {
                 self.timers.set(at, &q.id);
             }
-            let tags = index.caps.tags(q.fair.as_deref(), q.key.as_deref());
+            let tags = index
+                .caps
+                .tags(q.fair.as_deref(), q.key.as_deref(), q.standing);
             index.live.insert(
                 q.seq,
                 Entry::Queued(Queued {

@@ -26,16 +26,18 @@ pub(super) struct Queued {
     pub(super) capabilities: Caps,
     /// The agent whose attempt of this task failed last (served last).
     pub(super) avoid: Option<Box<str>>,
-    /// Its fairness group and concurrency key, shared by every task with the
-    /// same pair (`None`: neither).
+    /// Its fairness group, concurrency key and standing-order mark, shared by
+    /// every task with the same three (`None`: none of them).
     pub(super) tags: Option<Arc<Tags>>,
 }
 
-/// A queued task's fairness group and concurrency key.
+/// A queued task's fairness group and concurrency key, and whether it is a
+/// standing-order run.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub(super) struct Tags {
     pub(super) fair: Option<Arc<str>>,
     pub(super) key: Option<Arc<str>>,
+    pub(super) standing: bool,
 }
 
 impl Queued {
@@ -130,14 +132,21 @@ impl CapsTable {
 }
 
 impl CapsTable {
-    /// The shared tags of (fairness group, concurrency key); `None` for neither.
-    pub(super) fn tags(&mut self, fair: Option<&str>, key: Option<&str>) -> Option<Arc<Tags>> {
-        if fair.is_none() && key.is_none() {
+    /// The shared tags of (fairness group, concurrency key, standing-order
+    /// run); `None` for none of them.
+    pub(super) fn tags(
+        &mut self,
+        fair: Option<&str>,
+        key: Option<&str>,
+        standing: bool,
+    ) -> Option<Arc<Tags>> {
+        if fair.is_none() && key.is_none() && !standing {
             return None;
         }
         let t = Tags {
             fair: fair.map(Into::into),
             key: key.map(Into::into),
+            standing,
         };
         if let Some(shared) = self.tags.get(&t) {
             return Some(shared.clone());
@@ -161,7 +170,11 @@ pub(super) fn queued_of(seq: u64, fields: QueuedFields, caps: &mut CapsTable) ->
         updated_at: fields.updated_at,
         run_after: fields.run_after,
         avoid: fields.avoid.map(String::into_boxed_str),
-        tags: caps.tags(fields.fair.as_deref(), fields.concurrency_key.as_deref()),
+        tags: caps.tags(
+            fields.fair.as_deref(),
+            fields.concurrency_key.as_deref(),
+            fields.standing,
+        ),
     })
 }
 
@@ -175,7 +188,11 @@ pub(super) fn entry_of(task: Task, caps: &mut CapsTable) -> Entry {
         .last()
         .filter(|a| a.outcome.as_deref() == Some("failed"))
         .map(|a| a.agent_id.as_str().into());
-    let tags = caps.tags(task.fairness_group(), task.concurrency_key.as_deref());
+    let tags = caps.tags(
+        task.fairness_group(),
+        task.concurrency_key.as_deref(),
+        task.is_standing_run(),
+    );
     Entry::Queued(Queued {
         tags,
         capabilities: caps.share(&task.needed_capabilities),

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::domain::task::{Attempt, HistoryEntry, Progress, ReportRecord, Task, TaskStatus};
 use crate::error::StoreError;
-use crate::protocol::BlockedPolicy;
+use crate::protocol::{BlockedPolicy, STANDING_SUBMITTER};
 use crate::storage::store::{decode, encode, seq_key};
 use crate::storage::tasks::StoredTask;
 
@@ -308,11 +308,15 @@ pub(super) struct QueuedFields {
     /// Its round-robin group (see `Task::fairness_group`).
     pub fair: Option<String>,
     pub concurrency_key: Option<String>,
+    /// A standing-order run (see `Task::is_standing_run`).
+    pub standing: bool,
 }
 
 #[derive(Deserialize)]
 struct QueuedSpecIn {
     id: String,
+    #[serde(default)]
+    submitted_by: String,
     #[serde(default)]
     correlation_id: Option<String>,
     #[serde(default)]
@@ -376,6 +380,7 @@ pub(super) fn decode_queued(stored: &StoredTask) -> Result<Option<QueuedFields>,
         .or(spec.correlation_id.filter(|c| *c != spec.id));
     Ok(Some(QueuedFields {
         fair,
+        standing: spec.submitted_by == STANDING_SUBMITTER,
         concurrency_key: spec.concurrency_key,
         id: spec.id,
         priority: state.priority,

@@ -12,6 +12,7 @@
 
 pub mod agent;
 pub mod chaos;
+pub mod clock;
 pub mod fixtures;
 pub mod http;
 pub mod hub;
@@ -22,6 +23,7 @@ pub mod worker;
 
 pub use agent::*;
 pub use chaos::*;
+pub use clock::*;
 pub use fixtures::*;
 pub use http::*;
 pub use hub::*;

@@ -170,15 +170,29 @@ impl Sidecar {
         serde_json::from_slice(&b).ok()
     }
 
-    /// Waits until no task is held and the outbox is empty.
+    /// The record files of every slot (`current.json`, `current-<n>.json`).
+    pub fn held(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        if let Ok(entries) = fs::read_dir(self.state_dir()) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with("current") && name.ends_with(".json") {
+                    if let Ok(b) = fs::read(e.path()) {
+                        out.push(serde_json::from_slice(&b).unwrap_or(Value::Null));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Waits until no task is held (in any slot) and the outbox is empty.
     pub fn wait_idle(&self) {
-        let ok = wait_for(SOON, || {
-            self.current().is_none() && self.outbox().is_empty()
-        });
+        let ok = wait_for(SOON, || self.held().is_empty() && self.outbox().is_empty());
         assert!(
             ok,
-            "sidecar not idle: current={:?} outbox={:?}\n{}",
-            self.current(),
+            "sidecar not idle: held={:?} outbox={:?}\n{}",
+            self.held(),
             self.outbox(),
             self.log_tail()
         );

@@ -215,6 +215,17 @@ async function main() {
     await keyRow.locator(tid('concurrency-count'), { hasText: '0 / 1' }).waitFor();
     console.log(`concurrency key nightly shown running and done (${keyedId})`);
 
+    // Slots: an agent with two slots shows each task it runs on its card.
+    const wideIds = (await hub('slotted_agent_busy')).split(',');
+    const wideCard = page.locator(`${tid('agent-card')}[data-agent-id="wide"]`);
+    await wideCard.locator(tid('agent-slots'), { hasText: '2 of 2 busy' }).waitFor();
+    for (const id of wideIds) {
+      await wideCard.locator(`${tid('agent-running-task')}[data-task-id="${id}"][data-state="working"]`).waitFor();
+    }
+    await hub('slotted_agent_done');
+    await wideCard.locator(tid('agent-running-task')).first().waitFor({ state: 'detached' });
+    console.log(`agent wide showed its two running tasks (${wideIds.join(', ')})`);
+
     // Usage limit: the agent's group is paused with a countdown on its card and
     // in the panel; the operator resumes it from the page.
     const group = await hub('usage_limited');

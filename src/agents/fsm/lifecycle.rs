@@ -5,7 +5,7 @@
 
 use actix::prelude::*;
 
-use super::{AgentFsm, FsmState};
+use super::AgentFsm;
 use crate::domain::task::FailReport;
 use crate::protocol::{parse_task_specs, ClientFrame, ErrorFrame, ServerFrame};
 use crate::queue::{AgentReport, QueueError, Report, ReportReply};
@@ -157,7 +157,7 @@ fn to_report(frame: ClientFrame) -> Option<Result<(String, Report, Reply), Serve
 impl Handler<Lifecycle> for AgentFsm {
     type Result = AtomicResponse<Self, Option<ServerFrame>>;
 
-    fn handle(&mut self, msg: Lifecycle, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Lifecycle, ctx: &mut Context<Self>) -> Self::Result {
         if let ClientFrame::UsageLimited {
             resets_at,
             task_id: None,
@@ -166,7 +166,7 @@ impl Handler<Lifecycle> for AgentFsm {
         } = &msg.0
         {
             // No task: the pause is the whole answer.
-            let report = self.usage_report(*resets_at, None, reason.clone());
+            let report = self.usage_report(*resets_at, None, reason.clone(), ctx);
             let report = self.presence.send(report);
             return AtomicResponse::new(Box::pin(report.into_actor(self).map(|answer, _, _| {
                 Some(match answer {
@@ -188,7 +188,7 @@ impl Handler<Lifecycle> for AgentFsm {
         } = &msg.0
         {
             // The pause first: the task's return must not offer this agent work.
-            let report = self.usage_report(*resets_at, Some(task_id.clone()), reason.clone());
+            let report = self.usage_report(*resets_at, Some(task_id.clone()), reason.clone(), ctx);
             self.presence.do_send(report);
         }
         let (task_id, report, reply) = match to_report(msg.0) {
@@ -232,24 +232,20 @@ impl Handler<Lifecycle> for AgentFsm {
                         // The queue is the truth: whatever the FSM thought, the agent
                         // now works on this task at this generation.
                         act.unresponsive = false;
-                        act.stop_accept_timer(ctx);
-                        act.set_state(FsmState::Working, Some((task_id.clone(), generation)));
+                        act.working(&task_id, generation, ctx);
                         Some(ServerFrame::TaskAck {
                             task_id,
                             status: "accepted".into(),
                         })
                     }
                     (Ok(ReportReply::Ack(status)), _) => {
-                        if act.holds(&task_id) {
-                            let delay = is_reject.then_some(act.timings.reject_backoff);
-                            act.become_idle(ctx, delay);
-                        }
+                        let delay = is_reject.then_some(act.timings.reject_backoff);
+                        act.release_task(&task_id, ctx, delay);
                         Some(ServerFrame::TaskAck { task_id, status })
                     }
                     (Ok(ReportReply::Holds(generation)), reply) => {
-                        act.stop_accept_timer(ctx);
                         act.unresponsive = false;
-                        act.set_state(FsmState::Working, Some((task_id.clone(), generation)));
+                        act.working(&task_id, generation, ctx);
                         Some(match reply {
                             Reply::StateReport => ServerFrame::StateReportAck {
                                 task_id,
@@ -264,11 +260,12 @@ impl Handler<Lifecycle> for AgentFsm {
                     (Ok(ReportReply::NotHeld), reply) => {
                         // A report about an older generation says nothing about the
                         // one the FSM holds now; only let go of what it matches.
-                        let about_current = act.current.as_ref().is_some_and(|(t, g)| {
-                            *t == task_id && reported_generation.is_none_or(|r| r == *g)
-                        });
+                        let about_current = act
+                            .held
+                            .get(&task_id)
+                            .is_some_and(|t| reported_generation.is_none_or(|r| r == t.generation));
                         if about_current {
-                            act.become_idle(ctx, None);
+                            act.release_task(&task_id, ctx, None);
                         }
                         Some(match reply {
                             Reply::StateReport => ServerFrame::StateReportAck {
@@ -282,5 +279,17 @@ impl Handler<Lifecycle> for AgentFsm {
                 }
             },
         )))
+    }
+}
+
+impl AgentFsm {
+    /// The queue says the agent works on `task_id` at `generation`: whatever
+    /// the FSM thought, it now holds it, accepted.
+    fn working(&mut self, task_id: &str, generation: u64, ctx: &mut Context<Self>) {
+        self.stop_accept_timer(task_id, ctx);
+        self.held.working(task_id, generation);
+        self.changed();
+        // A task it did not hold (a recovery) may fill its last slot.
+        self.offer(ctx);
     }
 }

@@ -10,6 +10,7 @@
 //! generation, and its timers. It does not know other agents, does not pick tasks
 //! (the `Scheduler` does) and does not change tasks (the `TaskQueue` does).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,12 +22,14 @@ use crate::agents::presence::{Presence, PresenceEvent, PresenceUpdate};
 use crate::agents::scheduler::{AgentAvailable, AgentUnavailable, Scheduler};
 use crate::agents::usage::UsageReported;
 use crate::domain::task::RECLAIM_AGENT_DISABLED;
-use crate::protocol::{AgentInfo, ServerFrame, TaskAssignment};
+use crate::protocol::{AgentInfo, ServerFrame, Slots, TaskAssignment};
 use crate::queue::{HeldBy, Reclaim, TaskQueue};
 use crate::util::now_ms;
 
 mod lifecycle;
+mod slots;
 pub(crate) use lifecycle::Lifecycle;
+use slots::{HeldTask, HeldTasks};
 
 /// Set once the hub shuts down: sockets closing then are not agents leaving, so
 /// their tasks are not reclaimed (the agents recover them after the restart).
@@ -46,7 +49,8 @@ impl HubStopping {
     }
 }
 
-/// The agent's state machine states.
+/// The agent's state machine states (with slots: `working` while any task is
+/// accepted, `assigned` while its tasks all await acceptance).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum FsmState {
     Offline,
@@ -98,11 +102,7 @@ impl Handler<Throttle> for AgentFsm {
     fn handle(&mut self, msg: Throttle, ctx: &mut Context<Self>) {
         let until = std::time::Instant::now() + msg.retry_after;
         self.throttled_until = Some(self.throttled_until.map_or(until, |u| u.max(until)));
-        if self.state == FsmState::Idle {
-            self.scheduler.do_send(AgentUnavailable {
-                agent_id: self.agent_id.clone(),
-            });
-        }
+        self.offer(ctx);
         self.publish(None);
         ctx.run_later(msg.retry_after, |act, ctx| {
             if act
@@ -111,7 +111,7 @@ impl Handler<Throttle> for AgentFsm {
             {
                 act.throttled_until = None;
                 act.publish(None);
-                act.announce(ctx);
+                act.offer(ctx);
             }
         });
     }
@@ -142,8 +142,12 @@ pub(crate) struct AgentView {
     pub capabilities: Vec<String>,
     pub connected_at: Option<i64>,
     pub fsm_state: FsmState,
+    /// Its oldest task (the one task of a one-slot agent).
     pub current_task_id: Option<String>,
     pub generation: Option<u64>,
+    /// Every task it holds, oldest first.
+    pub running: Vec<HeldTask>,
+    pub slots: Slots,
     pub flags: Vec<String>,
     pub last_state_change: i64,
     /// Its credential group is paused for a usage limit until then (ms).
@@ -159,6 +163,9 @@ impl AgentView {
             "status": self.status,
             "fsm_state": self.fsm_state.as_str(),
             "current_task_id": self.current_task_id,
+            "running": self.running_json(),
+            "slots": self.slots.slots,
+            "reserve_slot_for_standing": self.slots.reserve_standing,
             "capabilities": self.capabilities,
             "connected_at": self.connected_at,
             "last_state_change": self.last_state_change,
@@ -166,6 +173,22 @@ impl AgentView {
             "online": self.fsm_state != FsmState::Offline,
             "paused_until": self.paused_until,
         })
+    }
+
+    /// Each task it holds: id, generation, `assigned` (awaiting acceptance)
+    /// or `working`, and whether it is a standing-order run.
+    pub(crate) fn running_json(&self) -> serde_json::Value {
+        self.running
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "task_id": t.task_id,
+                    "generation": t.generation,
+                    "state": if t.working { "working" } else { "assigned" },
+                    "standing": t.standing,
+                })
+            })
+            .collect()
     }
 
     pub(crate) fn info(&self, with_state: bool) -> AgentInfo {
@@ -189,8 +212,15 @@ pub(crate) struct FsmTimings {
 
 pub(crate) struct AgentFsm {
     agent_id: String,
-    state: FsmState,
-    current: Option<(String, u64)>,
+    /// Identified and told what it holds (a socket alone is not enough).
+    online: bool,
+    /// Its tasks and slots.
+    held: HeldTasks,
+    /// The acceptance timer of each pushed task not yet accepted.
+    accept_timers: HashMap<String, SpawnHandle>,
+    /// The scheduler may hold an offer of this agent (told `AgentAvailable`,
+    /// and neither withdrawn nor used by a match since).
+    offered: bool,
     session: Option<SessionHandle>,
     name: String,
     status: String,
@@ -199,14 +229,13 @@ pub(crate) struct AgentFsm {
     unresponsive: bool,
     /// Over its rate limit until then: offered no new tasks (PROTOCOL.md 5).
     throttled_until: Option<std::time::Instant>,
-    /// Operator controls: a draining agent finishes its task and takes no new
-    /// one; a disabled agent loses its task and takes none.
+    /// Operator controls: a draining agent finishes its tasks and takes no new
+    /// one; a disabled agent loses its tasks and takes none.
     controls: AgentControls,
     /// Its credential group's usage limit: offered no work before then (ms).
     paused_until: Option<i64>,
     idle_since: i64,
     last_state_change: i64,
-    accept_timer: Option<SpawnHandle>,
     timings: FsmTimings,
     stopping: HubStopping,
     queue: Addr<TaskQueue>,
@@ -227,8 +256,10 @@ impl AgentFsm {
         AgentFsm {
             name: agent_id.clone(),
             agent_id,
-            state: FsmState::Offline,
-            current: None,
+            online: false,
+            held: HeldTasks::default(),
+            accept_timers: HashMap::new(),
+            offered: false,
             session: None,
             status: "offline".into(),
             capabilities: Vec::new(),
@@ -239,12 +270,23 @@ impl AgentFsm {
             paused_until: None,
             idle_since: now,
             last_state_change: now,
-            accept_timer: None,
             timings,
             stopping,
             queue,
             scheduler,
             presence,
+        }
+    }
+
+    fn state(&self) -> FsmState {
+        if !self.online {
+            FsmState::Offline
+        } else if self.held.any_working() {
+            FsmState::Working
+        } else if !self.held.is_empty() {
+            FsmState::Assigned
+        } else {
+            FsmState::Idle
         }
     }
 
@@ -265,15 +307,18 @@ impl AgentFsm {
         if self.is_paused() {
             flags.push("usage_limited".to_string());
         }
+        let first = self.held.first();
         AgentView {
             agent_id: self.agent_id.clone(),
             name: self.name.clone(),
             status: self.status.clone(),
             capabilities: self.capabilities.clone(),
             connected_at: self.connected_at,
-            fsm_state: self.state,
-            current_task_id: self.current.as_ref().map(|(t, _)| t.clone()),
-            generation: self.current.as_ref().map(|(_, g)| *g),
+            fsm_state: self.state(),
+            current_task_id: first.map(|t| t.task_id.clone()),
+            generation: first.map(|t| t.generation),
+            running: self.held.iter().cloned().collect(),
+            slots: self.held.slots(),
             flags,
             last_state_change: self.last_state_change,
             paused_until: self.paused_until.filter(|_| self.is_paused()),
@@ -292,18 +337,9 @@ impl AgentFsm {
         });
     }
 
-    fn set_state(&mut self, state: FsmState, current: Option<(String, u64)>) {
-        if state != self.state || current != self.current {
-            self.last_state_change = now_ms();
-        }
-        if self.state == FsmState::Idle && state != FsmState::Idle {
-            // Busy by the agent's own account (accept, recovery): not a candidate.
-            self.scheduler.do_send(AgentUnavailable {
-                agent_id: self.agent_id.clone(),
-            });
-        }
-        self.state = state;
-        self.current = current;
+    /// What it holds changed: note when, and tell `Presence`.
+    fn changed(&mut self) {
+        self.last_state_change = now_ms();
         self.publish(None);
     }
 
@@ -313,22 +349,32 @@ impl AgentFsm {
         }
     }
 
-    fn stop_accept_timer(&mut self, ctx: &mut Context<Self>) {
-        if let Some(h) = self.accept_timer.take() {
+    fn stop_accept_timer(&mut self, task_id: &str, ctx: &mut Context<Self>) {
+        if let Some(h) = self.accept_timers.remove(task_id) {
             ctx.cancel_future(h);
         }
     }
 
-    /// Becomes idle and offers itself to the scheduler (after `delay`, if any).
-    fn become_idle(&mut self, ctx: &mut Context<Self>, delay: Option<Duration>) {
-        self.stop_accept_timer(ctx);
+    fn stop_accept_timers(&mut self, ctx: &mut Context<Self>) {
+        for (_, h) in self.accept_timers.drain() {
+            ctx.cancel_future(h);
+        }
+    }
+
+    /// Lets go of a task (it ended, or the hub took it back): a slot is free,
+    /// and the agent offers itself (after `delay`, if any).
+    fn release_task(&mut self, task_id: &str, ctx: &mut Context<Self>, delay: Option<Duration>) {
+        self.stop_accept_timer(task_id, ctx);
+        if self.held.release(task_id).is_none() {
+            return;
+        }
         self.idle_since = now_ms();
-        self.set_state(FsmState::Idle, None);
+        self.changed();
         match delay {
             Some(d) => {
-                ctx.run_later(d, |act, ctx| act.announce(ctx));
+                ctx.run_later(d, |act, ctx| act.offer(ctx));
             }
-            None => self.announce(ctx),
+            None => self.offer(ctx),
         }
     }
 
@@ -337,16 +383,34 @@ impl AgentFsm {
             .is_some_and(|until| until > std::time::Instant::now())
     }
 
-    fn announce(&self, ctx: &mut Context<Self>) {
-        if self.state != FsmState::Idle
+    /// What the scheduler may give this agent now: `None` for nothing,
+    /// `Some(true)` for standing-order runs only (its kept slot), `Some(false)`
+    /// for anything it covers.
+    fn room(&self) -> Option<bool> {
+        if !self.online
             || self.session.is_none()
             || self.is_throttled()
             || self.controls.draining
             || self.controls.disabled
             || self.is_paused()
         {
-            return;
+            return None;
         }
+        self.held.room()
+    }
+
+    /// Tells the scheduler what this agent may take now: an offer while a slot
+    /// is free, a withdrawal of an earlier offer when none is.
+    fn offer(&mut self, ctx: &mut Context<Self>) {
+        let Some(standing_only) = self.room() else {
+            if self.offered {
+                self.offered = false;
+                self.scheduler.do_send(AgentUnavailable {
+                    agent_id: self.agent_id.clone(),
+                });
+            }
+            return;
+        };
         // An agent that let a task time out is offered work only when no other
         // capable agent is idle, until it accepts again.
         let idle_since = if self.unresponsive {
@@ -357,36 +421,48 @@ impl AgentFsm {
         // Every agent implicitly serves `agent:<its id>`, so a task can name its agent.
         let mut capabilities = self.capabilities.clone();
         capabilities.push(format!("agent:{}", self.agent_id));
+        self.offered = true;
         self.scheduler.do_send(AgentAvailable {
             agent_id: self.agent_id.clone(),
             capabilities,
             idle_since,
+            standing_only,
             fsm: ctx.address(),
         });
     }
 
     /// Holds `task_id` at `generation`, waiting for `task_accepted`.
-    fn await_acceptance(&mut self, task_id: String, generation: u64, ctx: &mut Context<Self>) {
-        self.stop_accept_timer(ctx);
-        self.set_state(FsmState::Assigned, Some((task_id.clone(), generation)));
+    fn await_acceptance(
+        &mut self,
+        task_id: String,
+        generation: u64,
+        standing: bool,
+        ctx: &mut Context<Self>,
+    ) {
+        self.stop_accept_timer(&task_id, ctx);
+        self.held.hold(task_id.clone(), generation, standing);
+        let timer_id = task_id.clone();
         let handle = ctx.run_later(self.timings.acceptance_timeout, move |act, ctx| {
             act.acceptance_expired(task_id, generation, ctx)
         });
-        self.accept_timer = Some(handle);
+        self.accept_timers.insert(timer_id, handle);
+        self.changed();
     }
 
     fn acceptance_expired(&mut self, task_id: String, generation: u64, ctx: &mut Context<Self>) {
-        self.accept_timer = None;
-        let holds = self.state == FsmState::Assigned
-            && self.current.as_ref() == Some(&(task_id.clone(), generation));
-        if !holds {
+        self.accept_timers.remove(&task_id);
+        let waiting = self
+            .held
+            .get(&task_id)
+            .is_some_and(|t| t.generation == generation && !t.working);
+        if !waiting {
             return;
         }
         tracing::warn!(agent_id = %self.agent_id, task_id = %task_id, "acceptance timeout");
         self.unresponsive = true;
         self.reclaim(task_id.clone(), generation, "acceptance_timeout");
         // State first, so anyone who reacts to the push already sees it.
-        self.become_idle(ctx, None);
+        self.release_task(&task_id, ctx, None);
         self.push(ServerFrame::TaskCancelled {
             task_id,
             reason: "acceptance_timeout".into(),
@@ -402,10 +478,6 @@ impl AgentFsm {
             reason: reason.to_string(),
         });
     }
-
-    fn holds(&self, task_id: &str) -> bool {
-        self.current.as_ref().is_some_and(|(t, _)| t == task_id)
-    }
 }
 
 impl Actor for AgentFsm {
@@ -420,6 +492,7 @@ pub(crate) struct Connect {
     pub name: Option<String>,
     pub status: Option<String>,
     pub capabilities: Vec<String>,
+    pub slots: Slots,
 }
 
 impl Handler<Connect> for AgentFsm {
@@ -432,32 +505,38 @@ impl Handler<Connect> for AgentFsm {
                 reason: "replaced by a newer connection".into(),
             });
         }
-        self.stop_accept_timer(ctx);
+        self.stop_accept_timers(ctx);
+        self.offered = false;
         self.scheduler.do_send(AgentUnavailable {
             agent_id: self.agent_id.clone(),
         });
+        self.online = false;
         self.session = Some(msg.session);
         self.name = msg.name.unwrap_or_else(|| self.agent_id.clone());
         self.status = msg.status.unwrap_or_else(|| "connected".into());
         self.capabilities = msg.capabilities;
         self.connected_at = Some(now_ms());
+        self.held.set_slots(msg.slots);
         self.publish(Some(PresenceEvent::Joined));
         let held = self.queue.send(HeldBy {
             agent_id: self.agent_id.clone(),
         });
         AtomicResponse::new(Box::pin(held.into_actor(self).map(|held, act, ctx| {
-            let mut held = held.unwrap_or_default().into_iter();
-            match held.next() {
-                Some(first) => {
-                    // The hub holds a task for this agent: wait for it to accept or
-                    // recover it.
-                    act.await_acceptance(first.task_id, first.generation, ctx);
-                    for extra in held {
-                        act.reclaim(extra.task_id, extra.generation, "duplicate_assignment");
-                    }
+            // The queue is the truth: the agent holds what the queue says, as
+            // far as its slots go; it must accept or recover each.
+            act.held.take_all();
+            act.online = true;
+            let slots = act.held.slots().slots as usize;
+            for (i, h) in held.unwrap_or_default().into_iter().enumerate() {
+                if i < slots {
+                    act.await_acceptance(h.task_id, h.generation, h.standing, ctx);
+                } else {
+                    act.reclaim(h.task_id, h.generation, "duplicate_assignment");
                 }
-                None => act.become_idle(ctx, None),
             }
+            act.idle_since = now_ms();
+            act.changed();
+            act.offer(ctx);
         })))
     }
 }
@@ -480,53 +559,62 @@ impl Handler<Disconnect> for AgentFsm {
         self.session = None;
         self.connected_at = None;
         self.status = "offline".into();
-        self.stop_accept_timer(ctx);
+        self.online = false;
+        self.stop_accept_timers(ctx);
+        self.offered = false;
         self.scheduler.do_send(AgentUnavailable {
             agent_id: self.agent_id.clone(),
         });
-        if let Some((task_id, generation)) = self.current.take() {
+        for t in self.held.take_all() {
             if self.stopping.is_set() {
-                tracing::info!(agent_id = %self.agent_id, task_id = %task_id,
+                tracing::info!(agent_id = %self.agent_id, task_id = %t.task_id,
                                "hub stopping: task kept for recovery");
             } else {
-                self.reclaim(task_id, generation, "disconnect");
+                self.reclaim(t.task_id, t.generation, "disconnect");
             }
         }
-        self.set_state(FsmState::Offline, None);
+        self.changed();
         self.publish(Some(PresenceEvent::Left));
     }
 }
 
-/// The scheduler gave this agent a task (already durably assigned).
+/// The scheduler gave this agent a task (already durably assigned); `standing`:
+/// a standing-order run.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub(crate) struct Assigned(pub TaskAssignment);
+pub(crate) struct Assigned {
+    pub assignment: TaskAssignment,
+    pub standing: bool,
+}
 
 impl Handler<Assigned> for AgentFsm {
     type Result = ();
 
     fn handle(&mut self, msg: Assigned, ctx: &mut Context<Self>) {
-        let a = msg.0;
-        let holds_this = self.current.as_ref() == Some(&(a.task_id.clone(), a.generation));
-        if self.session.is_some() && holds_this {
+        // A match uses the scheduler's offer of this agent.
+        self.offered = false;
+        let a = msg.assignment;
+        if self.session.is_some() && self.held.holds_at(&a.task_id, a.generation) {
             // The agent reconnected while this assignment was in flight and the queue
             // already counted the task as held. If it has not recovered it yet it
             // has not seen it: push it. Either way it is this agent's task.
-            if self.state == FsmState::Assigned {
+            if self.held.get(&a.task_id).is_some_and(|t| !t.working) {
                 self.push(ServerFrame::TaskAssign(a));
             }
+            self.offer(ctx);
             return;
         }
-        if self.session.is_none() || self.state != FsmState::Idle {
+        if self.session.is_none() || !self.online || !self.held.fits(msg.standing) {
             // Gone or busy since the scheduler looked: give the task straight back.
             self.reclaim(a.task_id, a.generation, "agent_unavailable");
-            self.announce(ctx);
+            self.offer(ctx);
             return;
         }
         tracing::info!(agent_id = %self.agent_id, task_id = %a.task_id, generation = a.generation, "task pushed");
         let (task_id, generation) = (a.task_id.clone(), a.generation);
         self.push(ServerFrame::TaskAssign(a));
-        self.await_acceptance(task_id, generation, ctx);
+        self.await_acceptance(task_id, generation, msg.standing, ctx);
+        self.offer(ctx);
     }
 }
 
@@ -539,7 +627,9 @@ impl Handler<NothingAssigned> for AgentFsm {
     type Result = ();
 
     fn handle(&mut self, _: NothingAssigned, ctx: &mut Context<Self>) {
-        self.announce(ctx);
+        // The match that fell through used the scheduler's offer.
+        self.offered = false;
+        self.offer(ctx);
     }
 }
 
@@ -558,8 +648,8 @@ impl Handler<Withdrawn> for AgentFsm {
     type Result = ();
 
     fn handle(&mut self, msg: Withdrawn, ctx: &mut Context<Self>) {
-        if self.current.as_ref() == Some(&(msg.task_id.clone(), msg.generation)) {
-            self.become_idle(ctx, None);
+        if self.held.holds_at(&msg.task_id, msg.generation) {
+            self.release_task(&msg.task_id, ctx, None);
         }
         self.push(ServerFrame::TaskCancelled {
             task_id: msg.task_id,
@@ -590,10 +680,15 @@ impl Handler<Control> for AgentFsm {
         let before = self.controls;
         self.controls = msg.0;
         if self.controls.disabled && !before.disabled {
-            if let Some((task_id, generation)) = self.current.clone() {
-                // Disabled: the task goes back to the queue for another agent.
+            let held: Vec<(String, u64)> = self
+                .held
+                .iter()
+                .map(|t| (t.task_id.clone(), t.generation))
+                .collect();
+            for (task_id, generation) in held {
+                // Disabled: its tasks go back to the queue for other agents.
                 self.reclaim(task_id.clone(), generation, RECLAIM_AGENT_DISABLED);
-                self.become_idle(ctx, None);
+                self.release_task(&task_id, ctx, None);
                 self.push(ServerFrame::TaskCancelled {
                     task_id,
                     reason: RECLAIM_AGENT_DISABLED.into(),
@@ -601,15 +696,7 @@ impl Handler<Control> for AgentFsm {
                 });
             }
         }
-        if self.state == FsmState::Idle {
-            if self.controls.draining || self.controls.disabled {
-                self.scheduler.do_send(AgentUnavailable {
-                    agent_id: self.agent_id.clone(),
-                });
-            } else {
-                self.announce(ctx);
-            }
-        }
+        self.offer(ctx);
         self.publish(Some(PresenceEvent::StatusChanged));
     }
 }
@@ -625,15 +712,7 @@ impl Handler<UsagePause> for AgentFsm {
 
     fn handle(&mut self, msg: UsagePause, ctx: &mut Context<Self>) {
         self.paused_until = msg.0;
-        if self.state == FsmState::Idle {
-            if self.is_paused() {
-                self.scheduler.do_send(AgentUnavailable {
-                    agent_id: self.agent_id.clone(),
-                });
-            } else {
-                self.announce(ctx);
-            }
-        }
+        self.offer(ctx);
         self.publish(Some(PresenceEvent::StatusChanged));
     }
 }
@@ -646,15 +725,12 @@ impl AgentFsm {
         resets_at: u64,
         task_id: Option<String>,
         reason: Option<String>,
+        ctx: &mut Context<Self>,
     ) -> UsageReported {
         let resets_at = i64::try_from(resets_at).unwrap_or(i64::MAX);
         if resets_at > now_ms() {
             self.paused_until = Some(self.paused_until.unwrap_or(0).max(resets_at));
-            if self.state == FsmState::Idle {
-                self.scheduler.do_send(AgentUnavailable {
-                    agent_id: self.agent_id.clone(),
-                });
-            }
+            self.offer(ctx);
         }
         UsageReported {
             agent_id: self.agent_id.clone(),

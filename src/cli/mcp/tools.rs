@@ -239,7 +239,7 @@ impl HubTools {
     }
 
     #[tool(
-        description = "List the agents the hub knows: online or not, FSM state (idle, assigned, working, offline), capabilities, current task, flags (draining, disabled, unresponsive).",
+        description = "List the agents the hub knows: online or not, FSM state (idle, assigned, working, offline), capabilities, slots and each running task (an agent with slots runs several at once; free_slots says how many more it takes), flags (draining, disabled, unresponsive, usage_limited).",
         input_schema = schema_for_type::<ListAgentsArgs>(),
         annotations(read_only_hint = true)
     )]
@@ -670,6 +670,13 @@ impl HubTools {
                 }
                 let online = agent["fsm_state"] != "offline";
                 agent["online"] = Value::Bool(online);
+                let slots = agent["slots"].as_u64().unwrap_or(1);
+                let running = agent["running"].as_array().map_or(0, Vec::len) as u64;
+                agent["free_slots"] = json!(if online {
+                    slots.saturating_sub(running)
+                } else {
+                    0
+                });
                 agent
             })
             .collect())

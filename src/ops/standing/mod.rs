@@ -31,7 +31,7 @@ use serde_json::{json, Map, Value};
 
 use crate::domain::task::TaskStatus;
 use crate::error::StoreError;
-use crate::protocol::{parse_task_spec, FieldError};
+use crate::protocol::{parse_task_spec, FieldError, STANDING_SUBMITTER};
 use crate::queue::{
     ControlTask, NewTask, SubmitFixed, TaskControl, TaskOutcome, TaskOutcomes, TaskQueue,
 };
@@ -447,7 +447,7 @@ impl StandingOrders {
         let create = (!tasks.is_empty()).then(|| {
             self.queue.send(SubmitFixed {
                 tasks,
-                submitted_by: "standing_order".into(),
+                submitted_by: STANDING_SUBMITTER.into(),
             })
         });
         let ids: Vec<String> = due.iter().filter_map(|r| r.task_id.clone()).collect();

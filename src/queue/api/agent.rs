@@ -329,6 +329,8 @@ impl Handler<Reclaim> for TaskQueue {
 pub(crate) struct Held {
     pub task_id: String,
     pub generation: u64,
+    /// A standing-order run.
+    pub standing: bool,
 }
 
 /// Which tasks are assigned to this agent (oldest first)?
@@ -355,6 +357,7 @@ impl Handler<HeldBy> for TaskQueue {
                         Held {
                             task_id: id.clone(),
                             generation: l.generation,
+                            standing: this.index.whole(id).is_some_and(|t| t.is_standing_run()),
                         },
                     )
                 })

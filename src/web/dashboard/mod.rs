@@ -168,6 +168,8 @@ impl DashboardDeps {
                             "status": "never connected since the hub started",
                             "fsm_state": "offline",
                             "current_task_id": null,
+                            "running": [],
+                            "slots": r.slots.unwrap_or(1),
                             "capabilities": r.capabilities,
                             "connected_at": null,
                             "last_state_change": r.created_at,

@@ -5,28 +5,42 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
 use super::{bearer, object_body, str_list, Admin, Caller, AGENT_ID_FIELD, CAPABILITIES_FIELD};
-use crate::agents::auth::{join_command, IssueError, Principal};
+use crate::agents::auth::{join_command, IssueError, Principal, TokenTerms};
 use crate::agents::presence::{AgentState, ListAgents, RevokeAgent};
 use crate::error::ApiError;
 use crate::hub::HubState;
-use crate::protocol::{id, opt, Field, FieldError, Kind};
+use crate::protocol::{check_slot_count, id, opt, Field, FieldError, Kind};
 
 /// Body of `POST /admin/tokens`.
-pub(crate) const TOKEN_FIELDS: &[Field] = &[AGENT_ID_FIELD, CAPABILITIES_FIELD, GROUP_FIELD];
+pub(crate) const TOKEN_FIELDS: &[Field] =
+    &[AGENT_ID_FIELD, CAPABILITIES_FIELD, GROUP_FIELD, SLOTS_FIELD];
 /// Body of `POST /admin/invites`.
 pub(crate) const INVITE_FIELDS: &[Field] = &[
     AGENT_ID_FIELD,
     CAPABILITIES_FIELD,
     opt("ttl_hours", Kind::UInt),
     GROUP_FIELD,
+    SLOTS_FIELD,
 ];
 /// Agents sharing a provider account (ext, PROTOCOL.md 6.23).
 const GROUP_FIELD: Field = opt("credential_group", id(128));
+/// How many tasks the agent may run at once (ext, PROTOCOL.md 6.24).
+const SLOTS_FIELD: Field = opt("slots", Kind::UInt);
 
-fn group_in(obj: &serde_json::Map<String, Value>) -> Option<String> {
-    obj.get("credential_group")
-        .and_then(Value::as_str)
-        .map(str::to_string)
+/// The credential group and slots of a token or invite body (its types
+/// checked already): a slot count out of range is refused.
+fn terms_in(obj: &serde_json::Map<String, Value>) -> Result<TokenTerms, ApiError> {
+    let slots = obj.get("slots").and_then(Value::as_u64);
+    if let Some(e) = slots.and_then(|n| check_slot_count("slots", n)) {
+        return Err(ApiError::Validation(vec![e]));
+    }
+    Ok(TokenTerms {
+        credential_group: obj
+            .get("credential_group")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        slots: slots.and_then(|n| u32::try_from(n).ok()),
+    })
 }
 /// Body of `POST /api/onboard/register`.
 pub(crate) const REGISTER_FIELDS: &[Field] =
@@ -73,6 +87,9 @@ fn state_json(v: &crate::agents::fsm::AgentView) -> Value {
         "fsm_state": v.fsm_state.as_str(),
         "current_task_id": v.current_task_id,
         "generation": v.generation,
+        "running": v.running_json(),
+        "slots": v.slots.slots,
+        "reserve_slot_for_standing": v.slots.reserve_standing,
         "flags": v.flags,
         "last_state_change": v.last_state_change,
         "connected_at": v.connected_at,
@@ -116,9 +133,10 @@ async fn issue_token(
         .unwrap_or_default()
         .to_string();
     let caps = str_list(&obj, "capabilities");
+    let terms = terms_in(&obj)?;
     let (token, record) = state
         .tokens
-        .issue(&agent_id, caps, group_in(&obj))
+        .issue(&agent_id, caps, terms)
         .await
         .map_err(|e| issue_error(&agent_id, e))?;
     tracing::info!(agent_id = %agent_id, "agent token issued");
@@ -129,6 +147,7 @@ async fn issue_token(
         "created_at": record.created_at,
         "capabilities": record.capabilities,
         "credential_group": record.credential_group,
+        "slots": record.slots,
     })))
 }
 
@@ -168,11 +187,11 @@ async fn create_invite(
         }
     };
     let caps = str_list(&obj, "capabilities");
-    let group = group_in(&obj);
+    let terms = terms_in(&obj)?;
     let tokens = state.tokens.clone();
     let (code, record) = web::block(move || {
         let ttl = (hours as i64).saturating_mul(3_600_000);
-        tokens.invite_in_group_now(&agent_id, caps, group, ttl)
+        tokens.invite_with_now(&agent_id, caps, terms, ttl)
     })
     .await
     .map_err(|e| ApiError::Unavailable(e.to_string()))??;
@@ -183,6 +202,7 @@ async fn create_invite(
         "agent_id": record.agent_id,
         "capabilities": record.capabilities,
         "credential_group": record.credential_group,
+        "slots": record.slots,
         "expires_at": record.expires_at,
         "command": join_command(&hub_url, &record.agent_id, &code, &record.capabilities),
     })))
@@ -221,7 +241,10 @@ async fn register(
                 return Err(ApiError::InvalidInvite);
             }
             let caps = str_list(&obj, "capabilities");
-            state.tokens.issue(&agent_id, caps, None).await
+            state
+                .tokens
+                .issue(&agent_id, caps, TokenTerms::default())
+                .await
         }
     };
     let (token, record) = issued.map_err(|e| issue_error(&agent_id, e))?;
@@ -254,6 +277,7 @@ async fn list_tokens(_admin: Admin, state: web::Data<HubState>) -> Result<HttpRe
                 "created_at": r.created_at,
                 "capabilities": r.capabilities,
                 "credential_group": r.credential_group,
+                "slots": r.slots,
             })
         })
         .collect();

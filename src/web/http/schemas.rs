@@ -128,6 +128,7 @@ const SCOPE_EVENT_KINDS: &[(&str, &str)] = &[
     ("usage_limited", "task history: the holder handed the task back for a usage limit (no retry spent)"),
     ("concurrency_limit_set", "an operator capped a concurrency key (details.key, limit, previous_limit)"),
     ("concurrency_limit_removed", "an operator removed a key's cap (details.key, previous_limit)"),
+    ("agent_connected", "an agent identified (details.name, capabilities, slots granted, reserve_slot_for_standing)"),
 ];
 
 /// Query parameters of the event-log routes.
@@ -420,13 +421,13 @@ fn catalog() -> Vec<Route> {
             "GET",
             "/api/agents/states",
             Token,
-            "Every agent's FSM state",
+            "Every agent's FSM state, slots and running tasks",
         ),
         route(
             "GET",
             "/api/agents/{id}/state",
             Token,
-            "One agent's FSM state",
+            "One agent's FSM state, slots and running tasks",
         ),
         Route {
             body: BodyDoc::Fields(TOKEN_FIELDS),

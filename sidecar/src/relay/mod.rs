@@ -11,8 +11,9 @@
 //!   answers them (`task_ack`, or a refusal such as `stale_generation`, which is
 //!   final and logged). Progress and wake results stay until written to an
 //!   identified socket. Everything left is re-sent after each `identified`.
-//! - **One task at a time.** Another task while one is held → `task_rejected`
-//!   reason `busy`.
+//! - **Up to `slots` tasks at once**, each with its own worker and its own
+//!   record file (slot 0: `current.json`). Another task while every slot is
+//!   held → `task_rejected` reason `busy`.
 //! - **Same task, new generation = same work.** When the hub reclaims a task
 //!   (our socket dropped) and hands it straight back, the running work is
 //!   adopted: no second wake, and a result already written is reported at the
@@ -22,12 +23,12 @@
 //! Architecture invariant: the relay never blocks on I/O other than the small
 //! fsynced state writes; waking and watching happen in the worker task.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use agentcom_protocol::{ClientFrame, ErrorFrame, ServerFrame, TaskAssignment, MAX_REASON};
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
@@ -36,11 +37,10 @@ use crate::config::Config;
 use crate::inbox::Mail;
 use crate::link::{self, LinkConfig, LinkEvent, Outbound};
 use crate::results::AgentProgress;
-use crate::state::{
-    now_ms, safe_task_id, FinalReport, Loaded, OutboxEntry, Phase, StateDir, TaskRecord,
-};
-use crate::wake;
-use crate::worker::{self, WorkerMsg};
+use crate::state::{now_ms, Loaded, OutboxEntry, StateDir, TaskRecord};
+use crate::worker::WorkerMsg;
+
+mod tasks;
 
 /// Which report a `task_ack` or a refusal answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,10 +96,45 @@ pub fn clip(text: &str) -> String {
     text.chars().take(MAX_REASON).collect()
 }
 
+/// One task the sidecar holds, in one slot, with its worker.
+struct Held {
+    /// Its slot: which record file keeps it.
+    slot: usize,
+    record: TaskRecord,
+    /// (epoch, worker) while the agent works on it.
+    worker: Option<(u64, JoinHandle<()>)>,
+    next_progress: Option<Instant>,
+    /// The agent's latest progress file, repeated by the lease renewals.
+    progress: Option<AgentProgress>,
+    /// The worker saw the agent's processes end: no more lease renewals.
+    agent_gone: bool,
+}
+
+impl Held {
+    fn new(slot: usize, record: TaskRecord) -> Held {
+        Held {
+            slot,
+            record,
+            worker: None,
+            next_progress: None,
+            progress: None,
+            agent_gone: false,
+        }
+    }
+
+    /// Until when a released task may still be handed straight back.
+    fn release_deadline(&self) -> Option<Instant> {
+        let until = self.record.released_until_ms?;
+        let left = until.saturating_sub(now_ms());
+        Some(Instant::now() + Duration::from_millis(left))
+    }
+}
+
 pub struct Relay {
     cfg: Arc<Config>,
     store: StateDir,
-    record: Option<TaskRecord>,
+    /// The tasks held, by task id.
+    held: BTreeMap<String, Held>,
     outbox: BTreeMap<u64, OutboxEntry>,
     /// The identified connection, if any.
     conn: Option<u64>,
@@ -107,18 +142,14 @@ pub struct Relay {
     sent: HashSet<u64>,
     /// Reports sent on the current connection that the hub will answer, in order.
     inflight: VecDeque<(String, Kind, u64)>,
-    /// (task_id, generation) of the last `task_recovering` sent.
-    recovering: Option<(String, u64)>,
+    /// task id → the generations of the `task_recovering` frames sent for it
+    /// on this connection and not yet answered, oldest first (the hub answers
+    /// each, in order, with `task_continue`, `task_reassign` or an error).
+    recovering: HashMap<String, VecDeque<u64>>,
     out_tx: mpsc::Sender<Outbound>,
     worker_tx: mpsc::UnboundedSender<(u64, WorkerMsg)>,
-    worker: Option<(u64, JoinHandle<()>)>,
     epoch: u64,
-    next_progress: Option<Instant>,
     outbox_retry_at: Option<Instant>,
-    /// The agent's latest progress file, repeated by the lease renewals.
-    progress: Option<AgentProgress>,
-    /// The worker saw the agent's processes end: no more lease renewals.
-    agent_gone: bool,
     /// The agent's inbox.
     mail: Mail,
 }
@@ -152,6 +183,9 @@ pub async fn run(cfg: Config) -> Result<(), String> {
             name: cfg.name.clone(),
             status: Some("ready".into()),
             capabilities: Some(cfg.capabilities.clone()),
+            // Left out for one slot: what v1.1 hubs expect.
+            slots: (cfg.slots > 1).then_some(cfg.slots),
+            reserve_slot_for_standing: cfg.reserve_slot_for_standing.then_some(true),
         },
         ping_interval: cfg.timings.ping_interval,
         pong_timeout: cfg.timings.pong_timeout,
@@ -162,24 +196,20 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let mut relay = Relay {
         cfg: Arc::clone(&cfg),
         store,
-        record: None,
+        held: BTreeMap::new(),
         outbox: BTreeMap::new(),
         conn: None,
         sent: HashSet::new(),
         inflight: VecDeque::new(),
-        recovering: None,
+        recovering: HashMap::new(),
         out_tx,
         worker_tx,
-        worker: None,
         epoch: 0,
-        next_progress: None,
         outbox_retry_at: None,
-        progress: None,
-        agent_gone: false,
         mail,
     };
     relay.start(loaded);
-    tracing::info!(agent_id = %cfg.agent_id, hub = %cfg.hub_url, "sidecar running");
+    tracing::info!(agent_id = %cfg.agent_id, hub = %cfg.hub_url, slots = cfg.slots, "sidecar running");
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| format!("cannot install the SIGTERM handler: {e}"))?;
@@ -199,8 +229,10 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     }
     tracing::info!("stopping; the task state is kept for the next start");
     link_task.abort();
-    if let Some((_, h)) = relay.worker.take() {
-        h.abort();
+    for held in relay.held.values_mut() {
+        if let Some((_, h)) = held.worker.take() {
+            h.abort();
+        }
     }
     Ok(())
 }
@@ -216,12 +248,13 @@ impl Relay {
                 moved.display()
             );
         }
-        self.record = loaded.record;
-        self.outbox = loaded.outbox;
-        if let Some(r) = &self.record {
+        for (slot, r) in loaded.records {
             tracing::info!(task_id = %r.task_id(), generation = r.generation(), phase = ?r.phase,
-                released = r.is_released(), "unfinished task found; recovering it with the hub");
+                released = r.is_released(), slot, "unfinished task found; recovering it with the hub");
+            self.held
+                .insert(r.task_id().to_string(), Held::new(slot, r));
         }
+        self.outbox = loaded.outbox;
         if !self.outbox.is_empty() {
             tracing::info!(
                 entries = self.outbox.len(),
@@ -234,37 +267,38 @@ impl Relay {
     // Timers
     // ---------------------------------------------------------------------
 
-    fn release_deadline(&self) -> Option<Instant> {
-        let until = self.record.as_ref()?.released_until_ms?;
-        let left = until.saturating_sub(now_ms());
-        Some(Instant::now() + Duration::from_millis(left))
-    }
-
     fn next_deadline(&self) -> Instant {
-        [
-            self.release_deadline(),
-            self.next_progress,
-            self.outbox_retry_at,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
+        self.held
+            .values()
+            .flat_map(|h| [h.release_deadline(), h.next_progress])
+            .chain([self.outbox_retry_at])
+            .flatten()
+            .min()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
     }
 
     fn on_timer(&mut self) {
         let now = Instant::now();
-        if self
-            .record
-            .as_ref()
-            .and_then(|r| r.released_until_ms)
-            .is_some_and(|until| until <= now_ms())
-        {
-            self.finalize_release();
+        let released: Vec<String> = self
+            .held
+            .values()
+            .filter(|h| h.record.released_until_ms.is_some_and(|u| u <= now_ms()))
+            .map(|h| h.record.task_id().to_string())
+            .collect();
+        for task_id in released {
+            self.finalize_release(&task_id);
         }
-        if self.next_progress.is_some_and(|t| t <= now) {
-            self.next_progress = None;
-            self.progress_tick();
+        let renew: Vec<String> = self
+            .held
+            .values()
+            .filter(|h| h.next_progress.is_some_and(|t| t <= now))
+            .map(|h| h.record.task_id().to_string())
+            .collect();
+        for task_id in renew {
+            if let Some(h) = self.held.get_mut(&task_id) {
+                h.next_progress = None;
+            }
+            self.progress_tick(&task_id);
         }
         if self.outbox_retry_at.is_some_and(|t| t <= now) {
             self.outbox_retry_at = None;
@@ -281,23 +315,27 @@ impl Relay {
         })
     }
 
-    fn progress_tick(&mut self) {
-        let Some(r) = &self.record else { return };
-        if r.report.is_some() || r.is_released() || self.worker.is_none() || self.agent_gone {
+    fn progress_tick(&mut self, task_id: &str) {
+        let Some(h) = self.held.get(task_id) else {
+            return;
+        };
+        let r = &h.record;
+        if r.report.is_some() || r.is_released() || h.worker.is_none() || h.agent_gone {
             return;
         }
         // A renewal repeats the agent's latest progress (the hub keeps it on the
         // task); without one it carries nothing but the lease.
         let frame = ClientFrame::TaskProgress {
-            task_id: r.task_id().to_string(),
-            progress: self.progress.as_ref().and_then(|p| p.percent),
+            task_id: task_id.to_string(),
+            progress: h.progress.as_ref().and_then(|p| p.percent),
             generation: Some(r.generation()),
-            message: self.progress.as_ref().and_then(|p| p.message.clone()),
+            message: h.progress.as_ref().and_then(|p| p.message.clone()),
         };
-        let task_id = r.task_id().to_string();
         let interval = self.progress_interval(r.assignment.lease_ms);
-        self.enqueue(&task_id, frame);
-        self.next_progress = Some(Instant::now() + interval);
+        self.enqueue(task_id, frame);
+        if let Some(h) = self.held.get_mut(task_id) {
+            h.next_progress = Some(Instant::now() + interval);
+        }
     }
 
     // ---------------------------------------------------------------------
@@ -421,27 +459,6 @@ impl Relay {
         }
     }
 
-    fn save_record(&self) {
-        if let Some(r) = &self.record {
-            if let Err(e) = self.store.save_record(r) {
-                tracing::error!(task_id = %r.task_id(), error = %e, "cannot persist the task state");
-            }
-        }
-    }
-
-    fn clear_record(&mut self) {
-        self.stop_worker();
-        self.next_progress = None;
-        self.progress = None;
-        if let Some(r) = self.record.take() {
-            self.store
-                .archive_results(&self.cfg.results_dir, r.task_id(), r.generation());
-            if let Err(e) = self.store.clear_record() {
-                tracing::error!(task_id = %r.task_id(), error = %e, "cannot remove the task state");
-            }
-        }
-    }
-
     // ---------------------------------------------------------------------
     // Link events
     // ---------------------------------------------------------------------
@@ -455,7 +472,7 @@ impl Relay {
                     self.conn = None;
                     self.sent.clear();
                     self.inflight.clear();
-                    self.recovering = None;
+                    self.recovering.clear();
                 }
             }
             LinkEvent::Frame { conn, text } => {
@@ -476,22 +493,21 @@ impl Relay {
         self.mail.on_online();
         self.sent.clear();
         self.inflight.clear();
-        self.recovering = None;
-        if let Some(r) = &self.record {
-            if !r.is_released() {
-                // With our generation: if the hub reclaimed the task meanwhile,
-                // it answers task_reassign, and a fresh task_assign (which we
-                // adopt) follows if it hands the task straight back. Without the
-                // generation the hub could confirm an assignment whose push is
-                // still on its way and then take it back as `agent_unavailable`.
-                let frame = ClientFrame::TaskRecovering {
-                    task_id: r.task_id().to_string(),
-                    generation: Some(r.generation()),
-                };
-                self.recovering = Some((r.task_id().to_string(), r.generation()));
-                tracing::info!(task_id = %r.task_id(), "sending task_recovering");
-                self.send_now(&frame, None);
-            }
+        self.recovering.clear();
+        let recover: Vec<(String, u64)> = self
+            .held
+            .values()
+            .filter(|h| !h.record.is_released())
+            .map(|h| (h.record.task_id().to_string(), h.record.generation()))
+            .collect();
+        for (task_id, generation) in recover {
+            // With our generation: if the hub reclaimed the task meanwhile,
+            // it answers task_reassign, and a fresh task_assign (which we
+            // adopt) follows if it hands the task straight back. Without the
+            // generation the hub could confirm an assignment whose push is
+            // still on its way and then take it back as `agent_unavailable`.
+            tracing::info!(task_id = %task_id, "sending task_recovering");
+            self.recover(&task_id, generation);
         }
         self.flush_outbox();
     }
@@ -536,226 +552,8 @@ impl Relay {
     }
 
     // ---------------------------------------------------------------------
-    // Task frames
+    // Answers to reports
     // ---------------------------------------------------------------------
-
-    fn on_assign(&mut self, a: TaskAssignment) {
-        if !safe_task_id(&a.task_id) {
-            tracing::warn!(task_id = ?a.task_id, "task id unusable as a file name; rejecting");
-            self.reject(&a, "invalid_task_id");
-            return;
-        }
-        match &self.record {
-            Some(r) if r.task_id() == a.task_id => self.adopt(a),
-            Some(r) if r.is_released() => {
-                self.finalize_release();
-                self.take(a);
-            }
-            Some(r) => {
-                tracing::info!(task_id = %a.task_id, holding = %r.task_id(), "busy; rejecting");
-                self.reject(&a, "busy");
-            }
-            None => self.take(a),
-        }
-    }
-
-    fn reject(&mut self, a: &TaskAssignment, reason: &str) {
-        let frame = ClientFrame::TaskRejected {
-            task_id: a.task_id.clone(),
-            reason: Some(clip(reason)),
-            generation: Some(a.generation),
-        };
-        self.send_now(&frame, None);
-    }
-
-    fn accept(&mut self, task_id: &str, generation: u64) {
-        let frame = ClientFrame::TaskAccepted {
-            task_id: task_id.to_string(),
-            generation: Some(generation),
-        };
-        self.send_now(&frame, None);
-    }
-
-    /// A new task: persist, accept, then work (or complete the onboarding check).
-    fn take(&mut self, a: TaskAssignment) {
-        let record = TaskRecord::new(a);
-        let task_id = record.task_id().to_string();
-        let generation = record.generation();
-        let persisted = serde_json::to_value(&record.assignment)
-            .map_err(std::io::Error::other)
-            .and_then(|json| self.store.write_task_json(&task_id, &json))
-            .and_then(|_| self.store.save_record(&record));
-        if let Err(e) = persisted {
-            tracing::error!(task_id = %task_id, error = %e, "cannot persist the assignment; rejecting it");
-            self.reject(&record.assignment, &format!("state_write_failed: {e}"));
-            return;
-        }
-        tracing::info!(task_id = %task_id, generation, onboarding = record.onboarding, "task persisted; accepting");
-        let onboarding = record.onboarding;
-        self.record = Some(record);
-        self.accept(&task_id, generation);
-        if onboarding {
-            let mut result = Map::new();
-            result.insert("status".into(), json!("success"));
-            result.insert("onboarding".into(), json!("ok"));
-            result.insert("agent_id".into(), json!(self.cfg.agent_id));
-            self.finish(FinalReport::Complete {
-                result,
-                tokens_used: None,
-                follow_ups: Vec::new(),
-            });
-        } else {
-            self.start_worker();
-        }
-    }
-
-    /// The hub handed us the task we already hold, at a (possibly) new generation.
-    fn adopt(&mut self, a: TaskAssignment) {
-        let Some(r) = self.record.as_mut() else {
-            return;
-        };
-        let old = r.generation();
-        let generation = a.generation;
-        let task_id = a.task_id.clone();
-        r.assignment = a;
-        r.released_until_ms = None;
-        let has_report = r.report.clone();
-        tracing::info!(task_id = %task_id, old_generation = old, generation, "same task assigned again; adopting the work in progress");
-        self.save_record();
-        self.accept(&task_id, generation);
-        // Also recover at the new generation: if the hub answered our recovery of
-        // the old generation after it had already re-assigned the task, it may
-        // consider this agent idle; `task_recovering` puts it back to `working`.
-        self.recovering = Some((task_id.clone(), generation));
-        self.send_now(
-            &ClientFrame::TaskRecovering {
-                task_id: task_id.clone(),
-                generation: Some(generation),
-            },
-            None,
-        );
-        self.regenerate_entries(&task_id, generation);
-        match has_report {
-            Some(report) => {
-                let has_final = self
-                    .outbox
-                    .values()
-                    .any(|e| e.task_id == task_id && e.is_final());
-                if !has_final {
-                    self.enqueue(&task_id, report.frame(&task_id, generation));
-                }
-            }
-            None => {
-                if self.worker.is_none() {
-                    self.start_worker();
-                }
-            }
-        }
-        self.flush_outbox();
-    }
-
-    fn on_continue(&mut self, task_id: &str, generation: u64) {
-        let Some(r) = self.record.as_mut() else {
-            tracing::debug!(task_id, "task_continue for no task");
-            return;
-        };
-        if r.task_id() != task_id || r.is_released() {
-            return;
-        }
-        self.recovering = None;
-        let changed = r.generation() != generation;
-        if changed {
-            r.assignment.generation = generation;
-        }
-        let needs_worker = r.report.is_none() && self.worker.is_none();
-        tracing::info!(task_id, generation, "hub confirmed the task; continuing");
-        if changed {
-            self.save_record();
-            self.regenerate_entries(task_id, generation);
-        }
-        if needs_worker {
-            self.start_worker();
-        }
-        self.flush_outbox();
-    }
-
-    fn on_reassign(&mut self, task_id: &str) {
-        let Some(r) = &self.record else { return };
-        if r.task_id() != task_id || r.is_released() {
-            return;
-        }
-        // Only an answer to the recovery of this very generation counts: after
-        // adopting a newer assignment the answer is stale.
-        if self.recovering.as_ref() != Some(&(task_id.to_string(), r.generation())) {
-            // The hub pushed the task again (new generation) before it answered
-            // our recovery of the old one; that answer can leave the hub thinking
-            // we are idle. Recover again at the generation we now hold, so the
-            // hub's view of this agent is `working` on it.
-            tracing::info!(
-                task_id,
-                generation = r.generation(),
-                "stale task_reassign; re-syncing with task_recovering"
-            );
-            let frame = ClientFrame::TaskRecovering {
-                task_id: task_id.to_string(),
-                generation: Some(r.generation()),
-            };
-            self.recovering = Some((task_id.to_string(), r.generation()));
-            self.send_now(&frame, None);
-            return;
-        }
-        self.recovering = None;
-        self.release("task_reassign");
-    }
-
-    /// The task is no longer ours; keep it for `release_grace` in case the hub
-    /// hands it straight back.
-    fn release(&mut self, why: &str) {
-        self.stop_worker();
-        self.next_progress = None;
-        let grace = self.cfg.timings.release_grace;
-        let Some(r) = self.record.as_mut() else {
-            return;
-        };
-        r.released_until_ms = Some(now_ms() + grace.as_millis() as u64);
-        let task_id = r.task_id().to_string();
-        tracing::info!(task_id = %task_id, reason = why, grace_ms = grace.as_millis() as u64, "task released by the hub");
-        self.save_record();
-        self.drop_entries_for(&task_id, false);
-    }
-
-    fn finalize_release(&mut self) {
-        let Some(r) = &self.record else { return };
-        let task_id = r.task_id().to_string();
-        tracing::info!(task_id = %task_id, "released task dropped");
-        if r.report.is_none() {
-            self.stop_group(r.pgid);
-        }
-        self.drop_entries_for(&task_id, false);
-        self.clear_record();
-    }
-
-    fn on_cancelled(&mut self, task_id: &str, reason: &str) {
-        let Some(r) = &self.record else { return };
-        if r.task_id() != task_id {
-            return;
-        }
-        tracing::info!(
-            task_id,
-            reason,
-            "task cancelled by the hub; stopping the agent's processes"
-        );
-        self.stop_group(r.pgid);
-        self.drop_entries_for(task_id, false);
-        self.clear_record();
-    }
-
-    fn stop_group(&self, pgid: Option<i32>) {
-        if let Some(pgid) = pgid {
-            let grace = self.cfg.timings.kill_grace;
-            tokio::spawn(wake::stop_group(pgid, grace));
-        }
-    }
 
     fn pop_inflight(&mut self, task_id: &str, kind: Kind) -> Option<u64> {
         let pos = self
@@ -782,9 +580,9 @@ impl Relay {
         ) {
             tracing::info!(task_id, status, "report acknowledged by the hub");
             self.drop_entries_for(task_id, true);
-            if self.record.as_ref().is_some_and(|r| r.task_id() == task_id) {
+            if self.held.contains_key(task_id) {
                 self.drop_entries_for(task_id, false);
-                self.clear_record();
+                self.clear_record(task_id);
             }
         }
     }
@@ -800,6 +598,10 @@ impl Relay {
             return;
         };
         let (prefix, reason) = e.error.split_once(": ").unwrap_or((e.error.as_str(), ""));
+        if prefix == "task_report_failed" {
+            // The answer to a `task_recovering`.
+            self.recovery_answered(&task_id);
+        }
         let kind = match prefix {
             "task_accept_failed" => Kind::Accept,
             "task_complete_failed" => Kind::Complete,
@@ -818,14 +620,14 @@ impl Relay {
             return;
         }
         let sent_generation = self.pop_inflight(&task_id, kind);
-        let ours = self.record.as_ref().filter(|r| r.task_id() == task_id);
+        let ours = self.held.get(&task_id).map(|h| &h.record);
         let current = ours.is_some_and(|r| Some(r.generation()) == sent_generation);
         let released = ours.is_some_and(|r| r.is_released());
         match kind {
             Kind::Accept => {
                 tracing::warn!(task_id = %task_id, error = %e.error, "the hub refused our acceptance");
                 if current && !released {
-                    self.release(&e.error);
+                    self.release(&task_id, &e.error);
                 }
             }
             Kind::Complete | Kind::Failed | Kind::Block | Kind::Usage => {
@@ -837,135 +639,13 @@ impl Relay {
                     "the hub refused the report; it is final, so the report is dropped from the outbox");
                 self.drop_entries_for(&task_id, true);
                 if current && !released {
-                    self.release(&e.error);
+                    self.release(&task_id, &e.error);
                 }
             }
             Kind::Reject => {
                 tracing::warn!(task_id = %task_id, error = %e.error, "the hub refused a rejection");
             }
         }
-    }
-
-    // ---------------------------------------------------------------------
-    // Worker
-    // ---------------------------------------------------------------------
-
-    fn stop_worker(&mut self) {
-        if let Some((_, h)) = self.worker.take() {
-            h.abort();
-        }
-    }
-
-    fn start_worker(&mut self) {
-        self.stop_worker();
-        let Some(r) = &self.record else { return };
-        if r.report.is_some() {
-            return;
-        }
-        self.epoch += 1;
-        let epoch = self.epoch;
-        let ctx = worker::WorkerCtx {
-            cfg: Arc::clone(&self.cfg),
-            record: r.clone(),
-            task_json_file: self.store.task_json_path(r.task_id()),
-            wake_log: self.store.wake_log_path(r.task_id()),
-            git_record: self.store.git_record_path(r.task_id()),
-            epoch,
-            tx: self.worker_tx.clone(),
-        };
-        let interval = self.progress_interval(r.assignment.lease_ms);
-        self.agent_gone = false;
-        self.worker = Some((epoch, tokio::spawn(worker::work(ctx))));
-        self.next_progress = Some(Instant::now() + interval);
-    }
-
-    fn on_worker(&mut self, epoch: u64, msg: WorkerMsg) {
-        if self.worker.as_ref().map(|(e, _)| *e) != Some(epoch) {
-            return;
-        }
-        let Some(r) = self.record.as_mut() else {
-            return;
-        };
-        let task_id = r.task_id().to_string();
-        match msg {
-            WorkerMsg::Phase {
-                phase,
-                wake_attempts,
-                pgid,
-                confirm_deadline_ms,
-            } => {
-                r.phase = phase;
-                r.wake_attempts = wake_attempts;
-                if pgid.is_some() {
-                    r.pgid = pgid;
-                }
-                r.confirm_deadline_ms = confirm_deadline_ms;
-                self.save_record();
-            }
-            WorkerMsg::Wake {
-                attempt,
-                success,
-                error,
-            } => {
-                let frame = ClientFrame::WakeResult {
-                    task_id: task_id.clone(),
-                    status: if success { "success" } else { "failed" }.into(),
-                    attempt: Some(u64::from(attempt)),
-                    error: error.as_deref().map(clip),
-                    reason: (!success).then(|| "wake_failed".to_string()),
-                };
-                self.enqueue(&task_id, frame);
-            }
-            WorkerMsg::Progress(p) => {
-                let generation = r.generation();
-                let frame = ClientFrame::TaskProgress {
-                    task_id: task_id.clone(),
-                    progress: p.percent,
-                    generation: Some(generation),
-                    message: p.message.clone(),
-                };
-                self.progress = Some(p);
-                self.enqueue(&task_id, frame);
-            }
-            WorkerMsg::AgentGone => {
-                self.agent_gone = true;
-                self.next_progress = None;
-            }
-            WorkerMsg::Final(report) => {
-                self.worker = None;
-                self.finish(report);
-            }
-        }
-    }
-
-    /// The outcome is known: persist it, then report it through the outbox.
-    fn finish(&mut self, report: FinalReport) {
-        self.stop_worker();
-        self.next_progress = None;
-        let Some(r) = self.record.as_mut() else {
-            return;
-        };
-        r.report = Some(report.clone());
-        r.phase = Phase::Reporting;
-        let task_id = r.task_id().to_string();
-        let generation = r.generation();
-        match &report {
-            FinalReport::Complete { .. } => {
-                tracing::info!(task_id = %task_id, "result ready; reporting task_complete")
-            }
-            FinalReport::Failed { reason, .. } => {
-                tracing::warn!(task_id = %task_id, reason = %reason, "reporting task_failed")
-            }
-            FinalReport::Blocked { reason, needs } => {
-                tracing::warn!(task_id = %task_id, reason = %reason, needs = ?needs, "reporting task_blocked")
-            }
-            FinalReport::UsageLimited { resets_at, .. } => {
-                tracing::warn!(task_id = %task_id, resets_at, "reporting usage_limited")
-            }
-        }
-        self.save_record();
-        self.drop_entries_for(&task_id, false);
-        self.enqueue(&task_id, report.frame(&task_id, generation));
     }
 }
 
