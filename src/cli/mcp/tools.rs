@@ -26,6 +26,7 @@ use tokio::sync::OnceCell;
 use crate::cli::hub_client::{encode, HubClient, DEFAULT_TIMEOUT};
 use crate::Fatal;
 
+mod agents;
 mod coordination;
 mod messages;
 
@@ -107,20 +108,6 @@ struct NoArgs {}
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ListAgentsArgs {
-    /// Only agents connected now.
-    #[serde(default)]
-    online_only: bool,
-    /// Only agents that are connected and idle (ready for a task right away).
-    #[serde(default)]
-    idle_only: bool,
-    /// Only agents that have every one of these capabilities.
-    #[serde(default)]
-    capabilities: Vec<String>,
-}
-
-#[derive(Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 struct SubmitTaskArgs {
     /// Complete instructions for the agent (at most 10000 characters); the agent sees nothing else but metadata.
     description: String,
@@ -158,24 +145,6 @@ struct SubmitTaskArgs {
     read_paths: Vec<String>,
     /// Concurrency key (e.g. "repo:web"): an operator may cap how many tasks of the key run at once, and keys share the queue round-robin within a priority.
     concurrency_key: Option<String>,
-}
-
-#[derive(Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct BroadcastTaskArgs {
-    /// Complete instructions; every matching agent gets its own copy.
-    description: String,
-    /// Priority lane (default normal).
-    priority: Option<Priority>,
-    /// Only agents with all of these capabilities get a copy (empty: every agent).
-    #[serde(default)]
-    capabilities: Vec<String>,
-    /// Structured data handed to each agent with its copy (a JSON object).
-    metadata: Option<Map<String, Value>>,
-    /// Failed attempts before a copy goes to dead letter (default 3).
-    max_retries: Option<u64>,
-    /// Also give a copy to busy agents (they take it when they are free). Default true; false: idle agents only.
-    include_busy: Option<bool>,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -234,38 +203,11 @@ impl HubTools {
                 client,
                 principal: OnceCell::new(),
             }),
-            tool_router: Self::tool_router() + Self::coordination_tools() + Self::message_tools(),
+            tool_router: Self::tool_router()
+                + Self::agent_tools()
+                + Self::coordination_tools()
+                + Self::message_tools(),
         }
-    }
-
-    #[tool(
-        description = "List the agents the hub knows: online or not, FSM state (idle, assigned, working, offline), capabilities, slots and each running task (an agent with slots runs several at once; free_slots says how many more it takes), flags (draining, disabled, unresponsive, usage_limited).",
-        input_schema = schema_for_type::<ListAgentsArgs>(),
-        annotations(read_only_hint = true)
-    )]
-    async fn list_agents(&self, args: JsonObject) -> Outcome {
-        let args: ListAgentsArgs = parse("list_agents", args)?;
-        let mut agents = self.agents().await?;
-        agents.retain(|a| {
-            let state = a["fsm_state"].as_str().unwrap_or("offline");
-            (!args.online_only || state != "offline")
-                && (!args.idle_only || state == "idle")
-                && has_all(a, &args.capabilities)
-        });
-        let count = |state: Option<&str>| {
-            agents
-                .iter()
-                .filter(|a| match state {
-                    Some(s) => a["fsm_state"] == s,
-                    None => a["fsm_state"] != "offline",
-                })
-                .count()
-        };
-        let summary =
-            json!({"count": agents.len(), "online": count(None), "idle": count(Some("idle"))});
-        let mut out = summary;
-        out["agents"] = Value::Array(agents);
-        Ok(CallToolResult::structured(out))
     }
 
     #[tool(
@@ -322,72 +264,6 @@ impl HubTools {
         );
         let created = self.hub("POST", "/api/tasks", Some(body)).await?;
         Ok(CallToolResult::structured(created))
-    }
-
-    #[tool(
-        description = "Give every matching agent its own copy of a task (one task per agent, pinned to it). Returns the task ids per agent and a correlation_id that list_tasks can filter by. Fails with no_matching_agents when no online agent qualifies.",
-        input_schema = schema_for_type::<BroadcastTaskArgs>()
-    )]
-    async fn broadcast_task(&self, args: JsonObject) -> Outcome {
-        let args: BroadcastTaskArgs = parse("broadcast_task", args)?;
-        let include_busy = args.include_busy.unwrap_or(true);
-        let agents = self.agents().await?;
-        let targets: Vec<String> = agents
-            .iter()
-            .filter(|a| {
-                let state = a["fsm_state"].as_str().unwrap_or("offline");
-                let flags = a["flags"].as_array().cloned().unwrap_or_default();
-                state != "offline"
-                    && (include_busy || state == "idle")
-                    && !flags.iter().any(|f| f == "disabled" || f == "draining")
-                    && has_all(a, &args.capabilities)
-            })
-            .filter_map(|a| a["agent_id"].as_str().map(str::to_string))
-            .collect();
-        if targets.is_empty() {
-            return Err(CallToolResult::structured_error(json!({
-                "error": "no_matching_agents",
-                "message": "no online agent that takes work has all the capabilities",
-                "capabilities": args.capabilities,
-                "include_busy": include_busy,
-            })));
-        }
-        let correlation_id = format!("broadcast-{:016x}", rand::random::<u64>());
-        let batch: Vec<Value> = targets
-            .iter()
-            .map(|agent_id| {
-                let mut caps = args.capabilities.clone();
-                caps.push(format!("agent:{agent_id}"));
-                let mut body = task_body(
-                    &args.description,
-                    args.priority,
-                    &caps,
-                    args.metadata.clone(),
-                    args.max_retries,
-                );
-                body["correlation_id"] = json!(correlation_id);
-                body
-            })
-            .collect();
-        let created = self
-            .hub("POST", "/api/tasks", Some(Value::Array(batch)))
-            .await?;
-        let ids: Vec<Value> = created["tasks"]
-            .as_array()
-            .map(|t| t.iter().map(|t| t["task_id"].clone()).collect())
-            .unwrap_or_default();
-        let tasks: Vec<Value> = targets
-            .iter()
-            .zip(&ids)
-            .map(|(agent, id)| json!({"agent_id": agent, "task_id": id}))
-            .collect();
-        Ok(CallToolResult::structured(json!({
-            "status": "queued",
-            "correlation_id": correlation_id,
-            "count": tasks.len(),
-            "task_ids": ids,
-            "tasks": tasks,
-        })))
     }
 
     #[tool(
@@ -647,41 +523,6 @@ impl HubTools {
         Ok(principal)
     }
 
-    /// Every agent, with its presence (`/api/agents`) and FSM state
-    /// (`/api/agents/states`) in one record.
-    async fn agents(&self) -> Result<Vec<Value>, CallToolResult> {
-        let presence = self.hub("GET", "/api/agents", None).await?;
-        let states = self.hub("GET", "/api/agents/states", None).await?;
-        let named: Map<String, Value> = presence["agents"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|a| Some((a["agent_id"].as_str()?.to_string(), a.clone())))
-            .collect();
-        Ok(states["agents"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|s| {
-                let mut agent = s.clone();
-                if let Some(p) = s["agent_id"].as_str().and_then(|id| named.get(id)) {
-                    agent["name"] = p["name"].clone();
-                    agent["status"] = p["status"].clone();
-                }
-                let online = agent["fsm_state"] != "offline";
-                agent["online"] = Value::Bool(online);
-                let slots = agent["slots"].as_u64().unwrap_or(1);
-                let running = agent["running"].as_array().map_or(0, Vec::len) as u64;
-                agent["free_slots"] = json!(if online {
-                    slots.saturating_sub(running)
-                } else {
-                    0
-                });
-                agent
-            })
-            .collect())
-    }
-
     async fn hub(
         &self,
         method: &str,
@@ -768,14 +609,6 @@ fn put(body: &mut Value, key: &str, value: Option<Value>) {
     if let Some(v) = value {
         body[key] = v;
     }
-}
-
-fn has_all(agent: &Value, capabilities: &[String]) -> bool {
-    let have = agent["capabilities"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    capabilities.iter().all(|c| have.iter().any(|h| h == c))
 }
 
 /// One line of `list_tasks`.
