@@ -83,8 +83,9 @@ pub struct Config {
     /// `http://host:port` (derived from hub_url when absent).
     pub hub_api_url: String,
     pub capabilities: Vec<String>,
-    /// How many tasks it runs at once, each with its own worker (default 1).
-    pub slots: u32,
+    /// How many tasks it asks to run at once, each with its own worker (not
+    /// set: what its token says, else 1).
+    pub slots: Option<u32>,
     /// One of the slots is kept for standing-order runs.
     pub reserve_slot_for_standing: bool,
     pub wake_command: Option<WakeCommand>,
@@ -273,9 +274,9 @@ impl Config {
         };
         let capabilities = f.opt_str_list("capabilities")?.unwrap_or_default();
         let slots = match f.get("slots") {
-            None => 1,
+            None => None,
             Some(v) => match v.as_u64() {
-                Some(n) if check_slot_count("slots", n).is_none() => n as u32,
+                Some(n) if check_slot_count("slots", n).is_none() => Some(n as u32),
                 _ => {
                     return Err(ConfigError::new(
                         "slots",
@@ -294,7 +295,7 @@ impl Config {
                 ))
             }
         };
-        if reserve_slot_for_standing && slots < 2 {
+        if reserve_slot_for_standing && slots.unwrap_or(1) < 2 {
             return Err(ConfigError::new(
                 "reserve_slot_for_standing",
                 "needs slots = 2 or more (one slot is kept for standing orders)",
@@ -566,12 +567,12 @@ mod tests {
 
     #[test]
     fn slots_are_checked() {
-        assert_eq!(parse(MINIMAL).expect("minimal").slots, 1);
+        assert_eq!(parse(MINIMAL).expect("minimal").slots, None);
         let c = parse(&format!(
             "{MINIMAL}slots = 3\nreserve_slot_for_standing = true\n"
         ))
         .expect("three slots");
-        assert_eq!((c.slots, c.reserve_slot_for_standing), (3, true));
+        assert_eq!((c.slots, c.reserve_slot_for_standing), (Some(3), true));
         for bad in ["slots = 0", "slots = 33", "slots = \"2\""] {
             let e = parse(&format!("{MINIMAL}{bad}\n")).unwrap_err();
             assert_eq!(e.field, "slots", "{bad}");

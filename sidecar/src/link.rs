@@ -21,8 +21,9 @@ use tokio_tungstenite::tungstenite::Message;
 /// What the link tells the relay.
 #[derive(Debug)]
 pub enum LinkEvent {
-    /// Identified on connection `conn`.
-    Online { conn: u64 },
+    /// Identified on connection `conn`; `slots`: the slots the hub granted,
+    /// when it says (ext).
+    Online { conn: u64, slots: Option<u32> },
     /// Connection `conn` is gone.
     Offline { conn: u64 },
     /// A text frame from the hub.
@@ -155,7 +156,7 @@ async fn connection(
     }
     // Wait for `identified`; anything else first is a refusal.
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-    loop {
+    let granted = loop {
         let msg = match timeout(
             deadline.saturating_duration_since(Instant::now()),
             stream.next(),
@@ -170,7 +171,9 @@ async fn connection(
         let Message::Text(text) = msg else { continue };
         let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         match v["type"].as_str() {
-            Some("identified") => break,
+            Some("identified") => {
+                break v["slots"].as_u64().and_then(|n| u32::try_from(n).ok());
+            }
             Some("error") => {
                 let error = v["error"].as_str().unwrap_or("unknown").to_string();
                 tracing::error!(error = %error, "the hub refused identify (check agent_id and token)");
@@ -178,10 +181,14 @@ async fn connection(
             }
             _ => continue,
         }
-    }
+    };
     backoff.reset();
     tracing::info!(conn, "identified with the hub");
-    if events.send(LinkEvent::Online { conn }).await.is_err() {
+    let online = LinkEvent::Online {
+        conn,
+        slots: granted,
+    };
+    if events.send(online).await.is_err() {
         return (End::Shutdown, true);
     }
     let mut ping = tokio::time::interval_at(Instant::now() + cfg.ping_interval, cfg.ping_interval);

@@ -86,6 +86,37 @@ fn three_slots_run_three_tasks_and_a_kill_returns_each_once() {
 }
 
 #[test]
+fn without_slots_in_its_config_the_sidecar_runs_what_its_token_grants() {
+    let hub = Hub::start();
+    let (status, made) = hub.post("/admin/tokens", &json!({"agent_id": "granted", "slots": 2}));
+    assert_eq!(status, 201, "{made}");
+    let token = made["token"].as_str().expect("token");
+    let mut sc = Sidecar::prepare_with_token(&hub, "granted", token, "");
+    let wake = fake_agent(sc.dir.path(), true);
+    sc.set_wake(&wake);
+    sc.spawn();
+    sc.wait_online(&hub);
+    let tasks: Vec<String> = (0..2)
+        .map(|i| hub.submit_for("granted", json!({"description": format!("job {i}")})))
+        .collect();
+    // Both run at once: neither can finish before `go`.
+    for t in &tasks {
+        let started = sc.results_dir().join(format!("{t}.started"));
+        assert!(
+            wait_for(SOON, || started.exists()),
+            "{t} never started:\n{}",
+            sc.log_tail()
+        );
+    }
+    fs::write(sc.path("go"), "").expect("go");
+    for t in &tasks {
+        let done = hub.wait_status(t, "completed", SOON);
+        assert_eq!(count_events(&done, "rejected"), 0, "{done}");
+    }
+    sc.wait_idle();
+}
+
+#[test]
 fn the_sidecar_asks_for_its_slots_and_a_kept_standing_slot() {
     let hub = Hub::start();
     let mut sc = Sidecar::prepare(

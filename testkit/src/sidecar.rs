@@ -30,6 +30,11 @@ impl Sidecar {
     /// TOML (wake_command and any timing). The process is not started.
     pub fn prepare(hub: &Hub, agent_id: &str, extra: &str) -> Sidecar {
         let token = hub.register_agent(agent_id);
+        Sidecar::prepare_with_token(hub, agent_id, &token, extra)
+    }
+
+    /// [`Sidecar::prepare`] for an agent whose token the test issued.
+    pub fn prepare_with_token(hub: &Hub, agent_id: &str, token: &str, extra: &str) -> Sidecar {
         // The sidecar's config names the hub's URL: the hub keeps its port now.
         hub.keep_port_on_restart();
         let dir = tempfile::Builder::new()

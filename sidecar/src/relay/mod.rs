@@ -150,6 +150,9 @@ pub struct Relay {
     worker_tx: mpsc::UnboundedSender<(u64, WorkerMsg)>,
     epoch: u64,
     outbox_retry_at: Option<Instant>,
+    /// How many tasks it may hold: what the hub granted in `identified`, else
+    /// what the config asks (else 1).
+    capacity: usize,
     /// The agent's inbox.
     mail: Mail,
 }
@@ -183,8 +186,8 @@ pub async fn run(cfg: Config) -> Result<(), String> {
             name: cfg.name.clone(),
             status: Some("ready".into()),
             capabilities: Some(cfg.capabilities.clone()),
-            // Left out for one slot: what v1.1 hubs expect.
-            slots: (cfg.slots > 1).then_some(cfg.slots),
+            // Not configured: the hub grants what the token says.
+            slots: cfg.slots,
             reserve_slot_for_standing: cfg.reserve_slot_for_standing.then_some(true),
         },
         ping_interval: cfg.timings.ping_interval,
@@ -206,10 +209,11 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         worker_tx,
         epoch: 0,
         outbox_retry_at: None,
+        capacity: cfg.slots.unwrap_or(1) as usize,
         mail,
     };
     relay.start(loaded);
-    tracing::info!(agent_id = %cfg.agent_id, hub = %cfg.hub_url, slots = cfg.slots, "sidecar running");
+    tracing::info!(agent_id = %cfg.agent_id, hub = %cfg.hub_url, "sidecar running");
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| format!("cannot install the SIGTERM handler: {e}"))?;
@@ -465,7 +469,11 @@ impl Relay {
 
     pub fn on_link(&mut self, ev: LinkEvent) {
         match ev {
-            LinkEvent::Online { conn } => self.on_online(conn),
+            LinkEvent::Online { conn, slots } => {
+                self.capacity = slots.or(self.cfg.slots).unwrap_or(1) as usize;
+                tracing::info!(slots = self.capacity, "tasks it may hold at once");
+                self.on_online(conn)
+            }
             LinkEvent::Offline { conn } => {
                 if self.conn == Some(conn) {
                     self.mail.on_offline();

@@ -73,7 +73,7 @@ impl Relay {
         if self.held.contains_key(&a.task_id) {
             return self.adopt(a);
         }
-        if self.held.len() >= self.cfg.slots as usize {
+        if self.held.len() >= self.capacity {
             // A released task only waits in case the hub hands it back: a new
             // one takes its slot.
             let released = self
@@ -85,7 +85,7 @@ impl Relay {
                 self.finalize_release(&task_id);
             }
         }
-        if self.held.len() >= self.cfg.slots as usize {
+        if self.held.len() >= self.capacity {
             let holding: Vec<&String> = self.held.keys().collect();
             tracing::info!(task_id = %a.task_id, holding = ?holding, "every slot busy; rejecting");
             self.reject(&a, "busy");

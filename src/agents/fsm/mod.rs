@@ -372,6 +372,14 @@ impl AgentFsm {
         self.changed();
         match delay {
             Some(d) => {
+                // A rejection: no offer (not even of another free slot) until
+                // the backoff is over, so the task does not come straight back.
+                if self.offered {
+                    self.offered = false;
+                    self.scheduler.do_send(AgentUnavailable {
+                        agent_id: self.agent_id.clone(),
+                    });
+                }
                 ctx.run_later(d, |act, ctx| act.offer(ctx));
             }
             None => self.offer(ctx),
