@@ -16,19 +16,17 @@ fn running(hub: &Hub, agent_id: &str) -> usize {
     state["running"].as_array().map_or(0, Vec::len)
 }
 
-#[test]
-fn three_slots_run_three_tasks_and_a_kill_returns_each_once() {
-    let hub = Hub::start();
-    let mut sc = Sidecar::prepare(&hub, "wide", "slots = 3\n");
+/// Starts `sc` with an agent that works until `go`, submits `n` tasks for it
+/// and waits until every one started: they run at once.
+fn all_started(hub: &Hub, sc: &mut Sidecar, n: usize) -> Vec<String> {
     let wake = fake_agent(sc.dir.path(), true);
     sc.set_wake(&wake);
     sc.spawn();
-    sc.wait_online(&hub);
-
-    let tasks: Vec<String> = (0..3)
-        .map(|i| hub.submit_for("wide", json!({"description": format!("job {i}")})))
+    sc.wait_online(hub);
+    let agent = sc.agent_id.clone();
+    let tasks: Vec<String> = (0..n)
+        .map(|i| hub.submit_for(&agent, json!({"description": format!("job {i}")})))
         .collect();
-    // Three agents' runs at once: each task started, each in its own slot file.
     for t in &tasks {
         let started = sc.results_dir().join(format!("{t}.started"));
         assert!(
@@ -37,6 +35,15 @@ fn three_slots_run_three_tasks_and_a_kill_returns_each_once() {
             sc.log_tail()
         );
     }
+    tasks
+}
+
+#[test]
+fn three_slots_run_three_tasks_and_a_kill_returns_each_once() {
+    let hub = Hub::start();
+    let mut sc = Sidecar::prepare(&hub, "wide", "slots = 3\n");
+    // Three agents' runs at once, each in its own slot file.
+    let tasks = all_started(&hub, &mut sc, 3);
     assert!(
         wait_for(SOON, || running(&hub, "wide") == 3),
         "the hub does not show three running tasks"
@@ -92,22 +99,8 @@ fn without_slots_in_its_config_the_sidecar_runs_what_its_token_grants() {
     assert_eq!(status, 201, "{made}");
     let token = made["token"].as_str().expect("token");
     let mut sc = Sidecar::prepare_with_token(&hub, "granted", token, "");
-    let wake = fake_agent(sc.dir.path(), true);
-    sc.set_wake(&wake);
-    sc.spawn();
-    sc.wait_online(&hub);
-    let tasks: Vec<String> = (0..2)
-        .map(|i| hub.submit_for("granted", json!({"description": format!("job {i}")})))
-        .collect();
     // Both run at once: neither can finish before `go`.
-    for t in &tasks {
-        let started = sc.results_dir().join(format!("{t}.started"));
-        assert!(
-            wait_for(SOON, || started.exists()),
-            "{t} never started:\n{}",
-            sc.log_tail()
-        );
-    }
+    let tasks = all_started(&hub, &mut sc, 2);
     fs::write(sc.path("go"), "").expect("go");
     for t in &tasks {
         let done = hub.wait_status(t, "completed", SOON);
