@@ -328,7 +328,7 @@
   function grabUi() {
     const ids = [
       'boot', 'login-view', 'login-form', 'login-token', 'login-submit', 'login-error',
-      'dashboard', 'conn-state', 'uptime', 'action-result', 'logout',
+      'dashboard', 'conn-state', 'uptime', 'action-result', 'logout', 'role-badge',
       'disconnected-banner', 'disconnected-text',
       'health-banner', 'health-status', 'health-summary', 'health-conditions',
       'agents-summary', 'agents-empty', 'agents-list',
@@ -615,7 +615,7 @@
         h('div', { class: 'res-actions' },
           h('button', {
             type: 'button', class: 'btn btn-small', testid: 'usage-resume-btn',
-            data: { action: 'resume-usage', target: g }, disabled: busy, text: busy ? 'Resuming…' : 'Resume now',
+            data: { action: 'resume-usage', target: g, needs: 'steer' }, disabled: busy, text: busy ? 'Resuming…' : 'Resume now',
           })));
     }, function (p) { return sig([p, model.pending.has('resume:' + p.credential_group)]); });
   }
@@ -742,7 +742,7 @@
         acked ? [' · acknowledged ', isNum(a.acknowledged_at) ? relTime(a.acknowledged_at) : ''] : null)),
     h('button', {
       type: 'button', class: 'btn btn-small', testid: 'ack-btn',
-      data: { action: 'ack', target: a.rule_id },
+      data: { action: 'ack', target: a.rule_id, needs: 'steer' },
       hidden: acked, disabled: acked || pending,
       text: pending ? 'Acking…' : 'Acknowledge',
     }));
@@ -778,11 +778,11 @@
       h('div', { class: 'dl-actions' },
         h('button', {
           type: 'button', class: 'btn btn-small', testid: 'retry-btn',
-          data: { action: 'retry', target: t.id }, disabled: busy, text: retrying ? 'Retrying…' : 'Retry',
+          data: { action: 'retry', target: t.id, needs: 'steer' }, disabled: busy, text: retrying ? 'Retrying…' : 'Retry',
         }),
         h('button', {
           type: 'button', class: 'btn btn-small btn-danger', testid: 'cancel-btn',
-          data: { action: 'cancel', target: t.id }, disabled: busy, text: cancelling ? 'Cancelling…' : 'Cancel',
+          data: { action: 'cancel', target: t.id, needs: 'steer' }, disabled: busy, text: cancelling ? 'Cancelling…' : 'Cancel',
         })));
   }
 
@@ -829,7 +829,7 @@
       reservation ? h('div', { class: 'res-actions' },
         h('button', {
           type: 'button', class: 'btn btn-small', testid: 'release-btn',
-          data: { action: 'release', target: str(c.reservation_id) },
+          data: { action: 'release', target: str(c.reservation_id), needs: 'admin' },
           disabled: releasing, text: releasing ? 'Releasing…' : 'Release',
         })) : null);
   }
@@ -1261,14 +1261,14 @@
         const pending = model.pending.has('cancel:' + d.id);
         actions.push(h('button', {
           type: 'button', class: 'btn btn-danger', testid: 'detail-cancel-btn',
-          data: { action: 'cancel', target: d.id }, disabled: pending, text: pending ? 'Cancelling…' : 'Cancel task',
+          data: { action: 'cancel', target: d.id, needs: 'steer' }, disabled: pending, text: pending ? 'Cancelling…' : 'Cancel task',
         }));
       }
       if (status === 'dead_letter' || status === 'blocked') {
         const pending = model.pending.has('retry:' + d.id);
         actions.push(h('button', {
           type: 'button', class: 'btn btn-primary', testid: 'detail-retry-btn',
-          data: { action: 'retry', target: d.id }, disabled: pending, text: pending ? 'Retrying…' : 'Retry',
+          data: { action: 'retry', target: d.id, needs: 'steer' }, disabled: pending, text: pending ? 'Retrying…' : 'Retry',
         }));
       }
     }
@@ -2003,7 +2003,7 @@
     const d = r.data || {};
     if (r.status === 0) return 'Cannot reach the hub. Check the address and try again.';
     if (r.status === 401) return 'Wrong token: the hub did not accept it.';
-    if (r.status === 403 && d.error === 'admin_only') return 'That is an agent token; the dashboard needs the admin token';
+    if (r.status === 403 && d.error === 'admin_only') return 'That is an agent token; the dashboard needs the admin token, or a coordinator\'s or observer\'s';
     if (r.status === 403) return 'Refused: ' + str(d.error || 'forbidden');
     if (r.status === 422) {
       const errs = Array.isArray(d.errors) ? d.errors : [];
@@ -2020,7 +2020,7 @@
     ev.preventDefault();
     const token = ui.loginToken.value;
     if (!token.trim()) {
-      setLoginError('Enter the admin token.');
+      setLoginError('Enter a token.');
       ui.loginToken.focus();
       return;
     }
@@ -2032,6 +2032,7 @@
     ui.loginSubmit.textContent = 'Log in';
     if (r.ok) {
       ui.loginToken.value = '';
+      setRole(r.data && r.data.role, r.data && r.data.name);
       enterDashboard();
       return;
     }
@@ -2055,6 +2056,18 @@
     clearTimeout(snapTimer);
     snapTimer = null;
     model = emptyModel();
+  }
+
+  /**
+   * The page shows only the controls the session's role may use: an observer
+   * none, a coordinator those that steer work, the admin all (data-needs on a
+   * control: write, steer or admin; style.css hides the rest).
+   */
+  function setRole(role, name) {
+    const r = role === 'observer' || role === 'coordinator' ? role : 'admin';
+    document.documentElement.dataset.role = r;
+    ui.roleBadge.textContent = r === 'admin' ? '' : r + (name ? ' ' + str(name) : '');
+    ui.roleBadge.hidden = r === 'admin';
   }
 
   function enterDashboard() {
@@ -2224,7 +2237,10 @@
     });
 
     const r = await api('GET', '/dashboard/session');
-    if (r.ok && r.data && r.data.authenticated === true) enterDashboard();
+    if (r.ok && r.data && r.data.authenticated === true) {
+      setRole(r.data.role, r.data.name);
+      enterDashboard();
+    }
     else showLogin(r.status === 0 ? 'Cannot reach the hub.' : '');
   }
 

@@ -123,6 +123,9 @@ pub enum ApiError {
     /// 403: an agent acting on another agent's resource.
     #[error("forbidden")]
     Forbidden,
+    /// 403: an observer's token on a route that changes something.
+    #[error("read only")]
+    ReadOnly,
     /// 404: no such route or resource.
     #[error("not found")]
     NotFound,
@@ -225,6 +228,7 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::AdminOnly
             | ApiError::Forbidden
+            | ApiError::ReadOnly
             | ApiError::InvalidInvite
             | ApiError::DashboardHeaderMissing
             | ApiError::OriginRefused
@@ -259,6 +263,7 @@ impl ResponseError for ApiError {
             }),
             ApiError::AdminOnly => json!({"error": "admin_only"}),
             ApiError::Forbidden => json!({"error": "forbidden"}),
+            ApiError::ReadOnly => json!({"error": "read_only"}),
             ApiError::InvalidInvite => json!({
                 "error": "invalid_invite",
                 "hint": "ask an operator for a fresh invite: agentcom-hub agent invite NAME",

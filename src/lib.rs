@@ -28,7 +28,7 @@ pub use agentcom_protocol as protocol;
 
 /// Agent tokens and one-time invites of a stopped hub's data dir (`agent add`,
 /// `invite`, `list`, `revoke`).
-pub use agents::auth::{join_command, IssueError, TokenTerms, Tokens};
+pub use agents::auth::{join_command, IssueError, Role, TokenTerms, Tokens};
 /// The fixed id of a completion's follow-up (tests find follow-ups by it).
 pub use queue::follow_up_id;
 /// The sled store and its page-cache default.

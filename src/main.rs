@@ -15,7 +15,9 @@ use agentcom_hub::backup::{self, Progress};
 use agentcom_hub::config::{Config, Overrides};
 use agentcom_hub::error::{BackupError, StoreError};
 use agentcom_hub::logging;
-use agentcom_hub::{join_command, IssueError, Store, TokenTerms, Tokens, DEFAULT_CACHE_BYTES};
+use agentcom_hub::{
+    join_command, IssueError, Role, Store, TokenTerms, Tokens, DEFAULT_CACHE_BYTES,
+};
 
 use cli::hub_client::{self, HubAnswer, HubClient};
 use cli::{bench, mcp, ops as ops_cli};
@@ -157,6 +159,10 @@ enum AgentAction {
         /// sidecar asks for, else 1].
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=32))]
         slots: Option<u32>,
+        /// What the token may do: agent (default), coordinator (an agent that
+        /// may also steer others' work) or observer (reads only).
+        #[arg(long, value_parser = ["agent", "coordinator", "observer"])]
+        role: Option<String>,
         #[command(flatten)]
         target: Target,
     },
@@ -176,6 +182,10 @@ enum AgentAction {
         /// The most tasks the agent may run at once (1-32).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=32))]
         slots: Option<u32>,
+        /// What the token may do: agent (default), coordinator (an agent that
+        /// may also steer others' work) or observer (reads only).
+        #[arg(long, value_parser = ["agent", "coordinator", "observer"])]
+        role: Option<String>,
         #[command(flatten)]
         target: Target,
     },
@@ -368,6 +378,11 @@ fn valid_group(group: Option<&str>) -> Result<(), Fatal> {
     }
 }
 
+/// The role `--role` names (clap checked it).
+fn role_of(role: Option<&str>) -> Role {
+    role.and_then(Role::parse_issuable).unwrap_or_default()
+}
+
 fn agent(action: AgentAction) -> Result<(), Fatal> {
     match action {
         AgentAction::Add {
@@ -375,6 +390,7 @@ fn agent(action: AgentAction) -> Result<(), Fatal> {
             capabilities,
             credential_group,
             slots,
+            role,
             target,
         } => {
             valid_agent_id(&name)?;
@@ -383,7 +399,8 @@ fn agent(action: AgentAction) -> Result<(), Fatal> {
             let token = match &target.hub {
                 Some(hub) => {
                     let body = serde_json::json!({"agent_id": name, "capabilities": caps,
-                                                  "credential_group": credential_group, "slots": slots});
+                                                  "credential_group": credential_group, "slots": slots,
+                                                  "role": role});
                     let answer = accepted(hub_request(hub, "POST", "/admin/tokens", Some(body))?)?;
                     answer["token"].as_str().unwrap_or_default().to_string()
                 }
@@ -392,6 +409,7 @@ fn agent(action: AgentAction) -> Result<(), Fatal> {
                     let terms = TokenTerms {
                         credential_group,
                         slots,
+                        role: role_of(role.as_deref()),
                     };
                     tokens
                         .issue_with_now(&name, caps, terms)
@@ -408,6 +426,7 @@ fn agent(action: AgentAction) -> Result<(), Fatal> {
             ttl_hours,
             credential_group,
             slots,
+            role,
             target,
         } => {
             valid_agent_id(&name)?;
@@ -422,7 +441,8 @@ fn agent(action: AgentAction) -> Result<(), Fatal> {
             let command = match &target.hub {
                 Some(hub) => {
                     let mut body = serde_json::json!({"agent_id": name, "capabilities": caps,
-                                                      "credential_group": credential_group, "slots": slots});
+                                                      "credential_group": credential_group, "slots": slots,
+                                                      "role": role});
                     if let Some(h) = ttl_hours {
                         body["ttl_hours"] = h.into();
                     }
@@ -436,6 +456,7 @@ fn agent(action: AgentAction) -> Result<(), Fatal> {
                     let terms = TokenTerms {
                         credential_group,
                         slots,
+                        role: role_of(role.as_deref()),
                     };
                     let (code, record) = tokens.invite_with_now(&name, caps, terms, ttl)?;
                     join_command(&config.hub_url(), &name, &code, &record.capabilities)
@@ -476,6 +497,9 @@ fn agent(action: AgentAction) -> Result<(), Fatal> {
                 );
                 if let Some(g) = r["credential_group"].as_str() {
                     line.push_str(&format!("\tgroup {g}"));
+                }
+                if let Some(role) = r["role"].as_str().filter(|r| *r != "agent") {
+                    line.push_str(&format!("\trole {role}"));
                 }
                 if let Some(n) = r["slots"].as_u64() {
                     line.push_str(&format!("\tslots {n}"));

@@ -205,10 +205,13 @@ fn whoami_names_the_tokens_principal() {
     let token = register_agent(&hub, "who-agent", &[]);
     let (status, me) = hub.get_as("/api/whoami", Some(&token));
     assert_eq!(status, 200, "{me}");
-    assert_eq!(me, json!({"principal": "agent", "agent_id": "who-agent"}));
+    assert_eq!(
+        me,
+        json!({"principal": "agent", "role": "agent", "agent_id": "who-agent"})
+    );
     let (status, me) = hub.get("/api/whoami");
     assert_eq!(status, 200, "{me}");
-    assert_eq!(me, json!({"principal": "admin"}));
+    assert_eq!(me, json!({"principal": "admin", "role": "admin"}));
     let (status, body) = hub.get_as("/api/whoami", None);
     assert_eq!(status, 401, "{body}");
     let (status, body) = hub.get_as("/api/whoami", Some("tok_not_issued"));

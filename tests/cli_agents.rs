@@ -71,6 +71,12 @@ fn agent_add_prints_a_token_that_identifies_and_revoke_ends_it() {
 
     let bad = hub_cli(&["agent", "add", "x", "--credential-group", ""], &dir);
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
+    let eye = hub_cli(&["agent", "add", "eye", "--role", "observer"], &dir);
+    assert!(eye.status.success(), "{}", text(&eye.stderr));
+    let listed = text(&hub_cli(&["agent", "list"], &dir).stdout);
+    assert!(listed.contains("role observer"), "{listed}");
+    let bad = hub_cli(&["agent", "add", "x", "--role", "admin"], &dir);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
     for slots in ["0", "33", "many"] {
         let bad = hub_cli(&["agent", "add", "x", "--slots", slots], &dir);
         assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));

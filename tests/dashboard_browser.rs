@@ -307,6 +307,11 @@ impl Side {
                 wide.close();
                 Ok(String::new())
             }
+            "queued_for_nobody" => Ok(submit(
+                hub,
+                json!({"description": "Waits for an agent nobody runs",
+                       "needed_capabilities": ["nobody"]}),
+            )),
             "usage_resumed" => {
                 let (_, usage) = hub.get("/api/usage");
                 let (_, events) = hub.get("/api/events?kind=usage_resumed");
@@ -355,12 +360,19 @@ fn operator_watches_and_steers_the_fleet_from_the_dashboard() {
         "metrics_interval_ms = 500\nalert_check_interval_ms = 200\nalert_startup_grace_ms = 0\n",
     );
     let agent_token = register_agent(&hub, AGENT_ID, &[]);
+    let (status, eye) = hub.post(
+        "/admin/tokens",
+        &json!({"agent_id": "night-watch", "role": "observer"}),
+    );
+    assert_eq!(status, 201, "{eye}");
+    let observer_token = eye["token"].as_str().unwrap_or_default().to_string();
     let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-artifacts");
     let mut child = Command::new("node")
         .arg(browser_dir().join("dashboard.mjs"))
         .env("HUB_URL", hub.url(""))
         .env("ADMIN_TOKEN", &hub.admin_token)
         .env("AGENT_TOKEN", &agent_token)
+        .env("OBSERVER_TOKEN", &observer_token)
         .env("AGENT_ID", AGENT_ID)
         .env("ARTIFACT_DIR", &artifacts)
         .env("CHROMIUM", chromium())

@@ -536,7 +536,7 @@ fn bad_arguments_are_tool_errors_and_the_server_keeps_serving() {
 }
 
 #[test]
-fn an_agent_token_cannot_use_admin_tools() {
+fn an_agent_token_cannot_use_the_steering_tools() {
     let hub = Hub::start();
     let token = register_agent(&hub, "coord", &[]);
     let mut agent_mcp = McpClient::start(&hub, &token);
@@ -839,4 +839,45 @@ fn submit_task_forwards_dedupe_key_dependencies_and_start_times() {
     let listed = mcp.call("list_tasks", json!({"correlation_id": "release-7"}));
     assert_eq!(listed["count"], 1, "{listed}");
     assert_eq!(listed["tasks"][0]["id"], build, "{listed}");
+}
+
+#[test]
+fn tools_follow_the_tokens_role() {
+    let hub = Hub::start();
+    let issue = |id: &str, role: &str| -> String {
+        let (status, body) = hub.post("/admin/tokens", &json!({"agent_id": id, "role": role}));
+        assert_eq!(status, 201, "{body}");
+        body["token"].as_str().expect("token").to_string()
+    };
+    let write_tools = [
+        "submit_task",
+        "broadcast_task",
+        "send_message",
+        "reserve_paths",
+        "release_paths",
+    ];
+    // A coordinator sees every tool, the steering ones included, and they work.
+    let mut lead = McpClient::start(&hub, &issue("lead", "coordinator"));
+    let names = lead.tool_names();
+    assert_eq!(names.len(), ALL_TOOLS.len(), "{names:?}");
+    let created = lead.call("submit_task", json!({"description": "replan me"}));
+    let id = created["task_id"].as_str().expect("task_id").to_string();
+    let cancelled = lead.call("cancel_task", json!({"task_id": id}));
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    // An observer sees only what reads, and a write is refused by the hub.
+    let mut eye = McpClient::start(&hub, &issue("eye", "observer"));
+    let names = eye.tool_names();
+    for name in ALL_TOOLS {
+        let hidden = ADMIN_ONLY.contains(&name) || write_tools.contains(&name);
+        assert_eq!(
+            names.contains(&name.to_string()),
+            !hidden,
+            "{name} in {names:?}"
+        );
+    }
+    let listed = eye.call("list_tasks", json!({}));
+    assert_eq!(listed["tasks"][0]["id"], id.as_str(), "{listed}");
+    let refused = eye.call_err("submit_task", json!({"description": "no"}));
+    assert_eq!(refused["error"], "read_only", "{refused}");
+    assert_eq!(refused["http_status"], 403, "{refused}");
 }

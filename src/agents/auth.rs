@@ -21,8 +21,98 @@ const PREFIX_LEN: usize = 8;
 /// Who a bearer token belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
+    /// The hub's admin token.
     Admin,
+    /// An agent's token (role `agent`).
     Agent(String),
+    /// A coordinator's token: an agent that may also steer others' work.
+    Coordinator(String),
+    /// An observer's token: reads, changes nothing.
+    Observer(String),
+}
+
+impl Principal {
+    /// The name it acts under (event-log actor): `admin`, or the token's id.
+    pub fn id(&self) -> &str {
+        match self {
+            Principal::Admin => "admin",
+            Principal::Agent(id) | Principal::Coordinator(id) | Principal::Observer(id) => id,
+        }
+    }
+
+    /// The agent it may act as (identify, its mailbox, its reservations):
+    /// an agent's or a coordinator's token.
+    pub fn agent_id(&self) -> Option<&str> {
+        match self {
+            Principal::Agent(id) | Principal::Coordinator(id) => Some(id),
+            Principal::Admin | Principal::Observer(_) => None,
+        }
+    }
+
+    /// May steer others' work: task controls, lanes, agent controls, standing
+    /// orders, concurrency limits, usage pauses, alert acknowledgements.
+    pub fn may_steer(&self) -> bool {
+        matches!(self, Principal::Admin | Principal::Coordinator(_))
+    }
+
+    /// May read what operators read (metrics, alerts, storage health, the
+    /// dashboard): the admin, coordinators and observers.
+    pub fn may_watch(&self) -> bool {
+        !matches!(self, Principal::Agent(_))
+    }
+
+    /// Reads only.
+    pub fn read_only(&self) -> bool {
+        matches!(self, Principal::Observer(_))
+    }
+
+    /// Its role's name.
+    pub fn role(&self) -> Role {
+        match self {
+            Principal::Admin => Role::Admin,
+            Principal::Agent(_) => Role::Agent,
+            Principal::Coordinator(_) => Role::Coordinator,
+            Principal::Observer(_) => Role::Observer,
+        }
+    }
+}
+
+/// What a token may do (ext, PROTOCOL.md 6.25). Tokens the admin issues are
+/// `agent` (the default), `coordinator` or `observer`; `admin` is the hub's
+/// admin token.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    #[default]
+    Agent,
+    Coordinator,
+    Observer,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Agent => "agent",
+            Role::Coordinator => "coordinator",
+            Role::Observer => "observer",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// A role a token may be issued with (`admin` is the hub's own token).
+    pub fn parse_issuable(text: &str) -> Option<Role> {
+        match text {
+            "agent" => Some(Role::Agent),
+            "coordinator" => Some(Role::Coordinator),
+            "observer" => Some(Role::Observer),
+            _ => None,
+        }
+    }
+
+    fn is_agent(&self) -> bool {
+        *self == Role::Agent
+    }
 }
 
 /// What is stored for an agent's token.
@@ -41,6 +131,9 @@ pub struct TokenRecord {
     /// sidecar asks for).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slots: Option<u32>,
+    /// What the token may do (ext; `agent` when absent).
+    #[serde(default, skip_serializing_if = "Role::is_agent")]
+    pub role: Role,
 }
 
 /// What an operator sets on a token besides its capabilities.
@@ -50,6 +143,8 @@ pub struct TokenTerms {
     pub credential_group: Option<String>,
     /// The most tasks the agent may run at once.
     pub slots: Option<u32>,
+    /// What the token may do (default `agent`).
+    pub role: Role,
 }
 
 /// Why an `identify` was refused.
@@ -83,6 +178,8 @@ pub struct InviteRecord {
     pub credential_group: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slots: Option<u32>,
+    #[serde(default, skip_serializing_if = "Role::is_agent")]
+    pub role: Role,
 }
 
 impl From<StoreError> for IssueError {
@@ -167,23 +264,33 @@ impl Tokens {
 
     /// Whose token this is, if anyone's.
     pub fn authenticate(&self, token: &str) -> Result<Option<Principal>, StoreError> {
-        let hash = hash_token(token);
+        self.authenticate_hash(&hash_token(token))
+    }
+
+    /// [`Tokens::authenticate`] by the token's hash (a dashboard session keeps
+    /// only the hash).
+    pub fn authenticate_hash(&self, hash: &str) -> Result<Option<Principal>, StoreError> {
         if let Some(admin) = self.store.meta.get(ADMIN_HASH_KEY)? {
             if admin.as_ref() == hash.as_bytes() {
                 return Ok(Some(Principal::Admin));
             }
         }
-        Ok(self
-            .store
-            .token_hashes
-            .get(hash.as_bytes())?
-            .map(|id| Principal::Agent(String::from_utf8_lossy(&id).into_owned())))
+        let Some(id) = self.store.token_hashes.get(hash.as_bytes())? else {
+            return Ok(None);
+        };
+        let id = String::from_utf8_lossy(&id).into_owned();
+        let role = self.get(&id)?.map(|r| r.role).unwrap_or_default();
+        Ok(Some(match role {
+            Role::Coordinator => Principal::Coordinator(id),
+            Role::Observer => Principal::Observer(id),
+            Role::Agent | Role::Admin => Principal::Agent(id),
+        }))
     }
 
     /// Checks an `identify`: the token must be this agent's.
     pub fn check_identify(&self, agent_id: &str, token: &str) -> Result<(), IdentifyRefusal> {
         match self.authenticate(token) {
-            Ok(Some(Principal::Agent(owner))) if owner == agent_id => Ok(()),
+            Ok(Some(p)) if p.agent_id() == Some(agent_id) => Ok(()),
             Ok(Some(_)) => Err(IdentifyRefusal::TokenAgentMismatch),
             Ok(None) | Err(_) => Err(IdentifyRefusal::InvalidToken),
         }
@@ -239,6 +346,7 @@ impl Tokens {
             token_hash: hash_token(&token),
             credential_group: terms.credential_group,
             slots: terms.slots,
+            role: terms.role,
         };
         let value = encode(&record);
         // compare_and_swap makes two concurrent issues for one agent create one token.
@@ -290,6 +398,7 @@ impl Tokens {
             used_at: None,
             credential_group: terms.credential_group,
             slots: terms.slots,
+            role: terms.role,
         };
         self.store
             .invites
@@ -334,6 +443,7 @@ impl Tokens {
         let terms = TokenTerms {
             credential_group: invite.credential_group,
             slots: invite.slots,
+            role: invite.role,
         };
         match self.insert(agent_id, invite.capabilities, terms) {
             Ok(issued) => {

@@ -282,6 +282,10 @@ impl Hub {
         http("POST", &self.url(path), token, Body::Json(body))
     }
 
+    pub fn put_as(&self, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
+        http("PUT", &self.url(path), token, Body::Json(body))
+    }
+
     /// Posts `raw` as the body with `Content-Type: application/json` (for bad JSON).
     pub fn post_raw_as(&self, path: &str, token: Option<&str>, raw: &str) -> (u16, Value) {
         http("POST", &self.url(path), token, Body::Raw(raw))

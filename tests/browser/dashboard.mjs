@@ -22,6 +22,7 @@ const HUB = env('HUB_URL');
 const ADMIN = env('ADMIN_TOKEN');
 const AGENT_TOKEN = env('AGENT_TOKEN');
 const AGENT_ID = env('AGENT_ID');
+const OBSERVER_TOKEN = env('OBSERVER_TOKEN');
 const ARTIFACTS = env('ARTIFACT_DIR');
 // Generous: these bound a hang, they do not measure speed.
 const WAIT_MS = 30_000;
@@ -280,6 +281,32 @@ async function main() {
     await page.locator(`${tid('conn-state')}[data-state="live"]`).waitFor();
     await page.locator(`${tid('task-row')}[data-task-id="${taskId}"]`).waitFor();
     console.log('reconnected after the hub restarted');
+
+    // An observer's token: the same live page, without the controls. The
+    // admin's page shows the cancel control of a waiting task; the observer's
+    // does not, nor the submit form or the backup button.
+    const waitingId = await hub('queued_for_nobody');
+    await page.click(`${tid('task-row')}[data-task-id="${waitingId}"]`);
+    await page.locator(tid('detail-cancel-btn')).waitFor({ state: 'visible' });
+    await page.click(tid('task-detail-close'));
+    const eyeContext = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
+    const eye = await eyeContext.newPage();
+    eye.setDefaultTimeout(WAIT_MS);
+    await eye.goto(`${HUB}/dashboard`);
+    await eye.locator(tid('login-form')).waitFor({ state: 'visible' });
+    await eye.fill(tid('login-token'), OBSERVER_TOKEN);
+    await eye.click(tid('login-submit'));
+    await eye.locator(`${tid('conn-state')}[data-state="live"]`).waitFor();
+    await eye.locator(tid('role-badge'), { hasText: 'observer night-watch' }).waitFor();
+    await eye.click(`${tid('task-row')}[data-task-id="${waitingId}"]`);
+    await eye.locator(`${tid('task-detail')}[data-task-id="${waitingId}"]`).waitFor({ state: 'visible' });
+    await eye.locator(tid('detail-cancel-btn')).waitFor({ state: 'attached' });
+    check(await eye.locator(tid('detail-cancel-btn')).isHidden(), 'observer: no cancel control');
+    check(await eye.locator(tid('submit-form')).isHidden(), 'observer: no submit form');
+    check(await eye.locator(tid('backup-now')).isHidden(), 'observer: no backup button');
+    check(await page.locator(tid('submit-form')).isVisible(), 'admin: the submit form');
+    await eyeContext.close();
+    console.log(`an observer watched ${waitingId} without controls`);
 
     // Logout ends the session, also for a reload.
     await page.click(tid('logout'));

@@ -30,13 +30,22 @@ mod agents;
 mod coordination;
 mod messages;
 
-/// Tools only the admin token may use; not listed for an agent's token (the
-/// hub refuses them anyway, and the tool error says so).
-const ADMIN_TOOLS: &[&str] = &[
+/// Tools that steer others' work: the admin's and coordinators' tokens only;
+/// not listed for an agent's or observer's token (the hub refuses them anyway,
+/// and the tool error says so).
+const STEER_TOOLS: &[&str] = &[
     "cancel_task",
     "retry_task",
     "set_concurrency_limit",
     "resume_usage",
+];
+/// Tools that change something: not listed for an observer's token.
+const WRITE_TOOLS: &[&str] = &[
+    "submit_task",
+    "broadcast_task",
+    "send_message",
+    "reserve_paths",
+    "release_paths",
 ];
 /// `wait_for_task`: default and longest wait (s), and the longest single hub
 /// long poll (ms; the hub holds one at most 60 s).
@@ -63,6 +72,27 @@ hub's structured error (field `error`, HTTP status in `http_status`).";
 enum Principal {
     Admin,
     Agent(String),
+    Coordinator(String),
+    Observer(String),
+}
+
+impl Principal {
+    /// The agent whose mailbox is its own (agents and coordinators).
+    fn agent_id(&self) -> Option<&str> {
+        match self {
+            Principal::Agent(id) | Principal::Coordinator(id) => Some(id),
+            Principal::Admin | Principal::Observer(_) => None,
+        }
+    }
+
+    /// Whether the token may use `tool`.
+    fn may_use(&self, tool: &str) -> bool {
+        match self {
+            Principal::Admin | Principal::Coordinator(_) => true,
+            Principal::Agent(_) => !STEER_TOOLS.contains(&tool),
+            Principal::Observer(_) => !STEER_TOOLS.contains(&tool) && !WRITE_TOOLS.contains(&tool),
+        }
+    }
 }
 
 type Outcome = Result<CallToolResult, CallToolResult>;
@@ -449,12 +479,12 @@ impl ServerHandler for HubTools {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let agent = matches!(self.principal().await, Some(Principal::Agent(_)));
+        let who = self.principal().await;
         let tools = self
             .tool_router
             .list_all()
             .into_iter()
-            .filter(|t| !(agent && ADMIN_TOOLS.contains(&t.name.as_ref())))
+            .filter(|t| who.as_ref().is_none_or(|p| p.may_use(t.name.as_ref())))
             .collect();
         Ok(ListToolsResult::with_all_items(tools))
     }
@@ -517,6 +547,8 @@ impl HubTools {
         let principal = match (answer["principal"].as_str(), answer["agent_id"].as_str()) {
             (Some("admin"), _) => Principal::Admin,
             (Some("agent"), Some(id)) => Principal::Agent(id.to_string()),
+            (Some("coordinator"), Some(id)) => Principal::Coordinator(id.to_string()),
+            (Some("observer"), Some(id)) => Principal::Observer(id.to_string()),
             _ => return Err(None),
         };
         let _ = self.inner.principal.set(principal.clone());

@@ -16,6 +16,7 @@ use tokio::sync::broadcast::error::TryRecvError;
 use tokio::sync::broadcast::Receiver;
 
 use super::SharedDeps;
+use crate::agents::auth::Principal;
 use crate::ops::alerts::Acknowledge;
 use crate::queue::{ControlTask, QueueError, TaskControl};
 use crate::storage::bus::HubEvent;
@@ -30,6 +31,8 @@ const MAX_ID: usize = 256;
 
 pub(crate) struct DashboardSocket {
     deps: SharedDeps,
+    /// Who logged in: its role decides which actions the page may take.
+    who: Principal,
     events: Option<Receiver<Arc<HubEvent>>>,
     last_heard: Instant,
     building: bool,
@@ -41,9 +44,10 @@ pub(crate) struct DashboardSocket {
 }
 
 impl DashboardSocket {
-    pub(crate) fn new(deps: SharedDeps) -> DashboardSocket {
+    pub(crate) fn new(deps: SharedDeps, who: Principal) -> DashboardSocket {
         DashboardSocket {
             deps,
+            who,
             events: None,
             last_heard: Instant::now(),
             building: false,
@@ -63,7 +67,7 @@ impl DashboardSocket {
         let ask = self.deps.queue.send(ControlTask {
             task_id: task_id.clone(),
             control,
-            by: "admin".into(),
+            by: self.who.id().to_string(),
         });
         ctx.spawn(ask.into_actor(self).map(move |r, _, ctx| {
             let reply = match r {
@@ -187,6 +191,16 @@ impl DashboardSocket {
                 return;
             }
         };
+        if !matches!(frame, Frame::RequestSnapshot) && !self.who.may_steer() {
+            // An observer watches: its page shows no controls, and the socket
+            // refuses the actions too.
+            Self::send_json(
+                ctx,
+                &json!({"type": "error", "error": "read_only",
+                        "detail": "an observer's session takes no actions"}),
+            );
+            return;
+        }
         match frame {
             Frame::RequestSnapshot => self.snapshot(ctx),
             Frame::RetryTask(task_id) => self.control(ctx, task_id, TaskControl::Retry),

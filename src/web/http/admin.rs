@@ -7,7 +7,7 @@
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
-use super::Admin;
+use super::{Admin, Watch};
 use crate::error::ApiError;
 use crate::hub::HubState;
 
@@ -55,7 +55,7 @@ async fn compact(_admin: Admin, state: web::Data<HubState>) -> Result<HttpRespon
 
 /// `GET /api/admin/storage-health` (alias `/api/admin/dets-health`).
 async fn storage_health(
-    _admin: Admin,
+    _watch: Watch,
     state: web::Data<HubState>,
 ) -> Result<HttpResponse, ApiError> {
     let keeper = state.storage.clone();

@@ -5,15 +5,20 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
 use super::{bearer, object_body, str_list, Admin, Caller, AGENT_ID_FIELD, CAPABILITIES_FIELD};
-use crate::agents::auth::{join_command, IssueError, Principal, TokenTerms};
+use crate::agents::auth::{join_command, IssueError, Principal, Role, TokenTerms};
 use crate::agents::presence::{AgentState, ListAgents, RevokeAgent};
 use crate::error::ApiError;
 use crate::hub::HubState;
 use crate::protocol::{check_slot_count, id, opt, Field, FieldError, Kind};
 
 /// Body of `POST /admin/tokens`.
-pub(crate) const TOKEN_FIELDS: &[Field] =
-    &[AGENT_ID_FIELD, CAPABILITIES_FIELD, GROUP_FIELD, SLOTS_FIELD];
+pub(crate) const TOKEN_FIELDS: &[Field] = &[
+    AGENT_ID_FIELD,
+    CAPABILITIES_FIELD,
+    GROUP_FIELD,
+    SLOTS_FIELD,
+    ROLE_FIELD,
+];
 /// Body of `POST /admin/invites`.
 pub(crate) const INVITE_FIELDS: &[Field] = &[
     AGENT_ID_FIELD,
@@ -21,7 +26,10 @@ pub(crate) const INVITE_FIELDS: &[Field] = &[
     opt("ttl_hours", Kind::UInt),
     GROUP_FIELD,
     SLOTS_FIELD,
+    ROLE_FIELD,
 ];
+/// What the token may do (ext, PROTOCOL.md 6.25): agent, coordinator, observer.
+const ROLE_FIELD: Field = opt("role", id(16));
 /// Agents sharing a provider account (ext, PROTOCOL.md 6.23).
 const GROUP_FIELD: Field = opt("credential_group", id(128));
 /// How many tasks the agent may run at once (ext, PROTOCOL.md 6.24).
@@ -34,12 +42,23 @@ fn terms_in(obj: &serde_json::Map<String, Value>) -> Result<TokenTerms, ApiError
     if let Some(e) = slots.and_then(|n| check_slot_count("slots", n)) {
         return Err(ApiError::Validation(vec![e]));
     }
+    let role = match obj.get("role").and_then(Value::as_str) {
+        None => Role::Agent,
+        Some(r) => Role::parse_issuable(r).ok_or_else(|| {
+            ApiError::Validation(vec![FieldError::new(
+                "role",
+                "invalid_value",
+                "one of agent, coordinator, observer",
+            )])
+        })?,
+    };
     Ok(TokenTerms {
         credential_group: obj
             .get("credential_group")
             .and_then(Value::as_str)
             .map(str::to_string),
         slots: slots.and_then(|n| u32::try_from(n).ok()),
+        role,
     })
 }
 /// Body of `POST /api/onboard/register`.
@@ -73,11 +92,11 @@ async fn list_agents(state: web::Data<HubState>) -> Result<HttpResponse, ApiErro
 
 /// `GET /api/whoami` (ext): whose rights the bearer token carries.
 async fn whoami(caller: Caller) -> HttpResponse {
+    let role = caller.0.role().as_str();
     match caller.0 {
-        Principal::Admin => HttpResponse::Ok().json(json!({"principal": "admin"})),
-        Principal::Agent(id) => {
-            HttpResponse::Ok().json(json!({"principal": "agent", "agent_id": id}))
-        }
+        Principal::Admin => HttpResponse::Ok().json(json!({"principal": "admin", "role": role})),
+        other => HttpResponse::Ok().json(json!({"principal": role, "role": role,
+                                                "agent_id": other.id()})),
     }
 }
 
@@ -148,6 +167,7 @@ async fn issue_token(
         "capabilities": record.capabilities,
         "credential_group": record.credential_group,
         "slots": record.slots,
+        "role": record.role.as_str(),
     })))
 }
 
@@ -203,6 +223,7 @@ async fn create_invite(
         "capabilities": record.capabilities,
         "credential_group": record.credential_group,
         "slots": record.slots,
+        "role": record.role.as_str(),
         "expires_at": record.expires_at,
         "command": join_command(&hub_url, &record.agent_id, &code, &record.capabilities),
     })))
@@ -278,6 +299,7 @@ async fn list_tokens(_admin: Admin, state: web::Data<HubState>) -> Result<HttpRe
                 "capabilities": r.capabilities,
                 "credential_group": r.credential_group,
                 "slots": r.slots,
+                "role": r.role.as_str(),
             })
         })
         .collect();
@@ -300,10 +322,9 @@ async fn revoke_own_token(
     state: web::Data<HubState>,
 ) -> Result<HttpResponse, ApiError> {
     let agent_id = path.into_inner();
-    match &caller.0 {
-        Principal::Admin => {}
-        Principal::Agent(me) if *me == agent_id => {}
-        Principal::Agent(_) => return Err(ApiError::Forbidden),
+    let own = caller.0.agent_id() == Some(agent_id.as_str());
+    if caller.0 != Principal::Admin && !own {
+        return Err(ApiError::Forbidden);
     }
     revoke(agent_id, &state).await
 }

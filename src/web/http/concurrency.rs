@@ -5,7 +5,7 @@
 use actix_web::{web, HttpResponse};
 use serde_json::{json, Value};
 
-use super::{object_body, Admin, Caller};
+use super::{object_body, Caller, Steer};
 use crate::error::ApiError;
 use crate::hub::HubState;
 use crate::protocol::{req, Field, FieldError, Kind, MAX_CONCURRENCY_KEY};
@@ -54,7 +54,7 @@ async fn change(
 
 async fn set(
     caller: Caller,
-    _admin: Admin,
+    _steer: Steer,
     path: web::Path<String>,
     body: web::Bytes,
     state: web::Data<HubState>,
@@ -78,7 +78,7 @@ async fn set(
 
 async fn remove(
     caller: Caller,
-    _admin: Admin,
+    _steer: Steer,
     path: web::Path<String>,
     state: web::Data<HubState>,
 ) -> Result<HttpResponse, ApiError> {

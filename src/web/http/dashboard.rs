@@ -57,17 +57,26 @@ async fn asset(path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     file(&path.into_inner())
 }
 
-/// Whether the request's session cookie is a live login.
-pub(crate) fn session_of(req: &HttpRequest, state: &HubState) -> Result<bool, ApiError> {
+/// Whose live login the request's session cookie is, if any.
+pub(crate) fn session_of(
+    req: &HttpRequest,
+    state: &HubState,
+) -> Result<Option<Principal>, ApiError> {
     match req.cookie(SESSION_COOKIE) {
-        Some(c) => Ok(state.sessions.is_valid(c.value(), now_ms())?),
-        None => Ok(false),
+        Some(c) => Ok(state.sessions.principal_of(c.value(), now_ms())?),
+        None => Ok(None),
     }
 }
 
+/// `GET /dashboard/session`: whether the page is logged in, and as whom (the
+/// page shows only the controls the role may use).
 async fn session(req: HttpRequest, state: web::Data<HubState>) -> Result<HttpResponse, ApiError> {
-    let authenticated = session_of(&req, &state)?;
-    Ok(HttpResponse::Ok().json(json!({ "authenticated": authenticated })))
+    let who = session_of(&req, &state)?;
+    Ok(HttpResponse::Ok().json(json!({
+        "authenticated": who.is_some(),
+        "role": who.as_ref().map(|p| p.role().as_str()),
+        "name": who.as_ref().map(|p| p.id().to_string()),
+    })))
 }
 
 pub(crate) const TOKEN_FIELD: Field = req("token", id(256));
@@ -85,8 +94,9 @@ fn session_cookie(req: &HttpRequest, value: String, max_age_ms: i64) -> Cookie<'
     cookie
 }
 
-/// `POST /dashboard/login {"token"}`: the admin token starts a session; an agent's
-/// token is refused (403), an unknown one too (401).
+/// `POST /dashboard/login {"token"}`: the admin token, or a coordinator's or
+/// observer's, starts a session with its rights; an agent's token is refused
+/// (403), an unknown one too (401).
 async fn login(
     req: HttpRequest,
     body: web::Bytes,
@@ -97,15 +107,16 @@ async fn login(
         .get("token")
         .and_then(|t| t.as_str())
         .unwrap_or_default();
-    match state.tokens.authenticate(token)? {
-        Some(Principal::Admin) => {}
-        Some(Principal::Agent(_)) => return Err(ApiError::AdminOnly),
+    let who = match state.tokens.authenticate(token)? {
+        Some(p) if p.may_watch() => p,
+        Some(_) => return Err(ApiError::AdminOnly),
         None => return Err(ApiError::Unauthorized),
-    }
-    let session = state.sessions.open(now_ms()).await?;
+    };
+    let session = state.sessions.open(now_ms(), &who, token).await?;
     Ok(HttpResponse::Ok()
         .cookie(session_cookie(&req, session, SESSION_TTL_MS))
-        .json(json!({"status": "ok", "expires_in_ms": SESSION_TTL_MS})))
+        .json(json!({"status": "ok", "expires_in_ms": SESSION_TTL_MS,
+                     "role": who.role().as_str(), "name": who.id()})))
 }
 
 async fn logout(req: HttpRequest, state: web::Data<HubState>) -> Result<HttpResponse, ApiError> {
@@ -137,22 +148,24 @@ async fn socket(
     state: web::Data<HubState>,
 ) -> Result<HttpResponse, actix_web::Error> {
     let query = query_map(&req)?;
-    match query.get("token") {
+    let who = match query.get("token") {
         Some(token) => match state.tokens.authenticate(token).map_err(ApiError::from)? {
-            Some(Principal::Admin) => {}
-            Some(Principal::Agent(_)) => return Err(ApiError::AdminOnly.into()),
+            Some(p) if p.may_watch() => p,
+            Some(_) => return Err(ApiError::AdminOnly.into()),
             None => return Err(ApiError::Unauthorized.into()),
         },
         None => {
-            if !session_of(&req, &state)? {
+            let Some(who) = session_of(&req, &state)? else {
                 return Err(ApiError::Unauthorized.into());
-            }
+            };
             if !same_origin(&req) {
                 return Err(ApiError::OriginRefused.into());
             }
+            who
         }
-    }
-    ws::WsResponseBuilder::new(DashboardSocket::new(state.dashboard.clone()), &req, stream)
+    };
+    let socket = DashboardSocket::new(state.dashboard.clone(), who);
+    ws::WsResponseBuilder::new(socket, &req, stream)
         .frame_size(MAX_FRAME_BYTES)
         .start()
 }

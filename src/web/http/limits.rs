@@ -9,7 +9,7 @@ use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, HttpResponse, ResponseError};
 use serde_json::{json, Value};
 
-use super::{bearer, object_body, parse_json, validated, Admin, Caller};
+use super::{bearer, object_body, parse_json, validated, Admin, Caller, Watch};
 use crate::agents::auth::Principal;
 use crate::agents::ratelimit::{duration_ms, Decision, Override, Tier, Transport, MAX_PER_MINUTE};
 use crate::error::ApiError;
@@ -78,7 +78,7 @@ pub(crate) async fn limit_requests(
     let caller = bearer(req.request()).ok();
     let key = match caller.as_ref().map(|c| &c.0) {
         Some(Principal::Admin) => None,
-        Some(Principal::Agent(id)) => Some(id.clone()),
+        Some(other) => Some(other.id().to_string()),
         None => Some(format!(
             "ip:{}",
             req.peer_addr()
@@ -115,12 +115,12 @@ fn override_json(o: &Override) -> Value {
     serde_json::to_value(o).unwrap_or(Value::Null)
 }
 
-async fn overview(_: Admin, state: web::Data<HubState>) -> Result<HttpResponse, ApiError> {
+async fn overview(_: Watch, state: web::Data<HubState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(state.limits.view()))
 }
 
 async fn get_agent(
-    _: Admin,
+    _: Watch,
     path: web::Path<String>,
     state: web::Data<HubState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -212,7 +212,7 @@ async fn delete_agent(
     Ok(HttpResponse::Ok().json(json!({"status": "removed", "agent_id": agent_id})))
 }
 
-async fn get_whitelist(_: Admin, state: web::Data<HubState>) -> Result<HttpResponse, ApiError> {
+async fn get_whitelist(_: Watch, state: web::Data<HubState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(json!({"whitelist": state.limits.settings().whitelist})))
 }
 

@@ -114,8 +114,8 @@ fn message_json(seq: Option<u64>, m: &ChatMessage) -> Value {
 fn check_self(caller: &Caller, agent_id: &str) -> Result<(), ApiError> {
     match &caller.0 {
         Principal::Admin => Ok(()),
-        Principal::Agent(me) if me == agent_id => Ok(()),
-        Principal::Agent(_) => Err(ApiError::Forbidden),
+        p if p.agent_id() == Some(agent_id) => Ok(()),
+        _ => Err(ApiError::Forbidden),
     }
 }
 
@@ -248,11 +248,11 @@ async fn get_channel(
 /// admin names in the body.
 fn subscriber(caller: &Caller, body: &[u8]) -> Result<String, ApiError> {
     match &caller.0 {
-        Principal::Agent(me) => Ok(me.clone()),
         Principal::Admin => {
             let obj = object_body(body, SUBSCRIBER_FIELDS)?;
             Ok(get_str(&obj, "agent_id").unwrap_or_default())
         }
+        p => p.agent_id().map(str::to_string).ok_or(ApiError::Forbidden),
     }
 }
 

@@ -46,10 +46,7 @@ pub(crate) struct Caller(pub Principal);
 
 impl Caller {
     fn id(&self) -> String {
-        match &self.0 {
-            Principal::Admin => "admin".into(),
-            Principal::Agent(id) => id.clone(),
-        }
+        self.0.id().to_string()
     }
 }
 
@@ -69,22 +66,31 @@ pub(crate) fn bearer(req: &HttpRequest) -> Result<Caller, ApiError> {
         .map(str::trim)
         .filter(|t| !t.is_empty());
     let Some(token) = token else {
-        // The dashboard's session cookie stands for the admin token. A
+        // The dashboard's session cookie stands for the token it began with. A
         // state-changing request must also carry the page's header, which a page
         // of another site cannot add (a CSRF guard besides SameSite=Strict).
-        if !dashboard::session_of(req, state)? {
+        let Some(who) = dashboard::session_of(req, state)? else {
             return Err(ApiError::Unauthorized);
-        }
+        };
         let safe = matches!(req.method().as_str(), "GET" | "HEAD" | "OPTIONS");
         if !safe && !req.headers().contains_key(dashboard::DASHBOARD_HEADER) {
             return Err(ApiError::DashboardHeaderMissing);
         }
-        return Ok(Caller(Principal::Admin));
+        if who.read_only() && !safe {
+            return Err(ApiError::ReadOnly);
+        }
+        return Ok(Caller(who));
     };
-    match state.tokens.authenticate(token)? {
-        Some(p) => Ok(Caller(p)),
-        None => Err(ApiError::Unauthorized),
+    let caller = match state.tokens.authenticate(token)? {
+        Some(p) => p,
+        None => return Err(ApiError::Unauthorized),
+    };
+    // An observer reads only: every route that changes something refuses it.
+    let safe = matches!(req.method().as_str(), "GET" | "HEAD" | "OPTIONS");
+    if caller.read_only() && !safe {
+        return Err(ApiError::ReadOnly);
     }
+    Ok(Caller(caller))
 }
 
 impl FromRequest for Caller {
@@ -106,7 +112,40 @@ impl FromRequest for Admin {
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         ready(bearer(req).and_then(|c| match c.0 {
             Principal::Admin => Ok(Admin),
-            Principal::Agent(_) => Err(ApiError::AdminOnly),
+            _ => Err(ApiError::AdminOnly),
+        }))
+    }
+}
+
+/// A caller that may steer others' work: the admin or a coordinator (its
+/// name is the event-log actor).
+pub(crate) struct Steer;
+
+impl FromRequest for Steer {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        ready(bearer(req).and_then(|c| match c.0.may_steer() {
+            true => Ok(Steer),
+            // `admin_only`, as v1.1 answers an agent's token here.
+            false => Err(ApiError::AdminOnly),
+        }))
+    }
+}
+
+/// A caller that may read what operators read: the admin, a coordinator or an
+/// observer.
+pub(crate) struct Watch;
+
+impl FromRequest for Watch {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        ready(bearer(req).and_then(|c| match c.0.may_watch() {
+            true => Ok(Watch),
+            false => Err(ApiError::AdminOnly),
         }))
     }
 }

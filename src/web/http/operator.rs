@@ -11,7 +11,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
 use super::tasks::read_task;
-use super::{object_body, query_map, query_uint, Admin, Caller};
+use super::{object_body, query_map, query_uint, Caller, Steer};
 use crate::agents::presence::{AgentAction, ControlAgent};
 use crate::error::ApiError;
 use crate::hub::HubState;
@@ -48,7 +48,7 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
 
 async fn control_agent(
     caller: Caller,
-    _admin: Admin,
+    _steer: Steer,
     path: web::Path<(String, String)>,
     state: web::Data<HubState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -227,7 +227,7 @@ async fn control_task(
 
 async fn retry_task(
     caller: Caller,
-    _admin: Admin,
+    _steer: Steer,
     path: web::Path<String>,
     state: web::Data<HubState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -236,7 +236,7 @@ async fn retry_task(
 
 async fn cancel_task(
     caller: Caller,
-    _admin: Admin,
+    _steer: Steer,
     path: web::Path<String>,
     state: web::Data<HubState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -245,7 +245,7 @@ async fn cancel_task(
 
 async fn dead_letter_task(
     caller: Caller,
-    _admin: Admin,
+    _steer: Steer,
     path: web::Path<String>,
     state: web::Data<HubState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -254,7 +254,7 @@ async fn dead_letter_task(
 
 async fn set_priority(
     caller: Caller,
-    _admin: Admin,
+    _steer: Steer,
     path: web::Path<String>,
     body: web::Bytes,
     state: web::Data<HubState>,
@@ -317,7 +317,7 @@ async fn change_lanes(
 
 async fn pause(
     caller: Caller,
-    _admin: Admin,
+    _steer: Steer,
     body: web::Bytes,
     state: web::Data<HubState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -326,7 +326,7 @@ async fn pause(
 
 async fn resume(
     caller: Caller,
-    _admin: Admin,
+    _steer: Steer,
     body: web::Bytes,
     state: web::Data<HubState>,
 ) -> Result<HttpResponse, ApiError> {

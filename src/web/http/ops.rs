@@ -5,8 +5,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::{bearer, object_body, query_map, validated, Admin};
-use crate::agents::auth::Principal;
+use super::{bearer, object_body, query_map, validated, Admin, Steer, Watch};
 use crate::error::ApiError;
 use crate::hub::HubState;
 use crate::ops::alerts::{Acknowledge, AlertsView, GetThresholds, SetThresholds, Thresholds};
@@ -34,12 +33,12 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
         );
 }
 
-async fn alerts(_: Admin, state: web::Data<HubState>) -> Result<HttpResponse, ApiError> {
+async fn alerts(_: Watch, state: web::Data<HubState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(state.alerter.send(AlertsView).await?))
 }
 
 async fn acknowledge(
-    _: Admin,
+    _: Steer,
     path: web::Path<String>,
     state: web::Data<HubState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -57,7 +56,7 @@ async fn acknowledge(
     Ok(HttpResponse::Ok().json(json!({"status": "acknowledged", "rule_id": rule_id})))
 }
 
-async fn get_thresholds(_: Admin, state: web::Data<HubState>) -> Result<HttpResponse, ApiError> {
+async fn get_thresholds(_: Watch, state: web::Data<HubState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(state.alerter.send(GetThresholds).await?))
 }
 
@@ -99,7 +98,7 @@ async fn put_thresholds(
 
 /// The newest snapshot; `?history=true` adds the last hour of snapshots.
 async fn metrics_json(
-    _: Admin,
+    _: Watch,
     req: HttpRequest,
     state: web::Data<HubState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -144,11 +143,8 @@ async fn metrics_text(
         (Some(expected), Some(given)) => Sha256::digest(expected) == Sha256::digest(given),
         _ => false,
     };
-    if !scrape_ok {
-        match bearer(&req)?.0 {
-            Principal::Admin => {}
-            Principal::Agent(_) => return Err(ApiError::AdminOnly),
-        }
+    if !scrape_ok && !bearer(&req)?.0.may_watch() {
+        return Err(ApiError::AdminOnly);
     }
     let latest = state
         .metrics
@@ -164,7 +160,7 @@ fn unavailable(e: LogError) -> ApiError {
     ApiError::Unavailable(e.to_string())
 }
 
-async fn get_level(_: Admin) -> Result<HttpResponse, ApiError> {
+async fn get_level(_: Watch) -> Result<HttpResponse, ApiError> {
     let level = logging::level().map_err(unavailable)?;
     Ok(HttpResponse::Ok().json(json!({ "level": level })))
 }

@@ -42,13 +42,16 @@ fn body_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> 
 
 fn reserver(caller: &Caller, holder: Option<String>) -> Result<Reserver, ApiError> {
     match (&caller.0, holder) {
-        (Principal::Agent(me), None) => Ok(Reserver::Agent(me.clone())),
-        (Principal::Agent(_), Some(_)) => Err(ApiError::Validation(vec![FieldError::new(
+        (Principal::Admin, holder) => Ok(Reserver::Operator { holder }),
+        (p, None) => p
+            .agent_id()
+            .map(|me| Reserver::Agent(me.to_string()))
+            .ok_or(ApiError::Forbidden),
+        (_, Some(_)) => Err(ApiError::Validation(vec![FieldError::new(
             "holder",
             "invalid_value",
             "only the admin token reserves for another holder",
         )])),
-        (Principal::Admin, holder) => Ok(Reserver::Operator { holder }),
     }
 }
 

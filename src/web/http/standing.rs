@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Map, Value};
 
-use super::{object_body, query_map, query_uint, Admin, Caller};
+use super::{object_body, query_map, query_uint, Caller, Steer};
 use crate::error::ApiError;
 use crate::hub::HubState;
 use crate::ops::standing::{
@@ -145,7 +145,7 @@ fn order_fields(obj: &Map<String, Value>) -> Result<OrderFields, ApiError> {
 
 async fn create(
     caller: Caller,
-    _admin: Admin,
+    _steer: Steer,
     body: web::Bytes,
     state: web::Data<HubState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -171,7 +171,7 @@ async fn create(
 
 async fn update(
     caller: Caller,
-    _admin: Admin,
+    _steer: Steer,
     path: web::Path<String>,
     body: web::Bytes,
     state: web::Data<HubState>,
@@ -192,7 +192,7 @@ async fn update(
 
 async fn delete(
     caller: Caller,
-    _admin: Admin,
+    _steer: Steer,
     path: web::Path<String>,
     state: web::Data<HubState>,
 ) -> Result<HttpResponse, ApiError> {

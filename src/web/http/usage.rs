@@ -5,7 +5,7 @@
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
-use super::{Admin, Caller};
+use super::{Caller, Steer};
 use crate::agents::usage::{ResumeUsage, UsageList};
 use crate::error::ApiError;
 use crate::hub::HubState;
@@ -22,7 +22,7 @@ async fn list(_caller: Caller, state: web::Data<HubState>) -> Result<HttpRespons
 
 async fn resume(
     caller: Caller,
-    _admin: Admin,
+    _steer: Steer,
     path: web::Path<String>,
     state: web::Data<HubState>,
 ) -> Result<HttpResponse, ApiError> {

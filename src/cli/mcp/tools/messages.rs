@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::{invalid, parse, put, HubTools, Outcome, Principal};
+use super::{invalid, parse, put, HubTools, Outcome};
 use crate::cli::hub_client::encode;
 
 #[derive(Deserialize, JsonSchema)]
@@ -73,13 +73,15 @@ impl HubTools {
         let agent_id = match args.agent_id {
             Some(id) => id,
             None => match self.principal().await {
-                Some(Principal::Agent(id)) => id,
-                Some(Principal::Admin) => {
-                    return Err(invalid(
-                        "read_mailbox",
-                        "the admin token has no mailbox of its own: give agent_id",
-                    ))
-                }
+                Some(p) => match p.agent_id() {
+                    Some(id) => id.to_string(),
+                    None => {
+                        return Err(invalid(
+                            "read_mailbox",
+                            "this token has no mailbox of its own: give agent_id",
+                        ))
+                    }
+                },
                 None => return Err(invalid("read_mailbox", "give agent_id")),
             },
         };

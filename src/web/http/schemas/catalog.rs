@@ -146,14 +146,14 @@ pub(super) fn catalog() -> Vec<Route> {
         route(
             "POST",
             "/api/tasks/{id}/retry",
-            Admin,
+            Steer,
             "Force retry: a dead-lettered, blocked, cancelled or assigned task back to the queue",
         ),
-        route("POST", "/api/tasks/{id}/cancel", Admin, "Cancel a task"),
+        route("POST", "/api/tasks/{id}/cancel", Steer, "Cancel a task"),
         route(
             "POST",
             "/api/tasks/{id}/dead-letter",
-            Admin,
+            Steer,
             "Force an unfinished task to dead letter",
         ),
         Route {
@@ -161,7 +161,7 @@ pub(super) fn catalog() -> Vec<Route> {
             ..route(
                 "POST",
                 "/api/tasks/{id}/priority",
-                Admin,
+                Steer,
                 "Move a queued task to another priority lane",
             )
         },
@@ -226,7 +226,7 @@ pub(super) fn catalog() -> Vec<Route> {
         route(
             "POST",
             "/api/usage/{group}/resume",
-            Admin,
+            Steer,
             "End a usage-limit pause early",
         ),
         route(
@@ -240,14 +240,14 @@ pub(super) fn catalog() -> Vec<Route> {
             ..route(
                 "PUT",
                 "/api/admin/concurrency/{key}",
-                Admin,
+                Steer,
                 "Cap how many tasks of the key run at once (0-10000)",
             )
         },
         route(
             "DELETE",
             "/api/admin/concurrency/{key}",
-            Admin,
+            Steer,
             "Remove the key's cap",
         ),
         route(
@@ -261,7 +261,7 @@ pub(super) fn catalog() -> Vec<Route> {
             ..route(
                 "POST",
                 "/api/standing-orders",
-                Admin,
+                Steer,
                 "Create a standing order (cron + time zone, target, task template, window)",
             )
         },
@@ -282,14 +282,14 @@ pub(super) fn catalog() -> Vec<Route> {
             ..route(
                 "PUT",
                 "/api/standing-orders/{name}",
-                Admin,
+                Steer,
                 "Change some fields of a standing order",
             )
         },
         route(
             "DELETE",
             "/api/standing-orders/{name}",
-            Admin,
+            Steer,
             "Delete a standing order (its runs stay readable)",
         ),
         Route {
@@ -308,25 +308,25 @@ pub(super) fn catalog() -> Vec<Route> {
         route(
             "POST",
             "/api/agents/{id}/drain",
-            Admin,
+            Steer,
             "Drain an agent: it finishes its task and takes no new one",
         ),
         route(
             "POST",
             "/api/agents/{id}/undrain",
-            Admin,
+            Steer,
             "End a drain: the agent takes tasks again",
         ),
         route(
             "POST",
             "/api/agents/{id}/disable",
-            Admin,
+            Steer,
             "Disable an agent: its task goes back to the queue; it takes none",
         ),
         route(
             "POST",
             "/api/agents/{id}/enable",
-            Admin,
+            Steer,
             "Enable a disabled agent",
         ),
         Route {
@@ -334,7 +334,7 @@ pub(super) fn catalog() -> Vec<Route> {
             ..route(
                 "POST",
                 "/api/queue/pause",
-                Admin,
+                Steer,
                 "Pause priority lanes (no lanes = the whole queue)",
             )
         },
@@ -343,7 +343,7 @@ pub(super) fn catalog() -> Vec<Route> {
             ..route(
                 "POST",
                 "/api/queue/resume",
-                Admin,
+                Steer,
                 "Resume priority lanes (no lanes = the whole queue)",
             )
         },
@@ -508,25 +508,25 @@ pub(super) fn catalog() -> Vec<Route> {
         ),
         Route {
             query: &[("history", "boolean", "add the last hour of snapshots")],
-            ..route("GET", "/api/metrics", Admin, "Newest metrics snapshot")
+            ..route("GET", "/api/metrics", Watch, "Newest metrics snapshot")
         },
         route("GET", "/metrics", AdminOrScrape, "Prometheus text"),
         route(
             "GET",
             "/api/alerts",
-            Admin,
+            Watch,
             "Active alerts, events, webhook counts",
         ),
         route(
             "POST",
             "/api/alerts/{rule_id}/acknowledge",
-            Admin,
+            Steer,
             "Acknowledge an alert",
         ),
         route(
             "GET",
             "/api/config/alert-thresholds",
-            Admin,
+            Watch,
             "Alert thresholds",
         ),
         Route {
@@ -541,13 +541,13 @@ pub(super) fn catalog() -> Vec<Route> {
         route(
             "GET",
             "/api/admin/rate-limits",
-            Admin,
+            Watch,
             "Defaults, overrides, whitelist, limited now",
         ),
         route(
             "GET",
             "/api/admin/rate-limits/whitelist",
-            Admin,
+            Watch,
             "The whitelist",
         ),
         Route {
@@ -562,7 +562,7 @@ pub(super) fn catalog() -> Vec<Route> {
         route(
             "GET",
             "/api/admin/rate-limits/{agent_id}",
-            Admin,
+            Watch,
             "One agent's limits",
         ),
         Route {
@@ -583,7 +583,7 @@ pub(super) fn catalog() -> Vec<Route> {
         route(
             "GET",
             "/api/admin/log-level",
-            Admin,
+            Watch,
             "The log filter in force",
         ),
         Route {
@@ -599,13 +599,13 @@ pub(super) fn catalog() -> Vec<Route> {
         route(
             "GET",
             "/api/admin/storage-health",
-            Admin,
+            Watch,
             "Store size, backups, compaction, recoveries",
         ),
         route(
             "GET",
             "/api/admin/dets-health",
-            Admin,
+            Watch,
             "Alias of storage-health (v1.1 name)",
         ),
         route(
@@ -657,7 +657,7 @@ pub(super) fn catalog() -> Vec<Route> {
             ..route(
                 "GET",
                 "/ws/dashboard",
-                Admin,
+                Watch,
                 "Dashboard WebSocket: snapshot, events every 100 ms, actions",
             )
         },

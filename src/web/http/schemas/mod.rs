@@ -24,7 +24,11 @@ enum Auth {
     /// An agent token or the admin token.
     Token,
     Admin,
-    /// The admin, or `metrics_token`.
+    /// The admin or a coordinator (PROTOCOL.md 6.25).
+    Steer,
+    /// The admin, a coordinator or an observer.
+    Watch,
+    /// The admin, a coordinator, an observer, or `metrics_token`.
     AdminOrScrape,
 }
 
@@ -34,7 +38,9 @@ impl Auth {
             Auth::Public => "none",
             Auth::Token => "agent_or_admin",
             Auth::Admin => "admin",
-            Auth::AdminOrScrape => "admin_or_metrics_token",
+            Auth::Steer => "admin_or_coordinator",
+            Auth::Watch => "admin_coordinator_or_observer",
+            Auth::AdminOrScrape => "watcher_or_metrics_token",
         }
     }
 }
@@ -135,6 +141,7 @@ pub(super) fn describe() -> Value {
             "validation_failed": {"status": 422, "body": {"error": "validation_failed",
                 "errors": [{"field": "string", "error": "required|wrong_type|too_long|invalid_value|unknown_message_type", "detail": "string"}]}},
             "unauthorized": {"status": 401}, "admin_only": {"status": 403},
+            "read_only": {"status": 403, "detail": "an observer's token on a route that changes something"},
             "not_found": {"status": 404},
             "rate_limited": {"status": 429, "body": {"error": "rate_limited", "retry_after_ms": "integer", "tier": "light|normal|heavy"}},
             "scope_conflict": {"status": 409, "body": {"error": "scope_conflict", "status": "conflict",
