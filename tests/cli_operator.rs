@@ -292,3 +292,134 @@ fn concurrency_limits_are_set_listed_and_removed_from_the_command_line() {
     assert_eq!(actors_of(&hub, "concurrency_limit_set"), ["admin"]);
     assert_eq!(actors_of(&hub, "concurrency_limit_removed"), ["admin"]);
 }
+
+#[test]
+fn standing_orders_apply_from_a_file_is_idempotent_and_prunes_only_when_asked() {
+    let hub = Hub::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("orders.toml");
+    let write = |text: &str| std::fs::write(&file, text).expect("write orders");
+    let path = file.display().to_string();
+    let names = |hub: &Hub| -> Vec<String> {
+        let (_, list) = hub.get("/api/standing-orders");
+        list["orders"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|o| Some(o["name"].as_str()?.to_string()))
+            .collect()
+    };
+    // An order made by hand, not in the file.
+    let (status, _) = hub.post(
+        "/api/standing-orders",
+        &json!({"name": "by-hand", "cron": "0 0 * * *", "task": {"description": "manual"}}),
+    );
+    assert_eq!(status, 201);
+    write(
+        r#"
+[[order]]
+name = "inbox-sweep"
+cron = "*/15 * * * *"
+capability = "reports"
+[order.task]
+description = "Sweep the inbox"
+priority = "high"
+
+[[order]]
+name = "nightly"
+cron = "0 2 * * *"
+timezone = "Europe/Berlin"
+window_ms = 3600000
+[order.task]
+description = "Nightly build"
+"#,
+    );
+    let first = ops(&hub, &["standing-orders", "apply", "-f", &path]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let out = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        out.contains("+ create inbox-sweep") && out.contains("+ create nightly"),
+        "{out}"
+    );
+    assert!(out.contains("--prune deletes them"), "{out}");
+    assert_eq!(names(&hub), ["by-hand", "inbox-sweep", "nightly"]);
+    let (_, before) = hub.get("/api/standing-orders/nightly");
+    // The same file again: nothing changes.
+    let again = ops(&hub, &["standing-orders", "apply", "-f", &path]);
+    assert!(again.status.success());
+    let out = String::from_utf8_lossy(&again.stdout);
+    assert!(out.starts_with("no changes"), "{out}");
+    let (_, after) = hub.get("/api/standing-orders/nightly");
+    assert_eq!(
+        before["updated_at"], after["updated_at"],
+        "not even touched"
+    );
+    // One order changes, one goes: a dry run shows it and changes nothing.
+    write(
+        r#"
+[[order]]
+name = "nightly"
+cron = "0 3 * * *"
+timezone = "Europe/Berlin"
+window_ms = 3600000
+[order.task]
+description = "Nightly build"
+"#,
+    );
+    let dry = ops(
+        &hub,
+        &[
+            "standing-orders",
+            "apply",
+            "-f",
+            &path,
+            "--prune",
+            "--dry-run",
+        ],
+    );
+    let out = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        out.contains("~ update nightly: cron")
+            && out.contains("- delete inbox-sweep")
+            && out.contains("- delete by-hand"),
+        "{out}"
+    );
+    assert_eq!(names(&hub).len(), 3, "a dry run changes nothing");
+    let pruned = ops(&hub, &["standing-orders", "apply", "-f", &path, "--prune"]);
+    assert!(
+        pruned.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pruned.stderr)
+    );
+    assert_eq!(names(&hub), ["nightly"]);
+    assert_eq!(
+        hub.get("/api/standing-orders/nightly").1["cron"],
+        "0 3 * * *"
+    );
+    // A bad file changes nothing and says what is wrong (exit 2).
+    for (text, says) in [
+        ("[[order]]\nname = \"x\"\n", "cron is required"),
+        ("[[order]]\nname = \"x\"\ncron = \"* * * * *\"\ncolor = 1\n[order.task]\n", "unknown key \"color\""),
+        ("[[order]\nname", "orders.toml"),
+        (
+            "[[order]]\nname = \"n\"\ncron = \"* * * * *\"\n[order.task]\n[[order]]\nname = \"n\"\ncron = \"* * * * *\"\n[order.task]\n",
+            "used twice",
+        ),
+    ] {
+        write(text);
+        let bad = ops(&hub, &["standing-orders", "apply", "-f", &path, "--prune"]);
+        assert_eq!(bad.status.code(), Some(2), "{text}");
+        let err = String::from_utf8_lossy(&bad.stderr);
+        assert!(err.contains(says), "{text}: {err}");
+    }
+    assert_eq!(names(&hub), ["nightly"]);
+    // A schedule the hub refuses: exit 1 with the hub's answer.
+    write("[[order]]\nname = \"odd\"\ncron = \"61 * * * *\"\n[order.task]\ndescription = \"d\"\n");
+    let refused = ops(&hub, &["standing-orders", "apply", "-f", &path]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("odd"));
+}

@@ -229,7 +229,7 @@ fn tool_err(name: &str, arguments: &Value, answer: &Value) -> Value {
     error
 }
 
-const ALL_TOOLS: [&str; 18] = [
+const ALL_TOOLS: [&str; 23] = [
     "list_agents",
     "submit_task",
     "broadcast_task",
@@ -248,12 +248,20 @@ const ALL_TOOLS: [&str; 18] = [
     "list_concurrency",
     "list_usage_pauses",
     "resume_usage",
+    "list_standing_orders",
+    "standing_order_runs",
+    "put_standing_order",
+    "delete_standing_order",
+    "query_events",
 ];
-const ADMIN_ONLY: [&str; 4] = [
+/// The steering tools: the admin's and coordinators' tokens only.
+const ADMIN_ONLY: [&str; 6] = [
     "cancel_task",
     "retry_task",
     "set_concurrency_limit",
     "resume_usage",
+    "put_standing_order",
+    "delete_standing_order",
 ];
 
 #[test]
@@ -880,4 +888,45 @@ fn tools_follow_the_tokens_role() {
     let refused = eye.call_err("submit_task", json!({"description": "no"}));
     assert_eq!(refused["error"], "read_only", "{refused}");
     assert_eq!(refused["http_status"], 403, "{refused}");
+}
+
+#[test]
+fn standing_orders_and_the_event_log_through_the_tools() {
+    let hub = Hub::start();
+    let (_, made) = hub.post(
+        "/admin/tokens",
+        &json!({"agent_id": "lead", "role": "coordinator"}),
+    );
+    let mut lead = McpClient::start(&hub, made["token"].as_str().unwrap_or_default());
+    let order = json!({"name": "sweep", "cron": "*/15 * * * *", "capability": "reports",
+                       "task": {"description": "Sweep the inbox"}});
+    let created = lead.call("put_standing_order", order.clone());
+    assert_eq!(created["status"], "created", "{created}");
+    let mut changed = order.clone();
+    changed["cron"] = json!("0 * * * *");
+    let updated = lead.call("put_standing_order", changed);
+    assert_eq!(updated["status"], "updated", "{updated}");
+    let listed = lead.call("list_standing_orders", json!({}));
+    assert_eq!(listed["orders"][0]["cron"], "0 * * * *", "{listed}");
+    let runs = lead.call("standing_order_runs", json!({"name": "sweep"}));
+    assert!(runs["runs"].is_array(), "{runs}");
+    let bad = lead.call_err(
+        "put_standing_order",
+        json!({"name": "x", "cron": "61 * * * *", "task": {}}),
+    );
+    assert_eq!(bad["http_status"], 422, "{bad}");
+    let deleted = lead.call("delete_standing_order", json!({"name": "sweep"}));
+    assert_eq!(deleted["status"], "deleted", "{deleted}");
+    // The event log: filtered by kind, with the coordinator as the actor.
+    let task = submit(&hub, json!({"description": "logged"}));
+    let cancelled = lead.call("cancel_task", json!({"task_id": task}));
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    let events = lead.call("query_events", json!({"kind": "cancelled"}));
+    assert_eq!(events["events"][0]["actor"], "lead", "{events}");
+    assert_eq!(events["events"][0]["task_id"], task.as_str(), "{events}");
+    let all = lead.call("query_events", json!({"task_id": task, "limit": 1}));
+    assert_eq!(all["events"].as_array().map(Vec::len), Some(1), "{all}");
+    assert!(all["next_cursor"].is_u64(), "{all}");
+    let bad = lead.call_err("query_events", json!({"limit": "many"}));
+    assert_eq!(bad["error"], "invalid_arguments", "{bad}");
 }

@@ -3,6 +3,7 @@
 //!
 //! - `hub_client`: a blocking HTTP client holding one bearer token;
 //! - `ops`: the operator's commands against a running hub;
+//! - `orders_file`: `standing-orders apply`, standing orders kept in a file;
 //! - `mcp`: `agentcom-hub mcp`, a Model Context Protocol server on stdio;
 //! - `bench`: `agentcom-hub bench`, the load generator.
 //!
@@ -12,3 +13,4 @@ pub(crate) mod bench;
 pub(crate) mod hub_client;
 pub(crate) mod mcp;
 pub(crate) mod ops;
+pub(crate) mod orders_file;

@@ -196,6 +196,22 @@ pub enum StandingAction {
         #[command(flatten)]
         online: Online,
     },
+    /// Make the hub's orders match a file ([[order]] tables): prints what
+    /// changes, then creates and updates (with --prune also deletes orders the
+    /// file does not name). Applying the same file again changes nothing.
+    Apply {
+        /// The orders file (TOML).
+        #[arg(short = 'f', long)]
+        file: std::path::PathBuf,
+        /// Also delete orders the file does not name.
+        #[arg(long)]
+        prune: bool,
+        /// Print the changes only.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        online: Online,
+    },
 }
 
 /// Filters of `agentcom-hub events`.
@@ -437,6 +453,12 @@ pub fn standing(action: StandingAction) -> Result<(), Fatal> {
         StandingAction::List { online } => {
             print_json(&call(&online, "GET", "/api/standing-orders", None)?);
         }
+        StandingAction::Apply {
+            file,
+            prune,
+            dry_run,
+            online,
+        } => return crate::cli::orders_file::apply(&file, prune, dry_run, &online.hub),
         StandingAction::Runs {
             name,
             since,

@@ -29,6 +29,7 @@ use crate::Fatal;
 mod agents;
 mod coordination;
 mod messages;
+mod schedule;
 
 /// Tools that steer others' work: the admin's and coordinators' tokens only;
 /// not listed for an agent's or observer's token (the hub refuses them anyway,
@@ -38,6 +39,8 @@ const STEER_TOOLS: &[&str] = &[
     "retry_task",
     "set_concurrency_limit",
     "resume_usage",
+    "put_standing_order",
+    "delete_standing_order",
 ];
 /// Tools that change something: not listed for an observer's token.
 const WRITE_TOOLS: &[&str] = &[
@@ -236,7 +239,8 @@ impl HubTools {
             tool_router: Self::tool_router()
                 + Self::agent_tools()
                 + Self::coordination_tools()
-                + Self::message_tools(),
+                + Self::message_tools()
+                + Self::schedule_tools(),
         }
     }
 
@@ -426,7 +430,7 @@ impl HubTools {
     }
 
     #[tool(
-        description = "Cancel a task that has not finished (admin token only). An agent working on it is told to stop.",
+        description = "Cancel a task that has not finished (admin or coordinator token). An agent working on it is told to stop.",
         input_schema = schema_for_type::<TaskIdArgs>(),
         annotations(destructive_hint = true)
     )]
@@ -439,7 +443,7 @@ impl HubTools {
     }
 
     #[tool(
-        description = "Put a dead-lettered, blocked, cancelled or stuck task back on the queue for another attempt (admin token only).",
+        description = "Put a dead-lettered, blocked, cancelled or stuck task back on the queue for another attempt (admin or coordinator token).",
         input_schema = schema_for_type::<TaskIdArgs>()
     )]
     async fn retry_task(&self, args: JsonObject) -> Outcome {

@@ -1,7 +1,7 @@
 //! The coordination tools: `reserve_paths`, `release_paths`,
 //! `list_reservations` (direct reservations of repository paths, PROTOCOL.md
 //! 6.21; an agent's token reserves for that agent, the admin token for
-//! `holder`, default `admin`), `set_concurrency_limit` (admin) and
+//! `holder`, default `admin`), `set_concurrency_limit` (admin or coordinator) and
 //! `list_concurrency` (PROTOCOL.md 6.22).
 
 use rmcp::handler::server::tool::schema_for_type;
@@ -111,7 +111,7 @@ impl HubTools {
     }
 
     #[tool(
-        description = "Cap how many tasks of a concurrency key run at once (admin token only); limit null removes the cap. Tasks of a key at its cap stay queued and start as running ones finish.",
+        description = "Cap how many tasks of a concurrency key run at once (admin or coordinator token); limit null removes the cap. Tasks of a key at its cap stay queued and start as running ones finish.",
         input_schema = schema_for_type::<SetConcurrencyLimitArgs>()
     )]
     async fn set_concurrency_limit(&self, args: JsonObject) -> Outcome {
@@ -152,7 +152,7 @@ impl HubTools {
     }
 
     #[tool(
-        description = "End a credential group's usage-limit pause now (admin token only), e.g. after switching the account's plan.",
+        description = "End a credential group's usage-limit pause now (admin or coordinator token), e.g. after switching the account's plan.",
         input_schema = schema_for_type::<ResumeUsageArgs>()
     )]
     async fn resume_usage(&self, args: JsonObject) -> Outcome {
