@@ -55,6 +55,7 @@
       reservations: [],        // live claims on repository paths (GET /api/reservations rows)
       concurrency: [],         // {key, limit, running} of keys with a limit or a running task
       usage: [],               // paused credential groups {credential_group, until, reported_by, reason}
+      questions: [],           // GET /api/questions rows: {task_id, description, assigned_to, question}
       completions: [],         // completion records, newest first
       throughput: { completed_last_hour: 0, avg_completion_ms: null, total_tokens_hour: 0 },
       storage: null,
@@ -337,7 +338,7 @@
       'throughput-completed', 'throughput-avg', 'throughput-tokens',
       'dl-summary', 'dl-empty', 'dl-list',
       'res-summary', 'res-empty', 'res-list', 'concurrency-empty', 'concurrency-list',
-      'usage-empty', 'usage-list',
+      'usage-empty', 'usage-list', 'questions-empty', 'questions-list', 'questions-summary',
       'charts-meta', 'chart-queue-depth', 'chart-latency', 'chart-utilization',
       'tasks-meta', 'tasks-filter', 'tasks-filter-status', 'tasks-filter-agent', 'tasks-refresh',
       'tasks-body', 'tasks-empty', 'tasks-more',
@@ -400,6 +401,7 @@
     deadLetter: renderDeadLetter,
     reservations: renderReservations,
     usage: renderUsage,
+    questions: renderQuestions,
     charts: renderCharts,
     tasks: renderTasks,
     completions: renderCompletions,
@@ -618,6 +620,63 @@
             data: { action: 'resume-usage', target: g, needs: 'steer' }, disabled: busy, text: busy ? 'Resuming…' : 'Resume now',
           })));
     }, function (p) { return sig([p, model.pending.has('resume:' + p.credential_group)]); });
+  }
+
+  // Questions ----------------------------------------------------------------------
+
+  async function loadQuestions() {
+    const r = await api('GET', '/api/questions');
+    if (!r.ok || !r.data) return;
+    model.questions = Array.isArray(r.data.questions) ? r.data.questions : [];
+    mark('questions');
+  }
+
+  function renderQuestions() {
+    const list = model.questions;
+    ui.questionsEmpty.hidden = list.length > 0;
+    ui.questionsSummary.textContent = list.length ? list.length + ' waiting' : '';
+    reconcile(ui.questionsList, list, function (q) { return str(q.task_id); }, function (row) {
+      const id = str(row.task_id);
+      const q = row.question || {};
+      const options = Array.isArray(q.options) ? q.options : [];
+      const busy = model.pending.has('answer:' + id);
+      const answerEl = options.length
+        ? h('div', { class: 'chips question-options', data: { needs: 'steer' } }, options.map(function (o) {
+          return h('button', {
+            type: 'button', class: 'btn btn-small', testid: 'question-option',
+            data: { action: 'answer', target: id, answer: str(o) }, disabled: busy, text: str(o),
+          });
+        }))
+        : h('form', { class: 'question-form', data: { needs: 'steer', taskId: id }, testid: 'question-form' },
+          h('input', { type: 'text', class: 'question-input', testid: 'question-input', maxlength: '2000',
+            placeholder: q.default ? 'default: ' + str(q.default) : 'Your answer', 'aria-label': 'Answer' }),
+          h('button', { type: 'submit', class: 'btn btn-small btn-primary', testid: 'question-submit', disabled: busy, text: busy ? 'Sending…' : 'Answer' }));
+      return h('div', { class: 'res-row question-row', testid: 'question-row', data: { taskId: id } },
+        h('div', { class: 'res-main' },
+          h('div', { class: 'question-text', testid: 'question-text', text: str(q.question) }),
+          h('div', { class: 'res-meta muted' },
+            taskLink(id, 'mono'), ' · ', h('span', { class: 'mono', text: str(row.assigned_to) }),
+            isNum(q.timeout_at) ? ' · times out ' + fmtAbs(q.timeout_at) : null,
+            q.default ? ' · default ' + str(q.default) : null)),
+        answerEl);
+    }, function (q) { return sig([q, model.pending.has('answer:' + q.task_id)]); });
+  }
+
+  async function doAnswer(taskId, answer) {
+    if (!taskId || !answer || model.pending.has('answer:' + taskId)) return;
+    model.pending.add('answer:' + taskId);
+    mark('questions');
+    const r = await api('POST', '/api/tasks/' + encodeURIComponent(taskId) + '/answer', { answer: answer });
+    model.pending.delete('answer:' + taskId);
+    if (r.ok) {
+      actionResult('answer ' + taskId + ': sent', 'ok');
+      model.questions = model.questions.filter(function (q) { return q.task_id !== taskId; });
+    } else {
+      actionResult('answer ' + taskId + ': ' + (str(r.data && r.data.error) || 'failed'), 'bad', errorText(r));
+      if (r.status === 401) sessionLost();
+      loadQuestions();
+    }
+    mark('questions');
   }
 
   async function doResumeUsage(group) {
@@ -1519,6 +1578,7 @@
     switch (msg.type) {
       case 'snapshot':
         applySnapshot(msg.data || {}, msg.alerts);
+        loadQuestions();
         break;
       case 'events':
         if (Array.isArray(msg.data)) {
@@ -1727,6 +1787,9 @@
     }
     const status = str(ev.status);
     if (status) model.taskStatus.set(id, status);
+    // A question asked or answered (or its task moved on): fetch the list again.
+    if (ev.event === 'input_required' || ev.event === 'answered' ||
+        model.questions.some(function (q) { return q.task_id === id; })) loadQuestions();
     if (ev.event === 'progress' && ev.progress && typeof ev.progress === 'object') {
       model.taskProgress.set(id, ev.progress);
       if (model.taskProgress.size > 5000) model.taskProgress.delete(model.taskProgress.keys().next().value);
@@ -2125,6 +2188,7 @@
       case 'ack': doAck(targetId); break;
       case 'release': doRelease(targetId); break;
       case 'resume-usage': doResumeUsage(targetId); break;
+      case 'answer': doAnswer(targetId, el.dataset.answer); break;
       case 'close-detail': closeDetail(); break;
       case 'reconnect-now': reconnectNow(); break;
       case 'backup': doBackup(); break;
@@ -2206,6 +2270,14 @@
     ui.loginForm.addEventListener('submit', onLogin);
     ui.submitForm.addEventListener('submit', onSubmitTask);
     ui.tasksFilter.addEventListener('submit', function (ev) { ev.preventDefault(); loadTasks(false); });
+    ui.questionsList.addEventListener('submit', function (ev) {
+      const form = ev.target.closest('.question-form');
+      if (!form) return;
+      ev.preventDefault();
+      const input = form.querySelector('.question-input');
+      const text = input ? input.value.trim() : '';
+      if (text) doAnswer(form.dataset.taskId, text);
+    });
     ui.tasksFilterStatus.addEventListener('change', function () { loadTasks(false); });
     ui.tasksFilterAgent.addEventListener('input', function () {
       clearTimeout(tasksAgentTimer);

@@ -423,3 +423,24 @@ description = "Nightly build"
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("odd"));
 }
+
+#[test]
+fn questions_are_listed_and_answered_from_the_command_line() {
+    let hub = Hub::start();
+    let token = register_agent(&hub, "asker", &[]);
+    let mut agent = Agent::connect(&hub, "asker", &token);
+    let task = submit(&hub, json!({"description": "needs a decision"}));
+    let assign = agent.take(&task);
+    let ack = agent.ask(&assign, "Merge now?", json!({}));
+    assert_eq!(ack["status"], "input_required", "{ack}");
+    let listed = ok_json(&ops(&hub, &["task", "questions"]));
+    assert_eq!(listed["questions"][0]["task_id"], task.as_str(), "{listed}");
+    let answered = ok_json(&ops(&hub, &["task", "answer", &task, "yes, merge"]));
+    assert_eq!(answered["status"], "answered", "{answered}");
+    assert_eq!(
+        agent.recv_type("task_answer", PUSH_TIMEOUT)["answer"],
+        "yes, merge"
+    );
+    let again = ops(&hub, &["task", "answer", &task, "no"]);
+    assert_eq!(again.status.code(), Some(1), "answered once");
+}

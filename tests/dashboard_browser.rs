@@ -307,6 +307,32 @@ impl Side {
                 wide.close();
                 Ok(String::new())
             }
+            "agent_asks" => {
+                let agent = self.agent.as_mut().ok_or("no agent")?;
+                let id = hub.submit_for(AGENT_ID, json!({"description": "Needs a decision"}));
+                let generation = accept_next(agent, &id)?;
+                let mut frame = json!({"type": "task_input_required", "task_id": id,
+                                       "generation": generation,
+                                       "question": "Which region should it deploy to?"});
+                if arg == "options" {
+                    frame["options"] = json!(["eu", "us"]);
+                }
+                agent.send(frame);
+                let ack = agent.recv_ack(&id, REPLY_TIMEOUT);
+                (ack["status"] == "input_required")
+                    .then_some(id)
+                    .ok_or(format!("not asked: {ack}"))
+            }
+            "question_answered" => {
+                let (id, expected) = arg.split_once(':').ok_or("task:answer")?;
+                let agent = self.agent.as_mut().ok_or("no agent")?;
+                let pushed = agent.recv_type("task_answer", PUSH_TIMEOUT);
+                if pushed["task_id"] != id || pushed["answer"] != expected {
+                    return Err(format!("the agent got {pushed}"));
+                }
+                complete_at(agent, id, pushed["generation"].clone());
+                Ok(String::new())
+            }
             "queued_for_nobody" => Ok(submit(
                 hub,
                 json!({"description": "Waits for an agent nobody runs",

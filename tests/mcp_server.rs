@@ -229,7 +229,7 @@ fn tool_err(name: &str, arguments: &Value, answer: &Value) -> Value {
     error
 }
 
-const ALL_TOOLS: [&str; 23] = [
+const ALL_TOOLS: [&str; 25] = [
     "list_agents",
     "submit_task",
     "broadcast_task",
@@ -253,15 +253,18 @@ const ALL_TOOLS: [&str; 23] = [
     "put_standing_order",
     "delete_standing_order",
     "query_events",
+    "list_questions",
+    "answer_task",
 ];
 /// The steering tools: the admin's and coordinators' tokens only.
-const ADMIN_ONLY: [&str; 6] = [
+const ADMIN_ONLY: [&str; 7] = [
     "cancel_task",
     "retry_task",
     "set_concurrency_limit",
     "resume_usage",
     "put_standing_order",
     "delete_standing_order",
+    "answer_task",
 ];
 
 #[test]
@@ -929,4 +932,34 @@ fn standing_orders_and_the_event_log_through_the_tools() {
     assert!(all["next_cursor"].is_u64(), "{all}");
     let bad = lead.call_err("query_events", json!({"limit": "many"}));
     assert_eq!(bad["error"], "invalid_arguments", "{bad}");
+}
+
+#[test]
+fn questions_are_listed_and_answered_through_the_tools() {
+    let hub = Hub::start();
+    let token = register_agent(&hub, "asker", &[]);
+    let mut agent = Agent::connect(&hub, "asker", &token);
+    let task = submit(&hub, json!({"description": "needs a decision"}));
+    let assign = agent.take(&task);
+    let ack = agent.ask(&assign, "Which region?", json!({"options": ["eu", "us"]}));
+    assert_eq!(ack["status"], "input_required", "{ack}");
+    let (_, made) = hub.post(
+        "/admin/tokens",
+        &json!({"agent_id": "lead", "role": "coordinator"}),
+    );
+    let mut lead = McpClient::start(&hub, made["token"].as_str().unwrap_or_default());
+    let waiting = lead.call("list_questions", json!({}));
+    assert_eq!(
+        waiting["questions"][0]["question"]["question"], "Which region?",
+        "{waiting}"
+    );
+    let wrong = lead.call_err("answer_task", json!({"task_id": task, "answer": "asia"}));
+    assert_eq!(wrong["http_status"], 422, "{wrong}");
+    let answered = lead.call("answer_task", json!({"task_id": task, "answer": "eu"}));
+    assert_eq!(answered["status"], "answered", "{answered}");
+    let pushed = agent.recv_type("task_answer", PUSH_TIMEOUT);
+    assert_eq!(
+        (pushed["answer"].clone(), pushed["answered_by"].clone()),
+        (json!("eu"), json!("lead"))
+    );
 }

@@ -9,7 +9,7 @@ use common::*;
 use serde_json::{json, Value};
 
 /// Every client frame type of PROTOCOL.md 1.4.
-const KNOWN_TYPES: [&str; 24] = [
+const KNOWN_TYPES: [&str; 25] = [
     "identify",
     "ping",
     "status",
@@ -31,6 +31,7 @@ const KNOWN_TYPES: [&str; 24] = [
     "wake_result",
     "agent_restarting",
     "usage_limited",
+    "task_input_required",
     "scope_reserve",
     "scope_renew",
     "scope_release",

@@ -173,6 +173,17 @@ pub const CLIENT_FRAME_SCHEMAS: &[(&str, &[Field])] = &[
         ],
     ),
     (
+        "task_input_required",
+        &[
+            req("task_id", TASK_ID),
+            req("generation", Kind::UInt),
+            req("question", text(crate::questions::MAX_QUESTION)),
+            opt("options", Kind::StrList),
+            opt("default", text(crate::questions::MAX_ANSWER)),
+            opt("timeout_ms", Kind::UInt),
+        ],
+    ),
+    (
         "scope_reserve",
         &[
             req("repo", id(crate::task_spec::MAX_REPO)),
@@ -266,6 +277,9 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
     let mut errors = check_fields(&obj, fields);
     if errors.is_empty() && message_type == "identify" {
         errors = crate::slots::check_identify(&obj);
+    }
+    if errors.is_empty() && message_type == "task_input_required" {
+        errors = crate::questions::check_question(&obj);
     }
     if !errors.is_empty() {
         return Err(FrameError::Validation {
@@ -433,6 +447,19 @@ pub enum ClientFrame {
         #[serde(default)]
         reason: Option<String>,
     },
+    /// The holder asks a question and waits for the answer (ext, PROTOCOL.md
+    /// 6.26); `check_question` checks the options, default and timeout.
+    TaskInputRequired {
+        task_id: String,
+        generation: u64,
+        question: String,
+        #[serde(default)]
+        options: Option<Vec<String>>,
+        #[serde(default)]
+        default: Option<String>,
+        #[serde(default)]
+        timeout_ms: Option<u64>,
+    },
     /// Reserve repository paths (ext, PROTOCOL.md 6.21); the whole frame is
     /// checked again by `parse_reserve` (mode, ttl).
     ScopeReserve {
@@ -486,6 +513,7 @@ impl ClientFrame {
             ClientFrame::WakeResult { .. } => "wake_result",
             ClientFrame::AgentRestarting { .. } => "agent_restarting",
             ClientFrame::UsageLimited { .. } => "usage_limited",
+            ClientFrame::TaskInputRequired { .. } => "task_input_required",
             ClientFrame::ScopeReserve { .. } => "scope_reserve",
             ClientFrame::ScopeRenew { .. } => "scope_renew",
             ClientFrame::ScopeRelease { .. } => "scope_release",

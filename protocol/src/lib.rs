@@ -13,6 +13,7 @@
 
 mod frames;
 mod priority;
+mod questions;
 mod schema;
 mod scopes;
 mod server_frames;
@@ -21,6 +22,7 @@ mod task_spec;
 
 pub use frames::*;
 pub use priority::*;
+pub use questions::*;
 pub use schema::*;
 pub use scopes::*;
 pub use server_frames::*;

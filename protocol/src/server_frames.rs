@@ -220,6 +220,16 @@ pub enum ServerFrame {
         channel: String,
         agent_id: String,
     },
+    /// The answer to the holder's question (ext, PROTOCOL.md 6.26): pushed when
+    /// someone answers (or the default applies), and again after each
+    /// `task_recovering` of the task at that generation.
+    TaskAnswer {
+        task_id: String,
+        generation: u64,
+        question_id: u32,
+        answer: String,
+        answered_by: String,
+    },
     /// A `usage_limited` without a task was noted: the group is paused until
     /// then (ext, PROTOCOL.md 6.23).
     UsagePaused {

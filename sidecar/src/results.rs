@@ -29,6 +29,11 @@ pub fn heartbeat_path(dir: &Path, task_id: &str) -> PathBuf {
     dir.join(format!("{task_id}.heartbeat"))
 }
 
+/// `results/<id>.answer.json`: the answer to the agent's question (ext).
+pub fn answer_path(dir: &Path, task_id: &str) -> PathBuf {
+    dir.join(format!("{task_id}.answer.json"))
+}
+
 /// Longest progress message passed on (characters).
 pub const MAX_PROGRESS_MESSAGE: usize = 500;
 

@@ -62,6 +62,9 @@ pub enum Phase {
     Working,
     /// The outcome is known (`report`); waiting for the hub's ack.
     Reporting,
+    /// The agent asked a question (ext); the hub has it; waiting for the
+    /// answer, then the agent is woken again with it.
+    AwaitingAnswer,
 }
 
 /// The outcome of a task, kept until the hub acknowledges it.
@@ -98,6 +101,17 @@ pub enum FinalReport {
         resets_at: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+    },
+    /// The agent asks a question and waits (result `input_required`, ext):
+    /// not an end; the answer wakes it again.
+    InputRequired {
+        question: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        options: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        default: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
     },
 }
 
@@ -151,6 +165,19 @@ impl FinalReport {
                 generation: Some(generation),
                 reason: reason.clone(),
             },
+            FinalReport::InputRequired {
+                question,
+                options,
+                default,
+                timeout_ms,
+            } => ClientFrame::TaskInputRequired {
+                task_id: task_id.to_string(),
+                generation,
+                question: question.clone(),
+                options: (!options.is_empty()).then(|| options.clone()),
+                default: default.clone(),
+                timeout_ms: *timeout_ms,
+            },
         }
     }
 }
@@ -179,6 +206,10 @@ pub struct TaskRecord {
     /// The hub's onboarding check: completed by the sidecar itself.
     #[serde(default)]
     pub onboarding: bool,
+    /// The latest answer to the agent's question (ext): handed to the agent
+    /// when it is woken again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<Answer>,
     pub accepted_at_ms: u64,
 }
 
@@ -194,6 +225,7 @@ impl TaskRecord {
             report: None,
             released_until_ms: None,
             onboarding,
+            answer: None,
             accepted_at_ms: now_ms(),
         }
     }
@@ -209,6 +241,14 @@ impl TaskRecord {
     pub fn is_released(&self) -> bool {
         self.released_until_ms.is_some()
     }
+}
+
+/// An answer from the hub to the agent's question.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Answer {
+    pub question_id: u32,
+    pub answer: String,
+    pub answered_by: String,
 }
 
 /// One lifecycle report waiting for delivery.
@@ -229,6 +269,11 @@ impl OutboxEntry {
             ClientFrame::TaskComplete { .. }
                 | ClientFrame::TaskFailed { .. }
                 | ClientFrame::TaskBlocked { .. }
+                | ClientFrame::TaskInputRequired { .. }
+                | ClientFrame::UsageLimited {
+                    task_id: Some(_),
+                    ..
+                }
         )
     }
 
@@ -411,7 +456,7 @@ impl StateDir {
     /// Moves the task's result files out of `results_dir` (so a later assignment
     /// of the same task id never sees them) and drops its task file.
     pub fn archive_results(&self, results_dir: &Path, task_id: &str, generation: u64) {
-        for suffix in ["json", "started", "progress", "heartbeat"] {
+        for suffix in ["json", "started", "progress", "heartbeat", "answer.json"] {
             let from = results_dir.join(format!("{task_id}.{suffix}"));
             if from.exists() {
                 let to = self

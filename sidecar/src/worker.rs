@@ -151,6 +151,15 @@ impl WorkerCtx {
         if let Some(repo) = &self.cfg.repo_dir {
             vars.push(("AGENTCOM_REPO_DIR".into(), repo.display().to_string()));
         }
+        if let Some(answer) = &rec.answer {
+            // Woken again with the answer to its question (ext, 6.26).
+            vars.push(("TASK_ANSWER".into(), answer.answer.clone()));
+            vars.push(("TASK_QUESTION_ID".into(), answer.question_id.to_string()));
+            vars.push((
+                "TASK_ANSWER_FILE".into(),
+                results::answer_path(dir, &a.task_id).display().to_string(),
+            ));
+        }
         WakeEnv {
             vars,
             task_id: a.task_id.clone(),
@@ -387,6 +396,7 @@ pub const RESULT_STATUSES: &[&str] = &[
     "failed_terminal",
     "blocked",
     "usage_limited",
+    "input_required",
 ];
 
 /// Turns the agent's result file into the report:
@@ -444,6 +454,26 @@ pub fn report_from_result(map: Map<String, Value>, git_record: &std::path::Path)
                 "invalid_result: usage_limited needs resets_at (ms since the epoch)",
             ),
         },
+        Some("input_required") => {
+            let strings = |k: &str| -> Vec<String> {
+                map.get(k)
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(|v| v.as_str().map(clip)).collect())
+                    .unwrap_or_default()
+            };
+            match text("question").filter(|q| !q.trim().is_empty()) {
+                Some(question) => FinalReport::InputRequired {
+                    question: clip(&question),
+                    options: strings("options"),
+                    default: text("default").map(|d| clip(&d)),
+                    timeout_ms: map.get("timeout_ms").and_then(Value::as_u64),
+                },
+                None => FinalReport::failed(
+                    "invalid_result",
+                    "invalid_result: input_required needs a question",
+                ),
+            }
+        }
         Some("blocked") => FinalReport::Blocked {
             reason: clip(&text("reason").unwrap_or_else(|| "blocked".to_string())),
             needs: text("needs").map(|n| n.chars().take(256).collect()),

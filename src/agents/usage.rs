@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 
 use super::fsm::UsagePause;
 use super::presence::Presence;
+use super::scheduler::AgentUnavailable;
 use crate::domain::usage::{group_of, Reported, UsagePauses};
 use crate::error::StoreError;
 use crate::storage::bus::HubEvent;
@@ -220,6 +221,14 @@ impl Presence {
     fn tell_group(&self, group: &str, until: Option<i64>) {
         for (agent_id, fsm) in &self.fsms {
             if self.group_of(agent_id) == group {
+                if until.is_some() {
+                    // The scheduler hears it first, before the reporter's task
+                    // goes back to the queue (its FSM waits for this answer):
+                    // no member of the group can be matched with it meanwhile.
+                    self.deps.scheduler.do_send(AgentUnavailable {
+                        agent_id: agent_id.clone(),
+                    });
+                }
                 fsm.do_send(UsagePause(until));
             }
         }

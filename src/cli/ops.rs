@@ -61,6 +61,19 @@ pub enum TaskAction {
         #[command(flatten)]
         online: Online,
     },
+    /// Answer the question a task waits on (one of its options, if it has
+    /// any); its agent goes on with the answer.
+    Answer {
+        task_id: String,
+        answer: String,
+        #[command(flatten)]
+        online: Online,
+    },
+    /// The questions agents wait on, oldest first.
+    Questions {
+        #[command(flatten)]
+        online: Online,
+    },
 }
 
 #[derive(Subcommand)]
@@ -298,6 +311,17 @@ pub fn task(action: TaskAction) -> Result<(), Fatal> {
             format!("/api/tasks/{}/attempts", encode(&task_id)),
             None,
         ),
+        TaskAction::Answer {
+            task_id,
+            answer,
+            online,
+        } => (
+            online,
+            "POST",
+            format!("/api/tasks/{}/answer", encode(&task_id)),
+            Some(json!({ "answer": answer })),
+        ),
+        TaskAction::Questions { online } => (online, "GET", "/api/questions".to_string(), None),
     };
     print_json(&call(&online, method, &path, body)?);
     Ok(())

@@ -33,7 +33,9 @@ use crate::agents::presence::{Fleet, FleetState, Presence};
 use crate::error::StoreError;
 use crate::ops::metrics::{Metrics, Snapshot, Window};
 use crate::ops::standing::{RecentlyMissed, StandingOrders};
-use crate::queue::{BlockedTasks, FailingAgents, LongWait, LongestWaiting, StuckTasks, TaskQueue};
+use crate::queue::{
+    BlockedTasks, FailingAgents, LongWait, LongestWaiting, Questions, StuckTasks, TaskQueue,
+};
 use crate::storage::backup::Maintenance;
 use crate::storage::bus::{EventBus, HubEvent};
 use crate::storage::store::{decode, encode, Store};
@@ -120,6 +122,26 @@ impl Default for Thresholds {
             agent_failing_attempts: 3,
         }
     }
+}
+
+/// question_waiting (ext): agents wait for an answer (PROTOCOL.md 6.26).
+fn question_finding(questions: &[Value]) -> Option<Finding> {
+    (!questions.is_empty()).then(|| Finding {
+        severity: Severity::Warning,
+        message: format!(
+            "{} question(s) wait for an answer: {}",
+            questions.len(),
+            names(
+                questions
+                    .iter()
+                    .map(|q| q["task_id"].as_str().unwrap_or("?"))
+            )
+        ),
+        details: json!({"questions": questions.iter().take(20).map(|q| json!({
+            "task_id": q["task_id"], "agent_id": q["assigned_to"],
+            "question": q["question"]["question"], "asked_at": q["question"]["asked_at"]}))
+            .collect::<Vec<_>>(), "count": questions.len()}),
+    })
 }
 
 /// standing_order_missed: occurrences that got no outcome in their window (or
@@ -299,32 +321,39 @@ impl Alerter {
         let failing = self.deps.queue.send(FailingAgents {
             attempts: self.thresholds.agent_failing_attempts as usize,
         });
+        let questions = self.deps.queue.send(Questions);
         let fut = async move {
             let missed = missed.await.unwrap_or_default();
+            let questions = questions.await.unwrap_or_default();
             let fleet = (
                 fleet.await.unwrap_or_default(),
                 waiting.await.ok().flatten(),
                 failing.await.unwrap_or_default(),
             );
-            (window.await, stuck.await, blocked.await, missed, fleet)
+            (
+                window.await,
+                stuck.await,
+                blocked.await,
+                (missed, questions),
+                fleet,
+            )
         };
-        ctx.wait(
-            fut.into_actor(self)
-                .map(|(window, stuck, blocked, missed, fleet), act, _| {
-                    let (Ok(Some((oldest, newest))), Ok(stuck), Ok(blocked)) =
-                        (window, stuck, blocked)
-                    else {
-                        return;
-                    };
-                    let registered = act.deps.tokens.count();
-                    let mut findings = act.evaluate(&oldest, &newest, &stuck, registered);
-                    findings.push(("blocked_tasks", act.blocked_finding(&blocked)));
-                    findings.push(("standing_order_missed", missed_finding(&missed)));
-                    let (fleet, waiting, failing) = fleet;
-                    findings.extend(act.fleet_findings(&fleet, waiting.as_ref(), &failing));
-                    act.apply(findings);
-                }),
-        );
+        ctx.wait(fut.into_actor(self).map(
+            |(window, stuck, blocked, (missed, questions), fleet), act, _| {
+                let (Ok(Some((oldest, newest))), Ok(stuck), Ok(blocked)) = (window, stuck, blocked)
+                else {
+                    return;
+                };
+                let registered = act.deps.tokens.count();
+                let mut findings = act.evaluate(&oldest, &newest, &stuck, registered);
+                findings.push(("blocked_tasks", act.blocked_finding(&blocked)));
+                findings.push(("standing_order_missed", missed_finding(&missed)));
+                findings.push(("question_waiting", question_finding(&questions)));
+                let (fleet, waiting, failing) = fleet;
+                findings.extend(act.fleet_findings(&fleet, waiting.as_ref(), &failing));
+                act.apply(findings);
+            },
+        ));
     }
 
     /// blocked_tasks: tasks blocked for longer than the threshold, oldest first.

@@ -127,11 +127,11 @@ impl TaskQueue {
         if task.status.is_terminal() {
             self.deps.forget(&task.id);
         }
-        let key = (old == TaskStatus::Assigned && changed.status != TaskStatus::Assigned)
+        let key = (old.is_held() && !changed.status.is_held())
             .then(|| task.concurrency_key.clone())
             .flatten();
         self.index.settle_in(task);
-        if old == TaskStatus::Assigned && changed.status != TaskStatus::Assigned {
+        if old.is_held() && !changed.status.is_held() {
             self.stop_running(id, key.as_deref(), changed.status.is_terminal(), now);
         } else if changed.status.is_terminal() {
             self.stop_running(id, None, true, now);
@@ -292,7 +292,7 @@ impl TaskQueue {
     ) -> Result<R, QueueError> {
         let holder = self.index.leases.get(task_id).cloned();
         let (out, changed) = self.with_task(task_id, by, change)?;
-        let still_held = changed.status == TaskStatus::Assigned;
+        let still_held = changed.status.is_held();
         if let Some(lease) = holder.filter(|l| !still_held || l.generation != changed.generation) {
             self.outbox.withdrawn.push(Withdrawn {
                 agent_id: lease.agent_id,

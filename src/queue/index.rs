@@ -124,8 +124,8 @@ impl TaskIndex {
         } else {
             self.dead_letter.remove(&task.seq);
         }
-        match (&task.assigned_to, task.status) {
-            (Some(agent), TaskStatus::Assigned) => {
+        match (&task.assigned_to, task.status.is_held()) {
+            (Some(agent), true) => {
                 let same = self
                     .leases
                     .get(&task.id)

@@ -56,6 +56,7 @@ pub(crate) use api::keys::{ConcurrencyLimits, SetConcurrencyLimit};
 pub(crate) use api::operator::{
     ControlTask, PauseLanes, PausedLanes, Submit, SubmitFixed, TaskControl,
 };
+pub(crate) use api::questions::{AnswerTask, Questions};
 pub(crate) use api::read::{
     BlockedTasks, DeadLetters, FailingAgents, GetAttempts, GetTask, ListTasks, LongWait,
     LongestWaiting, RecentCompletions, Stats, StuckTasks, TaskOutcome, TaskOutcomes,

@@ -7,7 +7,7 @@ use actix::prelude::*;
 
 use super::{QueueError, TaskQueue};
 use crate::agents::fsm::Withdrawn;
-use crate::agents::presence::ToAgent;
+use crate::agents::presence::{Deliver, ToAgent};
 use crate::agents::scheduler::{Holds, TaskReady, TaskUnready};
 use crate::domain::task::Task;
 use crate::ops::analytics::Count;
@@ -24,6 +24,8 @@ pub(super) struct Outbox {
     pub(super) unready: Vec<String>,
     /// Agents that lost a task, for presence to tell them.
     pub(super) withdrawn: Vec<Withdrawn>,
+    /// Frames for an agent's socket (answers to its questions).
+    pub(super) pushes: Vec<Deliver>,
     /// Per-agent completions and failures, for analytics.
     pub(super) counts: Vec<Count>,
     /// Holds taken and released (write scopes, concurrency keys), for the
@@ -40,6 +42,7 @@ struct Batch {
     ready: Vec<TaskReady>,
     unready: Vec<String>,
     withdrawn: Vec<Withdrawn>,
+    pushes: Vec<Deliver>,
     counts: Vec<Count>,
 }
 
@@ -50,6 +53,7 @@ impl Outbox {
             && self.ready.is_empty()
             && self.unready.is_empty()
             && self.withdrawn.is_empty()
+            && self.pushes.is_empty()
             && self.counts.is_empty()
     }
 
@@ -61,6 +65,7 @@ impl Outbox {
             ready: std::mem::take(&mut self.ready),
             unready: std::mem::take(&mut self.unready),
             withdrawn: std::mem::take(&mut self.withdrawn),
+            pushes: std::mem::take(&mut self.pushes),
             counts: std::mem::take(&mut self.counts),
         }
     }
@@ -165,6 +170,9 @@ impl TaskQueue {
         }
         for w in batch.withdrawn {
             self.peers.presence.do_send(ToAgent(w));
+        }
+        for p in batch.pushes {
+            self.peers.presence.do_send(p);
         }
         for c in batch.counts {
             self.peers.analytics.do_send(c);

@@ -7,7 +7,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::domain::task::{Attempt, HistoryEntry, Progress, ReportRecord, Task, TaskStatus};
+use crate::domain::task::{
+    Attempt, HistoryEntry, Progress, Question, ReportRecord, Task, TaskStatus,
+};
 use crate::error::StoreError;
 use crate::protocol::{BlockedPolicy, STANDING_SUBMITTER};
 use crate::storage::store::{decode, encode, seq_key};
@@ -117,6 +119,8 @@ struct StateOut<'a> {
     attempts: &'a [Attempt],
     attempts_dropped: u32,
     progress: &'a Option<Progress>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    question: &'a Option<Question>,
 }
 
 /// What a change changes, as read.
@@ -166,6 +170,8 @@ struct StateIn {
     attempts_dropped: u32,
     #[serde(default)]
     progress: Option<Progress>,
+    #[serde(default)]
+    question: Option<Question>,
 }
 
 /// A task's spec record.
@@ -224,6 +230,7 @@ pub(super) fn encode_state(t: &Task) -> Vec<u8> {
         attempts: &t.attempts,
         attempts_dropped: t.attempts_dropped,
         progress: &t.progress,
+        question: &t.question,
     })
 }
 
@@ -283,6 +290,7 @@ pub(super) fn decode_task(stored: &StoredTask) -> Result<Task, StoreError> {
         stall_ms: spec.stall_ms,
         max_runtime_ms: spec.max_runtime_ms,
         progress: state.progress,
+        question: state.question,
         repo: spec.repo,
         write_paths: spec.write_paths,
         read_paths: spec.read_paths,

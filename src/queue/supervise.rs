@@ -167,7 +167,7 @@ impl TaskQueue {
                     dependent.push((task.id.clone(), task.depends_on.clone()));
                 }
                 self.scopes.track(&task);
-                if let (TaskStatus::Assigned, Some(agent)) = (task.status, &task.assigned_to) {
+                if let (true, Some(agent)) = (task.status.is_held(), &task.assigned_to) {
                     running.push((task.id.clone(), agent.clone(), task.concurrency_key.clone()));
                 }
                 self.index.insert_live(task);

@@ -46,14 +46,13 @@ impl TaskQueue {
         let now = now_ms();
         let mut due = Vec::new();
         for (task_id, lease) in &self.index.leases {
-            let overdue = self
-                .index
-                .whole(task_id)
-                .and_then(|t| t.complete_by)
-                .is_some_and(|by| by < now);
+            let task = self.index.whole(task_id);
+            let overdue = task.and_then(|t| t.complete_by).is_some_and(|by| by < now);
+            // A task waiting for an answer holds no lease clock.
+            let asking = task.is_some_and(|t| t.status == TaskStatus::InputRequired);
             if overdue {
                 due.push((task_id.clone(), lease.clone(), "overdue"));
-            } else if lease.deadline < now {
+            } else if lease.deadline < now && !asking {
                 due.push((task_id.clone(), lease.clone(), "lease_expired"));
             }
         }
@@ -98,6 +97,7 @@ impl TaskQueue {
                 .is_some_and(|u| u <= now);
             match task.status() {
                 TaskStatus::Queued => self.offer_live(&id, now),
+                TaskStatus::InputRequired => self.question_due(&id),
                 TaskStatus::Blocked if unblock_due => {
                     if let Err(e) = self.with_task(&id, "hub", |t, now| t.unblock_due(now)) {
                         tracing::error!(task_id = %id, error = e.as_str(), "blocked task not requeued");

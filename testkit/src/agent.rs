@@ -252,6 +252,18 @@ impl Agent {
         assign
     }
 
+    /// Asks `question` about the assignment `assign` (`task_input_required`,
+    /// with `extra` fields such as options) and returns the hub's reply.
+    pub fn ask(&mut self, assign: &Value, question: &str, extra: Value) -> Value {
+        let mut frame = json!({"type": "task_input_required", "task_id": assign["task_id"],
+                               "generation": assign["generation"], "question": question});
+        if let (Some(f), Some(e)) = (frame.as_object_mut(), extra.as_object()) {
+            f.extend(e.clone());
+        }
+        self.send(frame);
+        self.recv_reply(REPLY_TIMEOUT)
+    }
+
     /// Completes the assignment `assign` (an empty result) and asserts the ack.
     pub fn complete(&mut self, assign: &Value) {
         let task_id = assign["task_id"].as_str().expect("task_id");

@@ -240,6 +240,26 @@ async function main() {
     await hub('usage_resumed');
     console.log(`usage pause of ${group} shown and resumed from the page`);
 
+    // Questions: an agent asks; the answer is a click on an option...
+    const askedId = await hub('agent_asks', 'options');
+    const qRow = page.locator(`${tid('question-row')}[data-task-id="${askedId}"]`);
+    await qRow.locator(tid('question-text'), { hasText: 'Which region' }).waitFor();
+    await qRow.locator(`${tid('question-option')}[data-answer="eu"]`).click();
+    await page.locator(tid('action-result'), { hasText: `answer ${askedId}: sent` }).waitFor();
+    await qRow.waitFor({ state: 'detached' });
+    await hub('question_answered', `${askedId}:eu`);
+    // ...or typed, at phone width.
+    await page.setViewportSize({ width: 375, height: 800 });
+    const typedId = await hub('agent_asks', 'free');
+    const tRow = page.locator(`${tid('question-row')}[data-task-id="${typedId}"]`);
+    await tRow.locator(tid('question-input')).fill('eu-west-1');
+    await tRow.locator(tid('question-submit')).click();
+    await tRow.waitFor({ state: 'detached' });
+    await page.waitForFunction(() => document.documentElement.scrollWidth <= window.innerWidth + 1);
+    await page.setViewportSize({ width: 1400, height: 1000 });
+    await hub('question_answered', `${typedId}:eu-west-1`);
+    console.log(`questions of ${askedId} and ${typedId} answered from the page`);
+
     // Filters: only cancelled tasks (none) and back to all.
     await page.selectOption(tid('tasks-filter-status'), 'cancelled');
     await page.click(tid('tasks-refresh'));

@@ -37,7 +37,7 @@ use crate::config::Config;
 use crate::inbox::Mail;
 use crate::link::{self, LinkConfig, LinkEvent, Outbound};
 use crate::results::AgentProgress;
-use crate::state::{now_ms, Loaded, OutboxEntry, StateDir, TaskRecord};
+use crate::state::{now_ms, Answer, Loaded, OutboxEntry, StateDir, TaskRecord};
 use crate::worker::WorkerMsg;
 
 mod tasks;
@@ -52,6 +52,8 @@ enum Kind {
     Reject,
     /// `usage_limited` for the task (final, like a failure that spends nothing).
     Usage,
+    /// `task_input_required`: the question (the task stays ours).
+    Ask,
 }
 
 impl Kind {
@@ -86,6 +88,11 @@ impl Kind {
                 generation,
                 ..
             } => Some((Kind::Usage, task_id.clone(), generation.unwrap_or(0))),
+            ClientFrame::TaskInputRequired {
+                task_id,
+                generation,
+                ..
+            } => Some((Kind::Ask, task_id.clone(), *generation)),
             _ => None,
         }
     }
@@ -546,6 +553,20 @@ impl Relay {
                 generation,
             } => self.on_continue(&task_id, generation),
             ServerFrame::TaskReassign { task_id } => self.on_reassign(&task_id),
+            ServerFrame::TaskAnswer {
+                task_id,
+                generation,
+                question_id,
+                answer,
+                answered_by,
+            } => {
+                let answer = Answer {
+                    question_id,
+                    answer,
+                    answered_by,
+                };
+                self.on_answer(&task_id, generation, answer)
+            }
             ServerFrame::TaskCancelled {
                 task_id, reason, ..
             } => self.on_cancelled(&task_id, &reason),
@@ -579,9 +600,16 @@ impl Relay {
             "blocked" => Kind::Block,
             "rejected" => Kind::Reject,
             "usage_limited" => Kind::Usage,
+            "input_required" => Kind::Ask,
             _ => return,
         };
         self.pop_inflight(task_id, kind);
+        if kind == Kind::Ask {
+            tracing::info!(task_id, "the hub has the question; waiting for the answer");
+            self.drop_entries_for(task_id, true);
+            self.await_answer(task_id);
+            return;
+        }
         if matches!(
             kind,
             Kind::Complete | Kind::Failed | Kind::Block | Kind::Usage
@@ -617,6 +645,7 @@ impl Relay {
             "task_block_failed" => Kind::Block,
             "task_reject_failed" => Kind::Reject,
             "usage_limited_failed" => Kind::Usage,
+            "task_input_required_failed" => Kind::Ask,
             _ => {
                 tracing::warn!(task_id = %task_id, error = %e.error, "error frame from the hub");
                 return;
@@ -638,7 +667,7 @@ impl Relay {
                     self.release(&task_id, &e.error);
                 }
             }
-            Kind::Complete | Kind::Failed | Kind::Block | Kind::Usage => {
+            Kind::Complete | Kind::Failed | Kind::Block | Kind::Usage | Kind::Ask => {
                 if ours.is_some() && !current {
                     tracing::debug!(task_id = %task_id, error = %e.error, "refusal of an older generation ignored");
                     return;

@@ -9,7 +9,7 @@ use serde_json::{json, Map};
 use tokio::time::Instant;
 
 use super::{clip, Held, Relay};
-use crate::state::{now_ms, safe_task_id, FinalReport, Phase, TaskRecord};
+use crate::state::{now_ms, safe_task_id, Answer, FinalReport, Phase, TaskRecord};
 use crate::wake;
 use crate::worker::{self, WorkerMsg};
 
@@ -290,6 +290,66 @@ impl Relay {
         self.clear_record(task_id);
     }
 
+    /// The hub has the agent's question: the task waits for the answer (no
+    /// worker, no lease renewals; the hub counts no lease meanwhile).
+    pub(super) fn await_answer(&mut self, task_id: &str) {
+        let asked = self
+            .held
+            .get(task_id)
+            .is_some_and(|h| matches!(h.record.report, Some(FinalReport::InputRequired { .. })));
+        if !asked {
+            return;
+        }
+        if let Some(h) = self.held.get_mut(task_id) {
+            h.record.phase = Phase::AwaitingAnswer;
+        }
+        self.save_record(task_id);
+    }
+
+    /// `task_answer`: the answer is written for the agent
+    /// (`results/<id>.answer.json`, `TASK_ANSWER`) and the agent is woken
+    /// again. An answer already handled (a repeat after a recovery) is ignored.
+    pub(super) fn on_answer(&mut self, task_id: &str, generation: u64, answer: Answer) {
+        let Some(h) = self.held.get_mut(task_id) else {
+            return;
+        };
+        let seen = h
+            .record
+            .answer
+            .as_ref()
+            .is_some_and(|a| a.question_id >= answer.question_id);
+        if seen || h.record.generation() != generation || h.record.is_released() {
+            tracing::debug!(
+                task_id,
+                question_id = answer.question_id,
+                "answer already handled"
+            );
+            return;
+        }
+        tracing::info!(task_id, question_id = answer.question_id, by = %answer.answered_by, "answer received; waking the agent again");
+        let file = crate::results::answer_path(&self.cfg.results_dir, task_id);
+        let body = serde_json::json!({"task_id": task_id, "question_id": answer.question_id,
+                                      "answer": answer.answer, "answered_by": answer.answered_by});
+        if let Err(e) = crate::state::write_atomic(&file, body.to_string().as_bytes()) {
+            tracing::error!(task_id, error = %e, "cannot write the answer file");
+        }
+        // The question's result and start mark are done with: the agent is
+        // woken again, and its next result is the answer's.
+        let dir = &self.cfg.results_dir;
+        let _ = std::fs::remove_file(crate::results::result_path(dir, task_id));
+        let _ = std::fs::remove_file(crate::results::started_path(dir, task_id));
+        let r = &mut h.record;
+        r.answer = Some(answer);
+        r.report = None;
+        r.phase = Phase::Accepted;
+        r.wake_attempts = 0;
+        r.pgid = None;
+        r.confirm_deadline_ms = None;
+        self.drop_entries_for(task_id, true);
+        self.save_record(task_id);
+        self.start_worker(task_id);
+    }
+
     fn stop_group(&self, pgid: Option<i32>) {
         if let Some(pgid) = pgid {
             let grace = self.cfg.timings.kill_grace;
@@ -424,6 +484,9 @@ impl Relay {
             }
             FinalReport::UsageLimited { resets_at, .. } => {
                 tracing::warn!(task_id, resets_at, "reporting usage_limited")
+            }
+            FinalReport::InputRequired { question, .. } => {
+                tracing::info!(task_id, question = %question, "asking the hub")
             }
         }
         self.save_record(task_id);

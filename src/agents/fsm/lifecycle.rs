@@ -6,7 +6,7 @@
 use actix::prelude::*;
 
 use super::AgentFsm;
-use crate::domain::task::FailReport;
+use crate::domain::task::{Ask, FailReport};
 use crate::protocol::{parse_task_specs, ClientFrame, ErrorFrame, ServerFrame};
 use crate::queue::{AgentReport, QueueError, Report, ReportReply};
 
@@ -140,6 +140,26 @@ fn to_report(frame: ClientFrame) -> Option<Result<(String, Report, Reply), Serve
             },
             Reply::Silent,
         ),
+        ClientFrame::TaskInputRequired {
+            task_id,
+            generation,
+            question,
+            options,
+            default,
+            timeout_ms,
+        } => (
+            task_id,
+            Report::Ask {
+                generation,
+                ask: Ask {
+                    question,
+                    options: options.unwrap_or_default(),
+                    default,
+                    timeout_ms,
+                },
+            },
+            Reply::Ack("task_input_required_failed"),
+        ),
         ClientFrame::UsageLimited {
             task_id: Some(task_id),
             generation,
@@ -180,17 +200,21 @@ impl Handler<Lifecycle> for AgentFsm {
                 })
             })));
         }
-        if let ClientFrame::UsageLimited {
-            resets_at,
-            task_id: Some(task_id),
-            reason,
-            ..
-        } = &msg.0
-        {
-            // The pause first: the task's return must not offer this agent work.
-            let report = self.usage_report(*resets_at, Some(task_id.clone()), reason.clone(), ctx);
-            self.presence.do_send(report);
-        }
+        // With a task, the pause first: the task goes back to the queue only
+        // once the whole group is paused (none of it may be offered the task).
+        let pause = match &msg.0 {
+            ClientFrame::UsageLimited {
+                resets_at,
+                task_id: Some(task_id),
+                reason,
+                ..
+            } => {
+                let report =
+                    self.usage_report(*resets_at, Some(task_id.clone()), reason.clone(), ctx);
+                Some(self.presence.send(report))
+            }
+            _ => None,
+        };
         let (task_id, report, reply) = match to_report(msg.0) {
             None => return AtomicResponse::new(Box::pin(fut::ready(None))),
             Some(Err(refusal)) => return AtomicResponse::new(Box::pin(fut::ready(Some(refusal)))),
@@ -201,11 +225,19 @@ impl Handler<Lifecycle> for AgentFsm {
             Report::Recover { generation } => *generation,
             _ => None,
         };
-        let request = self.queue.send(AgentReport {
+        let queue = self.queue.clone();
+        let report = AgentReport {
             agent_id: self.agent_id.clone(),
             task_id: task_id.clone(),
             report,
-        });
+        };
+        let request = async move {
+            if let Some(pause) = pause {
+                // Whatever its answer: the pause is in place or failed to save.
+                let _ = pause.await;
+            }
+            queue.send(report).await
+        };
         AtomicResponse::new(Box::pin(request.into_actor(self).map(
             move |result, act, ctx| {
                 let verdict = match result {
@@ -239,8 +271,11 @@ impl Handler<Lifecycle> for AgentFsm {
                         })
                     }
                     (Ok(ReportReply::Ack(status)), _) => {
-                        let delay = is_reject.then_some(act.timings.reject_backoff);
-                        act.release_task(&task_id, ctx, delay);
+                        // A question keeps the task with its holder.
+                        if status != "input_required" {
+                            let delay = is_reject.then_some(act.timings.reject_backoff);
+                            act.release_task(&task_id, ctx, delay);
+                        }
                         Some(ServerFrame::TaskAck { task_id, status })
                     }
                     (Ok(ReportReply::Holds(generation)), reply) => {

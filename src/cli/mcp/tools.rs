@@ -29,6 +29,7 @@ use crate::Fatal;
 mod agents;
 mod coordination;
 mod messages;
+mod questions;
 mod schedule;
 
 /// Tools that steer others' work: the admin's and coordinators' tokens only;
@@ -41,6 +42,7 @@ const STEER_TOOLS: &[&str] = &[
     "resume_usage",
     "put_standing_order",
     "delete_standing_order",
+    "answer_task",
 ];
 /// Tools that change something: not listed for an observer's token.
 const WRITE_TOOLS: &[&str] = &[
@@ -240,7 +242,8 @@ impl HubTools {
                 + Self::agent_tools()
                 + Self::coordination_tools()
                 + Self::message_tools()
-                + Self::schedule_tools(),
+                + Self::schedule_tools()
+                + Self::question_tools(),
         }
     }
 

@@ -12,7 +12,9 @@ use serde_json::{json, Map, Value};
 
 use crate::protocol::{BlockedPolicy, TaskAssignment, TaskSpec, STANDING_SUBMITTER};
 
+mod questions;
 mod transitions;
+pub(crate) use questions::{Ask, TimedOut};
 
 /// How many history entries a task record keeps (the API returns these; the event
 /// log keeps them all).
@@ -29,6 +31,9 @@ const REPORTS_KEPT: usize = 16;
 pub(crate) enum TaskStatus {
     Queued,
     Assigned,
+    /// Its holder asked a question and waits for the answer (ext): it keeps
+    /// the task, and its lease stops counting.
+    InputRequired,
     Blocked,
     Completed,
     DeadLetter,
@@ -36,9 +41,10 @@ pub(crate) enum TaskStatus {
 }
 
 impl TaskStatus {
-    pub(crate) const ALL: [TaskStatus; 6] = [
+    pub(crate) const ALL: [TaskStatus; 7] = [
         TaskStatus::Queued,
         TaskStatus::Assigned,
+        TaskStatus::InputRequired,
         TaskStatus::Blocked,
         TaskStatus::Completed,
         TaskStatus::DeadLetter,
@@ -49,6 +55,7 @@ impl TaskStatus {
         match self {
             TaskStatus::Queued => "queued",
             TaskStatus::Assigned => "assigned",
+            TaskStatus::InputRequired => "input_required",
             TaskStatus::Blocked => "blocked",
             TaskStatus::Completed => "completed",
             TaskStatus::DeadLetter => "dead_letter",
@@ -58,6 +65,11 @@ impl TaskStatus {
 
     pub(crate) fn parse(s: &str) -> Option<TaskStatus> {
         TaskStatus::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    /// An agent holds it: assigned, or waiting for an answer to its question.
+    pub(crate) fn is_held(self) -> bool {
+        matches!(self, TaskStatus::Assigned | TaskStatus::InputRequired)
     }
 
     /// Completed, dead-lettered and cancelled tasks never change again on their own.
@@ -107,6 +119,8 @@ pub(crate) enum TaskError {
     ScopeBusy,
     /// Its concurrency key is at its limit (it waits for a slot of the key).
     ConcurrencyLimit,
+    /// An answer that is not one of the question's options.
+    InvalidAnswer,
 }
 
 impl TaskError {
@@ -118,6 +132,7 @@ impl TaskError {
             TaskError::StaleGeneration => "stale_generation",
             TaskError::ScopeBusy => "scope_busy",
             TaskError::ConcurrencyLimit => "concurrency_limit",
+            TaskError::InvalidAnswer => "invalid_answer",
         }
     }
 }
@@ -224,6 +239,10 @@ pub(crate) struct Task {
     /// (cleared by a new assignment).
     #[serde(default)]
     pub progress: Option<Progress>,
+    /// The holder's latest question (ext): waiting while the task is
+    /// `input_required`, answered after.
+    #[serde(default)]
+    pub question: Option<Question>,
     /// The write scope (see `TaskSpec::write_paths`): the repository, and what
     /// the task writes and reads in it.
     #[serde(default)]
@@ -251,6 +270,30 @@ pub(crate) struct Progress {
     pub message: Option<String>,
     pub at: i64,
     pub generation: u64,
+}
+
+/// A question the holder asked (ext, PROTOCOL.md 6.26), and its answer once
+/// someone gave it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct Question {
+    /// Rises with each question of the task (the agent matches answers by it).
+    pub id: u32,
+    pub question: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    pub asked_at: i64,
+    /// Unanswered by then: the default applies, else the task fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_at: Option<i64>,
+    pub generation: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_at: Option<i64>,
 }
 
 /// A `task_failed` report.
@@ -357,6 +400,7 @@ impl Task {
             stall_ms: spec.stall_ms,
             max_runtime_ms: spec.max_runtime_ms,
             progress: None,
+            question: None,
             repo: spec.repo,
             write_paths: spec.write_paths,
             read_paths: spec.read_paths,
@@ -468,7 +512,7 @@ impl Task {
         if generation.is_some_and(|g| g != self.generation) {
             return Err(TaskError::StaleGeneration);
         }
-        if self.status != TaskStatus::Assigned {
+        if !self.status.is_held() {
             return Err(TaskError::InvalidState(self.status));
         }
         if self.assigned_to.as_deref() != Some(agent) {
@@ -480,6 +524,10 @@ impl Task {
     /// Back to the queue: a new generation fences every report of the old one.
     fn requeue(&mut self) {
         self.status = TaskStatus::Queued;
+        // An unanswered question goes with the attempt that asked it.
+        if self.question.as_ref().is_some_and(|q| q.answer.is_none()) {
+            self.question = None;
+        }
         self.generation += 1;
         self.assigned_to = None;
         self.assigned_at = None;
@@ -564,6 +612,7 @@ impl Task {
             "read_paths": self.read_paths,
             "history": self.history,
         });
+        v["question"] = serde_json::to_value(&self.question).unwrap_or(Value::Null);
         v["concurrency_key"] = json!(self.concurrency_key);
         v
     }

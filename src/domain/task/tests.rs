@@ -59,7 +59,7 @@ fn a_failure_waits_out_its_backoff_and_a_terminal_one_dead_letters() {
     assert_eq!(t.retry_count, 3);
 }
 
-fn task(max_retries: u32) -> Task {
+pub(super) fn task(max_retries: u32) -> Task {
     let spec = TaskSpec {
         description: "d".into(),
         priority: 2,

@@ -347,7 +347,7 @@ impl Task {
             return Err(TaskError::InvalidState(previous));
         }
         let holder = self.assigned_to.clone();
-        if previous == TaskStatus::Assigned {
+        if previous.is_held() {
             self.close_attempt(self.generation, "dead_letter", Some("operator"), None, now);
             self.generation += 1;
         }
@@ -407,7 +407,7 @@ impl Task {
         if previous.is_terminal() && previous != TaskStatus::DeadLetter {
             return Err(TaskError::InvalidState(previous));
         }
-        if previous == TaskStatus::Assigned {
+        if previous.is_held() {
             self.close_attempt(self.generation, "cancelled", Some(by), None, now);
         }
         self.status = TaskStatus::Cancelled;
@@ -433,11 +433,12 @@ impl Task {
                 | TaskStatus::Blocked
                 | TaskStatus::Cancelled
                 | TaskStatus::Assigned
+                | TaskStatus::InputRequired
         ) {
             return Err(TaskError::InvalidState(previous));
         }
         let holder = self.assigned_to.clone();
-        if previous == TaskStatus::Assigned {
+        if previous.is_held() {
             self.close_attempt(
                 self.generation,
                 "reclaimed",

@@ -11,7 +11,9 @@
 use actix::prelude::*;
 use serde_json::{Map, Value};
 
-use crate::domain::task::{BlockReport, FailReport, ReclaimOutcome, ReportKind, Task, TaskError};
+use crate::domain::task::{
+    Ask, BlockReport, FailReport, ReclaimOutcome, ReportKind, Task, TaskError,
+};
 use crate::ops::analytics::{Count, Counter};
 use crate::protocol::{TaskAssignment, TaskSpec};
 use crate::queue::{QueueError, TaskQueue};
@@ -97,6 +99,11 @@ pub(crate) enum Report {
     Wake {
         success: bool,
     },
+    /// `task_input_required`: the holder asks and waits (ext).
+    Ask {
+        generation: u64,
+        ask: Ask,
+    },
 }
 
 /// What a report achieved.
@@ -146,7 +153,11 @@ impl Handler<AgentReport> for TaskQueue {
             let result = match report {
                 // Neither changes the task: answered at once, no flush to wait for.
                 Report::Recover { generation } => {
-                    return Box::pin(fut::ready(Ok(this.recover(&agent, &task_id, generation))))
+                    let reply = this.recover(&agent, &task_id, generation);
+                    if matches!(reply, ReportReply::Holds(_)) {
+                        this.answer_again(&agent, &task_id);
+                    }
+                    return Box::pin(fut::ready(Ok(reply)));
                 }
                 Report::Wake { success } => {
                     this.woken(&agent, &task_id, success);
@@ -198,6 +209,14 @@ impl Handler<AgentReport> for TaskQueue {
                         t.reject(&agent, generation, reason, now)
                     })
                     .map(|(ack, _)| ReportReply::Ack(ack)),
+                Report::Ask { generation, ask } => this
+                    .with_task(&task_id, &agent, |t, now| t.ask(&agent, generation, ask, now))
+                    .map(|(q, _)| {
+                        if let Some(at) = q.timeout_at {
+                            this.timers.set(at, &task_id);
+                        }
+                        ReportReply::Ack("input_required".into())
+                    }),
                 Report::UsageLimited { generation, reason } => this
                     .with_task(&task_id, &agent, |t, now| {
                         t.give_back(&agent, generation, reason, ReportKind::UsageLimited, now)

@@ -7,5 +7,6 @@
 pub(super) mod agent;
 pub(super) mod keys;
 pub(super) mod operator;
+pub(super) mod questions;
 pub(super) mod read;
 pub(super) mod reserve;

@@ -16,7 +16,6 @@ use rand::Rng;
 use serde_json::{json, Value};
 
 use crate::domain::scopes::Scope;
-use crate::domain::task::TaskStatus;
 use crate::protocol::{
     FieldError, Reservation, ReserveRequest, ScopeHolderInfo, MAX_RESERVATIONS_PER_HOLDER,
 };
@@ -159,7 +158,7 @@ impl TaskQueue {
                 let holder = self
                     .index
                     .whole(task_id)
-                    .filter(|t| t.status == TaskStatus::Assigned)
+                    .filter(|t| t.status.is_held())
                     .and_then(|t| t.assigned_to.clone());
                 match (holder, by) {
                     (Some(h), Reserver::Agent(me)) if h == *me => h,

@@ -15,6 +15,7 @@ mod limits;
 mod messaging;
 mod operator;
 mod ops;
+mod questions;
 mod reservations;
 mod schemas;
 mod standing;
@@ -253,6 +254,7 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
         .configure(reservations::routes)
         .configure(concurrency::routes)
         .configure(usage::routes)
+        .configure(questions::routes)
         .configure(limits::routes)
         .configure(ops::routes)
         .configure(schemas::routes)

@@ -13,6 +13,7 @@ use crate::web::http::limits::OVERRIDE_FIELDS;
 use crate::web::http::messaging::{ACK_FIELDS, CHANNEL_FIELDS, MESSAGE_FIELDS, SUBSCRIBER_FIELDS};
 use crate::web::http::operator::{LANES_FIELDS, PRIORITY_FIELDS};
 use crate::web::http::ops::LEVEL_FIELDS;
+use crate::web::http::questions::ANSWER_FIELDS;
 use crate::web::http::standing::{ORDER_FIELDS, ORDER_UPDATE_FIELDS};
 
 const fn route(
@@ -229,6 +230,21 @@ pub(super) fn catalog() -> Vec<Route> {
             Steer,
             "End a usage-limit pause early",
         ),
+        route(
+            "GET",
+            "/api/questions",
+            Token,
+            "Questions agents wait on (tasks input_required), oldest first",
+        ),
+        Route {
+            body: BodyDoc::Fields(ANSWER_FIELDS),
+            ..route(
+                "POST",
+                "/api/tasks/{id}/answer",
+                Steer,
+                "Answer the question a task waits on; its agent goes on",
+            )
+        },
         route(
             "GET",
             "/api/admin/concurrency",

@@ -74,6 +74,8 @@ const EVENT_KINDS: &[(&str, &str)] = &[
     ("concurrency_limit_set", "an operator capped a concurrency key (details.key, limit, previous_limit)"),
     ("concurrency_limit_removed", "an operator removed a key's cap (details.key, previous_limit)"),
     ("agent_connected", "an agent identified (details.name, capabilities, slots granted, reserve_slot_for_standing)"),
+    ("input_required", "the holder asked a question and waits (details.question_id, question, options, default, timeout_at)"),
+    ("answered", "the question was answered (actor: who; hub when its default applied at the timeout; details.question_id, answer)"),
 ];
 
 fn body_schema(body: &BodyDoc) -> Option<Value> {

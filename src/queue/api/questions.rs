@@ -1,0 +1,147 @@
+//! Questions of holders (ext, PROTOCOL.md 6.26), as the queue keeps them:
+//!
+//! | message | from | does |
+//! |---|---|---|
+//! | `AnswerTask` | operators (HTTP, CLI, MCP, dashboard) | answers the waiting question; the holder works on |
+//! | `Questions` | readers | the tasks waiting for an answer |
+//!
+//! The answer reaches the holder as `task_answer` once durable, and again
+//! after each `task_recovering` of the task at that generation (the agent
+//! matches answers by question id). A question whose `timeout_at` passes takes
+//! its default, else its task is dead-lettered (`input_timeout`).
+
+use actix::prelude::*;
+use serde_json::Value;
+
+use crate::agents::fsm::Withdrawn;
+use crate::agents::presence::Deliver;
+use crate::domain::task::{Question, TaskStatus, TimedOut};
+use crate::protocol::ServerFrame;
+use crate::queue::{QueueError, TaskQueue};
+
+/// Answer the question a task waits on, as `by`.
+#[derive(Message)]
+#[rtype(result = "Result<Value, QueueError>")]
+pub(crate) struct AnswerTask {
+    pub task_id: String,
+    pub answer: String,
+    pub by: String,
+}
+
+impl Handler<AnswerTask> for TaskQueue {
+    type Result = ResponseActFuture<Self, Result<Value, QueueError>>;
+
+    fn handle(&mut self, msg: AnswerTask, ctx: &mut Context<Self>) -> Self::Result {
+        self.contained(ctx, move |this| -> Self::Result {
+            let result = this
+                .with_task(&msg.task_id, &msg.by, |t, now| {
+                    let q = t.answer(msg.answer, &msg.by, now)?;
+                    Ok((q, t.assigned_to.clone(), t.view()))
+                })
+                .map(|((q, holder, view), _)| {
+                    this.answered(&msg.task_id, holder.as_deref(), &q);
+                    view
+                });
+            this.after_flush(result)
+        })
+    }
+}
+
+/// Every task waiting for an answer, oldest question first.
+#[derive(Message)]
+#[rtype(result = "Vec<Value>")]
+pub(crate) struct Questions;
+
+impl Handler<Questions> for TaskQueue {
+    type Result = MessageResult<Questions>;
+
+    fn handle(&mut self, _: Questions, ctx: &mut Context<Self>) -> Self::Result {
+        self.contained(ctx, |this| {
+            let mut waiting: Vec<(i64, Value)> = this
+                .index
+                .leases
+                .keys()
+                .filter_map(|id| this.index.whole(id))
+                .filter(|t| t.status == TaskStatus::InputRequired)
+                .filter_map(|t| {
+                    let q = t.question.as_ref()?;
+                    Some((
+                        q.asked_at,
+                        serde_json::json!({
+                            "task_id": t.id,
+                            "description": t.description,
+                            "assigned_to": t.assigned_to,
+                            "priority": t.priority,
+                            "question": q,
+                        }),
+                    ))
+                })
+                .collect();
+            waiting.sort_by_key(|(at, _)| *at);
+            MessageResult(waiting.into_iter().map(|(_, v)| v).collect())
+        })
+    }
+}
+
+impl TaskQueue {
+    /// A question was answered: its holder's lease counts again from now, and
+    /// the answer goes to it after the flush.
+    pub(super) fn answered(&mut self, task_id: &str, holder: Option<&str>, q: &Question) {
+        self.renew(task_id, true);
+        if let Some(agent) = holder {
+            self.outbox.pushes.push(answer_to(agent, task_id, q));
+        }
+    }
+
+    /// After a `task_recovering` the holder answered: the answer to its
+    /// question at this generation, again (it may have missed it).
+    pub(super) fn answer_again(&self, agent: &str, task_id: &str) {
+        let Some(task) = self.index.whole(task_id) else {
+            return;
+        };
+        let due = task.question.as_ref().filter(|q| {
+            q.answer.is_some() && q.generation == task.generation && task.status.is_held()
+        });
+        if let Some(q) = due {
+            self.peers.presence.do_send(answer_to(agent, task_id, q));
+        }
+    }
+
+    /// A due timer of a task waiting for an answer: its question times out.
+    pub(in crate::queue) fn question_due(&mut self, task_id: &str) {
+        let holder = self.index.leases.get(task_id).cloned();
+        match self.with_task(task_id, "hub", |t, now| t.question_timed_out(now)) {
+            Ok((TimedOut::Defaulted(q), _)) => {
+                tracing::info!(task_id, "question timed out: its default answers it");
+                let agent = holder.map(|l| l.agent_id);
+                self.answered(task_id, agent.as_deref(), &q);
+            }
+            Ok((TimedOut::Failed, _)) => {
+                tracing::warn!(task_id, "question timed out without a default: dead letter");
+                if let Some(lease) = holder {
+                    self.outbox.withdrawn.push(Withdrawn {
+                        agent_id: lease.agent_id,
+                        task_id: task_id.to_string(),
+                        generation: lease.generation,
+                        reason: "input_timeout".into(),
+                    });
+                }
+            }
+            // Answered, reclaimed or moved since the timer was set.
+            Err(_) => {}
+        }
+    }
+}
+
+fn answer_to(agent: &str, task_id: &str, q: &Question) -> Deliver {
+    Deliver {
+        agent_id: agent.to_string(),
+        frame: ServerFrame::TaskAnswer {
+            task_id: task_id.to_string(),
+            generation: q.generation,
+            question_id: q.id,
+            answer: q.answer.clone().unwrap_or_default(),
+            answered_by: q.answered_by.clone().unwrap_or_default(),
+        },
+    }
+}
