@@ -703,8 +703,15 @@ fn agents_reserve_and_release_paths_through_the_tools() {
 
     // Usage pauses: listed for anyone, resumed by the admin.
     let mut worker = Agent::connect(&hub, "alice", &alice_token);
-    let listed = bob.call("list_agents", json!({"online_only": true}));
-    // Alice took the keyed task at once: her one slot is busy with it.
+    // Alice takes the keyed task: her one slot is busy with it.
+    let pushed = worker.recv_type("task_assign", PUSH_TIMEOUT);
+    assert_eq!(pushed["task_id"], created["task_id"], "{pushed}");
+    let mut listed = Value::Null;
+    let shown = wait_for(PUSH_TIMEOUT, || {
+        listed = bob.call("list_agents", json!({"online_only": true}));
+        listed["agents"][0]["free_slots"] == 0
+    });
+    assert!(shown, "{listed}");
     let alice_card = &listed["agents"][0];
     assert_eq!(alice_card["slots"], 1, "{listed}");
     assert_eq!(alice_card["free_slots"], 0, "{listed}");
