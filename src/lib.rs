@@ -31,6 +31,11 @@ pub use agentcom_protocol as protocol;
 pub use agents::auth::{join_command, IssueError, Role, TokenTerms, Tokens};
 /// The fixed id of a completion's follow-up (tests find follow-ups by it).
 pub use queue::follow_up_id;
+/// What a standing order that leaves them out gets (the orders file compares
+/// with them).
+pub mod standing_defaults {
+    pub use crate::ops::standing::api::{DEFAULT_TIMEZONE, DEFAULT_WINDOW_MS};
+}
 /// The sled store and its page-cache default.
 pub use storage::store::{Store, DEFAULT_CACHE_BYTES};
 /// Runs the hub until it is told to stop.

@@ -60,7 +60,7 @@ fn the_agent_asks_an_operator_answers_and_the_agent_finishes_with_it() {
         "a dropped socket returns the task: {t}"
     );
     sc.spawn();
-    let asked = hub.wait_status(&task, "input_required", SOON);
+    hub.wait_status(&task, "input_required", SOON);
     let (status, body) = hub.post(
         &format!("/api/tasks/{task}/answer"),
         &json!({"answer": "eu"}),
@@ -89,5 +89,4 @@ fn the_agent_asks_an_operator_answers_and_the_agent_finishes_with_it() {
         Some(format!("{task} eu").as_str()),
         "{woken:?}"
     );
-    let _ = asked;
 }

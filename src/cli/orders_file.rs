@@ -23,6 +23,8 @@ use std::path::Path;
 
 use serde_json::{json, Map, Value};
 
+use agentcom_hub::standing_defaults::{DEFAULT_TIMEZONE, DEFAULT_WINDOW_MS};
+
 use crate::cli::hub_client::encode;
 use crate::{accepted, hub_request, Fatal};
 
@@ -37,9 +39,6 @@ const KEYS: &[&str] = &[
     "window_ms",
     "enabled",
 ];
-/// What the hub assumes for a key the file leaves out.
-const DEFAULT_TIMEZONE: &str = "UTC";
-const DEFAULT_WINDOW_MS: u64 = 15 * 60_000;
 
 /// One change the file asks for.
 #[derive(Debug, PartialEq)]

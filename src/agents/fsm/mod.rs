@@ -142,9 +142,6 @@ pub(crate) struct AgentView {
     pub capabilities: Vec<String>,
     pub connected_at: Option<i64>,
     pub fsm_state: FsmState,
-    /// Its oldest task (the one task of a one-slot agent).
-    pub current_task_id: Option<String>,
-    pub generation: Option<u64>,
     /// Every task it holds, oldest first.
     pub running: Vec<HeldTask>,
     pub slots: Slots,
@@ -155,6 +152,11 @@ pub(crate) struct AgentView {
 }
 
 impl AgentView {
+    /// Its oldest task (the one task of a one-slot agent).
+    pub(crate) fn current(&self) -> Option<&HeldTask> {
+        self.running.first()
+    }
+
     /// Everything the dashboard shows of an agent.
     pub(crate) fn card(&self) -> serde_json::Value {
         serde_json::json!({
@@ -162,7 +164,7 @@ impl AgentView {
             "name": self.name,
             "status": self.status,
             "fsm_state": self.fsm_state.as_str(),
-            "current_task_id": self.current_task_id,
+            "current_task_id": self.current().map(|t| &t.task_id),
             "running": self.running_json(),
             "slots": self.slots.slots,
             "reserve_slot_for_standing": self.slots.reserve_standing,
@@ -307,7 +309,6 @@ impl AgentFsm {
         if self.is_paused() {
             flags.push("usage_limited".to_string());
         }
-        let first = self.held.first();
         AgentView {
             agent_id: self.agent_id.clone(),
             name: self.name.clone(),
@@ -315,8 +316,6 @@ impl AgentFsm {
             capabilities: self.capabilities.clone(),
             connected_at: self.connected_at,
             fsm_state: self.state(),
-            current_task_id: first.map(|t| t.task_id.clone()),
-            generation: first.map(|t| t.generation),
             running: self.held.iter().cloned().collect(),
             slots: self.held.slots(),
             flags,

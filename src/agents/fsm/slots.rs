@@ -103,10 +103,6 @@ impl HeldTasks {
         self.tasks.iter()
     }
 
-    pub(crate) fn first(&self) -> Option<&HeldTask> {
-        self.tasks.first()
-    }
-
     pub(crate) fn is_empty(&self) -> bool {
         self.tasks.is_empty()
     }

@@ -20,7 +20,9 @@ pub(crate) struct OrderFields {
 }
 
 /// Default window of an order that does not set one: 15 minutes.
-pub(crate) const DEFAULT_WINDOW_MS: u64 = 15 * 60_000;
+pub const DEFAULT_WINDOW_MS: u64 = 15 * 60_000;
+/// Time zone of an order that does not set one.
+pub const DEFAULT_TIMEZONE: &str = "UTC";
 
 /// Create an order (`name` must be new).
 #[derive(Message)]
@@ -41,7 +43,7 @@ impl StandingOrders {
         let order = StandingOrder {
             name: msg.name.clone(),
             cron: f.cron.unwrap_or_default(),
-            timezone: f.timezone.unwrap_or_else(|| "UTC".into()),
+            timezone: f.timezone.unwrap_or_else(|| DEFAULT_TIMEZONE.into()),
             capability: f.capability.flatten(),
             agent: f.agent.flatten(),
             task: f.task.unwrap_or_default(),

@@ -17,7 +17,7 @@
 //! the `TaskQueue`'s messages and read their state the same way; they never
 //! choose an agent (a run targets a capability or `agent:<id>`).
 
-mod api;
+pub(crate) mod api;
 pub(crate) mod schedule;
 
 use std::collections::{BTreeMap, HashMap};

@@ -104,8 +104,8 @@ fn state_json(v: &crate::agents::fsm::AgentView) -> Value {
     json!({
         "agent_id": v.agent_id,
         "fsm_state": v.fsm_state.as_str(),
-        "current_task_id": v.current_task_id,
-        "generation": v.generation,
+        "current_task_id": v.current().map(|t| &t.task_id),
+        "generation": v.current().map(|t| t.generation),
         "running": v.running_json(),
         "slots": v.slots.slots,
         "reserve_slot_for_standing": v.slots.reserve_standing,

@@ -11,6 +11,8 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::{parse, put, HubTools, Outcome};
+use agentcom_hub::standing_defaults::DEFAULT_TIMEZONE;
+
 use crate::cli::hub_client::encode;
 
 #[derive(Deserialize, JsonSchema)]
@@ -127,7 +129,7 @@ impl HubTools {
         let mut body = json!({
             "cron": args.cron,
             "task": args.task,
-            "timezone": args.timezone.unwrap_or_else(|| "UTC".into()),
+            "timezone": args.timezone.unwrap_or_else(|| DEFAULT_TIMEZONE.into()),
             "capability": args.capability,
             "agent": args.agent,
         });
