@@ -344,6 +344,7 @@
       'tasks-body', 'tasks-empty', 'tasks-more',
       'submit-form', 'submit-description', 'submit-priority', 'submit-max-retries',
       'submit-capabilities', 'submit-repo', 'submit-concurrency-key', 'submit-write-paths',
+      'submit-approval', 'submit-merge',
       'submit-button', 'submit-result',
       'completions-meta', 'completions-body', 'completions-empty',
       'storage-status', 'storage-conditions', 'storage-fields', 'backup-now', 'backup-result',
@@ -638,6 +639,7 @@
     reconcile(ui.questionsList, list, function (q) { return str(q.task_id); }, function (row) {
       const id = str(row.task_id);
       const q = row.question || {};
+      if (q.approval) return approvalRow(row, id, q);
       const options = Array.isArray(q.options) ? q.options : [];
       const busy = model.pending.has('answer:' + id);
       const answerEl = options.length
@@ -651,7 +653,7 @@
           h('input', { type: 'text', class: 'question-input', testid: 'question-input', maxlength: '2000',
             placeholder: q.default ? 'default: ' + str(q.default) : 'Your answer', 'aria-label': 'Answer' }),
           h('button', { type: 'submit', class: 'btn btn-small btn-primary', testid: 'question-submit', disabled: busy, text: busy ? 'Sending…' : 'Answer' }));
-      return h('div', { class: 'res-row question-row', testid: 'question-row', data: { taskId: id } },
+      return h('div', { class: 'res-row question-row', testid: 'question-row', data: { taskId: id, kind: 'question' } },
         h('div', { class: 'res-main' },
           h('div', { class: 'question-text', testid: 'question-text', text: str(q.question) }),
           h('div', { class: 'res-meta muted' },
@@ -660,6 +662,53 @@
             q.default ? ' · default ' + str(q.default) : null)),
         answerEl);
     }, function (q) { return sig([q, model.pending.has('answer:' + q.task_id)]); });
+  }
+
+  // An approval: why it is needed, the held result and its pull request, and
+  // Approve / Reject (with the reason the agent works on with).
+  function approvalRow(row, id, q) {
+    const a = q.approval || {};
+    const result = a.result && typeof a.result === 'object' ? a.result : {};
+    const pr = typeof result.pr_url === 'string' && /^https?:\/\//.test(result.pr_url) ? result.pr_url : '';
+    const reasons = Array.isArray(a.reasons) ? a.reasons : [];
+    const busy = model.pending.has('answer:' + id);
+    const stage = a.stage === 'before_start' ? 'Approve before start' : 'Review the result';
+    return h('div', { class: 'res-row question-row approval-row', testid: 'question-row', data: { taskId: id, kind: 'approval' } },
+      h('div', { class: 'res-main' },
+        h('div', { class: 'question-text', testid: 'question-text', text: stage + ': ' + str(row.description).slice(0, 200) }),
+        h('div', { class: 'res-meta muted' },
+          taskLink(id, 'mono'), row.assigned_to ? ' · ' : null,
+          row.assigned_to ? h('span', { class: 'mono', text: str(row.assigned_to) }) : null,
+          pr ? ' · ' : null,
+          pr ? h('a', { href: pr, target: '_blank', rel: 'noopener noreferrer', testid: 'approval-pr', text: pr.replace(/^https?:\/\//, '') }) : null),
+        result.summary ? h('div', { class: 'approval-summary', testid: 'approval-summary', text: str(result.summary).slice(0, 500) }) : null,
+        reasons.length ? h('ul', { class: 'approval-reasons muted', testid: 'approval-reasons' },
+          reasons.map(function (r) { return h('li', { text: str(r) }); })) : null),
+      h('div', { class: 'approval-actions', data: { needs: 'steer' } },
+        h('button', { type: 'button', class: 'btn btn-small btn-primary', testid: 'approve-btn',
+          data: { action: 'approve', target: id }, disabled: busy, text: busy ? 'Sending…' : 'Approve' }),
+        h('form', { class: 'question-form reject-form', data: { taskId: id }, testid: 'reject-form' },
+          h('input', { type: 'text', class: 'question-input reject-input', testid: 'reject-input', maxlength: '2000',
+            placeholder: 'Why reject?', 'aria-label': 'Reason to reject', required: 'required' }),
+          h('button', { type: 'submit', class: 'btn btn-small btn-danger', testid: 'reject-btn', disabled: busy, text: 'Reject' }))));
+  }
+
+  async function doDecide(taskId, approve, reason) {
+    if (!taskId || model.pending.has('answer:' + taskId)) return;
+    const verb = approve ? 'approve' : 'reject';
+    model.pending.add('answer:' + taskId);
+    mark('questions');
+    const r = await api('POST', '/api/tasks/' + encodeURIComponent(taskId) + '/' + verb, approve ? {} : { reason: reason });
+    model.pending.delete('answer:' + taskId);
+    if (r.ok) {
+      actionResult(verb + ' ' + taskId + ': sent', 'ok');
+      model.questions = model.questions.filter(function (q) { return q.task_id !== taskId; });
+    } else {
+      actionResult(verb + ' ' + taskId + ': ' + (str(r.data && r.data.error) || 'failed'), 'bad', errorText(r));
+      if (r.status === 401) sessionLost();
+      loadQuestions();
+    }
+    mark('questions');
   }
 
   async function doAnswer(taskId, answer) {
@@ -1380,6 +1429,12 @@
         add('reads', h('span', { class: 'chips', testid: 'detail-read-scope' }, globs(t.read_paths)));
       }
     }
+    if (t.approval) {
+      add('approval', h('span', { testid: 'detail-approval', text: str(t.approval).replace('_', ' ') + (t.merge_on_approval ? ', then merge' : '') }));
+    }
+    if (t.merge && typeof t.merge === 'object') {
+      add('merge', h('span', { testid: 'detail-merge', text: t.merge.merged ? 'merged (' + str(t.merge.method) + ')' : 'failed: ' + str(t.merge.error).slice(0, 300) }));
+    }
     if (t.concurrency_key) {
       add('concurrency key', h('span', { class: 'mono', testid: 'detail-concurrency-key', text: str(t.concurrency_key) }));
     }
@@ -1788,7 +1843,8 @@
     const status = str(ev.status);
     if (status) model.taskStatus.set(id, status);
     // A question asked or answered (or its task moved on): fetch the list again.
-    if (ev.event === 'input_required' || ev.event === 'answered' ||
+    if (ev.event === 'input_required' || ev.event === 'answered' || ev.event === 'approval_required' ||
+        ev.event === 'approved' || ev.event === 'rejected' ||
         model.questions.some(function (q) { return q.task_id === id; })) loadQuestions();
     if (ev.event === 'progress' && ev.progress && typeof ev.progress === 'object') {
       model.taskProgress.set(id, ev.progress);
@@ -1986,6 +2042,8 @@
     repo: 'submitRepo',
     concurrency_key: 'submitConcurrencyKey',
     write_paths: 'submitWritePaths',
+    approval: 'submitApproval',
+    merge_on_approval: 'submitMerge',
   };
 
   function showFieldError(field, text) {
@@ -2015,6 +2073,8 @@
     if (key) body.concurrency_key = key;
     const writes = ui.submitWritePaths.value.split(',').map(function (s) { return s.trim(); }).filter(Boolean);
     if (writes.length) body.write_paths = writes;
+    if (ui.submitApproval.value) body.approval = ui.submitApproval.value;
+    if (ui.submitMerge.checked) body.merge_on_approval = true;
     const mr = ui.submitMaxRetries.value.trim();
     if (mr !== '') {
       if (!/^\d+$/.test(mr)) {
@@ -2037,6 +2097,8 @@
       result.replaceChildren('Queued ', taskLink(id), ' (' + str(r.data.priority || body.priority) + ')');
       result.dataset.kind = 'ok';
       ui.submitDescription.value = '';
+      ui.submitApproval.value = '';
+      ui.submitMerge.checked = false;
       actionResult('submit ' + id + ': ' + str(r.data.status || 'queued'), 'ok');
       addSubmittedRow(id, body, r.data);
       return;
@@ -2189,6 +2251,7 @@
       case 'release': doRelease(targetId); break;
       case 'resume-usage': doResumeUsage(targetId); break;
       case 'answer': doAnswer(targetId, el.dataset.answer); break;
+      case 'approve': doDecide(targetId, true); break;
       case 'close-detail': closeDetail(); break;
       case 'reconnect-now': reconnectNow(); break;
       case 'backup': doBackup(); break;
@@ -2276,7 +2339,9 @@
       ev.preventDefault();
       const input = form.querySelector('.question-input');
       const text = input ? input.value.trim() : '';
-      if (text) doAnswer(form.dataset.taskId, text);
+      if (!text) return;
+      if (form.classList.contains('reject-form')) doDecide(form.dataset.taskId, false, text);
+      else doAnswer(form.dataset.taskId, text);
     });
     ui.tasksFilterStatus.addEventListener('change', function () { loadTasks(false); });
     ui.tasksFilterAgent.addEventListener('input', function () {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::ConfigError;
-use crate::protocol::{BlockedPolicy, MAX_BLOCKED_REQUEUE_MS};
+use crate::protocol::{ApprovalRule, BlockedPolicy, MAX_BLOCKED_REQUEUE_MS};
 
 /// Every setting of the hub. The TOML file uses the same flat keys; see README.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -130,6 +130,9 @@ pub struct Config {
     pub compact_interval_hours: u64,
     /// Milliseconds between compactions; overrides `compact_interval_hours`.
     pub compact_interval_ms: Option<u64>,
+    /// Completions that wait for a person's approval (ext, PROTOCOL.md 6.27),
+    /// until an operator sets rules with `PUT /api/admin/approval-rules`.
+    pub approval_rules: Vec<ApprovalRule>,
 }
 
 impl Default for Config {
@@ -185,6 +188,7 @@ impl Default for Config {
             event_retention_days: 30,
             standing_order_tick_ms: 1_000,
             standing_order_clock_file: None,
+            approval_rules: Vec::new(),
         }
     }
 }
@@ -262,6 +266,32 @@ impl Config {
             field: "bind",
             reason: format!("{:?} is not an address like 127.0.0.1:4000", self.bind),
         })
+    }
+
+    /// The rules as `PUT /api/admin/approval-rules` would check them, globs
+    /// included.
+    fn check_approval_rules(&self) -> Result<(), ConfigError> {
+        let body = serde_json::json!({ "rules": self.approval_rules });
+        let invalid = |reason: String| ConfigError::Invalid {
+            field: "approval_rules",
+            reason,
+        };
+        crate::protocol::parse_rules(&body).map_err(|errors| {
+            invalid(
+                errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.field, e.detail))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?;
+        for (i, rule) in self.approval_rules.iter().enumerate() {
+            if !rule.paths.is_empty() {
+                agentcom_scopes::Scope::parse(&rule.paths)
+                    .map_err(|e| invalid(format!("rules[{i}].paths: {e}")))?;
+            }
+        }
+        Ok(())
     }
 
     fn check(&self) -> Result<(), ConfigError> {
@@ -368,6 +398,7 @@ impl Config {
                 });
             }
         }
+        self.check_approval_rules()?;
         if self.group_commit_window_us > 100_000 {
             return Err(ConfigError::Invalid {
                 field: "group_commit_window_us",

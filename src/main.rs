@@ -105,6 +105,11 @@ enum Command {
         #[command(subcommand)]
         action: ops_cli::UsageAction,
     },
+    /// Approval rules of a running hub: show, set -f FILE.
+    ApprovalRules {
+        #[command(subcommand)]
+        action: ops_cli::ApprovalRulesAction,
+    },
     /// Concurrency limits of a running hub: list, set KEY LIMIT, remove KEY.
     Concurrency {
         #[command(subcommand)]
@@ -696,6 +701,7 @@ fn main() -> ExitCode {
         Command::Queue { action } => ops_cli::queue(action),
         Command::Reservations { action } => ops_cli::reservations(action),
         Command::Concurrency { action } => ops_cli::concurrency(action),
+        Command::ApprovalRules { action } => ops_cli::approval_rules(action),
         Command::Usage { action } => ops_cli::usage(action),
         Command::StandingOrders { action } => ops_cli::standing(action),
         Command::Events(args) => ops_cli::events(args),

@@ -323,6 +323,75 @@ impl Side {
                     .then_some(id)
                     .ok_or(format!("not asked: {ack}"))
             }
+            "agent_completes_for_review" => {
+                let agent = self.agent.as_mut().ok_or("no agent")?;
+                let id = hub.submit_for(
+                    AGENT_ID,
+                    json!({"description": "Rename the billing module",
+                           "approval": "before_complete"}),
+                );
+                let generation = accept_next(agent, &id)?;
+                agent.send(json!({"type": "task_complete", "task_id": id,
+                                  "generation": generation,
+                                  "result": {"summary": "Renamed billing to invoicing",
+                                             "pr_url": "https://example.test/acme/pull/5"}}));
+                let ack = agent.recv_ack(&id, REPLY_TIMEOUT);
+                (ack["status"] == "input_required")
+                    .then_some(id)
+                    .ok_or(format!("not held: {ack}"))
+            }
+            "review_rejected" => {
+                let (id, reason) = arg.split_once(':').ok_or("task:reason")?;
+                let agent = self.agent.as_mut().ok_or("no agent")?;
+                let pushed = agent.recv_type("task_answer", PUSH_TIMEOUT);
+                if pushed["task_id"] != id
+                    || pushed["answer"] != "reject"
+                    || pushed["note"] != reason
+                {
+                    return Err(format!("the agent got {pushed}"));
+                }
+                // Reworked and completed again: a new approval.
+                agent.send(json!({"type": "task_complete", "task_id": id,
+                                  "generation": pushed["generation"],
+                                  "result": {"summary": "Renamed, with tests",
+                                             "pr_url": "https://example.test/acme/pull/5"}}));
+                let ack = agent.recv_ack(id, REPLY_TIMEOUT);
+                (ack["status"] == "input_required")
+                    .then(String::new)
+                    .ok_or(format!("not held again: {ack}"))
+            }
+            "gated_task_submitted" => {
+                let (_, waiting) = hub.get("/api/questions");
+                let gated = waiting["questions"].as_array().and_then(|q| {
+                    q.iter().find(|q| {
+                        q["description"] == "Rotate the database credentials"
+                            && q["question"]["approval"]["stage"] == "before_start"
+                    })
+                });
+                gated
+                    .and_then(|q| q["task_id"].as_str())
+                    .map(str::to_string)
+                    .ok_or(format!(
+                        "no task waiting for approval before start: {waiting}"
+                    ))
+            }
+            "gated_task_queued" => {
+                let t = get_task(hub, arg);
+                let (_, events) = hub.get(&format!("/api/events?task_id={arg}&kind=approved"));
+                (t["status"] != "input_required" && events["events"][0]["actor"] == "admin")
+                    .then(String::new)
+                    .ok_or(format!("not approved: {t} {events}"))
+            }
+            "review_approved" => {
+                let agent = self.agent.as_mut().ok_or("no agent")?;
+                let pushed = agent.recv_type("task_answer", PUSH_TIMEOUT);
+                let t = get_task(hub, arg);
+                (pushed["answer"] == "approve"
+                    && t["status"] == "completed"
+                    && t["result"]["summary"] == "Renamed, with tests")
+                    .then(String::new)
+                    .ok_or(format!("not completed by the approval: {pushed} {t}"))
+            }
             "question_answered" => {
                 let (id, expected) = arg.split_once(':').ok_or("task:answer")?;
                 let agent = self.agent.as_mut().ok_or("no agent")?;

@@ -229,7 +229,7 @@ fn tool_err(name: &str, arguments: &Value, answer: &Value) -> Value {
     error
 }
 
-const ALL_TOOLS: [&str; 25] = [
+const ALL_TOOLS: [&str; 28] = [
     "list_agents",
     "submit_task",
     "broadcast_task",
@@ -255,9 +255,12 @@ const ALL_TOOLS: [&str; 25] = [
     "query_events",
     "list_questions",
     "answer_task",
+    "approve_task",
+    "reject_task",
+    "approval_rules",
 ];
 /// The steering tools: the admin's and coordinators' tokens only.
-const ADMIN_ONLY: [&str; 7] = [
+const ADMIN_ONLY: [&str; 9] = [
     "cancel_task",
     "retry_task",
     "set_concurrency_limit",
@@ -265,6 +268,8 @@ const ADMIN_ONLY: [&str; 7] = [
     "put_standing_order",
     "delete_standing_order",
     "answer_task",
+    "approve_task",
+    "reject_task",
 ];
 
 #[test]
@@ -969,4 +974,50 @@ fn questions_are_listed_and_answered_through_the_tools() {
         (pushed["answer"].clone(), pushed["answered_by"].clone()),
         (json!("eu"), json!("lead"))
     );
+}
+
+#[test]
+fn approvals_are_decided_through_the_tools() {
+    let hub = Hub::start();
+    let token = register_agent(&hub, "worker", &[]);
+    let mut agent = Agent::connect(&hub, "worker", &token);
+    let (_, made) = hub.post(
+        "/admin/tokens",
+        &json!({"agent_id": "lead", "role": "coordinator"}),
+    );
+    let mut lead = McpClient::start(&hub, made["token"].as_str().unwrap_or_default());
+    let created = lead.call(
+        "submit_task",
+        json!({"description": "migrate", "approval": "before_complete"}),
+    );
+    let task = created["task_id"].as_str().unwrap_or_default().to_string();
+    let assign = agent.take(&task);
+    agent.send(json!({"type": "task_complete", "task_id": task,
+                      "generation": assign["generation"], "result": {"summary": "v1"}}));
+    assert_eq!(
+        agent.recv_ack(&task, PUSH_TIMEOUT)["status"],
+        "input_required"
+    );
+    let waiting = lead.call("list_questions", json!({}));
+    assert_eq!(waiting["questions"][0]["kind"], "approval", "{waiting}");
+    let rejected = lead.call(
+        "reject_task",
+        json!({"task_id": task, "reason": "too broad"}),
+    );
+    assert_eq!(rejected["status"], "rejected", "{rejected}");
+    let back = agent.recv_type("task_answer", PUSH_TIMEOUT);
+    assert_eq!(
+        (back["answer"].clone(), back["note"].clone()),
+        (json!("reject"), json!("too broad"))
+    );
+    agent.send(json!({"type": "task_complete", "task_id": task,
+                      "generation": assign["generation"], "result": {"summary": "v2"}}));
+    assert_eq!(
+        agent.recv_ack(&task, PUSH_TIMEOUT)["status"],
+        "input_required"
+    );
+    let approved = lead.call("approve_task", json!({"task_id": task}));
+    assert_eq!(approved["task"]["status"], "completed", "{approved}");
+    let rules = lead.call("approval_rules", json!({}));
+    assert_eq!(rules["source"], "config", "{rules}");
 }

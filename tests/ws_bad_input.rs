@@ -9,7 +9,7 @@ use common::*;
 use serde_json::{json, Value};
 
 /// Every client frame type of PROTOCOL.md 1.4.
-const KNOWN_TYPES: [&str; 25] = [
+const KNOWN_TYPES: [&str; 26] = [
     "identify",
     "ping",
     "status",
@@ -32,6 +32,7 @@ const KNOWN_TYPES: [&str; 25] = [
     "agent_restarting",
     "usage_limited",
     "task_input_required",
+    "task_merged",
     "scope_reserve",
     "scope_renew",
     "scope_release",

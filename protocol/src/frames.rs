@@ -184,6 +184,16 @@ pub const CLIENT_FRAME_SCHEMAS: &[(&str, &[Field])] = &[
         ],
     ),
     (
+        "task_merged",
+        &[
+            req("task_id", TASK_ID),
+            req("generation", Kind::UInt),
+            req("merged", Kind::Bool),
+            opt("method", id(16)),
+            opt("error", text(crate::approvals::MAX_REVIEW_NOTE)),
+        ],
+    ),
+    (
         "scope_reserve",
         &[
             req("repo", id(crate::task_spec::MAX_REPO)),
@@ -280,6 +290,9 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
     }
     if errors.is_empty() && message_type == "task_input_required" {
         errors = crate::questions::check_question(&obj);
+    }
+    if errors.is_empty() && message_type == "task_merged" {
+        errors = crate::approvals::check_merged(&obj);
     }
     if !errors.is_empty() {
         return Err(FrameError::Validation {
@@ -460,6 +473,17 @@ pub enum ClientFrame {
         #[serde(default)]
         timeout_ms: Option<u64>,
     },
+    /// The holder's sidecar merged the approved pull request, or could not
+    /// (ext, PROTOCOL.md 6.27).
+    TaskMerged {
+        task_id: String,
+        generation: u64,
+        merged: bool,
+        #[serde(default)]
+        method: Option<String>,
+        #[serde(default)]
+        error: Option<String>,
+    },
     /// Reserve repository paths (ext, PROTOCOL.md 6.21); the whole frame is
     /// checked again by `parse_reserve` (mode, ttl).
     ScopeReserve {
@@ -514,6 +538,7 @@ impl ClientFrame {
             ClientFrame::AgentRestarting { .. } => "agent_restarting",
             ClientFrame::UsageLimited { .. } => "usage_limited",
             ClientFrame::TaskInputRequired { .. } => "task_input_required",
+            ClientFrame::TaskMerged { .. } => "task_merged",
             ClientFrame::ScopeReserve { .. } => "scope_reserve",
             ClientFrame::ScopeRenew { .. } => "scope_renew",
             ClientFrame::ScopeRelease { .. } => "scope_release",

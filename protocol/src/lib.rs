@@ -11,6 +11,7 @@
 //! coercion of `"3"` to `3`). `null` counts as absent.
 #![warn(unreachable_pub)]
 
+mod approvals;
 mod frames;
 mod priority;
 mod questions;
@@ -20,6 +21,7 @@ mod server_frames;
 mod slots;
 mod task_spec;
 
+pub use approvals::*;
 pub use frames::*;
 pub use priority::*;
 pub use questions::*;

@@ -50,6 +50,13 @@ pub struct TaskAssignment {
     pub write_paths: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub read_paths: Vec<String>,
+    /// The completion waits for a person's approval (ext, PROTOCOL.md 6.27);
+    /// with `merge_on_approval` the holder's sidecar merges the pull request
+    /// once approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<crate::approvals::ApprovalStage>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub merge_on_approval: bool,
 }
 
 /// `{"type":"error", ...}`: every refusal sent over the agent socket.
@@ -229,6 +236,16 @@ pub enum ServerFrame {
         question_id: u32,
         answer: String,
         answered_by: String,
+        /// `approval` when the answer decides an approval (ext, 6.27).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kind: Option<String>,
+        /// The reviewer's reason (a rejection, a failed merge).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+        /// Approved: merge the pull request of the result, then report
+        /// `task_merged`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        merge: bool,
     },
     /// A `usage_limited` without a task was noted: the group is paused until
     /// then (ext, PROTOCOL.md 6.23).

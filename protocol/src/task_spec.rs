@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::approvals::ApprovalStage;
 use crate::priority::{parse_priority, PRIORITY_NORMAL};
 use crate::schema::{check_fields, id, opt, req, str_list, Field, FieldError, Kind};
 
@@ -46,6 +47,8 @@ pub const TASK_SPEC_FIELDS: &[Field] = &[
     opt("write_paths", Kind::StrList),
     opt("read_paths", Kind::StrList),
     opt("concurrency_key", id(MAX_CONCURRENCY_KEY)),
+    opt("approval", id(16)),
+    opt("merge_on_approval", Kind::Bool),
 ];
 
 /// Longest `concurrency_key` (ext).
@@ -160,6 +163,14 @@ pub struct TaskSpec {
     /// groups them for round-robin service within a priority (ext).
     #[serde(default)]
     pub concurrency_key: Option<String>,
+    /// A person approves the task before it starts or before its completion
+    /// counts (ext, PROTOCOL.md 6.27).
+    #[serde(default)]
+    pub approval: Option<ApprovalStage>,
+    /// Once a `before_complete` approval is given, the holder's sidecar merges
+    /// the pull request of the result (ext).
+    #[serde(default)]
+    pub merge_on_approval: bool,
 }
 
 /// Validates one task submission. Field names in errors are prefixed with `prefix`
@@ -214,6 +225,25 @@ pub fn parse_task_spec(v: &Value, prefix: &str) -> Result<TaskSpec, Vec<FieldErr
             None
         }),
     };
+    let approval = match present("approval").and_then(Value::as_str) {
+        None => None,
+        Some(a) => ApprovalStage::parse(a).or_else(|| {
+            errors.push(FieldError::new(
+                "approval",
+                "invalid_value",
+                "expected before_start or before_complete",
+            ));
+            None
+        }),
+    };
+    let merge_on_approval = present("merge_on_approval").and_then(Value::as_bool) == Some(true);
+    if merge_on_approval && approval != Some(ApprovalStage::BeforeComplete) {
+        errors.push(FieldError::new(
+            "merge_on_approval",
+            "invalid_value",
+            "needs approval before_complete (the reviewer sees the pull request first)",
+        ));
+    }
     let list_of = |k: &str| str_list(obj, k);
     let depends_on = list_of("depends_on");
     let mut seen = std::collections::HashSet::new();
@@ -270,6 +300,8 @@ pub fn parse_task_spec(v: &Value, prefix: &str) -> Result<TaskSpec, Vec<FieldErr
         write_paths,
         read_paths,
         concurrency_key: str_of("concurrency_key"),
+        approval,
+        merge_on_approval,
     })
 }
 

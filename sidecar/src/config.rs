@@ -96,6 +96,11 @@ pub struct Config {
     pub results_dir: PathBuf,
     pub repo_dir: Option<PathBuf>,
     pub reviewer: Option<String>,
+    /// `gh pr merge --<method>` of an approved pull request: merge, squash
+    /// (the default) or rebase.
+    pub merge_method: String,
+    /// The GitHub CLI (default `gh` on PATH).
+    pub gh_command: String,
     pub log_file: Option<PathBuf>,
     pub log_level: String,
     pub timings: Timings,
@@ -181,6 +186,8 @@ const KNOWN_KEYS: &[&str] = &[
     "state_dir",
     "repo_dir",
     "reviewer",
+    "merge_method",
+    "gh_command",
     "log_file",
     "log_level",
     "wake_timeout_ms",
@@ -321,6 +328,18 @@ impl Config {
             .unwrap_or_else(|| base.join("results"));
         let repo_dir = f.opt_path("repo_dir", &base)?;
         let reviewer = f.opt_str("reviewer", 256)?;
+        let merge_method = f
+            .opt_str("merge_method", 16)?
+            .unwrap_or_else(|| "squash".to_string());
+        if !["merge", "squash", "rebase"].contains(&merge_method.as_str()) {
+            return Err(ConfigError::new(
+                "merge_method",
+                "expected merge, squash or rebase",
+            ));
+        }
+        let gh_command = f
+            .opt_str("gh_command", 4096)?
+            .unwrap_or_else(|| "gh".to_string());
         let log_file = f.opt_path("log_file", &base)?;
         let log_level = f
             .opt_str("log_level", 16)?
@@ -429,6 +448,8 @@ impl Config {
             results_dir,
             repo_dir,
             reviewer,
+            merge_method,
+            gh_command,
             log_file,
             log_level,
             timings,

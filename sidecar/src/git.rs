@@ -338,6 +338,7 @@ pub fn submit(
             .filter(|s| !s.is_empty())
     });
     let log = git(repo, &["log", "--format=- %h %s", "origin/main..HEAD"]).unwrap_or_default();
+    let changes = changes(repo);
     // Files committed past the scope's hook (`--no-verify`): reported, not hidden.
     let out_of_scope = scope_hook::changed_outside(repo, &branch);
     let scope_note = match &out_of_scope {
@@ -371,7 +372,7 @@ pub fn submit(
             let record = json!({
                 "task_id": id, "branch": branch, "head": head,
                 "pr_url": pr_url, "submitted_at": now_ms(),
-                "out_of_scope_files": out_of_scope,
+                "out_of_scope_files": out_of_scope, "changes": changes,
             });
             let path = state::git_record_path(state_dir, id);
             let written = path
@@ -395,7 +396,41 @@ pub fn submit(
         "pr": pr_note,
         "task_id": task_id,
         "out_of_scope_files": out_of_scope,
+        "changes": changes,
     }))
+}
+
+/// Most changed paths reported (more are counted, not listed).
+const MAX_CHANGED_PATHS: usize = 2_000;
+
+/// What the branch changes against `origin/main`: the paths, and the lines
+/// added and deleted (`git diff --numstat`; binary files count no lines).
+/// The hub's approval rules read it from the task's result.
+fn changes(repo: &Path) -> Value {
+    let numstat = git(
+        repo,
+        &["diff", "--numstat", "--no-renames", "origin/main...HEAD"],
+    )
+    .unwrap_or_default();
+    let (mut paths, mut added, mut deleted) = (Vec::new(), 0u64, 0u64);
+    let mut total = 0usize;
+    for line in numstat.lines() {
+        let mut parts = line.splitn(3, '\t');
+        let (Some(a), Some(d), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        added += a.parse::<u64>().unwrap_or(0);
+        deleted += d.parse::<u64>().unwrap_or(0);
+        total += 1;
+        if paths.len() < MAX_CHANGED_PATHS {
+            paths.push(path.to_string());
+        }
+    }
+    let mut v = json!({"paths": paths, "lines_added": added, "lines_deleted": deleted});
+    if total > MAX_CHANGED_PATHS {
+        v["paths_total"] = json!(total);
+    }
+    v
 }
 
 /// Opens (or finds) the pull request; `(url, note)`.

@@ -25,6 +25,7 @@ mod http;
 mod inbox;
 mod link;
 mod liveness;
+mod merge;
 mod onboard;
 mod relay;
 mod reserve_cli;

@@ -65,6 +65,12 @@ pub enum Phase {
     /// The agent asked a question (ext); the hub has it; waiting for the
     /// answer, then the agent is woken again with it.
     AwaitingAnswer,
+    /// The hub holds the completion for a person's approval (ext, 6.27):
+    /// approved, it is done (or merged first); rejected, the agent is woken
+    /// again with the reason.
+    AwaitingApproval,
+    /// Approved with a merge: `gh pr merge` runs, then `task_merged`.
+    Merging,
 }
 
 /// The outcome of a task, kept until the hub acknowledges it.
@@ -112,6 +118,17 @@ pub enum FinalReport {
         default: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timeout_ms: Option<u64>,
+    },
+    /// The approved pull request was merged, or could not be (ext, 6.27).
+    Merged {
+        merged: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        method: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        /// The completion the approval was for (reported again if the agent
+        /// is woken after a failed merge, it is replaced).
+        result: Map<String, Value>,
     },
 }
 
@@ -178,6 +195,28 @@ impl FinalReport {
                 default: default.clone(),
                 timeout_ms: *timeout_ms,
             },
+            FinalReport::Merged {
+                merged,
+                method,
+                error,
+                ..
+            } => ClientFrame::TaskMerged {
+                task_id: task_id.to_string(),
+                generation,
+                merged: *merged,
+                method: method.clone(),
+                error: error.clone(),
+            },
+        }
+    }
+
+    /// The result of a completion (or of the one a merge was for).
+    pub fn result(&self) -> Option<&Map<String, Value>> {
+        match self {
+            FinalReport::Complete { result, .. } | FinalReport::Merged { result, .. } => {
+                Some(result)
+            }
+            _ => None,
         }
     }
 }
@@ -249,6 +288,12 @@ pub struct Answer {
     pub question_id: u32,
     pub answer: String,
     pub answered_by: String,
+    /// `approval` for a decision on a held completion (ext, 6.27).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The reviewer's reason (a rejection, a failed merge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// One lifecycle report waiting for delivery.
@@ -270,6 +315,7 @@ impl OutboxEntry {
                 | ClientFrame::TaskFailed { .. }
                 | ClientFrame::TaskBlocked { .. }
                 | ClientFrame::TaskInputRequired { .. }
+                | ClientFrame::TaskMerged { .. }
                 | ClientFrame::UsageLimited {
                     task_id: Some(_),
                     ..
@@ -282,7 +328,9 @@ impl OutboxEntry {
         match &mut self.frame {
             ClientFrame::TaskComplete { generation: g, .. }
             | ClientFrame::TaskFailed { generation: g, .. }
-            | ClientFrame::TaskBlocked { generation: g, .. } => *g = generation,
+            | ClientFrame::TaskBlocked { generation: g, .. }
+            | ClientFrame::TaskInputRequired { generation: g, .. }
+            | ClientFrame::TaskMerged { generation: g, .. } => *g = generation,
             ClientFrame::TaskProgress { generation: g, .. } => *g = Some(generation),
             _ => {}
         }
@@ -603,6 +651,8 @@ mod tests {
             repo: None,
             write_paths: vec![],
             read_paths: vec![],
+            approval: None,
+            merge_on_approval: false,
         }
     }
 

@@ -155,6 +155,10 @@ impl WorkerCtx {
             // Woken again with the answer to its question (ext, 6.26).
             vars.push(("TASK_ANSWER".into(), answer.answer.clone()));
             vars.push(("TASK_QUESTION_ID".into(), answer.question_id.to_string()));
+            // A rejected completion or a failed merge: why (ext, 6.27).
+            if let Some(note) = &answer.note {
+                vars.push(("TASK_REVIEW".into(), note.clone()));
+            }
             vars.push((
                 "TASK_ANSWER_FILE".into(),
                 results::answer_path(dir, &a.task_id).display().to_string(),
@@ -532,6 +536,9 @@ fn completion(mut map: Map<String, Value>, git_record: &std::path::Path) -> Fina
         if let Some(url) = record.get("pr_url").filter(|v| v.is_string()) {
             map.entry("pr_url").or_insert_with(|| url.clone());
         }
+        if let Some(changes) = record.get("changes").filter(|v| v.is_object()) {
+            map.entry("changes").or_insert_with(|| changes.clone());
+        }
         if let Some(files) = record
             .get("out_of_scope_files")
             .filter(|v| v.as_array().is_some_and(|a| !a.is_empty()))
@@ -555,6 +562,10 @@ fn completion(mut map: Map<String, Value>, git_record: &std::path::Path) -> Fina
             if let Some(Value::String(s)) = map.get(key) {
                 small.insert(key.into(), json!(s.chars().take(4000).collect::<String>()));
             }
+        }
+        // What the approval rules read stays (its paths are capped by submit).
+        if let Some(changes) = map.get("changes") {
+            small.insert("changes".into(), changes.clone());
         }
         map = small;
     }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
@@ -244,6 +244,13 @@ fn start_task_submit_and_status_against_a_bare_origin() {
     )
     .expect("json");
     assert_eq!(record["pr_url"], "https://github.example/acme/app/pull/7");
+    // What the hub's approval rules read: the changed paths and line counts.
+    assert_eq!(
+        v["changes"],
+        json!({"paths": ["login.rs"], "lines_added": 1, "lines_deleted": 0}),
+        "{v}"
+    );
+    assert_eq!(record["changes"], v["changes"]);
 
     // A rewritten branch is pushed again (force-with-lease over our own push).
     git(

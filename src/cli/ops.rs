@@ -69,8 +69,43 @@ pub enum TaskAction {
         #[command(flatten)]
         online: Online,
     },
-    /// The questions agents wait on, oldest first.
+    /// The questions and approvals agents wait on, oldest first.
     Questions {
+        #[command(flatten)]
+        online: Online,
+    },
+    /// Approve what a task waits for: before start it is queued; a held
+    /// completion completes (or its agent merges the pull request first).
+    Approve {
+        task_id: String,
+        #[command(flatten)]
+        online: Online,
+    },
+    /// Reject: before start the task is cancelled; a held completion goes
+    /// back to its agent with the reason.
+    Reject {
+        task_id: String,
+        /// Why (the agent works on with it).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        online: Online,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ApprovalRulesAction {
+    /// The rules in force and where they come from (api or config).
+    Show {
+        #[command(flatten)]
+        online: Online,
+    },
+    /// Replace the rules with a file's: TOML (`[[rules]]` tables) or JSON
+    /// (`{"rules": [...]}`); each rule has a name, and paths (globs) or
+    /// max_deleted_lines.
+    Set {
+        #[arg(short = 'f', long = "file")]
+        file: std::path::PathBuf,
         #[command(flatten)]
         online: Online,
     },
@@ -322,6 +357,22 @@ pub fn task(action: TaskAction) -> Result<(), Fatal> {
             Some(json!({ "answer": answer })),
         ),
         TaskAction::Questions { online } => (online, "GET", "/api/questions".to_string(), None),
+        TaskAction::Approve { task_id, online } => (
+            online,
+            "POST",
+            format!("/api/tasks/{}/approve", encode(&task_id)),
+            Some(json!({})),
+        ),
+        TaskAction::Reject {
+            task_id,
+            reason,
+            online,
+        } => (
+            online,
+            "POST",
+            format!("/api/tasks/{}/reject", encode(&task_id)),
+            Some(json!({ "reason": reason })),
+        ),
     };
     print_json(&call(&online, method, &path, body)?);
     Ok(())
@@ -442,6 +493,35 @@ pub fn concurrency(action: ConcurrencyAction) -> Result<(), Fatal> {
     };
     print_json(&answer);
     Ok(())
+}
+
+pub fn approval_rules(action: ApprovalRulesAction) -> Result<(), Fatal> {
+    let answer = match action {
+        ApprovalRulesAction::Show { online } => {
+            call(&online, "GET", "/api/admin/approval-rules", None)?
+        }
+        ApprovalRulesAction::Set { file, online } => {
+            let body = rules_file(&file)?;
+            call(&online, "PUT", "/api/admin/approval-rules", Some(body))?
+        }
+    };
+    print_json(&answer);
+    Ok(())
+}
+
+/// A rules file as the body of `PUT /api/admin/approval-rules` (the hub checks it).
+fn rules_file(path: &std::path::Path) -> Result<Value, Fatal> {
+    let bad = |message: String| Fatal { code: 2, message };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+    let json = path.extension().is_some_and(|e| e == "json");
+    let body: Value = if json {
+        serde_json::from_str(&text)
+            .map_err(|e| bad(format!("{}: not JSON: {e}", path.display())))?
+    } else {
+        toml::from_str(&text).map_err(|e| bad(format!("{}: not TOML: {e}", path.display())))?
+    };
+    Ok(body)
 }
 
 /// `agent drain|undrain|disable|enable NAME`.

@@ -97,6 +97,7 @@ impl TaskQueue {
         let now = now_ms();
         let (mut task, was_live) = self.take_task(id)?;
         let (old, old_priority, recorded_before) = (task.status, task.priority, task.recorded);
+        let was_held = task.is_held();
         let out = match change(&mut task, now) {
             Ok(out) => out,
             Err(e) => {
@@ -127,11 +128,10 @@ impl TaskQueue {
         if task.status.is_terminal() {
             self.deps.forget(&task.id);
         }
-        let key = (old.is_held() && !changed.status.is_held())
-            .then(|| task.concurrency_key.clone())
-            .flatten();
+        let let_go = was_held && !task.is_held();
+        let key = let_go.then(|| task.concurrency_key.clone()).flatten();
         self.index.settle_in(task);
-        if old.is_held() && !changed.status.is_held() {
+        if let_go {
             self.stop_running(id, key.as_deref(), changed.status.is_terminal(), now);
         } else if changed.status.is_terminal() {
             self.stop_running(id, None, true, now);
@@ -299,6 +299,7 @@ impl TaskQueue {
                 task_id: task_id.to_string(),
                 generation: lease.generation,
                 reason: why.to_string(),
+                notice: None,
             });
         }
         tracing::info!(task_id = %task_id, by = %by, action = why, "operator action");

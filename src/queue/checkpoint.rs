@@ -262,7 +262,7 @@ impl TaskQueue {
             }
             self.index.count(&task, None, now);
             self.scopes.track(&task);
-            if task.status.is_held() {
+            if task.is_held() {
                 self.start_running(&task);
             }
             self.index.insert_live(task);

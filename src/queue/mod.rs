@@ -18,6 +18,7 @@
 //! - `scopes`: write scopes: claims of assigned tasks and direct reservations,
 //!   and the scope groups they hold;
 //! - `keys`: concurrency keys, their limits and running counts;
+//! - `approvals`: the approval rules a completion is checked against;
 //! - `holds`: what starting and stopping a task does to scopes and keys, and
 //!   the holds the scheduler gets;
 //! - `reservations`: direct reservations stored, loaded, expired;
@@ -31,6 +32,7 @@
 //! `domain::task`.
 
 mod api;
+mod approvals;
 mod change;
 mod checkpoint;
 mod create;
@@ -52,11 +54,12 @@ use std::time::Duration;
 use actix::prelude::*;
 
 pub(crate) use api::agent::{AgentReport, Assign, HeldBy, Reclaim, Report, ReportReply};
+pub(crate) use api::approvals::{ApprovalRulesView, SetApprovalRules};
 pub(crate) use api::keys::{ConcurrencyLimits, SetConcurrencyLimit};
 pub(crate) use api::operator::{
     ControlTask, PauseLanes, PausedLanes, Submit, SubmitFixed, TaskControl,
 };
-pub(crate) use api::questions::{AnswerTask, Questions};
+pub(crate) use api::questions::{AnswerTask, DecideApproval, Questions};
 pub(crate) use api::read::{
     BlockedTasks, DeadLetters, FailingAgents, GetAttempts, GetTask, ListTasks, LongWait,
     LongestWaiting, RecentCompletions, Stats, StuckTasks, TaskOutcome, TaskOutcomes,
@@ -144,6 +147,8 @@ struct Policy {
     blocked_policy: BlockedPolicy,
     blocked_requeue_ms: u64,
     backoff: Backoff,
+    /// The config's approval rules (those an operator sets replace them).
+    approval_rules: Vec<crate::protocol::ApprovalRule>,
 }
 
 /// See the module documentation.
@@ -159,6 +164,7 @@ pub(crate) struct TaskQueue {
     lanes: lanes::Lanes,
     scopes: scopes::Scopes,
     keys: keys::ConcurrencyKeys,
+    approvals: approvals::ApprovalRules,
     outbox: outbox::Outbox,
     peers: Peers,
     completions: Completions,
@@ -192,6 +198,7 @@ impl TaskQueue {
                     base_ms: config.retry_backoff_base_ms,
                     max_ms: config.retry_backoff_max_ms,
                 },
+                approval_rules: config.approval_rules.clone(),
             },
             index: index::TaskIndex::default(),
             deps: DependencyGraph::default(),
@@ -199,6 +206,7 @@ impl TaskQueue {
             lanes: lanes::Lanes::default(),
             scopes: scopes::Scopes::default(),
             keys: keys::ConcurrencyKeys::default(),
+            approvals: approvals::ApprovalRules::default(),
             outbox: outbox::Outbox::default(),
             completions: Completions::default(),
             outcomes: AgentOutcomes::default(),

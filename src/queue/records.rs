@@ -8,10 +8,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::domain::task::{
-    Attempt, HistoryEntry, Progress, Question, ReportRecord, Task, TaskStatus,
+    Attempt, HistoryEntry, Merge, Progress, Question, ReportRecord, Task, TaskStatus,
 };
 use crate::error::StoreError;
-use crate::protocol::{BlockedPolicy, STANDING_SUBMITTER};
+use crate::protocol::{ApprovalStage, BlockedPolicy, STANDING_SUBMITTER};
 use crate::storage::store::{decode, encode, seq_key};
 use crate::storage::tasks::StoredTask;
 
@@ -44,6 +44,10 @@ struct SpecOut<'a> {
     read_paths: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
     concurrency_key: &'a Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    approval: Option<ApprovalStage>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    merge_on_approval: bool,
 }
 
 /// What never changes after creation, as read.
@@ -86,6 +90,10 @@ struct SpecIn {
     read_paths: Vec<String>,
     #[serde(default)]
     concurrency_key: Option<String>,
+    #[serde(default)]
+    approval: Option<ApprovalStage>,
+    #[serde(default)]
+    merge_on_approval: bool,
 }
 
 /// What a change changes, as written.
@@ -121,6 +129,8 @@ struct StateOut<'a> {
     progress: &'a Option<Progress>,
     #[serde(skip_serializing_if = "Option::is_none")]
     question: &'a Option<Question>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    merge: &'a Option<Merge>,
 }
 
 /// What a change changes, as read.
@@ -172,6 +182,8 @@ struct StateIn {
     progress: Option<Progress>,
     #[serde(default)]
     question: Option<Question>,
+    #[serde(default)]
+    merge: Option<Merge>,
 }
 
 /// A task's spec record.
@@ -199,6 +211,8 @@ pub(super) fn encode_spec(t: &Task) -> Vec<u8> {
         write_paths: &t.write_paths,
         read_paths: &t.read_paths,
         concurrency_key: &t.concurrency_key,
+        approval: t.approval,
+        merge_on_approval: t.merge_on_approval,
     })
 }
 
@@ -231,6 +245,7 @@ pub(super) fn encode_state(t: &Task) -> Vec<u8> {
         attempts_dropped: t.attempts_dropped,
         progress: &t.progress,
         question: &t.question,
+        merge: &t.merge,
     })
 }
 
@@ -295,6 +310,9 @@ pub(super) fn decode_task(stored: &StoredTask) -> Result<Task, StoreError> {
         write_paths: spec.write_paths,
         read_paths: spec.read_paths,
         concurrency_key: spec.concurrency_key,
+        approval: spec.approval,
+        merge_on_approval: spec.merge_on_approval,
+        merge: state.merge,
         recorded: 0,
     })
 }

@@ -73,6 +73,7 @@ impl TaskQueue {
                         task_id,
                         generation: lease.generation,
                         reason: reason.to_string(),
+                        notice: None,
                     });
                 }
                 Err(e) => {

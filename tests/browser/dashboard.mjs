@@ -260,6 +260,41 @@ async function main() {
     await hub('question_answered', `${typedId}:eu-west-1`);
     console.log(`questions of ${askedId} and ${typedId} answered from the page`);
 
+    // Approvals: a held result with its pull request; rejected with a reason
+    // (at phone width), then approved once the agent reworked it.
+    const reviewId = await hub('agent_completes_for_review');
+    const aRow = page.locator(`${tid('question-row')}[data-task-id="${reviewId}"][data-kind="approval"]`);
+    await aRow.locator(tid('approval-pr'), { hasText: 'example.test/acme/pull/5' }).waitFor();
+    await aRow.locator(tid('approval-summary'), { hasText: 'Renamed billing' }).waitFor();
+    await aRow.locator(tid('approval-reasons'), { hasText: 'before completion' }).waitFor();
+    await page.setViewportSize({ width: 375, height: 800 });
+    await aRow.locator(tid('reject-input')).fill('Add a test for the rename');
+    await aRow.locator(tid('reject-btn')).click();
+    await page.locator(tid('action-result'), { hasText: `reject ${reviewId}: sent` }).waitFor();
+    await page.waitForFunction(() => document.documentElement.scrollWidth <= window.innerWidth + 1);
+    await page.setViewportSize({ width: 1400, height: 1000 });
+    await hub('review_rejected', `${reviewId}:Add a test for the rename`);
+    await aRow.locator(tid('approval-summary'), { hasText: 'with tests' }).waitFor();
+    await aRow.locator(tid('approve-btn')).click();
+    await page.locator(tid('action-result'), { hasText: `approve ${reviewId}: sent` }).waitFor();
+    await aRow.waitFor({ state: 'detached' });
+    await hub('review_approved', reviewId);
+    await page.locator(`${tid('task-row')}[data-task-id="${reviewId}"][data-status="completed"]`).waitFor();
+    console.log(`approval of ${reviewId} rejected, then approved from the page`);
+
+    // A task submitted from the form with approval before start waits in the
+    // Questions panel; approved there, it is queued.
+    await page.fill(tid('submit-description'), 'Rotate the database credentials');
+    await page.selectOption(tid('submit-approval'), 'before_start');
+    await page.click(tid('submit-button'));
+    const gatedId = await hub('gated_task_submitted');
+    const gRow = page.locator(`${tid('question-row')}[data-task-id="${gatedId}"][data-kind="approval"]`);
+    await gRow.locator(tid('question-text'), { hasText: 'Approve before start' }).waitFor();
+    await gRow.locator(tid('approve-btn')).click();
+    await gRow.waitFor({ state: 'detached' });
+    await hub('gated_task_queued', gatedId);
+    console.log(`task ${gatedId} submitted for approval and approved from the page`);
+
     // Filters: only cancelled tasks (none) and back to all.
     await page.selectOption(tid('tasks-filter-status'), 'cancelled');
     await page.click(tid('tasks-refresh'));

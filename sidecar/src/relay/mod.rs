@@ -54,6 +54,8 @@ enum Kind {
     Usage,
     /// `task_input_required`: the question (the task stays ours).
     Ask,
+    /// `task_merged`: the approved pull request merged, or not (ext).
+    Merge,
 }
 
 impl Kind {
@@ -93,6 +95,11 @@ impl Kind {
                 generation,
                 ..
             } => Some((Kind::Ask, task_id.clone(), *generation)),
+            ClientFrame::TaskMerged {
+                task_id,
+                generation,
+                ..
+            } => Some((Kind::Merge, task_id.clone(), *generation)),
             _ => None,
         }
     }
@@ -559,13 +566,23 @@ impl Relay {
                 question_id,
                 answer,
                 answered_by,
+                kind,
+                note,
+                merge,
             } => {
+                let approval = kind.as_deref() == Some("approval");
                 let answer = Answer {
                     question_id,
                     answer,
                     answered_by,
+                    kind,
+                    note,
                 };
-                self.on_answer(&task_id, generation, answer)
+                if approval {
+                    self.on_decision(&task_id, generation, answer, merge)
+                } else {
+                    self.on_answer(&task_id, generation, answer)
+                }
             }
             ServerFrame::TaskCancelled {
                 task_id, reason, ..
@@ -601,13 +618,40 @@ impl Relay {
             "rejected" => Kind::Reject,
             "usage_limited" => Kind::Usage,
             "input_required" => Kind::Ask,
+            "rework" => Kind::Merge,
             _ => return,
         };
-        self.pop_inflight(task_id, kind);
+        // `input_required` also answers a completion the hub holds for
+        // approval, and `complete` a merge.
+        let kind = match kind {
+            Kind::Ask if self.pop_inflight(task_id, Kind::Ask).is_none() => {
+                self.pop_inflight(task_id, Kind::Complete);
+                tracing::info!(task_id, "the hub holds the completion for approval");
+                self.drop_entries_for(task_id, true);
+                self.await_approval(task_id);
+                return;
+            }
+            Kind::Ask => Kind::Ask,
+            Kind::Complete if self.pop_inflight(task_id, Kind::Complete).is_none() => {
+                self.pop_inflight(task_id, Kind::Merge);
+                Kind::Complete
+            }
+            Kind::Complete => Kind::Complete,
+            other => {
+                self.pop_inflight(task_id, other);
+                other
+            }
+        };
         if kind == Kind::Ask {
             tracing::info!(task_id, "the hub has the question; waiting for the answer");
             self.drop_entries_for(task_id, true);
             self.await_answer(task_id);
+            return;
+        }
+        if kind == Kind::Merge {
+            tracing::warn!(task_id, "the merge failed; the agent works on");
+            self.drop_entries_for(task_id, true);
+            self.merge_failed(task_id);
             return;
         }
         if matches!(
@@ -646,6 +690,7 @@ impl Relay {
             "task_reject_failed" => Kind::Reject,
             "usage_limited_failed" => Kind::Usage,
             "task_input_required_failed" => Kind::Ask,
+            "task_merged_failed" => Kind::Merge,
             _ => {
                 tracing::warn!(task_id = %task_id, error = %e.error, "error frame from the hub");
                 return;
@@ -667,7 +712,7 @@ impl Relay {
                     self.release(&task_id, &e.error);
                 }
             }
-            Kind::Complete | Kind::Failed | Kind::Block | Kind::Usage | Kind::Ask => {
+            Kind::Complete | Kind::Failed | Kind::Block | Kind::Usage | Kind::Ask | Kind::Merge => {
                 if ours.is_some() && !current {
                     tracing::debug!(task_id = %task_id, error = %e.error, "refusal of an older generation ignored");
                     return;
@@ -720,5 +765,9 @@ fn lenient_assignment(v: &Value) -> Option<TaskAssignment> {
         repo: v["repo"].as_str().map(str::to_string),
         write_paths: strings(&v["write_paths"]),
         read_paths: strings(&v["read_paths"]),
+        approval: v["approval"]
+            .as_str()
+            .and_then(agentcom_protocol::ApprovalStage::parse),
+        merge_on_approval: v["merge_on_approval"].as_bool() == Some(true),
     })
 }

@@ -204,6 +204,17 @@ impl Relay {
             h.record.assignment.generation = generation;
         }
         let needs_worker = h.record.report.is_none() && h.worker.is_none();
+        // Stopped while merging (a restart): merge again (a merged pull
+        // request counts as merged).
+        let merge_again = (h.record.phase == Phase::Merging && h.worker.is_none())
+            .then(|| {
+                h.record
+                    .report
+                    .as_ref()
+                    .and_then(FinalReport::result)
+                    .cloned()
+            })
+            .flatten();
         self.recovery_answered(task_id);
         tracing::info!(task_id, generation, "hub confirmed the task; continuing");
         if changed {
@@ -212,6 +223,9 @@ impl Relay {
         }
         if needs_worker {
             self.start_worker(task_id);
+        }
+        if let Some(result) = merge_again {
+            self.start_merge(task_id, result);
         }
         self.flush_outbox();
     }
@@ -327,17 +341,31 @@ impl Relay {
             return;
         }
         tracing::info!(task_id, question_id = answer.question_id, by = %answer.answered_by, "answer received; waking the agent again");
+        self.rewake(task_id, answer);
+    }
+
+    /// The agent is woken again with `answer` (an answer to its question, a
+    /// rejection, a failed merge): the answer file, `TASK_ANSWER` and
+    /// `TASK_REVIEW`; its earlier result and start mark are done with.
+    fn rewake(&mut self, task_id: &str, answer: Answer) {
         let file = crate::results::answer_path(&self.cfg.results_dir, task_id);
-        let body = serde_json::json!({"task_id": task_id, "question_id": answer.question_id,
-                                      "answer": answer.answer, "answered_by": answer.answered_by});
+        let mut body = serde_json::json!({"task_id": task_id, "question_id": answer.question_id,
+                                          "answer": answer.answer, "answered_by": answer.answered_by});
+        if let Some(kind) = &answer.kind {
+            body["kind"] = json!(kind);
+        }
+        if let Some(note) = &answer.note {
+            body["note"] = json!(note);
+        }
         if let Err(e) = crate::state::write_atomic(&file, body.to_string().as_bytes()) {
             tracing::error!(task_id, error = %e, "cannot write the answer file");
         }
-        // The question's result and start mark are done with: the agent is
-        // woken again, and its next result is the answer's.
         let dir = &self.cfg.results_dir;
         let _ = std::fs::remove_file(crate::results::result_path(dir, task_id));
         let _ = std::fs::remove_file(crate::results::started_path(dir, task_id));
+        let Some(h) = self.held.get_mut(task_id) else {
+            return;
+        };
         let r = &mut h.record;
         r.answer = Some(answer);
         r.report = None;
@@ -348,6 +376,128 @@ impl Relay {
         self.drop_entries_for(task_id, true);
         self.save_record(task_id);
         self.start_worker(task_id);
+    }
+
+    /// The hub holds our completion for a person's approval: the task waits
+    /// (no worker, no lease renewals) with the completion kept.
+    pub(super) fn await_approval(&mut self, task_id: &str) {
+        let Some(h) = self.held.get_mut(task_id) else {
+            return;
+        };
+        if !matches!(h.record.report, Some(FinalReport::Complete { .. })) {
+            return;
+        }
+        h.record.phase = Phase::AwaitingApproval;
+        self.save_record(task_id);
+    }
+
+    /// A person decided on the held completion (`task_answer`, kind
+    /// `approval`): approved, the hub completed it (or, with `merge`, we merge
+    /// its pull request first); rejected, the agent is woken again with the
+    /// reason. A decision already handled is ignored.
+    pub(super) fn on_decision(
+        &mut self,
+        task_id: &str,
+        generation: u64,
+        answer: Answer,
+        merge: bool,
+    ) {
+        let Some(h) = self.held.get(task_id) else {
+            return;
+        };
+        let r = &h.record;
+        let seen = r
+            .answer
+            .as_ref()
+            .is_some_and(|a| a.question_id >= answer.question_id);
+        if seen
+            || r.generation() != generation
+            || r.is_released()
+            || r.phase != Phase::AwaitingApproval
+        {
+            tracing::debug!(
+                task_id,
+                question_id = answer.question_id,
+                "decision already handled"
+            );
+            return;
+        }
+        let result = r.report.as_ref().and_then(FinalReport::result).cloned();
+        match (answer.answer.as_str(), merge) {
+            ("approve", false) => {
+                tracing::info!(task_id, by = %answer.answered_by, "completion approved; done");
+                self.drop_entries_for(task_id, false);
+                self.clear_record(task_id);
+            }
+            ("approve", true) => {
+                tracing::info!(task_id, by = %answer.answered_by, "completion approved; merging its pull request");
+                if let Some(h) = self.held.get_mut(task_id) {
+                    h.record.answer = Some(answer);
+                    h.record.phase = Phase::Merging;
+                }
+                self.save_record(task_id);
+                self.start_merge(task_id, result.unwrap_or_default());
+            }
+            _ => {
+                tracing::info!(task_id, by = %answer.answered_by, note = ?answer.note, "completion rejected; waking the agent again");
+                self.rewake(task_id, answer);
+            }
+        }
+    }
+
+    /// The hub took our failed merge: the agent is woken again with gh's
+    /// words (same branch).
+    pub(super) fn merge_failed(&mut self, task_id: &str) {
+        let Some(h) = self.held.get(task_id) else {
+            return;
+        };
+        let Some(FinalReport::Merged { error, .. }) = &h.record.report else {
+            return;
+        };
+        let answer = Answer {
+            question_id: h.record.answer.as_ref().map_or(0, |a| a.question_id),
+            answer: "merge_failed".into(),
+            answered_by: "sidecar".into(),
+            kind: Some("approval".into()),
+            note: error.clone(),
+        };
+        self.rewake(task_id, answer);
+    }
+
+    /// Runs `gh pr merge` for the approved completion `result`; its outcome
+    /// comes back as the worker's final report (`task_merged`).
+    fn start_merge(&mut self, task_id: &str, result: Map<String, serde_json::Value>) {
+        self.stop_worker(task_id);
+        let pr_url = result
+            .get("pr_url")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string);
+        let job = pr_url.map(|pr_url| crate::merge::MergeJob {
+            gh: self.cfg.gh_command.clone(),
+            repo_dir: self.cfg.repo_dir.clone(),
+            pr_url,
+            method: self.cfg.merge_method.clone(),
+        });
+        self.epoch += 1;
+        let epoch = self.epoch;
+        let tx = self.worker_tx.clone();
+        let method = self.cfg.merge_method.clone();
+        let run = async move {
+            let outcome = match &job {
+                Some(job) => crate::merge::merge(job).await,
+                None => Err("the result names no pull request (pr_url)".to_string()),
+            };
+            let report = FinalReport::Merged {
+                merged: outcome.is_ok(),
+                method: Some(method),
+                error: outcome.err(),
+                result,
+            };
+            let _ = tx.send((epoch, WorkerMsg::Final(report)));
+        };
+        if let Some(h) = self.held.get_mut(task_id) {
+            h.worker = Some((epoch, tokio::spawn(run)));
+        }
     }
 
     fn stop_group(&self, pgid: Option<i32>) {
@@ -487,6 +637,9 @@ impl Relay {
             }
             FinalReport::InputRequired { question, .. } => {
                 tracing::info!(task_id, question = %question, "asking the hub")
+            }
+            FinalReport::Merged { merged, error, .. } => {
+                tracing::info!(task_id, merged, error = ?error, "reporting task_merged")
             }
         }
         self.save_record(task_id);

@@ -6,7 +6,7 @@
 use actix::prelude::*;
 
 use super::AgentFsm;
-use crate::domain::task::{Ask, FailReport};
+use crate::domain::task::{Ask, FailReport, Merge};
 use crate::protocol::{parse_task_specs, ClientFrame, ErrorFrame, ServerFrame};
 use crate::queue::{AgentReport, QueueError, Report, ReportReply};
 
@@ -160,6 +160,25 @@ fn to_report(frame: ClientFrame) -> Option<Result<(String, Report, Reply), Serve
             },
             Reply::Ack("task_input_required_failed"),
         ),
+        ClientFrame::TaskMerged {
+            task_id,
+            generation,
+            merged,
+            method,
+            error,
+        } => (
+            task_id,
+            Report::Merged {
+                generation,
+                outcome: Merge {
+                    merged,
+                    method,
+                    error,
+                    at: 0,
+                },
+            },
+            Reply::Ack("task_merged_failed"),
+        ),
         ClientFrame::UsageLimited {
             task_id: Some(task_id),
             generation,
@@ -271,8 +290,9 @@ impl Handler<Lifecycle> for AgentFsm {
                         })
                     }
                     (Ok(ReportReply::Ack(status)), _) => {
-                        // A question keeps the task with its holder.
-                        if status != "input_required" {
+                        // A question or a held completion keeps the task with
+                        // its holder, and so does work sent back after review.
+                        if !matches!(status.as_str(), "input_required" | "rework") {
                             let delay = is_reject.then_some(act.timings.reject_backoff);
                             act.release_task(&task_id, ctx, delay);
                         }

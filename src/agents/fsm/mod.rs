@@ -649,6 +649,9 @@ pub(crate) struct Withdrawn {
     pub task_id: String,
     pub generation: u64,
     pub reason: String,
+    /// Sent instead of `task_cancelled` (an approval that completed the task
+    /// tells the holder so).
+    pub notice: Option<ServerFrame>,
 }
 
 impl Handler<Withdrawn> for AgentFsm {
@@ -658,11 +661,11 @@ impl Handler<Withdrawn> for AgentFsm {
         if self.held.holds_at(&msg.task_id, msg.generation) {
             self.release_task(&msg.task_id, ctx, None);
         }
-        self.push(ServerFrame::TaskCancelled {
+        self.push(msg.notice.unwrap_or_else(|| ServerFrame::TaskCancelled {
             task_id: msg.task_id,
             reason: msg.reason,
             timestamp: now_ms(),
-        });
+        }));
     }
 }
 

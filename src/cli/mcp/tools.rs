@@ -43,6 +43,8 @@ const STEER_TOOLS: &[&str] = &[
     "put_standing_order",
     "delete_standing_order",
     "answer_task",
+    "approve_task",
+    "reject_task",
 ];
 /// Tools that change something: not listed for an observer's token.
 const WRITE_TOOLS: &[&str] = &[
@@ -180,6 +182,11 @@ struct SubmitTaskArgs {
     read_paths: Vec<String>,
     /// Concurrency key (e.g. "repo:web"): an operator may cap how many tasks of the key run at once, and keys share the queue round-robin within a priority.
     concurrency_key: Option<String>,
+    /// A person approves the task: "before_start" (it waits unscheduled) or "before_complete" (its result waits for review).
+    approval: Option<String>,
+    /// With approval before_complete: once approved, the agent's sidecar merges the pull request of the result.
+    #[serde(default)]
+    merge_on_approval: bool,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -299,6 +306,10 @@ impl HubTools {
             "concurrency_key",
             args.concurrency_key.map(Value::from),
         );
+        put(&mut body, "approval", args.approval.map(Value::from));
+        if args.merge_on_approval {
+            body["merge_on_approval"] = json!(true);
+        }
         let created = self.hub("POST", "/api/tasks", Some(body)).await?;
         Ok(CallToolResult::structured(created))
     }

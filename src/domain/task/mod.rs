@@ -10,10 +10,12 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::protocol::{BlockedPolicy, TaskAssignment, TaskSpec, STANDING_SUBMITTER};
+use crate::protocol::{ApprovalStage, BlockedPolicy, TaskAssignment, TaskSpec, STANDING_SUBMITTER};
 
+mod approvals;
 mod questions;
 mod transitions;
+pub(crate) use approvals::{Decision, HeldCompletion};
 pub(crate) use questions::{Ask, TimedOut};
 
 /// How many history entries a task record keeps (the API returns these; the event
@@ -254,6 +256,14 @@ pub(crate) struct Task {
     /// See `TaskSpec::concurrency_key`.
     #[serde(default)]
     pub concurrency_key: Option<String>,
+    /// See `TaskSpec::approval` and `TaskSpec::merge_on_approval` (ext).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalStage>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub merge_on_approval: bool,
+    /// The holder's latest merge of the approved pull request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge: Option<Merge>,
     /// How many history entries this copy recorded (not stored): the queue
     /// compares it before and after a change to find the entries the change added
     /// (see [`Task::recorded_since`]).
@@ -294,6 +304,41 @@ pub(crate) struct Question {
     pub answered_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answered_at: Option<i64>,
+    /// Set when the hub asks a person to approve (ext, PROTOCOL.md 6.27).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Box<Approval>>,
+}
+
+/// What an approval question is about (ext, PROTOCOL.md 6.27).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(crate) struct Approval {
+    pub stage: ApprovalStage,
+    /// Why it is needed: the submitter asked, or the rules that matched.
+    pub reasons: Vec<String>,
+    /// The held completion (`before_complete`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_used: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub follow_ups: Vec<TaskSpec>,
+    /// The reason of a rejection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// What the holder's merge after this approval did (one per approval).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge: Option<Merge>,
+}
+
+/// What the holder's sidecar reported of a merge (`task_merged`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub(crate) struct Merge {
+    pub merged: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub at: i64,
 }
 
 /// A `task_failed` report.
@@ -405,6 +450,9 @@ impl Task {
             write_paths: spec.write_paths,
             read_paths: spec.read_paths,
             concurrency_key: spec.concurrency_key,
+            approval: spec.approval,
+            merge_on_approval: spec.merge_on_approval,
+            merge: None,
             recorded: 0,
         };
         if task.correlation_id.is_none() {
@@ -422,8 +470,21 @@ impl Task {
             details["write_paths"] = json!(task.write_paths);
             details["read_paths"] = json!(task.read_paths);
         }
+        if let Some(a) = task.approval {
+            details["approval"] = json!(a.as_str());
+        }
         task.record("queued", now, details);
+        if task.approval == Some(ApprovalStage::BeforeStart) {
+            task.await_start_approval(now);
+        }
         task
+    }
+
+    /// An agent holds it (assigned, or waiting for an answer it asked for or a
+    /// completion it reported); a task waiting for approval before it starts
+    /// has no holder.
+    pub(crate) fn is_held(&self) -> bool {
+        self.status.is_held() && self.assigned_to.is_some()
     }
 
     /// The correlation id (the task's own id for records older than the field).
@@ -564,6 +625,8 @@ impl Task {
             repo: self.repo.clone(),
             write_paths: self.write_paths.clone(),
             read_paths: self.read_paths.clone(),
+            approval: self.approval,
+            merge_on_approval: self.merge_on_approval,
         }
     }
 
@@ -614,6 +677,9 @@ impl Task {
         });
         v["question"] = serde_json::to_value(&self.question).unwrap_or(Value::Null);
         v["concurrency_key"] = json!(self.concurrency_key);
+        v["approval"] = json!(self.approval.map(ApprovalStage::as_str));
+        v["merge_on_approval"] = json!(self.merge_on_approval);
+        v["merge"] = serde_json::to_value(&self.merge).unwrap_or(Value::Null);
         v
     }
 
@@ -637,4 +703,4 @@ pub(crate) struct BlockReport<'a> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -65,6 +65,7 @@ impl Task {
             answer: None,
             answered_by: None,
             answered_at: None,
+            approval: None,
         };
         self.status = TaskStatus::InputRequired;
         self.record(

@@ -59,7 +59,7 @@ fn a_failure_waits_out_its_backoff_and_a_terminal_one_dead_letters() {
     assert_eq!(t.retry_count, 3);
 }
 
-pub(super) fn task(max_retries: u32) -> Task {
+pub(crate) fn task(max_retries: u32) -> Task {
     let spec = TaskSpec {
         description: "d".into(),
         priority: 2,
@@ -82,6 +82,8 @@ pub(super) fn task(max_retries: u32) -> Task {
         write_paths: vec![],
         read_paths: vec![],
         concurrency_key: None,
+        approval: None,
+        merge_on_approval: false,
     };
     let defaults = TaskDefaults {
         max_retries: 3,

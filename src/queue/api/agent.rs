@@ -12,7 +12,8 @@ use actix::prelude::*;
 use serde_json::{Map, Value};
 
 use crate::domain::task::{
-    Ask, BlockReport, FailReport, ReclaimOutcome, ReportKind, Task, TaskError,
+    Ask, BlockReport, FailReport, HeldCompletion, Merge, ReclaimOutcome, ReportKind, Task,
+    TaskError, TaskStatus,
 };
 use crate::ops::analytics::{Count, Counter};
 use crate::protocol::{TaskAssignment, TaskSpec};
@@ -103,6 +104,12 @@ pub(crate) enum Report {
     Ask {
         generation: u64,
         ask: Ask,
+    },
+    /// `task_merged`: the holder merged the approved pull request, or could
+    /// not (ext).
+    Merged {
+        generation: u64,
+        outcome: Merge,
     },
 }
 
@@ -217,6 +224,10 @@ impl Handler<AgentReport> for TaskQueue {
                         }
                         ReportReply::Ack("input_required".into())
                     }),
+                Report::Merged {
+                    generation,
+                    outcome,
+                } => this.report_merged(&agent, &task_id, generation, outcome),
                 Report::UsageLimited { generation, reason } => this
                     .with_task(&task_id, &agent, |t, now| {
                         t.give_back(&agent, generation, reason, ReportKind::UsageLimited, now)
@@ -282,7 +293,9 @@ impl TaskQueue {
         }
     }
 
-    /// `task_complete`: the follow-ups first, then the completion.
+    /// `task_complete`: the follow-ups first, then the completion. A
+    /// completion that needs approval is held instead (the follow-ups wait
+    /// with it).
     fn complete(
         &mut self,
         agent: &str,
@@ -292,6 +305,30 @@ impl TaskQueue {
         tokens_used: Option<u64>,
         follow_ups: Vec<TaskSpec>,
     ) -> Result<ReportReply, QueueError> {
+        let reasons = self
+            .index
+            .whole(task_id)
+            .filter(|t| t.generation == generation && t.assigned_to.as_deref() == Some(agent))
+            .map(|t| match t.status {
+                TaskStatus::Assigned => self.approval_reasons(t, result.as_ref()),
+                // A repeat of a held completion.
+                TaskStatus::InputRequired if t.pending_approval().is_some() => {
+                    vec![String::new()]
+                }
+                _ => Vec::new(),
+            })
+            .unwrap_or_default();
+        if !reasons.is_empty() {
+            let held = HeldCompletion {
+                result,
+                tokens_used,
+                follow_ups,
+            };
+            let (ack, _) = self.with_task(task_id, agent, |t, now| {
+                t.hold_completion(agent, generation, held, reasons, now)
+            })?;
+            return Ok(ReportReply::Ack(ack));
+        }
         self.create_follow_ups(task_id, agent, generation, follow_ups)?;
         let ((ack, fresh), task) = self.with_task(task_id, agent, |t, now| {
             fresh(t, |t| {
@@ -305,7 +342,7 @@ impl TaskQueue {
     }
 
     /// An analytics count, released with the change it counts.
-    fn count(&mut self, agent: &str, counter: Counter, at: i64) {
+    pub(in crate::queue) fn count(&mut self, agent: &str, counter: Counter, at: i64) {
         self.outbox.counts.push(Count {
             agent_id: agent.to_string(),
             counter,

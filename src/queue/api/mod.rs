@@ -5,6 +5,7 @@
 //! Each file opens with a table of its messages.
 
 pub(super) mod agent;
+pub(super) mod approvals;
 pub(super) mod keys;
 pub(super) mod operator;
 pub(super) mod questions;

@@ -3,7 +3,8 @@
 //! | message | from | does |
 //! |---|---|---|
 //! | `AnswerTask` | operators (HTTP, CLI, MCP, dashboard) | answers the waiting question; the holder works on |
-//! | `Questions` | readers | the tasks waiting for an answer |
+//! | `DecideApproval` | operators | approves or rejects the approval a task waits for (`approvals.rs`) |
+//! | `Questions` | readers | the tasks waiting for an answer or an approval |
 //!
 //! The answer reaches the holder as `task_answer` once durable, and again
 //! after each `task_recovering` of the task at that generation (the agent
@@ -15,8 +16,9 @@ use serde_json::Value;
 
 use crate::agents::fsm::Withdrawn;
 use crate::agents::presence::Deliver;
-use crate::domain::task::{Question, TaskStatus, TimedOut};
-use crate::protocol::ServerFrame;
+use crate::domain::task::{Question, TaskError, TaskStatus, TimedOut};
+use crate::protocol::{ServerFrame, APPROVE, REJECT};
+use crate::queue::entry::Entry;
 use crate::queue::{QueueError, TaskQueue};
 
 /// Answer the question a task waits on, as `by`.
@@ -33,6 +35,20 @@ impl Handler<AnswerTask> for TaskQueue {
 
     fn handle(&mut self, msg: AnswerTask, ctx: &mut Context<Self>) -> Self::Result {
         self.contained(ctx, move |this| -> Self::Result {
+            // An approval takes `approve` or `reject` as its answer too.
+            let approval = this
+                .index
+                .whole(&msg.task_id)
+                .is_some_and(|t| t.pending_approval().is_some());
+            if approval {
+                let approve = match msg.answer.as_str() {
+                    APPROVE => true,
+                    REJECT => false,
+                    _ => return this.after_flush(Err(TaskError::InvalidAnswer.into())),
+                };
+                let result = this.decide(&msg.task_id, approve, None, &msg.by);
+                return this.after_flush(result);
+            }
             let result = this
                 .with_task(&msg.task_id, &msg.by, |t, now| {
                     let q = t.answer(msg.answer, &msg.by, now)?;
@@ -42,6 +58,28 @@ impl Handler<AnswerTask> for TaskQueue {
                     this.answered(&msg.task_id, holder.as_deref(), &q);
                     view
                 });
+            this.after_flush(result)
+        })
+    }
+}
+
+/// Approve or reject the approval a task waits for, as `by` (`note`: the
+/// reason of a rejection).
+#[derive(Message)]
+#[rtype(result = "Result<Value, QueueError>")]
+pub(crate) struct DecideApproval {
+    pub task_id: String,
+    pub approve: bool,
+    pub note: Option<String>,
+    pub by: String,
+}
+
+impl Handler<DecideApproval> for TaskQueue {
+    type Result = ResponseActFuture<Self, Result<Value, QueueError>>;
+
+    fn handle(&mut self, msg: DecideApproval, ctx: &mut Context<Self>) -> Self::Result {
+        self.contained(ctx, move |this| -> Self::Result {
+            let result = this.decide(&msg.task_id, msg.approve, msg.note, &msg.by);
             this.after_flush(result)
         })
     }
@@ -57,12 +95,16 @@ impl Handler<Questions> for TaskQueue {
 
     fn handle(&mut self, _: Questions, ctx: &mut Context<Self>) -> Self::Result {
         self.contained(ctx, |this| {
+            // Waiting tasks are kept whole: unheld ones (approval before
+            // start) too, so the walk skips the compact queued entries.
             let mut waiting: Vec<(i64, Value)> = this
                 .index
-                .leases
-                .keys()
-                .filter_map(|id| this.index.whole(id))
-                .filter(|t| t.status == TaskStatus::InputRequired)
+                .live
+                .values()
+                .filter_map(|e| match e {
+                    Entry::Whole(t) if t.status == TaskStatus::InputRequired => Some(t),
+                    _ => None,
+                })
                 .filter_map(|t| {
                     let q = t.question.as_ref()?;
                     Some((
@@ -72,6 +114,7 @@ impl Handler<Questions> for TaskQueue {
                             "description": t.description,
                             "assigned_to": t.assigned_to,
                             "priority": t.priority,
+                            "kind": if q.approval.is_some() { "approval" } else { "question" },
                             "question": q,
                         }),
                     ))
@@ -89,7 +132,7 @@ impl TaskQueue {
     pub(super) fn answered(&mut self, task_id: &str, holder: Option<&str>, q: &Question) {
         self.renew(task_id, true);
         if let Some(agent) = holder {
-            self.outbox.pushes.push(answer_to(agent, task_id, q));
+            self.outbox.pushes.push(answer_to(agent, task_id, q, false));
         }
     }
 
@@ -99,11 +142,18 @@ impl TaskQueue {
         let Some(task) = self.index.whole(task_id) else {
             return;
         };
+        // Not after a merge: the holder reported it, so it had the answer.
         let due = task.question.as_ref().filter(|q| {
-            q.answer.is_some() && q.generation == task.generation && task.status.is_held()
+            q.answer.is_some()
+                && q.generation == task.generation
+                && task.status.is_held()
+                && q.approval.as_ref().is_none_or(|a| a.merge.is_none())
         });
         if let Some(q) = due {
-            self.peers.presence.do_send(answer_to(agent, task_id, q));
+            let merge = self.merge_asked(task, q);
+            self.peers
+                .presence
+                .do_send(answer_to(agent, task_id, q, merge));
         }
     }
 
@@ -124,6 +174,7 @@ impl TaskQueue {
                         task_id: task_id.to_string(),
                         generation: lease.generation,
                         reason: "input_timeout".into(),
+                        notice: None,
                     });
                 }
             }
@@ -133,15 +184,28 @@ impl TaskQueue {
     }
 }
 
-fn answer_to(agent: &str, task_id: &str, q: &Question) -> Deliver {
+pub(in crate::queue) fn answer_to(
+    agent: &str,
+    task_id: &str,
+    q: &Question,
+    merge: bool,
+) -> Deliver {
     Deliver {
         agent_id: agent.to_string(),
-        frame: ServerFrame::TaskAnswer {
-            task_id: task_id.to_string(),
-            generation: q.generation,
-            question_id: q.id,
-            answer: q.answer.clone().unwrap_or_default(),
-            answered_by: q.answered_by.clone().unwrap_or_default(),
-        },
+        frame: answer_frame(task_id, q, merge),
+    }
+}
+
+/// The `task_answer` of an answered question or decided approval.
+pub(in crate::queue) fn answer_frame(task_id: &str, q: &Question, merge: bool) -> ServerFrame {
+    ServerFrame::TaskAnswer {
+        task_id: task_id.to_string(),
+        generation: q.generation,
+        question_id: q.id,
+        answer: q.answer.clone().unwrap_or_default(),
+        answered_by: q.answered_by.clone().unwrap_or_default(),
+        kind: q.approval.as_ref().map(|_| "approval".to_string()),
+        note: q.approval.as_ref().and_then(|a| a.note.clone()),
+        merge,
     }
 }

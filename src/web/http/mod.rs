@@ -9,6 +9,7 @@
 
 mod admin;
 mod agents;
+mod approvals;
 mod concurrency;
 mod dashboard;
 mod limits;
@@ -255,6 +256,7 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
         .configure(concurrency::routes)
         .configure(usage::routes)
         .configure(questions::routes)
+        .configure(approvals::routes)
         .configure(limits::routes)
         .configure(ops::routes)
         .configure(schemas::routes)

@@ -1,5 +1,6 @@
-//! The question tools: `list_questions` (what agents wait on) and
-//! `answer_task` (the admin's and coordinators' tokens).
+//! The question tools: `list_questions` (what agents and approvals wait on),
+//! `answer_task`, `approve_task` and `reject_task` (the admin's and
+//! coordinators' tokens), and `approval_rules` (read).
 
 use rmcp::handler::server::tool::schema_for_type;
 use rmcp::model::{CallToolResult, JsonObject};
@@ -25,10 +26,26 @@ struct AnswerArgs {
     answer: String,
 }
 
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ApproveArgs {
+    /// The task waiting for approval.
+    task_id: String,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct RejectArgs {
+    /// The task waiting for approval.
+    task_id: String,
+    /// Why: the agent works on with it (before start: the task is cancelled).
+    reason: String,
+}
+
 #[tool_router(router = question_tools, vis = "pub(super)")]
 impl HubTools {
     #[tool(
-        description = "Questions agents wait on (their tasks are input_required): task, agent, the question, its options and default, when it times out. Oldest first.",
+        description = "Questions and approvals tasks wait on (status input_required; kind question or approval): task, agent, the question, its options and default, when it times out; an approval shows its stage, reasons and the held result (pr_url). Oldest first.",
         input_schema = schema_for_type::<NoArgs>(),
         annotations(read_only_hint = true)
     )]
@@ -49,6 +66,43 @@ impl HubTools {
         Ok(CallToolResult::structured(
             self.hub("POST", &path, Some(json!({"answer": args.answer})))
                 .await?,
+        ))
+    }
+
+    #[tool(
+        description = "Approve what a task waits for (admin or coordinator token): before start it is queued; a held completion completes, or with merge_on_approval its agent merges the pull request first.",
+        input_schema = schema_for_type::<ApproveArgs>()
+    )]
+    async fn approve_task(&self, args: JsonObject) -> Outcome {
+        let args: ApproveArgs = parse("approve_task", args)?;
+        let path = format!("/api/tasks/{}/approve", encode(&args.task_id));
+        Ok(CallToolResult::structured(
+            self.hub("POST", &path, Some(json!({}))).await?,
+        ))
+    }
+
+    #[tool(
+        description = "Reject what a task waits for, with the reason (admin or coordinator token): before start it is cancelled; a held completion goes back to its agent, which works on with the reason.",
+        input_schema = schema_for_type::<RejectArgs>()
+    )]
+    async fn reject_task(&self, args: JsonObject) -> Outcome {
+        let args: RejectArgs = parse("reject_task", args)?;
+        let path = format!("/api/tasks/{}/reject", encode(&args.task_id));
+        Ok(CallToolResult::structured(
+            self.hub("POST", &path, Some(json!({"reason": args.reason})))
+                .await?,
+        ))
+    }
+
+    #[tool(
+        description = "The approval rules in force (changed-path globs, deleted-line limits) and whether they come from the API or the config.",
+        input_schema = schema_for_type::<NoArgs>(),
+        annotations(read_only_hint = true)
+    )]
+    async fn approval_rules(&self, args: JsonObject) -> Outcome {
+        let _: NoArgs = parse("approval_rules", args)?;
+        Ok(CallToolResult::structured(
+            self.hub("GET", "/api/admin/approval-rules", None).await?,
         ))
     }
 }

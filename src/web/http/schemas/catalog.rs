@@ -8,6 +8,7 @@ use crate::protocol::{
     object_schema, priority_json_schema, RENEW_FIELDS, RESERVE_FIELDS, TASK_SPEC_FIELDS,
 };
 use crate::web::http::agents::{INVITE_FIELDS, REGISTER_FIELDS, TOKEN_FIELDS};
+use crate::web::http::approvals::REJECT_FIELDS;
 use crate::web::http::concurrency::LIMIT_FIELDS;
 use crate::web::http::limits::OVERRIDE_FIELDS;
 use crate::web::http::messaging::{ACK_FIELDS, CHANNEL_FIELDS, MESSAGE_FIELDS, SUBSCRIBER_FIELDS};
@@ -30,6 +31,24 @@ const fn route(
         body: BodyDoc::None,
         query: &[],
     }
+}
+
+fn approval_rules_schema() -> Value {
+    json!({
+        "type": "object",
+        "required": ["rules"],
+        "additionalProperties": false,
+        "properties": {"rules": {"type": "array", "maxItems": crate::protocol::MAX_RULES, "items": {
+            "type": "object",
+            "required": ["name"],
+            "additionalProperties": false,
+            "properties": {
+                "name": {"type": "string", "maxLength": crate::protocol::MAX_RULE_NAME},
+                "paths": {"type": "array", "items": {"type": "string"}},
+                "max_deleted_lines": {"type": "integer", "minimum": 0}
+            }
+        }}}
+    })
 }
 
 fn task_submission() -> Value {
@@ -243,6 +262,36 @@ pub(super) fn catalog() -> Vec<Route> {
                 "/api/tasks/{id}/answer",
                 Steer,
                 "Answer the question a task waits on; its agent goes on",
+            )
+        },
+        route(
+            "POST",
+            "/api/tasks/{id}/approve",
+            Steer,
+            "Approve what a task waits for: before start it is queued; a held completion completes (or its agent merges the pull request first)",
+        ),
+        Route {
+            body: BodyDoc::Fields(REJECT_FIELDS),
+            ..route(
+                "POST",
+                "/api/tasks/{id}/reject",
+                Steer,
+                "Reject: before start it is cancelled; a held completion goes back to its agent with the reason",
+            )
+        },
+        route(
+            "GET",
+            "/api/admin/approval-rules",
+            Token,
+            "The approval rules in force and their source (api or config)",
+        ),
+        Route {
+            body: BodyDoc::Schema(approval_rules_schema),
+            ..route(
+                "PUT",
+                "/api/admin/approval-rules",
+                Admin,
+                "Replace the approval rules: {rules:[{name, paths?, max_deleted_lines?}]}",
             )
         },
         route(
