@@ -56,6 +56,7 @@
       concurrency: [],         // {key, limit, running} of keys with a limit or a running task
       usage: [],               // paused credential groups {credential_group, until, reported_by, reason}
       questions: [],           // GET /api/questions rows: {task_id, description, assigned_to, question}
+      spend: null,             // GET /api/spend (and each metrics snapshot's spend)
       completions: [],         // completion records, newest first
       throughput: { completed_last_hour: 0, avg_completion_ms: null, total_tokens_hour: 0 },
       storage: null,
@@ -344,7 +345,8 @@
       'tasks-body', 'tasks-empty', 'tasks-more',
       'submit-form', 'submit-description', 'submit-priority', 'submit-max-retries',
       'submit-capabilities', 'submit-repo', 'submit-concurrency-key', 'submit-write-paths',
-      'submit-approval', 'submit-merge',
+      'submit-approval', 'submit-merge', 'submit-budget-tokens', 'submit-budget-usd',
+      'spend-date', 'spend-tokens', 'spend-usd', 'spend-empty', 'spend-list',
       'submit-button', 'submit-result',
       'completions-meta', 'completions-body', 'completions-empty',
       'storage-status', 'storage-conditions', 'storage-fields', 'backup-now', 'backup-result',
@@ -403,6 +405,7 @@
     reservations: renderReservations,
     usage: renderUsage,
     questions: renderQuestions,
+    spend: renderSpend,
     charts: renderCharts,
     tasks: renderTasks,
     completions: renderCompletions,
@@ -640,6 +643,7 @@
       const id = str(row.task_id);
       const q = row.question || {};
       if (q.approval) return approvalRow(row, id, q);
+      if (q.budget) return budgetRow(row, id, q);
       const options = Array.isArray(q.options) ? q.options : [];
       const busy = model.pending.has('answer:' + id);
       const answerEl = options.length
@@ -691,6 +695,102 @@
           h('input', { type: 'text', class: 'question-input reject-input', testid: 'reject-input', maxlength: '2000',
             placeholder: 'Why reject?', 'aria-label': 'Reason to reject', required: 'required' }),
           h('button', { type: 'submit', class: 'btn btn-small btn-danger', testid: 'reject-btn', disabled: busy, text: 'Reject' }))));
+  }
+
+  function fmtUsd(v) { return '$' + (isNum(v) ? v : 0).toFixed(2); }
+
+  // A task paused over a budget: what it spent against which budget, and a
+  // new budget that lets its agent resume.
+  function budgetRow(row, id, q) {
+    const b = q.budget || {};
+    const spent = b.spent || {};
+    const budget = b.budget || {};
+    const busy = model.pending.has('answer:' + id);
+    const limits = [];
+    if (isNum(budget.tokens)) limits.push(fmtInt(spent.tokens) + ' of ' + fmtInt(budget.tokens) + ' tokens');
+    if (isNum(budget.usd)) limits.push(fmtUsd(spent.cost_usd) + ' of ' + fmtUsd(budget.usd));
+    const scope = str(b.scope);
+    const own = scope === 'task';
+    return h('div', { class: 'res-row question-row budget-row', testid: 'question-row', data: { taskId: id, kind: 'budget' } },
+      h('div', { class: 'res-main' },
+        h('div', { class: 'question-text', testid: 'question-text', text: 'Over budget: ' + str(row.description).slice(0, 200) }),
+        h('div', { class: 'res-meta muted', testid: 'budget-spent' },
+          taskLink(id, 'mono'), ' · ', h('span', { text: limits.join(', ') || 'over budget' }),
+          ' · ', h('span', { class: 'mono', text: own ? 'its own budget' : scope + ' (today)' }))),
+      own
+        ? h('form', { class: 'question-form budget-form', data: { needs: 'steer', taskId: id }, testid: 'budget-form' },
+          h('input', { type: 'text', class: 'question-input budget-tokens-input', testid: 'budget-tokens-input', inputmode: 'numeric',
+            placeholder: 'tokens', 'aria-label': 'New token budget' }),
+          h('input', { type: 'text', class: 'question-input budget-usd-input', testid: 'budget-usd-input', inputmode: 'decimal',
+            placeholder: 'dollars', 'aria-label': 'New dollar budget' }),
+          h('button', { type: 'submit', class: 'btn btn-small btn-primary', testid: 'budget-raise-btn', disabled: busy, text: busy ? 'Sending…' : 'Raise' }))
+        : h('span', { class: 'muted', text: 'raise the daily budget (PUT /api/admin/budgets)' }));
+  }
+
+  async function doRaise(taskId, tokens, usd) {
+    if (!taskId || model.pending.has('answer:' + taskId)) return;
+    const body = {};
+    if (tokens !== '') body.budget_tokens = /^\d+$/.test(tokens) ? Number(tokens) : tokens;
+    if (usd !== '') body.budget_usd = isFinite(Number(usd)) ? Number(usd) : usd;
+    model.pending.add('answer:' + taskId);
+    mark('questions');
+    const r = await api('POST', '/api/tasks/' + encodeURIComponent(taskId) + '/budget', body);
+    model.pending.delete('answer:' + taskId);
+    if (r.ok) {
+      const status = str(r.data && r.data.task && r.data.task.status);
+      actionResult('budget ' + taskId + ': ' + (status === 'input_required' ? 'still over' : 'resumed'), status === 'input_required' ? 'bad' : 'ok');
+      if (status !== 'input_required') model.questions = model.questions.filter(function (q) { return q.task_id !== taskId; });
+    } else {
+      actionResult('budget ' + taskId + ': ' + (str(r.data && r.data.error) || 'failed'), 'bad', errorText(r));
+      if (r.status === 401) sessionLost();
+    }
+    loadQuestions();
+    loadSpend();
+    mark('questions');
+  }
+
+  // Spend ---------------------------------------------------------------------------
+
+  async function loadSpend() {
+    const r = await api('GET', '/api/spend');
+    if (!r.ok || !r.data) return;
+    model.spend = r.data;
+    mark('spend');
+  }
+
+  function renderSpend() {
+    const s = model.spend || {};
+    const today = s.today || {};
+    const total = today.total || {};
+    ui.spendDate.textContent = str(s.date);
+    ui.spendTokens.textContent = fmtInt(total.tokens || 0);
+    ui.spendUsd.textContent = fmtUsd(total.cost_usd);
+    const budgets = s.budgets || {};
+    const rows = [];
+    const add = function (kind, map, limits) {
+      if (!map || typeof map !== 'object') return;
+      for (const name of Object.keys(map)) {
+        rows.push({ kind: kind, name: name, spent: map[name] || {}, budget: (limits && limits[name]) || null });
+      }
+    };
+    add('agent', today.agents, budgets.agents);
+    add('group', today.groups, budgets.groups);
+    add('capability', today.capabilities, null);
+    ui.spendEmpty.hidden = rows.length > 0;
+    reconcile(ui.spendList, rows, function (r) { return r.kind + ':' + r.name; }, function (r) {
+      const sp = r.spend || r.spent;
+      let limit = '';
+      if (r.budget) {
+        const parts = [];
+        if (isNum(r.budget.tokens)) parts.push(fmtInt(r.budget.tokens) + ' tokens');
+        if (isNum(r.budget.usd)) parts.push(fmtUsd(r.budget.usd));
+        limit = ' · daily budget ' + parts.join(', ');
+      }
+      return h('div', { class: 'res-row spend-row', testid: 'spend-row', data: { kind: r.kind, name: r.name } },
+        h('div', { class: 'res-main' },
+          h('div', {}, h('span', { class: 'muted', text: r.kind + ' ' }), h('span', { class: 'mono', text: r.name })),
+          h('div', { class: 'res-meta muted', testid: 'spend-amount', text: fmtInt(sp.tokens || 0) + ' tokens · ' + fmtUsd(sp.cost_usd) + limit })));
+    }, function (r) { return sig([r]); });
   }
 
   async function doDecide(taskId, approve, reason) {
@@ -1432,6 +1532,15 @@
     if (t.approval) {
       add('approval', h('span', { testid: 'detail-approval', text: str(t.approval).replace('_', ' ') + (t.merge_on_approval ? ', then merge' : '') }));
     }
+    const spentT = t.spent || {};
+    if (isNum(t.budget_tokens) || isNum(t.budget_usd) || isNum(spentT.tokens) && spentT.tokens > 0 || isNum(spentT.cost_usd) && spentT.cost_usd > 0) {
+      let text = fmtInt(spentT.tokens || 0) + ' tokens · ' + fmtUsd(spentT.cost_usd);
+      const lim = [];
+      if (isNum(t.budget_tokens)) lim.push(fmtInt(t.budget_tokens) + ' tokens');
+      if (isNum(t.budget_usd)) lim.push(fmtUsd(t.budget_usd));
+      if (lim.length) text += ' of ' + lim.join(', ');
+      add('spent', h('span', { testid: 'detail-spent', text: text }));
+    }
     if (t.merge && typeof t.merge === 'object') {
       add('merge', h('span', { testid: 'detail-merge', text: t.merge.merged ? 'merged (' + str(t.merge.method) + ')' : 'failed: ' + str(t.merge.error).slice(0, 300) }));
     }
@@ -1634,6 +1743,7 @@
       case 'snapshot':
         applySnapshot(msg.data || {}, msg.alerts);
         loadQuestions();
+        loadSpend();
         break;
       case 'events':
         if (Array.isArray(msg.data)) {
@@ -1825,6 +1935,7 @@
     model.queue.oldest_queued_age_ms = qd.oldest_queued_age_ms;
     model.queue.oldest_blocked_age_ms = qd.oldest_blocked_age_ms;
     mark('queue');
+    if (d.spend && typeof d.spend === 'object') { model.spend = d.spend; mark('spend'); }
   }
 
   function onTaskEvent(ev) {
@@ -1843,8 +1954,12 @@
     const status = str(ev.status);
     if (status) model.taskStatus.set(id, status);
     // A question asked or answered (or its task moved on): fetch the list again.
+    // Spend moved at a budget pause and at a completion (else each metrics
+    // snapshot brings it).
+    if (ev.event === 'budget_exceeded' || ev.event === 'completed') loadSpend();
     if (ev.event === 'input_required' || ev.event === 'answered' || ev.event === 'approval_required' ||
-        ev.event === 'approved' || ev.event === 'rejected' ||
+        ev.event === 'approved' || ev.event === 'rejected' || ev.event === 'budget_exceeded' ||
+        ev.event === 'resumed' ||
         model.questions.some(function (q) { return q.task_id === id; })) loadQuestions();
     if (ev.event === 'progress' && ev.progress && typeof ev.progress === 'object') {
       model.taskProgress.set(id, ev.progress);
@@ -2044,6 +2159,8 @@
     write_paths: 'submitWritePaths',
     approval: 'submitApproval',
     merge_on_approval: 'submitMerge',
+    budget_tokens: 'submitBudgetTokens',
+    budget_usd: 'submitBudgetUsd',
   };
 
   function showFieldError(field, text) {
@@ -2075,6 +2192,11 @@
     if (writes.length) body.write_paths = writes;
     if (ui.submitApproval.value) body.approval = ui.submitApproval.value;
     if (ui.submitMerge.checked) body.merge_on_approval = true;
+    // Sent as typed numbers; the hub says what is wrong with them.
+    const bt = ui.submitBudgetTokens.value.trim();
+    if (bt !== '') body.budget_tokens = /^\d+$/.test(bt) ? Number(bt) : bt;
+    const bu = ui.submitBudgetUsd.value.trim();
+    if (bu !== '') body.budget_usd = isFinite(Number(bu)) ? Number(bu) : bu;
     const mr = ui.submitMaxRetries.value.trim();
     if (mr !== '') {
       if (!/^\d+$/.test(mr)) {
@@ -2099,6 +2221,8 @@
       ui.submitDescription.value = '';
       ui.submitApproval.value = '';
       ui.submitMerge.checked = false;
+      ui.submitBudgetTokens.value = '';
+      ui.submitBudgetUsd.value = '';
       actionResult('submit ' + id + ': ' + str(r.data.status || 'queued'), 'ok');
       addSubmittedRow(id, body, r.data);
       return;
@@ -2337,6 +2461,14 @@
       const form = ev.target.closest('.question-form');
       if (!form) return;
       ev.preventDefault();
+      if (form.classList.contains('budget-form')) {
+        const tk = form.querySelector('.budget-tokens-input');
+        const us = form.querySelector('.budget-usd-input');
+        const tv = tk ? tk.value.trim() : '';
+        const uv = us ? us.value.trim() : '';
+        if (tv || uv) doRaise(form.dataset.taskId, tv, uv);
+        return;
+      }
       const input = form.querySelector('.question-input');
       const text = input ? input.value.trim() : '';
       if (!text) return;

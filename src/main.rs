@@ -105,6 +105,11 @@ enum Command {
         #[command(subcommand)]
         action: ops_cli::UsageAction,
     },
+    /// Spend and daily budgets of a running hub: show, set -f FILE.
+    Budgets {
+        #[command(subcommand)]
+        action: ops_cli::BudgetsAction,
+    },
     /// Approval rules of a running hub: show, set -f FILE.
     ApprovalRules {
         #[command(subcommand)]
@@ -702,6 +707,7 @@ fn main() -> ExitCode {
         Command::Reservations { action } => ops_cli::reservations(action),
         Command::Concurrency { action } => ops_cli::concurrency(action),
         Command::ApprovalRules { action } => ops_cli::approval_rules(action),
+        Command::Budgets { action } => ops_cli::budgets(action),
         Command::Usage { action } => ops_cli::usage(action),
         Command::StandingOrders { action } => ops_cli::standing(action),
         Command::Events(args) => ops_cli::events(args),

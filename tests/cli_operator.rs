@@ -444,3 +444,86 @@ fn questions_are_listed_and_answered_from_the_command_line() {
     let again = ops(&hub, &["task", "answer", &task, "no"]);
     assert_eq!(again.status.code(), Some(1), "answered once");
 }
+
+#[test]
+fn approvals_rules_and_budgets_from_the_command_line() {
+    let hub = Hub::start();
+    let token = register_agent(&hub, "dev", &[]);
+    let mut agent = Agent::connect(&hub, "dev", &token);
+    let dir = tempfile::tempdir().expect("temp dir");
+
+    // Approval rules from a TOML file; a bad file changes nothing.
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[[rules]]\nname = \"infra\"\npaths = [\"infra/**\"]\n",
+    )
+    .expect("rules");
+    let set = ok_json(&ops(
+        &hub,
+        &["approval-rules", "set", "-f", &rules.display().to_string()],
+    ));
+    assert_eq!(set["rules"][0]["name"], "infra", "{set}");
+    std::fs::write(&rules, "[[rules]]\nname = \"x\"\n").expect("rules");
+    let bad = ops(
+        &hub,
+        &["approval-rules", "set", "-f", &rules.display().to_string()],
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    let shown = ok_json(&ops(&hub, &["approval-rules", "show"]));
+    assert_eq!(shown["rules"][0]["name"], "infra", "{shown}");
+
+    // A completion that touched infra/ waits; rejected, then approved.
+    let task = submit(&hub, json!({"description": "terraform"}));
+    let assign = agent.take(&task);
+    let complete = |agent: &mut Agent| {
+        agent.send(json!({"type": "task_complete", "task_id": task,
+                          "generation": assign["generation"],
+                          "result": {"changes": {"paths": ["infra/main.tf"]}}}));
+        agent.recv_ack(&task, PUSH_TIMEOUT)
+    };
+    assert_eq!(complete(&mut agent)["status"], "input_required");
+    let rejected = ok_json(&ops(
+        &hub,
+        &["task", "reject", &task, "--reason", "plan first"],
+    ));
+    assert_eq!(rejected["status"], "rejected", "{rejected}");
+    assert_eq!(
+        agent.recv_type("task_answer", PUSH_TIMEOUT)["note"],
+        "plan first"
+    );
+    assert_eq!(complete(&mut agent)["status"], "input_required");
+    let approved = ok_json(&ops(&hub, &["task", "approve", &task]));
+    assert_eq!(approved["task"]["status"], "completed", "{approved}");
+
+    // Budgets: a task's, raised from the command line; the daily table from a file.
+    let task = submit(&hub, json!({"description": "bounded", "budget_usd": 0.5}));
+    let assign = agent.take(&task);
+    agent.send(json!({"type": "task_progress", "task_id": task,
+                      "generation": assign["generation"], "cost_usd": 0.75}));
+    agent.recv_type("task_paused", PUSH_TIMEOUT);
+    let raised = ok_json(&ops(&hub, &["task", "budget", &task, "--usd", "2.5"]));
+    assert_eq!(raised["task"]["status"], "assigned", "{raised}");
+    let budgets = dir.path().join("budgets.toml");
+    std::fs::write(
+        &budgets,
+        "[agents.dev]\ntokens = 50000\n[groups.team]\nusd = 20.0\n",
+    )
+    .expect("budgets");
+    let set = ok_json(&ops(
+        &hub,
+        &["budgets", "set", "-f", &budgets.display().to_string()],
+    ));
+    assert_eq!(set["budgets"]["agents"]["dev"]["tokens"], 50000, "{set}");
+    let shown = ok_json(&ops(&hub, &["budgets", "show"]));
+    assert_eq!(shown["budgets"]["groups"]["team"]["usd"], 20.0, "{shown}");
+    assert!(
+        (shown["today"]["agents"]["dev"]["cost_usd"]
+            .as_f64()
+            .unwrap_or(0.0)
+            - 0.75)
+            .abs()
+            < 1e-9,
+        "{shown}"
+    );
+}

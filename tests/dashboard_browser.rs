@@ -360,6 +360,34 @@ impl Side {
                     .then(String::new)
                     .ok_or(format!("not held again: {ack}"))
             }
+            "agent_over_budget" => {
+                let agent = self.agent.as_mut().ok_or("no agent")?;
+                let id = hub.submit_for(
+                    AGENT_ID,
+                    json!({"description": "Bounded work", "budget_tokens": 1000}),
+                );
+                let generation = accept_next(agent, &id)?;
+                agent.send(json!({"type": "task_progress", "task_id": id,
+                                  "generation": generation, "tokens_used": 1500,
+                                  "cost_usd": 0.25}));
+                let paused = agent.recv_type("task_paused", PUSH_TIMEOUT);
+                (paused["task_id"] == id.as_str())
+                    .then_some(id)
+                    .ok_or(format!("not paused: {paused}"))
+            }
+            "agent_resumed" => {
+                let agent = self.agent.as_mut().ok_or("no agent")?;
+                let pushed = agent.recv_type("task_answer", PUSH_TIMEOUT);
+                if pushed["kind"] != "budget" || pushed["answer"] != "resume" {
+                    return Err(format!("the agent got {pushed}"));
+                }
+                let t = get_task(hub, arg);
+                if t["budget_tokens"] != 5000 {
+                    return Err(format!("budget not raised: {t}"));
+                }
+                complete_at(agent, arg, pushed["generation"].clone());
+                Ok(String::new())
+            }
             "gated_task_submitted" => {
                 let (_, waiting) = hub.get("/api/questions");
                 let gated = waiting["questions"].as_array().and_then(|q| {
@@ -376,11 +404,15 @@ impl Side {
                     ))
             }
             "gated_task_queued" => {
-                let t = get_task(hub, arg);
                 let (_, events) = hub.get(&format!("/api/events?task_id={arg}&kind=approved"));
-                (t["status"] != "input_required" && events["events"][0]["actor"] == "admin")
-                    .then(String::new)
-                    .ok_or(format!("not approved: {t} {events}"))
+                if events["events"][0]["actor"] != "admin" {
+                    return Err(format!("not approved: {events}"));
+                }
+                // Approved: queued, and our agent takes it.
+                let agent = self.agent.as_mut().ok_or("no agent")?;
+                let generation = accept_next(agent, arg)?;
+                complete_at(agent, arg, generation);
+                Ok(String::new())
             }
             "review_approved" => {
                 let agent = self.agent.as_mut().ok_or("no agent")?;

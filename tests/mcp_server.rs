@@ -229,7 +229,7 @@ fn tool_err(name: &str, arguments: &Value, answer: &Value) -> Value {
     error
 }
 
-const ALL_TOOLS: [&str; 28] = [
+const ALL_TOOLS: [&str; 30] = [
     "list_agents",
     "submit_task",
     "broadcast_task",
@@ -258,9 +258,11 @@ const ALL_TOOLS: [&str; 28] = [
     "approve_task",
     "reject_task",
     "approval_rules",
+    "set_task_budget",
+    "spend",
 ];
 /// The steering tools: the admin's and coordinators' tokens only.
-const ADMIN_ONLY: [&str; 9] = [
+const ADMIN_ONLY: [&str; 10] = [
     "cancel_task",
     "retry_task",
     "set_concurrency_limit",
@@ -270,6 +272,7 @@ const ADMIN_ONLY: [&str; 9] = [
     "answer_task",
     "approve_task",
     "reject_task",
+    "set_task_budget",
 ];
 
 #[test]
@@ -1020,4 +1023,39 @@ fn approvals_are_decided_through_the_tools() {
     assert_eq!(approved["task"]["status"], "completed", "{approved}");
     let rules = lead.call("approval_rules", json!({}));
     assert_eq!(rules["source"], "config", "{rules}");
+}
+
+#[test]
+fn budgets_are_set_and_spend_read_through_the_tools() {
+    let hub = Hub::start();
+    let token = register_agent(&hub, "worker", &[]);
+    let mut agent = Agent::connect(&hub, "worker", &token);
+    let (_, made) = hub.post(
+        "/admin/tokens",
+        &json!({"agent_id": "lead", "role": "coordinator"}),
+    );
+    let mut lead = McpClient::start(&hub, made["token"].as_str().unwrap_or_default());
+    let created = lead.call(
+        "submit_task",
+        json!({"description": "bounded", "budget_tokens": 100}),
+    );
+    let task = created["task_id"].as_str().unwrap_or_default().to_string();
+    let assign = agent.take(&task);
+    assert_eq!(assign["budget_tokens"], 100, "{assign}");
+    agent.send(json!({"type": "task_progress", "task_id": task,
+                      "generation": assign["generation"], "tokens_used": 250}));
+    agent.recv_type("task_paused", PUSH_TIMEOUT);
+    let bad = lead.call_err(
+        "set_task_budget",
+        json!({"task_id": task, "budget_tokens": "lots"}),
+    );
+    assert_eq!(bad["error"], "invalid_arguments", "{bad}");
+    let set = lead.call(
+        "set_task_budget",
+        json!({"task_id": task, "budget_tokens": 1000}),
+    );
+    assert_eq!(set["task"]["status"], "assigned", "{set}");
+    agent.recv_type("task_answer", PUSH_TIMEOUT);
+    let spend = lead.call("spend", json!({}));
+    assert_eq!(spend["today"]["agents"]["worker"]["tokens"], 250, "{spend}");
 }

@@ -88,6 +88,8 @@ pub const CLIENT_FRAME_SCHEMAS: &[(&str, &[Field])] = &[
             opt("progress", Kind::UInt),
             opt("generation", Kind::UInt),
             opt("message", REASON),
+            opt("tokens_used", Kind::UInt),
+            opt("cost_usd", Kind::Number),
         ],
     ),
     (
@@ -97,6 +99,7 @@ pub const CLIENT_FRAME_SCHEMAS: &[(&str, &[Field])] = &[
             req("generation", Kind::UInt),
             opt("result", Kind::Object),
             opt("tokens_used", Kind::UInt),
+            opt("cost_usd", Kind::Number),
             opt(
                 "follow_ups",
                 Kind::ObjectList {
@@ -383,6 +386,11 @@ pub enum ClientFrame {
         generation: Option<u64>,
         #[serde(default)]
         message: Option<String>,
+        /// What the current attempt has spent so far (ext, PROTOCOL.md 6.28).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tokens_used: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cost_usd: Option<f64>,
     },
     TaskComplete {
         task_id: String,
@@ -391,6 +399,9 @@ pub enum ClientFrame {
         result: Option<Map<String, Value>>,
         #[serde(default)]
         tokens_used: Option<u64>,
+        /// What the attempt spent in all (ext, PROTOCOL.md 6.28).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cost_usd: Option<f64>,
         /// Task specs to create with the completion (ext), checked with
         /// [`parse_task_spec`] before anything changes.
         #[serde(default)]

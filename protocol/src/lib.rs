@@ -12,6 +12,7 @@
 #![warn(unreachable_pub)]
 
 mod approvals;
+mod budgets;
 mod frames;
 mod priority;
 mod questions;
@@ -22,6 +23,7 @@ mod slots;
 mod task_spec;
 
 pub use approvals::*;
+pub use budgets::*;
 pub use frames::*;
 pub use priority::*;
 pub use questions::*;

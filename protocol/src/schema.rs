@@ -97,6 +97,8 @@ pub enum Kind {
     Str { max: usize, non_empty: bool },
     /// A non-negative integer (JSON number without fraction).
     UInt,
+    /// A non-negative number (an amount of money).
+    Number,
     /// `true` or `false`.
     Bool,
     /// A JSON object.
@@ -121,6 +123,7 @@ impl Kind {
                 s
             }
             Kind::UInt => serde_json::json!({"type": "integer", "minimum": 0}),
+            Kind::Number => serde_json::json!({"type": "number", "minimum": 0}),
             Kind::Bool => serde_json::json!({"type": "boolean"}),
             Kind::Object => serde_json::json!({"type": "object"}),
             Kind::StrList => serde_json::json!({
@@ -180,6 +183,15 @@ fn check_kind(name: &str, kind: Kind, v: &Value) -> Option<FieldError> {
                 "must not be negative",
             )),
             _ => Some(FieldError::new(name, "wrong_type", "expected an integer")),
+        },
+        Kind::Number => match v.as_f64() {
+            Some(n) if n.is_finite() && n >= 0.0 => None,
+            Some(_) => Some(FieldError::new(
+                name,
+                "invalid_value",
+                "must not be negative",
+            )),
+            None => Some(FieldError::new(name, "wrong_type", "expected a number")),
         },
         Kind::Bool => match v {
             Value::Bool(_) => None,

@@ -57,6 +57,11 @@ pub struct TaskAssignment {
     pub approval: Option<crate::approvals::ApprovalStage>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub merge_on_approval: bool,
+    /// What the task may spend (ext, PROTOCOL.md 6.28).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_usd: Option<f64>,
 }
 
 /// `{"type":"error", ...}`: every refusal sent over the agent socket.
@@ -165,6 +170,17 @@ pub enum ServerFrame {
         task_id: String,
         reason: String,
         timestamp: i64,
+    },
+    /// The task went over a budget (ext, PROTOCOL.md 6.28): the holder stops
+    /// its agent at a safe point and keeps the task; `task_answer` (kind
+    /// `budget`, answer `resume`) lets it go on.
+    TaskPaused {
+        task_id: String,
+        generation: u64,
+        question_id: u32,
+        reason: String,
+        spent: crate::budgets::Spend,
+        budget: crate::budgets::Limit,
     },
     StateReportAck {
         task_id: String,

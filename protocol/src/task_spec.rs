@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::approvals::ApprovalStage;
+use crate::budgets::{check_limit, Limit};
 use crate::priority::{parse_priority, PRIORITY_NORMAL};
 use crate::schema::{check_fields, id, opt, req, str_list, Field, FieldError, Kind};
 
@@ -49,6 +50,8 @@ pub const TASK_SPEC_FIELDS: &[Field] = &[
     opt("concurrency_key", id(MAX_CONCURRENCY_KEY)),
     opt("approval", id(16)),
     opt("merge_on_approval", Kind::Bool),
+    opt("budget_tokens", Kind::UInt),
+    opt("budget_usd", Kind::Number),
 ];
 
 /// Longest `concurrency_key` (ext).
@@ -171,6 +174,12 @@ pub struct TaskSpec {
     /// the pull request of the result (ext).
     #[serde(default)]
     pub merge_on_approval: bool,
+    /// What the task may spend (ext, PROTOCOL.md 6.28): over it, the task is
+    /// paused until an operator raises the budget.
+    #[serde(default)]
+    pub budget_tokens: Option<u64>,
+    #[serde(default)]
+    pub budget_usd: Option<f64>,
 }
 
 /// Validates one task submission. Field names in errors are prefixed with `prefix`
@@ -244,6 +253,10 @@ pub fn parse_task_spec(v: &Value, prefix: &str) -> Result<TaskSpec, Vec<FieldErr
             "needs approval before_complete (the reviewer sees the pull request first)",
         ));
     }
+    let budget = check_limit(obj, ("budget_tokens", "budget_usd"), "").unwrap_or_else(|e| {
+        errors.extend(e);
+        Limit::default()
+    });
     let list_of = |k: &str| str_list(obj, k);
     let depends_on = list_of("depends_on");
     let mut seen = std::collections::HashSet::new();
@@ -302,6 +315,8 @@ pub fn parse_task_spec(v: &Value, prefix: &str) -> Result<TaskSpec, Vec<FieldErr
         concurrency_key: str_of("concurrency_key"),
         approval,
         merge_on_approval,
+        budget_tokens: budget.tokens,
+        budget_usd: budget.usd,
     })
 }
 

@@ -34,14 +34,23 @@ pub fn answer_path(dir: &Path, task_id: &str) -> PathBuf {
     dir.join(format!("{task_id}.answer.json"))
 }
 
+/// Present while the task is paused for its budget (ext, 6.28): an agent
+/// that runs detached stops at its next safe point while it exists.
+pub fn paused_path(dir: &Path, task_id: &str) -> PathBuf {
+    dir.join(format!("{task_id}.paused"))
+}
+
 /// Longest progress message passed on (characters).
 pub const MAX_PROGRESS_MESSAGE: usize = 500;
 
 /// What the agent said in its progress file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AgentProgress {
     pub percent: Option<u64>,
     pub message: Option<String>,
+    /// What this wake of the agent has spent so far (ext, 6.28).
+    pub tokens_used: Option<u64>,
+    pub cost_usd: Option<f64>,
 }
 
 pub fn parse_progress(bytes: &[u8]) -> Result<AgentProgress, String> {
@@ -61,10 +70,29 @@ pub fn parse_progress(bytes: &[u8]) -> Result<AgentProgress, String> {
         Some(Value::String(m)) => Some(m.chars().take(MAX_PROGRESS_MESSAGE).collect()),
         Some(_) => return Err("message must be a string".into()),
     };
-    if percent.is_none() && message.is_none() {
-        return Err("give percent, message or both".into());
+    let tokens_used = match map.get("tokens_used") {
+        None | Some(Value::Null) => None,
+        Some(t) => match t.as_u64() {
+            Some(n) => Some(n),
+            None => return Err("tokens_used must be a whole number".into()),
+        },
+    };
+    let cost_usd = match map.get("cost_usd") {
+        None | Some(Value::Null) => None,
+        Some(c) => match c.as_f64().filter(|c| c.is_finite() && *c >= 0.0) {
+            Some(n) => Some(n),
+            None => return Err("cost_usd must be a number, 0 or more".into()),
+        },
+    };
+    if percent.is_none() && message.is_none() && tokens_used.is_none() && cost_usd.is_none() {
+        return Err("give percent, message, tokens_used or cost_usd".into());
     }
-    Ok(AgentProgress { percent, message })
+    Ok(AgentProgress {
+        percent,
+        message,
+        tokens_used,
+        cost_usd,
+    })
 }
 
 /// What the result file holds right now.
@@ -146,13 +174,18 @@ mod tests {
             parse_progress(br#"{"percent":40,"message":"tests"}"#),
             Ok(AgentProgress {
                 percent: Some(40),
-                message: Some("tests".into())
+                message: Some("tests".into()),
+                tokens_used: None,
+                cost_usd: None,
             })
         );
         assert!(parse_progress(br#"{"percent":101}"#).is_err());
         assert!(parse_progress(br#"{"percent":-1}"#).is_err());
         assert!(parse_progress(br#"{"message":3}"#).is_err());
         assert!(parse_progress(br#"{}"#).is_err());
+        let spend = parse_progress(br#"{"tokens_used":1200,"cost_usd":0.3}"#).expect("spend");
+        assert_eq!((spend.tokens_used, spend.cost_usd), (Some(1200), Some(0.3)));
+        assert!(parse_progress(br#"{"cost_usd":-1}"#).is_err());
         assert!(parse_progress(b"[1]").is_err());
         assert!(parse_progress(b"{\"perc").is_err());
         let long = format!(r#"{{"message":"{}"}}"#, "m".repeat(900));

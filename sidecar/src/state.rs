@@ -25,7 +25,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use agentcom_protocol::{ClientFrame, TaskAssignment};
+use agentcom_protocol::{ClientFrame, Spend, TaskAssignment};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -71,6 +71,9 @@ pub enum Phase {
     AwaitingApproval,
     /// Approved with a merge: `gh pr merge` runs, then `task_merged`.
     Merging,
+    /// Over a budget (ext, 6.28): the agent's process group is stopped
+    /// (SIGSTOP) and `results/<id>.paused` written, until the hub says resume.
+    Paused,
 }
 
 /// The outcome of a task, kept until the hub acknowledges it.
@@ -81,6 +84,8 @@ pub enum FinalReport {
         result: Map<String, Value>,
         #[serde(default)]
         tokens_used: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cost_usd: Option<f64>,
         /// Tasks to hand off with the completion (the result's `follow_ups`).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         follow_ups: Vec<Value>,
@@ -149,12 +154,14 @@ impl FinalReport {
             FinalReport::Complete {
                 result,
                 tokens_used,
+                cost_usd,
                 follow_ups,
             } => ClientFrame::TaskComplete {
                 task_id: task_id.to_string(),
                 generation,
                 result: Some(result.clone()),
                 tokens_used: *tokens_used,
+                cost_usd: *cost_usd,
                 follow_ups: (!follow_ups.is_empty()).then(|| follow_ups.clone()),
             },
             FinalReport::Failed {
@@ -249,7 +256,22 @@ pub struct TaskRecord {
     /// when it is woken again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer: Option<Answer>,
+    /// Spent by the agent's earlier wakes of this attempt (before an answer
+    /// or a rework woke it again): reports add the current wake's to it.
+    #[serde(default)]
+    pub spend_base: Spend,
+    /// While paused for a budget: the hub's question and the phase to go
+    /// back to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<PausedFor>,
     pub accepted_at_ms: u64,
+}
+
+/// Why and from where a task is paused (ext, 6.28).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PausedFor {
+    pub question_id: u32,
+    pub phase: Phase,
 }
 
 impl TaskRecord {
@@ -265,6 +287,8 @@ impl TaskRecord {
             released_until_ms: None,
             onboarding,
             answer: None,
+            spend_base: Spend::default(),
+            paused: None,
             accepted_at_ms: now_ms(),
         }
     }
@@ -653,6 +677,8 @@ mod tests {
             read_paths: vec![],
             approval: None,
             merge_on_approval: false,
+            budget_tokens: None,
+            budget_usd: None,
         }
     }
 

@@ -548,6 +548,10 @@ fn completion(mut map: Map<String, Value>, git_record: &std::path::Path) -> Fina
         }
     }
     let tokens_used = map.get("tokens_used").and_then(Value::as_u64);
+    let cost_usd = map
+        .get("cost_usd")
+        .and_then(Value::as_f64)
+        .filter(|c| c.is_finite() && *c >= 0.0);
     let size = serde_json::to_vec(&map).map(|v| v.len()).unwrap_or(0);
     if size > MAX_RESULT_BYTES {
         let mut small = Map::new();
@@ -572,6 +576,7 @@ fn completion(mut map: Map<String, Value>, git_record: &std::path::Path) -> Fina
     FinalReport::Complete {
         result: map,
         tokens_used,
+        cost_usd,
         follow_ups,
     }
 }
@@ -599,6 +604,7 @@ mod tests {
             FinalReport::Complete {
                 result: obj(json!({"status":"success","summary":"done","tokens_used":12})),
                 tokens_used: Some(12),
+                cost_usd: None,
                 follow_ups: Vec::new(),
             }
         );
@@ -615,6 +621,7 @@ mod tests {
             FinalReport::Complete {
                 result: obj(json!({"status":"success"})),
                 tokens_used: None,
+                cost_usd: None,
                 follow_ups: vec![json!({"description":"review it"})],
             }
         );

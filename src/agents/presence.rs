@@ -140,12 +140,14 @@ impl Handler<FsmFor> for Presence {
         );
         let controls = self.controls.get(&msg.agent_id).copied();
         let paused = self.paused_until(&msg.agent_id);
+        let group = self.group_of(&msg.agent_id);
         let addr = self
             .fsms
             .entry(msg.agent_id.clone())
             .or_insert_with(|| {
                 let fsm =
-                    AgentFsm::new(msg.agent_id, timings, stopping, queue, scheduler, me).start();
+                    AgentFsm::new(msg.agent_id, timings, stopping, queue, scheduler, me, group)
+                        .start();
                 if let Some(c) = controls {
                     fsm.do_send(Control(c));
                 }

@@ -81,6 +81,19 @@ pub enum TaskAction {
         #[command(flatten)]
         online: Online,
     },
+    /// Set a task's budget (a task paused over its budget resumes when no
+    /// longer over it).
+    Budget {
+        task_id: String,
+        /// Tokens the task may spend in all.
+        #[arg(long)]
+        tokens: Option<u64>,
+        /// Dollars the task may spend in all.
+        #[arg(long)]
+        usd: Option<f64>,
+        #[command(flatten)]
+        online: Online,
+    },
     /// Reject: before start the task is cancelled; a held completion goes
     /// back to its agent with the reason.
     Reject {
@@ -88,6 +101,24 @@ pub enum TaskAction {
         /// Why (the agent works on with it).
         #[arg(long)]
         reason: String,
+        #[command(flatten)]
+        online: Online,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum BudgetsAction {
+    /// Spend today by agent, credential group and capability, the daily
+    /// budgets, and each kept day's total.
+    Show {
+        #[command(flatten)]
+        online: Online,
+    },
+    /// Replace the daily budgets with a file's: TOML (`[agents.NAME]`,
+    /// `[groups.NAME]` tables with `tokens` and/or `usd`) or JSON.
+    Set {
+        #[arg(short = 'f', long = "file")]
+        file: std::path::PathBuf,
         #[command(flatten)]
         online: Online,
     },
@@ -357,6 +388,26 @@ pub fn task(action: TaskAction) -> Result<(), Fatal> {
             Some(json!({ "answer": answer })),
         ),
         TaskAction::Questions { online } => (online, "GET", "/api/questions".to_string(), None),
+        TaskAction::Budget {
+            task_id,
+            tokens,
+            usd,
+            online,
+        } => {
+            let mut body = json!({});
+            if let Some(t) = tokens {
+                body["budget_tokens"] = t.into();
+            }
+            if let Some(u) = usd {
+                body["budget_usd"] = u.into();
+            }
+            (
+                online,
+                "POST",
+                format!("/api/tasks/{}/budget", encode(&task_id)),
+                Some(body),
+            )
+        }
         TaskAction::Approve { task_id, online } => (
             online,
             "POST",
@@ -509,7 +560,19 @@ pub fn approval_rules(action: ApprovalRulesAction) -> Result<(), Fatal> {
     Ok(())
 }
 
-/// A rules file as the body of `PUT /api/admin/approval-rules` (the hub checks it).
+pub fn budgets(action: BudgetsAction) -> Result<(), Fatal> {
+    let answer = match action {
+        BudgetsAction::Show { online } => call(&online, "GET", "/api/spend", None)?,
+        BudgetsAction::Set { file, online } => {
+            let body = rules_file(&file)?;
+            call(&online, "PUT", "/api/admin/budgets", Some(body))?
+        }
+    };
+    print_json(&answer);
+    Ok(())
+}
+
+/// A TOML or JSON file as a request body (the hub checks it).
 fn rules_file(path: &std::path::Path) -> Result<Value, Fatal> {
     let bad = |message: String| Fatal { code: 2, message };
     let text = std::fs::read_to_string(path)

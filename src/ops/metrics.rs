@@ -64,6 +64,9 @@ pub(crate) struct Snapshot {
     pub storage: Storage,
     /// Totals since the hub started.
     pub counters: BTreeMap<&'static str, u64>,
+    /// Spend today (UTC) by agent, credential group and capability, the daily
+    /// budgets and each kept day's total (ext, PROTOCOL.md 6.28).
+    pub spend: Value,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -232,6 +235,7 @@ impl Metrics {
                 size_on_disk_bytes: self.store.size_on_disk(),
             },
             counters: counters.clone(),
+            spend: stats["spend"].clone(),
         };
         self.last_counters = counters;
         if self.bus.watched() {
@@ -428,7 +432,53 @@ pub(crate) fn prometheus(s: &Snapshot) -> String {
         "Store size on disk.",
         one(s.storage.size_on_disk_bytes.to_string()),
     );
+    let today = &s.spend["today"];
+    let spend_lines = |part: &str| -> Vec<(String, String)> {
+        let mut lines = vec![(String::new(), number(&today["total"][part]))];
+        for (label, key) in [
+            ("agent", "agents"),
+            ("group", "groups"),
+            ("capability", "capabilities"),
+        ] {
+            if let Some(m) = today[key].as_object() {
+                for (name, v) in m {
+                    lines.push((
+                        format!("{{{label}=\"{}\"}}", escape_label(name)),
+                        number(&v[part]),
+                    ));
+                }
+            }
+        }
+        lines
+    };
+    metric(
+        "agentcom_spend_tokens_today",
+        "gauge",
+        "Tokens spent today (UTC): in all, and by agent, credential group and capability.",
+        spend_lines("tokens"),
+    );
+    metric(
+        "agentcom_spend_usd_today",
+        "gauge",
+        "Dollars spent today (UTC): in all, and by agent, credential group and capability.",
+        spend_lines("cost_usd"),
+    );
     out
+}
+
+/// A JSON number as Prometheus prints it (0 when absent).
+fn number(v: &Value) -> String {
+    match v.as_u64() {
+        Some(n) => n.to_string(),
+        None => format!("{}", v.as_f64().unwrap_or(0.0)),
+    }
+}
+
+/// A label value with `\`, `"` and newlines escaped.
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// A snapshot as JSON for the API.

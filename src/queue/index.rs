@@ -265,6 +265,7 @@ impl TaskQueue {
             "by_priority": by_priority,
             "dead_letter": self.index.dead_letter.len(),
             "paused_lanes": self.lanes.paused(),
+            "spend": self.budgets.view(crate::util::now_ms()),
             "waiting_on_dependencies": self.deps.waiting_len(),
             // Times, not ages: the stats describe the stored tasks, not the clock.
             "oldest_queued_since": self.oldest_waiting(now_ms()).map(|(_, since)| since),

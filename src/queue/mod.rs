@@ -19,6 +19,7 @@
 //!   and the scope groups they hold;
 //! - `keys`: concurrency keys, their limits and running counts;
 //! - `approvals`: the approval rules a completion is checked against;
+//! - `budgets`: the day's spend by agent, group and capability, daily budgets;
 //! - `holds`: what starting and stopping a task does to scopes and keys, and
 //!   the holds the scheduler gets;
 //! - `reservations`: direct reservations stored, loaded, expired;
@@ -33,6 +34,7 @@
 
 mod api;
 mod approvals;
+mod budgets;
 mod change;
 mod checkpoint;
 mod create;
@@ -55,6 +57,7 @@ use actix::prelude::*;
 
 pub(crate) use api::agent::{AgentReport, Assign, HeldBy, Reclaim, Report, ReportReply};
 pub(crate) use api::approvals::{ApprovalRulesView, SetApprovalRules};
+pub(crate) use api::budgets::{RaiseBudget, SetDailyBudgets, SpendView};
 pub(crate) use api::keys::{ConcurrencyLimits, SetConcurrencyLimit};
 pub(crate) use api::operator::{
     ControlTask, PauseLanes, PausedLanes, Submit, SubmitFixed, TaskControl,
@@ -165,6 +168,9 @@ pub(crate) struct TaskQueue {
     scopes: scopes::Scopes,
     keys: keys::ConcurrencyKeys,
     approvals: approvals::ApprovalRules,
+    budgets: budgets::Budgets,
+    /// The UTC day the sweep last saw (a new one resumes the day's holds).
+    spend_day: i64,
     outbox: outbox::Outbox,
     peers: Peers,
     completions: Completions,
@@ -207,6 +213,8 @@ impl TaskQueue {
             scopes: scopes::Scopes::default(),
             keys: keys::ConcurrencyKeys::default(),
             approvals: approvals::ApprovalRules::default(),
+            budgets: budgets::Budgets::default(),
+            spend_day: budgets::day_of(now_ms()),
             outbox: outbox::Outbox::default(),
             completions: Completions::default(),
             outcomes: AgentOutcomes::default(),

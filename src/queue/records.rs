@@ -11,7 +11,7 @@ use crate::domain::task::{
     Attempt, HistoryEntry, Merge, Progress, Question, ReportRecord, Task, TaskStatus,
 };
 use crate::error::StoreError;
-use crate::protocol::{ApprovalStage, BlockedPolicy, STANDING_SUBMITTER};
+use crate::protocol::{ApprovalStage, BlockedPolicy, Spend, STANDING_SUBMITTER};
 use crate::storage::store::{decode, encode, seq_key};
 use crate::storage::tasks::StoredTask;
 
@@ -131,6 +131,14 @@ struct StateOut<'a> {
     question: &'a Option<Question>,
     #[serde(skip_serializing_if = "Option::is_none")]
     merge: &'a Option<Merge>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    budget_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    budget_usd: Option<f64>,
+    #[serde(skip_serializing_if = "Spend::is_zero")]
+    spent: Spend,
+    #[serde(skip_serializing_if = "Spend::is_zero")]
+    attempt_spent: Spend,
 }
 
 /// What a change changes, as read.
@@ -184,6 +192,14 @@ struct StateIn {
     question: Option<Question>,
     #[serde(default)]
     merge: Option<Merge>,
+    #[serde(default)]
+    budget_tokens: Option<u64>,
+    #[serde(default)]
+    budget_usd: Option<f64>,
+    #[serde(default)]
+    spent: Spend,
+    #[serde(default)]
+    attempt_spent: Spend,
 }
 
 /// A task's spec record.
@@ -246,6 +262,10 @@ pub(super) fn encode_state(t: &Task) -> Vec<u8> {
         progress: &t.progress,
         question: &t.question,
         merge: &t.merge,
+        budget_tokens: t.budget_tokens,
+        budget_usd: t.budget_usd,
+        spent: t.spent,
+        attempt_spent: t.attempt_spent,
     })
 }
 
@@ -313,6 +333,10 @@ pub(super) fn decode_task(stored: &StoredTask) -> Result<Task, StoreError> {
         approval: spec.approval,
         merge_on_approval: spec.merge_on_approval,
         merge: state.merge,
+        budget_tokens: state.budget_tokens,
+        budget_usd: state.budget_usd,
+        spent: state.spent,
+        attempt_spent: state.attempt_spent,
         recorded: 0,
     })
 }

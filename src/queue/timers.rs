@@ -82,6 +82,7 @@ impl TaskQueue {
             }
         }
         self.run_timers(now);
+        self.new_day(now);
         self.spawn_release(ctx);
     }
 

@@ -295,6 +295,20 @@ async function main() {
     await hub('gated_task_queued', gatedId);
     console.log(`task ${gatedId} submitted for approval and approved from the page`);
 
+    // Budgets: an agent's task goes over its budget; the spend panel shows
+    // it; a raise from the Questions panel lets the agent go on.
+    const boundedId = await hub('agent_over_budget');
+    const bRow = page.locator(`${tid('question-row')}[data-task-id="${boundedId}"][data-kind="budget"]`);
+    await bRow.locator(tid('budget-spent'), { hasText: '1,500 of 1,000 tokens' }).waitFor();
+    await page.locator(`${tid('spend-row')}[data-kind="agent"][data-name="${AGENT_ID}"] ${tid('spend-amount')}`, { hasText: '$0.25' }).waitFor();
+    await page.locator(`${tid('spend-row')}[data-kind="capability"][data-name="agent:${AGENT_ID}"] ${tid('spend-amount')}`, { hasText: '1,500 tokens' }).waitFor();
+    await bRow.locator(tid('budget-tokens-input')).fill('5000');
+    await bRow.locator(tid('budget-raise-btn')).click();
+    await page.locator(tid('action-result'), { hasText: `budget ${boundedId}: resumed` }).waitFor();
+    await bRow.waitFor({ state: 'detached' });
+    await hub('agent_resumed', boundedId);
+    console.log(`task ${boundedId} paused over budget and resumed from the page`);
+
     // Filters: only cancelled tasks (none) and back to all.
     await page.selectOption(tid('tasks-filter-status'), 'cancelled');
     await page.click(tid('tasks-refresh'));

@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentcom_protocol::{ClientFrame, ErrorFrame, ServerFrame, TaskAssignment, MAX_REASON};
+use agentcom_protocol::{ClientFrame, ErrorFrame, ServerFrame, Spend, TaskAssignment, MAX_REASON};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -122,6 +122,23 @@ struct Held {
     progress: Option<AgentProgress>,
     /// The worker saw the agent's processes end: no more lease renewals.
     agent_gone: bool,
+    /// The latest running total of spend sent to the hub.
+    last_spend: Spend,
+}
+
+impl Held {
+    /// The attempt's running total of spend: the earlier wakes' and what the
+    /// agent's latest progress says of this one (`None`: it said nothing).
+    fn spend_total(&self) -> Option<Spend> {
+        let p = self.progress.as_ref()?;
+        if p.tokens_used.is_none() && p.cost_usd.is_none() {
+            return None;
+        }
+        Some(self.record.spend_base.plus(Spend {
+            tokens: p.tokens_used.unwrap_or(0),
+            cost_usd: p.cost_usd.unwrap_or(0.0),
+        }))
+    }
 }
 
 impl Held {
@@ -133,6 +150,7 @@ impl Held {
             next_progress: None,
             progress: None,
             agent_gone: false,
+            last_spend: Spend::default(),
         }
     }
 
@@ -343,11 +361,14 @@ impl Relay {
         }
         // A renewal repeats the agent's latest progress (the hub keeps it on the
         // task); without one it carries nothing but the lease.
+        let spend = h.spend_total();
         let frame = ClientFrame::TaskProgress {
             task_id: task_id.to_string(),
             progress: h.progress.as_ref().and_then(|p| p.percent),
             generation: Some(r.generation()),
             message: h.progress.as_ref().and_then(|p| p.message.clone()),
+            tokens_used: spend.map(|s| s.tokens),
+            cost_usd: spend.map(|s| s.cost_usd),
         };
         let interval = self.progress_interval(r.assignment.lease_ms);
         self.enqueue(task_id, frame);
@@ -578,15 +599,23 @@ impl Relay {
                     kind,
                     note,
                 };
-                if approval {
-                    self.on_decision(&task_id, generation, answer, merge)
-                } else {
-                    self.on_answer(&task_id, generation, answer)
+                match answer.kind.as_deref() {
+                    _ if approval => self.on_decision(&task_id, generation, answer, merge),
+                    Some("budget") => self.on_resume(&task_id, generation, answer.question_id),
+                    _ => self.on_answer(&task_id, generation, answer),
                 }
             }
             ServerFrame::TaskCancelled {
                 task_id, reason, ..
             } => self.on_cancelled(&task_id, &reason),
+            ServerFrame::TaskPaused {
+                task_id,
+                generation,
+                question_id,
+                spent,
+                budget,
+                ..
+            } => self.on_paused(&task_id, generation, question_id, (spent, budget)),
             ServerFrame::Error(e) => self.on_error(e),
             frame @ (ServerFrame::Message { .. } | ServerFrame::ChannelMessage { .. }) => {
                 if let Some((message, mailbox_seq)) = frame.into_message() {
@@ -765,6 +794,8 @@ fn lenient_assignment(v: &Value) -> Option<TaskAssignment> {
         repo: v["repo"].as_str().map(str::to_string),
         write_paths: strings(&v["write_paths"]),
         read_paths: strings(&v["read_paths"]),
+        budget_tokens: v["budget_tokens"].as_u64(),
+        budget_usd: v["budget_usd"].as_f64(),
         approval: v["approval"]
             .as_str()
             .and_then(agentcom_protocol::ApprovalStage::parse),

@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
-use agentcom_protocol::{ClientFrame, TaskAssignment};
+use agentcom_protocol::{ClientFrame, Limit, Spend, TaskAssignment};
 use serde_json::{json, Map};
 use tokio::time::Instant;
 
 use super::{clip, Held, Relay};
-use crate::state::{now_ms, safe_task_id, Answer, FinalReport, Phase, TaskRecord};
+use crate::state::{now_ms, safe_task_id, Answer, FinalReport, PausedFor, Phase, TaskRecord};
 use crate::wake;
 use crate::worker::{self, WorkerMsg};
 
@@ -143,6 +143,7 @@ impl Relay {
                 FinalReport::Complete {
                     result,
                     tokens_used: None,
+                    cost_usd: None,
                     follow_ups: Vec::new(),
                 },
             );
@@ -203,7 +204,8 @@ impl Relay {
         if changed {
             h.record.assignment.generation = generation;
         }
-        let needs_worker = h.record.report.is_none() && h.worker.is_none();
+        let needs_worker =
+            h.record.report.is_none() && h.worker.is_none() && h.record.paused.is_none();
         // Stopped while merging (a restart): merge again (a merged pull
         // request counts as merged).
         let merge_again = (h.record.phase == Phase::Merging && h.worker.is_none())
@@ -299,6 +301,11 @@ impl Relay {
             reason,
             "task cancelled by the hub; stopping the agent's processes"
         );
+        if let (Some(pgid), Some(_)) = (h.record.pgid, &h.record.paused) {
+            // Stopped for its budget: let it run to take the SIGTERM.
+            crate::wake::signal_group(pgid, libc::SIGCONT);
+        }
+        let _ = std::fs::remove_file(crate::results::paused_path(&self.cfg.results_dir, task_id));
         self.stop_group(h.record.pgid);
         self.drop_entries_for(task_id, false);
         self.clear_record(task_id);
@@ -366,7 +373,10 @@ impl Relay {
         let Some(h) = self.held.get_mut(task_id) else {
             return;
         };
+        let last = h.last_spend;
         let r = &mut h.record;
+        // The agent starts counting again from 0.
+        r.spend_base = r.spend_base.max(last);
         r.answer = Some(answer);
         r.report = None;
         r.phase = Phase::Accepted;
@@ -443,6 +453,86 @@ impl Relay {
                 self.rewake(task_id, answer);
             }
         }
+    }
+
+    /// Over a budget (`task_paused`): the agent stops where it is. Its
+    /// process group gets SIGSTOP (resumed later exactly where it stopped)
+    /// and `results/<id>.paused` says why (an agent that runs detached stops
+    /// at its next safe point while it exists); no lease renewals meanwhile.
+    pub(super) fn on_paused(
+        &mut self,
+        task_id: &str,
+        generation: u64,
+        question_id: u32,
+        why: (Spend, Limit),
+    ) {
+        let Some(h) = self.held.get(task_id) else {
+            return;
+        };
+        let r = &h.record;
+        if r.generation() != generation
+            || r.is_released()
+            || r.report.is_some()
+            || r.paused.is_some()
+        {
+            tracing::debug!(
+                task_id,
+                "task_paused ignored (done, not ours, or paused already)"
+            );
+            return;
+        }
+        let (spent, budget) = why;
+        tracing::warn!(
+            task_id,
+            tokens = spent.tokens,
+            cost_usd = spent.cost_usd,
+            "over budget: pausing the agent"
+        );
+        self.stop_worker(task_id);
+        let file = crate::results::paused_path(&self.cfg.results_dir, task_id);
+        let body = serde_json::json!({"task_id": task_id, "reason": "budget_exceeded",
+                                      "spent": spent, "budget": budget});
+        if let Err(e) = crate::state::write_atomic(&file, body.to_string().as_bytes()) {
+            tracing::error!(task_id, error = %e, "cannot write the paused file");
+        }
+        let Some(h) = self.held.get_mut(task_id) else {
+            return;
+        };
+        if let Some(pgid) = h.record.pgid {
+            crate::wake::signal_group(pgid, libc::SIGSTOP);
+        }
+        h.record.paused = Some(PausedFor {
+            question_id,
+            phase: h.record.phase,
+        });
+        h.record.phase = Phase::Paused;
+        h.next_progress = None;
+        self.save_record(task_id);
+    }
+
+    /// The budget was raised (`task_answer`, kind `budget`): the agent goes
+    /// on where it stopped.
+    pub(super) fn on_resume(&mut self, task_id: &str, generation: u64, question_id: u32) {
+        let Some(h) = self.held.get_mut(task_id) else {
+            return;
+        };
+        let paused = h.record.paused.clone();
+        let Some(p) = paused.filter(|p| p.question_id <= question_id) else {
+            tracing::debug!(task_id, "resume already handled");
+            return;
+        };
+        if h.record.generation() != generation {
+            return;
+        }
+        tracing::info!(task_id, "budget raised: resuming the agent");
+        if let Some(pgid) = h.record.pgid {
+            crate::wake::signal_group(pgid, libc::SIGCONT);
+        }
+        h.record.paused = None;
+        h.record.phase = p.phase;
+        let _ = std::fs::remove_file(crate::results::paused_path(&self.cfg.results_dir, task_id));
+        self.save_record(task_id);
+        self.start_worker(task_id);
     }
 
     /// The hub took our failed merge: the agent is woken again with gh's
@@ -593,13 +683,19 @@ impl Relay {
                 self.enqueue(&task_id, frame);
             }
             WorkerMsg::Progress(p) => {
+                h.progress = Some(p.clone());
+                let spend = h.spend_total();
+                if let Some(s) = spend {
+                    h.last_spend = h.last_spend.max(s);
+                }
                 let frame = ClientFrame::TaskProgress {
                     task_id: task_id.clone(),
                     progress: p.percent,
                     generation: Some(h.record.generation()),
                     message: p.message.clone(),
+                    tokens_used: spend.map(|s| s.tokens),
+                    cost_usd: spend.map(|s| s.cost_usd),
                 };
-                h.progress = Some(p);
                 self.enqueue(&task_id, frame);
             }
             WorkerMsg::AgentGone => {
@@ -614,11 +710,30 @@ impl Relay {
     }
 
     /// The outcome is known: persist it, then report it through the outbox.
-    fn finish(&mut self, task_id: &str, report: FinalReport) {
+    fn finish(&mut self, task_id: &str, mut report: FinalReport) {
         self.stop_worker(task_id);
         let Some(h) = self.held.get_mut(task_id) else {
             return;
         };
+        // A completion's spend is the attempt's: the earlier wakes' too.
+        if let FinalReport::Complete {
+            tokens_used,
+            cost_usd,
+            ..
+        } = &mut report
+        {
+            let base = h.record.spend_base;
+            if !base.is_zero() || tokens_used.is_some() || cost_usd.is_some() {
+                let wake = Spend {
+                    tokens: tokens_used.unwrap_or(0),
+                    cost_usd: cost_usd.unwrap_or(0.0),
+                };
+                let total = base.plus(wake).max(h.last_spend);
+                *tokens_used = Some(total.tokens);
+                *cost_usd = Some(total.cost_usd);
+                h.last_spend = total;
+            }
+        }
         h.record.report = Some(report.clone());
         h.record.phase = Phase::Reporting;
         let generation = h.record.generation();

@@ -7,7 +7,7 @@ use actix::prelude::*;
 
 use super::AgentFsm;
 use crate::domain::task::{Ask, FailReport, Merge};
-use crate::protocol::{parse_task_specs, ClientFrame, ErrorFrame, ServerFrame};
+use crate::protocol::{parse_task_specs, ClientFrame, ErrorFrame, ServerFrame, Spend};
 use crate::queue::{AgentReport, QueueError, Report, ReportReply};
 
 /// A lifecycle frame from the agent; answers the frame to send back, if any.
@@ -39,12 +39,18 @@ fn to_report(frame: ClientFrame) -> Option<Result<(String, Report, Reply), Serve
             progress,
             generation,
             message,
+            tokens_used,
+            cost_usd,
         } => (
             task_id,
             Report::Progress {
                 generation,
                 progress,
                 message,
+                spend: (tokens_used.is_some() || cost_usd.is_some()).then(|| Spend {
+                    tokens: tokens_used.unwrap_or(0),
+                    cost_usd: cost_usd.unwrap_or(0.0),
+                }),
             },
             Reply::Silent,
         ),
@@ -53,6 +59,7 @@ fn to_report(frame: ClientFrame) -> Option<Result<(String, Report, Reply), Serve
             generation,
             result,
             tokens_used,
+            cost_usd,
             follow_ups,
         } => {
             let specs = match parse_task_specs(&follow_ups.unwrap_or_default(), |i| {
@@ -73,6 +80,7 @@ fn to_report(frame: ClientFrame) -> Option<Result<(String, Report, Reply), Serve
                     generation,
                     result,
                     tokens_used,
+                    cost_usd,
                     follow_ups: specs,
                 },
                 Reply::Ack("task_complete_failed"),
@@ -247,6 +255,7 @@ impl Handler<Lifecycle> for AgentFsm {
         let queue = self.queue.clone();
         let report = AgentReport {
             agent_id: self.agent_id.clone(),
+            group: self.credential_group.clone(),
             task_id: task_id.clone(),
             report,
         };

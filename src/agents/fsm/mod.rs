@@ -236,6 +236,9 @@ pub(crate) struct AgentFsm {
     controls: AgentControls,
     /// Its credential group's usage limit: offered no work before then (ms).
     paused_until: Option<i64>,
+    /// Its credential group (its token's, else the agent alone): its spend
+    /// counts toward the group's daily budget.
+    credential_group: String,
     idle_since: i64,
     last_state_change: i64,
     timings: FsmTimings,
@@ -253,9 +256,11 @@ impl AgentFsm {
         queue: Addr<TaskQueue>,
         scheduler: Addr<Scheduler>,
         presence: Addr<Presence>,
+        credential_group: String,
     ) -> Self {
         let now = now_ms();
         AgentFsm {
+            credential_group,
             name: agent_id.clone(),
             agent_id,
             online: false,

@@ -45,6 +45,7 @@ const STEER_TOOLS: &[&str] = &[
     "answer_task",
     "approve_task",
     "reject_task",
+    "set_task_budget",
 ];
 /// Tools that change something: not listed for an observer's token.
 const WRITE_TOOLS: &[&str] = &[
@@ -187,6 +188,10 @@ struct SubmitTaskArgs {
     /// With approval before_complete: once approved, the agent's sidecar merges the pull request of the result.
     #[serde(default)]
     merge_on_approval: bool,
+    /// Tokens the task may spend; over it, the task is paused (not killed) until the budget is raised.
+    budget_tokens: Option<u64>,
+    /// Dollars the task may spend; over it, the task is paused until the budget is raised.
+    budget_usd: Option<f64>,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -310,6 +315,12 @@ impl HubTools {
         if args.merge_on_approval {
             body["merge_on_approval"] = json!(true);
         }
+        put(
+            &mut body,
+            "budget_tokens",
+            args.budget_tokens.map(Value::from),
+        );
+        put(&mut body, "budget_usd", args.budget_usd.map(Value::from));
         let created = self.hub("POST", "/api/tasks", Some(body)).await?;
         Ok(CallToolResult::structured(created))
     }

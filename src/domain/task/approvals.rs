@@ -64,6 +64,7 @@ impl Task {
             answer: None,
             answered_by: None,
             answered_at: None,
+            budget: None,
             approval: Some(Box::new(Approval {
                 stage,
                 reasons,
@@ -131,13 +132,7 @@ impl Task {
 
     /// The approval this task waits for, if any.
     pub(crate) fn pending_approval(&self) -> Option<&Approval> {
-        if self.status != TaskStatus::InputRequired {
-            return None;
-        }
-        self.question
-            .as_ref()
-            .filter(|q| q.answer.is_none())
-            .and_then(|q| q.approval.as_deref())
+        self.waiting_question().and_then(|q| q.approval.as_deref())
     }
 
     /// A person's decision on the waiting approval. `note` is the reason of a

@@ -10,12 +10,16 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::protocol::{ApprovalStage, BlockedPolicy, TaskAssignment, TaskSpec, STANDING_SUBMITTER};
+use crate::protocol::{
+    ApprovalStage, BlockedPolicy, Spend, TaskAssignment, TaskSpec, STANDING_SUBMITTER,
+};
 
 mod approvals;
+mod budget;
 mod questions;
 mod transitions;
 pub(crate) use approvals::{Decision, HeldCompletion};
+pub(crate) use budget::BudgetHold;
 pub(crate) use questions::{Ask, TimedOut};
 
 /// How many history entries a task record keeps (the API returns these; the event
@@ -264,6 +268,17 @@ pub(crate) struct Task {
     /// The holder's latest merge of the approved pull request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merge: Option<Merge>,
+    /// See `TaskSpec::budget_tokens` (an operator may raise them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_usd: Option<f64>,
+    /// Spent by the attempts that ended, and the current attempt's running
+    /// total as its holder reports it.
+    #[serde(default)]
+    pub spent: Spend,
+    #[serde(default)]
+    pub attempt_spent: Spend,
     /// How many history entries this copy recorded (not stored): the queue
     /// compares it before and after a change to find the entries the change added
     /// (see [`Task::recorded_since`]).
@@ -307,6 +322,9 @@ pub(crate) struct Question {
     /// Set when the hub asks a person to approve (ext, PROTOCOL.md 6.27).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<Box<Approval>>,
+    /// Set when the task went over a budget (ext, PROTOCOL.md 6.28).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Box<BudgetHold>>,
 }
 
 /// What an approval question is about (ext, PROTOCOL.md 6.27).
@@ -453,6 +471,10 @@ impl Task {
             approval: spec.approval,
             merge_on_approval: spec.merge_on_approval,
             merge: None,
+            budget_tokens: spec.budget_tokens,
+            budget_usd: spec.budget_usd,
+            spent: Spend::default(),
+            attempt_spent: Spend::default(),
             recorded: 0,
         };
         if task.correlation_id.is_none() {
@@ -512,6 +534,7 @@ impl Task {
             a.error = error.map(str::to_string);
             a.finished_at = Some(now);
         }
+        self.settle_spend();
     }
 
     fn clear_blocked(&mut self) {
@@ -627,6 +650,8 @@ impl Task {
             read_paths: self.read_paths.clone(),
             approval: self.approval,
             merge_on_approval: self.merge_on_approval,
+            budget_tokens: self.budget_tokens,
+            budget_usd: self.budget_usd,
         }
     }
 
@@ -680,6 +705,9 @@ impl Task {
         v["approval"] = json!(self.approval.map(ApprovalStage::as_str));
         v["merge_on_approval"] = json!(self.merge_on_approval);
         v["merge"] = serde_json::to_value(&self.merge).unwrap_or(Value::Null);
+        v["budget_tokens"] = json!(self.budget_tokens);
+        v["budget_usd"] = json!(self.budget_usd);
+        v["spent"] = json!(self.total_spent());
         v
     }
 

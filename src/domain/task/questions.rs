@@ -26,6 +26,14 @@ pub(crate) enum TimedOut {
 }
 
 impl Task {
+    /// The question the task waits on (`input_required`, unanswered).
+    pub(crate) fn waiting_question(&self) -> Option<&Question> {
+        if self.status != TaskStatus::InputRequired {
+            return None;
+        }
+        self.question.as_ref().filter(|q| q.answer.is_none())
+    }
+
     /// `task_input_required` from the holder at `generation`: the task waits
     /// for an answer. Asking the same question again is harmless. Answers the
     /// question.
@@ -66,6 +74,7 @@ impl Task {
             answered_by: None,
             answered_at: None,
             approval: None,
+            budget: None,
         };
         self.status = TaskStatus::InputRequired;
         self.record(

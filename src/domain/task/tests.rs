@@ -84,6 +84,8 @@ pub(crate) fn task(max_retries: u32) -> Task {
         concurrency_key: None,
         approval: None,
         merge_on_approval: false,
+        budget_tokens: None,
+        budget_usd: None,
     };
     let defaults = TaskDefaults {
         max_retries: 3,

@@ -16,7 +16,7 @@ use crate::domain::task::{
     TaskError, TaskStatus,
 };
 use crate::ops::analytics::{Count, Counter};
-use crate::protocol::{TaskAssignment, TaskSpec};
+use crate::protocol::{Spend, TaskAssignment, TaskSpec};
 use crate::queue::{QueueError, TaskQueue};
 
 /// The scheduler's decision: give this queued task to this agent.
@@ -66,11 +66,14 @@ pub(crate) enum Report {
         generation: Option<u64>,
         progress: Option<u64>,
         message: Option<String>,
+        /// The attempt's running total of spend (ext), when reported.
+        spend: Option<Spend>,
     },
     Complete {
         generation: u64,
         result: Option<Map<String, Value>>,
         tokens_used: Option<u64>,
+        cost_usd: Option<f64>,
         /// Validated follow-up task specs, created with the completion.
         follow_ups: Vec<TaskSpec>,
     },
@@ -132,6 +135,9 @@ pub(crate) enum ReportReply {
 #[rtype(result = "Result<ReportReply, QueueError>")]
 pub(crate) struct AgentReport {
     pub agent_id: String,
+    /// The agent's credential group (its spend counts toward the group's
+    /// daily budget).
+    pub group: String,
     pub task_id: String,
     pub report: Report,
 }
@@ -154,6 +160,7 @@ impl Handler<AgentReport> for TaskQueue {
         self.contained(ctx, move |this| -> Self::Result {
             let AgentReport {
                 agent_id: agent,
+                group,
                 task_id,
                 report,
             } = msg;
@@ -174,13 +181,22 @@ impl Handler<AgentReport> for TaskQueue {
                     generation,
                     progress,
                     message,
+                    spend,
                 } => {
                     let r = this.with_task(&task_id, &agent, |t, now| {
-                        t.progress(&agent, generation, progress, message, now)
+                        t.progress(&agent, generation, progress, message, now)?;
+                        match spend {
+                            Some(s) => t.report_spend(&agent, generation, s),
+                            None => Ok(Spend::default()),
+                        }
                     });
-                    if r.is_ok() {
+                    let r = r.and_then(|(delta, _)| {
                         this.renew(&task_id, false);
-                    }
+                        match spend {
+                            Some(_) => this.spend_reported((&agent, &group), &task_id, delta, true),
+                            None => Ok(()),
+                        }
+                    });
                     // Not acknowledged to the agent, but its event (the task's
                     // latest progress, for the dashboard) goes out after the
                     // flush like every other.
@@ -196,8 +212,33 @@ impl Handler<AgentReport> for TaskQueue {
                     generation,
                     result,
                     tokens_used,
+                    cost_usd,
                     follow_ups,
-                } => this.complete(&agent, &task_id, generation, result, tokens_used, follow_ups),
+                } => {
+                    // Its spend first (the completion ends the attempt's total).
+                    let spend = (tokens_used.is_some() || cost_usd.is_some()).then(|| Spend {
+                        tokens: tokens_used.unwrap_or(0),
+                        cost_usd: cost_usd.unwrap_or(0.0),
+                    });
+                    let spent = match spend {
+                        Some(s) => this
+                            .with_task(&task_id, &agent, |t, _| {
+                                t.report_spend(&agent, Some(generation), s)
+                            })
+                            .ok()
+                            .map(|(delta, _)| delta),
+                        None => None,
+                    };
+                    let delta = spent.unwrap_or_default();
+                    if !delta.is_zero() {
+                        if let Err(e) =
+                            this.spend_reported((&agent, &group), &task_id, delta, false)
+                        {
+                            return this.after_flush(Err(e));
+                        }
+                    }
+                    this.complete(&agent, &task_id, generation, result, tokens_used, follow_ups)
+                }
                 Report::Fail { generation, report } => {
                     let backoff = this.policy.backoff;
                     let jitter: f64 = rand::random();

@@ -6,6 +6,7 @@
 
 pub(super) mod agent;
 pub(super) mod approvals;
+pub(super) mod budgets;
 pub(super) mod keys;
 pub(super) mod operator;
 pub(super) mod questions;

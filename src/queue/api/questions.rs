@@ -40,6 +40,9 @@ impl Handler<AnswerTask> for TaskQueue {
                 .index
                 .whole(&msg.task_id)
                 .is_some_and(|t| t.pending_approval().is_some());
+            if let Some(refused) = this.not_an_answer(&msg.task_id) {
+                return this.after_flush(Err(refused));
+            }
             if approval {
                 let approve = match msg.answer.as_str() {
                     APPROVE => true,
@@ -114,7 +117,13 @@ impl Handler<Questions> for TaskQueue {
                             "description": t.description,
                             "assigned_to": t.assigned_to,
                             "priority": t.priority,
-                            "kind": if q.approval.is_some() { "approval" } else { "question" },
+                            "kind": if q.approval.is_some() {
+                                "approval"
+                            } else if q.budget.is_some() {
+                                "budget"
+                            } else {
+                                "question"
+                            },
                             "question": q,
                         }),
                     ))
@@ -204,7 +213,11 @@ pub(in crate::queue) fn answer_frame(task_id: &str, q: &Question, merge: bool) -
         question_id: q.id,
         answer: q.answer.clone().unwrap_or_default(),
         answered_by: q.answered_by.clone().unwrap_or_default(),
-        kind: q.approval.as_ref().map(|_| "approval".to_string()),
+        kind: match (&q.approval, &q.budget) {
+            (Some(_), _) => Some("approval".to_string()),
+            (_, Some(_)) => Some("budget".to_string()),
+            _ => None,
+        },
         note: q.approval.as_ref().and_then(|a| a.note.clone()),
         merge,
     }

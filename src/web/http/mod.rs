@@ -10,6 +10,7 @@
 mod admin;
 mod agents;
 mod approvals;
+mod budgets;
 mod concurrency;
 mod dashboard;
 mod limits;
@@ -257,6 +258,7 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
         .configure(usage::routes)
         .configure(questions::routes)
         .configure(approvals::routes)
+        .configure(budgets::routes)
         .configure(limits::routes)
         .configure(ops::routes)
         .configure(schemas::routes)

@@ -1,6 +1,7 @@
 //! The question tools: `list_questions` (what agents and approvals wait on),
 //! `answer_task`, `approve_task` and `reject_task` (the admin's and
-//! coordinators' tokens), and `approval_rules` (read).
+//! coordinators' tokens), `approval_rules` (read), and budgets:
+//! `set_task_budget` (steering) and `spend` (read).
 
 use rmcp::handler::server::tool::schema_for_type;
 use rmcp::model::{CallToolResult, JsonObject};
@@ -40,6 +41,17 @@ struct RejectArgs {
     task_id: String,
     /// Why: the agent works on with it (before start: the task is cancelled).
     reason: String,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct BudgetArgs {
+    /// The task.
+    task_id: String,
+    /// Tokens it may spend in all.
+    budget_tokens: Option<u64>,
+    /// Dollars it may spend in all.
+    budget_usd: Option<f64>,
 }
 
 #[tool_router(router = question_tools, vis = "pub(super)")]
@@ -103,6 +115,37 @@ impl HubTools {
         let _: NoArgs = parse("approval_rules", args)?;
         Ok(CallToolResult::structured(
             self.hub("GET", "/api/admin/approval-rules", None).await?,
+        ))
+    }
+
+    #[tool(
+        description = "Set a task's budget (admin or coordinator token): budget_tokens and/or budget_usd. A task paused over its budget resumes at once when no longer over it.",
+        input_schema = schema_for_type::<BudgetArgs>()
+    )]
+    async fn set_task_budget(&self, args: JsonObject) -> Outcome {
+        let args: BudgetArgs = parse("set_task_budget", args)?;
+        let mut body = json!({});
+        if let Some(t) = args.budget_tokens {
+            body["budget_tokens"] = json!(t);
+        }
+        if let Some(u) = args.budget_usd {
+            body["budget_usd"] = json!(u);
+        }
+        let path = format!("/api/tasks/{}/budget", encode(&args.task_id));
+        Ok(CallToolResult::structured(
+            self.hub("POST", &path, Some(body)).await?,
+        ))
+    }
+
+    #[tool(
+        description = "Spend today (UTC) by agent, credential group and capability (tokens and dollars), the daily budgets of agents and groups, and each of the last days' totals.",
+        input_schema = schema_for_type::<NoArgs>(),
+        annotations(read_only_hint = true)
+    )]
+    async fn spend(&self, args: JsonObject) -> Outcome {
+        let _: NoArgs = parse("spend", args)?;
+        Ok(CallToolResult::structured(
+            self.hub("GET", "/api/spend", None).await?,
         ))
     }
 }

@@ -9,6 +9,7 @@ use crate::protocol::{
 };
 use crate::web::http::agents::{INVITE_FIELDS, REGISTER_FIELDS, TOKEN_FIELDS};
 use crate::web::http::approvals::REJECT_FIELDS;
+use crate::web::http::budgets::RAISE_FIELDS;
 use crate::web::http::concurrency::LIMIT_FIELDS;
 use crate::web::http::limits::OVERRIDE_FIELDS;
 use crate::web::http::messaging::{ACK_FIELDS, CHANNEL_FIELDS, MESSAGE_FIELDS, SUBSCRIBER_FIELDS};
@@ -48,6 +49,25 @@ fn approval_rules_schema() -> Value {
                 "max_deleted_lines": {"type": "integer", "minimum": 0}
             }
         }}}
+    })
+}
+
+fn daily_budgets_schema() -> Value {
+    let limit = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "tokens": {"type": "integer", "minimum": 1},
+            "usd": {"type": "number", "exclusiveMinimum": 0}
+        }
+    });
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "agents": {"type": "object", "additionalProperties": limit},
+            "groups": {"type": "object", "additionalProperties": limit}
+        }
     })
 }
 
@@ -292,6 +312,36 @@ pub(super) fn catalog() -> Vec<Route> {
                 "/api/admin/approval-rules",
                 Admin,
                 "Replace the approval rules: {rules:[{name, paths?, max_deleted_lines?}]}",
+            )
+        },
+        Route {
+            body: BodyDoc::Fields(RAISE_FIELDS),
+            ..route(
+                "POST",
+                "/api/tasks/{id}/budget",
+                Steer,
+                "Set a task's budget (budget_tokens, budget_usd); a task paused for it resumes",
+            )
+        },
+        route(
+            "GET",
+            "/api/spend",
+            Token,
+            "Spend today by agent, credential group and capability, the daily budgets, each kept day's total",
+        ),
+        route(
+            "GET",
+            "/api/admin/budgets",
+            Token,
+            "The daily budgets and today's spend (as /api/spend)",
+        ),
+        Route {
+            body: BodyDoc::Schema(daily_budgets_schema),
+            ..route(
+                "PUT",
+                "/api/admin/budgets",
+                Admin,
+                "Replace the daily budgets: {agents: {id: {tokens?, usd?}}, groups: {group: {tokens?, usd?}}}",
             )
         },
         route(

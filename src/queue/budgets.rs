@@ -1,0 +1,196 @@
+//! Spend and daily budgets (ext, PROTOCOL.md 6.28) as the queue keeps them:
+//! what was spent each UTC day by agent, credential group and capability
+//! (`meta`, `queue_spend/<day>`, the newest [`DAYS_KEPT`] days, written in
+//! the flush of the report that spent it), and the daily budgets of agents
+//! and groups (`meta`, `queue_daily_budgets`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::error::StoreError;
+use crate::protocol::{DailyBudgets, Limit, Spend};
+use crate::storage::store::{decode, encode, Store};
+
+const BUDGETS_KEY: &str = "queue_daily_budgets";
+const SPEND_PREFIX: &str = "queue_spend/";
+/// Days of spend kept.
+pub(super) const DAYS_KEPT: i64 = 8;
+const DAY_MS: i64 = 86_400_000;
+
+/// The UTC day of `now` (days since the epoch).
+pub(super) fn day_of(now: i64) -> i64 {
+    now.div_euclid(DAY_MS)
+}
+
+fn date_of(day: i64) -> String {
+    chrono::DateTime::from_timestamp(day.saturating_mul(86_400), 0)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_default()
+}
+
+/// One day's spend.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(super) struct DaySpend {
+    #[serde(default)]
+    pub(super) total: Spend,
+    #[serde(default)]
+    pub(super) agents: BTreeMap<String, Spend>,
+    #[serde(default)]
+    pub(super) groups: BTreeMap<String, Spend>,
+    #[serde(default)]
+    pub(super) capabilities: BTreeMap<String, Spend>,
+}
+
+/// See the module documentation.
+#[derive(Debug, Default)]
+pub(super) struct Budgets {
+    pub(super) daily: DailyBudgets,
+    days: BTreeMap<i64, DaySpend>,
+}
+
+fn add(map: &mut BTreeMap<String, Spend>, key: &str, delta: Spend) {
+    let e = map.entry(key.to_string()).or_default();
+    *e = e.plus(delta);
+}
+
+impl Budgets {
+    pub(super) fn load(store: &Store) -> Result<Budgets, StoreError> {
+        let mut b = Budgets::default();
+        if let Some(v) = store.meta.get(BUDGETS_KEY)? {
+            b.daily = decode("meta", BUDGETS_KEY.as_bytes(), &v)?;
+        }
+        for item in store.meta.scan_prefix(SPEND_PREFIX) {
+            let (k, v) = item?;
+            let day = std::str::from_utf8(&k[SPEND_PREFIX.len()..])
+                .ok()
+                .and_then(|d| d.parse::<i64>().ok());
+            match (day, decode::<DaySpend>("meta", &k, &v)) {
+                (Some(day), Ok(spend)) => {
+                    b.days.insert(day, spend);
+                }
+                _ => tracing::error!("skipping an unreadable day of spend"),
+            }
+        }
+        Ok(b)
+    }
+
+    /// Writes the daily budgets (made durable by the caller's flush).
+    pub(super) fn save_budgets(&self, store: &Store) -> Result<(), StoreError> {
+        store.meta.insert(BUDGETS_KEY, encode(&self.daily))?;
+        Ok(())
+    }
+
+    /// Adds spend to `now`'s day and writes the day (and drops days too old).
+    pub(super) fn record(
+        &mut self,
+        store: &Store,
+        now: i64,
+        who: (&str, &str),
+        capabilities: &[String],
+        delta: Spend,
+    ) -> Result<(), StoreError> {
+        if delta.is_zero() {
+            return Ok(());
+        }
+        let today = day_of(now);
+        let (agent, group) = who;
+        let day = self.days.entry(today).or_default();
+        day.total = day.total.plus(delta);
+        add(&mut day.agents, agent, delta);
+        add(&mut day.groups, group, delta);
+        if capabilities.is_empty() {
+            add(&mut day.capabilities, "(none)", delta);
+        }
+        for c in capabilities {
+            add(&mut day.capabilities, c, delta);
+        }
+        store
+            .meta
+            .insert(format!("{SPEND_PREFIX}{today}"), encode(&*day))?;
+        while let Some((&oldest, _)) = self.days.first_key_value() {
+            if oldest > today - DAYS_KEPT {
+                break;
+            }
+            self.days.remove(&oldest);
+            store.meta.remove(format!("{SPEND_PREFIX}{oldest}"))?;
+        }
+        Ok(())
+    }
+
+    /// The daily budget `agent` or its `group` is over today, if any:
+    /// (scope, budget).
+    pub(super) fn over(&self, now: i64, agent: &str, group: &str) -> Option<(String, Limit)> {
+        let today = self.days.get(&day_of(now));
+        let spent = |m: Option<&BTreeMap<String, Spend>>, k: &str| {
+            m.and_then(|m| m.get(k)).copied().unwrap_or_default()
+        };
+        if let Some(l) = self.daily.agents.get(agent) {
+            if l.exceeded_by(spent(today.map(|d| &d.agents), agent)) {
+                return Some((format!("agent:{agent}"), *l));
+            }
+        }
+        if let Some(l) = self.daily.groups.get(group) {
+            if l.exceeded_by(spent(today.map(|d| &d.groups), group)) {
+                return Some((format!("group:{group}"), *l));
+            }
+        }
+        None
+    }
+
+    /// Whether a daily hold's `scope` (`agent:<id>` / `group:<g>`) is still
+    /// over today.
+    pub(super) fn still_over(&self, now: i64, scope: &str) -> bool {
+        let today = self.days.get(&day_of(now));
+        let check = |budgets: &BTreeMap<String, Limit>,
+                     spent: Option<&BTreeMap<String, Spend>>,
+                     key: &str| {
+            budgets.get(key).is_some_and(|l| {
+                l.exceeded_by(spent.and_then(|m| m.get(key)).copied().unwrap_or_default())
+            })
+        };
+        match scope.split_once(':') {
+            Some(("agent", a)) => check(&self.daily.agents, today.map(|d| &d.agents), a),
+            Some(("group", g)) => check(&self.daily.groups, today.map(|d| &d.groups), g),
+            _ => false,
+        }
+    }
+
+    /// Today's spend, the budgets, and each kept day's total.
+    pub(super) fn view(&self, now: i64) -> Value {
+        let today = day_of(now);
+        let empty = DaySpend::default();
+        let t = self.days.get(&today).unwrap_or(&empty);
+        let days: Vec<Value> = self
+            .days
+            .iter()
+            .rev()
+            .map(|(d, s)| json!({"date": date_of(*d), "spent": s.total}))
+            .collect();
+        json!({
+            "date": date_of(today),
+            "budgets": self.daily,
+            "today": {
+                "total": t.total,
+                "agents": t.agents,
+                "groups": t.groups,
+                "capabilities": t.capabilities,
+            },
+            "days": days,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_are_utc_and_dated() {
+        assert_eq!(day_of(0), 0);
+        assert_eq!(day_of(DAY_MS - 1), 0);
+        assert_eq!(day_of(-1), -1);
+        assert_eq!(date_of(day_of(1_700_000_000_000)), "2023-11-14");
+    }
+}
