@@ -116,6 +116,16 @@ pub(crate) enum Report {
     },
 }
 
+/// A `task_complete`, validated.
+struct Completion {
+    generation: u64,
+    result: Option<Map<String, Value>>,
+    tokens_used: Option<u64>,
+    /// The attempt's final running total of spend, when reported.
+    spend: Option<Spend>,
+    follow_ups: Vec<TaskSpec>,
+}
+
 /// What a report achieved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ReportReply {
@@ -193,7 +203,7 @@ impl Handler<AgentReport> for TaskQueue {
                     let r = r.and_then(|(delta, _)| {
                         this.renew(&task_id, false);
                         match spend {
-                            Some(_) => this.spend_reported((&agent, &group), &task_id, delta, true),
+                            Some(_) => this.spend_reported((&agent, &group), &task_id, delta),
                             None => Ok(()),
                         }
                     });
@@ -215,29 +225,18 @@ impl Handler<AgentReport> for TaskQueue {
                     cost_usd,
                     follow_ups,
                 } => {
-                    // Its spend first (the completion ends the attempt's total).
                     let spend = (tokens_used.is_some() || cost_usd.is_some()).then(|| Spend {
                         tokens: tokens_used.unwrap_or(0),
                         cost_usd: cost_usd.unwrap_or(0.0),
                     });
-                    let spent = match spend {
-                        Some(s) => this
-                            .with_task(&task_id, &agent, |t, _| {
-                                t.report_spend(&agent, Some(generation), s)
-                            })
-                            .ok()
-                            .map(|(delta, _)| delta),
-                        None => None,
+                    let completion = Completion {
+                        generation,
+                        result,
+                        tokens_used,
+                        spend,
+                        follow_ups,
                     };
-                    let delta = spent.unwrap_or_default();
-                    if !delta.is_zero() {
-                        if let Err(e) =
-                            this.spend_reported((&agent, &group), &task_id, delta, false)
-                        {
-                            return this.after_flush(Err(e));
-                        }
-                    }
-                    this.complete(&agent, &task_id, generation, result, tokens_used, follow_ups)
+                    this.complete((&agent, &group), &task_id, completion)
                 }
                 Report::Fail { generation, report } => {
                     let backoff = this.policy.backoff;
@@ -334,24 +333,23 @@ impl TaskQueue {
         }
     }
 
-    /// `task_complete`: the follow-ups first, then the completion. A
-    /// completion that needs approval is held instead (the follow-ups wait
-    /// with it).
+    /// `task_complete`: the follow-ups first, then the completion (with the
+    /// attempt's final spend, in the same write). A completion that needs
+    /// approval is held instead (the follow-ups wait with it).
     fn complete(
         &mut self,
-        agent: &str,
+        who: (&str, &str),
         task_id: &str,
-        generation: u64,
-        result: Option<Map<String, Value>>,
-        tokens_used: Option<u64>,
-        follow_ups: Vec<TaskSpec>,
+        c: Completion,
     ) -> Result<ReportReply, QueueError> {
+        let agent = who.0;
+        let generation = c.generation;
         let reasons = self
             .index
             .whole(task_id)
             .filter(|t| t.generation == generation && t.assigned_to.as_deref() == Some(agent))
             .map(|t| match t.status {
-                TaskStatus::Assigned => self.approval_reasons(t, result.as_ref()),
+                TaskStatus::Assigned => self.approval_reasons(t, c.result.as_ref()),
                 // A repeat of a held completion.
                 TaskStatus::InputRequired if t.pending_approval().is_some() => {
                     vec![String::new()]
@@ -359,25 +357,51 @@ impl TaskQueue {
                 _ => Vec::new(),
             })
             .unwrap_or_default();
-        if !reasons.is_empty() {
+        // The attempt's last running total; not for a repeat (no longer held).
+        let spend = c.spend;
+        let caps = spend
+            .and_then(|_| self.index.whole(task_id))
+            .map(|t| t.needed_capabilities.clone())
+            .unwrap_or_default();
+        let spent = move |t: &mut Task| match spend.filter(|_| t.is_held()) {
+            Some(s) => t
+                .report_spend(agent, Some(generation), s)
+                .unwrap_or_default(),
+            None => Spend::default(),
+        };
+        let (ack, delta) = if !reasons.is_empty() {
             let held = HeldCompletion {
-                result,
-                tokens_used,
-                follow_ups,
+                result: c.result,
+                tokens_used: c.tokens_used,
+                follow_ups: c.follow_ups,
             };
-            let (ack, _) = self.with_task(task_id, agent, |t, now| {
-                t.hold_completion(agent, generation, held, reasons, now)
+            let ((ack, delta), _) = self.with_task(task_id, agent, |t, now| {
+                let delta = spent(t);
+                Ok((
+                    t.hold_completion(agent, generation, held, reasons, now)?,
+                    delta,
+                ))
             })?;
-            return Ok(ReportReply::Ack(ack));
-        }
-        self.create_follow_ups(task_id, agent, generation, follow_ups)?;
-        let ((ack, fresh), task) = self.with_task(task_id, agent, |t, now| {
-            fresh(t, |t| {
-                t.complete(agent, generation, result, tokens_used, now)
-            })
-        })?;
-        if fresh {
-            self.count(agent, Counter::TasksCompleted, task.updated_at);
+            (ack, delta)
+        } else {
+            self.create_follow_ups(task_id, agent, generation, c.follow_ups)?;
+            let (result, tokens_used) = (c.result, c.tokens_used);
+            let (((ack, fresh), delta), task) = self.with_task(task_id, agent, |t, now| {
+                let delta = spent(t);
+                Ok((
+                    fresh(t, |t| {
+                        t.complete(agent, generation, result, tokens_used, now)
+                    })?,
+                    delta,
+                ))
+            })?;
+            if fresh {
+                self.count(agent, Counter::TasksCompleted, task.updated_at);
+            }
+            (ack, delta)
+        };
+        if !delta.is_zero() {
+            self.ledger(crate::util::now_ms(), who, &caps, delta)?;
         }
         Ok(ReportReply::Ack(ack))
     }

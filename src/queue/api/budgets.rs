@@ -106,29 +106,23 @@ impl TaskQueue {
         Ok(self.budgets.view(now_ms()))
     }
 
-    /// A holder's running total for its attempt (with a progress report or
-    /// its completion): what it added goes to the day's ledger; over a budget,
-    /// the task is paused (unless `may_pause` is false: a completion is done).
+    /// A holder's running total for its attempt with a progress report: what
+    /// it added goes to the day's ledger; over a budget, the task is paused.
     pub(in crate::queue) fn spend_reported(
         &mut self,
         who: (&str, &str),
         task_id: &str,
         delta: Spend,
-        may_pause: bool,
     ) -> Result<(), QueueError> {
         let (agent, group) = who;
         let now = now_ms();
         let Some(task) = self.index.whole(task_id) else {
-            // Completed: only the ledger.
             return self.ledger(now, who, &[], delta);
         };
         let caps = task.needed_capabilities.clone();
         let own = task.budget();
         let over_own = own.exceeded_by(task.total_spent());
         self.ledger(now, who, &caps, delta)?;
-        if !may_pause {
-            return Ok(());
-        }
         let over = match over_own {
             true => Some(("task".to_string(), own)),
             false => self.budgets.over(now, agent, group),
@@ -156,7 +150,8 @@ impl TaskQueue {
         Ok(())
     }
 
-    fn ledger(
+    /// Adds spend to the day's ledger (written in this flush).
+    pub(in crate::queue) fn ledger(
         &mut self,
         now: i64,
         who: (&str, &str),
