@@ -58,6 +58,19 @@ pub enum WakeCommand {
     Argv(Vec<String>),
 }
 
+/// What the sidecar wakes (ext, #20).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Runtime {
+    /// `wake_command`, as configured.
+    Command,
+    /// `claude -p` with the task on stdin and `--output-format stream-json`,
+    /// in `repo_dir`; the sidecar turns the stream into the agent's files.
+    ClaudeCode { command: String, args: Vec<String> },
+    /// OpenClaw's hook wake: `POST <url>/hooks/agent` with the task; the agent
+    /// runs detached and writes the heartbeat and result files.
+    OpenClaw { url: String, token: Option<String> },
+}
+
 /// How the sidecar knows the woken agent is still there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WakeMode {
@@ -101,6 +114,8 @@ pub struct Config {
     pub merge_method: String,
     /// The GitHub CLI (default `gh` on PATH).
     pub gh_command: String,
+    /// What wakes the agent: a command (default), Claude Code, or OpenClaw.
+    pub runtime: Runtime,
     pub log_file: Option<PathBuf>,
     pub log_level: String,
     pub timings: Timings,
@@ -188,6 +203,11 @@ const KNOWN_KEYS: &[&str] = &[
     "reviewer",
     "merge_method",
     "gh_command",
+    "runtime",
+    "claude_command",
+    "claude_args",
+    "openclaw_url",
+    "openclaw_token",
     "log_file",
     "log_level",
     "wake_timeout_ms",
@@ -308,9 +328,9 @@ impl Config {
                 "needs slots = 2 or more (one slot is kept for standing orders)",
             ));
         }
-        let wake_command = command(&f, "wake_command")?;
+        let mut wake_command = command(&f, "wake_command")?;
         let message_command = command(&f, "message_command")?;
-        let wake_mode = match f.opt_str("wake_mode", 16)?.as_deref() {
+        let mut wake_mode = match f.opt_str("wake_mode", 16)?.as_deref() {
             None | Some("process") => WakeMode::Process,
             Some("detached") => WakeMode::Detached,
             Some(_) => {
@@ -320,6 +340,26 @@ impl Config {
                 ))
             }
         };
+        let runtime = runtime(&f)?;
+        if runtime != Runtime::Command {
+            if wake_command.is_some() {
+                return Err(ConfigError::new(
+                    "wake_command",
+                    "a runtime wakes the agent itself: remove wake_command, or set runtime = \"command\"",
+                ));
+            }
+            // The sidecar's own binary does the runtime's wake.
+            let exe = std::env::current_exe()
+                .map_err(|e| ConfigError::new("runtime", format!("cannot find this program: {e}")))?
+                .display()
+                .to_string();
+            let (sub, mode) = match runtime {
+                Runtime::ClaudeCode { .. } => ("claude-run", WakeMode::Process),
+                _ => ("openclaw-wake", WakeMode::Detached),
+            };
+            wake_command = Some(WakeCommand::Argv(vec![exe, sub.to_string()]));
+            wake_mode = mode;
+        }
         let state_dir = f
             .opt_path("state_dir", &base)?
             .unwrap_or_else(|| base.join("state"));
@@ -450,10 +490,63 @@ impl Config {
             reviewer,
             merge_method,
             gh_command,
+            runtime,
             log_file,
             log_level,
             timings,
         })
+    }
+}
+
+/// `runtime` and its keys.
+fn runtime(f: &Fields<'_>) -> Result<Runtime, ConfigError> {
+    let name = f.opt_str("runtime", 32)?;
+    let claude_keys = ["claude_command", "claude_args"];
+    let openclaw_keys = ["openclaw_url", "openclaw_token"];
+    let stray = |keys: &[&'static str], needs: &str| -> Result<(), ConfigError> {
+        match keys.iter().find(|k| f.get(k).is_some()) {
+            Some(k) => Err(ConfigError::new(
+                k,
+                format!("only with runtime = \"{needs}\""),
+            )),
+            None => Ok(()),
+        }
+    };
+    match name.as_deref() {
+        None | Some("command") => {
+            stray(&claude_keys, "claude-code")?;
+            stray(&openclaw_keys, "openclaw")?;
+            Ok(Runtime::Command)
+        }
+        Some("claude-code") => {
+            stray(&openclaw_keys, "openclaw")?;
+            Ok(Runtime::ClaudeCode {
+                command: f
+                    .opt_str("claude_command", 4096)?
+                    .unwrap_or_else(|| "claude".to_string()),
+                args: f.opt_str_list("claude_args")?.unwrap_or_default(),
+            })
+        }
+        Some("openclaw") => {
+            stray(&claude_keys, "claude-code")?;
+            let url = f
+                .opt_str("openclaw_url", 2048)?
+                .unwrap_or_else(|| "http://127.0.0.1:18789".to_string());
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::new(
+                    "openclaw_url",
+                    "must be an http:// or https:// URL (the OpenClaw gateway)",
+                ));
+            }
+            Ok(Runtime::OpenClaw {
+                url: url.trim_end_matches('/').to_string(),
+                token: f.opt_str("openclaw_token", 1024)?,
+            })
+        }
+        Some(_) => Err(ConfigError::new(
+            "runtime",
+            "expected \"command\" (wake_command), \"claude-code\" or \"openclaw\"",
+        )),
     }
 }
 

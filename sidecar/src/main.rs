@@ -30,6 +30,7 @@ mod onboard;
 mod relay;
 mod reserve_cli;
 mod results;
+mod runtimes;
 mod scope_hook;
 mod state;
 mod wake;
@@ -110,6 +111,12 @@ enum Cmd {
         #[arg(long)]
         file: Option<PathBuf>,
     },
+    /// The wake of `runtime = "claude-code"` (run by the sidecar): runs
+    /// claude on the task and writes the agent's files from its stream.
+    ClaudeRun,
+    /// The wake of `runtime = "openclaw"` (run by the sidecar): sends
+    /// OpenClaw's hook with the task.
+    OpenclawWake,
     /// Say the agent is alive (run by the woken agent; `wake_mode = "detached"`
     /// needs one at least every `stall_ms`).
     Heartbeat {
@@ -660,6 +667,27 @@ fn git_cmd(
     }
 }
 
+/// A runtime's wake, with the sidecar's config the wake names.
+fn runtime_wake(claude: bool) -> Result<(), Fatal> {
+    let path = runtimes::claude::config_path().ok_or_else(|| {
+        fatal(
+            2,
+            "AGENTCOM_SIDECAR_CONFIG is not set: the sidecar runs this",
+        )
+    })?;
+    let cfg = Config::load(&path).map_err(|e| fatal(2, e.to_string()))?;
+    let outcome = match (&cfg.runtime, claude) {
+        (config::Runtime::ClaudeCode { command, args }, true) => {
+            runtimes::claude::run(command, args, cfg.repo_dir.as_deref())
+        }
+        (config::Runtime::OpenClaw { url, token }, false) => {
+            runtimes::openclaw::wake(url, token.as_deref())
+        }
+        _ => Err("the config names another runtime".to_string()),
+    };
+    outcome.map_err(|e| fatal(1, e))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
@@ -691,6 +719,8 @@ fn main() -> ExitCode {
             file,
         } => progress(percent, message, file),
         Cmd::Heartbeat { file } => heartbeat(file),
+        Cmd::ClaudeRun => runtime_wake(true),
+        Cmd::OpenclawWake => runtime_wake(false),
         Cmd::List { json } => list(json),
         Cmd::Remove { agent_id, revoke } => remove(agent_id, revoke),
         Cmd::Inbox {

@@ -123,6 +123,9 @@ pub enum FinalReport {
         default: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timeout_ms: Option<u64>,
+        /// What the attempt had spent when it asked (ext, 6.28).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        spent: Option<Spend>,
     },
     /// The approved pull request was merged, or could not be (ext, 6.27).
     Merged {
@@ -194,6 +197,7 @@ impl FinalReport {
                 options,
                 default,
                 timeout_ms,
+                ..
             } => ClientFrame::TaskInputRequired {
                 task_id: task_id.to_string(),
                 generation,
@@ -214,6 +218,22 @@ impl FinalReport {
                 method: method.clone(),
                 error: error.clone(),
             },
+        }
+    }
+
+    /// What the attempt had spent in all when this was reported.
+    pub fn spent(&self) -> Option<Spend> {
+        match self {
+            FinalReport::Complete {
+                tokens_used,
+                cost_usd,
+                ..
+            } if tokens_used.is_some() || cost_usd.is_some() => Some(Spend {
+                tokens: tokens_used.unwrap_or(0),
+                cost_usd: cost_usd.unwrap_or(0.0),
+            }),
+            FinalReport::InputRequired { spent, .. } => *spent,
+            _ => None,
         }
     }
 
@@ -528,7 +548,15 @@ impl StateDir {
     /// Moves the task's result files out of `results_dir` (so a later assignment
     /// of the same task id never sees them) and drops its task file.
     pub fn archive_results(&self, results_dir: &Path, task_id: &str, generation: u64) {
-        for suffix in ["json", "started", "progress", "heartbeat", "answer.json"] {
+        for suffix in [
+            "json",
+            "started",
+            "progress",
+            "heartbeat",
+            "answer.json",
+            "paused",
+            "claude.json",
+        ] {
             let from = results_dir.join(format!("{task_id}.{suffix}"));
             if from.exists() {
                 let to = self

@@ -403,6 +403,19 @@ pub const RESULT_STATUSES: &[&str] = &[
     "input_required",
 ];
 
+/// The spend a result file reports (this wake's), if any.
+fn spend_of(map: &Map<String, Value>) -> Option<agentcom_protocol::Spend> {
+    let tokens = map.get("tokens_used").and_then(Value::as_u64);
+    let cost = map
+        .get("cost_usd")
+        .and_then(Value::as_f64)
+        .filter(|c| c.is_finite() && *c >= 0.0);
+    (tokens.is_some() || cost.is_some()).then(|| agentcom_protocol::Spend {
+        tokens: tokens.unwrap_or(0),
+        cost_usd: cost.unwrap_or(0.0),
+    })
+}
+
 /// Turns the agent's result file into the report:
 /// - `success` → complete with the whole object (plus `pr_url` when the git
 ///   submit recorded one); `no_work` → complete too, with `outcome: "no_work"`
@@ -471,6 +484,7 @@ pub fn report_from_result(map: Map<String, Value>, git_record: &std::path::Path)
                     options: strings("options"),
                     default: text("default").map(|d| clip(&d)),
                     timeout_ms: map.get("timeout_ms").and_then(Value::as_u64),
+                    spent: spend_of(&map),
                 },
                 None => FinalReport::failed(
                     "invalid_result",

@@ -376,7 +376,12 @@ impl Relay {
         let last = h.last_spend;
         let r = &mut h.record;
         // The agent starts counting again from 0.
-        r.spend_base = r.spend_base.max(last);
+        let reported = r
+            .report
+            .as_ref()
+            .and_then(FinalReport::spent)
+            .unwrap_or_default();
+        r.spend_base = r.spend_base.max(last).max(reported);
         r.answer = Some(answer);
         r.report = None;
         r.phase = Phase::Accepted;
@@ -715,6 +720,14 @@ impl Relay {
         let Some(h) = self.held.get_mut(task_id) else {
             return;
         };
+        // A question's spend is the attempt's so far: the earlier wakes' too.
+        if let FinalReport::InputRequired {
+            spent: Some(spent), ..
+        } = &mut report
+        {
+            *spent = h.record.spend_base.plus(*spent).max(h.last_spend);
+            h.last_spend = *spent;
+        }
         // A completion's spend is the attempt's: the earlier wakes' too.
         if let FinalReport::Complete {
             tokens_used,
