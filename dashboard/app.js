@@ -346,7 +346,8 @@
       'submit-form', 'submit-description', 'submit-priority', 'submit-max-retries',
       'submit-capabilities', 'submit-repo', 'submit-concurrency-key', 'submit-write-paths',
       'submit-approval', 'submit-merge', 'submit-budget-tokens', 'submit-budget-usd',
-      'spend-date', 'spend-tokens', 'spend-usd', 'spend-empty', 'spend-list',
+      'spend-date', 'spend-tokens', 'spend-usd', 'spend-empty', 'spend-list', 'spend-days',
+      'rules-form', 'rules-text', 'rules-error', 'rules-source', 'budgets-form', 'budgets-text', 'budgets-error',
       'submit-button', 'submit-result',
       'completions-meta', 'completions-body', 'completions-empty',
       'storage-status', 'storage-conditions', 'storage-fields', 'backup-now', 'backup-result',
@@ -751,6 +752,39 @@
 
   // Spend ---------------------------------------------------------------------------
 
+  async function loadRules() {
+    const r = await api('GET', '/api/admin/approval-rules');
+    if (!r.ok || !r.data) return;
+    ui.rulesSource.textContent = '(' + str(r.data.source) + ')';
+    if (document.activeElement !== ui.rulesText && !ui.rulesText.dataset.dirty) {
+      ui.rulesText.value = JSON.stringify(Array.isArray(r.data.rules) ? r.data.rules : [], null, 1);
+    }
+  }
+
+  // Saves one of the policy editors: its JSON as the body of a PUT.
+  async function savePolicy(textEl, errorEl, path, wrap, what) {
+    errorEl.textContent = '';
+    let parsed;
+    try { parsed = JSON.parse(textEl.value); } catch (e) {
+      errorEl.textContent = 'not JSON: ' + e.message;
+      return;
+    }
+    const r = await api('PUT', path, wrap(parsed));
+    if (r.ok) {
+      delete textEl.dataset.dirty;
+      actionResult(what + ': saved', 'ok');
+      loadRules();
+      loadSpend();
+      return;
+    }
+    const errs = Array.isArray(r.data && r.data.errors) ? r.data.errors : [];
+    errorEl.textContent = errs.length
+      ? errs.map(function (e) { return str(e.field) + ': ' + (str(e.detail) || str(e.error)); }).join('; ')
+      : str(r.data && r.data.error) || 'refused';
+    actionResult(what + ': refused', 'bad', errorText(r));
+    if (r.status === 401) sessionLost();
+  }
+
   async function loadSpend() {
     const r = await api('GET', '/api/spend');
     if (!r.ok || !r.data) return;
@@ -777,6 +811,15 @@
     add('group', today.groups, budgets.groups);
     add('capability', today.capabilities, null);
     ui.spendEmpty.hidden = rows.length > 0;
+    const days = Array.isArray(s.days) ? s.days.slice(0, 8) : [];
+    ui.spendDays.textContent = days.length > 1 ? 'By day: ' + days.map(function (d) {
+      const sp = d.spent || {};
+      return str(d.date) + ' ' + fmtInt(sp.tokens || 0) + ' tokens, ' + fmtUsd(sp.cost_usd);
+    }).join(' · ') : '';
+    // The budgets editor follows the hub unless someone is typing in it.
+    if (document.activeElement !== ui.budgetsText && !ui.budgetsText.dataset.dirty) {
+      ui.budgetsText.value = JSON.stringify({ agents: budgets.agents || {}, groups: budgets.groups || {} }, null, 1);
+    }
     reconcile(ui.spendList, rows, function (r) { return r.kind + ':' + r.name; }, function (r) {
       const sp = r.spend || r.spent;
       let limit = '';
@@ -1744,6 +1787,7 @@
         applySnapshot(msg.data || {}, msg.alerts);
         loadQuestions();
         loadSpend();
+        loadRules();
         break;
       case 'events':
         if (Array.isArray(msg.data)) {
@@ -2456,6 +2500,18 @@
     document.addEventListener('keydown', onKey);
     ui.loginForm.addEventListener('submit', onLogin);
     ui.submitForm.addEventListener('submit', onSubmitTask);
+    ui.rulesText.addEventListener('input', function () { ui.rulesText.dataset.dirty = '1'; });
+    ui.budgetsText.addEventListener('input', function () { ui.budgetsText.dataset.dirty = '1'; });
+    ui.rulesForm.addEventListener('submit', function (ev) {
+      ev.preventDefault();
+      savePolicy(ui.rulesText, ui.rulesError, '/api/admin/approval-rules',
+        function (v) { return { rules: v }; }, 'approval rules');
+    });
+    ui.budgetsForm.addEventListener('submit', function (ev) {
+      ev.preventDefault();
+      savePolicy(ui.budgetsText, ui.budgetsError, '/api/admin/budgets',
+        function (v) { return v; }, 'daily budgets');
+    });
     ui.tasksFilter.addEventListener('submit', function (ev) { ev.preventDefault(); loadTasks(false); });
     ui.questionsList.addEventListener('submit', function (ev) {
       const form = ev.target.closest('.question-form');

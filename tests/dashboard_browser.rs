@@ -388,6 +388,14 @@ impl Side {
                 complete_at(agent, arg, pushed["generation"].clone());
                 Ok(String::new())
             }
+            "policies_saved" => {
+                let (_, rules) = hub.get("/api/admin/approval-rules");
+                let (_, spend) = hub.get("/api/spend");
+                (rules["rules"][0]["paths"] == json!(["infra/**"])
+                    && spend["budgets"]["agents"][AGENT_ID]["tokens"] == 900000)
+                    .then(String::new)
+                    .ok_or(format!("not saved: {rules} {spend}"))
+            }
             "gated_task_submitted" => {
                 let (_, waiting) = hub.get("/api/questions");
                 let gated = waiting["questions"].as_array().and_then(|q| {

@@ -261,6 +261,8 @@ const ALL_TOOLS: [&str; 30] = [
     "set_task_budget",
     "spend",
 ];
+/// The admin's token alone sees these.
+const ADMIN_TOOLS: [&str; 2] = ["set_approval_rules", "set_daily_budgets"];
 /// The steering tools: the admin's and coordinators' tokens only.
 const ADMIN_ONLY: [&str; 10] = [
     "cancel_task",
@@ -1058,4 +1060,41 @@ fn budgets_are_set_and_spend_read_through_the_tools() {
     agent.recv_type("task_answer", PUSH_TIMEOUT);
     let spend = lead.call("spend", json!({}));
     assert_eq!(spend["today"]["agents"]["worker"]["tokens"], 250, "{spend}");
+}
+
+#[test]
+fn the_admin_sets_policies_through_the_tools_and_a_coordinator_does_not_see_them() {
+    let hub = Hub::start();
+    let (_, made) = hub.post(
+        "/admin/tokens",
+        &json!({"agent_id": "lead", "role": "coordinator"}),
+    );
+    let mut lead = McpClient::start(&hub, made["token"].as_str().unwrap_or_default());
+    let names = lead.tool_names();
+    for tool in ADMIN_TOOLS {
+        assert!(!names.contains(&tool.to_string()), "{tool} in {names:?}");
+    }
+    let mut admin = McpClient::start(&hub, &hub.admin_token);
+    let names = admin.tool_names();
+    assert_eq!(
+        names.len(),
+        ALL_TOOLS.len() + ADMIN_TOOLS.len(),
+        "{names:?}"
+    );
+    let set = admin.call(
+        "set_approval_rules",
+        json!({"rules": [{"name": "infra", "paths": ["infra/**"]}]}),
+    );
+    assert_eq!(set["rules"][0]["name"], "infra", "{set}");
+    let bad = admin.call_err("set_approval_rules", json!({"rules": [{"name": "x"}]}));
+    assert_eq!(bad["http_status"], 422, "{bad}");
+    let budgets = admin.call(
+        "set_daily_budgets",
+        json!({"agents": {"w": {"tokens": 1000}}, "groups": {"team": {"usd": 5.0}}}),
+    );
+    assert_eq!(
+        budgets["budgets"]["agents"]["w"]["tokens"], 1000,
+        "{budgets}"
+    );
+    assert_eq!(hub.get("/api/admin/approval-rules").1["source"], "api");
 }

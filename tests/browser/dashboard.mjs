@@ -309,6 +309,20 @@ async function main() {
     await hub('agent_resumed', boundedId);
     console.log(`task ${boundedId} paused over budget and resumed from the page`);
 
+    // Policies (admin): a bad rule is refused next to the editor; a good one
+    // and a daily budget are saved.
+    await page.fill(tid('rules-text'), '[{"name": "infra"}]');
+    await page.click(tid('rules-save'));
+    await page.locator(tid('rules-error'), { hasText: 'rules[0].paths' }).waitFor();
+    await page.fill(tid('rules-text'), '[{"name": "infra", "paths": ["infra/**"]}]');
+    await page.click(tid('rules-save'));
+    await page.locator(tid('action-result'), { hasText: 'approval rules: saved' }).waitFor();
+    await page.fill(tid('budgets-text'), `{"agents": {"${AGENT_ID}": {"tokens": 900000}}}`);
+    await page.click(tid('budgets-save'));
+    await page.locator(tid('action-result'), { hasText: 'daily budgets: saved' }).waitFor();
+    await hub('policies_saved');
+    console.log('approval rules and daily budgets saved from the page');
+
     // Filters: only cancelled tasks (none) and back to all.
     await page.selectOption(tid('tasks-filter-status'), 'cancelled');
     await page.click(tid('tasks-refresh'));

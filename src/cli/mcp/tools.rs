@@ -47,6 +47,8 @@ const STEER_TOOLS: &[&str] = &[
     "reject_task",
     "set_task_budget",
 ];
+/// Tools of the admin's token alone (policies a coordinator may not lift).
+const ADMIN_TOOLS: &[&str] = &["set_approval_rules", "set_daily_budgets"];
 /// Tools that change something: not listed for an observer's token.
 const WRITE_TOOLS: &[&str] = &[
     "submit_task",
@@ -96,9 +98,14 @@ impl Principal {
     /// Whether the token may use `tool`.
     fn may_use(&self, tool: &str) -> bool {
         match self {
-            Principal::Admin | Principal::Coordinator(_) => true,
-            Principal::Agent(_) => !STEER_TOOLS.contains(&tool),
-            Principal::Observer(_) => !STEER_TOOLS.contains(&tool) && !WRITE_TOOLS.contains(&tool),
+            Principal::Admin => true,
+            Principal::Coordinator(_) => !ADMIN_TOOLS.contains(&tool),
+            Principal::Agent(_) => !STEER_TOOLS.contains(&tool) && !ADMIN_TOOLS.contains(&tool),
+            Principal::Observer(_) => {
+                !STEER_TOOLS.contains(&tool)
+                    && !WRITE_TOOLS.contains(&tool)
+                    && !ADMIN_TOOLS.contains(&tool)
+            }
         }
     }
 }

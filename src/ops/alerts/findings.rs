@@ -234,7 +234,7 @@ pub(super) fn question_finding(questions: &[Value]) -> Option<Finding> {
     (!questions.is_empty()).then(|| Finding {
         severity: Severity::Warning,
         message: format!(
-            "{} question(s) wait for an answer: {}",
+            "{} question(s), approval(s) or budget pause(s) wait for a person: {}",
             questions.len(),
             names(
                 questions
@@ -243,7 +243,7 @@ pub(super) fn question_finding(questions: &[Value]) -> Option<Finding> {
             )
         ),
         details: json!({"questions": questions.iter().take(20).map(|q| json!({
-            "task_id": q["task_id"], "agent_id": q["assigned_to"],
+            "task_id": q["task_id"], "agent_id": q["assigned_to"], "kind": q["kind"],
             "question": q["question"]["question"], "asked_at": q["question"]["asked_at"]}))
             .collect::<Vec<_>>(), "count": questions.len()}),
     })

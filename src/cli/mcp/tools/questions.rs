@@ -1,7 +1,8 @@
 //! The question tools: `list_questions` (what agents and approvals wait on),
 //! `answer_task`, `approve_task` and `reject_task` (the admin's and
 //! coordinators' tokens), `approval_rules` (read), and budgets:
-//! `set_task_budget` (steering) and `spend` (read).
+//! `set_task_budget` (steering) and `spend` (read); the admin's
+//! `set_approval_rules` and `set_daily_budgets`.
 
 use rmcp::handler::server::tool::schema_for_type;
 use rmcp::model::{CallToolResult, JsonObject};
@@ -52,6 +53,47 @@ struct BudgetArgs {
     budget_tokens: Option<u64>,
     /// Dollars it may spend in all.
     budget_usd: Option<f64>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct RuleArg {
+    /// The rule's name (shown as the reason a completion waits).
+    name: String,
+    /// Gitignore-style globs: a completion that changed a matching path waits.
+    #[serde(default)]
+    paths: Vec<String>,
+    /// A completion that deletes more lines than this waits.
+    max_deleted_lines: Option<u64>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct RulesArgs {
+    /// The whole table (it replaces the rules in force).
+    rules: Vec<RuleArg>,
+}
+
+#[derive(Deserialize, JsonSchema, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct LimitArg {
+    /// Tokens a day.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tokens: Option<u64>,
+    /// Dollars a day.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usd: Option<f64>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct DailyArgs {
+    /// Daily budgets by agent id.
+    #[serde(default)]
+    agents: std::collections::BTreeMap<String, LimitArg>,
+    /// Daily budgets by credential group.
+    #[serde(default)]
+    groups: std::collections::BTreeMap<String, LimitArg>,
 }
 
 #[tool_router(router = question_tools, vis = "pub(super)")]
@@ -146,6 +188,48 @@ impl HubTools {
         let _: NoArgs = parse("spend", args)?;
         Ok(CallToolResult::structured(
             self.hub("GET", "/api/spend", None).await?,
+        ))
+    }
+
+    #[tool(
+        description = "Replace the approval rules (admin token only): a completion whose changed paths match a rule's globs, or that deletes more than its max_deleted_lines, waits for a person's approval.",
+        input_schema = schema_for_type::<RulesArgs>()
+    )]
+    async fn set_approval_rules(&self, args: JsonObject) -> Outcome {
+        let args: RulesArgs = parse("set_approval_rules", args)?;
+        let rules: Vec<_> = args
+            .rules
+            .into_iter()
+            .map(|r| {
+                let mut v = json!({"name": r.name});
+                if !r.paths.is_empty() {
+                    v["paths"] = json!(r.paths);
+                }
+                if let Some(m) = r.max_deleted_lines {
+                    v["max_deleted_lines"] = json!(m);
+                }
+                v
+            })
+            .collect();
+        Ok(CallToolResult::structured(
+            self.hub(
+                "PUT",
+                "/api/admin/approval-rules",
+                Some(json!({"rules": rules})),
+            )
+            .await?,
+        ))
+    }
+
+    #[tool(
+        description = "Replace the daily budgets of agents and credential groups (admin token only): {agents: {id: {tokens?, usd?}}, groups: {group: {tokens?, usd?}}}. A task whose agent or group goes over today's budget is paused until it is raised or the day ends.",
+        input_schema = schema_for_type::<DailyArgs>()
+    )]
+    async fn set_daily_budgets(&self, args: JsonObject) -> Outcome {
+        let args: DailyArgs = parse("set_daily_budgets", args)?;
+        let body = json!({"agents": args.agents, "groups": args.groups});
+        Ok(CallToolResult::structured(
+            self.hub("PUT", "/api/admin/budgets", Some(body)).await?,
         ))
     }
 }
