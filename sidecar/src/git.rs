@@ -27,6 +27,8 @@ pub struct GitContext {
     pub agent_id: String,
     pub reviewer: Option<String>,
     pub state_dir: Option<PathBuf>,
+    /// The GitHub CLI (`gh_command`).
+    pub gh: String,
 }
 
 /// A refusal or failure: printed as `{"ok":false,...}`.
@@ -435,7 +437,7 @@ fn changes(repo: &Path) -> Value {
 
 /// Opens (or finds) the pull request; `(url, note)`.
 fn open_pr(ctx: &GitContext, branch: &str, title: &str, body: &str) -> (Option<String>, String) {
-    let mut create = Command::new("gh");
+    let mut create = Command::new(&ctx.gh);
     create.current_dir(&ctx.repo).args([
         "pr", "create", "--base", "main", "--head", branch, "--title", title, "--body", body,
     ]);
@@ -462,7 +464,7 @@ fn open_pr(ctx: &GitContext, branch: &str, title: &str, body: &str) -> (Option<S
         }
     }
     // Already open (a re-submit after a rebase): look it up.
-    let view = Command::new("gh")
+    let view = Command::new(&ctx.gh)
         .current_dir(&ctx.repo)
         .args(["pr", "view", branch, "--json", "url", "--jq", ".url"])
         .output();

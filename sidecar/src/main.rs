@@ -643,6 +643,9 @@ fn git_cmd(
         agent_id,
         reviewer: cfg.as_ref().and_then(|c| c.reviewer.clone()),
         state_dir: cfg.as_ref().map(|c| c.state_dir.clone()),
+        gh: cfg
+            .as_ref()
+            .map_or_else(|| "gh".to_string(), |c| c.gh_command.clone()),
     };
     let result = match action {
         GitCmd::StartTask {

@@ -47,6 +47,7 @@ if [ "$1 $2" = "pr merge" ]; then
   echo "Merged pull request #42"; exit 0
 fi
 if [ "$1 $2" = "pr view" ]; then echo OPEN; exit 0; fi
+if [ "$1 $2" = "pr create" ]; then echo "{PR}"; exit 0; fi
 exit 2
 "#
     );
@@ -172,4 +173,93 @@ fn a_held_completion_is_reworked_then_merged_on_approval() {
             .is_some_and(|w| w.starts_with("merge_failed ") && w.contains("not mergeable")),
         "{woken:?}"
     );
+}
+
+/// Runs a shell script in `dir` (set -e); panics with its output on failure.
+fn sh(dir: &std::path::Path, script: &str) {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("set -e\n{script}"))
+        .current_dir(dir)
+        .output()
+        .expect("sh");
+    assert!(
+        out.status.success(),
+        "{script}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_rule_on_infra_holds_a_completion_whose_submit_touched_it() {
+    let hub = Hub::start();
+    let (status, body) = hub.put(
+        "/api/admin/approval-rules",
+        &json!({"rules": [{"name": "infra", "paths": ["infra/**"]}]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    // An origin, and the agent's working tree cloned from it.
+    let git_dir = tempfile::tempdir().expect("git dir");
+    sh(
+        git_dir.path(),
+        "git init -q --bare -b main origin.git\n\
+         git clone -q origin.git seed 2>/dev/null\n\
+         cd seed && git config user.name T && git config user.email t@example.invalid\n\
+         git checkout -q -b main && echo hi > README.md && git add README.md\n\
+         git commit -q -m init && git push -q origin main && cd ..\n\
+         git clone -q origin.git work\n\
+         cd work && git config user.name T && git config user.email t@example.invalid",
+    );
+    let work = git_dir.path().join("work");
+    let mut sc = Sidecar::prepare(&hub, "infra-dev", "");
+    let gh = fake_gh(sc.dir.path());
+    let sidecar = sidecar_bin().display().to_string();
+    let script = format!(
+        r#"#!/bin/sh
+set -e
+touch "$AGENTCOM_STARTED_FILE"
+cd "$AGENTCOM_REPO_DIR"
+'{sidecar}' git start-task > /dev/null
+mkdir -p infra && echo 'resource "null" "x" {{}}' > infra/main.tf
+git add infra/main.tf && git commit -q -m "add infra"
+'{sidecar}' git submit > '{d}/submit.json'
+printf '{{"status":"success","summary":"infra added"}}' > "$AGENTCOM_RESULT_FILE.tmp"
+mv "$AGENTCOM_RESULT_FILE.tmp" "$AGENTCOM_RESULT_FILE"
+"#,
+        d = sc.dir.path().display()
+    );
+    let agent = sc.path("agent.sh");
+    fs::write(&agent, script).expect("agent script");
+    let mut cfg = fs::read_to_string(sc.config_path()).expect("config");
+    cfg.push_str(&format!(
+        "gh_command = {}\nrepo_dir = {}\n",
+        toml_str(&gh),
+        toml_str(&work.display().to_string())
+    ));
+    fs::write(sc.config_path(), cfg).expect("config");
+    sc.set_wake(&format!("sh '{}'", agent.display()));
+    sc.spawn();
+    sc.wait_online(&hub);
+    let task = hub.submit_for("infra-dev", json!({"description": "Add the infra module"}));
+    let held = hub.wait_status(&task, "input_required", SOON);
+    let approval = &held["question"]["approval"];
+    assert_eq!(
+        approval["reasons"],
+        json!(["rule infra: changes infra/main.tf"]),
+        "{held}\n{}",
+        sc.log_tail()
+    );
+    assert_eq!(approval["result"]["pr_url"], PR, "{held}");
+    assert_eq!(
+        approval["result"]["changes"]["paths"],
+        json!(["infra/main.tf"]),
+        "{held}"
+    );
+    assert_eq!(approval["result"]["changes"]["lines_added"], 1, "{held}");
+    let (status, body) = hub.post(&format!("/api/tasks/{task}/approve"), &json!({}));
+    assert_eq!(status, 200, "{body}");
+    let done = wait_for(SOON, || hub.task(&task)["status"] == "completed");
+    assert!(done, "{}\n{}", hub.task(&task), sc.log_tail());
+    sc.wait_idle();
 }
