@@ -45,9 +45,13 @@ fn a_task_over_its_budget_is_paused_and_resumes_after_a_raise() {
         (json!(1200), json!(1000)),
         "{paused}"
     );
+    // A late report while paused still counts, and pauses nothing twice.
+    progress(&mut agent, &assign, 1250, 0.125);
+    agent.expect_no_type("error", std::time::Duration::from_millis(300));
     let t = get_task(&hub, &task);
     assert_eq!(t["status"], "input_required", "{t}");
     assert_eq!(t["assigned_to"], "w", "paused, not taken away: {t}");
+    assert_eq!(t["spent"]["tokens"], 1250, "{t}");
     assert_eq!(t["question"]["budget"]["scope"], "task", "{t}");
     let (_, listed) = hub.get("/api/questions");
     assert_eq!(listed["questions"][0]["kind"], "budget", "{listed}");

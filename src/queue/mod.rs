@@ -169,7 +169,8 @@ pub(crate) struct TaskQueue {
     keys: keys::ConcurrencyKeys,
     approvals: approvals::ApprovalRules,
     budgets: budgets::Budgets,
-    /// The UTC day the sweep last saw (a new one resumes the day's holds).
+    /// The UTC day the sweep last saw (a new one resumes the day's holds;
+    /// the first sweep after a start looks at them too).
     spend_day: i64,
     outbox: outbox::Outbox,
     peers: Peers,
@@ -214,7 +215,7 @@ impl TaskQueue {
             keys: keys::ConcurrencyKeys::default(),
             approvals: approvals::ApprovalRules::default(),
             budgets: budgets::Budgets::default(),
-            spend_day: budgets::day_of(now_ms()),
+            spend_day: i64::MIN,
             outbox: outbox::Outbox::default(),
             completions: Completions::default(),
             outcomes: AgentOutcomes::default(),

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::questions::answer_to;
 use crate::agents::presence::Deliver;
-use crate::domain::task::TaskError;
+use crate::domain::task::{TaskError, TaskStatus};
 use crate::protocol::{DailyBudgets, ServerFrame, Spend};
 use crate::queue::budgets::day_of;
 use crate::queue::entry::Entry;
@@ -122,7 +122,12 @@ impl TaskQueue {
         let caps = task.needed_capabilities.clone();
         let own = task.budget();
         let over_own = own.exceeded_by(task.total_spent());
+        // Paused already, or waiting for an answer: nothing more to pause.
+        let working = task.status == TaskStatus::Assigned;
         self.ledger(now, who, &caps, delta)?;
+        if !working {
+            return Ok(());
+        }
         let over = match over_own {
             true => Some(("task".to_string(), own)),
             false => self.budgets.over(now, agent, group),
