@@ -112,7 +112,7 @@ fn a_task_over_its_budget_is_paused_and_resumes_after_a_raise() {
 
 #[test]
 fn daily_budgets_of_agents_and_groups_pause_their_tasks() {
-    let hub = Hub::start_with_config("metrics_interval_ms = 200\n");
+    let mut hub = Hub::start_with_config("metrics_interval_ms = 200\n");
     let (_, made) = hub.post(
         "/admin/tokens",
         &json!({"agent_id": "g1", "credential_group": "team"}),
@@ -173,4 +173,14 @@ fn daily_budgets_of_agents_and_groups_pause_their_tasks() {
         text.contains("agentcom_spend_usd_today{group=\"team\"} 1.5"),
         "{text}"
     );
+    // The day's spend and the budgets survive a restart (the ledger is
+    // written at most every 250 ms and at the stop; the task's own spend with
+    // each report).
+    drop(agent);
+    hub.restart();
+    let (_, spend) = hub.get("/api/spend");
+    assert_eq!(spend["today"]["agents"]["g1"]["tokens"], 300, "{spend}");
+    assert_eq!(spend["today"]["groups"]["team"]["cost_usd"], 1.5, "{spend}");
+    assert_eq!(spend["budgets"]["agents"]["g1"]["tokens"], 10000, "{spend}");
+    assert_eq!(spend["today"]["total"]["tokens"], 300, "{spend}");
 }

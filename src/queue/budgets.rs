@@ -1,8 +1,14 @@
 //! Spend and daily budgets (ext, PROTOCOL.md 6.28) as the queue keeps them:
 //! what was spent each UTC day by agent, credential group and capability
-//! (`meta`, `queue_spend/<day>`, the newest [`DAYS_KEPT`] days, written in
-//! the flush of the report that spent it), and the daily budgets of agents
-//! and groups (`meta`, `queue_daily_budgets`).
+//! (`meta`, one small record per day and name, `queue_spend/<day>/<kind>/<name>`;
+//! the newest [`DAYS_KEPT`] days), and the daily budgets of agents and groups
+//! (`meta`, `queue_daily_budgets`).
+//!
+//! The ledger is a sum of what the tasks' own records hold (each report's
+//! spend is written with the report), so it is written at most every
+//! [`WRITE_EVERY_MS`] (by the report that finds it due, else by the sweep)
+//! and at a clean stop, not once per report: a crash may lose that much of
+//! the day's totals, never a task's spend.
 
 use std::collections::BTreeMap;
 
@@ -18,6 +24,8 @@ const SPEND_PREFIX: &str = "queue_spend/";
 /// Days of spend kept.
 pub(super) const DAYS_KEPT: i64 = 8;
 const DAY_MS: i64 = 86_400_000;
+/// Longest the ledger in memory runs ahead of the store.
+pub(super) const WRITE_EVERY_MS: i64 = 250;
 
 /// The UTC day of `now` (days since the epoch).
 pub(super) fn day_of(now: i64) -> i64 {
@@ -48,11 +56,19 @@ pub(super) struct DaySpend {
 pub(super) struct Budgets {
     pub(super) daily: DailyBudgets,
     days: BTreeMap<i64, DaySpend>,
+    /// Records changed in memory since the last write: (day, kind, name).
+    dirty: std::collections::BTreeSet<(i64, &'static str, String)>,
+    last_write: i64,
 }
 
-fn add(map: &mut BTreeMap<String, Spend>, key: &str, delta: Spend) {
-    let e = map.entry(key.to_string()).or_default();
-    *e = e.plus(delta);
+/// Adds to one name's spend.
+fn add(map: &mut BTreeMap<String, Spend>, name: &str, delta: Spend) {
+    match map.get_mut(name) {
+        Some(e) => *e = e.plus(delta),
+        None => {
+            map.insert(name.to_string(), delta);
+        }
+    }
 }
 
 impl Budgets {
@@ -63,14 +79,30 @@ impl Budgets {
         }
         for item in store.meta.scan_prefix(SPEND_PREFIX) {
             let (k, v) = item?;
-            let day = std::str::from_utf8(&k[SPEND_PREFIX.len()..])
+            let parts = std::str::from_utf8(&k[SPEND_PREFIX.len()..])
                 .ok()
-                .and_then(|d| d.parse::<i64>().ok());
-            match (day, decode::<DaySpend>("meta", &k, &v)) {
-                (Some(day), Ok(spend)) => {
-                    b.days.insert(day, spend);
+                .map(|rest| rest.splitn(3, '/').map(str::to_string).collect::<Vec<_>>());
+            let spend = decode::<Spend>("meta", &k, &v);
+            let (Some([day, kind, name]), Ok(spend)) = (parts.as_deref(), spend) else {
+                tracing::error!("skipping an unreadable record of spend");
+                continue;
+            };
+            let Ok(day) = day.parse::<i64>() else {
+                continue;
+            };
+            let d = b.days.entry(day).or_default();
+            match kind.as_str() {
+                "total" => d.total = spend,
+                "agent" => {
+                    d.agents.insert(name.clone(), spend);
                 }
-                _ => tracing::error!("skipping an unreadable day of spend"),
+                "group" => {
+                    d.groups.insert(name.clone(), spend);
+                }
+                "capability" => {
+                    d.capabilities.insert(name.clone(), spend);
+                }
+                _ => {}
             }
         }
         Ok(b)
@@ -82,7 +114,7 @@ impl Budgets {
         Ok(())
     }
 
-    /// Adds spend to `now`'s day and writes the day (and drops days too old).
+    /// Adds spend to `now`'s day; writes what changed when a write is due.
     pub(super) fn record(
         &mut self,
         store: &Store,
@@ -100,23 +132,68 @@ impl Budgets {
         day.total = day.total.plus(delta);
         add(&mut day.agents, agent, delta);
         add(&mut day.groups, group, delta);
-        if capabilities.is_empty() {
-            add(&mut day.capabilities, "(none)", delta);
-        }
-        for c in capabilities {
+        let none = [String::from("(none)")];
+        let caps = if capabilities.is_empty() {
+            &none[..]
+        } else {
+            capabilities
+        };
+        for c in caps {
             add(&mut day.capabilities, c, delta);
         }
-        store
-            .meta
-            .insert(format!("{SPEND_PREFIX}{today}"), encode(&*day))?;
+        self.dirty.insert((today, "total", String::new()));
+        self.dirty.insert((today, "agent", agent.to_string()));
+        self.dirty.insert((today, "group", group.to_string()));
+        for c in caps {
+            self.dirty.insert((today, "capability", c.clone()));
+        }
+        if now.saturating_sub(self.last_write) >= WRITE_EVERY_MS {
+            self.write(store, now)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the changed records (made durable by the caller's flush) and
+    /// drops the days too old.
+    pub(super) fn write(&mut self, store: &Store, now: i64) -> Result<(), StoreError> {
+        self.last_write = now;
+        for (day, kind, name) in std::mem::take(&mut self.dirty) {
+            let Some(d) = self.days.get(&day) else {
+                continue;
+            };
+            let spend = match kind {
+                "total" => Some(d.total),
+                "agent" => d.agents.get(&name).copied(),
+                "group" => d.groups.get(&name).copied(),
+                _ => d.capabilities.get(&name).copied(),
+            };
+            if let Some(s) = spend {
+                store
+                    .meta
+                    .insert(format!("{SPEND_PREFIX}{day}/{kind}/{name}"), encode(&s))?;
+            }
+        }
+        let today = day_of(now);
         while let Some((&oldest, _)) = self.days.first_key_value() {
             if oldest > today - DAYS_KEPT {
                 break;
             }
             self.days.remove(&oldest);
-            store.meta.remove(format!("{SPEND_PREFIX}{oldest}"))?;
+            let keys: Vec<_> = store
+                .meta
+                .scan_prefix(format!("{SPEND_PREFIX}{oldest}/"))
+                .keys()
+                .collect::<Result<_, _>>()?;
+            for k in keys {
+                store.meta.remove(k)?;
+            }
         }
         Ok(())
+    }
+
+    /// Whether changes wait to be written.
+    pub(super) fn is_dirty(&self) -> bool {
+        !self.dirty.is_empty()
     }
 
     /// The daily budget `agent` or its `group` is over today, if any:

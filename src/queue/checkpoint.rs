@@ -147,6 +147,7 @@ impl TaskQueue {
             completions: self.completions.saved(),
             scopes: self.scopes.declared(),
         };
+        self.write_ledger(crate::util::now_ms());
         self.frozen = true;
         self.records.put_summary(KEY, encode(&checkpoint))?;
         tracing::info!(

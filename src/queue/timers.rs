@@ -83,6 +83,7 @@ impl TaskQueue {
         }
         self.run_timers(now);
         self.new_day(now);
+        self.write_ledger(now);
         self.spawn_release(ctx);
     }
 

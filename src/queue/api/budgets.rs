@@ -223,6 +223,17 @@ impl TaskQueue {
         }
     }
 
+    /// Called by the sweep and at a clean stop: the ledger's changes not yet
+    /// written.
+    pub(in crate::queue) fn write_ledger(&mut self, now: i64) {
+        if !self.budgets.is_dirty() || self.writable().is_err() {
+            return;
+        }
+        if let Err(e) = self.budgets.write(&self.store, now) {
+            tracing::error!(error = %e, "the day's spend could not be written");
+        }
+    }
+
     /// Called by the sweep: on a new UTC day the day's holds are looked at.
     pub(in crate::queue) fn new_day(&mut self, now: i64) {
         let today = day_of(now);
