@@ -57,6 +57,9 @@
       usage: [],               // paused credential groups {credential_group, until, reported_by, reason}
       questions: [],           // GET /api/questions rows: {task_id, description, assigned_to, question}
       spend: null,             // GET /api/spend (and each metrics snapshot's spend)
+      topics: [],              // GET /api/topics rows: {topic, count, last_seq, last_published_at}
+      topicOpen: null,         // the topic whose newest events are shown
+      topicEvents: [],
       completions: [],         // completion records, newest first
       throughput: { completed_last_hour: 0, avg_completion_ms: null, total_tokens_hour: 0 },
       storage: null,
@@ -348,6 +351,7 @@
       'submit-approval', 'submit-merge', 'submit-budget-tokens', 'submit-budget-usd',
       'spend-date', 'spend-tokens', 'spend-usd', 'spend-empty', 'spend-list', 'spend-days',
       'rules-form', 'rules-text', 'rules-error', 'rules-source', 'budgets-form', 'budgets-text', 'budgets-error',
+      'topics-summary', 'topics-empty', 'topics-list', 'topic-events',
       'submit-button', 'submit-result',
       'completions-meta', 'completions-body', 'completions-empty',
       'storage-status', 'storage-conditions', 'storage-fields', 'backup-now', 'backup-result',
@@ -407,6 +411,7 @@
     usage: renderUsage,
     questions: renderQuestions,
     spend: renderSpend,
+    topics: renderTopics,
     charts: renderCharts,
     tasks: renderTasks,
     completions: renderCompletions,
@@ -783,6 +788,49 @@
       : str(r.data && r.data.error) || 'refused';
     actionResult(what + ': refused', 'bad', errorText(r));
     if (r.status === 401) sessionLost();
+  }
+
+  // Topics --------------------------------------------------------------------------
+
+  let topicsTimer = null;
+
+  async function loadTopics() {
+    const r = await api('GET', '/api/topics');
+    if (!r.ok || !r.data) return;
+    model.topics = Array.isArray(r.data.topics) ? r.data.topics : [];
+    mark('topics');
+    if (model.topicOpen) loadTopicEvents(model.topicOpen);
+  }
+
+  async function loadTopicEvents(topic) {
+    const r = await api('GET', '/api/topics/' + encodeURIComponent(topic) + '/events?newest=true&limit=20');
+    if (!r.ok || !r.data) return;
+    model.topicOpen = topic;
+    model.topicEvents = Array.isArray(r.data.events) ? r.data.events : [];
+    mark('topics');
+  }
+
+  function renderTopics() {
+    const list = model.topics;
+    ui.topicsEmpty.hidden = list.length > 0;
+    ui.topicsSummary.textContent = list.length ? list.length + ' topics' : '';
+    reconcile(ui.topicsList, list, function (t) { return str(t.topic); }, function (t) {
+      const open = model.topicOpen === t.topic;
+      return h('div', { class: 'res-row topic-row', testid: 'topic-row', data: { topic: str(t.topic) } },
+        h('div', { class: 'res-main' },
+          h('button', { type: 'button', class: 'btn btn-small mono', testid: 'topic-open',
+            data: { action: 'open-topic', target: str(t.topic) }, 'aria-expanded': open ? 'true' : 'false', text: str(t.topic) }),
+          h('span', { class: 'res-meta muted', testid: 'topic-count',
+            text: ' ' + fmtInt(t.count) + ' events' + (isNum(t.last_published_at) ? ' · newest ' + fmtAbs(t.last_published_at) : '') })));
+    }, function (t) { return sig([t, model.topicOpen === t.topic]); });
+    const events = model.topicOpen ? model.topicEvents : [];
+    reconcile(ui.topicEvents, events, function (e) { return str(e.id); }, function (e) {
+      return h('div', { class: 'res-row topic-event', testid: 'topic-event', data: { seq: String(e.seq) } },
+        h('div', { class: 'res-main' },
+          h('div', { class: 'mono wrap', text: JSON.stringify(e.payload).slice(0, 300) }),
+          h('div', { class: 'res-meta muted',
+            text: str(e.topic) + ' · ' + str(e.publisher) + ' · ' + fmtAbs(e.published_at) + (e.dedupe_key ? ' · key ' + str(e.dedupe_key) : '') })));
+    }, function (e) { return sig([e]); });
   }
 
   async function loadSpend() {
@@ -1788,6 +1836,7 @@
         loadQuestions();
         loadSpend();
         loadRules();
+        loadTopics();
         break;
       case 'events':
         if (Array.isArray(msg.data)) {
@@ -1903,6 +1952,10 @@
       case 'reservations':
         model.reservations = claimRows(ev.reservations);
         mark('reservations');
+        break;
+      case 'topic_event':
+        // Coalesced: one reload for a burst of events.
+        if (!topicsTimer) topicsTimer = setTimeout(function () { topicsTimer = null; loadTopics(); }, 300);
         break;
       case 'concurrency':
         model.concurrency = keyRows(ev.keys);
@@ -2420,6 +2473,7 @@
       case 'resume-usage': doResumeUsage(targetId); break;
       case 'answer': doAnswer(targetId, el.dataset.answer); break;
       case 'approve': doDecide(targetId, true); break;
+      case 'open-topic': loadTopicEvents(targetId); break;
       case 'close-detail': closeDetail(); break;
       case 'reconnect-now': reconnectNow(); break;
       case 'backup': doBackup(); break;

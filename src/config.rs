@@ -133,6 +133,8 @@ pub struct Config {
     /// Completions that wait for a person's approval (ext, PROTOCOL.md 6.27),
     /// until an operator sets rules with `PUT /api/admin/approval-rules`.
     pub approval_rules: Vec<ApprovalRule>,
+    /// Days topic events are kept (ext, PROTOCOL.md 6.30).
+    pub topic_retention_days: u64,
 }
 
 impl Default for Config {
@@ -189,6 +191,7 @@ impl Default for Config {
             standing_order_tick_ms: 1_000,
             standing_order_clock_file: None,
             approval_rules: Vec::new(),
+            topic_retention_days: 30,
         }
     }
 }
@@ -314,7 +317,8 @@ impl Config {
                 reason: "must be one of error, warn, info, debug, trace".into(),
             });
         }
-        let positive: [(&'static str, u64); 18] = [
+        let positive: [(&'static str, u64); 19] = [
+            ("topic_retention_days", self.topic_retention_days),
             ("standing_order_tick_ms", self.standing_order_tick_ms),
             ("event_retention_days", self.event_retention_days),
             ("retention_interval_ms", self.retention_interval_ms),

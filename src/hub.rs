@@ -29,6 +29,7 @@ use crate::storage::backup::Maintenance;
 use crate::storage::bus::EventBus;
 use crate::storage::eventlog::EventLog;
 use crate::storage::store::Store;
+use crate::topics::Topics;
 use crate::util::now_ms;
 use crate::web::dashboard::{DashboardDeps, Sessions, SharedDeps};
 
@@ -50,6 +51,7 @@ pub(crate) struct HubState {
     /// The event log (read by `GET /api/events`; owners append).
     pub events: EventLog,
     pub standing: Addr<StandingOrders>,
+    pub topics: Addr<Topics>,
     pub sessions: Sessions,
     pub dashboard: SharedDeps,
     /// Set when the server is told to stop (agents' sockets closing then keep
@@ -66,6 +68,7 @@ impl HubState {
             presence: self.presence.clone(),
             messaging: self.messaging.clone(),
             queue: self.queue.clone(),
+            topics: self.topics.clone(),
             idle_timeout: Duration::from_millis(self.config.idle_timeout_ms),
         }
     }
@@ -187,6 +190,13 @@ pub(crate) fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState
         Duration::from_millis(config.standing_order_tick_ms),
     )?
     .start();
+    let topics = Topics::load(
+        store.clone(),
+        bus.clone(),
+        config.topic_retention_days,
+        Duration::from_millis(config.retention_interval_ms),
+    )?
+    .start();
     let storage = Maintenance::new(store.clone(), &config, Some(bus.clone()));
     let alerter = Alerter::new(
         AlerterDeps {
@@ -225,6 +235,7 @@ pub(crate) fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState
         bus,
         events,
         standing,
+        topics,
         limits: rate_limits,
         metrics,
         telemetry,

@@ -16,6 +16,7 @@ mod messaging;
 mod ops;
 mod queue;
 mod storage;
+mod topics;
 mod util;
 mod web;
 

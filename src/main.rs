@@ -105,6 +105,11 @@ enum Command {
         #[command(subcommand)]
         action: ops_cli::UsageAction,
     },
+    /// Topic events of a running hub: list, events TOPIC, publish TOPIC.
+    Topics {
+        #[command(subcommand)]
+        action: ops_cli::TopicsAction,
+    },
     /// Spend and daily budgets of a running hub: show, set -f FILE.
     Budgets {
         #[command(subcommand)]
@@ -708,6 +713,7 @@ fn main() -> ExitCode {
         Command::Concurrency { action } => ops_cli::concurrency(action),
         Command::ApprovalRules { action } => ops_cli::approval_rules(action),
         Command::Budgets { action } => ops_cli::budgets(action),
+        Command::Topics { action } => ops_cli::topics(action),
         Command::Usage { action } => ops_cli::usage(action),
         Command::StandingOrders { action } => ops_cli::standing(action),
         Command::Events(args) => ops_cli::events(args),

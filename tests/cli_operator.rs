@@ -527,3 +527,38 @@ fn approvals_rules_and_budgets_from_the_command_line() {
         "{shown}"
     );
 }
+
+#[test]
+fn topic_events_from_the_command_line() {
+    let hub = Hub::start();
+    let published = ok_json(&ops(
+        &hub,
+        &[
+            "topics",
+            "publish",
+            "deploy:web",
+            "--payload",
+            r#"{"version": "1.2"}"#,
+        ],
+    ));
+    assert_eq!(published["event"]["publisher"], "admin", "{published}");
+    ok_json(&ops(
+        &hub,
+        &["topics", "publish", "deploy:web", "--payload", "2"],
+    ));
+    let listed = ok_json(&ops(&hub, &["topics", "list"]));
+    assert_eq!(listed["topics"][0]["count"], 2, "{listed}");
+    let page = ok_json(&ops(
+        &hub,
+        &["topics", "events", "deploy:web", "--limit", "1"],
+    ));
+    assert_eq!(page["events"][0]["payload"]["version"], "1.2", "{page}");
+    let cursor = page["next_cursor"].to_string();
+    let rest = ok_json(&ops(
+        &hub,
+        &["topics", "events", "deploy:web", "--cursor", &cursor],
+    ));
+    assert_eq!(rest["events"][0]["payload"], 2, "{rest}");
+    let bad = ops(&hub, &["topics", "publish", "x", "--payload", "{nope"]);
+    assert_eq!(bad.status.code(), Some(2));
+}

@@ -388,6 +388,23 @@ impl Side {
                 complete_at(agent, arg, pushed["generation"].clone());
                 Ok(String::new())
             }
+            "topic_events_published" => {
+                let agent = self.agent.as_mut().ok_or("no agent")?;
+                let n: u64 = arg.parse().map_err(|_| "a count")?;
+                let (_, before) = hub.get("/api/topics/pr_opened/events?newest=true&limit=1");
+                let start = before["events"][0]["payload"]["pr"]
+                    .as_u64()
+                    .map_or(0, |p| p + 1);
+                for pr in start..start + n {
+                    agent.send(json!({"type": "event_publish", "topic": "pr_opened",
+                                      "payload": {"pr": pr}}));
+                    let reply = agent.recv_type("event_published", REPLY_TIMEOUT);
+                    if reply["event"]["payload"]["pr"] != pr {
+                        return Err(format!("not published: {reply}"));
+                    }
+                }
+                Ok(String::new())
+            }
             "policies_saved" => {
                 let (_, rules) = hub.get("/api/admin/approval-rules");
                 let (_, spend) = hub.get("/api/spend");

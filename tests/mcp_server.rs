@@ -229,7 +229,7 @@ fn tool_err(name: &str, arguments: &Value, answer: &Value) -> Value {
     error
 }
 
-const ALL_TOOLS: [&str; 30] = [
+const ALL_TOOLS: [&str; 33] = [
     "list_agents",
     "submit_task",
     "broadcast_task",
@@ -260,6 +260,9 @@ const ALL_TOOLS: [&str; 30] = [
     "approval_rules",
     "set_task_budget",
     "spend",
+    "publish_event",
+    "list_topics",
+    "topic_events",
 ];
 /// The admin's token alone sees these.
 const ADMIN_TOOLS: [&str; 2] = ["set_approval_rules", "set_daily_budgets"];
@@ -883,6 +886,7 @@ fn tools_follow_the_tokens_role() {
         "send_message",
         "reserve_paths",
         "release_paths",
+        "publish_event",
     ];
     // A coordinator sees every tool, the steering ones included, and they work.
     let mut lead = McpClient::start(&hub, &issue("lead", "coordinator"));
@@ -1097,4 +1101,36 @@ fn the_admin_sets_policies_through_the_tools_and_a_coordinator_does_not_see_them
         "{budgets}"
     );
     assert_eq!(hub.get("/api/admin/approval-rules").1["source"], "api");
+}
+
+#[test]
+fn topic_events_are_published_and_read_through_the_tools() {
+    let hub = Hub::start();
+    let token = register_agent(&hub, "reviewer", &[]);
+    let mut mcp = McpClient::start(&hub, &token);
+    let published = mcp.call(
+        "publish_event",
+        json!({"topic": "pr_opened", "payload": {"pr": 12}, "dedupe_key": "pr-12"}),
+    );
+    assert_eq!(published["event"]["publisher"], "reviewer", "{published}");
+    let again = mcp.call(
+        "publish_event",
+        json!({"topic": "pr_opened", "payload": {"pr": 13}, "dedupe_key": "pr-12"}),
+    );
+    assert_eq!(again["existing"], true, "{again}");
+    mcp.call(
+        "publish_event",
+        json!({"topic": "pr_opened", "payload": {"pr": 14}}),
+    );
+    let page = mcp.call("topic_events", json!({"topic": "pr_opened", "limit": 1}));
+    assert_eq!(page["events"][0]["payload"]["pr"], 12, "{page}");
+    let rest = mcp.call(
+        "topic_events",
+        json!({"topic": "pr_opened", "cursor": page["next_cursor"]}),
+    );
+    assert_eq!(rest["events"][0]["payload"]["pr"], 14, "{rest}");
+    let topics = mcp.call("list_topics", json!({}));
+    assert_eq!(topics["topics"][0]["count"], 2, "{topics}");
+    let bad = mcp.call_err("publish_event", json!({"topic": "a/b", "payload": 1}));
+    assert_eq!(bad["error"], "invalid_arguments", "{bad}");
 }

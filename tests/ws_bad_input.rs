@@ -9,7 +9,7 @@ use common::*;
 use serde_json::{json, Value};
 
 /// Every client frame type of PROTOCOL.md 1.4.
-const KNOWN_TYPES: [&str; 26] = [
+const KNOWN_TYPES: [&str; 27] = [
     "identify",
     "ping",
     "status",
@@ -33,6 +33,7 @@ const KNOWN_TYPES: [&str; 26] = [
     "usage_limited",
     "task_input_required",
     "task_merged",
+    "event_publish",
     "scope_reserve",
     "scope_renew",
     "scope_release",

@@ -197,6 +197,15 @@ pub const CLIENT_FRAME_SCHEMAS: &[(&str, &[Field])] = &[
         ],
     ),
     (
+        "event_publish",
+        &[
+            req("topic", id(crate::topics::MAX_TOPIC)),
+            req("payload", Kind::Any),
+            opt("dedupe_key", text(crate::topics::MAX_EVENT_DEDUPE_KEY)),
+            opt("request_id", REQUEST_ID),
+        ],
+    ),
+    (
         "scope_reserve",
         &[
             req("repo", id(crate::task_spec::MAX_REPO)),
@@ -495,6 +504,16 @@ pub enum ClientFrame {
         #[serde(default)]
         error: Option<String>,
     },
+    /// Publish a topic event (ext, PROTOCOL.md 6.30); checked again by
+    /// `parse_publish` (the topic's characters, the payload's size).
+    EventPublish {
+        topic: String,
+        payload: Value,
+        #[serde(default)]
+        dedupe_key: Option<String>,
+        #[serde(default)]
+        request_id: Option<String>,
+    },
     /// Reserve repository paths (ext, PROTOCOL.md 6.21); the whole frame is
     /// checked again by `parse_reserve` (mode, ttl).
     ScopeReserve {
@@ -550,6 +569,7 @@ impl ClientFrame {
             ClientFrame::UsageLimited { .. } => "usage_limited",
             ClientFrame::TaskInputRequired { .. } => "task_input_required",
             ClientFrame::TaskMerged { .. } => "task_merged",
+            ClientFrame::EventPublish { .. } => "event_publish",
             ClientFrame::ScopeReserve { .. } => "scope_reserve",
             ClientFrame::ScopeRenew { .. } => "scope_renew",
             ClientFrame::ScopeRelease { .. } => "scope_release",

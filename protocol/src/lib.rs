@@ -21,6 +21,7 @@ mod scopes;
 mod server_frames;
 mod slots;
 mod task_spec;
+mod topics;
 
 pub use approvals::*;
 pub use budgets::*;
@@ -32,6 +33,7 @@ pub use scopes::*;
 pub use server_frames::*;
 pub use slots::*;
 pub use task_spec::*;
+pub use topics::*;
 
 /// Protocol version this crate speaks (compatible with the AgentCom v1.1 sidecar).
 pub const PROTOCOL_VERSION: &str = "1.1";

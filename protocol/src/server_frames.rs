@@ -288,6 +288,14 @@ pub enum ServerFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         request_id: Option<String>,
     },
+    /// An `event_publish` is durable (ext, PROTOCOL.md 6.30); `existing`: its
+    /// `dedupe_key` named an event published before, which is answered.
+    EventPublished {
+        event: crate::topics::TopicEvent,
+        existing: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<String>,
+    },
 }
 
 impl ServerFrame {

@@ -111,6 +111,20 @@ enum Cmd {
         #[arg(long)]
         file: Option<PathBuf>,
     },
+    /// Publish a topic event (with this sidecar's token): whoever subscribed
+    /// to the topic hears of it. Prints the stored event.
+    Emit {
+        /// The topic (letters, digits and . _ - :).
+        topic: String,
+        /// The payload: JSON (any value), or a file with it (@path, @- for stdin).
+        #[arg(long, default_value = "{}")]
+        payload: String,
+        /// Publishing again with the same key on the topic creates nothing.
+        #[arg(long)]
+        dedupe_key: Option<String>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// The wake of `runtime = "claude-code"` (run by the sidecar): runs
     /// claude on the task and writes the agent's files from its stream.
     ClaudeRun,
@@ -513,6 +527,48 @@ fn inbox_cmd(
     Ok(())
 }
 
+fn emit(
+    topic: String,
+    payload: String,
+    dedupe_key: Option<String>,
+    config: Option<PathBuf>,
+) -> Result<(), Fatal> {
+    let cfg = load_config(config)?;
+    let raw = match payload.strip_prefix('@') {
+        Some("-") => {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .map_err(|e| fatal(2, format!("cannot read standard input: {e}")))?;
+            s
+        }
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| fatal(2, format!("cannot read {path}: {e}")))?,
+        None => payload,
+    };
+    let payload: Value =
+        serde_json::from_str(&raw).map_err(|e| fatal(2, format!("--payload is not JSON: {e}")))?;
+    let mut body = json!({"payload": payload});
+    if let Some(k) = dedupe_key {
+        body["dedupe_key"] = json!(k);
+    }
+    agentcom_protocol::check_topic(&topic).map_err(|e| fatal(2, format!("topic: {}", e.detail)))?;
+    let url = format!("{}/api/topics/{topic}/events", cfg.hub_api_url);
+    let (status, resp) = http::request("POST", &url, Some(&cfg.token), Some(&body))
+        .map_err(|e| fatal(1, format!("cannot reach the hub: {e}")))?;
+    println!("{resp}");
+    match status {
+        200 | 201 => Ok(()),
+        400 | 413 | 422 => Err(fatal(
+            2,
+            format!("the hub refused the event (HTTP {status})"),
+        )),
+        _ => Err(fatal(
+            1,
+            format!("the hub refused the event (HTTP {status})"),
+        )),
+    }
+}
+
 fn send(
     to: String,
     text: Option<String>,
@@ -741,6 +797,12 @@ fn main() -> ExitCode {
             reply_to,
             config,
         } => send(to, text, json, message_type, reply_to, config),
+        Cmd::Emit {
+            topic,
+            payload,
+            dedupe_key,
+            config,
+        } => emit(topic, payload, dedupe_key, config),
         Cmd::Scope { action } => reserve_cli::run(action),
         Cmd::Git {
             config,

@@ -145,3 +145,52 @@ fn scope_commands_reserve_renew_list_and_release_with_the_agents_token() {
     );
     assert_eq!(code, 0, "freed");
 }
+
+#[test]
+fn emit_publishes_a_topic_event_with_the_agents_token() {
+    let hub = Hub::start();
+    let sc = Sidecar::prepare(&hub, "emitter", "");
+    let emit = |args: &[&str]| {
+        Command::new(sidecar_bin())
+            .arg("emit")
+            .args(args)
+            .arg("--config")
+            .arg(sc.config_path())
+            .output()
+            .expect("run emit")
+    };
+    let out = emit(&[
+        "deliverable_ready",
+        "--payload",
+        r#"{"path": "dist/report.pdf"}"#,
+        "--dedupe-key",
+        "report-1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let resp: Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).expect("JSON");
+    assert_eq!(resp["event"]["publisher"], "emitter", "{resp}");
+    assert_eq!(resp["existing"], false);
+    // The same key again: the first event, nothing new.
+    let again = emit(&[
+        "deliverable_ready",
+        "--payload",
+        "{}",
+        "--dedupe-key",
+        "report-1",
+    ]);
+    assert!(again.status.success());
+    let (_, page) = hub.get("/api/topics/deliverable_ready/events");
+    assert_eq!(page["count"], 1, "{page}");
+    assert_eq!(page["events"][0]["payload"]["path"], "dist/report.pdf");
+    // Bad input: exit 2, nothing published.
+    for bad in [vec!["a/b"], vec!["ok", "--payload", "{not json"]] {
+        let out = emit(&bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+    }
+    assert_eq!(hub.get("/api/topics").1["count"], 1);
+}

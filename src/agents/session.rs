@@ -36,6 +36,7 @@ use crate::protocol::{
 use crate::queue::{
     QueueError, ReleaseReservation, RenewReservation, Reserve, ReserveOutcome, Reserver, TaskQueue,
 };
+use crate::topics::{PublishEvent, Topics};
 use crate::util::now_ms;
 
 /// At most this many frames go to the socket per `TURN`; a burst beyond it (say,
@@ -61,6 +62,7 @@ pub(crate) struct SessionDeps {
     pub messaging: Addr<Messaging>,
     /// Direct reservations of repository paths (`scope_*` frames).
     pub queue: Addr<TaskQueue>,
+    pub topics: Addr<Topics>,
     pub idle_timeout: Duration,
 }
 
@@ -314,6 +316,12 @@ impl AgentSession {
             f @ (ClientFrame::ScopeReserve { .. }
             | ClientFrame::ScopeRenew { .. }
             | ClientFrame::ScopeRelease { .. }) => self.scope_frame(f, ctx),
+            ClientFrame::EventPublish {
+                topic,
+                payload,
+                dedupe_key,
+                request_id,
+            } => self.publish_frame(topic, payload, dedupe_key, request_id, ctx),
             f if f.is_lifecycle() => {
                 ctx.wait(fsm.send(Lifecycle(f)).into_actor(self).map(
                     |result, act, ctx| match result {
@@ -331,6 +339,51 @@ impl AgentSession {
             }
             other => self.messaging_frame(other, ctx),
         }
+    }
+
+    /// `event_publish` (ext, PROTOCOL.md 6.30): the event, once durable.
+    fn publish_frame(
+        &mut self,
+        topic: String,
+        payload: serde_json::Value,
+        dedupe_key: Option<String>,
+        request_id: Option<String>,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
+        let Some(me) = self.agent_id().map(str::to_string) else {
+            return;
+        };
+        let mut body = serde_json::Map::new();
+        body.insert("payload".into(), payload);
+        if let Some(k) = dedupe_key {
+            body.insert("dedupe_key".into(), k.into());
+        }
+        let publish = match crate::protocol::parse_publish(&topic, &body) {
+            Ok(p) => p,
+            Err(errors) => return self.send(ctx, &validation_error(errors, "event_publish")),
+        };
+        let topics = self.deps.topics.clone();
+        let work = async move {
+            match topics.send(PublishEvent { publish, by: me }).await {
+                Ok(Ok((event, existing))) => ServerFrame::EventPublished {
+                    event,
+                    existing,
+                    request_id,
+                },
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "topic event not stored");
+                    ServerFrame::Error(ErrorFrame {
+                        message_type: Some("event_publish".into()),
+                        ..ErrorFrame::plain("storage_error")
+                    })
+                }
+                Err(_) => ServerFrame::Error(ErrorFrame::plain("hub_unavailable")),
+            }
+        };
+        ctx.wait(
+            work.into_actor(self)
+                .map(|reply, act, ctx| act.send(ctx, &reply)),
+        );
     }
 
     /// `scope_reserve`, `scope_renew`, `scope_release` (ext, PROTOCOL.md 6.21):

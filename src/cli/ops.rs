@@ -107,6 +107,40 @@ pub enum TaskAction {
 }
 
 #[derive(Subcommand)]
+pub enum TopicsAction {
+    /// Every topic with its event count and newest event.
+    List {
+        #[command(flatten)]
+        online: Online,
+    },
+    /// A topic's events, oldest first (one page; --cursor for the next).
+    Events {
+        topic: String,
+        /// Only events published at or after this time (ms).
+        #[arg(long)]
+        since: Option<u64>,
+        /// Only events after this sequence (the page's next_cursor).
+        #[arg(long)]
+        cursor: Option<u64>,
+        #[arg(long)]
+        limit: Option<u64>,
+        #[command(flatten)]
+        online: Online,
+    },
+    /// Publish an event (as admin).
+    Publish {
+        topic: String,
+        /// The payload, as JSON.
+        #[arg(long)]
+        payload: String,
+        #[arg(long)]
+        dedupe_key: Option<String>,
+        #[command(flatten)]
+        online: Online,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum BudgetsAction {
     /// Spend today by agent, credential group and capability, the daily
     /// budgets, and each kept day's total.
@@ -554,6 +588,48 @@ pub fn approval_rules(action: ApprovalRulesAction) -> Result<(), Fatal> {
         ApprovalRulesAction::Set { file, online } => {
             let body = rules_file(&file)?;
             call(&online, "PUT", "/api/admin/approval-rules", Some(body))?
+        }
+    };
+    print_json(&answer);
+    Ok(())
+}
+
+pub fn topics(action: TopicsAction) -> Result<(), Fatal> {
+    let answer = match action {
+        TopicsAction::List { online } => call(&online, "GET", "/api/topics", None)?,
+        TopicsAction::Events {
+            topic,
+            since,
+            cursor,
+            limit,
+            online,
+        } => {
+            let query: Vec<String> = [("since", since), ("cursor", cursor), ("limit", limit)]
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| format!("{k}={v}")))
+                .collect();
+            let mut path = format!("/api/topics/{}/events", encode(&topic));
+            if !query.is_empty() {
+                path = format!("{path}?{}", query.join("&"));
+            }
+            call(&online, "GET", &path, None)?
+        }
+        TopicsAction::Publish {
+            topic,
+            payload,
+            dedupe_key,
+            online,
+        } => {
+            let payload: Value = serde_json::from_str(&payload).map_err(|e| Fatal {
+                code: 2,
+                message: format!("--payload is not JSON: {e}"),
+            })?;
+            let mut body = json!({ "payload": payload });
+            if let Some(k) = dedupe_key {
+                body["dedupe_key"] = k.into();
+            }
+            let path = format!("/api/topics/{}/events", encode(&topic));
+            call(&online, "POST", &path, Some(body))?
         }
     };
     print_json(&answer);

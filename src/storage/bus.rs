@@ -81,6 +81,11 @@ pub(crate) enum HubEvent {
     Usage {
         pauses: Vec<Value>,
     },
+    /// A topic event was published (ext, PROTOCOL.md 6.30).
+    TopicEvent {
+        topic: String,
+        seq: u64,
+    },
     /// `backup_complete`, `backup_failed`, `compaction_complete`,
     /// `compaction_failed`, `recovery_complete`, `recovery_failed`.
     #[serde(untagged)]

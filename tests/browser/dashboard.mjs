@@ -323,6 +323,18 @@ async function main() {
     await hub('policies_saved');
     console.log('approval rules and daily budgets saved from the page');
 
+    // Topics: events published by an agent show live; a topic opens to its
+    // newest events.
+    await hub('topic_events_published', '2');
+    const topicRow = page.locator(`${tid('topic-row')}[data-topic="pr_opened"]`);
+    await topicRow.locator(tid('topic-count'), { hasText: '2 events' }).waitFor();
+    await topicRow.locator(tid('topic-open')).click();
+    await page.locator(`${tid('topic-events')} ${tid('topic-event')}`, { hasText: '"pr":1' }).waitFor();
+    await hub('topic_events_published', '1');
+    await topicRow.locator(tid('topic-count'), { hasText: '3 events' }).waitFor();
+    await page.locator(`${tid('topic-events')} ${tid('topic-event')}`, { hasText: '"pr":2' }).waitFor();
+    console.log('topic events shown live and opened from the page');
+
     // Filters: only cancelled tasks (none) and back to all.
     await page.selectOption(tid('tasks-filter-status'), 'cancelled');
     await page.click(tid('tasks-refresh'));

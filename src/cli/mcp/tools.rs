@@ -31,6 +31,7 @@ mod coordination;
 mod messages;
 mod questions;
 mod schedule;
+mod topics;
 
 /// Tools that steer others' work: the admin's and coordinators' tokens only;
 /// not listed for an agent's or observer's token (the hub refuses them anyway,
@@ -56,6 +57,7 @@ const WRITE_TOOLS: &[&str] = &[
     "send_message",
     "reserve_paths",
     "release_paths",
+    "publish_event",
 ];
 /// `wait_for_task`: default and longest wait (s), and the longest single hub
 /// long poll (ms; the hub holds one at most 60 s).
@@ -262,7 +264,8 @@ impl HubTools {
                 + Self::coordination_tools()
                 + Self::message_tools()
                 + Self::schedule_tools()
-                + Self::question_tools(),
+                + Self::question_tools()
+                + Self::topic_tools(),
         }
     }
 

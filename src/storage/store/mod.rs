@@ -70,7 +70,7 @@ pub(crate) const FORMAT_JSON: u8 = 1;
 pub(crate) const FORMAT_MSGPACK: u8 = 2;
 
 /// Every tree of the store, in the order of the `Store` fields.
-pub(super) const TREE_NAMES: [&str; 21] = [
+pub(super) const TREE_NAMES: [&str; 22] = [
     "tasks",
     "task_ids",
     "tokens",
@@ -92,6 +92,7 @@ pub(super) const TREE_NAMES: [&str; 21] = [
     "standing_orders",
     "standing_runs",
     "task_specs",
+    "topic_events",
 ];
 
 pub(super) type Waiter = oneshot::Sender<Result<(), StoreError>>;
@@ -207,6 +208,8 @@ pub struct Store {
     pub standing_runs: Tree,
     /// Task sequence → the task's spec, written once.
     pub task_specs: Tree,
+    /// Topic events (see `topics`).
+    pub topic_events: Tree,
 }
 
 impl Store {
@@ -274,6 +277,7 @@ impl Store {
             standing_orders: tree(18),
             standing_runs: tree(19),
             task_specs: tree(20),
+            topic_events: tree(21),
             inner: Arc::new(Inner {
                 slot,
                 path: dir.to_path_buf(),

@@ -22,6 +22,7 @@ mod reservations;
 mod schemas;
 mod standing;
 mod tasks;
+mod topics;
 mod usage;
 
 pub(crate) use limits::limit_requests;
@@ -259,6 +260,7 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
         .configure(questions::routes)
         .configure(approvals::routes)
         .configure(budgets::routes)
+        .configure(topics::routes)
         .configure(limits::routes)
         .configure(ops::routes)
         .configure(schemas::routes)

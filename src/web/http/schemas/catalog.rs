@@ -4,6 +4,7 @@
 use serde_json::{json, Value};
 
 use super::{Auth, BodyDoc, Route};
+use crate::protocol::PUBLISH_FIELDS;
 use crate::protocol::{
     object_schema, priority_json_schema, RENEW_FIELDS, RESERVE_FIELDS, TASK_SPEC_FIELDS,
 };
@@ -342,6 +343,30 @@ pub(super) fn catalog() -> Vec<Route> {
                 "/api/admin/budgets",
                 Admin,
                 "Replace the daily budgets: {agents: {id: {tokens?, usd?}}, groups: {group: {tokens?, usd?}}}",
+            )
+        },
+        route("GET", "/api/topics", Token, "Every topic with its event count and newest event"),
+        Route {
+            body: BodyDoc::Fields(PUBLISH_FIELDS),
+            ..route(
+                "POST",
+                "/api/topics/{topic}/events",
+                Token,
+                "Publish a topic event {payload, dedupe_key?}: 201 once durable; 200 with the earlier event when its dedupe_key was used",
+            )
+        },
+        Route {
+            query: &[
+                ("since", "integer", "only events published at or after this time (ms)"),
+                ("cursor", "integer", "only events after this sequence (next_cursor of the previous page)"),
+                ("limit", "integer", "at most this many (1-1000, default 100)"),
+                ("newest", "boolean", "true: the newest limit events instead (oldest first, no cursor)"),
+            ],
+            ..route(
+                "GET",
+                "/api/topics/{topic}/events",
+                Token,
+                "A topic's events in order: {events, next_cursor}",
             )
         },
         route(

@@ -1,0 +1,405 @@
+//! `Topics`: the one owner of topic events (ext, PROTOCOL.md 6.30).
+//!
+//! An agent, an operator or the hub publishes `{topic, payload, dedupe_key?}`;
+//! the event gets the next hub-wide sequence and is written to the
+//! `topic_events` tree, and the publisher's answer waits for the flush that
+//! covers it. A `dedupe_key` already used on the topic answers the event it
+//! named (`existing`), so a retried publish creates nothing twice. Readers
+//! page a topic in order by sequence. Events older than
+//! `topic_retention_days` are removed by a timer.
+//!
+//! Layout of `topic_events` (big-endian sequences, so keys sort in order):
+//! - `e/<topic>\0<seq>`: the event;
+//! - `s/<seq>`: `(topic, published_at)`, the hub-wide order (retention, start);
+//! - `d/<topic>\0<dedupe key>`: the sequence of the event that used it.
+//!
+//! Architecture invariant: knows no task, agent or socket; answers readers
+//! and publishers only.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::error::StoreError;
+use crate::protocol::{Publish, TopicEvent, MAX_EVENT_PAGE};
+use crate::storage::bus::{EventBus, HubEvent};
+use crate::storage::store::{decode, encode, Store};
+use crate::util::now_ms;
+
+const DAY_MS: i64 = 86_400_000;
+/// Most events one retention pass removes (the next pass goes on).
+const PRUNE_BATCH: usize = 10_000;
+
+/// What `s/<seq>` holds.
+#[derive(Debug, Serialize, Deserialize)]
+struct Order {
+    topic: String,
+    at: i64,
+}
+
+/// What is known of one topic (rebuilt from `s/` at start).
+#[derive(Debug, Clone, Default, Serialize)]
+struct TopicInfo {
+    count: u64,
+    last_seq: u64,
+    last_at: i64,
+}
+
+fn event_key(topic: &str, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(topic.len() + 11);
+    k.extend_from_slice(b"e/");
+    k.extend_from_slice(topic.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn order_key(seq: u64) -> Vec<u8> {
+    let mut k = b"s/".to_vec();
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn dedupe_key(topic: &str, key: &str) -> Vec<u8> {
+    let mut k = b"d/".to_vec();
+    k.extend_from_slice(topic.as_bytes());
+    k.push(0);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+fn seq_of(bytes: &[u8]) -> Option<u64> {
+    let tail: [u8; 8] = bytes.get(bytes.len().checked_sub(8)?..)?.try_into().ok()?;
+    Some(u64::from_be_bytes(tail))
+}
+
+/// See the module documentation.
+pub(crate) struct Topics {
+    store: Store,
+    bus: EventBus,
+    next_seq: u64,
+    topics: BTreeMap<String, TopicInfo>,
+    retention_ms: i64,
+    prune_every: Duration,
+}
+
+impl Topics {
+    /// Loads the sequence and the topics from the store.
+    pub(crate) fn load(
+        store: Store,
+        bus: EventBus,
+        retention_days: u64,
+        prune_every: Duration,
+    ) -> Result<Topics, StoreError> {
+        let mut topics: BTreeMap<String, TopicInfo> = BTreeMap::new();
+        let mut next_seq = 1;
+        for item in store.topic_events.scan_prefix(b"s/") {
+            let (k, v) = item?;
+            let Some(seq) = seq_of(&k) else {
+                continue;
+            };
+            let Ok(o) = decode::<Order>("topic_events", &k, &v) else {
+                tracing::error!("skipping an unreadable topic event index entry");
+                continue;
+            };
+            next_seq = next_seq.max(seq + 1);
+            let t = topics.entry(o.topic).or_default();
+            t.count += 1;
+            t.last_seq = seq;
+            t.last_at = o.at;
+        }
+        Ok(Topics {
+            store,
+            bus,
+            next_seq,
+            topics,
+            retention_ms: i64::try_from(retention_days)
+                .unwrap_or(i64::MAX / DAY_MS)
+                .saturating_mul(DAY_MS),
+            prune_every,
+        })
+    }
+
+    fn read(&self, topic: &str, seq: u64) -> Result<Option<TopicEvent>, StoreError> {
+        let key = event_key(topic, seq);
+        match self.store.topic_events.get(&key)? {
+            Some(v) => Ok(Some(decode("topic_events", &key, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes the event (or finds the one its dedupe key names); the caller
+    /// waits for the flush.
+    fn publish(&mut self, p: Publish, by: &str) -> Result<(TopicEvent, bool), StoreError> {
+        if let Some(key) = &p.dedupe_key {
+            if let Some(v) = self.store.topic_events.get(dedupe_key(&p.topic, key))? {
+                if let Some(event) = seq_of(&v).and_then(|s| self.read(&p.topic, s).transpose()) {
+                    return Ok((event?, true));
+                }
+            }
+        }
+        let seq = self.next_seq;
+        let now = now_ms();
+        let event = TopicEvent {
+            id: format!("evt-{seq}"),
+            seq,
+            topic: p.topic.clone(),
+            payload: p.payload,
+            publisher: by.to_string(),
+            published_at: now,
+            dedupe_key: p.dedupe_key,
+        };
+        let t = &self.store.topic_events;
+        t.insert(event_key(&event.topic, seq), encode(&event))?;
+        t.insert(
+            order_key(seq),
+            encode(&Order {
+                topic: event.topic.clone(),
+                at: now,
+            }),
+        )?;
+        if let Some(key) = &event.dedupe_key {
+            t.insert(dedupe_key(&event.topic, key), seq.to_be_bytes().to_vec())?;
+        }
+        self.next_seq += 1;
+        let info = self.topics.entry(event.topic.clone()).or_default();
+        info.count += 1;
+        info.last_seq = seq;
+        info.last_at = now;
+        Ok((event, false))
+    }
+
+    /// `topic`'s newest `n` events, oldest first.
+    fn newest(&self, topic: &str, n: usize) -> Result<Vec<TopicEvent>, StoreError> {
+        let from = event_key(topic, 0);
+        let to = event_key(topic, u64::MAX);
+        let mut out = Vec::new();
+        for item in self.store.topic_events.range(from..=to).rev() {
+            let (k, v) = item?;
+            out.push(decode::<TopicEvent>("topic_events", &k, &v)?);
+            if out.len() >= n.clamp(1, MAX_EVENT_PAGE) {
+                break;
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// A page of `topic`'s events after `cursor` (a sequence), published at
+    /// or after `since`.
+    fn page(
+        &self,
+        topic: &str,
+        since: Option<i64>,
+        cursor: Option<u64>,
+        limit: usize,
+    ) -> Result<(Vec<TopicEvent>, Option<u64>), StoreError> {
+        let limit = limit.clamp(1, MAX_EVENT_PAGE);
+        let from = event_key(topic, cursor.map_or(0, |c| c.saturating_add(1)));
+        let to = event_key(topic, u64::MAX);
+        let mut out = Vec::new();
+        for item in self.store.topic_events.range(from..=to) {
+            let (k, v) = item?;
+            let event: TopicEvent = decode("topic_events", &k, &v)?;
+            if since.is_some_and(|s| event.published_at < s) {
+                continue;
+            }
+            out.push(event);
+            if out.len() == limit {
+                break;
+            }
+        }
+        let next = (out.len() == limit)
+            .then(|| out.last().map(|e| e.seq))
+            .flatten();
+        Ok((out, next))
+    }
+
+    /// Removes events older than the retention, oldest first, at most a batch.
+    fn prune(&mut self, now: i64) -> Result<usize, StoreError> {
+        let cutoff = now.saturating_sub(self.retention_ms);
+        let mut old = Vec::new();
+        for item in self.store.topic_events.scan_prefix(b"s/") {
+            let (k, v) = item?;
+            let o: Order = decode("topic_events", &k, &v)?;
+            if o.at >= cutoff || old.len() == PRUNE_BATCH {
+                break;
+            }
+            if let Some(seq) = seq_of(&k) {
+                old.push((seq, o.topic));
+            }
+        }
+        for (seq, topic) in &old {
+            if let Some(event) = self.read(topic, *seq)? {
+                if let Some(key) = &event.dedupe_key {
+                    self.store.topic_events.remove(dedupe_key(topic, key))?;
+                }
+            }
+            self.store.topic_events.remove(event_key(topic, *seq))?;
+            self.store.topic_events.remove(order_key(*seq))?;
+            if let Some(info) = self.topics.get_mut(topic) {
+                info.count = info.count.saturating_sub(1);
+                if info.count == 0 {
+                    self.topics.remove(topic);
+                }
+            }
+        }
+        Ok(old.len())
+    }
+}
+
+impl Actor for Topics {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(self.prune_every, |act, _| match act.prune(now_ms()) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "old topic events removed"),
+            Err(e) => tracing::error!(error = %e, "topic event retention failed"),
+        });
+    }
+}
+
+/// Publish an event as `by`.
+#[derive(Message)]
+#[rtype(result = "Result<(TopicEvent, bool), StoreError>")]
+pub(crate) struct PublishEvent {
+    pub publish: Publish,
+    pub by: String,
+}
+
+impl Handler<PublishEvent> for Topics {
+    type Result = ResponseFuture<Result<(TopicEvent, bool), StoreError>>;
+
+    fn handle(&mut self, msg: PublishEvent, _: &mut Context<Self>) -> Self::Result {
+        let written = self.publish(msg.publish, &msg.by);
+        let durable = self.store.durable();
+        let bus = self.bus.clone();
+        Box::pin(async move {
+            let out = written?;
+            durable.await?;
+            // Told once durable, like every bus event.
+            if !out.1 && bus.watched() {
+                bus.publish(HubEvent::TopicEvent {
+                    topic: out.0.topic.clone(),
+                    seq: out.0.seq,
+                });
+            }
+            Ok(out)
+        })
+    }
+}
+
+/// A page of one topic's events.
+#[derive(Message)]
+#[rtype(result = "Result<Value, StoreError>")]
+pub(crate) struct TopicPage {
+    pub topic: String,
+    pub since: Option<i64>,
+    pub cursor: Option<u64>,
+    pub limit: usize,
+    /// Instead: the newest `limit` events (oldest first), no cursor.
+    pub newest: bool,
+}
+
+impl Handler<TopicPage> for Topics {
+    type Result = Result<Value, StoreError>;
+
+    fn handle(&mut self, msg: TopicPage, _: &mut Context<Self>) -> Self::Result {
+        let (events, next) = match msg.newest {
+            true => (self.newest(&msg.topic, msg.limit)?, None),
+            false => self.page(&msg.topic, msg.since, msg.cursor, msg.limit)?,
+        };
+        Ok(
+            json!({"topic": msg.topic, "count": events.len(), "events": events,
+                  "next_cursor": next}),
+        )
+    }
+}
+
+/// Every topic with its event count and newest event.
+#[derive(Message)]
+#[rtype(result = "Value")]
+pub(crate) struct TopicList;
+
+impl Handler<TopicList> for Topics {
+    type Result = MessageResult<TopicList>;
+
+    fn handle(&mut self, _: TopicList, _: &mut Context<Self>) -> Self::Result {
+        let topics: Vec<Value> = self
+            .topics
+            .iter()
+            .map(|(name, i)| {
+                json!({"topic": name, "count": i.count, "last_seq": i.last_seq,
+                                   "last_published_at": i.last_at})
+            })
+            .collect();
+        MessageResult(json!({"count": topics.len(), "topics": topics}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topics(dir: &std::path::Path) -> Topics {
+        let store = Store::open(dir).expect("store");
+        Topics::load(store, EventBus::new(), 30, Duration::from_secs(60)).expect("load")
+    }
+
+    fn publish(t: &mut Topics, topic: &str, n: u64, key: Option<&str>) -> (TopicEvent, bool) {
+        t.publish(
+            Publish {
+                topic: topic.into(),
+                payload: json!({"n": n}),
+                dedupe_key: key.map(str::to_string),
+            },
+            "a",
+        )
+        .expect("publish")
+    }
+
+    #[test]
+    fn events_page_in_order_per_topic_and_dedupe() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut t = topics(dir.path());
+        for n in 0..5 {
+            publish(&mut t, "pr_opened", n, None);
+            publish(&mut t, "other", n, None);
+        }
+        let (again, existing) = publish(&mut t, "pr_opened", 9, Some("k"));
+        assert!(!existing);
+        let (same, existing) = publish(&mut t, "pr_opened", 10, Some("k"));
+        assert!(existing);
+        assert_eq!(same.seq, again.seq);
+        let (page, next) = t.page("pr_opened", None, None, 4).expect("page");
+        assert_eq!(
+            page.iter()
+                .map(|e| e.payload["n"].as_u64())
+                .collect::<Vec<_>>(),
+            [Some(0), Some(1), Some(2), Some(3)]
+        );
+        let (rest, end) = t.page("pr_opened", None, next, 4).expect("rest");
+        assert_eq!(rest.len(), 2);
+        assert!(end.is_none());
+        assert!(rest.iter().all(|e| e.topic == "pr_opened"));
+        drop(t);
+        let t = topics(dir.path());
+        assert_eq!(t.next_seq, 12, "the sequence goes on after a reopen");
+        assert_eq!(t.topics["pr_opened"].count, 6);
+    }
+
+    #[test]
+    fn old_events_are_removed_with_their_dedupe_keys() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut t = topics(dir.path());
+        publish(&mut t, "x", 1, Some("k"));
+        assert_eq!(t.prune(now_ms() + 31 * DAY_MS).expect("prune"), 1);
+        assert!(t.topics.is_empty());
+        let (_, existing) = publish(&mut t, "x", 2, Some("k"));
+        assert!(!existing, "the key is free again");
+    }
+}
