@@ -50,6 +50,7 @@ pub const TASK_SPEC_FIELDS: &[Field] = &[
     opt("concurrency_key", id(MAX_CONCURRENCY_KEY)),
     opt("approval", id(16)),
     opt("merge_on_approval", Kind::Bool),
+    opt("parent_task_id", id(128)),
     opt("budget_tokens", Kind::UInt),
     opt("budget_usd", Kind::Number),
 ];
@@ -180,6 +181,10 @@ pub struct TaskSpec {
     pub budget_tokens: Option<u64>,
     #[serde(default)]
     pub budget_usd: Option<f64>,
+    /// The task this one was handed off from (ext, #21): it joins the
+    /// parent's correlation unless it names its own.
+    #[serde(default)]
+    pub parent_task_id: Option<String>,
 }
 
 /// Validates one task submission. Field names in errors are prefixed with `prefix`
@@ -317,6 +322,7 @@ pub fn parse_task_spec(v: &Value, prefix: &str) -> Result<TaskSpec, Vec<FieldErr
         merge_on_approval,
         budget_tokens: budget.tokens,
         budget_usd: budget.usd,
+        parent_task_id: str_of("parent_task_id"),
     })
 }
 

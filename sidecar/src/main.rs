@@ -94,7 +94,7 @@ enum Cmd {
     /// Submit a task to the hub (with this sidecar's token).
     Submit {
         #[command(flatten)]
-        task: SubmitArgs,
+        task: Box<SubmitArgs>,
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -110,6 +110,13 @@ enum Cmd {
         /// The progress file [default: $AGENTCOM_PROGRESS_FILE].
         #[arg(long)]
         file: Option<PathBuf>,
+    },
+    /// Set this agent's status line on the hub (what the dashboard shows).
+    Status {
+        /// The status text (1-256 characters).
+        text: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Publish a topic event (with this sidecar's token): whoever subscribed
     /// to the topic hears of it. Prints the stored event.
@@ -367,6 +374,58 @@ struct SubmitArgs {
     /// shares the queue fairly with other keys.
     #[arg(long)]
     concurrency_key: Option<String>,
+    /// While a task with this key is unfinished, submitting again answers it.
+    #[arg(long)]
+    dedupe_key: Option<String>,
+    /// A task that must complete first (repeatable).
+    #[arg(long = "depends-on")]
+    depends_on: Vec<String>,
+    /// Not scheduled before this time (ms since the epoch).
+    #[arg(long)]
+    run_after: Option<u64>,
+    /// Not scheduled for this many ms from now.
+    #[arg(long, conflicts_with = "run_after")]
+    delay_ms: Option<u64>,
+    /// Groups tasks (default: the parent's).
+    #[arg(long)]
+    correlation_id: Option<String>,
+    /// The task this one is handed off from [default: $TASK_ID, the task the
+    /// agent works on, when run inside a woken task].
+    #[arg(long)]
+    parent: Option<String>,
+    /// No parent, even inside a woken task.
+    #[arg(long, conflicts_with = "parent")]
+    no_parent: bool,
+    /// Retries after failures (0-100).
+    #[arg(long)]
+    max_retries: Option<u64>,
+    /// Reclaims (lost agents) before dead letter (0-100).
+    #[arg(long)]
+    max_reclaims: Option<u64>,
+    /// The task's lease (ms).
+    #[arg(long)]
+    lease_ms: Option<u64>,
+    /// Dead-lettered when not complete by then (ms since the epoch).
+    #[arg(long)]
+    complete_by: Option<u64>,
+    /// requeue, route or wait: what a blocked report does.
+    #[arg(long)]
+    blocked_policy: Option<String>,
+    /// Delay of the requeue policy (ms).
+    #[arg(long)]
+    blocked_requeue_ms: Option<u64>,
+    /// before_start or before_complete: a person approves.
+    #[arg(long)]
+    approval: Option<String>,
+    /// With --approval before_complete: merge the result's pull request once approved.
+    #[arg(long)]
+    merge_on_approval: bool,
+    /// Tokens the task may spend.
+    #[arg(long)]
+    budget_tokens: Option<u64>,
+    /// Dollars the task may spend.
+    #[arg(long)]
+    budget_usd: Option<f64>,
 }
 
 fn submit(args: SubmitArgs, config: Option<PathBuf>) -> Result<(), Fatal> {
@@ -381,9 +440,60 @@ fn submit(args: SubmitArgs, config: Option<PathBuf>) -> Result<(), Fatal> {
         write_paths,
         read_paths,
         concurrency_key,
+        dedupe_key,
+        depends_on,
+        run_after,
+        delay_ms,
+        correlation_id,
+        parent,
+        no_parent,
+        max_retries,
+        max_reclaims,
+        lease_ms,
+        complete_by,
+        blocked_policy,
+        blocked_requeue_ms,
+        approval,
+        merge_on_approval,
+        budget_tokens,
+        budget_usd,
     } = args;
     let cfg = load_config(config)?;
     let mut task = json!({"description": description});
+    // Inside a woken task, a submit is a hand-off from it.
+    let parent = match no_parent {
+        true => None,
+        false => parent.or_else(|| std::env::var("TASK_ID").ok().filter(|t| !t.is_empty())),
+    };
+    let run_after = run_after.or_else(|| delay_ms.map(|d| state::now_ms().saturating_add(d)));
+    let fields: [(&str, Option<Value>); 15] = [
+        ("dedupe_key", dedupe_key.map(Value::from)),
+        ("run_after", run_after.map(Value::from)),
+        ("correlation_id", correlation_id.map(Value::from)),
+        ("parent_task_id", parent.map(Value::from)),
+        ("max_retries", max_retries.map(Value::from)),
+        ("max_reclaims", max_reclaims.map(Value::from)),
+        ("lease_ms", lease_ms.map(Value::from)),
+        ("complete_by", complete_by.map(Value::from)),
+        ("blocked_policy", blocked_policy.map(Value::from)),
+        ("blocked_requeue_ms", blocked_requeue_ms.map(Value::from)),
+        ("approval", approval.map(Value::from)),
+        (
+            "merge_on_approval",
+            merge_on_approval.then_some(Value::Bool(true)),
+        ),
+        ("budget_tokens", budget_tokens.map(Value::from)),
+        ("budget_usd", budget_usd.map(Value::from)),
+        (
+            "depends_on",
+            (!depends_on.is_empty()).then(|| json!(depends_on)),
+        ),
+    ];
+    for (k, v) in fields {
+        if let Some(v) = v {
+            task[k] = v;
+        }
+    }
     if let Some(repo) = repo {
         task["repo"] = json!(repo);
     }
@@ -525,6 +635,26 @@ fn inbox_cmd(
         inbox::mark_read(&dir, |e| seen.contains(&e.seq)).map_err(io)?;
     }
     Ok(())
+}
+
+fn set_status(text: String, config: Option<PathBuf>) -> Result<(), Fatal> {
+    let cfg = load_config(config)?;
+    let url = format!("{}/api/agents/{}/status", cfg.hub_api_url, cfg.agent_id);
+    let body = json!({ "status": text });
+    let (status, resp) = http::request("PUT", &url, Some(&cfg.token), Some(&body))
+        .map_err(|e| fatal(1, format!("cannot reach the hub: {e}")))?;
+    println!("{resp}");
+    match status {
+        200 => Ok(()),
+        400 | 422 => Err(fatal(
+            2,
+            format!("the hub refused the status (HTTP {status})"),
+        )),
+        _ => Err(fatal(
+            1,
+            format!("the hub refused the status (HTTP {status})"),
+        )),
+    }
 }
 
 fn emit(
@@ -771,7 +901,7 @@ fn main() -> ExitCode {
             verify_timeout: Duration::from_secs(verify_timeout_secs),
         })
         .map_err(|e| fatal(e.code, e.message)),
-        Cmd::Submit { task, config } => submit(task, config),
+        Cmd::Submit { task, config } => submit(*task, config),
         Cmd::Progress {
             percent,
             message,
@@ -797,6 +927,7 @@ fn main() -> ExitCode {
             reply_to,
             config,
         } => send(to, text, json, message_type, reply_to, config),
+        Cmd::Status { text, config } => set_status(text, config),
         Cmd::Emit {
             topic,
             payload,

@@ -194,3 +194,112 @@ fn emit_publishes_a_topic_event_with_the_agents_token() {
     }
     assert_eq!(hub.get("/api/topics").1["count"], 1);
 }
+
+#[test]
+fn submit_round_trips_every_field_and_defaults_the_parent_inside_a_woken_task() {
+    let hub = Hub::start();
+    let mut sc = Sidecar::prepare(&hub, "handoff", "");
+    let parent = hub.submit_for("handoff", serde_json::json!({"description": "the parent"}));
+    let dep = hub.submit_for(
+        "handoff",
+        serde_json::json!({"description": "a dependency"}),
+    );
+    let submit = |args: &[&str], task_env: Option<&str>| {
+        let mut cmd = Command::new(sidecar_bin());
+        cmd.arg("submit")
+            .args(args)
+            .arg("--config")
+            .arg(sc.config_path());
+        cmd.env_remove("TASK_ID");
+        if let Some(t) = task_env {
+            cmd.env("TASK_ID", t);
+        }
+        let out = cmd.output().expect("run submit");
+        let v: Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim())
+            .unwrap_or(Value::Null);
+        (out.status.code(), v)
+    };
+    let (code, v) = submit(
+        &[
+            "Review the hand-off",
+            "--dedupe-key",
+            "review-1",
+            "--depends-on",
+            &dep,
+            "--run-after",
+            "1000",
+            "--max-retries",
+            "2",
+            "--max-reclaims",
+            "4",
+            "--lease-ms",
+            "60000",
+            "--complete-by",
+            "99999999999999",
+            "--blocked-policy",
+            "wait",
+            "--blocked-requeue-ms",
+            "5000",
+            "--approval",
+            "before_complete",
+            "--merge-on-approval",
+            "--budget-tokens",
+            "5000",
+            "--budget-usd",
+            "1.5",
+        ],
+        Some(&parent),
+    );
+    assert_eq!(code, Some(0), "{v}");
+    let t = hub.task(v["task_id"].as_str().unwrap_or_default());
+    let want = serde_json::json!({
+        "dedupe_key": "review-1", "depends_on": [dep], "run_after": 1000,
+        "max_retries": 2, "max_reclaims": 4, "lease_ms": 60000,
+        "complete_by": 99999999999999u64, "blocked_policy": "wait",
+        "approval": "before_complete", "merge_on_approval": true,
+        "budget_tokens": 5000, "budget_usd": 1.5,
+        "parent_task_id": parent, "correlation_id": parent,
+    });
+    for (k, v) in want.as_object().expect("object") {
+        assert_eq!(&t[k], v, "{k}: {t}");
+    }
+    // Outside a woken task: no parent, its own correlation; an explicit
+    // correlation id wins over the parent's.
+    let (_, v) = submit(&["Loose task"], None);
+    let t = hub.task(v["task_id"].as_str().unwrap_or_default());
+    assert!(t["parent_task_id"].is_null(), "{t}");
+    let (_, v) = submit(&["Grouped", "--correlation-id", "batch-7"], Some(&parent));
+    let t = hub.task(v["task_id"].as_str().unwrap_or_default());
+    assert_eq!(
+        (t["parent_task_id"].clone(), t["correlation_id"].clone()),
+        (serde_json::json!(parent), serde_json::json!("batch-7"))
+    );
+    let (_, v) = submit(&["No parent", "--no-parent"], Some(&parent));
+    assert!(hub.task(v["task_id"].as_str().unwrap_or_default())["parent_task_id"].is_null());
+    // An unknown parent is refused, exit 2.
+    let (code, v) = submit(&["x", "--parent", "task-nope"], None);
+    assert_eq!(code, Some(2), "{v}");
+
+    // The status line, of the running agent.
+    sc.spawn();
+    sc.wait_online(&hub);
+    let out = Command::new(sidecar_bin())
+        .args(["status", "reviewing PR 12", "--config"])
+        .arg(sc.config_path())
+        .output()
+        .expect("run status");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let shown = wait_for(SOON, || {
+        hub.get("/api/agents").1["agents"]
+            .as_array()
+            .is_some_and(|a| {
+                a.iter()
+                    .any(|x| x["agent_id"] == "handoff" && x["status"] == "reviewing PR 12")
+            })
+    });
+    assert!(shown, "{}", hub.get("/api/agents").1);
+}

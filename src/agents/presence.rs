@@ -638,3 +638,27 @@ mod tests {
         assert_eq!(within.disconnects, 6);
     }
 }
+
+/// Sets an agent's status line (what `status` over its socket does), from
+/// HTTP (`agentcom-sidecar status`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SetAgentStatus {
+    pub agent_id: String,
+    pub status: String,
+}
+
+impl Handler<SetAgentStatus> for Presence {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetAgentStatus, ctx: &mut Context<Self>) {
+        let fsm = <Self as Handler<FsmFor>>::handle(
+            self,
+            FsmFor {
+                agent_id: msg.agent_id,
+            },
+            ctx,
+        );
+        fsm.0.do_send(crate::agents::fsm::SetStatus(msg.status));
+    }
+}

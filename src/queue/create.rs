@@ -140,7 +140,7 @@ impl TaskQueue {
         let mut batch_keys: HashMap<String, usize> = HashMap::new();
         let mut refs: HashMap<String, String> = HashMap::new();
         let mut scopes = Vec::new();
-        for (i, item) in items.into_iter().enumerate() {
+        for (i, mut item) in items.into_iter().enumerate() {
             let existing = match &item.id {
                 Some(id) => self.read(id)?.map(|t| Submitted::of(&t, true)),
                 None => None,
@@ -190,6 +190,25 @@ impl TaskQueue {
                     }
                     if let Some(key) = &item.spec.dedupe_key {
                         batch_keys.insert(key.clone(), fresh.len());
+                    }
+                    // A parent named by the submitter: its correlation, unless
+                    // the submitter named one.
+                    if let (None, Some(pid)) = (&item.parent, item.spec.parent_task_id.clone()) {
+                        match self.read(&pid)? {
+                            Some(parent) => {
+                                let correlation = item
+                                    .spec
+                                    .correlation_id
+                                    .clone()
+                                    .unwrap_or_else(|| parent.correlation().to_string());
+                                item.parent = Some((pid, correlation));
+                            }
+                            None => errors.push(FieldError::new(
+                                &format!("{}parent_task_id", field(i)),
+                                "invalid_value",
+                                format!("no task {pid:?}"),
+                            )),
+                        }
                     }
                     entries.push(Planned::New(fresh.len()));
                     fresh.push((item, id));

@@ -201,6 +201,8 @@ struct SubmitTaskArgs {
     budget_tokens: Option<u64>,
     /// Dollars the task may spend; over it, the task is paused until the budget is raised.
     budget_usd: Option<f64>,
+    /// The task this one is handed off from: it joins that task's correlation (unless correlation_id is given).
+    parent_task_id: Option<String>,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -331,6 +333,11 @@ impl HubTools {
             args.budget_tokens.map(Value::from),
         );
         put(&mut body, "budget_usd", args.budget_usd.map(Value::from));
+        put(
+            &mut body,
+            "parent_task_id",
+            args.parent_task_id.map(Value::from),
+        );
         let created = self.hub("POST", "/api/tasks", Some(body)).await?;
         Ok(CallToolResult::structured(created))
     }

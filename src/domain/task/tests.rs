@@ -86,6 +86,7 @@ pub(crate) fn task(max_retries: u32) -> Task {
         merge_on_approval: false,
         budget_tokens: None,
         budget_usd: None,
+        parent_task_id: None,
     };
     let defaults = TaskDefaults {
         max_retries: 3,

@@ -6,10 +6,10 @@ use serde_json::{json, Value};
 
 use super::{bearer, object_body, str_list, Admin, Caller, AGENT_ID_FIELD, CAPABILITIES_FIELD};
 use crate::agents::auth::{join_command, IssueError, Principal, Role, TokenTerms};
-use crate::agents::presence::{AgentState, ListAgents, RevokeAgent};
+use crate::agents::presence::{AgentState, ListAgents, RevokeAgent, SetAgentStatus};
 use crate::error::ApiError;
 use crate::hub::HubState;
-use crate::protocol::{check_slot_count, id, opt, Field, FieldError, Kind};
+use crate::protocol::{check_slot_count, id, opt, req, text, Field, FieldError, Kind};
 
 /// Body of `POST /admin/tokens`.
 pub(crate) const TOKEN_FIELDS: &[Field] = &[
@@ -69,6 +69,7 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/agents", web::get().to(list_agents))
         .route("/api/agents/states", web::get().to(agent_states))
         .route("/api/agents/{id}/state", web::get().to(agent_state))
+        .route("/api/agents/{id}/status", web::put().to(set_status))
         .route("/api/whoami", web::get().to(whoami))
         .route("/admin/tokens", web::post().to(issue_token))
         .route("/admin/tokens", web::get().to(list_tokens))
@@ -138,6 +139,38 @@ async fn agent_state(
         Some(v) => Ok(HttpResponse::Ok().json(state_json(&v))),
         None => Err(ApiError::NotFound),
     }
+}
+
+/// Body of `PUT /api/agents/{id}/status`.
+pub(crate) const STATUS_FIELDS: &[Field] = &[req("status", text(256))];
+
+/// `PUT /api/agents/:id/status {status}`: the agent's status line, by the
+/// agent itself (its sidecar's `status` command) or a steering token.
+async fn set_status(
+    caller: Caller,
+    path: web::Path<String>,
+    body: web::Bytes,
+    state: web::Data<HubState>,
+) -> Result<HttpResponse, ApiError> {
+    let agent_id = path.into_inner();
+    let own = caller.0.agent_id() == Some(agent_id.as_str());
+    if !own && !caller.0.may_steer() {
+        return Err(ApiError::Forbidden);
+    }
+    let obj = object_body(&body, STATUS_FIELDS)?;
+    let status = obj
+        .get("status")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    if state.tokens.get(&agent_id)?.is_none() {
+        return Err(ApiError::NotFound);
+    }
+    state.presence.do_send(SetAgentStatus {
+        agent_id: agent_id.clone(),
+        status: status.clone(),
+    });
+    Ok(HttpResponse::Ok().json(json!({"agent_id": agent_id, "status": status})))
 }
 
 async fn issue_token(

@@ -8,7 +8,7 @@ use crate::protocol::PUBLISH_FIELDS;
 use crate::protocol::{
     object_schema, priority_json_schema, RENEW_FIELDS, RESERVE_FIELDS, TASK_SPEC_FIELDS,
 };
-use crate::web::http::agents::{INVITE_FIELDS, REGISTER_FIELDS, TOKEN_FIELDS};
+use crate::web::http::agents::{INVITE_FIELDS, REGISTER_FIELDS, STATUS_FIELDS, TOKEN_FIELDS};
 use crate::web::http::approvals::REJECT_FIELDS;
 use crate::web::http::budgets::RAISE_FIELDS;
 use crate::web::http::concurrency::LIMIT_FIELDS;
@@ -346,6 +346,15 @@ pub(super) fn catalog() -> Vec<Route> {
             )
         },
         route("GET", "/api/topics", Token, "Every topic with its event count and newest event"),
+        Route {
+            body: BodyDoc::Fields(STATUS_FIELDS),
+            ..route(
+                "PUT",
+                "/api/agents/{id}/status",
+                Token,
+                "Set an agent's status line (the agent itself, or the admin or a coordinator)",
+            )
+        },
         Route {
             body: BodyDoc::Fields(PUBLISH_FIELDS),
             ..route(
