@@ -60,6 +60,7 @@
       topics: [],              // GET /api/topics rows: {topic, count, last_seq, last_published_at}
       topicOpen: null,         // the topic whose newest events are shown
       topicEvents: [],
+      subscriptions: [],       // GET /api/subscriptions
       completions: [],         // completion records, newest first
       throughput: { completed_last_hour: 0, avg_completion_ms: null, total_tokens_hour: 0 },
       storage: null,
@@ -351,7 +352,7 @@
       'submit-approval', 'submit-merge', 'submit-budget-tokens', 'submit-budget-usd',
       'spend-date', 'spend-tokens', 'spend-usd', 'spend-empty', 'spend-list', 'spend-days',
       'rules-form', 'rules-text', 'rules-error', 'rules-source', 'budgets-form', 'budgets-text', 'budgets-error',
-      'topics-summary', 'topics-empty', 'topics-list', 'topic-events',
+      'topics-summary', 'topics-empty', 'topics-list', 'topic-events', 'subscriptions-empty', 'subscriptions-list',
       'submit-button', 'submit-result',
       'completions-meta', 'completions-body', 'completions-empty',
       'storage-status', 'storage-conditions', 'storage-fields', 'backup-now', 'backup-result',
@@ -798,8 +799,26 @@
     const r = await api('GET', '/api/topics');
     if (!r.ok || !r.data) return;
     model.topics = Array.isArray(r.data.topics) ? r.data.topics : [];
+    const s = await api('GET', '/api/subscriptions');
+    if (s.ok && s.data && Array.isArray(s.data.subscriptions)) model.subscriptions = s.data.subscriptions;
     mark('topics');
     if (model.topicOpen) loadTopicEvents(model.topicOpen);
+  }
+
+  async function doUnsubscribe(id) {
+    if (!id || model.pending.has('unsub:' + id)) return;
+    model.pending.add('unsub:' + id);
+    mark('topics');
+    const r = await api('DELETE', '/api/subscriptions/' + encodeURIComponent(id));
+    model.pending.delete('unsub:' + id);
+    if (r.ok) {
+      actionResult('unsubscribe ' + id + ': deleted', 'ok');
+      model.subscriptions = model.subscriptions.filter(function (s) { return s.id !== id; });
+    } else {
+      actionResult('unsubscribe ' + id + ': ' + (str(r.data && r.data.error) || 'failed'), 'bad', errorText(r));
+      if (r.status === 401) sessionLost();
+    }
+    mark('topics');
   }
 
   async function loadTopicEvents(topic) {
@@ -823,6 +842,21 @@
           h('span', { class: 'res-meta muted', testid: 'topic-count',
             text: ' ' + fmtInt(t.count) + ' events' + (isNum(t.last_published_at) ? ' · newest ' + fmtAbs(t.last_published_at) : '') })));
     }, function (t) { return sig([t, model.topicOpen === t.topic]); });
+    const subs = model.subscriptions;
+    ui.subscriptionsEmpty.hidden = subs.length > 0;
+    reconcile(ui.subscriptionsList, subs, function (s) { return str(s.id); }, function (s) {
+      const a = s.action || {};
+      const what = a.task ? 'task: ' + str(a.task.description).slice(0, 120)
+        : a.agent ? 'message to ' + str(a.agent) : 'channel ' + str(a.channel);
+      const filter = s.filter && Object.keys(s.filter).length ? ' where ' + JSON.stringify(s.filter) : '';
+      const busy = model.pending.has('unsub:' + s.id);
+      return h('div', { class: 'res-row subscription-row', testid: 'subscription-row', data: { id: str(s.id) } },
+        h('div', { class: 'res-main' },
+          h('div', {}, h('span', { class: 'mono', text: str(s.topic) }), h('span', { text: filter + ' → ' + what })),
+          h('div', { class: 'res-meta muted', testid: 'subscription-fired', text: str(s.id) + ' · fired ' + fmtInt(s.fired || 0) + ' · by ' + str(s.created_by) })),
+        h('button', { type: 'button', class: 'btn btn-small btn-danger', testid: 'unsubscribe-btn',
+          data: { action: 'unsubscribe', target: str(s.id), needs: 'steer' }, disabled: busy, text: busy ? 'Deleting…' : 'Delete' }));
+    }, function (s) { return sig([s, model.pending.has('unsub:' + s.id)]); });
     const events = model.topicOpen ? model.topicEvents : [];
     reconcile(ui.topicEvents, events, function (e) { return str(e.id); }, function (e) {
       return h('div', { class: 'res-row topic-event', testid: 'topic-event', data: { seq: String(e.seq) } },
@@ -2474,6 +2508,7 @@
       case 'answer': doAnswer(targetId, el.dataset.answer); break;
       case 'approve': doDecide(targetId, true); break;
       case 'open-topic': loadTopicEvents(targetId); break;
+      case 'unsubscribe': doUnsubscribe(targetId); break;
       case 'close-detail': closeDetail(); break;
       case 'reconnect-now': reconnectNow(); break;
       case 'backup': doBackup(); break;

@@ -192,7 +192,12 @@ pub(crate) fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState
     .start();
     let topics = Topics::load(
         store.clone(),
-        bus.clone(),
+        (
+            bus.clone(),
+            events.clone(),
+            queue.clone(),
+            messaging.clone(),
+        ),
         config.topic_retention_days,
         Duration::from_millis(config.retention_interval_ms),
     )?

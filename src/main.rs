@@ -105,7 +105,8 @@ enum Command {
         #[command(subcommand)]
         action: ops_cli::UsageAction,
     },
-    /// Topic events of a running hub: list, events TOPIC, publish TOPIC.
+    /// Topic events and subscriptions of a running hub: list, events TOPIC,
+    /// publish TOPIC, subscriptions, subscribe -f FILE, unsubscribe ID.
     Topics {
         #[command(subcommand)]
         action: ops_cli::TopicsAction,

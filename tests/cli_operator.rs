@@ -561,4 +561,37 @@ fn topic_events_from_the_command_line() {
     assert_eq!(rest["events"][0]["payload"], 2, "{rest}");
     let bad = ops(&hub, &["topics", "publish", "x", "--payload", "{nope"]);
     assert_eq!(bad.status.code(), Some(2));
+    // Subscriptions from a TOML file.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("sub.toml");
+    std::fs::write(
+        &file,
+        "topic = \"deploy:web\"\n[task]\ndescription = \"Smoke-test {{payload.version}}\"\n",
+    )
+    .expect("write");
+    let made = ok_json(&ops(
+        &hub,
+        &["topics", "subscribe", "-f", &file.display().to_string()],
+    ));
+    let id = made["id"].as_str().expect("id").to_string();
+    ok_json(&ops(
+        &hub,
+        &[
+            "topics",
+            "publish",
+            "deploy:web",
+            "--payload",
+            r#"{"version": "1.3"}"#,
+        ],
+    ));
+    assert!(wait_for(SOON, || list_all_tasks(&hub, "", 100)
+        .iter()
+        .any(|t| t["description"] == "Smoke-test 1.3")));
+    let listed = ok_json(&ops(&hub, &["topics", "subscriptions"]));
+    assert_eq!(listed["subscriptions"][0]["fired"], 1, "{listed}");
+    ok_json(&ops(&hub, &["topics", "unsubscribe", &id]));
+    assert_eq!(
+        ops(&hub, &["topics", "unsubscribe", &id]).status.code(),
+        Some(1)
+    );
 }

@@ -405,6 +405,23 @@ impl Side {
                 }
                 Ok(String::new())
             }
+            "subscription_made" => {
+                let (status, sub) = hub.post(
+                    "/api/subscriptions",
+                    &json!({"topic": "pr_opened",
+                           "task": {"description": "Review PR {{payload.pr}}",
+                                    "needed_capabilities": ["nobody"]}}),
+                );
+                (status == 201)
+                    .then(|| sub["id"].as_str().unwrap_or_default().to_string())
+                    .ok_or(format!("not subscribed: {sub}"))
+            }
+            "subscription_gone" => {
+                let (_, subs) = hub.get("/api/subscriptions");
+                (subs["count"] == 0)
+                    .then(String::new)
+                    .ok_or(format!("still there: {subs}"))
+            }
             "policies_saved" => {
                 let (_, rules) = hub.get("/api/admin/approval-rules");
                 let (_, spend) = hub.get("/api/spend");

@@ -229,7 +229,7 @@ fn tool_err(name: &str, arguments: &Value, answer: &Value) -> Value {
     error
 }
 
-const ALL_TOOLS: [&str; 33] = [
+const ALL_TOOLS: [&str; 36] = [
     "list_agents",
     "submit_task",
     "broadcast_task",
@@ -263,11 +263,14 @@ const ALL_TOOLS: [&str; 33] = [
     "publish_event",
     "list_topics",
     "topic_events",
+    "subscribe",
+    "list_subscriptions",
+    "unsubscribe",
 ];
 /// The admin's token alone sees these.
 const ADMIN_TOOLS: [&str; 2] = ["set_approval_rules", "set_daily_budgets"];
 /// The steering tools: the admin's and coordinators' tokens only.
-const ADMIN_ONLY: [&str; 10] = [
+const ADMIN_ONLY: [&str; 12] = [
     "cancel_task",
     "retry_task",
     "set_concurrency_limit",
@@ -278,6 +281,8 @@ const ADMIN_ONLY: [&str; 10] = [
     "approve_task",
     "reject_task",
     "set_task_budget",
+    "subscribe",
+    "unsubscribe",
 ];
 
 #[test]
@@ -1133,4 +1138,29 @@ fn topic_events_are_published_and_read_through_the_tools() {
     assert_eq!(topics["topics"][0]["count"], 2, "{topics}");
     let bad = mcp.call_err("publish_event", json!({"topic": "a/b", "payload": 1}));
     assert_eq!(bad["error"], "invalid_arguments", "{bad}");
+    // A coordinator subscribes; the next event makes a task.
+    let (_, made) = hub.post(
+        "/admin/tokens",
+        &json!({"agent_id": "lead", "role": "coordinator"}),
+    );
+    let mut lead = McpClient::start(&hub, made["token"].as_str().unwrap_or_default());
+    let sub = lead.call(
+        "subscribe",
+        json!({"topic": "pr_opened", "task": {"description": "Review {{payload.pr}}"}}),
+    );
+    let id = sub["id"].as_str().unwrap_or_default().to_string();
+    mcp.call(
+        "publish_event",
+        json!({"topic": "pr_opened", "payload": {"pr": 15}}),
+    );
+    let made = wait_for(SOON, || {
+        list_all_tasks(&hub, "", 100)
+            .iter()
+            .any(|t| t["description"] == "Review 15")
+    });
+    assert!(made);
+    let listed = lead.call("list_subscriptions", json!({}));
+    assert_eq!(listed["subscriptions"][0]["id"], id.as_str(), "{listed}");
+    let gone = lead.call("unsubscribe", json!({"id": id}));
+    assert_eq!(gone["status"], "deleted", "{gone}");
 }

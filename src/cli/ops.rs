@@ -127,6 +127,24 @@ pub enum TopicsAction {
         #[command(flatten)]
         online: Online,
     },
+    /// The subscriptions: topic, filter, action, cursor, how often fired.
+    Subscriptions {
+        #[command(flatten)]
+        online: Online,
+    },
+    /// Subscribe: a TOML or JSON file with {topic, filter?, task | deliver}.
+    Subscribe {
+        #[arg(short = 'f', long = "file")]
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        online: Online,
+    },
+    /// Delete a subscription.
+    Unsubscribe {
+        id: String,
+        #[command(flatten)]
+        online: Online,
+    },
     /// Publish an event (as admin).
     Publish {
         topic: String,
@@ -597,6 +615,15 @@ pub fn approval_rules(action: ApprovalRulesAction) -> Result<(), Fatal> {
 pub fn topics(action: TopicsAction) -> Result<(), Fatal> {
     let answer = match action {
         TopicsAction::List { online } => call(&online, "GET", "/api/topics", None)?,
+        TopicsAction::Subscriptions { online } => call(&online, "GET", "/api/subscriptions", None)?,
+        TopicsAction::Subscribe { file, online } => {
+            let body = rules_file(&file)?;
+            call(&online, "POST", "/api/subscriptions", Some(body))?
+        }
+        TopicsAction::Unsubscribe { id, online } => {
+            let path = format!("/api/subscriptions/{}", encode(&id));
+            call(&online, "DELETE", &path, None)?
+        }
         TopicsAction::Events {
             topic,
             since,

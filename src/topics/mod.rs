@@ -13,8 +13,15 @@
 //! - `s/<seq>`: `(topic, published_at)`, the hub-wide order (retention, start);
 //! - `d/<topic>\0<dedupe key>`: the sequence of the event that used it.
 //!
-//! Architecture invariant: knows no task, agent or socket; answers readers
-//! and publishers only.
+//! Subscriptions (`subscriptions.rs`) turn events into tasks (through the
+//! queue's `SubmitFixed`) or messages (through `Messaging`).
+//!
+//! Architecture invariant: knows no agent or socket; changes tasks only
+//! through the queue's messages and sends messages only through `Messaging`.
+
+mod subscriptions;
+
+pub(crate) use subscriptions::{SubError, Subscribe, Subscriptions, Unsubscribe};
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -24,8 +31,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::error::StoreError;
+use crate::messaging::Messaging;
 use crate::protocol::{Publish, TopicEvent, MAX_EVENT_PAGE};
+use crate::queue::TaskQueue;
 use crate::storage::bus::{EventBus, HubEvent};
+use crate::storage::eventlog::EventLog;
 use crate::storage::store::{decode, encode, Store};
 use crate::util::now_ms;
 
@@ -76,24 +86,61 @@ fn seq_of(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(tail))
 }
 
-/// See the module documentation.
-pub(crate) struct Topics {
+/// The events as stored, and what is known of each topic.
+pub(crate) struct Events {
     store: Store,
-    bus: EventBus,
     next_seq: u64,
     topics: BTreeMap<String, TopicInfo>,
     retention_ms: i64,
+}
+
+/// See the module documentation.
+pub(crate) struct Topics {
+    events: Events,
+    bus: EventBus,
+    log: EventLog,
+    queue: Addr<TaskQueue>,
+    messaging: Addr<Messaging>,
+    subs: BTreeMap<String, subscriptions::Subscription>,
+    /// A subscription's action is under way (they run one at a time).
+    firing: bool,
+    /// Work came while one ran: look again after it.
+    kick_again: bool,
+    /// Subscriptions whose action failed wait until then (ms) before trying
+    /// again; the others go on meanwhile.
+    retry_at: std::collections::HashMap<String, i64>,
     prune_every: Duration,
 }
 
 impl Topics {
-    /// Loads the sequence and the topics from the store.
+    /// Loads the events' sequence, the topics and the subscriptions.
     pub(crate) fn load(
         store: Store,
-        bus: EventBus,
+        peers: (EventBus, EventLog, Addr<TaskQueue>, Addr<Messaging>),
         retention_days: u64,
         prune_every: Duration,
     ) -> Result<Topics, StoreError> {
+        let (bus, log, queue, messaging) = peers;
+        let mut topics = Topics {
+            events: Events::open(store, retention_days)?,
+            bus,
+            log,
+            queue,
+            messaging,
+            subs: BTreeMap::new(),
+            firing: false,
+            kick_again: false,
+            retry_at: std::collections::HashMap::new(),
+            prune_every,
+        };
+        topics.load_subscriptions()?;
+        Ok(topics)
+    }
+}
+
+impl Events {
+    /// Reads the sequence and the topics from the order index.
+    pub(crate) fn open(store: Store, retention_days: u64) -> Result<Events, StoreError> {
         let mut topics: BTreeMap<String, TopicInfo> = BTreeMap::new();
         let mut next_seq = 1;
         for item in store.topic_events.scan_prefix(b"s/") {
@@ -111,15 +158,13 @@ impl Topics {
             t.last_seq = seq;
             t.last_at = o.at;
         }
-        Ok(Topics {
+        Ok(Events {
             store,
-            bus,
             next_seq,
             topics,
             retention_ms: i64::try_from(retention_days)
                 .unwrap_or(i64::MAX / DAY_MS)
                 .saturating_mul(DAY_MS),
-            prune_every,
         })
     }
 
@@ -255,10 +300,16 @@ impl Actor for Topics {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(self.prune_every, |act, _| match act.prune(now_ms()) {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(removed = n, "old topic events removed"),
-            Err(e) => tracing::error!(error = %e, "topic event retention failed"),
+        // Subscriptions catch up on what came while the hub was down, and
+        // those whose action failed try again.
+        self.kick(ctx);
+        ctx.run_interval(subscriptions::RETRY_EVERY, |act, ctx| act.kick(ctx));
+        ctx.run_interval(self.prune_every, |act, _| {
+            match act.events.prune(now_ms()) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "old topic events removed"),
+                Err(e) => tracing::error!(error = %e, "topic event retention failed"),
+            }
         });
     }
 }
@@ -274,19 +325,27 @@ pub(crate) struct PublishEvent {
 impl Handler<PublishEvent> for Topics {
     type Result = ResponseFuture<Result<(TopicEvent, bool), StoreError>>;
 
-    fn handle(&mut self, msg: PublishEvent, _: &mut Context<Self>) -> Self::Result {
-        let written = self.publish(msg.publish, &msg.by);
-        let durable = self.store.durable();
+    fn handle(&mut self, msg: PublishEvent, ctx: &mut Context<Self>) -> Self::Result {
+        let written = self.events.publish(msg.publish, &msg.by);
+        let durable = self.events.store.durable();
         let bus = self.bus.clone();
+        let me = ctx.address();
+        let subscribed = written
+            .as_ref()
+            .is_ok_and(|(e, existing)| !existing && self.subs.values().any(|s| s.topic == e.topic));
         Box::pin(async move {
             let out = written?;
             durable.await?;
-            // Told once durable, like every bus event.
+            // Told once durable, like every bus event; subscriptions act on
+            // durable events only.
             if !out.1 && bus.watched() {
                 bus.publish(HubEvent::TopicEvent {
                     topic: out.0.topic.clone(),
                     seq: out.0.seq,
                 });
+            }
+            if subscribed {
+                me.do_send(subscriptions::Kick);
             }
             Ok(out)
         })
@@ -310,8 +369,10 @@ impl Handler<TopicPage> for Topics {
 
     fn handle(&mut self, msg: TopicPage, _: &mut Context<Self>) -> Self::Result {
         let (events, next) = match msg.newest {
-            true => (self.newest(&msg.topic, msg.limit)?, None),
-            false => self.page(&msg.topic, msg.since, msg.cursor, msg.limit)?,
+            true => (self.events.newest(&msg.topic, msg.limit)?, None),
+            false => self
+                .events
+                .page(&msg.topic, msg.since, msg.cursor, msg.limit)?,
         };
         Ok(
             json!({"topic": msg.topic, "count": events.len(), "events": events,
@@ -330,6 +391,7 @@ impl Handler<TopicList> for Topics {
 
     fn handle(&mut self, _: TopicList, _: &mut Context<Self>) -> Self::Result {
         let topics: Vec<Value> = self
+            .events
             .topics
             .iter()
             .map(|(name, i)| {
@@ -345,12 +407,12 @@ impl Handler<TopicList> for Topics {
 mod tests {
     use super::*;
 
-    fn topics(dir: &std::path::Path) -> Topics {
+    fn topics(dir: &std::path::Path) -> Events {
         let store = Store::open(dir).expect("store");
-        Topics::load(store, EventBus::new(), 30, Duration::from_secs(60)).expect("load")
+        Events::open(store, 30).expect("open")
     }
 
-    fn publish(t: &mut Topics, topic: &str, n: u64, key: Option<&str>) -> (TopicEvent, bool) {
+    fn publish(t: &mut Events, topic: &str, n: u64, key: Option<&str>) -> (TopicEvent, bool) {
         t.publish(
             Publish {
                 topic: topic.into(),

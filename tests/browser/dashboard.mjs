@@ -335,6 +335,17 @@ async function main() {
     await page.locator(`${tid('topic-events')} ${tid('topic-event')}`, { hasText: '"pr":2' }).waitFor();
     console.log('topic events shown live and opened from the page');
 
+    // A subscription made by an operator shows how often it fired; deleted from the page.
+    const subId = await hub('subscription_made');
+    await hub('topic_events_published', '1');
+    const subRow = page.locator(`${tid('subscription-row')}[data-id="${subId}"]`);
+    await subRow.locator(tid('subscription-fired'), { hasText: 'fired 1' }).waitFor();
+    await subRow.locator(tid('unsubscribe-btn')).click();
+    await page.locator(tid('action-result'), { hasText: `unsubscribe ${subId}: deleted` }).waitFor();
+    await subRow.waitFor({ state: 'detached' });
+    await hub('subscription_gone', subId);
+    console.log(`subscription ${subId} shown firing and deleted from the page`);
+
     // Filters: only cancelled tasks (none) and back to all.
     await page.selectOption(tid('tasks-filter-status'), 'cancelled');
     await page.click(tid('tasks-refresh'));

@@ -47,6 +47,8 @@ const STEER_TOOLS: &[&str] = &[
     "approve_task",
     "reject_task",
     "set_task_budget",
+    "subscribe",
+    "unsubscribe",
 ];
 /// Tools of the admin's token alone (policies a coordinator may not lift).
 const ADMIN_TOOLS: &[&str] = &["set_approval_rules", "set_daily_budgets"];

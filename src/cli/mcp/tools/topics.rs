@@ -1,5 +1,6 @@
-//! The topic tools: `publish_event` (any token that may write), and
-//! `list_topics` / `topic_events` (read).
+//! The topic tools: `publish_event` (any token that may write),
+//! `list_topics` / `topic_events` / `list_subscriptions` (read), and
+//! `subscribe` / `unsubscribe` (steering).
 
 use rmcp::handler::server::tool::schema_for_type;
 use rmcp::model::{CallToolResult, JsonObject};
@@ -44,6 +45,26 @@ fn topic_path(tool: &str, topic: &str) -> Result<String, rmcp::model::CallToolRe
         Ok(()) => Ok(topic.to_string()),
         Err(e) => Err(invalid(tool, &format!("topic: {}", e.detail))),
     }
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct SubscribeArgs {
+    /// The topic to follow.
+    topic: String,
+    /// Top-level payload fields that must equal these values.
+    filter: Option<serde_json::Map<String, Value>>,
+    /// A task submission made for each matching event; its description and metadata strings may hold {{payload.KEY}}, {{event.id}}, {{event.topic}}.
+    task: Option<serde_json::Map<String, Value>>,
+    /// Instead of a task: {"agent": id} or {"channel": name} gets each event as a message.
+    deliver: Option<serde_json::Map<String, Value>>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct SubIdArgs {
+    /// The subscription (sub-...).
+    id: String,
 }
 
 #[tool_router(router = topic_tools, vis = "pub(super)")]
@@ -102,6 +123,54 @@ impl HubTools {
         }
         Ok(CallToolResult::structured(
             self.hub("GET", &path, None).await?,
+        ))
+    }
+
+    #[tool(
+        description = "Subscribe (admin or coordinator token): from now on every event of the topic that matches the filter creates exactly one task from the template, or is delivered as a message to an agent or a channel.",
+        input_schema = schema_for_type::<SubscribeArgs>()
+    )]
+    async fn subscribe(&self, args: JsonObject) -> Outcome {
+        let args: SubscribeArgs = parse("subscribe", args)?;
+        let mut body = json!({"topic": args.topic});
+        for (k, v) in [
+            ("filter", args.filter),
+            ("task", args.task),
+            ("deliver", args.deliver),
+        ] {
+            if let Some(v) = v {
+                body[k] = Value::Object(v);
+            }
+        }
+        Ok(CallToolResult::structured(
+            self.hub("POST", "/api/subscriptions", Some(body)).await?,
+        ))
+    }
+
+    #[tool(
+        description = "Every subscription: its topic, filter, action (task template or delivery), cursor and how often it fired.",
+        input_schema = schema_for_type::<NoArgs>(),
+        annotations(read_only_hint = true)
+    )]
+    async fn list_subscriptions(&self, args: JsonObject) -> Outcome {
+        let _: NoArgs = parse("list_subscriptions", args)?;
+        Ok(CallToolResult::structured(
+            self.hub("GET", "/api/subscriptions", None).await?,
+        ))
+    }
+
+    #[tool(
+        description = "Delete a subscription (admin or coordinator token): its topic's events no longer create tasks or messages.",
+        input_schema = schema_for_type::<SubIdArgs>()
+    )]
+    async fn unsubscribe(&self, args: JsonObject) -> Outcome {
+        let args: SubIdArgs = parse("unsubscribe", args)?;
+        let path = format!(
+            "/api/subscriptions/{}",
+            crate::cli::hub_client::encode(&args.id)
+        );
+        Ok(CallToolResult::structured(
+            self.hub("DELETE", &path, None).await?,
         ))
     }
 }

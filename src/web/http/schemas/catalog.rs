@@ -346,6 +346,14 @@ pub(super) fn catalog() -> Vec<Route> {
             )
         },
         route("GET", "/api/topics", Token, "Every topic with its event count and newest event"),
+        route("GET", "/api/subscriptions", Token, "Every subscription: topic, filter, action, cursor, fired"),
+        route(
+            "POST",
+            "/api/subscriptions",
+            Steer,
+            "Subscribe {topic, filter?, task (a template) | deliver {agent | channel}}: each matching event makes one task or a message",
+        ),
+        route("DELETE", "/api/subscriptions/{id}", Steer, "Delete a subscription"),
         Route {
             body: BodyDoc::Fields(STATUS_FIELDS),
             ..route(
