@@ -20,7 +20,7 @@ use agentcom_hub::{
 };
 
 use cli::hub_client::{self, HubAnswer, HubClient};
-use cli::{bench, mcp, ops as ops_cli};
+use cli::{bench, mcp, ops as ops_cli, policies};
 
 // The hub allocates many small, short-lived objects across threads (frames, actor
 // messages); mimalloc handles that pattern far better than glibc malloc.
@@ -109,17 +109,17 @@ enum Command {
     /// publish TOPIC, subscriptions, subscribe -f FILE, unsubscribe ID.
     Topics {
         #[command(subcommand)]
-        action: ops_cli::TopicsAction,
+        action: policies::TopicsAction,
     },
     /// Spend and daily budgets of a running hub: show, set -f FILE.
     Budgets {
         #[command(subcommand)]
-        action: ops_cli::BudgetsAction,
+        action: policies::PolicyAction,
     },
     /// Approval rules of a running hub: show, set -f FILE.
     ApprovalRules {
         #[command(subcommand)]
-        action: ops_cli::ApprovalRulesAction,
+        action: policies::PolicyAction,
     },
     /// Concurrency limits of a running hub: list, set KEY LIMIT, remove KEY.
     Concurrency {
@@ -712,9 +712,9 @@ fn main() -> ExitCode {
         Command::Queue { action } => ops_cli::queue(action),
         Command::Reservations { action } => ops_cli::reservations(action),
         Command::Concurrency { action } => ops_cli::concurrency(action),
-        Command::ApprovalRules { action } => ops_cli::approval_rules(action),
-        Command::Budgets { action } => ops_cli::budgets(action),
-        Command::Topics { action } => ops_cli::topics(action),
+        Command::ApprovalRules { action } => policies::approval_rules(action),
+        Command::Budgets { action } => policies::budgets(action),
+        Command::Topics { action } => policies::topics(action),
         Command::Usage { action } => ops_cli::usage(action),
         Command::StandingOrders { action } => ops_cli::standing(action),
         Command::Events(args) => ops_cli::events(args),

@@ -3,7 +3,9 @@
 //! ```text
 //! run --config FILE        hold the hub connection, wake the agent, report results
 //! join --hub URL ...       register with an invite, install, verify
-//! submit "description"     submit a task to the hub
+//! submit "description"     submit a task to the hub (every field of a submission)
+//! status TEXT              this agent's status line
+//! emit TOPIC --payload J   publish a topic event
 //! git start-task|submit|status|check-scope   the agent's git workflow (one JSON
 //!                          object each; start-task installs the write-scope hook)
 //! scope reserve|renew|release|list   reserve repository paths (exit 3: conflict)
@@ -22,6 +24,7 @@ mod config;
 mod fleet;
 mod git;
 mod http;
+mod hub_cmds;
 mod inbox;
 mod link;
 mod liveness;
@@ -94,7 +97,7 @@ enum Cmd {
     /// Submit a task to the hub (with this sidecar's token).
     Submit {
         #[command(flatten)]
-        task: Box<SubmitArgs>,
+        task: Box<hub_cmds::SubmitArgs>,
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -341,207 +344,6 @@ fn run(config: Option<PathBuf>) -> Result<(), Fatal> {
     runtime.block_on(relay::run(cfg)).map_err(|e| fatal(1, e))
 }
 
-/// What `submit` sends.
-#[derive(clap::Args)]
-struct SubmitArgs {
-    description: String,
-    /// urgent, high, normal, low (or 0-3).
-    #[arg(long)]
-    priority: Option<String>,
-    /// A capability the task needs (repeatable).
-    #[arg(long = "capability")]
-    capabilities: Vec<String>,
-    /// Task metadata as a JSON object.
-    #[arg(long)]
-    metadata: Option<String>,
-    /// Longest one attempt may run (the agent's sidecar then stops it).
-    #[arg(long)]
-    max_runtime_ms: Option<u64>,
-    /// No sign of life from the agent this long fails the attempt as stalled.
-    #[arg(long)]
-    stall_ms: Option<u64>,
-    /// The repository the write and read paths are relative to.
-    #[arg(long)]
-    repo: Option<String>,
-    /// A glob of files the task writes (repeatable): tasks writing or reading
-    /// overlapping paths of the same repo wait for it.
-    #[arg(long = "write-path")]
-    write_paths: Vec<String>,
-    /// A glob of files the task reads (repeatable).
-    #[arg(long = "read-path")]
-    read_paths: Vec<String>,
-    /// Caps how many tasks of the key run at once (an operator's limit) and
-    /// shares the queue fairly with other keys.
-    #[arg(long)]
-    concurrency_key: Option<String>,
-    /// While a task with this key is unfinished, submitting again answers it.
-    #[arg(long)]
-    dedupe_key: Option<String>,
-    /// A task that must complete first (repeatable).
-    #[arg(long = "depends-on")]
-    depends_on: Vec<String>,
-    /// Not scheduled before this time (ms since the epoch).
-    #[arg(long)]
-    run_after: Option<u64>,
-    /// Not scheduled for this many ms from now.
-    #[arg(long, conflicts_with = "run_after")]
-    delay_ms: Option<u64>,
-    /// Groups tasks (default: the parent's).
-    #[arg(long)]
-    correlation_id: Option<String>,
-    /// The task this one is handed off from [default: $TASK_ID, the task the
-    /// agent works on, when run inside a woken task].
-    #[arg(long)]
-    parent: Option<String>,
-    /// No parent, even inside a woken task.
-    #[arg(long, conflicts_with = "parent")]
-    no_parent: bool,
-    /// Retries after failures (0-100).
-    #[arg(long)]
-    max_retries: Option<u64>,
-    /// Reclaims (lost agents) before dead letter (0-100).
-    #[arg(long)]
-    max_reclaims: Option<u64>,
-    /// The task's lease (ms).
-    #[arg(long)]
-    lease_ms: Option<u64>,
-    /// Dead-lettered when not complete by then (ms since the epoch).
-    #[arg(long)]
-    complete_by: Option<u64>,
-    /// requeue, route or wait: what a blocked report does.
-    #[arg(long)]
-    blocked_policy: Option<String>,
-    /// Delay of the requeue policy (ms).
-    #[arg(long)]
-    blocked_requeue_ms: Option<u64>,
-    /// before_start or before_complete: a person approves.
-    #[arg(long)]
-    approval: Option<String>,
-    /// With --approval before_complete: merge the result's pull request once approved.
-    #[arg(long)]
-    merge_on_approval: bool,
-    /// Tokens the task may spend.
-    #[arg(long)]
-    budget_tokens: Option<u64>,
-    /// Dollars the task may spend.
-    #[arg(long)]
-    budget_usd: Option<f64>,
-}
-
-fn submit(args: SubmitArgs, config: Option<PathBuf>) -> Result<(), Fatal> {
-    let SubmitArgs {
-        description,
-        priority,
-        capabilities,
-        metadata,
-        max_runtime_ms,
-        stall_ms,
-        repo,
-        write_paths,
-        read_paths,
-        concurrency_key,
-        dedupe_key,
-        depends_on,
-        run_after,
-        delay_ms,
-        correlation_id,
-        parent,
-        no_parent,
-        max_retries,
-        max_reclaims,
-        lease_ms,
-        complete_by,
-        blocked_policy,
-        blocked_requeue_ms,
-        approval,
-        merge_on_approval,
-        budget_tokens,
-        budget_usd,
-    } = args;
-    let cfg = load_config(config)?;
-    let mut task = json!({"description": description});
-    // Inside a woken task, a submit is a hand-off from it.
-    let parent = match no_parent {
-        true => None,
-        false => parent.or_else(|| std::env::var("TASK_ID").ok().filter(|t| !t.is_empty())),
-    };
-    let run_after = run_after.or_else(|| delay_ms.map(|d| state::now_ms().saturating_add(d)));
-    let fields: [(&str, Option<Value>); 15] = [
-        ("dedupe_key", dedupe_key.map(Value::from)),
-        ("run_after", run_after.map(Value::from)),
-        ("correlation_id", correlation_id.map(Value::from)),
-        ("parent_task_id", parent.map(Value::from)),
-        ("max_retries", max_retries.map(Value::from)),
-        ("max_reclaims", max_reclaims.map(Value::from)),
-        ("lease_ms", lease_ms.map(Value::from)),
-        ("complete_by", complete_by.map(Value::from)),
-        ("blocked_policy", blocked_policy.map(Value::from)),
-        ("blocked_requeue_ms", blocked_requeue_ms.map(Value::from)),
-        ("approval", approval.map(Value::from)),
-        (
-            "merge_on_approval",
-            merge_on_approval.then_some(Value::Bool(true)),
-        ),
-        ("budget_tokens", budget_tokens.map(Value::from)),
-        ("budget_usd", budget_usd.map(Value::from)),
-        (
-            "depends_on",
-            (!depends_on.is_empty()).then(|| json!(depends_on)),
-        ),
-    ];
-    for (k, v) in fields {
-        if let Some(v) = v {
-            task[k] = v;
-        }
-    }
-    if let Some(repo) = repo {
-        task["repo"] = json!(repo);
-    }
-    if !write_paths.is_empty() {
-        task["write_paths"] = json!(write_paths);
-    }
-    if !read_paths.is_empty() {
-        task["read_paths"] = json!(read_paths);
-    }
-    if let Some(key) = concurrency_key {
-        task["concurrency_key"] = json!(key);
-    }
-    if let Some(ms) = max_runtime_ms {
-        task["max_runtime_ms"] = json!(ms);
-    }
-    if let Some(ms) = stall_ms {
-        task["stall_ms"] = json!(ms);
-    }
-    if let Some(p) = priority {
-        task["priority"] = match p.parse::<u64>() {
-            Ok(n) => json!(n),
-            Err(_) => json!(p),
-        };
-    }
-    if !capabilities.is_empty() {
-        task["needed_capabilities"] = json!(capabilities);
-    }
-    if let Some(m) = metadata {
-        match serde_json::from_str::<Value>(&m) {
-            Ok(v @ Value::Object(_)) => task["metadata"] = v,
-            _ => return Err(fatal(2, "--metadata must be a JSON object")),
-        }
-    }
-    let url = format!("{}/api/tasks", cfg.hub_api_url);
-    let (status, resp) = http::request("POST", &url, Some(&cfg.token), Some(&task))
-        .map_err(|e| fatal(1, format!("cannot reach the hub: {e}")))?;
-    if status == 200 || status == 201 {
-        println!("{resp}");
-        Ok(())
-    } else {
-        println!("{resp}");
-        Err(fatal(
-            if status == 422 || status == 400 { 2 } else { 1 },
-            format!("the hub refused the task (HTTP {status})"),
-        ))
-    }
-}
-
 /// The file a woken agent writes: `--file`, else the wake environment's.
 fn agent_file(given: Option<PathBuf>, env: &str) -> Result<PathBuf, Fatal> {
     given
@@ -635,120 +437,6 @@ fn inbox_cmd(
         inbox::mark_read(&dir, |e| seen.contains(&e.seq)).map_err(io)?;
     }
     Ok(())
-}
-
-fn set_status(text: String, config: Option<PathBuf>) -> Result<(), Fatal> {
-    let cfg = load_config(config)?;
-    let url = format!("{}/api/agents/{}/status", cfg.hub_api_url, cfg.agent_id);
-    let body = json!({ "status": text });
-    let (status, resp) = http::request("PUT", &url, Some(&cfg.token), Some(&body))
-        .map_err(|e| fatal(1, format!("cannot reach the hub: {e}")))?;
-    println!("{resp}");
-    match status {
-        200 => Ok(()),
-        400 | 422 => Err(fatal(
-            2,
-            format!("the hub refused the status (HTTP {status})"),
-        )),
-        _ => Err(fatal(
-            1,
-            format!("the hub refused the status (HTTP {status})"),
-        )),
-    }
-}
-
-fn emit(
-    topic: String,
-    payload: String,
-    dedupe_key: Option<String>,
-    config: Option<PathBuf>,
-) -> Result<(), Fatal> {
-    let cfg = load_config(config)?;
-    let raw = match payload.strip_prefix('@') {
-        Some("-") => {
-            let mut s = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
-                .map_err(|e| fatal(2, format!("cannot read standard input: {e}")))?;
-            s
-        }
-        Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| fatal(2, format!("cannot read {path}: {e}")))?,
-        None => payload,
-    };
-    let payload: Value =
-        serde_json::from_str(&raw).map_err(|e| fatal(2, format!("--payload is not JSON: {e}")))?;
-    let mut body = json!({"payload": payload});
-    if let Some(k) = dedupe_key {
-        body["dedupe_key"] = json!(k);
-    }
-    agentcom_protocol::check_topic(&topic).map_err(|e| fatal(2, format!("topic: {}", e.detail)))?;
-    let url = format!("{}/api/topics/{topic}/events", cfg.hub_api_url);
-    let (status, resp) = http::request("POST", &url, Some(&cfg.token), Some(&body))
-        .map_err(|e| fatal(1, format!("cannot reach the hub: {e}")))?;
-    println!("{resp}");
-    match status {
-        200 | 201 => Ok(()),
-        400 | 413 | 422 => Err(fatal(
-            2,
-            format!("the hub refused the event (HTTP {status})"),
-        )),
-        _ => Err(fatal(
-            1,
-            format!("the hub refused the event (HTTP {status})"),
-        )),
-    }
-}
-
-fn send(
-    to: String,
-    text: Option<String>,
-    json_file: Option<PathBuf>,
-    message_type: Option<String>,
-    reply_to: Option<String>,
-    config: Option<PathBuf>,
-) -> Result<(), Fatal> {
-    let cfg = load_config(config)?;
-    let payload = match (text, json_file) {
-        (Some(text), _) => json!({"text": text}),
-        (None, Some(path)) => {
-            let raw = if path.as_os_str() == "-" {
-                let mut s = String::new();
-                std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
-                    .map(|_| s)
-                    .map_err(|e| fatal(2, format!("cannot read standard input: {e}")))?
-            } else {
-                std::fs::read_to_string(&path)
-                    .map_err(|e| fatal(2, format!("cannot read {}: {e}", path.display())))?
-            };
-            match serde_json::from_str::<Value>(&raw) {
-                Ok(v @ Value::Object(_)) => v,
-                _ => return Err(fatal(2, "--json must hold a JSON object")),
-            }
-        }
-        (None, None) => return Err(fatal(2, "give TEXT or --json FILE")),
-    };
-    let mut body = json!({"to": to, "payload": payload});
-    if let Some(t) = message_type {
-        body["message_type"] = json!(t);
-    }
-    if let Some(r) = reply_to {
-        body["reply_to"] = json!(r);
-    }
-    let url = format!("{}/api/message", cfg.hub_api_url);
-    let (status, resp) = http::request("POST", &url, Some(&cfg.token), Some(&body))
-        .map_err(|e| fatal(1, format!("cannot reach the hub: {e}")))?;
-    println!("{resp}");
-    match status {
-        200 | 201 => Ok(()),
-        400 | 404 | 413 | 422 => Err(fatal(
-            2,
-            format!("the hub refused the message (HTTP {status})"),
-        )),
-        _ => Err(fatal(
-            1,
-            format!("the hub refused the message (HTTP {status})"),
-        )),
-    }
 }
 
 fn list(json_out: bool) -> Result<(), Fatal> {
@@ -858,7 +546,7 @@ fn git_cmd(
 
 /// A runtime's wake, with the sidecar's config the wake names.
 fn runtime_wake(claude: bool) -> Result<(), Fatal> {
-    let path = runtimes::claude::config_path().ok_or_else(|| {
+    let path = runtimes::config_path().ok_or_else(|| {
         fatal(
             2,
             "AGENTCOM_SIDECAR_CONFIG is not set: the sidecar runs this",
@@ -901,7 +589,7 @@ fn main() -> ExitCode {
             verify_timeout: Duration::from_secs(verify_timeout_secs),
         })
         .map_err(|e| fatal(e.code, e.message)),
-        Cmd::Submit { task, config } => submit(*task, config),
+        Cmd::Submit { task, config } => hub_cmds::submit(*task, config),
         Cmd::Progress {
             percent,
             message,
@@ -926,14 +614,14 @@ fn main() -> ExitCode {
             message_type,
             reply_to,
             config,
-        } => send(to, text, json, message_type, reply_to, config),
-        Cmd::Status { text, config } => set_status(text, config),
+        } => hub_cmds::send(to, text, json, message_type, reply_to, config),
+        Cmd::Status { text, config } => hub_cmds::set_status(text, config),
         Cmd::Emit {
             topic,
             payload,
             dedupe_key,
             config,
-        } => emit(topic, payload, dedupe_key, config),
+        } => hub_cmds::emit(topic, payload, dedupe_key, config),
         Cmd::Scope { action } => reserve_cli::run(action),
         Cmd::Git {
             config,

@@ -3,6 +3,7 @@
 //!
 //! - `hub_client`: a blocking HTTP client holding one bearer token;
 //! - `ops`: the operator's commands against a running hub;
+//! - `policies`: approval rules, daily budgets, topic events and subscriptions;
 //! - `orders_file`: `standing-orders apply`, standing orders kept in a file;
 //! - `mcp`: `agentcom-hub mcp`, a Model Context Protocol server on stdio;
 //! - `bench`: `agentcom-hub bench`, the load generator.
@@ -14,3 +15,4 @@ pub(crate) mod hub_client;
 pub(crate) mod mcp;
 pub(crate) mod ops;
 pub(crate) mod orders_file;
+pub(crate) mod policies;

@@ -107,94 +107,6 @@ pub enum TaskAction {
 }
 
 #[derive(Subcommand)]
-pub enum TopicsAction {
-    /// Every topic with its event count and newest event.
-    List {
-        #[command(flatten)]
-        online: Online,
-    },
-    /// A topic's events, oldest first (one page; --cursor for the next).
-    Events {
-        topic: String,
-        /// Only events published at or after this time (ms).
-        #[arg(long)]
-        since: Option<u64>,
-        /// Only events after this sequence (the page's next_cursor).
-        #[arg(long)]
-        cursor: Option<u64>,
-        #[arg(long)]
-        limit: Option<u64>,
-        #[command(flatten)]
-        online: Online,
-    },
-    /// The subscriptions: topic, filter, action, cursor, how often fired.
-    Subscriptions {
-        #[command(flatten)]
-        online: Online,
-    },
-    /// Subscribe: a TOML or JSON file with {topic, filter?, task | deliver}.
-    Subscribe {
-        #[arg(short = 'f', long = "file")]
-        file: std::path::PathBuf,
-        #[command(flatten)]
-        online: Online,
-    },
-    /// Delete a subscription.
-    Unsubscribe {
-        id: String,
-        #[command(flatten)]
-        online: Online,
-    },
-    /// Publish an event (as admin).
-    Publish {
-        topic: String,
-        /// The payload, as JSON.
-        #[arg(long)]
-        payload: String,
-        #[arg(long)]
-        dedupe_key: Option<String>,
-        #[command(flatten)]
-        online: Online,
-    },
-}
-
-#[derive(Subcommand)]
-pub enum BudgetsAction {
-    /// Spend today by agent, credential group and capability, the daily
-    /// budgets, and each kept day's total.
-    Show {
-        #[command(flatten)]
-        online: Online,
-    },
-    /// Replace the daily budgets with a file's: TOML (`[agents.NAME]`,
-    /// `[groups.NAME]` tables with `tokens` and/or `usd`) or JSON.
-    Set {
-        #[arg(short = 'f', long = "file")]
-        file: std::path::PathBuf,
-        #[command(flatten)]
-        online: Online,
-    },
-}
-
-#[derive(Subcommand)]
-pub enum ApprovalRulesAction {
-    /// The rules in force and where they come from (api or config).
-    Show {
-        #[command(flatten)]
-        online: Online,
-    },
-    /// Replace the rules with a file's: TOML (`[[rules]]` tables) or JSON
-    /// (`{"rules": [...]}`); each rule has a name, and paths (globs) or
-    /// max_deleted_lines.
-    Set {
-        #[arg(short = 'f', long = "file")]
-        file: std::path::PathBuf,
-        #[command(flatten)]
-        online: Online,
-    },
-}
-
-#[derive(Subcommand)]
 pub enum QueueAction {
     /// Pause lanes (none given: the whole queue). Queued tasks wait; running
     /// ones finish.
@@ -369,11 +281,16 @@ pub struct EventsArgs {
     online: Online,
 }
 
-fn call(online: &Online, method: &str, path: &str, body: Option<Value>) -> Result<Value, Fatal> {
+pub(super) fn call(
+    online: &Online,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Result<Value, Fatal> {
     accepted(hub_request(&online.hub, method, path, body)?)
 }
 
-fn print_json(value: &Value) {
+pub(super) fn print_json(value: &Value) {
     println!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
@@ -596,98 +513,6 @@ pub fn concurrency(action: ConcurrencyAction) -> Result<(), Fatal> {
     };
     print_json(&answer);
     Ok(())
-}
-
-pub fn approval_rules(action: ApprovalRulesAction) -> Result<(), Fatal> {
-    let answer = match action {
-        ApprovalRulesAction::Show { online } => {
-            call(&online, "GET", "/api/admin/approval-rules", None)?
-        }
-        ApprovalRulesAction::Set { file, online } => {
-            let body = rules_file(&file)?;
-            call(&online, "PUT", "/api/admin/approval-rules", Some(body))?
-        }
-    };
-    print_json(&answer);
-    Ok(())
-}
-
-pub fn topics(action: TopicsAction) -> Result<(), Fatal> {
-    let answer = match action {
-        TopicsAction::List { online } => call(&online, "GET", "/api/topics", None)?,
-        TopicsAction::Subscriptions { online } => call(&online, "GET", "/api/subscriptions", None)?,
-        TopicsAction::Subscribe { file, online } => {
-            let body = rules_file(&file)?;
-            call(&online, "POST", "/api/subscriptions", Some(body))?
-        }
-        TopicsAction::Unsubscribe { id, online } => {
-            let path = format!("/api/subscriptions/{}", encode(&id));
-            call(&online, "DELETE", &path, None)?
-        }
-        TopicsAction::Events {
-            topic,
-            since,
-            cursor,
-            limit,
-            online,
-        } => {
-            let query: Vec<String> = [("since", since), ("cursor", cursor), ("limit", limit)]
-                .into_iter()
-                .filter_map(|(k, v)| v.map(|v| format!("{k}={v}")))
-                .collect();
-            let mut path = format!("/api/topics/{}/events", encode(&topic));
-            if !query.is_empty() {
-                path = format!("{path}?{}", query.join("&"));
-            }
-            call(&online, "GET", &path, None)?
-        }
-        TopicsAction::Publish {
-            topic,
-            payload,
-            dedupe_key,
-            online,
-        } => {
-            let payload: Value = serde_json::from_str(&payload).map_err(|e| Fatal {
-                code: 2,
-                message: format!("--payload is not JSON: {e}"),
-            })?;
-            let mut body = json!({ "payload": payload });
-            if let Some(k) = dedupe_key {
-                body["dedupe_key"] = k.into();
-            }
-            let path = format!("/api/topics/{}/events", encode(&topic));
-            call(&online, "POST", &path, Some(body))?
-        }
-    };
-    print_json(&answer);
-    Ok(())
-}
-
-pub fn budgets(action: BudgetsAction) -> Result<(), Fatal> {
-    let answer = match action {
-        BudgetsAction::Show { online } => call(&online, "GET", "/api/spend", None)?,
-        BudgetsAction::Set { file, online } => {
-            let body = rules_file(&file)?;
-            call(&online, "PUT", "/api/admin/budgets", Some(body))?
-        }
-    };
-    print_json(&answer);
-    Ok(())
-}
-
-/// A TOML or JSON file as a request body (the hub checks it).
-fn rules_file(path: &std::path::Path) -> Result<Value, Fatal> {
-    let bad = |message: String| Fatal { code: 2, message };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
-    let json = path.extension().is_some_and(|e| e == "json");
-    let body: Value = if json {
-        serde_json::from_str(&text)
-            .map_err(|e| bad(format!("{}: not JSON: {e}", path.display())))?
-    } else {
-        toml::from_str(&text).map_err(|e| bad(format!("{}: not TOML: {e}", path.display())))?
-    };
-    Ok(body)
 }
 
 /// `agent drain|undrain|disable|enable NAME`.

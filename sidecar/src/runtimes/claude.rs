@@ -14,7 +14,7 @@
 //! `allow`. The session is kept in `results/<id>.claude.json`.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use serde_json::{json, Map, Value};
@@ -260,11 +260,6 @@ fn usage_limit(text: &str) -> Option<u64> {
         .and_then(|(_, t)| t.trim().parse::<u64>().ok())
         .map(|s| if s < 100_000_000_000 { s * 1000 } else { s });
     Some(reset.unwrap_or_else(|| crate::state::now_ms() + DEFAULT_RESET_MS))
-}
-
-/// The sidecar's own config, read by the woken `claude-run`.
-pub fn config_path() -> Option<PathBuf> {
-    env("AGENTCOM_SIDECAR_CONFIG").map(PathBuf::from)
 }
 
 #[cfg(test)]

@@ -13,6 +13,11 @@ use serde_json::Value;
 
 use crate::state::write_atomic;
 
+/// The sidecar's own config, which the woken runtime reads.
+pub fn config_path() -> Option<PathBuf> {
+    env("AGENTCOM_SIDECAR_CONFIG").map(PathBuf::from)
+}
+
 /// A wake environment variable, when set and not empty.
 pub fn env(key: &str) -> Option<String> {
     std::env::var(key).ok().filter(|v| !v.is_empty())

@@ -349,7 +349,7 @@ impl TaskQueue {
             .whole(task_id)
             .filter(|t| t.generation == generation && t.assigned_to.as_deref() == Some(agent))
             .map(|t| match t.status {
-                TaskStatus::Assigned => self.approval_reasons(t, c.result.as_ref()),
+                TaskStatus::Assigned => self.approvals.reasons(t, c.result.as_ref()),
                 // A repeat of a held completion.
                 TaskStatus::InputRequired if t.pending_approval().is_some() => {
                     vec![String::new()]

@@ -82,15 +82,6 @@ impl TaskQueue {
         Ok(self.approval_rules_view())
     }
 
-    /// Why a completion of `task` with `result` must wait for approval.
-    pub(in crate::queue) fn approval_reasons(
-        &self,
-        task: &Task,
-        result: Option<&serde_json::Map<String, Value>>,
-    ) -> Vec<String> {
-        self.approvals.reasons(task, result)
-    }
-
     /// Whether the holder was asked to merge with the approval `q`.
     pub(in crate::queue) fn merge_asked(&self, task: &Task, q: &Question) -> bool {
         task.merge_on_approval

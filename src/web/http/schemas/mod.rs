@@ -10,6 +10,7 @@ use crate::error::ApiError;
 use crate::protocol::{client_frame_schemas, object_schema, Field, PROTOCOL_VERSION};
 
 mod catalog;
+mod people;
 use catalog::catalog;
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
