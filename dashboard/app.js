@@ -349,7 +349,7 @@
       'tasks-body', 'tasks-empty', 'tasks-more',
       'submit-form', 'submit-description', 'submit-priority', 'submit-max-retries',
       'submit-capabilities', 'submit-repo', 'submit-concurrency-key', 'submit-write-paths',
-      'submit-approval', 'submit-merge', 'submit-budget-tokens', 'submit-budget-usd',
+      'submit-approval', 'submit-merge', 'submit-budget-tokens', 'submit-budget-usd', 'submit-depends-on', 'submit-inputs', 'submit-fan-in', 'submit-notify',
       'spend-date', 'spend-tokens', 'spend-usd', 'spend-empty', 'spend-list', 'spend-days',
       'rules-form', 'rules-text', 'rules-error', 'rules-source', 'budgets-form', 'budgets-text', 'budgets-error',
       'topics-summary', 'topics-empty', 'topics-list', 'topic-events', 'subscriptions-empty', 'subscriptions-list',
@@ -1669,6 +1669,18 @@
     if (t.merge && typeof t.merge === 'object') {
       add('merge', h('span', { testid: 'detail-merge', text: t.merge.merged ? 'merged (' + str(t.merge.method) + ')' : 'failed: ' + str(t.merge.error).slice(0, 300) }));
     }
+    if (Array.isArray(t.depends_on) && t.depends_on.length) {
+      add('depends on', h('span', { class: 'chips', testid: 'detail-depends-on' }, t.depends_on.slice(0, 50).map(function (d) {
+        return taskLink(str(d));
+      }).concat(t.depends_on.length > 50 ? [chip('+' + (t.depends_on.length - 50) + ' more')] : [])));
+    }
+    if (t.depends_on_correlation) {
+      add('fan-in', h('span', { class: 'mono', testid: 'detail-fan-in', text: 'every task of ' + str(t.depends_on_correlation) }));
+    }
+    if (Array.isArray(t.inputs_from) && t.inputs_from.length) {
+      add('inputs from', h('span', { class: 'chips', testid: 'detail-inputs-from' }, t.inputs_from.map(function (d) { return taskLink(str(d)); })));
+    }
+    if (t.notify) add('notify', h('span', { testid: 'detail-notify', text: t.notify === 'event' ? 'task.finished event' : 'message to ' + str(t.submitted_by) }));
     if (t.concurrency_key) {
       add('concurrency key', h('span', { class: 'mono', testid: 'detail-concurrency-key', text: str(t.concurrency_key) }));
     }
@@ -2292,6 +2304,10 @@
     merge_on_approval: 'submitMerge',
     budget_tokens: 'submitBudgetTokens',
     budget_usd: 'submitBudgetUsd',
+    depends_on: 'submitDependsOn',
+    inputs_from: 'submitDependsOn',
+    depends_on_correlation: 'submitFanIn',
+    notify: 'submitNotify',
   };
 
   function showFieldError(field, text) {
@@ -2328,6 +2344,14 @@
     if (bt !== '') body.budget_tokens = /^\d+$/.test(bt) ? Number(bt) : bt;
     const bu = ui.submitBudgetUsd.value.trim();
     if (bu !== '') body.budget_usd = isFinite(Number(bu)) ? Number(bu) : bu;
+    const deps = ui.submitDependsOn.value.split(',').map(function (s) { return s.trim(); }).filter(Boolean);
+    if (deps.length) {
+      body.depends_on = deps;
+      if (ui.submitInputs.checked) body.inputs_from = deps;
+    }
+    const fanIn = ui.submitFanIn.value.trim();
+    if (fanIn) body.depends_on_correlation = fanIn;
+    if (ui.submitNotify.value) body.notify = ui.submitNotify.value;
     const mr = ui.submitMaxRetries.value.trim();
     if (mr !== '') {
       if (!/^\d+$/.test(mr)) {
@@ -2354,6 +2378,10 @@
       ui.submitMerge.checked = false;
       ui.submitBudgetTokens.value = '';
       ui.submitBudgetUsd.value = '';
+      ui.submitDependsOn.value = '';
+      ui.submitInputs.checked = false;
+      ui.submitFanIn.value = '';
+      ui.submitNotify.value = '';
       actionResult('submit ' + id + ': ' + str(r.data.status || 'queued'), 'ok');
       addSubmittedRow(id, body, r.data);
       return;

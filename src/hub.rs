@@ -29,7 +29,7 @@ use crate::storage::backup::Maintenance;
 use crate::storage::bus::EventBus;
 use crate::storage::eventlog::EventLog;
 use crate::storage::store::Store;
-use crate::topics::Topics;
+use crate::topics::{HubOutlet, Topics};
 use crate::util::now_ms;
 use crate::web::dashboard::{DashboardDeps, Sessions, SharedDeps};
 
@@ -90,6 +90,9 @@ pub(crate) fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState
     let presence_ctx = Context::<Presence>::new();
     let telemetry = Arc::new(Telemetry::default());
     let events = EventLog::open(store.clone())?;
+    // The hub's own topic events and notices: staged by their owners, told by
+    // `Topics` (connected when it starts).
+    let outlet = HubOutlet::open(store.clone())?;
     let queue = TaskQueue::load(
         store.clone(),
         events.clone(),
@@ -100,6 +103,7 @@ pub(crate) fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState
             analytics: analytics.clone(),
             telemetry: telemetry.clone(),
             bus: bus.clone(),
+            outlet: outlet.clone(),
         },
     )?;
     // Supervised: a handler panic stops the queue and it restarts from sled.
@@ -188,6 +192,7 @@ pub(crate) fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState
         events.clone(),
         clock,
         Duration::from_millis(config.standing_order_tick_ms),
+        outlet.clone(),
     )?
     .start();
     let topics = Topics::load(
@@ -198,6 +203,7 @@ pub(crate) fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState
             queue.clone(),
             messaging.clone(),
         ),
+        outlet.clone(),
         config.topic_retention_days,
         Duration::from_millis(config.retention_interval_ms),
     )?

@@ -23,6 +23,8 @@ fn bench_json_reports_every_task_completed_once() {
             "5",
             "--concurrency-keys",
             "4",
+            "--subscriptions",
+            "2",
             "--timeout-secs",
             "120",
             "--json",
@@ -44,6 +46,10 @@ fn bench_json_reports_every_task_completed_once() {
         (Value::from(5), Value::from(4))
     );
     assert_eq!(report["completed"], 300, "{report}");
+    // Every completion was published for the subscriptions.
+    assert_eq!(report["subscriptions"], 2, "{report}");
+    assert_eq!(report["hub_events"], 300, "{report}");
+    assert!(report["events_elapsed_s"].is_number(), "{report}");
     assert_eq!(report["lost"], 0, "{report}");
     assert_eq!(report["duplicated"], 0, "{report}");
     assert!(

@@ -595,3 +595,49 @@ fn topic_events_from_the_command_line() {
         Some(1)
     );
 }
+
+#[test]
+fn tasks_are_submitted_from_a_file_and_their_results_read() {
+    let hub = Hub::start();
+    let token = register_agent(&hub, "dev", &[]);
+    let mut agent = Agent::connect(&hub, "dev", &token);
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A batch with every kind of field: a ref, inputs_from, a fan-in.
+    let file = dir.path().join("batch.json");
+    std::fs::write(
+        &file,
+        r#"[{"description": "part", "ref": "p", "correlation_id": "b1"},
+            {"description": "sum", "depends_on": ["p"], "inputs_from": ["p"],
+             "depends_on_correlation": "b1", "notify": "event"}]"#,
+    )
+    .expect("write");
+    let made = ok_json(&ops(
+        &hub,
+        &["task", "submit", "-f", &file.display().to_string()],
+    ));
+    assert_eq!(made["count"], 2, "{made}");
+    let part = made["tasks"][0]["task_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let sum = made["tasks"][1]["task_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let assign = agent.take(&part);
+    agent.send(json!({"type": "task_complete", "task_id": part,
+                      "generation": assign["generation"], "result": {"n": 41}}));
+    agent.recv_ack(&part, PUSH_TIMEOUT);
+    let assign = agent.take(&sum);
+    assert_eq!(assign["inputs"][&part]["result"]["n"], 41, "{assign}");
+    let result = ok_json(&ops(&hub, &["task", "result", &part]));
+    assert_eq!(result["result"]["n"], 41, "{result}");
+    // A bad file exits 2; a refused task exits 1; nothing is created.
+    std::fs::write(&file, "{not json").expect("write");
+    let bad = ops(&hub, &["task", "submit", "-f", &file.display().to_string()]);
+    assert_eq!(bad.status.code(), Some(2));
+    std::fs::write(&file, r#"{"description": "x", "notify": "fax"}"#).expect("write");
+    let refused = ops(&hub, &["task", "submit", "-f", &file.display().to_string()]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(list_all_tasks(&hub, "", 100).len(), 2);
+}

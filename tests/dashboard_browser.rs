@@ -416,6 +416,40 @@ impl Side {
                     .then(|| sub["id"].as_str().unwrap_or_default().to_string())
                     .ok_or(format!("not subscribed: {sub}"))
             }
+            "fan_in_parts" => {
+                let mut ids = Vec::new();
+                for part in 0..2 {
+                    let (status, made) = hub.post(
+                        "/api/tasks",
+                        &json!({"description": format!("part {part}"), "correlation_id": "batch-fan",
+                                "needed_capabilities": ["nobody-has-this"]}),
+                    );
+                    if status != 201 {
+                        return Err(format!("part not made: {made}"));
+                    }
+                    ids.push(made["task_id"].as_str().unwrap_or_default().to_string());
+                }
+                Ok(ids.join(","))
+            }
+            "fan_in_submitted" => {
+                let (_, page) = hub.get("/api/tasks?limit=1000");
+                let task = page["tasks"].as_array().and_then(|t| {
+                    t.iter()
+                        .find(|t| t["description"] == "Summarize the parts")
+                        .cloned()
+                });
+                let Some(t) = task else {
+                    return Err("no fan-in task".into());
+                };
+                let deps = t["depends_on"].as_array().map_or(0, Vec::len);
+                let (dep, _) = arg.split_once(',').unwrap_or((arg, ""));
+                (deps == 3
+                    && t["inputs_from"] == json!([dep])
+                    && t["notify"] == "event"
+                    && t["depends_on_correlation"] == "batch-fan")
+                    .then(|| t["id"].as_str().unwrap_or_default().to_string())
+                    .ok_or(format!("not as submitted: {t}"))
+            }
             "subscription_gone" => {
                 let (_, subs) = hub.get("/api/subscriptions");
                 (subs["count"] == 0)

@@ -1163,4 +1163,22 @@ fn topic_events_are_published_and_read_through_the_tools() {
     assert_eq!(listed["subscriptions"][0]["id"], id.as_str(), "{listed}");
     let gone = lead.call("unsubscribe", json!({"id": id}));
     assert_eq!(gone["status"], "deleted", "{gone}");
+    // Results flow on: a fan-in that carries an input and tells its submitter.
+    let part = mcp.call(
+        "submit_task",
+        json!({"description": "part", "correlation_id": "batch-3"}),
+    );
+    let part = part["task_id"].as_str().unwrap_or_default().to_string();
+    let sum = mcp.call(
+        "submit_task",
+        json!({"description": "sum", "depends_on": [part], "inputs_from": [part],
+               "depends_on_correlation": "batch-3", "notify": "message"}),
+    );
+    let t = get_task(&hub, sum["task_id"].as_str().unwrap_or_default());
+    assert_eq!(t["inputs_from"], json!([part]), "{t}");
+    assert_eq!(t["notify"], "message", "{t}");
+    assert_eq!(t["depends_on_correlation"], "batch-3", "{t}");
+    assert_eq!(t["submitted_by"], "reviewer", "{t}");
+    let bad = mcp.call_err("submit_task", json!({"description": "x", "notify": "fax"}));
+    assert_eq!(bad["error"], "validation_failed", "{bad}");
 }

@@ -132,6 +132,21 @@ fn one_run_per_occurrence_across_restart_and_clock_jumps_and_no_work_differs_fro
             .is_some_and(|a| a.iter().any(|x| x["rule_id"] == "standing_order_missed"))
     });
     assert!(alerts_fired, "standing_order_missed alert");
+    // And the hub published it (ext, PROTOCOL.md 6.32), once per missed run.
+    let (_, published) = hub.get("/api/topics/standing_order.missed/events");
+    let events = published["events"].as_array().cloned().unwrap_or_default();
+    assert!(
+        events.iter().any(|e| e["payload"]["order"] == "inbox-sweep"
+            && e["payload"]["scheduled_for"] == minute(2)
+            && e["publisher"] == "hub"),
+        "{published}"
+    );
+    let (_, missed_runs) = hub.get("/api/standing-orders/inbox-sweep/runs");
+    assert_eq!(
+        Some(events.len() as u64),
+        missed_runs["summary"]["missed"].as_u64(),
+        "{published}"
+    );
 
     // The clock jumps back: nothing is planned again.
     let before = runs(&hub, "inbox-sweep").len();

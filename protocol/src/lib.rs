@@ -13,6 +13,7 @@
 
 mod approvals;
 mod budgets;
+mod flow;
 mod frames;
 mod priority;
 mod questions;
@@ -25,6 +26,7 @@ mod topics;
 
 pub use approvals::*;
 pub use budgets::*;
+pub use flow::*;
 pub use frames::*;
 pub use priority::*;
 pub use questions::*;

@@ -62,6 +62,11 @@ pub struct TaskAssignment {
     pub budget_tokens: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget_usd: Option<f64>,
+    /// The results of the dependencies the task names in `inputs_from`, by
+    /// task id (ext, PROTOCOL.md 6.32): each `{task_id, status, result}`, or
+    /// `result_ref` and `result_bytes` instead of a result too large to carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<serde_json::Map<String, Value>>,
 }
 
 /// `{"type":"error", ...}`: every refusal sent over the agent socket.

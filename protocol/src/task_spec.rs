@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::approvals::ApprovalStage;
 use crate::budgets::{check_limit, Limit};
+use crate::flow::{Notify, MAX_DEPENDS_ON};
 use crate::priority::{parse_priority, PRIORITY_NORMAL};
 use crate::schema::{check_fields, id, opt, req, str_list, Field, FieldError, Kind};
 
@@ -53,6 +54,9 @@ pub const TASK_SPEC_FIELDS: &[Field] = &[
     opt("parent_task_id", id(128)),
     opt("budget_tokens", Kind::UInt),
     opt("budget_usd", Kind::Number),
+    opt("inputs_from", Kind::StrList),
+    opt("notify", id(16)),
+    opt("depends_on_correlation", id(128)),
 ];
 
 /// Longest `concurrency_key` (ext).
@@ -185,6 +189,16 @@ pub struct TaskSpec {
     /// parent's correlation unless it names its own.
     #[serde(default)]
     pub parent_task_id: Option<String>,
+    /// Dependencies (a subset of `depends_on`) whose results the assignment
+    /// carries (ext, PROTOCOL.md 6.32).
+    #[serde(default)]
+    pub inputs_from: Vec<String>,
+    /// Tell the submitter when the task ends (ext).
+    #[serde(default)]
+    pub notify: Option<Notify>,
+    /// Fan-in: depend on every task of this correlation id as well (ext).
+    #[serde(default)]
+    pub depends_on_correlation: Option<String>,
 }
 
 /// Validates one task submission. Field names in errors are prefixed with `prefix`
@@ -272,6 +286,32 @@ pub fn parse_task_spec(v: &Value, prefix: &str) -> Result<TaskSpec, Vec<FieldErr
             "lists a task twice",
         ));
     }
+    if depends_on.len() > MAX_DEPENDS_ON {
+        errors.push(FieldError::new(
+            "depends_on",
+            "invalid_value",
+            format!("at most {MAX_DEPENDS_ON} tasks"),
+        ));
+    }
+    let inputs_from = list_of("inputs_from");
+    if let Some(stray) = inputs_from.iter().find(|i| !depends_on.contains(i)) {
+        errors.push(FieldError::new(
+            "inputs_from",
+            "invalid_value",
+            format!("{stray:?} is not in depends_on (inputs come from dependencies)"),
+        ));
+    }
+    let notify = match present("notify").and_then(Value::as_str) {
+        None => None,
+        Some(n) => Notify::parse(n).or_else(|| {
+            errors.push(FieldError::new(
+                "notify",
+                "invalid_value",
+                "expected message or event",
+            ));
+            None
+        }),
+    };
     let str_of = |k: &str| present(k).and_then(Value::as_str).map(str::to_string);
     let (write_paths, read_paths) = (list_of("write_paths"), list_of("read_paths"));
     if (!write_paths.is_empty() || !read_paths.is_empty()) && str_of("repo").is_none() {
@@ -323,6 +363,9 @@ pub fn parse_task_spec(v: &Value, prefix: &str) -> Result<TaskSpec, Vec<FieldErr
         budget_tokens: budget.tokens,
         budget_usd: budget.usd,
         parent_task_id: str_of("parent_task_id"),
+        inputs_from,
+        notify,
+        depends_on_correlation: str_of("depends_on_correlation"),
     })
 }
 

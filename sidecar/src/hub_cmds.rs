@@ -94,6 +94,17 @@ pub(crate) struct SubmitArgs {
     /// Dollars the task may spend.
     #[arg(long)]
     budget_usd: Option<f64>,
+    /// A dependency (also given with --depends-on) whose result the task's
+    /// assignment carries (repeatable).
+    #[arg(long = "input-from")]
+    inputs_from: Vec<String>,
+    /// message or event: tell this agent when the task ends (a task_finished
+    /// message to its mailbox, or a task.finished event).
+    #[arg(long)]
+    notify: Option<String>,
+    /// Fan-in: wait for every task of this correlation id too.
+    #[arg(long)]
+    depends_on_correlation: Option<String>,
 }
 
 pub(crate) fn submit(args: SubmitArgs, config: Option<PathBuf>) -> Result<(), Fatal> {
@@ -125,6 +136,9 @@ pub(crate) fn submit(args: SubmitArgs, config: Option<PathBuf>) -> Result<(), Fa
         merge_on_approval,
         budget_tokens,
         budget_usd,
+        inputs_from,
+        notify,
+        depends_on_correlation,
     } = args;
     let cfg = load_config(config)?;
     let mut task = json!({"description": description});
@@ -147,7 +161,7 @@ pub(crate) fn submit(args: SubmitArgs, config: Option<PathBuf>) -> Result<(), Fa
         },
     };
     let list = |l: Vec<String>| (!l.is_empty()).then(|| json!(l));
-    let fields: [(&str, Option<Value>); 24] = [
+    let fields: [(&str, Option<Value>); 27] = [
         ("priority", priority),
         ("needed_capabilities", list(capabilities)),
         ("metadata", metadata),
@@ -175,6 +189,12 @@ pub(crate) fn submit(args: SubmitArgs, config: Option<PathBuf>) -> Result<(), Fa
         ),
         ("budget_tokens", budget_tokens.map(Value::from)),
         ("budget_usd", budget_usd.map(Value::from)),
+        ("inputs_from", list(inputs_from)),
+        ("notify", notify.map(Value::from)),
+        (
+            "depends_on_correlation",
+            depends_on_correlation.map(Value::from),
+        ),
     ];
     for (k, v) in fields {
         if let Some(v) = v {

@@ -707,6 +707,7 @@ mod tests {
             merge_on_approval: false,
             budget_tokens: None,
             budget_usd: None,
+            inputs: None,
         }
     }
 

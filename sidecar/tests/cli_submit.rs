@@ -247,6 +247,12 @@ fn submit_round_trips_every_field_and_defaults_the_parent_inside_a_woken_task() 
             "5000",
             "--budget-usd",
             "1.5",
+            "--input-from",
+            &dep,
+            "--notify",
+            "message",
+            "--depends-on-correlation",
+            &dep,
         ],
         Some(&parent),
     );
@@ -259,6 +265,7 @@ fn submit_round_trips_every_field_and_defaults_the_parent_inside_a_woken_task() 
         "approval": "before_complete", "merge_on_approval": true,
         "budget_tokens": 5000, "budget_usd": 1.5,
         "parent_task_id": parent, "correlation_id": parent,
+        "inputs_from": [dep], "notify": "message", "depends_on_correlation": dep,
     });
     for (k, v) in want.as_object().expect("object") {
         assert_eq!(&t[k], v, "{k}: {t}");

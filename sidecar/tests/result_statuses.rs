@@ -203,6 +203,11 @@ fn a_usage_limited_result_hands_the_task_back_unspent_and_pauses_the_agent() {
         json!({"status": "usage_limited", "resets_at": resets_at, "reason": "weekly cap"}),
         json!({}),
     );
+    // Queued at first too: wait until it was handed back.
+    let handed_back = wait_for(SOON, || {
+        !history_entries(&hub.task(&limited), "usage_limited").is_empty()
+    });
+    assert!(handed_back, "{}", hub.task(&limited));
     let t = hub.wait_status(&limited, "queued", SOON);
     let given_back = history_entries(&t, "usage_limited");
     assert_eq!(given_back.len(), 1, "{t}");

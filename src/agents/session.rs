@@ -494,6 +494,7 @@ impl AgentSession {
                         message_type,
                         payload,
                         reply_to,
+                        id: None,
                     })
                     .await
                     .map(|r| r.map(|id| ServerFrame::MessageSent { id })),
@@ -528,6 +529,7 @@ impl AgentSession {
                         message_type,
                         payload,
                         reply_to,
+                        id: None,
                     })
                     .await
                     .map(|r| r.map(|(seq, id)| ServerFrame::ChannelPublished { channel, seq, id })),

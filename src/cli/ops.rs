@@ -23,6 +23,20 @@ pub struct Online {
 
 #[derive(Subcommand)]
 pub enum TaskAction {
+    /// Submit a task, or a batch (a list): a JSON or TOML file with every
+    /// field of POST /api/tasks (inputs_from, notify, depends_on_correlation...).
+    Submit {
+        #[arg(short = 'f', long = "file")]
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        online: Online,
+    },
+    /// A task's whole result (what inputs and hub events give by reference).
+    Result {
+        task_id: String,
+        #[command(flatten)]
+        online: Online,
+    },
     /// Cancel a task (its agent is told).
     Cancel {
         task_id: String,
@@ -299,6 +313,18 @@ pub(super) fn print_json(value: &Value) {
 
 pub fn task(action: TaskAction) -> Result<(), Fatal> {
     let (online, method, path, body) = match action {
+        TaskAction::Submit { file, online } => (
+            online,
+            "POST",
+            "/api/tasks".to_string(),
+            Some(super::policies::body_file(&file)?),
+        ),
+        TaskAction::Result { task_id, online } => (
+            online,
+            "GET",
+            format!("/api/tasks/{}/result", encode(&task_id)),
+            None,
+        ),
         TaskAction::Cancel { task_id, online } => (
             online,
             "POST",

@@ -159,7 +159,7 @@ pub fn topics(action: TopicsAction) -> Result<(), Fatal> {
 }
 
 /// A TOML or JSON file as a request body (the hub checks it).
-fn body_file(path: &std::path::Path) -> Result<Value, Fatal> {
+pub(super) fn body_file(path: &std::path::Path) -> Result<Value, Fatal> {
     let bad = |message: String| Fatal { code: 2, message };
     let text = std::fs::read_to_string(path)
         .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;

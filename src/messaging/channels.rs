@@ -98,16 +98,24 @@ pub(crate) struct Publish {
     pub message_type: Option<String>,
     pub payload: Map<String, Value>,
     pub reply_to: Option<String>,
+    /// A fixed id: published before, it is answered `(0, id)` and nothing is
+    /// published twice.
+    pub id: Option<String>,
 }
 
 impl Handler<Publish> for Messaging {
     type Result = ResponseActFuture<Self, Result<(u64, String), MsgError>>;
 
     fn handle(&mut self, msg: Publish, _: &mut Context<Self>) -> Self::Result {
+        match self.sent_before(msg.id.as_deref()) {
+            Ok(Some(id)) => return Box::pin(fut::ready(Ok((0, id)))),
+            Ok(None) => {}
+            Err(e) => return Box::pin(fut::ready(Err(e))),
+        }
         let result = self.check_size(&msg.payload).and_then(|_| {
             let mut c = self.channel(&msg.channel)?.clone();
             let message = ChatMessage {
-                id: new_message_id(),
+                id: msg.id.unwrap_or_else(new_message_id),
                 from: msg.from.clone(),
                 to: None,
                 channel: Some(msg.channel.clone()),

@@ -15,6 +15,9 @@ pub(crate) struct SendMessage {
     pub message_type: Option<String>,
     pub payload: Map<String, Value>,
     pub reply_to: Option<String>,
+    /// A fixed id (the hub's own messages): a message with it sent before is
+    /// answered as is, and nothing is sent twice.
+    pub id: Option<String>,
 }
 
 impl Handler<SendMessage> for Messaging {
@@ -23,6 +26,11 @@ impl Handler<SendMessage> for Messaging {
     fn handle(&mut self, msg: SendMessage, _: &mut Context<Self>) -> Self::Result {
         if let Err(e) = self.check_size(&msg.payload) {
             return Box::pin(fut::ready(Err(e)));
+        }
+        match self.sent_before(msg.id.as_deref()) {
+            Ok(Some(id)) => return Box::pin(fut::ready(Ok(id))),
+            Ok(None) => {}
+            Err(e) => return Box::pin(fut::ready(Err(e))),
         }
         let to = msg.to.filter(|t| t != "broadcast");
         if let Some(agent) = &to {
@@ -35,7 +43,7 @@ impl Handler<SendMessage> for Messaging {
             }
         }
         let message = ChatMessage {
-            id: new_message_id(),
+            id: msg.id.unwrap_or_else(new_message_id),
             from: msg.from,
             to: to.clone(),
             channel: None,

@@ -222,6 +222,16 @@ impl Messaging {
         Ok(seq)
     }
 
+    /// `id`, when a message with it is recorded already.
+    fn sent_before(&self, id: Option<&str>) -> Result<Option<String>, MsgError> {
+        match id {
+            Some(id) if self.store.message_ids.contains_key(id.as_bytes())? => {
+                Ok(Some(id.to_string()))
+            }
+            _ => Ok(None),
+        }
+    }
+
     fn save_mailbox(&self, agent_id: &str, meta: &MailboxMeta) -> Result<(), MsgError> {
         self.store
             .mailbox_meta
@@ -428,6 +438,7 @@ mod tests {
                     message_type: None,
                     payload,
                     reply_to: ids.last().cloned(),
+                    id: None,
                 })
                 .await
                 .expect("messaging reachable")

@@ -113,6 +113,7 @@ impl TaskQueue {
             }
             return Err(e);
         }
+        self.tell_end(&task, old);
         self.index.count(&task, Some((old, old_priority)), now);
         if !task.status.is_terminal() {
             // Back from dead letter or cancel: its scope counts again.

@@ -15,7 +15,7 @@ use crate::domain::completions::short_description;
 use crate::domain::dependencies::cycle_members;
 use crate::domain::task::Task;
 use crate::ops::telemetry::Counter;
-use crate::protocol::{FieldError, TaskSpec};
+use crate::protocol::{FieldError, TaskSpec, MAX_FAN_IN};
 use crate::util::{new_task_id, now_ms};
 
 /// One accepted submission.
@@ -88,6 +88,17 @@ struct Plan {
     scopes: Vec<(String, Arc<TaskScope>)>,
 }
 
+impl Plan {
+    /// The batch entry of each new task (for field names in errors).
+    fn entry_of_new(&self) -> Vec<usize> {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| matches!(p, Planned::New(_)).then_some(i))
+            .collect()
+    }
+}
+
 impl TaskQueue {
     /// Creates tasks (one, a batch, or a completion's follow-ups) in one write,
     /// made durable by the caller's flush. `field` names entry `i` in errors.
@@ -102,6 +113,7 @@ impl TaskQueue {
         let now = now_ms();
         let mut errors = Vec::new();
         let mut plan = self.plan(items, now, &field, &mut errors)?;
+        self.fan_in(&mut plan, &field, &mut errors)?;
         self.resolve_dependencies(&mut plan, &field, &mut errors);
         if !errors.is_empty() {
             return Err(QueueError::Invalid(errors));
@@ -244,12 +256,7 @@ impl TaskQueue {
             .enumerate()
             .map(|(n, (_, id))| (id.clone(), n))
             .collect();
-        let entry_of: Vec<usize> = plan
-            .entries
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| matches!(p, Planned::New(_)).then_some(i))
-            .collect();
+        let entry_of = plan.entry_of_new();
         let mut edges: Vec<Vec<usize>> = vec![Vec::new(); plan.fresh.len()];
         for (n, (item, _)) in plan.fresh.iter_mut().enumerate() {
             let mut resolved = Vec::with_capacity(item.spec.depends_on.len());
@@ -276,6 +283,11 @@ impl TaskQueue {
                 }
             }
             item.spec.depends_on = resolved;
+            for input in &mut item.spec.inputs_from {
+                if let Some(id) = plan.refs.get(input) {
+                    *input = id.clone();
+                }
+            }
         }
         for n in cycle_members(&edges) {
             errors.push(FieldError::new(
@@ -284,6 +296,91 @@ impl TaskQueue {
                 "the batch's dependencies form a cycle through this entry",
             ));
         }
+    }
+
+    /// Adds to each new task with `depends_on_correlation` every task of that
+    /// correlation: the stored ones and the batch's own entries that join it
+    /// (at most `MAX_FAN_IN`; none is refused, as a typo would wait forever).
+    fn fan_in(
+        &self,
+        plan: &mut Plan,
+        field: &impl Fn(usize) -> String,
+        errors: &mut Vec<FieldError>,
+    ) -> Result<(), QueueError> {
+        let joining: Vec<(String, String)> = plan
+            .fresh
+            .iter()
+            .filter_map(|(item, id)| {
+                let c = item
+                    .parent
+                    .as_ref()
+                    .map(|(_, c)| c.clone())
+                    .or_else(|| item.spec.correlation_id.clone())?;
+                Some((c, id.clone()))
+            })
+            .collect();
+        let entry_of = plan.entry_of_new();
+        for (n, (item, own_id)) in plan.fresh.iter_mut().enumerate() {
+            let Some(correlation) = item.spec.depends_on_correlation.clone() else {
+                continue;
+            };
+            let name = format!("{}depends_on_correlation", field(entry_of[n]));
+            let mut members = self.correlation_members(&correlation, MAX_FAN_IN + 1)?;
+            for (c, id) in &joining {
+                if *c == correlation && !members.contains(id) {
+                    members.push(id.clone());
+                }
+            }
+            members.retain(|m| m != own_id);
+            if members.is_empty() {
+                errors.push(FieldError::new(
+                    &name,
+                    "unknown_dependency",
+                    format!("no task has correlation id {correlation:?}"),
+                ));
+                continue;
+            }
+            for m in members {
+                if !item.spec.depends_on.contains(&m) {
+                    item.spec.depends_on.push(m);
+                }
+            }
+            if item.spec.depends_on.len() > MAX_FAN_IN {
+                errors.push(FieldError::new(
+                    &name,
+                    "too_many_dependencies",
+                    format!("a task may wait for at most {MAX_FAN_IN} tasks"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The ids of up to `limit` stored tasks of `correlation` (with the task
+    /// whose id names it).
+    fn correlation_members(
+        &self,
+        correlation: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, QueueError> {
+        let mut ids = Vec::new();
+        if self.status_of(correlation).is_some() {
+            ids.push(correlation.to_string());
+        }
+        for seq in self.records.correlated(correlation, 0).take(limit) {
+            let seq = seq?;
+            let id = match self.index.live.get(&seq) {
+                Some(entry) => Some(entry.id().to_string()),
+                None => match self.records.get(seq)? {
+                    Some(stored) => Some(records::decode_task(&stored)?.id),
+                    None => None,
+                },
+            };
+            if let Some(id) = id.filter(|id| !ids.contains(id)) {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
     }
 
     /// Builds the new tasks and writes them, their events first.

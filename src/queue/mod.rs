@@ -39,6 +39,7 @@ mod change;
 mod checkpoint;
 mod create;
 mod entry;
+mod flow;
 mod holds;
 mod index;
 mod keys;
@@ -141,6 +142,8 @@ pub(crate) struct Peers {
     pub analytics: Addr<Analytics>,
     pub telemetry: Arc<Telemetry>,
     pub bus: EventBus,
+    /// The hub's topic events and a submitter's notice of its task's end.
+    pub outlet: crate::topics::HubOutlet,
 }
 
 /// The configured rules the queue applies.

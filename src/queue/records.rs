@@ -11,7 +11,7 @@ use crate::domain::task::{
     Attempt, HistoryEntry, Merge, Progress, Question, ReportRecord, Task, TaskStatus,
 };
 use crate::error::StoreError;
-use crate::protocol::{ApprovalStage, BlockedPolicy, Spend, STANDING_SUBMITTER};
+use crate::protocol::{ApprovalStage, BlockedPolicy, Notify, Spend, STANDING_SUBMITTER};
 use crate::storage::store::{decode, encode, seq_key};
 use crate::storage::tasks::StoredTask;
 
@@ -48,6 +48,12 @@ struct SpecOut<'a> {
     approval: Option<ApprovalStage>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     merge_on_approval: bool,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    inputs_from: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    notify: Option<Notify>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    depends_on_correlation: &'a Option<String>,
 }
 
 /// What never changes after creation, as read.
@@ -94,6 +100,12 @@ struct SpecIn {
     approval: Option<ApprovalStage>,
     #[serde(default)]
     merge_on_approval: bool,
+    #[serde(default)]
+    inputs_from: Vec<String>,
+    #[serde(default)]
+    notify: Option<Notify>,
+    #[serde(default)]
+    depends_on_correlation: Option<String>,
 }
 
 /// What a change changes, as written.
@@ -229,6 +241,9 @@ pub(super) fn encode_spec(t: &Task) -> Vec<u8> {
         concurrency_key: &t.concurrency_key,
         approval: t.approval,
         merge_on_approval: t.merge_on_approval,
+        inputs_from: &t.inputs_from,
+        notify: t.notify,
+        depends_on_correlation: &t.depends_on_correlation,
     })
 }
 
@@ -313,6 +328,9 @@ pub(super) fn decode_task(stored: &StoredTask) -> Result<Task, StoreError> {
         depends_on: spec.depends_on,
         run_after: state.run_after,
         parent_task_id: spec.parent_task_id,
+        inputs_from: spec.inputs_from,
+        notify: spec.notify,
+        depends_on_correlation: spec.depends_on_correlation,
         correlation_id: spec.correlation_id,
         blocked_policy: spec.blocked_policy,
         blocked_requeue_ms: spec.blocked_requeue_ms,

@@ -2,8 +2,9 @@
 //!
 //! An agent, an operator or the hub publishes `{topic, payload, dedupe_key?}`;
 //! the event gets the next hub-wide sequence and is written to the
-//! `topic_events` tree, and the publisher's answer waits for the flush that
-//! covers it. A `dedupe_key` already used on the topic answers the event it
+//! `topic_events` tree by the one writer (`outlet.rs`, shared with the hub's
+//! actors, whose events are written with the change they describe), and the
+//! publisher's answer waits for the flush that covers it. A `dedupe_key` already used on the topic answers the event it
 //! named (`existing`), so a retried publish creates nothing twice. Readers
 //! page a topic in order by sequence. Events older than
 //! `topic_retention_days` are removed by a timer.
@@ -11,7 +12,10 @@
 //! Layout of `topic_events` (big-endian sequences, so keys sort in order):
 //! - `e/<topic>\0<seq>`: the event;
 //! - `s/<seq>`: `(topic, published_at)`, the hub-wide order (retention, start);
-//! - `d/<topic>\0<dedupe key>`: the sequence of the event that used it.
+//! - `d/<topic>\0<dedupe key>`: the sequence of the event that used it;
+//! - `p/<name>`: a notice (message) the hub's actors staged, not yet sent
+//!   (`outlet.rs`);
+//! - `u/<id>`: a subscription with its cursor (`subscriptions.rs`).
 //!
 //! Subscriptions (`subscriptions.rs`) turn events into tasks (through the
 //! queue's `SubmitFixed`) or messages (through `Messaging`).
@@ -19,8 +23,10 @@
 //! Architecture invariant: knows no agent or socket; changes tasks only
 //! through the queue's messages and sends messages only through `Messaging`.
 
+mod outlet;
 mod subscriptions;
 
+pub(crate) use outlet::{Ended, HubOutlet};
 pub(crate) use subscriptions::{SubError, Subscribe, Subscriptions, Unsubscribe};
 
 use std::collections::BTreeMap;
@@ -31,12 +37,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::error::StoreError;
-use crate::messaging::Messaging;
+use crate::messaging::{Messaging, MsgError, SendMessage};
 use crate::protocol::{Publish, TopicEvent, MAX_EVENT_PAGE};
 use crate::queue::TaskQueue;
 use crate::storage::bus::{EventBus, HubEvent};
 use crate::storage::eventlog::EventLog;
-use crate::storage::store::{decode, encode, Store};
+use crate::storage::store::{decode, Store};
 use crate::util::now_ms;
 
 const DAY_MS: i64 = 86_400_000;
@@ -86,12 +92,22 @@ fn seq_of(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(tail))
 }
 
+/// How many of the newest events memory keeps (subscriptions read them from
+/// there instead of the store).
+const RECENT_KEPT: usize = 4096;
+
 /// The events as stored, and what is known of each topic.
 pub(crate) struct Events {
     store: Store,
-    next_seq: u64,
+    /// The one writer (shared with the hub's actors).
+    writer: HubOutlet,
     topics: BTreeMap<String, TopicInfo>,
     retention_ms: i64,
+    /// The newest events taken from the writer, in order.
+    recent: std::collections::VecDeque<TopicEvent>,
+    /// Events taken from the writer, not yet told to the bus and the
+    /// subscriptions: (topic, sequence).
+    fresh: Vec<(String, u64)>,
 }
 
 /// See the module documentation.
@@ -110,6 +126,12 @@ pub(crate) struct Topics {
     /// again; the others go on meanwhile.
     retry_at: std::collections::HashMap<String, i64>,
     prune_every: Duration,
+    outlet: HubOutlet,
+    /// Staged records not yet handled (left at start, or failed): tried again
+    /// by the retry timer.
+    leftover: Vec<(Vec<u8>, outlet::Pending)>,
+    /// Subscriptions whose cursor skipping moved, not yet saved.
+    unsaved: std::collections::HashSet<String>,
 }
 
 impl Topics {
@@ -117,12 +139,21 @@ impl Topics {
     pub(crate) fn load(
         store: Store,
         peers: (EventBus, EventLog, Addr<TaskQueue>, Addr<Messaging>),
+        outlet: HubOutlet,
         retention_days: u64,
         prune_every: Duration,
     ) -> Result<Topics, StoreError> {
         let (bus, log, queue, messaging) = peers;
+        let mut leftover = Vec::new();
+        for item in store.topic_events.scan_prefix(b"p/") {
+            let (k, v) = item?;
+            match decode::<outlet::Pending>("topic_events", &k, &v) {
+                Ok(p) => leftover.push((k.to_vec(), p)),
+                Err(e) => tracing::error!(error = %e, "skipping an unreadable staged event"),
+            }
+        }
         let mut topics = Topics {
-            events: Events::open(store, retention_days)?,
+            events: Events::open(store, retention_days, outlet.clone())?,
             bus,
             log,
             queue,
@@ -132,6 +163,9 @@ impl Topics {
             kick_again: false,
             retry_at: std::collections::HashMap::new(),
             prune_every,
+            outlet,
+            leftover,
+            unsaved: std::collections::HashSet::new(),
         };
         topics.load_subscriptions()?;
         Ok(topics)
@@ -139,10 +173,13 @@ impl Topics {
 }
 
 impl Events {
-    /// Reads the sequence and the topics from the order index.
-    pub(crate) fn open(store: Store, retention_days: u64) -> Result<Events, StoreError> {
+    /// Reads the topics from the order index.
+    pub(crate) fn open(
+        store: Store,
+        retention_days: u64,
+        writer: HubOutlet,
+    ) -> Result<Events, StoreError> {
         let mut topics: BTreeMap<String, TopicInfo> = BTreeMap::new();
-        let mut next_seq = 1;
         for item in store.topic_events.scan_prefix(b"s/") {
             let (k, v) = item?;
             let Some(seq) = seq_of(&k) else {
@@ -152,20 +189,66 @@ impl Events {
                 tracing::error!("skipping an unreadable topic event index entry");
                 continue;
             };
-            next_seq = next_seq.max(seq + 1);
             let t = topics.entry(o.topic).or_default();
             t.count += 1;
             t.last_seq = seq;
             t.last_at = o.at;
         }
+        // What the hub's actors wrote while loading is in the index already.
+        writer.take_written();
         Ok(Events {
             store,
-            next_seq,
+            writer,
             topics,
             retention_ms: i64::try_from(retention_days)
                 .unwrap_or(i64::MAX / DAY_MS)
                 .saturating_mul(DAY_MS),
+            recent: std::collections::VecDeque::new(),
+            fresh: Vec::new(),
         })
+    }
+
+    /// Takes what the writer wrote since: counted, kept among the newest, and
+    /// fresh (to be told).
+    fn adopt(&mut self) {
+        for event in self.writer.take_written() {
+            let info = self.topics.entry(event.topic.clone()).or_default();
+            info.count += 1;
+            info.last_seq = event.seq;
+            info.last_at = event.published_at;
+            self.fresh.push((event.topic.clone(), event.seq));
+            if self.recent.len() == RECENT_KEPT {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(event);
+        }
+    }
+
+    /// The first of `topic`'s events from sequence `from` on that `wanted`
+    /// takes, with the sequence of the last one passed over before it, when
+    /// memory holds them all (`None`: read the store).
+    fn recent_find(
+        &self,
+        topic: &str,
+        from: u64,
+        wanted: impl Fn(&TopicEvent) -> bool,
+    ) -> Option<(Option<TopicEvent>, Option<u64>)> {
+        let last = self.topics.get(topic).map_or(0, |t| t.last_seq);
+        if last < from {
+            return Some((None, None));
+        }
+        if self.recent.front().is_none_or(|e| e.seq > from) {
+            return None;
+        }
+        let start = self.recent.partition_point(|e| e.seq < from);
+        let mut skipped = None;
+        for e in self.recent.range(start..).filter(|e| e.topic == topic) {
+            if wanted(e) {
+                return Some((Some(e.clone()), skipped));
+            }
+            skipped = Some(e.seq);
+        }
+        Some((None, skipped))
     }
 
     fn read(&self, topic: &str, seq: u64) -> Result<Option<TopicEvent>, StoreError> {
@@ -186,34 +269,8 @@ impl Events {
                 }
             }
         }
-        let seq = self.next_seq;
-        let now = now_ms();
-        let event = TopicEvent {
-            id: format!("evt-{seq}"),
-            seq,
-            topic: p.topic.clone(),
-            payload: p.payload,
-            publisher: by.to_string(),
-            published_at: now,
-            dedupe_key: p.dedupe_key,
-        };
-        let t = &self.store.topic_events;
-        t.insert(event_key(&event.topic, seq), encode(&event))?;
-        t.insert(
-            order_key(seq),
-            encode(&Order {
-                topic: event.topic.clone(),
-                at: now,
-            }),
-        )?;
-        if let Some(key) = &event.dedupe_key {
-            t.insert(dedupe_key(&event.topic, key), seq.to_be_bytes().to_vec())?;
-        }
-        self.next_seq += 1;
-        let info = self.topics.entry(event.topic.clone()).or_default();
-        info.count += 1;
-        info.last_seq = seq;
-        info.last_at = now;
+        let event = self.writer.write_event(p, by, false)?;
+        self.adopt();
         Ok((event, false))
     }
 
@@ -277,6 +334,10 @@ impl Events {
                 old.push((seq, o.topic));
             }
         }
+        if let Some((newest, _)) = old.last() {
+            let newest = *newest;
+            self.recent.retain(|e| e.seq > newest);
+        }
         for (seq, topic) in &old {
             if let Some(event) = self.read(topic, *seq)? {
                 if let Some(key) = &event.dedupe_key {
@@ -302,8 +363,16 @@ impl Actor for Topics {
     fn started(&mut self, ctx: &mut Self::Context) {
         // Subscriptions catch up on what came while the hub was down, and
         // those whose action failed try again.
+        self.outlet.connect(ctx.address().recipient());
+        self.drain(ctx);
         self.kick(ctx);
-        ctx.run_interval(subscriptions::RETRY_EVERY, |act, ctx| act.kick(ctx));
+        ctx.run_interval(subscriptions::RETRY_EVERY, |act, ctx| {
+            if !act.leftover.is_empty() {
+                act.drain(ctx);
+            }
+            act.save_skipped();
+            act.kick(ctx)
+        });
         ctx.run_interval(self.prune_every, |act, _| {
             match act.events.prune(now_ms()) {
                 Ok(0) => {}
@@ -311,6 +380,117 @@ impl Actor for Topics {
                 Err(e) => tracing::error!(error = %e, "topic event retention failed"),
             }
         });
+    }
+}
+
+impl Topics {
+    /// Takes what the hub's actors wrote: their events are counted and told
+    /// (once durable), their messages sent (with fixed ids; each record is
+    /// removed once sent).
+    fn drain(&mut self, ctx: &mut Context<Self>) {
+        self.events.adopt();
+        self.tell_fresh(ctx);
+        let mut messages = std::mem::take(&mut self.leftover);
+        messages.extend(self.outlet.take_messages());
+        for (key, pending) in messages {
+            self.send_notice(key, pending, ctx);
+        }
+    }
+
+    /// Tells the bus of the fresh events and wakes the subscriptions to their
+    /// topics, once durable.
+    fn tell_fresh(&mut self, ctx: &mut Context<Self>) {
+        let fresh = std::mem::take(&mut self.events.fresh);
+        if fresh.is_empty() {
+            return;
+        }
+        let subscribed = fresh
+            .iter()
+            .any(|(topic, _)| self.subs.values().any(|s| s.topic == *topic));
+        let (bus, durable) = (self.bus.clone(), self.events.store.durable());
+        ctx.spawn(durable.into_actor(self).map(move |flushed, _, ctx| {
+            if let Err(e) = flushed {
+                tracing::error!(error = %e, "topic events not flushed");
+                return;
+            }
+            if bus.watched() {
+                for (topic, seq) in fresh {
+                    bus.publish(HubEvent::TopicEvent { topic, seq });
+                }
+            }
+            if subscribed {
+                ctx.notify(subscriptions::Kick);
+            }
+        }));
+    }
+
+    /// Sends one staged notice; removes its record once sent, or keeps it
+    /// for the retry timer.
+    fn send_notice(&mut self, key: Vec<u8>, pending: outlet::Pending, ctx: &mut Context<Self>) {
+        let outlet::Pending::Message {
+            id,
+            to,
+            message_type,
+            payload,
+        } = pending;
+        let send = self.messaging.send(SendMessage {
+            from: "hub".into(),
+            to: Some(to.clone()),
+            message_type: Some(message_type.clone()),
+            payload: payload.clone(),
+            reply_to: None,
+            id: Some(id.clone()),
+        });
+        let mut retry = outlet::Pending::Message {
+            id,
+            to,
+            message_type,
+            payload,
+        };
+        ctx.spawn(send.into_actor(self).map(move |sent, act, _| {
+            let gone = match sent {
+                Ok(Ok(_)) => true,
+                Ok(Err(MsgError::RecipientNotFound(to))) => {
+                    tracing::warn!(to, "task_finished message for no agent dropped");
+                    true
+                }
+                Ok(Err(MsgError::TooLarge(..))) => {
+                    // Sent again without what made it large; the task's
+                    // record has all of it.
+                    let outlet::Pending::Message { payload, .. } = &mut retry;
+                    payload.remove("metadata");
+                    if payload.remove("result").is_some() {
+                        let id = payload["task_id"].as_str().unwrap_or_default();
+                        payload.insert("result_ref".into(), json!(crate::protocol::result_ref(id)));
+                    }
+                    false
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = ?e, "task_finished message not sent; tried again");
+                    false
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "task_finished message not sent; tried again");
+                    false
+                }
+            };
+            match gone {
+                true => {
+                    if let Err(e) = act.events.store.topic_events.remove(&key) {
+                        tracing::error!(error = %e, "sent message's record kept");
+                    }
+                }
+                false => act.leftover.push((key, retry)),
+            }
+        }));
+    }
+}
+
+impl Handler<outlet::Drain> for Topics {
+    type Result = ();
+
+    fn handle(&mut self, _: outlet::Drain, ctx: &mut Context<Self>) {
+        self.drain(ctx);
     }
 }
 
@@ -327,26 +507,13 @@ impl Handler<PublishEvent> for Topics {
 
     fn handle(&mut self, msg: PublishEvent, ctx: &mut Context<Self>) -> Self::Result {
         let written = self.events.publish(msg.publish, &msg.by);
+        // Told once durable, like every bus event; subscriptions act on
+        // durable events only.
+        self.tell_fresh(ctx);
         let durable = self.events.store.durable();
-        let bus = self.bus.clone();
-        let me = ctx.address();
-        let subscribed = written
-            .as_ref()
-            .is_ok_and(|(e, existing)| !existing && self.subs.values().any(|s| s.topic == e.topic));
         Box::pin(async move {
             let out = written?;
             durable.await?;
-            // Told once durable, like every bus event; subscriptions act on
-            // durable events only.
-            if !out.1 && bus.watched() {
-                bus.publish(HubEvent::TopicEvent {
-                    topic: out.0.topic.clone(),
-                    seq: out.0.seq,
-                });
-            }
-            if subscribed {
-                me.do_send(subscriptions::Kick);
-            }
             Ok(out)
         })
     }
@@ -409,7 +576,8 @@ mod tests {
 
     fn topics(dir: &std::path::Path) -> Events {
         let store = Store::open(dir).expect("store");
-        Events::open(store, 30).expect("open")
+        let writer = HubOutlet::open(store.clone()).expect("writer");
+        Events::open(store, 30, writer).expect("open")
     }
 
     fn publish(t: &mut Events, topic: &str, n: u64, key: Option<&str>) -> (TopicEvent, bool) {
@@ -448,7 +616,7 @@ mod tests {
         assert_eq!(rest.len(), 2);
         assert!(end.is_none());
         assert!(rest.iter().all(|e| e.topic == "pr_opened"));
-        assert_eq!(t.next_seq, 12);
+        assert_eq!(t.writer.next_seq(), 12);
         assert_eq!(t.topics["pr_opened"].count, 6);
         let newest = t.newest("pr_opened", 2).expect("newest");
         assert_eq!(newest.iter().map(|e| e.seq).collect::<Vec<_>>(), [9, 11]);

@@ -5,10 +5,10 @@
 //! Exactly once, across restarts and kill -9: each subscription keeps a
 //! cursor (the sequence of the last event it handled, `u/<id>` in
 //! `topic_events`). Events after the cursor are handled in order, one at a
-//! time; a task gets a fixed id from (subscription, event), so an event
-//! handled again after a crash (its task created, the cursor not yet moved)
-//! creates nothing twice. A delivered message may be sent twice in that
-//! window (at least once). At start every subscription catches up.
+//! time; a task (or a delivered message) gets a fixed id from
+//! (subscription, event), so an event handled again after a crash (its task
+//! created, the cursor not yet moved) creates or sends nothing twice. At start
+//! every subscription catches up.
 
 use std::time::Duration;
 
@@ -63,6 +63,12 @@ pub(crate) fn task_id_for(subscription: &str, seq: u64) -> String {
     format!("task-{}", &hex::encode(digest)[..16])
 }
 
+/// The fixed id of the message `subscription` delivers of the event `seq`.
+fn message_id_for(subscription: &str, seq: u64) -> String {
+    let digest = Sha256::digest(format!("subscription message\0{subscription}\0{seq}"));
+    format!("msg-{}", &hex::encode(digest)[..16])
+}
+
 impl Topics {
     pub(super) fn load_subscriptions(&mut self) -> Result<(), StoreError> {
         for item in self.events.store.topic_events.scan_prefix(b"u/") {
@@ -74,7 +80,14 @@ impl Topics {
                 Err(e) => tracing::error!(error = %e, "skipping an unreadable subscription"),
             }
         }
+        self.refresh_wanted();
         Ok(())
+    }
+
+    /// Tells the hub's publishers which topics are listened to.
+    fn refresh_wanted(&self) {
+        let topics = self.subs.values().map(|s| s.topic.clone()).collect();
+        self.outlet.set_wanted(topics);
     }
 
     fn save_sub(&self, s: &Subscription) -> Result<(), StoreError> {
@@ -86,35 +99,61 @@ impl Topics {
     }
 
     /// The next event of `sub`'s topic after its cursor that it must handle;
-    /// events its filter skips move the cursor on (saved).
+    /// events its filter skips move the cursor on (saved with the next
+    /// handled event, or by the timer: skipping one again after a crash is
+    /// harmless). The newest events are read from memory.
     fn next_for(&mut self, id: &str) -> Result<Option<TopicEvent>, StoreError> {
-        let Some(sub) = self.subs.get(id).cloned() else {
+        let Some(sub) = self.subs.get(id) else {
             return Ok(None);
         };
-        let from = event_key(&sub.topic, sub.cursor.saturating_add(1));
-        let to = event_key(&sub.topic, u64::MAX);
-        let mut skipped = None;
-        let mut found = None;
-        for (n, item) in self.events.store.topic_events.range(from..=to).enumerate() {
-            let (k, v) = item?;
-            let event: TopicEvent = decode("topic_events", &k, &v)?;
-            if filter_matches(&sub.filter, &event.payload) {
-                found = Some(event);
-                break;
+        let from_seq = sub.cursor.saturating_add(1);
+        let filter = &sub.filter;
+        let found = self
+            .events
+            .recent_find(&sub.topic, from_seq, |e| filter_matches(filter, &e.payload));
+        let (found, skipped) = match found {
+            Some(found) => found,
+            None => {
+                let from = event_key(&sub.topic, from_seq);
+                let to = event_key(&sub.topic, u64::MAX);
+                let mut skipped = None;
+                let mut found = None;
+                for item in self
+                    .events
+                    .store
+                    .topic_events
+                    .range(from..=to)
+                    .take(SKIP_BATCH)
+                {
+                    let (k, v) = item?;
+                    let event: TopicEvent = decode("topic_events", &k, &v)?;
+                    if filter_matches(filter, &event.payload) {
+                        found = Some(event);
+                        break;
+                    }
+                    skipped = Some(event.seq);
+                }
+                (found, skipped)
             }
-            skipped = Some(event.seq);
-            if n + 1 >= SKIP_BATCH {
-                break;
-            }
-        }
+        };
         if let Some(seq) = skipped {
             if let Some(s) = self.subs.get_mut(id) {
                 s.cursor = s.cursor.max(seq);
-                let s = s.clone();
-                self.save_sub(&s)?;
+                self.unsaved.insert(id.to_string());
             }
         }
         Ok(found)
+    }
+
+    /// Saves the cursors that skipping moved (the retry timer).
+    pub(super) fn save_skipped(&mut self) {
+        for id in std::mem::take(&mut self.unsaved) {
+            if let Some(sub) = self.subs.get(&id) {
+                if let Err(e) = self.save_sub(sub) {
+                    tracing::error!(subscription = %id, error = %e, "subscription cursor not saved");
+                }
+            }
+        }
     }
 
     /// Handles the next event of some subscription, one at a time; called on
@@ -177,6 +216,7 @@ impl Topics {
         let by = format!("subscription:{}", sub.id);
         let sub_id = sub.id.clone();
         let action = sub.action.clone();
+        let message_id = message_id_for(&sub.id, event.seq);
         async move {
             let body = json!({"subscription": sub_id, "event_id": event.id, "seq": event.seq,
                               "topic": event.topic, "payload": event.payload,
@@ -213,6 +253,7 @@ impl Topics {
                         message_type: Some("topic_event".into()),
                         payload: body,
                         reply_to: None,
+                        id: Some(message_id.clone()),
                     })
                     .await
                     .map_err(|e| e.to_string())?
@@ -225,6 +266,7 @@ impl Topics {
                         message_type: Some("topic_event".into()),
                         payload: body,
                         reply_to: None,
+                        id: Some(message_id.clone()),
                     })
                     .await
                     .map_err(|e| e.to_string())?
@@ -245,6 +287,7 @@ impl Topics {
         sub.cursor = sub.cursor.max(event.seq);
         sub.fired += 1;
         let sub = sub.clone();
+        self.unsaved.remove(id);
         if let Err(e) = self.save_sub(&sub) {
             tracing::error!(subscription = %id, error = %e, "subscription cursor not saved");
         }
@@ -263,7 +306,7 @@ impl Topics {
             return Err(SubError::TooMany);
         }
         // New subscriptions see what comes after them.
-        let cursor = self.events.next_seq.saturating_sub(1);
+        let cursor = self.outlet.next_seq().saturating_sub(1);
         let sub = Subscription {
             id: format!("sub-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff),
             topic: new.topic,
@@ -283,6 +326,7 @@ impl Topics {
             details,
         )])?;
         self.subs.insert(sub.id.clone(), sub.clone());
+        self.refresh_wanted();
         Ok(sub)
     }
 }
@@ -348,7 +392,7 @@ impl Handler<Unsubscribe> for Topics {
     type Result = ResponseFuture<Result<(), SubError>>;
 
     fn handle(&mut self, msg: Unsubscribe, _: &mut Context<Self>) -> Self::Result {
-        let removed = match self.subs.remove(&msg.id) {
+        let removed = match self.subs.remove(&msg.id).inspect(|_| self.refresh_wanted()) {
             None => Err(SubError::NotFound),
             Some(s) => self
                 .events

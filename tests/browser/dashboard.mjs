@@ -346,6 +346,31 @@ async function main() {
     await hub('subscription_gone', subId);
     console.log(`subscription ${subId} shown firing and deleted from the page`);
 
+    // Results flow on: a fan-in over a correlation, with a dependency's
+    // result handed on and a task.finished event at its end. A correlation
+    // nobody has is refused next to its field.
+    const parts = (await hub('fan_in_parts')).split(',');
+    await page.fill(tid('submit-description'), 'Summarize the parts');
+    await page.fill(tid('submit-fan-in'), 'batch-nobody');
+    await page.click(tid('submit-button'));
+    await page.locator('[data-field-error="depends_on_correlation"]', { hasText: 'no task has correlation' }).waitFor();
+    await page.fill(tid('submit-fan-in'), 'batch-fan');
+    await page.fill(tid('submit-depends-on'), deadId);
+    await page.check(tid('submit-inputs'));
+    await page.selectOption(tid('submit-notify'), 'event');
+    await page.click(tid('submit-button'));
+    const fanId = await hub('fan_in_submitted', deadId);
+    await page.click(`${tid('submit-result')} button`);
+    const fanDetail = page.locator(`${tid('task-detail')}[data-task-id="${fanId}"]`);
+    await fanDetail.locator(tid('detail-fan-in'), { hasText: 'every task of batch-fan' }).waitFor();
+    await fanDetail.locator(tid('detail-inputs-from'), { hasText: deadId }).waitFor();
+    await fanDetail.locator(tid('detail-notify'), { hasText: 'task.finished event' }).waitFor();
+    for (const p of parts.concat([deadId])) {
+      await fanDetail.locator(tid('detail-depends-on'), { hasText: p }).waitFor();
+    }
+    await page.click(tid('task-detail-close'));
+    console.log(`fan-in ${fanId} over ${parts.length} parts submitted and shown from the page`);
+
     // Filters: only cancelled tasks (none) and back to all.
     await page.selectOption(tid('tasks-filter-status'), 'cancelled');
     await page.click(tid('tasks-refresh'));

@@ -607,5 +607,6 @@ fn lenient_assignment(v: &Value) -> Option<TaskAssignment> {
             .as_str()
             .and_then(agentcom_protocol::ApprovalStage::parse),
         merge_on_approval: v["merge_on_approval"].as_bool() == Some(true),
+        inputs: v["inputs"].as_object().cloned(),
     })
 }

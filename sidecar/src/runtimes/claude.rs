@@ -145,7 +145,22 @@ fn prompt_for(session: &Session) -> (String, Option<String>) {
             ),
             None => (format!("The operator answered: {answer}\nGo on with the task."), None),
         },
-        (None, _) => (description, None),
+        (None, _) => (with_inputs(description, env("TASK_JSON").as_deref()), None),
+    }
+}
+
+/// The first prompt: the description, then the results of the tasks this one
+/// names in `inputs_from` (the assignment's `inputs`), when there are any.
+fn with_inputs(description: String, task_json: Option<&str>) -> String {
+    let inputs = task_json
+        .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
+        .and_then(|t| t.get("inputs").cloned())
+        .filter(|i| i.as_object().is_some_and(|o| !o.is_empty()));
+    match inputs {
+        None => description,
+        Some(inputs) => format!(
+            "{description}\n\nResults of the tasks this one builds on (JSON; a result_ref is read with GET $AGENTCOM_HUB_API_URL<result_ref>):\n{inputs}"
+        ),
     }
 }
 
@@ -265,6 +280,20 @@ fn usage_limit(text: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_prompt_carries_the_inputs() {
+        let plain = with_inputs("Write it up".into(), Some(r#"{"task_id": "t"}"#));
+        assert_eq!(plain, "Write it up");
+        let json = r#"{"task_id": "t", "inputs": {"a": {"result": {"summary": "3 sources"}}}}"#;
+        let with = with_inputs("Write it up".into(), Some(json));
+        assert!(
+            with.starts_with("Write it up\n\nResults of the tasks"),
+            "{with}"
+        );
+        assert!(with.contains("3 sources"), "{with}");
+        assert_eq!(with_inputs("x".into(), None), "x");
+    }
 
     #[test]
     fn usage_limit_messages_carry_their_reset() {

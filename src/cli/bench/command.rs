@@ -36,6 +36,11 @@ pub struct BenchArgs {
     /// Give tasks this many distinct concurrency keys (served round-robin).
     #[arg(long, default_value_t = 0)]
     concurrency_keys: usize,
+    /// Subscriptions to task.completed (whose filter matches no bench task)
+    /// during the run: the hub then publishes every completion as an event,
+    /// and each subscription reads it (the cost of subscriptions).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    subscriptions: u64,
     /// Filler bytes in each task description.
     #[arg(long, default_value_t = 64)]
     payload_bytes: usize,
@@ -99,6 +104,7 @@ pub fn command(args: BenchArgs) -> Result<(), Fatal> {
         mixed_priorities: args.mixed_priorities,
         scopes: args.scopes,
         concurrency_keys: args.concurrency_keys,
+        subscriptions: args.subscriptions as usize,
         payload_bytes: args.payload_bytes,
         rate: args.rate,
         duration: args.duration_secs.map(std::time::Duration::from_secs),

@@ -50,6 +50,8 @@ pub struct BenchOptions {
     pub scopes: usize,
     /// Distinct concurrency keys (round-robin fairness groups); 0 = none.
     pub concurrency_keys: usize,
+    /// Subscriptions to `task.completed` that match no bench task.
+    pub subscriptions: usize,
     /// Bytes of filler in each task's description.
     pub payload_bytes: usize,
     /// Submit at this many tasks per second (below saturation: a latency run)
@@ -107,6 +109,11 @@ pub struct BenchReport {
     pub hub_peak_rss_bytes: Option<u64>,
     pub lost: usize,
     pub duplicated: usize,
+    /// With subscriptions: `task.completed` events published, and the seconds
+    /// from the first submit until the last of them was.
+    pub subscriptions: usize,
+    pub hub_events: Option<u64>,
+    pub events_elapsed_s: Option<f64>,
 }
 
 #[derive(Default)]
@@ -231,6 +238,16 @@ fn process_usage(pid: u32) -> Option<(f64, u64)> {
     Some((ticks / hz, hwm_kb * 1024))
 }
 
+fn http_get(url: &str, token: &str) -> Result<Value, String> {
+    ureq::get(url)
+        .timeout(Duration::from_secs(60))
+        .set("Authorization", &format!("Bearer {token}"))
+        .call()
+        .map_err(|e| format!("GET {url}: {e}"))?
+        .into_json()
+        .map_err(|e| format!("GET {url}: {e}"))
+}
+
 fn http_post(url: &str, token: &str, body: &Value) -> Result<Value, String> {
     ureq::post(url)
         .timeout(Duration::from_secs(60))
@@ -329,6 +346,12 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, String> {
         target.clone(),
         deadline,
     ))?;
+
+    for i in 0..opts.subscriptions {
+        let sub = json!({"topic": "task.completed", "filter": {"agent_id": format!("nobody-{i}")},
+                         "task": {"description": "review {{payload.task_id}}"}});
+        http_post(&format!("{url}/api/subscriptions"), &admin, &sub)?;
+    }
 
     // Submit, from plain threads (blocking HTTP), in batches.
     let started = Instant::now();
@@ -456,6 +479,26 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, String> {
     if let Some(e) = submit_error {
         return Err(e);
     }
+    // With subscriptions, the run ends when every completion is published.
+    let mut hub_events = None;
+    let mut events_elapsed_s = None;
+    if opts.subscriptions > 0 {
+        let want = done.load(Ordering::Relaxed) as u64;
+        while Instant::now() < deadline {
+            let topics = http_get(&format!("{url}/api/topics"), &admin)?;
+            let n = topics["topics"]
+                .as_array()
+                .and_then(|t| t.iter().find(|t| t["topic"] == "task.completed"))
+                .and_then(|t| t["count"].as_u64())
+                .unwrap_or(0);
+            hub_events = Some(n);
+            if n >= want {
+                events_elapsed_s = Some(started.elapsed().as_secs_f64());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     let usage = hub_pid.and_then(process_usage);
     let t = timeline.lock().map_err(|_| "timeline poisoned")?;
     let last_completion = t
@@ -515,6 +558,9 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, String> {
         hub_peak_rss_bytes: usage.map(|u| u.1),
         lost,
         duplicated,
+        subscriptions: opts.subscriptions,
+        hub_events,
+        events_elapsed_s,
     })
 }
 
@@ -604,7 +650,7 @@ pub fn render(r: &BenchReport) -> String {
          submit→assign   {}\n\
          assign→complete {}\n\
          hub cpu {}  hub peak rss {}\n\
-         lost {}  duplicated {}",
+         lost {}  duplicated {}{}",
         r.agents,
         r.tasks,
         r.batch,
@@ -620,5 +666,16 @@ pub fn render(r: &BenchReport) -> String {
             .map_or("n/a".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0)),
         r.lost,
         r.duplicated,
+        match (r.hub_events, r.events_elapsed_s) {
+            (Some(n), Some(s)) => format!(
+                "\n{} subscriptions: {n} task.completed events, all published after {s:.2} s",
+                r.subscriptions
+            ),
+            (Some(n), None) => format!(
+                "\n{} subscriptions: only {n} task.completed events published",
+                r.subscriptions
+            ),
+            _ => String::new(),
+        },
     )
 }

@@ -205,6 +205,13 @@ struct SubmitTaskArgs {
     budget_usd: Option<f64>,
     /// The task this one is handed off from: it joins that task's correlation (unless correlation_id is given).
     parent_task_id: Option<String>,
+    /// Dependencies (from depends_on) whose results the agent receives with the task (small ones inline, large ones by reference: GET /api/tasks/ID/result).
+    #[serde(default)]
+    inputs_from: Vec<String>,
+    /// Be told when the task ends: "message" (a task_finished message to your mailbox; needs an agent token) or "event" (a task.finished topic event).
+    notify: Option<String>,
+    /// Fan-in: also wait for every task of this correlation id (at most 1000), e.g. all tasks of one batch.
+    depends_on_correlation: Option<String>,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -339,6 +346,15 @@ impl HubTools {
             &mut body,
             "parent_task_id",
             args.parent_task_id.map(Value::from),
+        );
+        if !args.inputs_from.is_empty() {
+            body["inputs_from"] = json!(args.inputs_from);
+        }
+        put(&mut body, "notify", args.notify.map(Value::from));
+        put(
+            &mut body,
+            "depends_on_correlation",
+            args.depends_on_correlation.map(Value::from),
         );
         let created = self.hub("POST", "/api/tasks", Some(body)).await?;
         Ok(CallToolResult::structured(created))

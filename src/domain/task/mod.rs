@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::protocol::{
-    ApprovalStage, BlockedPolicy, Spend, TaskAssignment, TaskSpec, STANDING_SUBMITTER,
+    ApprovalStage, BlockedPolicy, Notify, Spend, TaskAssignment, TaskSpec, STANDING_SUBMITTER,
 };
 
 mod approvals;
@@ -211,6 +211,14 @@ pub(crate) struct Task {
     /// The task whose completion created this one (a follow-up).
     #[serde(default)]
     pub parent_task_id: Option<String>,
+    /// See `TaskSpec::inputs_from`, `notify` and `depends_on_correlation`
+    /// (ext, PROTOCOL.md 6.32); the fan-in's tasks are in `depends_on`.
+    #[serde(default)]
+    pub inputs_from: Vec<String>,
+    #[serde(default)]
+    pub notify: Option<Notify>,
+    #[serde(default)]
+    pub depends_on_correlation: Option<String>,
     /// Shared by a task and all its follow-ups; `None` in records older than the
     /// field means the task's own id.
     #[serde(default)]
@@ -451,6 +459,9 @@ impl Task {
             depends_on: spec.depends_on,
             run_after: spec.run_after,
             parent_task_id: None,
+            inputs_from: spec.inputs_from,
+            notify: spec.notify,
+            depends_on_correlation: spec.depends_on_correlation,
             correlation_id: spec.correlation_id,
             blocked_policy: spec.blocked_policy,
             blocked_requeue_ms: spec.blocked_requeue_ms,
@@ -652,6 +663,7 @@ impl Task {
             merge_on_approval: self.merge_on_approval,
             budget_tokens: self.budget_tokens,
             budget_usd: self.budget_usd,
+            inputs: None,
         }
     }
 
@@ -708,6 +720,9 @@ impl Task {
         v["budget_tokens"] = json!(self.budget_tokens);
         v["budget_usd"] = json!(self.budget_usd);
         v["spent"] = json!(self.total_spent());
+        v["inputs_from"] = json!(self.inputs_from);
+        v["notify"] = json!(self.notify.map(Notify::as_str));
+        v["depends_on_correlation"] = json!(self.depends_on_correlation);
         v
     }
 

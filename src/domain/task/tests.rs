@@ -87,6 +87,9 @@ pub(crate) fn task(max_retries: u32) -> Task {
         budget_tokens: None,
         budget_usd: None,
         parent_task_id: None,
+        inputs_from: Vec::new(),
+        notify: None,
+        depends_on_correlation: None,
     };
     let defaults = TaskDefaults {
         max_retries: 3,

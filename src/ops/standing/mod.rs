@@ -246,6 +246,8 @@ pub(crate) struct StandingOrders {
     missed: Vec<(String, i64, i64)>,
     /// A tick's queue round trip is in flight; the next tick waits for it.
     busy: bool,
+    /// Where a missed run is published (`standing_order.missed`).
+    outlet: crate::topics::HubOutlet,
 }
 
 impl StandingOrders {
@@ -257,6 +259,7 @@ impl StandingOrders {
         log: EventLog,
         clock: Clock,
         tick: Duration,
+        outlet: crate::topics::HubOutlet,
     ) -> Result<StandingOrders, StoreError> {
         let mut orders = BTreeMap::new();
         for item in store.standing_orders.iter() {
@@ -298,6 +301,7 @@ impl StandingOrders {
             pending,
             missed: Vec::new(),
             busy: false,
+            outlet,
         })
     }
 
@@ -320,6 +324,13 @@ impl StandingOrders {
     }
 
     fn event(&self, kind: &str, actor: &str, task_id: Option<String>, details: Value) {
+        if kind == "standing_run_missed" {
+            let order = details["order"].as_str().unwrap_or_default();
+            let at = details["scheduled_for"].as_i64().unwrap_or_default();
+            if let Err(err) = self.outlet.run_missed(order, at) {
+                tracing::error!(error = %err, "standing_order.missed not staged");
+            }
+        }
         let e = NewEvent {
             ts: now_ms(),
             kind: kind.to_string(),

@@ -40,9 +40,15 @@ impl Handler<Assign> for TaskQueue {
                 let refused = this.refuse_start(&msg.task_id, why, now);
                 return this.after_flush(Err(refused));
             }
-            let result = this
+            let mut result = this
                 .with_task(&msg.task_id, "hub", |t, now| t.assign(&msg.agent_id, now))
                 .map(|(a, _)| a);
+            if let Ok(assignment) = &mut result {
+                if let Err(e) = this.add_inputs(assignment) {
+                    // The agent can still read them by id.
+                    tracing::error!(task_id = %msg.task_id, error = %e, "inputs unreadable");
+                }
+            }
             if result.is_ok() {
                 let key = this
                     .index

@@ -145,6 +145,7 @@ async fn send_message(
             message_type: message_type(&obj),
             payload: payload(&obj),
             reply_to: get_str(&obj, "reply_to"),
+            id: None,
         })
         .await?
         .map_err(msg_error)?;
@@ -314,6 +315,7 @@ async fn publish(
             message_type: message_type(&obj),
             payload: payload(&obj),
             reply_to: get_str(&obj, "reply_to"),
+            id: None,
         })
         .await?
         .map_err(msg_error)?;

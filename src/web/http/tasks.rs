@@ -6,10 +6,11 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{parse_json, query_map, query_uint, Caller};
+use crate::agents::auth::Principal;
 use crate::domain::task::{TaskError, TaskStatus};
 use crate::error::ApiError;
 use crate::hub::HubState;
-use crate::protocol::{parse_priority, parse_task_specs, FieldError};
+use crate::protocol::{parse_priority, parse_task_specs, FieldError, Notify};
 use crate::queue::{DeadLetters, GetTask, ListTasks, QueueError, Stats, Submit};
 use crate::storage::bus::HubEvent;
 
@@ -28,6 +29,7 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/tasks/dead-letter", web::get().to(dead_letter))
         .route("/api/tasks/stats", web::get().to(task_stats))
         .route("/api/tasks/{id}", web::get().to(get_task))
+        .route("/api/tasks/{id}/result", web::get().to(get_result))
         .route("/api/tasks/{id}/wait", web::get().to(wait_task));
 }
 
@@ -74,6 +76,21 @@ async fn submit_tasks(
         }
     })
     .map_err(ApiError::Validation)?;
+    if matches!(caller.0, Principal::Admin) {
+        // A notice by message goes to the submitting agent's mailbox.
+        if let Some(i) = specs.iter().position(|s| s.notify == Some(Notify::Message)) {
+            let field = if batch {
+                format!("[{i}].notify")
+            } else {
+                "notify".into()
+            };
+            return Err(ApiError::Validation(vec![FieldError::new(
+                &field,
+                "invalid_value",
+                "the admin token has no mailbox: submit with an agent's token, or notify event",
+            )]));
+        }
+    }
     let created = state
         .queue
         .send(Submit {
@@ -231,6 +248,23 @@ async fn get_task(
     state: web::Data<HubState>,
 ) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(read_task(&state, &path.into_inner()).await?))
+}
+
+/// `GET /api/tasks/:id/result` (ext, PROTOCOL.md 6.32): the task's result
+/// whole, with its status (what `inputs` and hub events give by reference).
+async fn get_result(
+    _caller: Caller,
+    path: web::Path<String>,
+    state: web::Data<HubState>,
+) -> Result<HttpResponse, ApiError> {
+    let task = read_task(&state, &path.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "task_id": task["id"],
+        "status": task["status"],
+        "result": task["result"],
+        "tokens_used": task["tokens_used"],
+        "completed_at": task["completed_at"],
+    })))
 }
 
 /// `GET /api/tasks/:id/wait?timeout_ms=` (ext): the task as soon as it is

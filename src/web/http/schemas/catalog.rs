@@ -130,6 +130,12 @@ pub(super) fn catalog() -> Vec<Route> {
             "Counts by status and priority",
         ),
         route("GET", "/api/tasks/{id}", Token, "One task with its history"),
+        route(
+            "GET",
+            "/api/tasks/{id}/result",
+            Token,
+            "A task's whole result with its status (what inputs and hub events give by reference)",
+        ),
         Route {
             query: &[(
                 "timeout_ms",
