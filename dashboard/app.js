@@ -61,6 +61,11 @@
       topicOpen: null,         // the topic whose newest events are shown
       topicEvents: [],
       subscriptions: [],       // GET /api/subscriptions
+      context: [],             // GET /api/context heads
+      contextOpen: null,       // the key shown (and edited)
+      contextVersion: 0,       // the version of it the editor read (compare-and-set)
+      contextShown: null,      // the version shown: {key, version, value | text, ...}
+      contextHistory: [],
       completions: [],         // completion records, newest first
       throughput: { completed_last_hour: 0, avg_completion_ms: null, total_tokens_hour: 0 },
       storage: null,
@@ -353,6 +358,8 @@
       'spend-date', 'spend-tokens', 'spend-usd', 'spend-empty', 'spend-list', 'spend-days',
       'rules-form', 'rules-text', 'rules-error', 'rules-source', 'budgets-form', 'budgets-text', 'budgets-error',
       'topics-summary', 'topics-empty', 'topics-list', 'topic-events', 'subscriptions-empty', 'subscriptions-list',
+      'context-summary', 'context-empty', 'context-list', 'context-view', 'context-view-head', 'context-view-value',
+      'context-history', 'context-form', 'context-key', 'context-kind', 'context-text', 'context-error',
       'submit-button', 'submit-result',
       'completions-meta', 'completions-body', 'completions-empty',
       'storage-status', 'storage-conditions', 'storage-fields', 'backup-now', 'backup-result',
@@ -413,6 +420,7 @@
     questions: renderQuestions,
     spend: renderSpend,
     topics: renderTopics,
+    context: renderContext,
     charts: renderCharts,
     tasks: renderTasks,
     completions: renderCompletions,
@@ -865,6 +873,127 @@
           h('div', { class: 'res-meta muted',
             text: str(e.topic) + ' · ' + str(e.publisher) + ' · ' + fmtAbs(e.published_at) + (e.dedupe_key ? ' · key ' + str(e.dedupe_key) : '') })));
     }, function (e) { return sig([e]); });
+  }
+
+  // Shared context ---------------------------------------------------------------
+
+  async function loadContext() {
+    const r = await api('GET', '/api/context');
+    if (!r.ok || !r.data) return;
+    model.context = Array.isArray(r.data.keys) ? r.data.keys : [];
+    mark('context');
+  }
+
+  function contextText(v) {
+    if (!v) return '';
+    if (typeof v.text === 'string') return v.text;
+    return JSON.stringify(v.value, null, 2);
+  }
+
+  /** Shows `key` (a version of it, or the newest); the newest goes in the editor. */
+  async function openContext(key, version) {
+    const path = '/api/context/' + encodeURIComponent(key);
+    const r = await api('GET', path + (version ? '?version=' + version : ''));
+    if (!r.ok || !r.data) {
+      actionResult('context ' + key + ': ' + (str(r.data && r.data.error) || 'failed'), 'bad', errorText(r));
+      return;
+    }
+    model.contextShown = r.data;
+    if (!version) {
+      model.contextOpen = key;
+      model.contextVersion = r.data.version || 0;
+      ui.contextKey.value = key;
+      ui.contextKind.value = r.data.kind === 'json' ? 'json' : 'text';
+      ui.contextText.value = contextText(r.data);
+      ui.contextError.textContent = '';
+    }
+    const hr = await api('GET', path + '/history');
+    model.contextHistory = hr.ok && hr.data && Array.isArray(hr.data.versions) ? hr.data.versions : [];
+    mark('context');
+  }
+
+  async function saveContext() {
+    const key = ui.contextKey.value.trim();
+    ui.contextError.textContent = '';
+    if (!key) { ui.contextError.textContent = 'a key is needed'; return; }
+    const body = {};
+    if (ui.contextKind.value === 'json') {
+      try { body.value = JSON.parse(ui.contextText.value); } catch (e) {
+        ui.contextError.textContent = 'not JSON: ' + e.message;
+        return;
+      }
+    } else {
+      body.text = ui.contextText.value;
+    }
+    // Compare-and-set: the version this editor read, or "must not exist".
+    body.if_version = model.contextOpen === key ? model.contextVersion : 0;
+    const r = await api('PUT', '/api/context/' + encodeURIComponent(key), body);
+    if (r.ok && r.data) {
+      // The editor now holds what it wrote: the next save sets from there.
+      model.contextOpen = key;
+      model.contextVersion = r.data.version || 0;
+      await loadContext();
+      await openContext(key, model.contextVersion);
+      actionResult('context ' + key + ': version ' + r.data.version, 'ok');
+      return;
+    }
+    const d = r.data || {};
+    if (r.status === 409 && d.error === 'version_conflict') {
+      ui.contextError.textContent = 'changed meanwhile: now at version ' + d.current_version + ' (open it again to see the change)';
+    } else if (r.status === 422 && Array.isArray(d.errors)) {
+      ui.contextError.textContent = d.errors.map(function (e) { return str(e.field) + ': ' + str(e.detail || e.error); }).join('; ');
+    } else {
+      ui.contextError.textContent = str(d.error) || 'refused';
+    }
+    actionResult('context ' + key + ': ' + (str(d.error) || 'refused'), 'bad', errorText(r));
+    if (r.status === 401) sessionLost();
+  }
+
+  async function deleteContext() {
+    const key = ui.contextKey.value.trim();
+    if (!key || model.contextOpen !== key) { ui.contextError.textContent = 'open the key first'; return; }
+    const r = await api('DELETE', '/api/context/' + encodeURIComponent(key) + '?if_version=' + model.contextVersion);
+    if (r.ok) {
+      actionResult('context ' + key + ': deleted', 'ok');
+      model.contextOpen = null;
+      model.contextShown = null;
+      model.contextHistory = [];
+      ui.contextText.value = '';
+      await loadContext();
+      return;
+    }
+    const d = r.data || {};
+    ui.contextError.textContent = d.error === 'version_conflict'
+      ? 'changed meanwhile: now at version ' + d.current_version : str(d.error) || 'refused';
+    if (r.status === 401) sessionLost();
+  }
+
+  function renderContext() {
+    const list = model.context;
+    ui.contextEmpty.hidden = list.length > 0;
+    ui.contextSummary.textContent = list.length ? list.length + ' keys' : '';
+    reconcile(ui.contextList, list, function (c) { return str(c.key); }, function (c) {
+      return h('div', { class: 'res-row context-row', testid: 'context-row', data: { key: str(c.key) } },
+        h('div', { class: 'res-main' },
+          h('button', { type: 'button', class: 'btn btn-small mono', testid: 'context-open',
+            data: { action: 'open-context', target: str(c.key) }, text: str(c.key) }),
+          h('span', { class: 'res-meta muted', testid: 'context-version',
+            text: ' v' + fmtInt(c.version) + ' · ' + str(c.kind) + ' · ' + fmtInt(c.size) + ' bytes · ' + str(c.updated_by) + ' · ' + fmtAbs(c.updated_at) })));
+    }, function (c) { return sig([c]); });
+    const shown = model.contextShown;
+    ui.contextView.hidden = !shown;
+    if (shown) {
+      ui.contextViewHead.textContent = str(shown.key) + ' · version ' + shown.version + ' · ' + str(shown.updated_by) + ' · ' + fmtAbs(shown.updated_at);
+      ui.contextViewValue.textContent = contextText(shown);
+    }
+    const key = model.contextOpen;
+    reconcile(ui.contextHistory, model.contextHistory, function (v) { return String(v.version); }, function (v) {
+      return h('div', { class: 'res-row', testid: 'context-history-row', data: { version: String(v.version) } },
+        h('button', { type: 'button', class: 'btn btn-small', testid: 'context-version-open',
+          data: { action: 'open-context-version', target: str(key), version: String(v.version) },
+          text: 'v' + v.version + (v.deleted ? ' (deleted)' : '') }),
+        h('span', { class: 'res-meta muted', text: ' ' + str(v.updated_by) + ' · ' + fmtAbs(v.updated_at) }));
+    }, function (v) { return sig([v, key]); });
   }
 
   async function loadSpend() {
@@ -1414,8 +1543,13 @@
     if (b.last_error) add('backup error', h('span', { class: 'text-bad wrap', text: fmtValue(b.last_error) }));
     const comp = s.compaction || {};
     add('last compaction', isNum(comp.last_compaction_at) ? relTime(comp.last_compaction_at) : 'never');
+    const ar = s.archive || {};
+    if (isNum(ar.tasks)) {
+      add('archived', h('span', { testid: 'storage-archived',
+        text: fmtInt(ar.tasks) + ' tasks · ' + fmtInt(ar.standing_runs || 0) + ' runs · ' + fmtInt(ar.files || 0) + ' files · ' + fmtBytes(ar.bytes || 0) }));
+    }
     // Any other scalar fields the hub adds.
-    const known = new Set(['status', 'conditions', 'store_bytes', 'records', 'backup', 'compaction']);
+    const known = new Set(['status', 'conditions', 'store_bytes', 'records', 'backup', 'compaction', 'archive']);
     for (const k of Object.keys(s)) {
       if (known.has(k)) continue;
       const v = s[k];
@@ -1674,6 +1808,9 @@
         return taskLink(str(d));
       }).concat(t.depends_on.length > 50 ? [chip('+' + (t.depends_on.length - 50) + ' more')] : [])));
     }
+    if (t.archived) {
+      add('archived', h('span', { class: 'mono', testid: 'detail-archived', text: 'in ' + str(t.archive_file) }));
+    }
     if (t.depends_on_correlation) {
       add('fan-in', h('span', { class: 'mono', testid: 'detail-fan-in', text: 'every task of ' + str(t.depends_on_correlation) }));
     }
@@ -1883,6 +2020,7 @@
         loadSpend();
         loadRules();
         loadTopics();
+        loadContext();
         break;
       case 'events':
         if (Array.isArray(msg.data)) {
@@ -2537,6 +2675,10 @@
       case 'approve': doDecide(targetId, true); break;
       case 'open-topic': loadTopicEvents(targetId); break;
       case 'unsubscribe': doUnsubscribe(targetId); break;
+      case 'open-context': openContext(targetId); break;
+      case 'open-context-version': openContext(targetId, el.dataset.version); break;
+      case 'context-refresh': loadContext(); break;
+      case 'context-delete': deleteContext(); break;
       case 'close-detail': closeDetail(); break;
       case 'reconnect-now': reconnectNow(); break;
       case 'backup': doBackup(); break;
@@ -2629,6 +2771,7 @@
       savePolicy(ui.budgetsText, ui.budgetsError, '/api/admin/budgets',
         function (v) { return v; }, 'daily budgets');
     });
+    ui.contextForm.addEventListener('submit', function (ev) { ev.preventDefault(); saveContext(); });
     ui.tasksFilter.addEventListener('submit', function (ev) { ev.preventDefault(); loadTasks(false); });
     ui.questionsList.addEventListener('submit', function (ev) {
       const form = ev.target.closest('.question-form');

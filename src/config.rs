@@ -135,6 +135,32 @@ pub struct Config {
     pub approval_rules: Vec<ApprovalRule>,
     /// Days topic events are kept (ext, PROTOCOL.md 6.30).
     pub topic_retention_days: u64,
+    /// Completed, cancelled and dead-lettered tasks last changed longer ago
+    /// are archived to the backup directory (ext, PROTOCOL.md 6.34); 0 = never.
+    pub task_retention_days: u64,
+    /// Overrides `task_retention_days` when set (tests, unusual set-ups).
+    pub task_retention_ms: Option<u64>,
+    /// Finished standing-order runs older than this are archived; 0 = never.
+    pub standing_run_retention_days: u64,
+    /// Overrides `standing_run_retention_days` when set.
+    pub standing_run_retention_ms: Option<u64>,
+    /// Largest shared context value (bytes; ext, PROTOCOL.md 6.33).
+    pub context_max_bytes: usize,
+    /// Versions kept of each shared context key.
+    pub context_history: u64,
+    /// Who may write shared context keys by prefix (the longest matching
+    /// prefix decides; no match: the admin and coordinators).
+    pub context_writers: Vec<ContextWriters>,
+}
+
+/// `[[context_writers]]`: the roles that may write keys starting with
+/// `prefix` (the admin always may).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ContextWriters {
+    pub prefix: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
 }
 
 impl Default for Config {
@@ -192,6 +218,13 @@ impl Default for Config {
             standing_order_clock_file: None,
             approval_rules: Vec::new(),
             topic_retention_days: 30,
+            task_retention_days: 90,
+            task_retention_ms: None,
+            standing_run_retention_days: 90,
+            standing_run_retention_ms: None,
+            context_max_bytes: 64 * 1024,
+            context_history: 50,
+            context_writers: Vec::new(),
         }
     }
 }
@@ -243,6 +276,27 @@ impl Config {
     }
 
     /// The backup directory (see `backup_dir`).
+    /// How long finished tasks stay in the live store; `None`: forever.
+    pub fn task_retention(&self) -> Option<Duration> {
+        match (self.task_retention_ms, self.task_retention_days) {
+            (Some(ms), _) => Some(Duration::from_millis(ms)),
+            (None, 0) => None,
+            (None, days) => Some(Duration::from_secs(days.saturating_mul(86_400))),
+        }
+    }
+
+    /// How long finished standing-order runs stay; `None`: forever.
+    pub fn standing_run_retention(&self) -> Option<Duration> {
+        match (
+            self.standing_run_retention_ms,
+            self.standing_run_retention_days,
+        ) {
+            (Some(ms), _) => Some(Duration::from_millis(ms)),
+            (None, 0) => None,
+            (None, days) => Some(Duration::from_secs(days.saturating_mul(86_400))),
+        }
+    }
+
     pub fn backup_dir(&self) -> PathBuf {
         if let Some(dir) = &self.backup_dir {
             return dir.clone();
@@ -273,6 +327,39 @@ impl Config {
 
     /// The rules as `PUT /api/admin/approval-rules` would check them, globs
     /// included.
+    fn check_context(&self) -> Result<(), ConfigError> {
+        if self.context_max_bytes == 0 || self.context_max_bytes > 1024 * 1024 {
+            return Err(ConfigError::Invalid {
+                field: "context_max_bytes",
+                reason: "must be between 1 and 1048576 (1 MiB)".into(),
+            });
+        }
+        if self.context_history == 0 || self.context_history > 1000 {
+            return Err(ConfigError::Invalid {
+                field: "context_history",
+                reason: "must be between 1 and 1000".into(),
+            });
+        }
+        for w in &self.context_writers {
+            let bad_prefix = w.prefix.is_empty()
+                || crate::protocol::check_context_key(&w.prefix, "prefix").is_err();
+            let bad_role = w
+                .roles
+                .iter()
+                .any(|r| !matches!(r.as_str(), "agent" | "coordinator"));
+            if bad_prefix || bad_role {
+                return Err(ConfigError::Invalid {
+                    field: "context_writers",
+                    reason: format!(
+                        "prefix {:?}: a prefix is 1 to 128 letters, digits and . _ - :, roles are agent or coordinator",
+                        w.prefix
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn check_approval_rules(&self) -> Result<(), ConfigError> {
         let body = serde_json::json!({ "rules": self.approval_rules });
         let invalid = |reason: String| ConfigError::Invalid {
@@ -403,6 +490,32 @@ impl Config {
             }
         }
         self.check_approval_rules()?;
+        self.check_context()?;
+        for (field, days) in [
+            ("task_retention_days", self.task_retention_days),
+            (
+                "standing_run_retention_days",
+                self.standing_run_retention_days,
+            ),
+        ] {
+            if days > 36_500 {
+                return Err(ConfigError::Invalid {
+                    field,
+                    reason: "must be at most 36500 (a hundred years); 0 keeps everything".into(),
+                });
+            }
+        }
+        for (field, ms) in [
+            ("task_retention_ms", self.task_retention_ms),
+            ("standing_run_retention_ms", self.standing_run_retention_ms),
+        ] {
+            if ms == Some(0) {
+                return Err(ConfigError::Invalid {
+                    field,
+                    reason: "must be greater than 0".into(),
+                });
+            }
+        }
         if self.group_commit_window_us > 100_000 {
             return Err(ConfigError::Invalid {
                 field: "group_commit_window_us",

@@ -198,6 +198,13 @@ pub enum ApiError {
     /// 404: the credential group is not paused.
     #[error("credential group {0} is not paused")]
     NotPaused(String),
+    /// 404: no such shared context key (or version).
+    #[error("context {0} not found")]
+    ContextNotFound(String),
+    /// 409: a compare-and-set write of a shared context key read an older
+    /// version.
+    #[error("context {key} is at version {current}")]
+    VersionConflict { key: String, current: u64 },
     /// 409: a reservation refused by the queue's rules (`task_not_held`,
     /// `too_many_reservations`).
     #[error("reservation refused: {0}")]
@@ -241,13 +248,15 @@ impl ResponseError for ApiError {
             | ApiError::RecipientNotFound(_)
             | ApiError::MessageNotFound(_)
             | ApiError::ReservationNotFound(_)
-            | ApiError::NotPaused(_) => StatusCode::NOT_FOUND,
+            | ApiError::NotPaused(_)
+            | ApiError::ContextNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::InvalidJson(_) => StatusCode::BAD_REQUEST,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::AlreadyExists { .. }
             | ApiError::InvalidState { .. }
             | ApiError::HubRunning { .. }
             | ApiError::ScopeConflict(_)
+            | ApiError::VersionConflict { .. }
             | ApiError::ReservationRefused(_) => StatusCode::CONFLICT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -307,6 +316,10 @@ impl ResponseError for ApiError {
             ApiError::NotHolder(id) => json!({"error": "not_holder", "reservation_id": id}),
             ApiError::NotPaused(g) => json!({"error": "not_paused", "credential_group": g}),
             ApiError::ScopeConflict(body) => body.clone(),
+            ApiError::ContextNotFound(key) => json!({"error": "context_not_found", "key": key}),
+            ApiError::VersionConflict { key, current } => {
+                json!({"error": "version_conflict", "key": key, "current_version": current})
+            }
             ApiError::ReservationRefused(code) => json!({"error": code}),
             ApiError::RateLimited {
                 retry_after_ms,

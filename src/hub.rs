@@ -16,6 +16,7 @@ use crate::agents::ratelimit::{Limits, RateLimits};
 use crate::agents::scheduler::Scheduler;
 use crate::agents::session::SessionDeps;
 use crate::config::Config;
+use crate::context::{ContextReader, ContextRights, SharedContext};
 use crate::error::StoreError;
 use crate::messaging::{Messaging, MessagingLimits};
 use crate::ops::alerts::{Alerter, AlerterConfig, AlerterDeps};
@@ -25,6 +26,7 @@ use crate::ops::retention::Retention;
 use crate::ops::standing::{self, StandingOrders};
 use crate::ops::telemetry::Telemetry;
 use crate::queue::{Peers, TaskQueue};
+use crate::storage::archive::Archive;
 use crate::storage::backup::Maintenance;
 use crate::storage::bus::EventBus;
 use crate::storage::eventlog::EventLog;
@@ -52,6 +54,12 @@ pub(crate) struct HubState {
     pub events: EventLog,
     pub standing: Addr<StandingOrders>,
     pub topics: Addr<Topics>,
+    /// The shared context store, and who may write which keys.
+    pub context: Addr<SharedContext>,
+    pub context_rights: ContextRights,
+    /// Archived finished work (read by `GET /api/tasks/:id` for a task no
+    /// longer in the live store).
+    pub archive: Archive,
     pub sessions: Sessions,
     pub dashboard: SharedDeps,
     /// Set when the server is told to stop (agents' sockets closing then keep
@@ -93,6 +101,8 @@ pub(crate) fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState
     // The hub's own topic events and notices: staged by their owners, told by
     // `Topics` (connected when it starts).
     let outlet = HubOutlet::open(store.clone())?;
+    // Finished work moves to files in the backup directory (its index stays).
+    let archive = Archive::new(store.clone(), config.backup_dir());
     let queue = TaskQueue::load(
         store.clone(),
         events.clone(),
@@ -104,6 +114,8 @@ pub(crate) fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState
             telemetry: telemetry.clone(),
             bus: bus.clone(),
             outlet: outlet.clone(),
+            context: ContextReader::new(store.clone()),
+            archive: archive.clone(),
         },
     )?;
     // Supervised: a handler panic stops the queue and it restarts from sled.
@@ -174,14 +186,6 @@ pub(crate) fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState
         limits,
     )?
     .start();
-    Retention {
-        every: Duration::from_millis(config.retention_interval_ms),
-        messaging: messaging.clone(),
-        analytics: analytics.clone(),
-        events: events.clone(),
-        event_retention_ms: Config::days_ms(config.event_retention_days),
-    }
-    .start();
     let clock = match &config.standing_order_clock_file {
         Some(path) => standing::file_clock(path.clone()),
         None => standing::system_clock(),
@@ -192,8 +196,20 @@ pub(crate) fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState
         events.clone(),
         clock,
         Duration::from_millis(config.standing_order_tick_ms),
-        outlet.clone(),
+        (outlet.clone(), archive.clone()),
     )?
+    .start();
+    Retention {
+        every: Duration::from_millis(config.retention_interval_ms),
+        messaging: messaging.clone(),
+        analytics: analytics.clone(),
+        events: events.clone(),
+        event_retention_ms: Config::days_ms(config.event_retention_days),
+        queue: queue.clone(),
+        task_retention: config.task_retention(),
+        standing: standing.clone(),
+        run_retention: config.standing_run_retention(),
+    }
     .start();
     let topics = Topics::load(
         store.clone(),
@@ -208,6 +224,8 @@ pub(crate) fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState
         Duration::from_millis(config.retention_interval_ms),
     )?
     .start();
+    let context = SharedContext::new(store.clone(), events.clone(), config.context_history).start();
+    let context_rights = ContextRights::new(&config.context_writers);
     let storage = Maintenance::new(store.clone(), &config, Some(bus.clone()));
     let alerter = Alerter::new(
         AlerterDeps {
@@ -247,6 +265,9 @@ pub(crate) fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState
         events,
         standing,
         topics,
+        context,
+        context_rights,
+        archive,
         limits: rate_limits,
         metrics,
         telemetry,

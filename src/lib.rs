@@ -10,6 +10,7 @@
 #![warn(unreachable_pub)]
 
 mod agents;
+mod context;
 mod domain;
 mod hub;
 mod messaging;
@@ -44,6 +45,11 @@ pub use web::server::serve;
 
 /// Backups, restore, verification and compaction of a data dir, and start-up
 /// recovery (`serve`, `backup`, `verify-backup`, `restore`, `compact`).
+/// Archives of finished work (`agentcom-hub verify-archive`).
+pub mod archive {
+    pub use crate::storage::archive::verify_archive;
+}
+
 pub mod backup {
     pub use crate::storage::backup::{
         compact, open_or_recover, prune_backups, restore_file, stamp_ms, take_backup,

@@ -20,7 +20,7 @@ use agentcom_hub::{
 };
 
 use cli::hub_client::{self, HubAnswer, HubClient};
-use cli::{bench, mcp, ops as ops_cli, policies};
+use cli::{bench, context as context_cli, mcp, ops as ops_cli, policies};
 
 // The hub allocates many small, short-lived objects across threads (frames, actor
 // messages); mimalloc handles that pattern far better than glibc malloc.
@@ -70,6 +70,14 @@ enum Command {
         /// The backup file.
         file: PathBuf,
     },
+    /// Check an archive of finished work (agentcom-archive-*.acar in the
+    /// backup directory) whole: its checksum and record count; --id prints
+    /// that task's record.
+    VerifyArchive {
+        file: PathBuf,
+        #[arg(long)]
+        id: Option<String>,
+    },
     /// Replace a stopped hub's store with a backup. The current data directory is
     /// moved aside (<data_dir>.before-restore-<time>), never deleted.
     Restore {
@@ -110,6 +118,12 @@ enum Command {
     Topics {
         #[command(subcommand)]
         action: policies::TopicsAction,
+    },
+    /// The shared context of a running hub: list, get KEY, history KEY, put
+    /// KEY (--text | --json | -f FILE) [--if-version N], delete KEY.
+    Context {
+        #[command(subcommand)]
+        action: context_cli::ContextAction,
     },
     /// Spend and daily budgets of a running hub: show, set -f FILE.
     Budgets {
@@ -649,6 +663,32 @@ fn verify_backup_cmd(file: PathBuf) -> Result<(), Fatal> {
     Ok(())
 }
 
+fn verify_archive_cmd(file: PathBuf, id: Option<String>) -> Result<(), Fatal> {
+    let (head, found) =
+        agentcom_hub::archive::verify_archive(&file, id.as_deref()).map_err(|e| Fatal {
+            code: 1,
+            message: format!("{} is not a good archive: {e}", file.display()),
+        })?;
+    println!(
+        "OK {}: {} {} records, made {}",
+        file.display(),
+        head["records_read"],
+        head["kind"].as_str().unwrap_or("?"),
+        head["created_at"]
+    );
+    match (id, found) {
+        (Some(_), Some(record)) => println!("{record}"),
+        (Some(id), None) => {
+            return Err(Fatal {
+                code: 1,
+                message: format!("no record {id} in {}", file.display()),
+            })
+        }
+        (None, _) => {}
+    }
+    Ok(())
+}
+
 fn restore_cmd(file: PathBuf, common: Common) -> Result<(), Fatal> {
     let config = load_config(&common, None)?;
     let total = std::fs::metadata(&file).map(|m| m.len()).ok();
@@ -706,6 +746,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::command(args),
         Command::Backup { target, out_dir } => backup_cmd(target, out_dir),
         Command::VerifyBackup { file } => verify_backup_cmd(file),
+        Command::VerifyArchive { file, id } => verify_archive_cmd(file, id),
         Command::Restore { file, common } => restore_cmd(file, common),
         Command::Compact { target } => compact_cmd(target),
         Command::Task { action } => ops_cli::task(action),
@@ -715,6 +756,7 @@ fn main() -> ExitCode {
         Command::ApprovalRules { action } => policies::approval_rules(action),
         Command::Budgets { action } => policies::budgets(action),
         Command::Topics { action } => policies::topics(action),
+        Command::Context { action } => context_cli::context(action),
         Command::Usage { action } => ops_cli::usage(action),
         Command::StandingOrders { action } => ops_cli::standing(action),
         Command::Events(args) => ops_cli::events(args),

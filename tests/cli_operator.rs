@@ -641,3 +641,80 @@ fn tasks_are_submitted_from_a_file_and_their_results_read() {
     assert_eq!(refused.status.code(), Some(1));
     assert_eq!(list_all_tasks(&hub, "", 100).len(), 2);
 }
+
+#[test]
+fn the_shared_context_from_the_command_line() {
+    let hub = Hub::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let made = ok_json(&ops(
+        &hub,
+        &[
+            "context",
+            "put",
+            "project.style",
+            "--text",
+            "tabs",
+            "--if-version",
+            "0",
+        ],
+    ));
+    assert_eq!(made["version"], 1, "{made}");
+    let file = dir.path().join("api.json");
+    std::fs::write(&file, r#"{"base": "/v2"}"#).expect("write");
+    ok_json(&ops(
+        &hub,
+        &[
+            "context",
+            "put",
+            "project.api",
+            "-f",
+            &file.display().to_string(),
+        ],
+    ));
+    let stale = ops(
+        &hub,
+        &[
+            "context",
+            "put",
+            "project.style",
+            "--text",
+            "spaces",
+            "--if-version",
+            "0",
+        ],
+    );
+    assert_eq!(stale.status.code(), Some(1), "a stale version is refused");
+    ok_json(&ops(
+        &hub,
+        &[
+            "context",
+            "put",
+            "project.style",
+            "--json",
+            r#"{"indent": 4}"#,
+            "--if-version",
+            "1",
+        ],
+    ));
+    let got = ok_json(&ops(&hub, &["context", "get", "project.api"]));
+    assert_eq!(got["value"]["base"], "/v2", "{got}");
+    let old = ok_json(&ops(
+        &hub,
+        &["context", "get", "project.style", "--version", "1"],
+    ));
+    assert_eq!(old["text"], "tabs", "{old}");
+    let history = ok_json(&ops(&hub, &["context", "history", "project.style"]));
+    assert_eq!(history["count"], 2, "{history}");
+    let listed = ok_json(&ops(&hub, &["context", "list", "--prefix", "project."]));
+    assert_eq!(listed["count"], 2, "{listed}");
+    ok_json(&ops(
+        &hub,
+        &["context", "delete", "project.api", "--if-version", "1"],
+    ));
+    assert_eq!(
+        ops(&hub, &["context", "get", "project.api"]).status.code(),
+        Some(1)
+    );
+    let bad = ops(&hub, &["context", "put", "k", "--json", "{nope"]);
+    assert_eq!(bad.status.code(), Some(2));
+}

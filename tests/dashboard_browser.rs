@@ -450,6 +450,30 @@ impl Side {
                     .then(|| t["id"].as_str().unwrap_or_default().to_string())
                     .ok_or(format!("not as submitted: {t}"))
             }
+            "context_seeded" => {
+                let (status, made) = hub.put(
+                    "/api/context/project.conventions",
+                    &json!({"text": "rust 2021", "if_version": 0}),
+                );
+                (status == 201)
+                    .then(String::new)
+                    .ok_or(format!("not written: {made}"))
+            }
+            "context_changed_elsewhere" => {
+                let (status, made) = hub.put(
+                    "/api/context/project.conventions",
+                    &json!({"text": "edition 2027", "if_version": 2}),
+                );
+                (status == 200)
+                    .then(String::new)
+                    .ok_or(format!("the page's version 2 is not there: {made}"))
+            }
+            "context_checked" => {
+                let (_, now) = hub.get("/api/context/project.conventions");
+                (now["version"] == 3 && now["text"] == "edition 2027")
+                    .then(String::new)
+                    .ok_or(format!("the stale edit changed something: {now}"))
+            }
             "subscription_gone" => {
                 let (_, subs) = hub.get("/api/subscriptions");
                 (subs["count"] == 0)

@@ -229,7 +229,7 @@ fn tool_err(name: &str, arguments: &Value, answer: &Value) -> Value {
     error
 }
 
-const ALL_TOOLS: [&str; 36] = [
+const ALL_TOOLS: [&str; 40] = [
     "list_agents",
     "submit_task",
     "broadcast_task",
@@ -266,6 +266,10 @@ const ALL_TOOLS: [&str; 36] = [
     "subscribe",
     "list_subscriptions",
     "unsubscribe",
+    "get_context",
+    "put_context",
+    "list_context",
+    "context_history",
 ];
 /// The admin's token alone sees these.
 const ADMIN_TOOLS: [&str; 2] = ["set_approval_rules", "set_daily_budgets"];
@@ -892,6 +896,7 @@ fn tools_follow_the_tokens_role() {
         "reserve_paths",
         "release_paths",
         "publish_event",
+        "put_context",
     ];
     // A coordinator sees every tool, the steering ones included, and they work.
     let mut lead = McpClient::start(&hub, &issue("lead", "coordinator"));
@@ -1181,4 +1186,29 @@ fn topic_events_are_published_and_read_through_the_tools() {
     assert_eq!(t["submitted_by"], "reviewer", "{t}");
     let bad = mcp.call_err("submit_task", json!({"description": "x", "notify": "fax"}));
     assert_eq!(bad["error"], "validation_failed", "{bad}");
+    // Shared context: the coordinator writes, compare-and-set refuses a stale
+    // version, an agent reads (and may not write outside its prefixes).
+    let put = lead.call(
+        "put_context",
+        json!({"key": "project.conventions", "text": "rust 2021", "if_version": 0}),
+    );
+    assert_eq!(put["version"], 1, "{put}");
+    let stale = lead.call_err(
+        "put_context",
+        json!({"key": "project.conventions", "text": "x", "if_version": 0}),
+    );
+    assert_eq!(stale["error"], "version_conflict", "{stale}");
+    let read = mcp.call("get_context", json!({"key": "project.conventions"}));
+    assert_eq!(read["text"], "rust 2021", "{read}");
+    let refused = mcp.call_err(
+        "put_context",
+        json!({"key": "project.conventions", "text": "y"}),
+    );
+    assert_eq!(refused["error"], "forbidden", "{refused}");
+    let listed = mcp.call("list_context", json!({"prefix": "project."}));
+    assert_eq!(listed["count"], 1, "{listed}");
+    let history = mcp.call("context_history", json!({"key": "project.conventions"}));
+    assert_eq!(history["versions"][0]["updated_by"], "lead", "{history}");
+    let bad = mcp.call_err("get_context", json!({"key": "a/b"}));
+    assert_eq!(bad["error"], "invalid_arguments", "{bad}");
 }

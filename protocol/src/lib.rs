@@ -13,6 +13,7 @@
 
 mod approvals;
 mod budgets;
+mod context;
 mod flow;
 mod frames;
 mod priority;
@@ -26,6 +27,7 @@ mod topics;
 
 pub use approvals::*;
 pub use budgets::*;
+pub use context::*;
 pub use flow::*;
 pub use frames::*;
 pub use priority::*;

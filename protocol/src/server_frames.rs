@@ -67,6 +67,11 @@ pub struct TaskAssignment {
     /// `result_ref` and `result_bytes` instead of a result too large to carry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inputs: Option<serde_json::Map<String, Value>>,
+    /// The shared context keys the task names (ext, PROTOCOL.md 6.33), as
+    /// they stood at the assignment: `{version, kind, value}`, `{missing:
+    /// true}`, or `context_ref` instead of a value past the size carried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<serde_json::Map<String, Value>>,
 }
 
 /// `{"type":"error", ...}`: every refusal sent over the agent socket.

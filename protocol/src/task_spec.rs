@@ -57,6 +57,7 @@ pub const TASK_SPEC_FIELDS: &[Field] = &[
     opt("inputs_from", Kind::StrList),
     opt("notify", id(16)),
     opt("depends_on_correlation", id(128)),
+    opt("context_keys", Kind::StrList),
 ];
 
 /// Longest `concurrency_key` (ext).
@@ -199,6 +200,9 @@ pub struct TaskSpec {
     /// Fan-in: depend on every task of this correlation id as well (ext).
     #[serde(default)]
     pub depends_on_correlation: Option<String>,
+    /// Shared context keys the assignment carries (ext, PROTOCOL.md 6.33).
+    #[serde(default)]
+    pub context_keys: Vec<String>,
 }
 
 /// Validates one task submission. Field names in errors are prefixed with `prefix`
@@ -293,6 +297,8 @@ pub fn parse_task_spec(v: &Value, prefix: &str) -> Result<TaskSpec, Vec<FieldErr
             format!("at most {MAX_DEPENDS_ON} tasks"),
         ));
     }
+    let context_keys = list_of("context_keys");
+    errors.extend(crate::context::check_context_keys(&context_keys));
     let inputs_from = list_of("inputs_from");
     if let Some(stray) = inputs_from.iter().find(|i| !depends_on.contains(i)) {
         errors.push(FieldError::new(
@@ -366,6 +372,7 @@ pub fn parse_task_spec(v: &Value, prefix: &str) -> Result<TaskSpec, Vec<FieldErr
         inputs_from,
         notify,
         depends_on_correlation: str_of("depends_on_correlation"),
+        context_keys,
     })
 }
 

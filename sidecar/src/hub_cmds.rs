@@ -271,6 +271,87 @@ pub(crate) fn send(
     )
 }
 
+/// `context get|put|list`: the shared context, with this agent's token.
+#[derive(clap::Subcommand)]
+pub(crate) enum ContextCmd {
+    /// A key's newest version (or --version N).
+    Get {
+        key: String,
+        #[arg(long)]
+        version: Option<u64>,
+    },
+    /// Write a key (when your role may): --text, or --json (JSON, @file or @-).
+    Put {
+        key: String,
+        #[arg(long, conflicts_with = "json")]
+        text: Option<String>,
+        #[arg(long)]
+        json: Option<String>,
+        /// Only if the key is at this version (0: only if it does not exist).
+        #[arg(long)]
+        if_version: Option<u64>,
+    },
+    /// The keys (starting with --prefix).
+    List {
+        #[arg(long)]
+        prefix: Option<String>,
+    },
+}
+
+pub(crate) fn context(action: ContextCmd, config: Option<PathBuf>) -> Result<(), Fatal> {
+    let cfg = load_config(config)?;
+    let key_ok = |key: &str| {
+        agentcom_protocol::check_context_key(key, "key")
+            .map_err(|e| fatal(2, format!("key: {}", e.detail)))
+    };
+    match action {
+        ContextCmd::Get { key, version } => {
+            key_ok(&key)?;
+            let path = match version {
+                Some(v) => format!("/api/context/{key}?version={v}"),
+                None => format!("/api/context/{key}"),
+            };
+            call_with(&cfg, ("GET", &path), None, ("read", &[404, 422]))
+        }
+        ContextCmd::Put {
+            key,
+            text,
+            json,
+            if_version,
+        } => {
+            key_ok(&key)?;
+            let mut body = match (text, json) {
+                (Some(t), None) => json!({ "text": t }),
+                (None, Some(j)) => {
+                    let raw = match j.strip_prefix('@') {
+                        Some(file) => read_input(file)?,
+                        None => j,
+                    };
+                    let v: Value = serde_json::from_str(&raw)
+                        .map_err(|e| fatal(2, format!("--json is not JSON: {e}")))?;
+                    json!({ "value": v })
+                }
+                _ => return Err(fatal(2, "give --text or --json")),
+            };
+            if let Some(v) = if_version {
+                body["if_version"] = json!(v);
+            }
+            let path = format!("/api/context/{key}");
+            call(&cfg, ("PUT", &path), &body, ("write", &[403, 409, 422]))
+        }
+        ContextCmd::List { prefix } => {
+            let path = match prefix {
+                Some(p) => {
+                    key_ok(&p)?;
+                    format!("/api/context?prefix={p}")
+                }
+                None => "/api/context".to_string(),
+            };
+            call_with(&cfg, ("GET", &path), None, ("list", &[422]))
+        }
+    }
+}
+
 /// A file's text, or standard input's for `-`.
 fn read_input(path: &str) -> Result<String, Fatal> {
     if path == "-" {
@@ -289,10 +370,19 @@ fn call(
     cfg: &Config,
     (method, path): (&str, &str),
     body: &Value,
+    refusal: (&str, &[u16]),
+) -> Result<(), Fatal> {
+    call_with(cfg, (method, path), Some(body), refusal)
+}
+
+fn call_with(
+    cfg: &Config,
+    (method, path): (&str, &str),
+    body: Option<&Value>,
     (what, refused_input): (&str, &[u16]),
 ) -> Result<(), Fatal> {
     let url = format!("{}{path}", cfg.hub_api_url);
-    let (status, resp) = http::request(method, &url, Some(&cfg.token), Some(body))
+    let (status, resp) = http::request(method, &url, Some(&cfg.token), body)
         .map_err(|e| fatal(1, format!("cannot reach the hub: {e}")))?;
     println!("{resp}");
     match status {

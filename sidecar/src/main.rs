@@ -135,6 +135,14 @@ enum Cmd {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// The fleet's shared context (with this sidecar's token): get, put
+    /// (where your role may write), list.
+    Context {
+        #[command(subcommand)]
+        action: hub_cmds::ContextCmd,
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+    },
     /// The wake of `runtime = "claude-code"` (run by the sidecar): runs
     /// claude on the task and writes the agent's files from its stream.
     ClaudeRun,
@@ -622,6 +630,7 @@ fn main() -> ExitCode {
             dedupe_key,
             config,
         } => hub_cmds::emit(topic, payload, dedupe_key, config),
+        Cmd::Context { action, config } => hub_cmds::context(action, config),
         Cmd::Scope { action } => reserve_cli::run(action),
         Cmd::Git {
             config,

@@ -40,6 +40,44 @@ pub fn paused_path(dir: &Path, task_id: &str) -> PathBuf {
     dir.join(format!("{task_id}.paused"))
 }
 
+/// `results/<id>.context/`: the shared context keys the task names (ext,
+/// 6.33), one file each: `<key>.txt` for text, `<key>.json` for JSON, and
+/// `<key>.ref.json` (where to read it) for one too large to carry. A key
+/// nobody wrote has no file.
+pub fn context_dir(dir: &Path, task_id: &str) -> PathBuf {
+    dir.join(format!("{task_id}.context"))
+}
+
+/// Writes the assignment's context (again: each wake writes it whole).
+pub fn write_context(
+    dir: &Path,
+    task_id: &str,
+    context: &Map<String, Value>,
+) -> std::io::Result<PathBuf> {
+    let out = context_dir(dir, task_id);
+    std::fs::create_dir_all(&out)?;
+    for (key, entry) in context {
+        // Keys are letters, digits and `. _ - :` (the hub checks them); a
+        // file name never leaves the directory.
+        if key.is_empty() || key.contains('/') || key.starts_with('.') {
+            continue;
+        }
+        let (name, bytes) = if let Some(text) = entry.get("text").and_then(Value::as_str) {
+            (format!("{key}.txt"), text.as_bytes().to_vec())
+        } else if let Some(value) = entry.get("value") {
+            let pretty = serde_json::to_vec_pretty(value).unwrap_or_default();
+            (format!("{key}.json"), pretty)
+        } else if entry.get("context_ref").is_some() {
+            let pretty = serde_json::to_vec_pretty(entry).unwrap_or_default();
+            (format!("{key}.ref.json"), pretty)
+        } else {
+            continue;
+        };
+        std::fs::write(out.join(name), bytes)?;
+    }
+    Ok(out)
+}
+
 /// Longest progress message passed on (characters).
 pub const MAX_PROGRESS_MESSAGE: usize = 500;
 

@@ -708,6 +708,7 @@ mod tests {
             budget_tokens: None,
             budget_usd: None,
             inputs: None,
+            context: None,
         }
     }
 

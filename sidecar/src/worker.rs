@@ -151,6 +151,10 @@ impl WorkerCtx {
         if let Some(repo) = &self.cfg.repo_dir {
             vars.push(("AGENTCOM_REPO_DIR".into(), repo.display().to_string()));
         }
+        if a.context.is_some() {
+            let ctx_dir = results::context_dir(dir, &a.task_id);
+            vars.push(("TASK_CONTEXT_DIR".into(), ctx_dir.display().to_string()));
+        }
         if let Some(answer) = &rec.answer {
             // Woken again with the answer to its question (ext, 6.26).
             vars.push(("TASK_ANSWER".into(), answer.answer.clone()));
@@ -321,6 +325,11 @@ async fn wake_with_retries(
     let dir = ctx.cfg.results_dir.clone();
     let task_id = rec.task_id().to_string();
     let attempts = 1 + t.wake_retry_delays.len() as u32;
+    if let Some(context) = &rec.assignment.context {
+        if let Err(e) = results::write_context(&dir, &task_id, context) {
+            tracing::warn!(task_id, error = %e, "shared context files not written");
+        }
+    }
     let env = ctx.wake_env(rec);
     let mut last_error = String::from("no attempt made");
     while rec.wake_attempts < attempts {

@@ -310,3 +310,82 @@ fn submit_round_trips_every_field_and_defaults_the_parent_inside_a_woken_task() 
     });
     assert!(shown, "{}", hub.get("/api/agents").1);
 }
+
+#[test]
+fn the_context_a_task_names_reaches_the_agent_as_files_and_agents_write_their_prefix() {
+    let hub =
+        Hub::start_with_config("[[context_writers]]\nprefix = \"notes.\"\nroles = [\"agent\"]\n");
+    hub.put(
+        "/api/context/conventions",
+        &serde_json::json!({"text": "rust 2021"}),
+    );
+    hub.put(
+        "/api/context/notes.api",
+        &serde_json::json!({"value": {"base": "/v2"}}),
+    );
+    let mut sc = Sidecar::prepare(&hub, "reader", "");
+    // The agent reads the files and reports what it found.
+    let script = r#"touch "$AGENTCOM_STARTED_FILE"
+printf '{"status":"success","conventions":"%s","api":%s}' "$(cat "$TASK_CONTEXT_DIR/conventions.txt")" "$(cat "$TASK_CONTEXT_DIR/notes.api.json")" > "$AGENTCOM_RESULT_FILE.tmp"
+mv "$AGENTCOM_RESULT_FILE.tmp" "$AGENTCOM_RESULT_FILE"
+"#;
+    let path = sc.dir.path().join("reader.sh");
+    std::fs::write(&path, script).expect("write reader.sh");
+    sc.set_wake(&format!("sh '{}'", path.display()));
+    sc.spawn();
+    sc.wait_online(&hub);
+    let task = hub.submit_for(
+        "reader",
+        serde_json::json!({"description": "read", "context_keys": ["conventions", "notes.api", "nobody"]}),
+    );
+    let done = hub.wait_status(&task, "completed", SOON);
+    assert_eq!(done["result"]["conventions"], "rust 2021", "{done}");
+    assert_eq!(done["result"]["api"]["base"], "/v2", "{done}");
+
+    // `agentcom-sidecar context`: read anything, write the agent's prefix.
+    let context = |args: &[&str]| {
+        let out = Command::new(sidecar_bin())
+            .arg("context")
+            .args(args)
+            .arg("--config")
+            .arg(sc.config_path())
+            .output()
+            .expect("run context");
+        let v: Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim())
+            .unwrap_or(Value::Null);
+        (out.status.code(), v)
+    };
+    let (code, v) = context(&["get", "conventions"]);
+    assert_eq!(
+        (code, v["text"].as_str()),
+        (Some(0), Some("rust 2021")),
+        "{v}"
+    );
+    let (code, v) = context(&[
+        "put",
+        "notes.reader",
+        "--json",
+        r#"{"seen": true}"#,
+        "--if-version",
+        "0",
+    ]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["version"], 1, "{v}");
+    let (code, v) = context(&[
+        "put",
+        "notes.reader",
+        "--text",
+        "again",
+        "--if-version",
+        "0",
+    ]);
+    assert_eq!(code, Some(2), "a stale version is refused: {v}");
+    assert_eq!(v["error"], "version_conflict");
+    let (code, _) = context(&["put", "conventions", "--text", "mine now"]);
+    assert_eq!(code, Some(2), "not the agent's prefix");
+    let (code, v) = context(&["list", "--prefix", "notes."]);
+    assert_eq!((code, v["count"].as_u64()), (Some(0), Some(2)), "{v}");
+    let (code, _) = context(&["get", "bad key"]);
+    assert_eq!(code, Some(2));
+    assert_eq!(hub.get("/api/context/conventions").1["version"], 1);
+}

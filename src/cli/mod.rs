@@ -4,6 +4,7 @@
 //! - `hub_client`: a blocking HTTP client holding one bearer token;
 //! - `ops`: the operator's commands against a running hub;
 //! - `policies`: approval rules, daily budgets, topic events and subscriptions;
+//! - `context`: the shared context (list, get, history, put, delete);
 //! - `orders_file`: `standing-orders apply`, standing orders kept in a file;
 //! - `mcp`: `agentcom-hub mcp`, a Model Context Protocol server on stdio;
 //! - `bench`: `agentcom-hub bench`, the load generator.
@@ -11,6 +12,7 @@
 //! Architecture invariant: nothing here touches the store or an actor.
 
 pub(crate) mod bench;
+pub(crate) mod context;
 pub(crate) mod hub_client;
 pub(crate) mod mcp;
 pub(crate) mod ops;

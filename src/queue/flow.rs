@@ -9,16 +9,23 @@ use serde_json::{Map, Value};
 use super::TaskQueue;
 use crate::domain::task::{Task, TaskStatus};
 use crate::error::StoreError;
-use crate::protocol::{carried_result, TaskAssignment, MAX_INPUTS_BYTES};
+use crate::protocol::{carried_result, TaskAssignment, MAX_ASSIGNMENT_CONTEXT, MAX_INPUTS_BYTES};
 use crate::topics::Ended;
 
 impl TaskQueue {
-    /// Adds the inputs of `assignment`'s task (read from the store: its
-    /// dependencies are finished).
+    /// Adds the shared context and the inputs of `assignment`'s task (read
+    /// from the store: its dependencies are finished).
     pub(super) fn add_inputs(&self, assignment: &mut TaskAssignment) -> Result<(), StoreError> {
         let Some(task) = self.index.whole(&assignment.task_id) else {
             return Ok(());
         };
+        if !task.context_keys.is_empty() {
+            assignment.context = Some(crate::context::for_assignment(
+                &self.peers.context,
+                &task.context_keys,
+                MAX_ASSIGNMENT_CONTEXT,
+            )?);
+        }
         if task.inputs_from.is_empty() {
             return Ok(());
         }

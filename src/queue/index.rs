@@ -249,8 +249,17 @@ impl TaskQueue {
         if let Some(t) = self.index.entry(id) {
             return Some(t.status());
         }
-        match self.read_stored(id) {
-            Ok(t) => t.map(|t| t.status),
+        let stored = self.read_stored(id).and_then(|t| match t {
+            Some(t) => Ok(Some(t.status)),
+            // Archived: its index entry says how it ended.
+            None => Ok(self
+                .peers
+                .archive
+                .task(id)?
+                .and_then(|a| TaskStatus::parse(&a.status))),
+        });
+        match stored {
+            Ok(status) => status,
             Err(e) => {
                 tracing::error!(task_id = %id, error = %e, "dependency unreadable");
                 None

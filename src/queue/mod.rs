@@ -34,6 +34,7 @@
 
 mod api;
 mod approvals;
+mod archive;
 mod budgets;
 mod change;
 mod checkpoint;
@@ -71,6 +72,7 @@ pub(crate) use api::read::{
 pub(crate) use api::reserve::{
     ListReservations, ReleaseReservation, RenewReservation, Reserve, ReserveOutcome, Reserver,
 };
+pub(crate) use archive::ArchiveOld;
 pub(crate) use checkpoint::StopAndCheckpoint;
 pub use create::follow_up_id;
 pub(crate) use create::{NewTask, Submitted};
@@ -144,6 +146,10 @@ pub(crate) struct Peers {
     pub bus: EventBus,
     /// The hub's topic events and a submitter's notice of its task's end.
     pub outlet: crate::topics::HubOutlet,
+    /// Reads of the shared context a task names (carried in its assignment).
+    pub context: crate::context::ContextReader,
+    /// Where finished tasks are archived, and the index that finds them.
+    pub archive: crate::storage::archive::Archive,
 }
 
 /// The configured rules the queue applies.
@@ -182,6 +188,8 @@ pub(crate) struct TaskQueue {
     outcomes: AgentOutcomes,
     /// Set once the stop's checkpoint is written: every change is refused.
     frozen: bool,
+    /// An archive file is being written (one pass at a time).
+    archiving: bool,
 }
 
 impl TaskQueue {
@@ -223,6 +231,7 @@ impl TaskQueue {
             completions: Completions::default(),
             outcomes: AgentOutcomes::default(),
             frozen: false,
+            archiving: false,
             peers,
             records: TaskRecords::new(store.clone()),
             store,

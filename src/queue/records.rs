@@ -54,6 +54,8 @@ struct SpecOut<'a> {
     notify: Option<Notify>,
     #[serde(skip_serializing_if = "Option::is_none")]
     depends_on_correlation: &'a Option<String>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    context_keys: &'a [String],
 }
 
 /// What never changes after creation, as read.
@@ -106,6 +108,8 @@ struct SpecIn {
     notify: Option<Notify>,
     #[serde(default)]
     depends_on_correlation: Option<String>,
+    #[serde(default)]
+    context_keys: Vec<String>,
 }
 
 /// What a change changes, as written.
@@ -244,6 +248,7 @@ pub(super) fn encode_spec(t: &Task) -> Vec<u8> {
         inputs_from: &t.inputs_from,
         notify: t.notify,
         depends_on_correlation: &t.depends_on_correlation,
+        context_keys: &t.context_keys,
     })
 }
 
@@ -331,6 +336,7 @@ pub(super) fn decode_task(stored: &StoredTask) -> Result<Task, StoreError> {
         inputs_from: spec.inputs_from,
         notify: spec.notify,
         depends_on_correlation: spec.depends_on_correlation,
+        context_keys: spec.context_keys,
         correlation_id: spec.correlation_id,
         blocked_policy: spec.blocked_policy,
         blocked_requeue_ms: spec.blocked_requeue_ms,

@@ -2,6 +2,7 @@
 //! durable event log, the in-memory event bus, and backups, restore and
 //! compaction.
 
+pub(crate) mod archive;
 pub(crate) mod backup;
 pub(crate) mod bus;
 pub(crate) mod eventlog;

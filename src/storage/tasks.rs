@@ -55,6 +55,25 @@ impl TaskRecords {
     }
 
     /// Writes a task's new state.
+    /// Removes a task from the live store (its archive holds it).
+    pub(crate) fn remove(
+        &self,
+        seq: u64,
+        id: &str,
+        correlation: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let key = seq_key(seq);
+        self.store.tasks.remove(key)?;
+        self.store.task_specs.remove(key)?;
+        self.store.task_ids.remove(id.as_bytes())?;
+        if let Some(correlation) = correlation {
+            self.store
+                .task_correlations
+                .remove(scoped_key(correlation, seq))?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn update(&self, seq: u64, state: Vec<u8>) -> Result<(), StoreError> {
         Ok(self.store.tasks.insert(seq_key(seq), state)?)
     }

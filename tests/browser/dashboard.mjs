@@ -371,6 +371,27 @@ async function main() {
     await page.click(tid('task-detail-close'));
     console.log(`fan-in ${fanId} over ${parts.length} parts submitted and shown from the page`);
 
+    // Shared context: a key opens with its value; an edit saves a new
+    // version; an edit from a stale version is refused, naming the current
+    // one; an older version opens from the history.
+    await hub('context_seeded');
+    await page.click(tid('context-refresh'));
+    const ctxRow = page.locator(`${tid('context-row')}[data-key="project.conventions"]`);
+    await ctxRow.locator(tid('context-version'), { hasText: 'v1' }).waitFor();
+    await ctxRow.locator(tid('context-open')).click();
+    await page.locator(tid('context-view-value'), { hasText: 'rust 2021' }).waitFor();
+    await page.fill(tid('context-text'), 'rust 2024');
+    await page.click(tid('context-save'));
+    await page.locator(tid('action-result'), { hasText: 'context project.conventions: version 2' }).waitFor();
+    await hub('context_changed_elsewhere');
+    await page.fill(tid('context-text'), 'rust 2024, clippy clean');
+    await page.click(tid('context-save'));
+    await page.locator(tid('context-error'), { hasText: 'now at version 3' }).waitFor();
+    await page.locator(`${tid('context-history-row')}[data-version="1"] ${tid('context-version-open')}`).click();
+    await page.locator(tid('context-view-value'), { hasText: 'rust 2021' }).waitFor();
+    await hub('context_checked');
+    console.log('shared context edited, a stale edit refused, history opened from the page');
+
     // Filters: only cancelled tasks (none) and back to all.
     await page.selectOption(tid('tasks-filter-status'), 'cancelled');
     await page.click(tid('tasks-refresh'));
@@ -383,6 +404,9 @@ async function main() {
     await page.selectOption(tid('tasks-filter-status'), '');
     await page.fill(tid('tasks-filter-agent'), '');
     await page.click(tid('tasks-refresh'));
+
+    // The storage panel counts archived finished work.
+    await page.locator(tid('storage-archived'), { hasText: /\d+ tasks · \d+ runs · \d+ files/ }).waitFor();
 
     // Backup now, from the storage panel.
     await page.click(tid('backup-now'));

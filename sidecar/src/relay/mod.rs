@@ -608,5 +608,6 @@ fn lenient_assignment(v: &Value) -> Option<TaskAssignment> {
             .and_then(agentcom_protocol::ApprovalStage::parse),
         merge_on_approval: v["merge_on_approval"].as_bool() == Some(true),
         inputs: v["inputs"].as_object().cloned(),
+        context: v["context"].as_object().cloned(),
     })
 }

@@ -145,7 +145,15 @@ fn prompt_for(session: &Session) -> (String, Option<String>) {
             ),
             None => (format!("The operator answered: {answer}\nGo on with the task."), None),
         },
-        (None, _) => (with_inputs(description, env("TASK_JSON").as_deref()), None),
+        (None, _) => {
+            let mut prompt = with_inputs(description, env("TASK_JSON").as_deref());
+            if let Some(dir) = env("TASK_CONTEXT_DIR") {
+                prompt.push_str(&format!(
+                    "\n\nThe shared context this task names is in the files of {dir}."
+                ));
+            }
+            (prompt, None)
+        }
     }
 }
 

@@ -27,6 +27,7 @@ use crate::cli::hub_client::{encode, HubClient, DEFAULT_TIMEOUT};
 use crate::Fatal;
 
 mod agents;
+mod context;
 mod coordination;
 mod messages;
 mod questions;
@@ -60,6 +61,7 @@ const WRITE_TOOLS: &[&str] = &[
     "reserve_paths",
     "release_paths",
     "publish_event",
+    "put_context",
 ];
 /// `wait_for_task`: default and longest wait (s), and the longest single hub
 /// long poll (ms; the hub holds one at most 60 s).
@@ -276,7 +278,8 @@ impl HubTools {
                 + Self::message_tools()
                 + Self::schedule_tools()
                 + Self::question_tools()
-                + Self::topic_tools(),
+                + Self::topic_tools()
+                + Self::context_tools(),
         }
     }
 

@@ -219,6 +219,9 @@ pub(crate) struct Task {
     pub notify: Option<Notify>,
     #[serde(default)]
     pub depends_on_correlation: Option<String>,
+    /// See `TaskSpec::context_keys`.
+    #[serde(default)]
+    pub context_keys: Vec<String>,
     /// Shared by a task and all its follow-ups; `None` in records older than the
     /// field means the task's own id.
     #[serde(default)]
@@ -462,6 +465,7 @@ impl Task {
             inputs_from: spec.inputs_from,
             notify: spec.notify,
             depends_on_correlation: spec.depends_on_correlation,
+            context_keys: spec.context_keys,
             correlation_id: spec.correlation_id,
             blocked_policy: spec.blocked_policy,
             blocked_requeue_ms: spec.blocked_requeue_ms,
@@ -664,6 +668,7 @@ impl Task {
             budget_tokens: self.budget_tokens,
             budget_usd: self.budget_usd,
             inputs: None,
+            context: None,
         }
     }
 
@@ -723,6 +728,7 @@ impl Task {
         v["inputs_from"] = json!(self.inputs_from);
         v["notify"] = json!(self.notify.map(Notify::as_str));
         v["depends_on_correlation"] = json!(self.depends_on_correlation);
+        v["context_keys"] = json!(self.context_keys);
         v
     }
 

@@ -90,6 +90,7 @@ pub(crate) fn task(max_retries: u32) -> Task {
         inputs_from: Vec::new(),
         notify: None,
         depends_on_correlation: None,
+        context_keys: Vec::new(),
     };
     let defaults = TaskDefaults {
         max_retries: 3,

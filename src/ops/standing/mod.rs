@@ -18,6 +18,7 @@
 //! choose an agent (a run targets a capability or `agent:<id>`).
 
 pub(crate) mod api;
+mod archive;
 pub(crate) mod schedule;
 
 use std::collections::{BTreeMap, HashMap};
@@ -40,6 +41,7 @@ use crate::storage::eventlog::{EventLog, NewEvent};
 use crate::storage::store::{decode, encode, scope_prefix, scoped_key, split_scoped_key, Store};
 use crate::util::now_ms;
 pub(crate) use api::*;
+pub(crate) use archive::ArchiveRuns;
 pub(crate) use schedule::{Schedule, ScheduleError, Step};
 
 /// Most occurrences one order plans per tick (the rest on the next ones).
@@ -248,6 +250,10 @@ pub(crate) struct StandingOrders {
     busy: bool,
     /// Where a missed run is published (`standing_order.missed`).
     outlet: crate::topics::HubOutlet,
+    /// Where finished runs are archived.
+    archive: crate::storage::archive::Archive,
+    /// A run archive is being written.
+    archiving: bool,
 }
 
 impl StandingOrders {
@@ -259,7 +265,7 @@ impl StandingOrders {
         log: EventLog,
         clock: Clock,
         tick: Duration,
-        outlet: crate::topics::HubOutlet,
+        (outlet, archive): (crate::topics::HubOutlet, crate::storage::archive::Archive),
     ) -> Result<StandingOrders, StoreError> {
         let mut orders = BTreeMap::new();
         for item in store.standing_orders.iter() {
@@ -302,6 +308,8 @@ impl StandingOrders {
             missed: Vec::new(),
             busy: false,
             outlet,
+            archive,
+            archiving: false,
         })
     }
 

@@ -328,6 +328,9 @@ impl Maintenance {
                 "recovered_since_start": !state.recoveries.is_empty(),
                 "events": state.recoveries,
             },
+            "archive": crate::storage::archive::Archive::new(inner.store.clone(), inner.backup_dir.clone())
+                .totals()
+                .unwrap_or_else(|e| json!({"error": e.to_string()})),
         })
     }
 }

@@ -70,7 +70,7 @@ pub(crate) const FORMAT_JSON: u8 = 1;
 pub(crate) const FORMAT_MSGPACK: u8 = 2;
 
 /// Every tree of the store, in the order of the `Store` fields.
-pub(super) const TREE_NAMES: [&str; 22] = [
+pub(super) const TREE_NAMES: [&str; 24] = [
     "tasks",
     "task_ids",
     "tokens",
@@ -93,6 +93,8 @@ pub(super) const TREE_NAMES: [&str; 22] = [
     "standing_runs",
     "task_specs",
     "topic_events",
+    "context",
+    "archive",
 ];
 
 pub(super) type Waiter = oneshot::Sender<Result<(), StoreError>>;
@@ -110,7 +112,7 @@ pub struct ContentDigest {
 /// Trees added after the first release's layout: hashed into a seal only when
 /// they hold records, so a seal written by a release without them (whose next
 /// open creates them empty) still matches.
-const LATER_TREES: [&str; 2] = ["task_specs", "topic_events"];
+const LATER_TREES: [&str; 4] = ["task_specs", "topic_events", "context", "archive"];
 
 /// Visits every record of every tree (trees sorted by name, records by key) and
 /// hashes names, keys and values with their lengths.
@@ -210,6 +212,10 @@ pub struct Store {
     pub task_specs: Tree,
     /// Topic events (see `topics`).
     pub topic_events: Tree,
+    /// Shared context documents and their versions (see `context`).
+    pub context: Tree,
+    /// Where archived finished work is (see `storage::archive`).
+    pub archive: Tree,
 }
 
 impl Store {
@@ -278,6 +284,8 @@ impl Store {
             standing_runs: tree(19),
             task_specs: tree(20),
             topic_events: tree(21),
+            context: tree(22),
+            archive: tree(23),
             inner: Arc::new(Inner {
                 slot,
                 path: dir.to_path_buf(),

@@ -12,6 +12,7 @@ mod agents;
 mod approvals;
 mod budgets;
 mod concurrency;
+mod context;
 mod dashboard;
 mod limits;
 mod messaging;
@@ -261,6 +262,7 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
         .configure(approvals::routes)
         .configure(budgets::routes)
         .configure(topics::routes)
+        .configure(context::routes)
         .configure(limits::routes)
         .configure(ops::routes)
         .configure(schemas::routes)

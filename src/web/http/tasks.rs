@@ -232,14 +232,24 @@ async fn task_stats(_caller: Caller, state: web::Data<HubState>) -> Result<HttpR
 }
 
 /// The task as the API shows it, or `task_not_found`.
+/// A task no longer in the live store is read from its archive file (off
+/// the queue, on the blocking pool), marked `archived: true`.
 pub(crate) async fn read_task(state: &HubState, task_id: &str) -> Result<Value, ApiError> {
-    state
+    let live = state
         .queue
         .send(GetTask {
             task_id: task_id.to_string(),
         })
-        .await??
-        .ok_or_else(|| ApiError::TaskNotFound(task_id.to_string()))
+        .await??;
+    if let Some(task) = live {
+        return Ok(task);
+    }
+    let (archive, id) = (state.archive.clone(), task_id.to_string());
+    let archived = actix_web::web::block(move || archive.read_task(&id))
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?
+        .map_err(|e| ApiError::Unavailable(format!("archive unreadable: {e}")))?;
+    archived.ok_or_else(|| ApiError::TaskNotFound(task_id.to_string()))
 }
 
 async fn get_task(

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use super::catalog::route;
 use super::{Auth, BodyDoc, Route};
-use crate::protocol::PUBLISH_FIELDS;
+use crate::protocol::{CONTEXT_PUT_FIELDS, PUBLISH_FIELDS};
 use crate::web::http::agents::STATUS_FIELDS;
 use crate::web::http::approvals::REJECT_FIELDS;
 use crate::web::http::budgets::RAISE_FIELDS;
@@ -179,6 +179,34 @@ pub(super) fn routes() -> Vec<Route> {
                 Token,
                 "A topic's events in order: {events, next_cursor}",
             )
+        },
+        Route {
+            query: &[
+                ("prefix", "string", "only keys starting with this"),
+                ("deleted", "boolean", "true: deleted keys too"),
+            ],
+            ..route("GET", "/api/context", Token, "Shared context keys: {keys: [{key, version, kind, size, updated_at, updated_by, deleted}]}")
+        },
+        Route {
+            query: &[("version", "integer", "this version instead of the newest")],
+            ..route("GET", "/api/context/{key}", Token, "A shared context key: its head and value (JSON) or text")
+        },
+        Route {
+            query: &[("limit", "integer", "at most this many (1-1000, default 100)")],
+            ..route("GET", "/api/context/{key}/history", Token, "A key's kept versions, newest first")
+        },
+        Route {
+            body: BodyDoc::Fields(CONTEXT_PUT_FIELDS),
+            ..route(
+                "PUT",
+                "/api/context/{key}",
+                Token,
+                "Write a key {value | text, if_version?} (the writers its prefix allows): 201 for version 1, 409 version_conflict when if_version is not the current one",
+            )
+        },
+        Route {
+            query: &[("if_version", "integer", "delete only if this is the current version")],
+            ..route("DELETE", "/api/context/{key}", Token, "Delete a key (a version of its own; the history stays)")
         },
     ]
 }
