@@ -135,6 +135,18 @@ pub struct Config {
     pub approval_rules: Vec<ApprovalRule>,
     /// Days topic events are kept (ext, PROTOCOL.md 6.30).
     pub topic_retention_days: u64,
+    /// `sled` (the embedded default) or `postgres` (ext, #22): Postgres as the
+    /// source of truth, several hubs on one database with one active.
+    pub storage: String,
+    /// The Postgres connection string (also `AGENTCOM_POSTGRES_URL`), e.g.
+    /// `host=db user=agentcom password=… dbname=agentcom`.
+    pub postgres_url: Option<String>,
+    /// With Postgres: the local cache of the store, rebuilt at every start
+    /// (default: `<data_dir>.pgcache`).
+    pub postgres_cache_dir: Option<PathBuf>,
+    /// With Postgres: the leader lease; a standby takes over at most this
+    /// long after the active hub stopped renewing it.
+    pub failover_ms: u64,
     /// Completed, cancelled and dead-lettered tasks last changed longer ago
     /// are archived to the backup directory (ext, PROTOCOL.md 6.34); 0 = never.
     pub task_retention_days: u64,
@@ -218,6 +230,10 @@ impl Default for Config {
             standing_order_clock_file: None,
             approval_rules: Vec::new(),
             topic_retention_days: 30,
+            storage: "sled".into(),
+            postgres_url: None,
+            postgres_cache_dir: None,
+            failover_ms: 5_000,
             task_retention_days: 90,
             task_retention_ms: None,
             standing_run_retention_days: 90,
@@ -234,6 +250,7 @@ impl Default for Config {
 pub struct Overrides {
     pub bind: Option<String>,
     pub data_dir: Option<PathBuf>,
+    pub postgres_url: Option<String>,
 }
 
 impl Config {
@@ -257,6 +274,9 @@ impl Config {
         }
         if let Some(dir) = &overrides.data_dir {
             config.data_dir = dir.clone();
+        }
+        if let Some(url) = &overrides.postgres_url {
+            config.postgres_url = Some(url.clone());
         }
         config.check()?;
         Ok(config)
@@ -327,6 +347,46 @@ impl Config {
 
     /// The rules as `PUT /api/admin/approval-rules` would check them, globs
     /// included.
+    fn check_storage(&self) -> Result<(), ConfigError> {
+        match self.storage.as_str() {
+            "sled" => {}
+            "postgres"
+                if self
+                    .postgres_url
+                    .as_deref()
+                    .is_some_and(|u| !u.trim().is_empty()) => {}
+            "postgres" => {
+                return Err(ConfigError::Invalid {
+                    field: "postgres_url",
+                    reason: "storage = \"postgres\" needs postgres_url (or AGENTCOM_POSTGRES_URL)"
+                        .into(),
+                })
+            }
+            _ => {
+                return Err(ConfigError::Invalid {
+                    field: "storage",
+                    reason: "must be sled or postgres".into(),
+                })
+            }
+        }
+        if !(1_000..=600_000).contains(&self.failover_ms) {
+            return Err(ConfigError::Invalid {
+                field: "failover_ms",
+                reason: "must be between 1000 and 600000".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The Postgres backend's local cache directory.
+    pub fn postgres_cache_dir(&self) -> PathBuf {
+        self.postgres_cache_dir.clone().unwrap_or_else(|| {
+            let mut name = self.data_dir.as_os_str().to_os_string();
+            name.push(".pgcache");
+            PathBuf::from(name)
+        })
+    }
+
     fn check_context(&self) -> Result<(), ConfigError> {
         if self.context_max_bytes == 0 || self.context_max_bytes > 1024 * 1024 {
             return Err(ConfigError::Invalid {
@@ -491,6 +551,7 @@ impl Config {
         }
         self.check_approval_rules()?;
         self.check_context()?;
+        self.check_storage()?;
         for (field, days) in [
             ("task_retention_days", self.task_retention_days),
             (
@@ -592,10 +653,32 @@ mod tests {
         let o = Overrides {
             bind: Some("127.0.0.1:6000".into()),
             data_dir: None,
+            postgres_url: None,
         };
         let c = Config::load(Some(f.path()), &o).expect("valid");
         assert_eq!(c.bind, "127.0.0.1:6000");
         assert_eq!(c.acceptance_timeout_ms, 10);
+    }
+
+    #[test]
+    fn postgres_needs_its_url() {
+        let f = write("storage = \"postgres\"\n");
+        let e = Config::load(Some(f.path()), &Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("postgres_url"), "{e}");
+        let o = Overrides {
+            postgres_url: Some("host=db dbname=agentcom".into()),
+            ..Overrides::default()
+        };
+        let c = Config::load(Some(f.path()), &o).expect("the environment's URL");
+        assert_eq!(c.postgres_url.as_deref(), Some("host=db dbname=agentcom"));
+        let f = write("storage = \"mysql\"\n");
+        assert!(Config::load(Some(f.path()), &Overrides::default()).is_err());
+        let f = write("data_dir = \"/srv/d\"\n");
+        let c = Config::load(Some(f.path()), &Overrides::default()).expect("valid");
+        assert_eq!(
+            c.postgres_cache_dir(),
+            std::path::PathBuf::from("/srv/d.pgcache")
+        );
     }
 
     #[test]

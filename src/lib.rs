@@ -39,7 +39,7 @@ pub mod standing_defaults {
     pub use crate::ops::standing::api::{DEFAULT_TIMEZONE, DEFAULT_WINDOW_MS};
 }
 /// The sled store and its page-cache default.
-pub use storage::store::{Store, DEFAULT_CACHE_BYTES};
+pub use storage::store::{PostgresSettings, Store, DEFAULT_CACHE_BYTES};
 /// Runs the hub until it is told to stop.
 pub use web::server::serve;
 

@@ -16,7 +16,8 @@ use agentcom_hub::config::{Config, Overrides};
 use agentcom_hub::error::{BackupError, StoreError};
 use agentcom_hub::logging;
 use agentcom_hub::{
-    join_command, IssueError, Role, Store, TokenTerms, Tokens, DEFAULT_CACHE_BYTES,
+    join_command, IssueError, PostgresSettings, Role, Store, TokenTerms, Tokens,
+    DEFAULT_CACHE_BYTES,
 };
 
 use cli::hub_client::{self, HubAnswer, HubClient};
@@ -160,6 +161,9 @@ struct Common {
     /// TOML config file (see README for the keys).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// The Postgres connection string (with storage = "postgres").
+    #[arg(long, env = "AGENTCOM_POSTGRES_URL", hide_env_values = true)]
+    postgres_url: Option<String>,
 }
 
 #[derive(Args, Clone)]
@@ -293,6 +297,7 @@ fn load_config(common: &Common, bind: Option<String>) -> Result<Config, Fatal> {
     let overrides = Overrides {
         bind,
         data_dir: common.data_dir.clone(),
+        postgres_url: common.postgres_url.clone(),
     };
     Config::load(common.config.as_deref(), &overrides).map_err(|e| Fatal {
         code: 2,
@@ -323,13 +328,24 @@ fn serve(common: Common, bind: Option<String>) -> Result<(), Fatal> {
     init_logging(&config)?;
     // A store that does not open or fails its check is moved aside and the newest
     // good backup restored (see `backup::open_or_recover`).
-    let (store, recoveries) =
-        backup::open_or_recover(&config.data_dir, &config.backup_dir(), DEFAULT_CACHE_BYTES)
+    let (store, recoveries) = match config.storage.as_str() {
+        "postgres" => {
+            let settings = postgres_settings(&config, &config.bind);
+            let store = Store::open_postgres(
+                &config.postgres_cache_dir(),
+                DEFAULT_CACHE_BYTES,
+                &settings,
+                None,
+            )?;
+            (store, Vec::new())
+        }
+        _ => backup::open_or_recover(&config.data_dir, &config.backup_dir(), DEFAULT_CACHE_BYTES)
             .map_err(|e| match e {
-                // The wording `agent` commands use too.
-                BackupError::HubRunning(dir) => Fatal::from(StoreError::Locked(dir)),
-                other => Fatal::from(other),
-            })?;
+            // The wording `agent` commands use too.
+            BackupError::HubRunning(dir) => Fatal::from(StoreError::Locked(dir)),
+            other => Fatal::from(other),
+        })?,
+    };
     let tokens = Tokens::new(store.clone());
     let supplied = std::env::var("AGENTCOM_ADMIN_TOKEN").ok();
     if let Some(token) = tokens.init_admin(supplied.as_deref())? {
@@ -374,11 +390,48 @@ fn refused(e: IssueError, name: &str) -> Fatal {
     Fatal { code: 1, message }
 }
 
-/// Offline: work on the data directory of a stopped hub.
-fn open_tokens(common: &Common) -> Result<(Config, Tokens), Fatal> {
+/// Who this process is to the Postgres backend, and its lease.
+fn postgres_settings(config: &Config, name: &str) -> PostgresSettings {
+    PostgresSettings {
+        url: config.postgres_url.clone().unwrap_or_default(),
+        holder: format!("{name}#{}", std::process::id()),
+        lease: std::time::Duration::from_millis(config.failover_ms),
+    }
+}
+
+/// Offline: work on the store of a stopped hub (its data directory, or with
+/// Postgres the database, while no hub holds its lease).
+fn open_tokens(common: &Common) -> Result<(Config, Tokens, Released), Fatal> {
     let config = load_config(common, None)?;
-    let tokens = Tokens::new(Store::open(&config.data_dir)?);
-    Ok((config, tokens))
+    let store = match config.storage.as_str() {
+        "postgres" => {
+            let mut cache = config.postgres_cache_dir().into_os_string();
+            cache.push("-cli");
+            let settings = postgres_settings(&config, "agentcom-hub agent");
+            // A lease left by a hub that died expires within one lease.
+            let give_up = Some(settings.lease + std::time::Duration::from_millis(500));
+            Store::open_postgres(
+                &PathBuf::from(cache),
+                DEFAULT_CACHE_BYTES,
+                &settings,
+                give_up,
+            )?
+        }
+        _ => Store::open(&config.data_dir)?,
+    };
+    Ok((config, Tokens::new(store.clone()), Released(store)))
+}
+
+/// Gives the Postgres leader lease up when an offline command ends, so a hub
+/// starting next need not wait for it to expire.
+struct Released(Store);
+
+impl Drop for Released {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.release_lease_now() {
+            eprintln!("agentcom-hub: the store's last flush failed: {e}");
+        }
+    }
 }
 
 /// Online: one admin request to a running hub.
@@ -435,7 +488,7 @@ fn agent(action: AgentAction) -> Result<(), Fatal> {
                     answer["token"].as_str().unwrap_or_default().to_string()
                 }
                 None => {
-                    let (_, tokens) = open_tokens(&target.common)?;
+                    let (_, tokens, _lease) = open_tokens(&target.common)?;
                     let terms = TokenTerms {
                         credential_group,
                         slots,
@@ -480,7 +533,7 @@ fn agent(action: AgentAction) -> Result<(), Fatal> {
                     answer["command"].as_str().unwrap_or_default().to_string()
                 }
                 None => {
-                    let (config, tokens) = open_tokens(&target.common)?;
+                    let (config, tokens, _lease) = open_tokens(&target.common)?;
                     let hours = ttl_hours.unwrap_or(config.invite_ttl_hours);
                     let ttl = (hours as i64).saturating_mul(3_600_000);
                     let terms = TokenTerms {
@@ -502,7 +555,7 @@ fn agent(action: AgentAction) -> Result<(), Fatal> {
                     answer["tokens"].as_array().cloned().unwrap_or_default()
                 }
                 None => {
-                    let (_, tokens) = open_tokens(&target.common)?;
+                    let (_, tokens, _lease) = open_tokens(&target.common)?;
                     let records = tokens.list()?.into_iter();
                     records
                         .filter_map(|r| serde_json::to_value(r).ok())
@@ -549,7 +602,7 @@ fn agent(action: AgentAction) -> Result<(), Fatal> {
                     }
                 }
                 None => {
-                    let (_, tokens) = open_tokens(&target.common)?;
+                    let (_, tokens, _lease) = open_tokens(&target.common)?;
                     tokens.revoke_now(&name)?
                 }
             };

@@ -10,11 +10,17 @@ use common::*;
 use serde_json::json;
 
 fn hub_cli(args: &[&str], data_dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_agentcom-hub"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env_remove("AGENTCOM_DATA_DIR")
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_agentcom-hub"));
+    cmd.args(args).arg("--data-dir").arg(data_dir);
+    // On Postgres the hub's config names its database.
+    let config = data_dir
+        .parent()
+        .map(|p| p.join("config.toml"))
+        .filter(|c| on_postgres() && c.exists() && !args.contains(&"--config"));
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    cmd.env_remove("AGENTCOM_DATA_DIR")
         .env_remove("AGENTCOM_BIND")
         .env_remove("AGENTCOM_ADMIN_TOKEN")
         .output()

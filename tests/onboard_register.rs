@@ -32,8 +32,7 @@ fn offline_invite_registers_once_for_its_agent_only() {
     hub.stop();
     let out = Command::new(env!("CARGO_BIN_EXE_agentcom-hub"))
         .args(["agent", "invite", "newbie", "--capabilities", "code,docs"])
-        .arg("--data-dir")
-        .arg(hub.data_dir())
+        .args(hub.offline_args())
         .env_remove("AGENTCOM_HUB_URL")
         .output()
         .expect("run agent invite");

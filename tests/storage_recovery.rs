@@ -168,6 +168,9 @@ fn assert_recovery_reported(hub: &Hub, restored_from: &Path, quarantined: &Path)
 
 #[test]
 fn truncated_store_files_are_kept_aside_and_the_newest_backup_is_served() {
+    if skip_on_postgres("sled's own files") {
+        return;
+    }
     let mut hub = Hub::start_with_config(
         "metrics_interval_ms = 100\nalert_check_interval_ms = 100\nalert_startup_grace_ms = 0\n",
     );
@@ -212,6 +215,9 @@ fn truncated_store_files_are_kept_aside_and_the_newest_backup_is_served() {
 
 #[test]
 fn bit_flipped_store_files_fall_back_past_a_damaged_newest_backup_to_an_older_good_one() {
+    if skip_on_postgres("sled's own files") {
+        return;
+    }
     let mut hub = Hub::start();
     let (token, early, _, older, newer) = populate(&hub);
     hub.stop();
@@ -247,6 +253,9 @@ fn bit_flipped_store_files_fall_back_past_a_damaged_newest_backup_to_an_older_go
 
 #[test]
 fn after_a_crash_an_undecodable_task_record_sends_the_store_aside_too() {
+    if skip_on_postgres("sled's own files") {
+        return;
+    }
     let mut hub = Hub::start();
     let (token, _, late, _, newer) = populate(&hub);
     // No clean shutdown, so no seal: only sled and record decoding can tell.
@@ -275,6 +284,9 @@ fn after_a_crash_an_undecodable_task_record_sends_the_store_aside_too() {
 
 #[test]
 fn without_a_good_backup_the_hub_starts_empty_and_says_so_loudly() {
+    if skip_on_postgres("sled's own files") {
+        return;
+    }
     let mut hub = Hub::start_with_config("backup_interval_hours = 0\n");
     let token = register_agent(&hub, "survivor", &[]);
     submit(&hub, json!({"description": "lost"}));

@@ -97,10 +97,16 @@ pub async fn serve(
         Ok(Err(e)) => tracing::warn!(error = %e, "queue checkpoint not written"),
         Err(e) => tracing::warn!(error = %e, "queue checkpoint not written"),
     }
+    // Durable (with Postgres: committed) before the seal.
+    if let Err(e) = store.durable().await {
+        tracing::error!(error = %e, "final flush failed");
+    }
     // Sealed, the next start can tell whether the store lost anything meanwhile.
     match store.seal_and_close() {
         Ok(seal) => tracing::info!(records = seal.records, "store sealed and closed"),
         Err(e) => tracing::error!(error = %e, "final flush and seal failed"),
     }
+    // With Postgres, a standby takes over at once.
+    let _ = store.release_lease().await;
     result
 }

@@ -1,5 +1,7 @@
 //! The hub process: the real `agentcom-hub` binary as a child process on an
-//! ephemeral 127.0.0.1 port, with a sled data directory in a temp dir.
+//! ephemeral 127.0.0.1 port, with a sled data directory in a temp dir, or,
+//! when `AGENTCOM_TEST_POSTGRES` names a Postgres server (a connection string
+//! without `dbname`), on a database of its own there (`storage = "postgres"`).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -32,6 +34,38 @@ pub struct Hub {
     /// Restarts bind the current port again (set once a client was configured
     /// with the hub's URL, like a sidecar); else any free port.
     keep_port: AtomicBool,
+    /// The database of this hub, when the suite runs on Postgres.
+    pub postgres_db: Option<String>,
+}
+
+/// The Postgres server the suite runs on (`AGENTCOM_TEST_POSTGRES`), if any.
+pub fn postgres_base() -> Option<String> {
+    std::env::var("AGENTCOM_TEST_POSTGRES")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+}
+
+/// Whether the suite runs on Postgres (tests of sled's own files skip then).
+pub fn on_postgres() -> bool {
+    postgres_base().is_some()
+}
+
+/// On Postgres, a test of sled's own files (a backup's, a data directory's)
+/// says it does not apply and is skipped; it runs on sled.
+pub fn skip_on_postgres(what: &str) -> bool {
+    if on_postgres() {
+        eprintln!("skipped on Postgres: this test checks {what}");
+    }
+    on_postgres()
+}
+
+/// Runs `sql` on the server's `postgres` database.
+fn postgres_admin(base: &str, sql: &str) {
+    let mut client = postgres::Client::connect(&format!("{base} dbname=postgres"), postgres::NoTls)
+        .unwrap_or_else(|e| panic!("AGENTCOM_TEST_POSTGRES: cannot connect: {e}"));
+    client
+        .batch_execute(sql)
+        .unwrap_or_else(|e| panic!("postgres: {sql}: {e}"));
 }
 
 impl Hub {
@@ -59,7 +93,23 @@ impl Hub {
             .prefix("agentcom-hub-test-")
             .tempdir()
             .expect("create temp dir for the hub");
-        std::fs::write(root.path().join("config.toml"), config).expect("write config file");
+        let postgres_db = postgres_base().map(|base| {
+            let db = format!("agentcom_t_{}", random_hex(2).to_lowercase());
+            postgres_admin(&base, &format!("CREATE DATABASE {db}"));
+            db
+        });
+        let config = match (&postgres_db, postgres_base()) {
+            (Some(db), Some(base)) => {
+                let lease = if config.contains("failover_ms") {
+                    ""
+                } else {
+                    "failover_ms = 1000\n"
+                };
+                format!("storage = \"postgres\"\npostgres_url = \"{base} dbname={db}\"\n{lease}{config}")
+            }
+            _ => config.to_string(),
+        };
+        std::fs::write(root.path().join("config.toml"), &config).expect("write config file");
         let mut hub = Hub {
             bin: bin.to_path_buf(),
             child: None,
@@ -70,6 +120,7 @@ impl Hub {
             admin_env: true,
             bind_port: 0,
             keep_port: AtomicBool::new(false),
+            postgres_db,
         };
         hub.spawn();
         hub
@@ -80,6 +131,81 @@ impl Hub {
     /// while the port is still busy.
     pub fn keep_port_on_restart(&self) {
         self.keep_port.store(true, Ordering::SeqCst);
+    }
+
+    /// The arguments an offline command (`agentcom-hub agent add …`) needs to
+    /// work on this hub's store: its data directory, and on Postgres its
+    /// config (which names the database).
+    pub fn offline_args(&self) -> Vec<std::ffi::OsString> {
+        let mut args = vec!["--data-dir".into(), self.data_dir().into_os_string()];
+        if self.postgres_db.is_some() {
+            args.push("--config".into());
+            args.push(self.root.path().join("config.toml").into_os_string());
+        }
+        args
+    }
+
+    /// A second hub on this hub's Postgres database, with a directory of its
+    /// own: a standby until it holds the leader lease, so this returns once it
+    /// serves (the active hub gone or stopped).
+    pub fn standby_of(&self) -> Hub {
+        assert!(
+            self.postgres_db.is_some(),
+            "standby_of needs the suite on Postgres"
+        );
+        let config =
+            std::fs::read_to_string(self.root.path().join("config.toml")).expect("read config");
+        let root = tempfile::Builder::new()
+            .prefix("agentcom-hub-standby-")
+            .tempdir()
+            .expect("create temp dir for the standby");
+        std::fs::write(root.path().join("config.toml"), config).expect("write config file");
+        let mut hub = Hub {
+            bin: self.bin.clone(),
+            child: None,
+            root,
+            port: 0,
+            admin_token: self.admin_token.clone(),
+            starts: 0,
+            admin_env: true,
+            bind_port: 0,
+            keep_port: AtomicBool::new(false),
+            postgres_db: self.postgres_db.clone(),
+        };
+        hub.spawn();
+        hub
+    }
+
+    /// The hub process's id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Waits up to `timeout` for the hub process to end by itself; its exit
+    /// code (`None`: still running, or ended by a signal).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.child = None;
+                    return status.code();
+                }
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// One number from this hub's Postgres database (`sql` answers one
+    /// `bigint`).
+    pub fn postgres_number(&self, sql: &str) -> i64 {
+        let (Some(db), Some(base)) = (&self.postgres_db, postgres_base()) else {
+            panic!("postgres_number needs the suite on Postgres");
+        };
+        let mut client = postgres::Client::connect(&format!("{base} dbname={db}"), postgres::NoTls)
+            .expect("connect to the hub's database");
+        client.query_one(sql, &[]).expect("query").get(0)
     }
 
     /// The sled data directory (created by the hub on first start).
@@ -301,6 +427,11 @@ impl Drop for Hub {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if let (Some(db), Some(base)) = (&self.postgres_db, postgres_base()) {
+            if !thread::panicking() {
+                postgres_admin(&base, &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+            }
         }
         if thread::panicking() && self.starts > 0 {
             eprintln!(

@@ -108,3 +108,25 @@ fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
         Err(std::io::Error::last_os_error())
     }
 }
+
+/// The marker of a directory that is only a cache of the Postgres backend.
+const CACHE_MARKER: &str = ".agentcom-postgres-cache";
+
+/// Empties `dir` for a rebuild of the Postgres backend's cache. A directory
+/// that exists without the marker is refused: it may be a sled store.
+pub(crate) fn reset_cache_dir(dir: &Path) -> Result<(), StoreError> {
+    if dir.exists() {
+        if !dir.join(CACHE_MARKER).exists()
+            && std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some())
+        {
+            return Err(StoreError::Environment {
+                path: dir.to_path_buf(),
+                reason: "not a Postgres cache directory (no marker): refusing to empty it; point postgres_cache_dir elsewhere".into(),
+            });
+        }
+        std::fs::remove_dir_all(dir).map_err(|e| environment_or_sled(dir, e))?;
+    }
+    std::fs::create_dir_all(dir).map_err(|e| environment_or_sled(dir, e))?;
+    std::fs::write(dir.join(CACHE_MARKER), b"").map_err(|e| environment_or_sled(dir, e))?;
+    Ok(())
+}

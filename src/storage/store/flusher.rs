@@ -1,9 +1,10 @@
 //! Group commit: one thread flushes for every waiter.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use super::postgres::{is_fenced, Replica};
 use super::staging::Staging;
 use super::tree::{share, Slot};
 use super::Waiter;
@@ -22,19 +23,38 @@ const BUSY_WAITERS: usize = 4;
 /// worth; otherwise a request is flushed at once, so a change that needs two
 /// flushes in a row (a submit, then its assignment) does not wait a window for
 /// the second.
+///
+/// With a replica (the Postgres backend) a flush is a commit of everything
+/// that reached sled since the last one, in one transaction that also renews
+/// the leader lease; sled itself is only a cache then and is not synced. An
+/// idle replica renews its lease every third of it. A replica fenced out (its
+/// lease gone) ends the process: it must not write again.
 pub(super) fn run_flusher(
     slot: Slot,
     staging: Arc<Staging>,
     requests: mpsc::Receiver<Waiter>,
     window_us: Arc<AtomicU64>,
+    (mut replica, release): (Option<Replica>, Arc<AtomicBool>),
 ) {
     let mut last_flush = Instant::now();
     let mut last_waiters = 0usize;
     loop {
-        let first = match requests.recv_timeout(IDLE_APPLY) {
+        let idle_wait = match &replica {
+            Some(_) => IDLE_APPLY.min(Duration::from_millis(100)),
+            None => IDLE_APPLY,
+        };
+        let first = match requests.recv_timeout(idle_wait) {
             Ok(first) => Some(first),
-            // Writes nobody waits for still reach the disk within `IDLE_APPLY`.
-            Err(mpsc::RecvTimeoutError::Timeout) if staging.is_idle() => continue,
+            Err(mpsc::RecvTimeoutError::Timeout) if staging.is_idle() => {
+                if let Some(r) = replica.as_mut().filter(|r| r.renew_due()) {
+                    if let Err(e) = r.renew() {
+                        stop_if_fenced(&e);
+                        tracing::error!(error = %e, "leader lease not renewed");
+                    }
+                }
+                // Writes nobody waits for still reach the disk within `IDLE_APPLY`.
+                continue;
+            }
             Err(mpsc::RecvTimeoutError::Timeout) => None,
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
@@ -50,19 +70,47 @@ pub(super) fn run_flusher(
         last_flush = Instant::now();
         let result = {
             let hold = share(&slot);
-            match hold.guard.as_ref() {
-                Some(open) => staging
+            match (hold.guard.as_ref(), replica.as_mut()) {
+                (Some(open), None) => staging
                     .apply(open)
                     .and_then(|()| open.db.flush().map(|_| ()))
                     .map_err(StoreError::from),
-                None => Err(StoreError::Closed),
+                (Some(open), Some(r)) => match staging.apply(open) {
+                    Err(e) => Err(StoreError::from(e)),
+                    Ok(()) => {
+                        let batches = staging.take_replicated();
+                        let committed = r.commit(&batches);
+                        if let Err(e) = &committed {
+                            stop_if_fenced(e);
+                            staging.requeue_replicated(batches);
+                        }
+                        committed
+                    }
+                },
+                (None, _) => Err(StoreError::Closed),
             }
         };
         if let Err(e) = &result {
             tracing::error!(error = %e, waiters = waiters.len(), "store flush failed");
         }
+        if release.load(Ordering::SeqCst) {
+            if let Some(mut r) = replica.take() {
+                match r.release() {
+                    Ok(()) => tracing::info!("leader lease released"),
+                    Err(e) => tracing::warn!(error = %e, "leader lease not released (it expires)"),
+                }
+            }
+        }
         for w in waiters {
             let _ = w.send(result.clone());
         }
+    }
+}
+
+/// A fenced hub stops at once: another holds the lease and writes now.
+fn stop_if_fenced(e: &StoreError) {
+    if is_fenced(e) {
+        tracing::error!(error = %e, "this hub lost the leader lease: stopping, nothing more is written");
+        std::process::exit(3);
     }
 }

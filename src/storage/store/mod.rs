@@ -31,6 +31,7 @@
 
 mod files;
 mod flusher;
+mod postgres;
 mod seal;
 mod staging;
 mod tree;
@@ -99,6 +100,15 @@ pub(super) const TREE_NAMES: [&str; 24] = [
 
 pub(super) type Waiter = oneshot::Sender<Result<(), StoreError>>;
 
+/// Where the Postgres backend is, who this hub is, and how long its lease
+/// lasts (the longest a standby waits before taking over).
+#[derive(Debug, Clone)]
+pub struct PostgresSettings {
+    pub url: String,
+    pub holder: String,
+    pub lease: Duration,
+}
+
 /// Sees each record of a full scan as (tree name, key, value); an error stops it.
 pub(crate) type RecordVisitor<'a> = dyn FnMut(&[u8], &[u8], &[u8]) -> Result<(), StoreError> + 'a;
 
@@ -160,6 +170,8 @@ struct Inner {
     files_unchanged: bool,
     /// Writes not yet in sled (see `staging`).
     staging: Arc<Staging>,
+    /// Asks the flusher to give the Postgres leader lease up.
+    release: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Handle to the open store. Cheap to clone; every clone sees the same open `Db`
@@ -228,14 +240,69 @@ impl Store {
     /// keeps at most `cache_bytes` of pages in memory.
     pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
         let unchanged = files_unchanged(dir);
-        Store::from_open(dir, cache_bytes, Open::start(dir, cache_bytes)?, unchanged)
+        Store::from_open(
+            dir,
+            cache_bytes,
+            Open::start(dir, cache_bytes)?,
+            unchanged,
+            None,
+        )
+    }
+
+    /// Opens the Postgres backend (ext, #22): connects, migrates the schema,
+    /// waits until it holds the leader lease (a standby meanwhile), then
+    /// rebuilds the local cache in `cache_dir` from the database. Every flush
+    /// is then a commit to Postgres.
+    /// With `give_up`, a lease another hub keeps renewing that long is
+    /// refused (the offline commands); a lease left by a hub that died
+    /// expires within it.
+    pub fn open_postgres(
+        cache_dir: &Path,
+        cache_bytes: u64,
+        pg: &PostgresSettings,
+        give_up: Option<Duration>,
+    ) -> Result<Store, StoreError> {
+        let mut replica = postgres::Replica::connect(&pg.url, &pg.holder, pg.lease)?;
+        let started = std::time::Instant::now();
+        let mut told = None;
+        let epoch = loop {
+            match replica.acquire()? {
+                Ok(epoch) => break epoch,
+                Err(holder) if give_up.is_some_and(|d| started.elapsed() >= d) => {
+                    return Err(StoreError::Sled(format!(
+                        "the store is in use by a running hub (it holds the Postgres leader lease: \
+                         {holder}): stop it, or use --hub URL (admin token in \
+                         AGENTCOM_ADMIN_TOKEN) to ask the hub itself"
+                    )))
+                }
+                Err(holder) => {
+                    if told.as_ref() != Some(&holder) {
+                        tracing::info!(leader = %holder, "standby: another hub holds the leader lease");
+                        told = Some(holder);
+                    }
+                    std::thread::sleep(pg.lease / 5);
+                }
+            }
+        };
+        files::reset_cache_dir(cache_dir)?;
+        let open = Open::start(cache_dir, cache_bytes)?;
+        let rows = replica.load_into(&open)?;
+        tracing::info!(epoch, rows, holder = %pg.holder, "leader: the local cache holds the store");
+        let store = Store::from_open(cache_dir, cache_bytes, open, false, Some(replica))?;
+        Ok(store)
     }
 
     /// [`Store::open_with_cache`] on a directory whose sled `Db` this process
     /// has just closed (a restore's fresh store): sled's lock is waited for.
     pub(crate) fn reopen_with_cache(dir: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
         let unchanged = files_unchanged(dir);
-        Store::from_open(dir, cache_bytes, Open::reopen(dir, cache_bytes)?, unchanged)
+        Store::from_open(
+            dir,
+            cache_bytes,
+            Open::reopen(dir, cache_bytes)?,
+            unchanged,
+            None,
+        )
     }
 
     fn from_open(
@@ -243,6 +310,7 @@ impl Store {
         cache_bytes: u64,
         open: Open,
         files_unchanged: bool,
+        replica: Option<postgres::Replica>,
     ) -> Result<Store, StoreError> {
         let opened_seal = take_seal(dir)?;
         let files_unchanged = files_unchanged && opened_seal.is_some();
@@ -250,11 +318,24 @@ impl Store {
         let (tx, rx) = mpsc::channel::<Waiter>();
         let commit_window_us = Arc::new(AtomicU64::new(0));
         let staging = Arc::new(Staging::default());
+        if replica.is_some() {
+            staging.enable_replication();
+        }
         let (flush_slot, window, flush_staging) =
             (slot.clone(), commit_window_us.clone(), staging.clone());
+        let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flush_release = release.clone();
         std::thread::Builder::new()
             .name("store-flusher".into())
-            .spawn(move || run_flusher(flush_slot, flush_staging, rx, window))
+            .spawn(move || {
+                run_flusher(
+                    flush_slot,
+                    flush_staging,
+                    rx,
+                    window,
+                    (replica, flush_release),
+                )
+            })
             .map_err(|e| StoreError::Sled(format!("cannot start flusher: {e}")))?;
         let tree = |index: usize| Tree {
             slot: slot.clone(),
@@ -295,6 +376,7 @@ impl Store {
                 opened_seal,
                 files_unchanged,
                 staging,
+                release,
             }),
         })
     }
@@ -330,8 +412,42 @@ impl Store {
         }
     }
 
+    /// With the Postgres backend, gives the leader lease up after the flush
+    /// this waits for (a clean stop; no write follows it).
+    pub fn release_lease(&self) -> impl std::future::Future<Output = Result<(), StoreError>> {
+        self.inner.release.store(true, Ordering::SeqCst);
+        self.durable()
+    }
+
+    /// `release_lease` for a caller without a runtime (the offline commands).
+    pub fn release_lease_now(&self) -> Result<(), StoreError> {
+        self.inner.release.store(true, Ordering::SeqCst);
+        self.flush_now()
+    }
+
     /// Flushes synchronously (command-line tools, shutdown).
+    /// With the Postgres backend it waits for the flusher's commit (polling,
+    /// so it may run on any thread).
     pub fn flush_now(&self) -> Result<(), StoreError> {
+        if self.inner.staging.replicating() {
+            let (tx, mut rx) = oneshot::channel();
+            self.inner
+                .flush_requests
+                .send(tx)
+                .map_err(|_| StoreError::Sled("store flusher has stopped".into()))?;
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                match rx.try_recv() {
+                    Ok(result) => return result,
+                    Err(oneshot::error::TryRecvError::Empty)
+                        if std::time::Instant::now() < deadline =>
+                    {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(_) => return Err(StoreError::Sled("store flush did not answer".into())),
+                }
+            }
+        }
         let hold = share(&self.inner.slot);
         let open = hold.guard.as_ref().ok_or(StoreError::Closed)?;
         self.inner.staging.apply(open)?;

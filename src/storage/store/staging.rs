@@ -25,7 +25,7 @@ use super::tree::Open;
 type Key = (usize, Box<[u8]>);
 
 /// Writes in the order they were first staged; `None` removes.
-type Writes = IndexMap<Key, Option<IVec>>;
+pub(super) type Writes = IndexMap<Key, Option<IVec>>;
 
 /// A borrowed `Key` for lookups (no copy of the key per read). Hashes exactly
 /// as the tuple does.
@@ -61,6 +61,11 @@ pub(super) struct Staging {
     /// One apply at a time, so applies reach sled in order.
     apply: Mutex<()>,
     hooks: RwLock<Vec<Hook>>,
+    /// With a replica (the Postgres backend): what reached sled and waits for
+    /// the flusher's next commit, in order.
+    replicate: Mutex<Option<Vec<Arc<Writes>>>>,
+    /// Makes a tree's compare-and-swap atomic against the others.
+    swap: Mutex<()>,
 }
 
 impl Staging {
@@ -83,6 +88,37 @@ impl Staging {
     pub(super) fn is_idle(&self) -> bool {
         let state = self.state.lock();
         state.pending.is_empty() && state.applying.is_none()
+    }
+
+    pub(super) fn swap_lock(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.swap.lock()
+    }
+
+    /// Whether applies are kept for a replica (the Postgres backend).
+    pub(super) fn replicating(&self) -> bool {
+        self.replicate.lock().is_some()
+    }
+
+    /// From now on every apply is also kept for the replica.
+    pub(super) fn enable_replication(&self) {
+        *self.replicate.lock() = Some(Vec::new());
+    }
+
+    /// What reached sled since the last call, in order, for the replica.
+    pub(super) fn take_replicated(&self) -> Vec<Arc<Writes>> {
+        self.replicate
+            .lock()
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Puts back a commit that failed, before what came since.
+    pub(super) fn requeue_replicated(&self, mut failed: Vec<Arc<Writes>>) {
+        if let Some(q) = self.replicate.lock().as_mut() {
+            failed.append(q);
+            *q = failed;
+        }
     }
 
     pub(super) fn add_hook(&self, hook: Hook) {
@@ -139,6 +175,9 @@ impl Staging {
                 Some(v) => tree.insert(key, v.clone())?,
                 None => tree.remove(key)?,
             };
+        }
+        if let Some(q) = self.replicate.lock().as_mut() {
+            q.push(writes.clone());
         }
         self.state.lock().applying = None;
         Ok(())

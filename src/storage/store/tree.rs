@@ -210,10 +210,9 @@ impl Tree {
         Ok(old)
     }
 
-    pub fn apply_batch(&self, batch: sled::Batch) -> sled::Result<()> {
-        self.with_applied(|t| t.apply_batch(batch))
-    }
-
+    /// Writes `new` only if the key holds `old` now; staged like every write
+    /// (so the Postgres backend commits it too), atomic against every other
+    /// compare-and-swap of the store.
     pub fn compare_and_swap<K, OV, NV>(
         &self,
         key: K,
@@ -225,7 +224,19 @@ impl Tree {
         OV: AsRef<[u8]>,
         NV: Into<IVec>,
     {
-        self.with_applied(|t| t.compare_and_swap(key, old, new))
+        let _one = self.staging.swap_lock();
+        let current = self.get(key.as_ref())?;
+        if current.as_deref() != old.as_ref().map(AsRef::as_ref) {
+            return Ok(Err(sled::CompareAndSwapError {
+                current,
+                proposed: new.map(Into::into),
+            }));
+        }
+        match new {
+            Some(v) => self.insert(key, v)?,
+            None => self.remove(key)?,
+        }
+        Ok(Ok(()))
     }
 
     pub fn contains_key<K: AsRef<[u8]>>(&self, key: K) -> sled::Result<bool> {

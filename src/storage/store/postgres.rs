@@ -1,0 +1,299 @@
+//! The Postgres backend (ext, #22): Postgres is the source of truth and the
+//! local sled directory a cache of it, rebuilt at every start.
+//!
+//! Every write already goes through the staging map and the flusher; with this
+//! backend the flusher commits each group's writes to the `agentcom_kv` table
+//! in one transaction (group commit) before it answers the waiters. The same
+//! transaction first extends the leader lease, and only while this process
+//! still holds it at its epoch: a hub that lost the lease (paused past it, cut
+//! off) commits nothing, and every row carries the epoch that wrote it.
+//!
+//! Schema: versioned migrations (`agentcom_schema_migrations`), applied at
+//! start under an advisory lock so two hubs starting at once apply each once.
+//!
+//! Architecture invariant: knows trees, keys and bytes, not what a record
+//! means; all its I/O runs on the flusher's thread (or before the store is
+//! open), never on an actor's.
+
+use std::time::{Duration, Instant};
+
+use indexmap::IndexMap;
+use postgres::{Client, NoTls};
+use sled::IVec;
+
+use super::staging::Writes;
+use super::tree::Open;
+use super::TREE_NAMES;
+use crate::error::StoreError;
+
+/// Versioned schema changes, applied in order, each once.
+const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    "CREATE TABLE agentcom_kv (
+         tree TEXT NOT NULL,
+         k BYTEA NOT NULL,
+         v BYTEA NOT NULL,
+         epoch BIGINT NOT NULL,
+         PRIMARY KEY (tree, k)
+     );
+     CREATE TABLE agentcom_leader (
+         id INT PRIMARY KEY CHECK (id = 1),
+         holder TEXT NOT NULL,
+         epoch BIGINT NOT NULL,
+         expires_at TIMESTAMPTZ NOT NULL
+     );",
+)];
+
+/// The advisory lock migrations run under.
+const MIGRATION_LOCK: i64 = 0x6167_656e_7463_6f6d;
+/// Rows read per round trip while a start copies the store.
+const LOAD_PAGE: i64 = 5_000;
+
+fn pg_error(what: &str, e: postgres::Error) -> StoreError {
+    StoreError::Sled(format!("postgres: {what}: {e}"))
+}
+
+/// The lease is gone: this hub must stop writing at once.
+pub(crate) fn fenced(holder: &str, epoch: i64) -> StoreError {
+    StoreError::Sled(format!(
+        "postgres: fenced: {holder} no longer holds the leader lease of epoch {epoch}"
+    ))
+}
+
+/// Whether `e` is [`fenced`].
+pub(crate) fn is_fenced(e: &StoreError) -> bool {
+    matches!(e, StoreError::Sled(m) if m.starts_with("postgres: fenced"))
+}
+
+/// A connection holding (or waiting for) the leader lease.
+pub(crate) struct Replica {
+    client: Client,
+    holder: String,
+    lease: Duration,
+    epoch: i64,
+    last_renew: Instant,
+}
+
+impl Replica {
+    /// Connects and brings the schema up to date.
+    pub(crate) fn connect(url: &str, holder: &str, lease: Duration) -> Result<Replica, StoreError> {
+        let client = Client::connect(url, NoTls).map_err(|e| pg_error("cannot connect", e))?;
+        let mut r = Replica {
+            client,
+            holder: holder.to_string(),
+            lease,
+            epoch: 0,
+            last_renew: Instant::now(),
+        };
+        r.migrate()?;
+        Ok(r)
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let mut tx = self
+            .client
+            .transaction()
+            .map_err(|e| pg_error("migrate", e))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .map_err(|e| pg_error("migrate", e))?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS agentcom_schema_migrations (
+                 version INT PRIMARY KEY,
+                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+             )",
+        )
+        .map_err(|e| pg_error("migrate", e))?;
+        for (version, sql) in MIGRATIONS {
+            let done = tx
+                .query_opt(
+                    "SELECT 1 FROM agentcom_schema_migrations WHERE version = $1",
+                    &[version],
+                )
+                .map_err(|e| pg_error("migrate", e))?;
+            if done.is_some() {
+                continue;
+            }
+            tx.batch_execute(sql)
+                .map_err(|e| pg_error(&format!("migration {version}"), e))?;
+            tx.execute(
+                "INSERT INTO agentcom_schema_migrations (version) VALUES ($1)",
+                &[version],
+            )
+            .map_err(|e| pg_error("migrate", e))?;
+            tracing::info!(version, "postgres schema migrated");
+        }
+        tx.commit().map_err(|e| pg_error("migrate", e))
+    }
+
+    fn lease_ms(&self) -> f64 {
+        self.lease.as_millis() as f64
+    }
+
+    /// Takes the leader lease when nobody holds it (or it expired): answers
+    /// the new epoch, or `None` and who holds it.
+    pub(crate) fn acquire(&mut self) -> Result<Result<i64, String>, StoreError> {
+        let row = self
+            .client
+            .query_opt(
+                "INSERT INTO agentcom_leader AS l (id, holder, epoch, expires_at)
+                 VALUES (1, $1, 1, now() + $2::float8 * interval '1 millisecond')
+                 ON CONFLICT (id) DO UPDATE
+                   SET holder = $1, epoch = l.epoch + 1,
+                       expires_at = now() + $2::float8 * interval '1 millisecond'
+                   WHERE l.expires_at < now()
+                 RETURNING epoch",
+                &[&self.holder, &self.lease_ms()],
+            )
+            .map_err(|e| pg_error("acquire the lease", e))?;
+        match row {
+            Some(r) => {
+                self.epoch = r.get(0);
+                self.last_renew = Instant::now();
+                Ok(Ok(self.epoch))
+            }
+            None => {
+                let holder = self
+                    .client
+                    .query_opt(
+                        "SELECT holder, epoch FROM agentcom_leader WHERE id = 1",
+                        &[],
+                    )
+                    .map_err(|e| pg_error("read the lease", e))?
+                    .map(|r| format!("{} (epoch {})", r.get::<_, String>(0), r.get::<_, i64>(1)))
+                    .unwrap_or_default();
+                Ok(Err(holder))
+            }
+        }
+    }
+
+    /// Copies every row into the cache's trees (a start).
+    pub(crate) fn load_into(&mut self, open: &Open) -> Result<u64, StoreError> {
+        let mut tx = self.client.transaction().map_err(|e| pg_error("load", e))?;
+        let stmt = tx
+            .prepare("SELECT tree, k, v FROM agentcom_kv ORDER BY tree, k")
+            .map_err(|e| pg_error("load", e))?;
+        let portal = tx.bind(&stmt, &[]).map_err(|e| pg_error("load", e))?;
+        let mut n = 0u64;
+        loop {
+            let rows = tx
+                .query_portal(&portal, LOAD_PAGE as i32)
+                .map_err(|e| pg_error("load", e))?;
+            if rows.is_empty() {
+                break;
+            }
+            for row in rows {
+                let tree: &str = row.get(0);
+                let Some(index) = TREE_NAMES.iter().position(|t| *t == tree) else {
+                    tracing::warn!(tree, "rows of an unknown tree left in postgres");
+                    continue;
+                };
+                let (k, v): (&[u8], &[u8]) = (row.get(1), row.get(2));
+                if let Some(t) = open.trees.get(index) {
+                    t.insert(k, v)?;
+                }
+                n += 1;
+            }
+        }
+        tx.commit().map_err(|e| pg_error("load", e))?;
+        open.db.flush()?;
+        Ok(n)
+    }
+
+    /// Extends the lease inside `tx`, only while still ours.
+    fn hold(
+        tx: &mut postgres::Transaction<'_>,
+        holder: &str,
+        epoch: i64,
+        lease_ms: f64,
+    ) -> Result<(), StoreError> {
+        let held = tx
+            .execute(
+                "UPDATE agentcom_leader
+                    SET expires_at = now() + $3::float8 * interval '1 millisecond'
+                  WHERE id = 1 AND holder = $1 AND epoch = $2 AND expires_at > now()",
+                &[&holder, &epoch, &lease_ms],
+            )
+            .map_err(|e| pg_error("renew the lease", e))?;
+        match held {
+            1 => Ok(()),
+            _ => Err(fenced(holder, epoch)),
+        }
+    }
+
+    /// Gives the lease up (a clean stop): a standby takes over at once.
+    pub(crate) fn release(&mut self) -> Result<(), StoreError> {
+        self.client
+            .execute(
+                "UPDATE agentcom_leader SET expires_at = now()
+                  WHERE id = 1 AND holder = $1 AND epoch = $2",
+                &[&self.holder, &self.epoch],
+            )
+            .map_err(|e| pg_error("release the lease", e))?;
+        Ok(())
+    }
+
+    /// Whether the lease is due for renewal (a third of it passed).
+    pub(crate) fn renew_due(&self) -> bool {
+        self.last_renew.elapsed() >= self.lease / 3
+    }
+
+    /// Renews the lease (no writes).
+    pub(crate) fn renew(&mut self) -> Result<(), StoreError> {
+        self.commit(&[])
+    }
+
+    /// Commits `batches` (in order; a key's last write wins) in one
+    /// transaction with the lease renewed in it.
+    pub(crate) fn commit(&mut self, batches: &[std::sync::Arc<Writes>]) -> Result<(), StoreError> {
+        let mut merged: IndexMap<(usize, &[u8]), &Option<IVec>> = IndexMap::new();
+        for batch in batches {
+            for ((tree, key), value) in batch.iter() {
+                merged.insert((*tree, key), value);
+            }
+        }
+        let (mut up_tree, mut up_k, mut up_v) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut del_tree, mut del_k) = (Vec::new(), Vec::new());
+        for ((tree, key), value) in merged {
+            let Some(name) = TREE_NAMES.get(tree) else {
+                continue;
+            };
+            match value {
+                Some(v) => {
+                    up_tree.push(*name);
+                    up_k.push(key);
+                    up_v.push(v.as_ref());
+                }
+                None => {
+                    del_tree.push(*name);
+                    del_k.push(key);
+                }
+            }
+        }
+        let (holder, epoch, lease_ms) = (self.holder.clone(), self.epoch, self.lease_ms());
+        let mut tx = self
+            .client
+            .transaction()
+            .map_err(|e| pg_error("begin", e))?;
+        Self::hold(&mut tx, &holder, epoch, lease_ms)?;
+        if !del_k.is_empty() {
+            tx.execute(
+                "DELETE FROM agentcom_kv kv USING UNNEST($1::text[], $2::bytea[]) AS d(tree, k)
+                  WHERE kv.tree = d.tree AND kv.k = d.k",
+                &[&del_tree, &del_k],
+            )
+            .map_err(|e| pg_error("delete", e))?;
+        }
+        if !up_k.is_empty() {
+            tx.execute(
+                "INSERT INTO agentcom_kv (tree, k, v, epoch)
+                 SELECT t, k, v, $4 FROM UNNEST($1::text[], $2::bytea[], $3::bytea[]) AS u(t, k, v)
+                 ON CONFLICT (tree, k) DO UPDATE SET v = EXCLUDED.v, epoch = EXCLUDED.epoch",
+                &[&up_tree, &up_k, &up_v, &epoch],
+            )
+            .map_err(|e| pg_error("write", e))?;
+        }
+        tx.commit().map_err(|e| pg_error("commit", e))?;
+        self.last_renew = Instant::now();
+        Ok(())
+    }
+}

@@ -1,0 +1,111 @@
+//! Failover on Postgres (#22): several hubs on one database, one active (it
+//! holds the leader lease); a standby takes over when the active one dies,
+//! with every acknowledged task, and a paused leader that lost its lease
+//! writes nothing when it resumes. These run in the Postgres pass of the
+//! suite (`tests/on-postgres`); on sled there is nothing to fail over.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+#[test]
+fn a_standby_takes_over_with_every_acknowledged_task_when_the_active_hub_dies() {
+    if !on_postgres() {
+        eprintln!("skipped on sled: failover needs the Postgres backend");
+        return;
+    }
+    let active = Hub::start();
+    let token = register_agent(&active, "w", &[]);
+    let mut w = Agent::connect(&active, "w", &token);
+    let ids: Vec<String> = (0..10)
+        .map(|i| submit(&active, json!({"description": format!("job {i}")})))
+        .collect();
+    for id in &ids[..3] {
+        let assign = w.take(id);
+        w.complete(&assign);
+    }
+    w.close();
+    assert_eq!(
+        active.postgres_number("SELECT epoch FROM agentcom_leader"),
+        1
+    );
+    // The active hub dies while a standby waits for the lease.
+    let pid = active.pid().expect("running");
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    });
+    let standby = active.standby_of();
+    killer.join().expect("killer");
+    assert_eq!(
+        standby.postgres_number("SELECT epoch FROM agentcom_leader"),
+        2
+    );
+    for (i, id) in ids.iter().enumerate() {
+        let t = get_task(&standby, id);
+        let want = if i < 3 { "completed" } else { "queued" };
+        assert_eq!(t["status"], want, "{t}");
+    }
+    // The agent moves to the new active hub and finishes the rest once each.
+    let mut w = Agent::connect(&standby, "w", &token);
+    for id in &ids[3..] {
+        let assign = w.take(id);
+        w.complete(&assign);
+    }
+    for id in &ids {
+        let t = get_task(&standby, id);
+        assert_eq!(count_events(&t, "completed"), 1, "{t}");
+    }
+    // What the new leader wrote carries its epoch.
+    assert_eq!(
+        standby.postgres_number("SELECT max(epoch) FROM agentcom_kv"),
+        2
+    );
+}
+
+#[test]
+fn a_paused_leader_that_lost_its_lease_writes_nothing_when_it_resumes() {
+    if !on_postgres() {
+        eprintln!("skipped on sled: fencing needs the Postgres backend");
+        return;
+    }
+    let mut old = Hub::start();
+    let before = submit(&old, json!({"description": "before the pause"}));
+    let pid = old.pid().expect("running").to_string();
+    let stopped = Command::new("kill").args(["-STOP", &pid]).status();
+    assert!(stopped.is_ok_and(|s| s.success()));
+    // The standby takes the lease once it expires.
+    let new = old.standby_of();
+    assert_eq!(new.postgres_number("SELECT epoch FROM agentcom_leader"), 2);
+    let during = submit(&new, json!({"description": "on the new leader"}));
+    let rows_before = new.postgres_number("SELECT count(*) FROM agentcom_kv");
+    // The old leader resumes: a submit to it is not acknowledged, it stops,
+    // and nothing of epoch 1 reaches the database any more.
+    let resumed = Command::new("kill").args(["-CONT", &pid]).status();
+    assert!(resumed.is_ok_and(|s| s.success()));
+    let (status, _) = try_http(
+        "POST",
+        &old.url("/api/tasks"),
+        Some(&old.admin_token),
+        Some(&json!({"description": "from the deposed leader"})),
+        Duration::from_secs(10),
+    )
+    .unwrap_or((0, json!(null)));
+    assert_ne!(status, 201, "a deposed leader acknowledged a write");
+    assert_eq!(old.wait_exit(Duration::from_secs(30)), Some(3), "it stops");
+    assert_eq!(
+        new.postgres_number(
+            "SELECT count(*) FROM agentcom_kv WHERE position('deposed'::bytea in v) > 0"
+        ),
+        0
+    );
+    assert_eq!(get_task(&new, &before)["status"], "queued");
+    assert_eq!(get_task(&new, &during)["status"], "queued");
+    let listed = list_all_tasks(&new, "", 100);
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(new.postgres_number("SELECT count(*) FROM agentcom_kv") >= rows_before);
+}
