@@ -65,6 +65,8 @@ pub(crate) struct HubState {
     /// Set when the server is told to stop (agents' sockets closing then keep
     /// their tasks for recovery).
     pub stopping: HubStopping,
+    /// With Postgres: the epoch of the leader lease this hub holds.
+    pub leader_epoch: Option<i64>,
 }
 
 impl HubState {
@@ -258,6 +260,7 @@ pub(crate) fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState
         started_at,
     ));
     Ok(HubState {
+        leader_epoch: store.leader_epoch(),
         stopping,
         sessions: Sessions::new(store.clone(), tokens.clone()),
         dashboard,

@@ -42,12 +42,18 @@ pub mod standing_defaults {
 pub use storage::store::{PostgresSettings, Store, DEFAULT_CACHE_BYTES};
 /// Runs the hub until it is told to stop.
 pub use web::server::serve;
+pub use web::standby::Standby;
 
 /// Backups, restore, verification and compaction of a data dir, and start-up
 /// recovery (`serve`, `backup`, `verify-backup`, `restore`, `compact`).
 /// Archives of finished work (`agentcom-hub verify-archive`).
 pub mod archive {
     pub use crate::storage::archive::verify_archive;
+}
+
+/// `agentcom-hub migrate`: a whole store from sled to Postgres or back.
+pub mod migrate {
+    pub use crate::storage::migrate::{migrate, Endpoint, MigrateReport};
 }
 
 pub mod backup {

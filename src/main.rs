@@ -16,7 +16,7 @@ use agentcom_hub::config::{Config, Overrides};
 use agentcom_hub::error::{BackupError, StoreError};
 use agentcom_hub::logging;
 use agentcom_hub::{
-    join_command, IssueError, PostgresSettings, Role, Store, TokenTerms, Tokens,
+    join_command, IssueError, PostgresSettings, Role, Standby, Store, TokenTerms, Tokens,
     DEFAULT_CACHE_BYTES,
 };
 
@@ -70,6 +70,18 @@ enum Command {
     VerifyBackup {
         /// The backup file.
         file: PathBuf,
+    },
+    /// Copy a whole store from sled to Postgres or back (hubs stopped), then
+    /// verify the copy record by record: --from sled:DIR --to
+    /// postgres:"host=… dbname=…" (or the other way). The target must be empty.
+    Migrate {
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        /// The Postgres lease this command holds while it copies (ms).
+        #[arg(long, default_value_t = 5000)]
+        failover_ms: u64,
     },
     /// Check an archive of finished work (agentcom-archive-*.acar in the
     /// backup directory) whole: its checksum and record count; --id prints
@@ -324,20 +336,42 @@ fn serve(common: Common, bind: Option<String>) -> Result<(), Fatal> {
     unsafe {
         libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }
-    let config = load_config(&common, bind)?;
+    let mut config = load_config(&common, bind)?;
     init_logging(&config)?;
     // A store that does not open or fails its check is moved aside and the newest
     // good backup restored (see `backup::open_or_recover`).
     let (store, recoveries) = match config.storage.as_str() {
         "postgres" => {
-            let settings = postgres_settings(&config, &config.bind);
+            // A standby answers on the hub's address until it holds the lease,
+            // then the hub binds the same address.
+            let standby = Standby::start(&config.bind).map_err(|e| Fatal {
+                code: 1,
+                message: format!("cannot bind {}: {e}", config.bind),
+            })?;
+            let addr = standby.addr();
+            let name = config
+                .public_url
+                .clone()
+                .unwrap_or_else(|| addr.to_string());
+            let settings = postgres_settings(&config, &name);
+            let mut announced = false;
             let store = Store::open_postgres(
                 &config.postgres_cache_dir(),
                 DEFAULT_CACHE_BYTES,
                 &settings,
                 None,
-            )?;
-            (store, Vec::new())
+                &mut |leader| {
+                    standby.set_leader(leader);
+                    if !announced {
+                        announced = true;
+                        println!("agentcom-hub standby on http://{addr} (leader: {leader})");
+                        let _ = std::io::stdout().flush();
+                    }
+                },
+            );
+            standby.stop();
+            config.bind = addr.to_string();
+            (store?, Vec::new())
         }
         _ => backup::open_or_recover(&config.data_dir, &config.backup_dir(), DEFAULT_CACHE_BYTES)
             .map_err(|e| match e {
@@ -415,6 +449,7 @@ fn open_tokens(common: &Common) -> Result<(Config, Tokens, Released), Fatal> {
                 DEFAULT_CACHE_BYTES,
                 &settings,
                 give_up,
+                &mut |_| {},
             )?
         }
         _ => Store::open(&config.data_dir)?,
@@ -716,6 +751,43 @@ fn verify_backup_cmd(file: PathBuf) -> Result<(), Fatal> {
     Ok(())
 }
 
+fn migrate_cmd(from: &str, to: &str, failover_ms: u64) -> Result<(), Fatal> {
+    use agentcom_hub::migrate::{migrate, Endpoint};
+    let bad = |message: String| Fatal { code: 2, message };
+    let (from, to) = (
+        Endpoint::parse(from).map_err(bad)?,
+        Endpoint::parse(to).map_err(bad)?,
+    );
+    if !(1_000..=600_000).contains(&failover_ms) {
+        return Err(bad("--failover-ms must be between 1000 and 600000".into()));
+    }
+    let work = std::env::temp_dir().join(format!("agentcom-migrate-{}", std::process::id()));
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {pos} records copied ({elapsed})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    let report = migrate(
+        &from,
+        &to,
+        &work,
+        std::time::Duration::from_millis(failover_ms),
+        &mut |n| {
+            if n % 1_000 == 0 {
+                bar.set_position(n);
+            }
+        },
+    );
+    bar.finish_and_clear();
+    let _ = std::fs::remove_dir_all(&work);
+    let report = report?;
+    println!(
+        "copied {} records; verified: source and target digests equal (sha256 {})",
+        report.target.records, report.target.sha256
+    );
+    Ok(())
+}
+
 fn verify_archive_cmd(file: PathBuf, id: Option<String>) -> Result<(), Fatal> {
     let (head, found) =
         agentcom_hub::archive::verify_archive(&file, id.as_deref()).map_err(|e| Fatal {
@@ -800,6 +872,11 @@ fn main() -> ExitCode {
         Command::Backup { target, out_dir } => backup_cmd(target, out_dir),
         Command::VerifyBackup { file } => verify_backup_cmd(file),
         Command::VerifyArchive { file, id } => verify_archive_cmd(file, id),
+        Command::Migrate {
+            from,
+            to,
+            failover_ms,
+        } => migrate_cmd(&from, &to, failover_ms),
         Command::Restore { file, common } => restore_cmd(file, common),
         Command::Compact { target } => compact_cmd(target),
         Command::Task { action } => ops_cli::task(action),

@@ -52,9 +52,15 @@ fn identify_sets_presence_defaults_and_others_get_agent_joined() {
     assert!(agent["connected_at"].is_u64(), "{joined}");
 
     let (_, health) = hub.get_as("/health", None);
+    // The v1.1 fields, and (ext, PROTOCOL.md 6.35) the storage and the role.
+    let (storage, role, epoch) = match on_postgres() {
+        true => ("postgres", "leader", json!(1)),
+        false => ("sled", "single", json!(null)),
+    };
     assert_eq!(
         health,
-        json!({"status": "ok", "service": "agent_com", "agents_connected": 2})
+        json!({"status": "ok", "service": "agent_com", "agents_connected": 2,
+               "storage": storage, "role": role, "epoch": epoch})
     );
 }
 

@@ -33,17 +33,57 @@ fn a_standby_takes_over_with_every_acknowledged_task_when_the_active_hub_dies() 
         active.postgres_number("SELECT epoch FROM agentcom_leader"),
         1
     );
-    // The active hub dies while a standby waits for the lease.
+    // A standby answers with its role and the leader, and takes no write.
+    let mut standby = active.standby_of();
+    let (status, health) = try_http(
+        "GET",
+        &standby.url("/health"),
+        None,
+        None,
+        Duration::from_secs(5),
+    )
+    .expect("standby health");
+    assert_eq!(status, 503, "{health}");
+    assert_eq!(health["role"], "standby", "{health}");
+    assert!(
+        health["leader"]
+            .as_str()
+            .is_some_and(|l| l.contains(&active.port.to_string())),
+        "the leader's address: {health}"
+    );
+    let (status, refused) = try_http(
+        "POST",
+        &standby.url("/api/tasks"),
+        Some(&active.admin_token),
+        Some(&json!({"description": "to the standby"})),
+        Duration::from_secs(5),
+    )
+    .expect("standby answers");
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (503, Some("standby")),
+        "{refused}"
+    );
+    let (_, health) = active.get("/health");
+    assert_eq!(
+        (health["role"].as_str(), health["epoch"].as_i64()),
+        (Some("leader"), Some(1))
+    );
+    // The active hub dies: the standby takes over, on the same address.
+    let port = standby.port;
     let pid = active.pid().expect("running");
-    let killer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(500));
-        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-    });
-    let standby = active.standby_of();
-    killer.join().expect("killer");
+    let killed = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    assert!(killed.is_ok_and(|s| s.success()));
+    standby.wait_serving();
+    assert_eq!(standby.port, port);
     assert_eq!(
         standby.postgres_number("SELECT epoch FROM agentcom_leader"),
         2
+    );
+    let (_, health) = standby.get("/health");
+    assert_eq!(
+        (health["role"].as_str(), health["epoch"].as_i64()),
+        (Some("leader"), Some(2))
     );
     for (i, id) in ids.iter().enumerate() {
         let t = get_task(&standby, id);
@@ -79,7 +119,8 @@ fn a_paused_leader_that_lost_its_lease_writes_nothing_when_it_resumes() {
     let stopped = Command::new("kill").args(["-STOP", &pid]).status();
     assert!(stopped.is_ok_and(|s| s.success()));
     // The standby takes the lease once it expires.
-    let new = old.standby_of();
+    let mut new = old.standby_of();
+    new.wait_serving();
     assert_eq!(new.postgres_number("SELECT epoch FROM agentcom_leader"), 2);
     let during = submit(&new, json!({"description": "on the new leader"}));
     let rows_before = new.postgres_number("SELECT count(*) FROM agentcom_kv");

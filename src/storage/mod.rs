@@ -6,5 +6,6 @@ pub(crate) mod archive;
 pub(crate) mod backup;
 pub(crate) mod bus;
 pub(crate) mod eventlog;
+pub(crate) mod migrate;
 pub(crate) mod store;
 pub(crate) mod tasks;

@@ -3,3 +3,4 @@
 pub(crate) mod dashboard;
 pub(crate) mod http;
 pub(crate) mod server;
+pub(crate) mod standby;

@@ -36,6 +36,15 @@ pub struct Hub {
     keep_port: AtomicBool,
     /// The database of this hub, when the suite runs on Postgres.
     pub postgres_db: Option<String>,
+    /// What the running process announces (a standby waits on it for its
+    /// listening line).
+    announce: std::sync::Mutex<Option<mpsc::Receiver<Announce>>>,
+}
+
+/// A line the hub prints on stdout about where it listens.
+enum Announce {
+    Listening(u16),
+    Standby(u16),
 }
 
 /// The Postgres server the suite runs on (`AGENTCOM_TEST_POSTGRES`), if any.
@@ -57,6 +66,16 @@ pub fn skip_on_postgres(what: &str) -> bool {
         eprintln!("skipped on Postgres: this test checks {what}");
     }
     on_postgres()
+}
+
+/// A new, empty database on the suite's Postgres server: its name and
+/// connection string. Dropped by the hub that uses it (or left to the server).
+pub fn create_database() -> (String, String) {
+    let base = postgres_base().expect("AGENTCOM_TEST_POSTGRES");
+    let db = format!("agentcom_t_{}", random_hex(2).to_lowercase());
+    postgres_admin(&base, &format!("CREATE DATABASE {db}"));
+    let url = format!("{base} dbname={db}");
+    (db, url)
 }
 
 /// Runs `sql` on the server's `postgres` database.
@@ -89,15 +108,23 @@ impl Hub {
     /// port. Restarts pick a free port again (read `port` after one) until
     /// [`Hub::keep_port_on_restart`].
     pub fn launch(bin: &Path, config: &str) -> Hub {
+        Hub::launch_on(bin, config, postgres_base().is_some())
+    }
+
+    /// The workspace's hub on sled, whatever the suite runs on (a migration's
+    /// source).
+    pub fn start_on_sled(config: &str) -> Hub {
+        Hub::launch_on(&hub_bin(), config, false)
+    }
+
+    fn launch_on(bin: &Path, config: &str, on_postgres: bool) -> Hub {
         let root = tempfile::Builder::new()
             .prefix("agentcom-hub-test-")
             .tempdir()
             .expect("create temp dir for the hub");
-        let postgres_db = postgres_base().map(|base| {
-            let db = format!("agentcom_t_{}", random_hex(2).to_lowercase());
-            postgres_admin(&base, &format!("CREATE DATABASE {db}"));
-            db
-        });
+        let postgres_db = postgres_base()
+            .filter(|_| on_postgres)
+            .map(|_| create_database().0);
         let config = match (&postgres_db, postgres_base()) {
             (Some(db), Some(base)) => {
                 let lease = if config.contains("failover_ms") {
@@ -121,6 +148,7 @@ impl Hub {
             bind_port: 0,
             keep_port: AtomicBool::new(false),
             postgres_db,
+            announce: std::sync::Mutex::new(None),
         };
         hub.spawn();
         hub
@@ -171,9 +199,32 @@ impl Hub {
             bind_port: 0,
             keep_port: AtomicBool::new(false),
             postgres_db: self.postgres_db.clone(),
+            announce: std::sync::Mutex::new(None),
         };
-        hub.spawn();
+        hub.spawn_until(true);
         hub
+    }
+
+    /// Waits until a standby holds the lease and serves (it keeps its port).
+    pub fn wait_serving(&mut self) {
+        let guard = self.announce.lock().expect("announce lock");
+        let rx = guard.as_ref().expect("a running standby");
+        let deadline = Instant::now() + SOON;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(Announce::Listening(port)) => {
+                    drop(guard);
+                    self.port = port;
+                    return;
+                }
+                Ok(Announce::Standby(_)) => {}
+                Err(e) => panic!(
+                    "the standby did not start serving within {SOON:?} ({e}); stderr:\n{}",
+                    tail(&self.log_path(), 60)
+                ),
+            }
+        }
     }
 
     /// The hub process's id, while it runs.
@@ -227,6 +278,12 @@ impl Hub {
     }
 
     fn spawn(&mut self) {
+        self.spawn_until(false);
+    }
+
+    /// Starts the process; returns once it listens, or with `standby` once it
+    /// answers as a standby (Postgres: another hub holds the lease).
+    fn spawn_until(&mut self, standby: bool) {
         assert!(self.child.is_none(), "hub already running");
         self.starts += 1;
         let log = File::create(self.log_path()).expect("create hub log file");
@@ -250,24 +307,38 @@ impl Hub {
         }
         let mut child = cmd.spawn().expect("spawn the agentcom-hub binary");
         let stdout = child.stdout.take().expect("hub stdout is piped");
-        let (tx, rx) = mpsc::channel::<u16>();
+        let (tx, rx) = mpsc::channel::<Announce>();
         // Reads stdout until the child exits (EOF), forwarding everything but the
         // listening line, which reports the port.
         thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                match parse_listening_line(&line) {
-                    Some(port) => {
-                        let _ = tx.send(port);
-                    }
-                    None => println!("[hub stdout] {line}"),
+                if let Some(port) = parse_listening_line(&line) {
+                    let _ = tx.send(Announce::Listening(port));
+                } else if let Some(port) = parse_standby_line(&line) {
+                    let _ = tx.send(Announce::Standby(port));
+                } else {
+                    println!("[hub stdout] {line}");
                 }
             }
         });
-        match rx.recv_timeout(STARTUP_TIMEOUT) {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let announced = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(Announce::Listening(port)) => break Ok(port),
+                Ok(Announce::Standby(port)) if standby => break Ok(port),
+                Ok(Announce::Standby(_)) => {}
+                Err(e) => break Err(e),
+            }
+        };
+        match announced {
             Ok(port) => {
                 self.port = port;
                 self.child = Some(child);
+                if let Ok(mut a) = self.announce.lock() {
+                    *a = Some(rx);
+                }
             }
             Err(e) => {
                 let _ = child.kill();
@@ -441,6 +512,12 @@ impl Drop for Hub {
             );
         }
     }
+}
+
+fn parse_standby_line(line: &str) -> Option<u16> {
+    let rest = line.split("standby on http://127.0.0.1:").nth(1)?;
+    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
 }
 
 fn parse_listening_line(line: &str) -> Option<u16> {

@@ -32,6 +32,8 @@
 mod files;
 mod flusher;
 mod postgres;
+
+pub(crate) use postgres::Replica;
 mod seal;
 mod staging;
 mod tree;
@@ -71,7 +73,7 @@ pub(crate) const FORMAT_JSON: u8 = 1;
 pub(crate) const FORMAT_MSGPACK: u8 = 2;
 
 /// Every tree of the store, in the order of the `Store` fields.
-pub(super) const TREE_NAMES: [&str; 24] = [
+pub(crate) const TREE_NAMES: [&str; 24] = [
     "tasks",
     "task_ids",
     "tokens",
@@ -172,6 +174,8 @@ struct Inner {
     staging: Arc<Staging>,
     /// Asks the flusher to give the Postgres leader lease up.
     release: Arc<std::sync::atomic::AtomicBool>,
+    /// With Postgres: the epoch of the lease this hub holds.
+    epoch: Option<i64>,
 }
 
 /// Handle to the open store. Cheap to clone; every clone sees the same open `Db`
@@ -261,6 +265,7 @@ impl Store {
         cache_bytes: u64,
         pg: &PostgresSettings,
         give_up: Option<Duration>,
+        on_wait: &mut dyn FnMut(&str),
     ) -> Result<Store, StoreError> {
         let mut replica = postgres::Replica::connect(&pg.url, &pg.holder, pg.lease)?;
         let started = std::time::Instant::now();
@@ -276,6 +281,7 @@ impl Store {
                     )))
                 }
                 Err(holder) => {
+                    on_wait(&holder);
                     if told.as_ref() != Some(&holder) {
                         tracing::info!(leader = %holder, "standby: another hub holds the leader lease");
                         told = Some(holder);
@@ -288,7 +294,10 @@ impl Store {
         let open = Open::start(cache_dir, cache_bytes)?;
         let rows = replica.load_into(&open)?;
         tracing::info!(epoch, rows, holder = %pg.holder, "leader: the local cache holds the store");
-        let store = Store::from_open(cache_dir, cache_bytes, open, false, Some(replica))?;
+        let mut store = Store::from_open(cache_dir, cache_bytes, open, false, Some(replica))?;
+        if let Some(inner) = Arc::get_mut(&mut store.inner) {
+            inner.epoch = Some(epoch);
+        }
         Ok(store)
     }
 
@@ -377,8 +386,31 @@ impl Store {
                 files_unchanged,
                 staging,
                 release,
+                epoch: None,
             }),
         })
+    }
+
+    /// Every tree of the store with its name (a migration writes by name).
+    pub(crate) fn trees_by_name(&self) -> Vec<(&'static str, Tree)> {
+        TREE_NAMES
+            .iter()
+            .enumerate()
+            .map(|(index, name)| {
+                let tree = Tree {
+                    slot: self.inner.slot.clone(),
+                    index,
+                    staging: self.inner.staging.clone(),
+                };
+                (*name, tree)
+            })
+            .collect()
+    }
+
+    /// With the Postgres backend, the epoch of the leader lease this hub
+    /// holds; `None` on sled.
+    pub fn leader_epoch(&self) -> Option<i64> {
+        self.inner.epoch
     }
 
     /// The data directory.

@@ -167,7 +167,7 @@ impl Replica {
     }
 
     /// Copies every row into the cache's trees (a start).
-    pub(crate) fn load_into(&mut self, open: &Open) -> Result<u64, StoreError> {
+    pub(super) fn load_into(&mut self, open: &Open) -> Result<u64, StoreError> {
         let mut tx = self.client.transaction().map_err(|e| pg_error("load", e))?;
         let stmt = tx
             .prepare("SELECT tree, k, v FROM agentcom_kv ORDER BY tree, k")
@@ -220,6 +220,27 @@ impl Replica {
         }
     }
 
+    /// Rows in the store table (a migration writes only into an empty one).
+    pub(crate) fn row_count(&mut self) -> Result<i64, StoreError> {
+        let row = self
+            .client
+            .query_one("SELECT count(*) FROM agentcom_kv", &[])
+            .map_err(|e| pg_error("count", e))?;
+        Ok(row.get(0))
+    }
+
+    /// Writes rows as they are (a migration), in one transaction with the
+    /// lease renewed in it.
+    pub(crate) fn insert_rows(
+        &mut self,
+        rows: &[(String, Vec<u8>, Vec<u8>)],
+    ) -> Result<(), StoreError> {
+        let trees: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+        let keys: Vec<&[u8]> = rows.iter().map(|r| r.1.as_slice()).collect();
+        let values: Vec<&[u8]> = rows.iter().map(|r| r.2.as_slice()).collect();
+        self.write_rows((&[], &[]), (&trees, &keys, &values))
+    }
+
     /// Gives the lease up (a clean stop): a standby takes over at once.
     pub(crate) fn release(&mut self) -> Result<(), StoreError> {
         self.client
@@ -269,6 +290,16 @@ impl Replica {
                 }
             }
         }
+        self.write_rows((&del_tree, &del_k), (&up_tree, &up_k, &up_v))
+    }
+
+    /// Deletes and upserts rows in one transaction that first extends the
+    /// lease, only while it is still ours (else nothing is written).
+    fn write_rows(
+        &mut self,
+        (del_tree, del_k): (&[&str], &[&[u8]]),
+        (up_tree, up_k, up_v): (&[&str], &[&[u8]], &[&[u8]]),
+    ) -> Result<(), StoreError> {
         let (holder, epoch, lease_ms) = (self.holder.clone(), self.epoch, self.lease_ms());
         let mut tx = self
             .client

@@ -303,10 +303,19 @@ pub(crate) async fn not_found() -> Result<HttpResponse, ApiError> {
 
 async fn health(state: web::Data<HubState>) -> Result<HttpResponse, ApiError> {
     let n = state.presence.send(OnlineCount).await?;
+    // With Postgres the active hub says so (a standby's own server answers
+    // `standby`, see `web::standby`).
+    let role = match state.leader_epoch {
+        Some(_) => "leader",
+        None => "single",
+    };
     Ok(HttpResponse::Ok().json(json!({
         "status": "ok",
         "service": "agent_com",
         "agents_connected": n,
+        "storage": state.config.storage,
+        "role": role,
+        "epoch": state.leader_epoch,
     })))
 }
 
