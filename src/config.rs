@@ -661,6 +661,18 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_configs_are_valid() {
+        for file in ["hub.toml.example", "hub-postgres.toml.example"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("ops/systemd")
+                .join(file);
+            let c = Config::load(Some(&path), &Overrides::default())
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert!(c.bind.starts_with("100.64."), "{file}");
+        }
+    }
+
+    #[test]
     fn postgres_needs_its_url() {
         let f = write("storage = \"postgres\"\n");
         let e = Config::load(Some(f.path()), &Overrides::default()).unwrap_err();
