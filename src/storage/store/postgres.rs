@@ -13,7 +13,7 @@
 //!
 //! Architecture invariant: knows trees, keys and bytes, not what a record
 //! means; all its I/O runs on the flusher's thread (or before the store is
-//! open), never on an actor's.
+//! open, `Store::open_postgres`), never on an actor's.
 
 use std::time::{Duration, Instant};
 
@@ -21,10 +21,95 @@ use indexmap::IndexMap;
 use postgres::{Client, NoTls};
 use sled::IVec;
 
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::files;
 use super::staging::Writes;
 use super::tree::Open;
-use super::TREE_NAMES;
+use super::{Store, TREE_NAMES};
 use crate::error::StoreError;
+
+/// Where the Postgres backend is, who this hub is, and how long its lease
+/// lasts (the longest a standby waits before taking over).
+#[derive(Debug, Clone)]
+pub struct PostgresSettings {
+    pub url: String,
+    pub holder: String,
+    pub lease: Duration,
+}
+
+/// The Postgres side of `Store`: opening it (before the store is open, on
+/// the caller's thread), its epoch, and giving the lease up.
+impl Store {
+    /// Opens the Postgres backend (ext, #22): connects, migrates the schema,
+    /// waits until it holds the leader lease (a standby meanwhile), then
+    /// rebuilds the local cache in `cache_dir` from the database. Every flush
+    /// is then a commit to Postgres.
+    /// With `give_up`, a lease another hub keeps renewing that long is
+    /// refused (the offline commands); a lease left by a hub that died
+    /// expires within it.
+    pub fn open_postgres(
+        cache_dir: &Path,
+        cache_bytes: u64,
+        pg: &PostgresSettings,
+        give_up: Option<Duration>,
+        on_wait: &mut dyn FnMut(&str),
+    ) -> Result<Store, StoreError> {
+        let mut replica = Replica::connect(&pg.url, &pg.holder, pg.lease)?;
+        let started = std::time::Instant::now();
+        let mut told = None;
+        let epoch = loop {
+            match replica.acquire()? {
+                Ok(epoch) => break epoch,
+                Err(holder) if give_up.is_some_and(|d| started.elapsed() >= d) => {
+                    return Err(StoreError::Sled(format!(
+                        "the store is in use by a running hub (it holds the Postgres leader lease: \
+                         {holder}): stop it, or use --hub URL (admin token in \
+                         AGENTCOM_ADMIN_TOKEN) to ask the hub itself"
+                    )))
+                }
+                Err(holder) => {
+                    on_wait(&holder);
+                    if told.as_ref() != Some(&holder) {
+                        tracing::info!(leader = %holder, "standby: another hub holds the leader lease");
+                        told = Some(holder);
+                    }
+                    std::thread::sleep(pg.lease / 5);
+                }
+            }
+        };
+        files::reset_cache_dir(cache_dir)?;
+        let open = Open::start(cache_dir, cache_bytes)?;
+        let rows = replica.load_into(&open)?;
+        tracing::info!(epoch, rows, holder = %pg.holder, "leader: the local cache holds the store");
+        let mut store = Store::from_open(cache_dir, cache_bytes, open, false, Some(replica))?;
+        if let Some(inner) = Arc::get_mut(&mut store.inner) {
+            inner.epoch = Some(epoch);
+        }
+        Ok(store)
+    }
+
+    /// With the Postgres backend, the epoch of the leader lease this hub
+    /// holds; `None` on sled.
+    pub fn leader_epoch(&self) -> Option<i64> {
+        self.inner.epoch
+    }
+
+    /// With the Postgres backend, gives the leader lease up after the flush
+    /// this waits for (a clean stop; no write follows it).
+    pub fn release_lease(&self) -> impl std::future::Future<Output = Result<(), StoreError>> {
+        self.inner.release.store(true, Ordering::SeqCst);
+        self.durable()
+    }
+
+    /// `release_lease` for a caller without a runtime (the offline commands).
+    pub fn release_lease_now(&self) -> Result<(), StoreError> {
+        self.inner.release.store(true, Ordering::SeqCst);
+        self.flush_now()
+    }
+}
 
 /// Versioned schema changes, applied in order, each once.
 const MIGRATIONS: &[(i32, &str)] = &[(
