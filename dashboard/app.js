@@ -43,7 +43,9 @@
   function emptyModel() {
     return {
       loggedIn: false,
-      conn: { state: 'connecting', everLive: false, attempt: 0, nextRetryAt: 0, checking: false },
+      conn: { state: 'connecting', everLive: false, attempt: 0, nextRetryAt: 0, checking: false, movingTo: '' },
+      // This hub among hubs on one database: {storage, role, epoch, hub_urls}.
+      hub: null,
       haveSnapshot: false,
       clockOffset: 0,          // server time − local time, from the newest snapshot
       uptimeMs: null,
@@ -339,7 +341,7 @@
   function grabUi() {
     const ids = [
       'boot', 'login-view', 'login-form', 'login-token', 'login-submit', 'login-error',
-      'dashboard', 'conn-state', 'uptime', 'action-result', 'logout', 'role-badge',
+      'dashboard', 'conn-state', 'hub-role', 'uptime', 'action-result', 'logout', 'role-badge',
       'disconnected-banner', 'disconnected-text',
       'health-banner', 'health-status', 'health-summary', 'health-conditions',
       'agents-summary', 'agents-empty', 'agents-list',
@@ -433,6 +435,7 @@
 
   function connText() {
     const c = model.conn;
+    if (c.movingTo) return 'This hub stopped — moving to the active hub at ' + c.movingTo + '…';
     if (c.state === 'live') return 'Live';
     if (c.state === 'connecting') return c.everLive ? 'Disconnected — reconnecting…' : 'Connecting…';
     if (c.checking || !c.nextRetryAt) return 'Disconnected — checking session…';
@@ -449,6 +452,14 @@
     ui.disconnectedBanner.hidden = !showBanner;
     if (showBanner && ui.disconnectedText.textContent !== text) ui.disconnectedText.textContent = text;
     ui.dashboard.classList.toggle('is-stale', c.state !== 'live');
+    const hub = model.hub;
+    ui.hubRole.hidden = !(hub && hub.role === 'leader');
+    if (hub && hub.role === 'leader') {
+      const roleText = 'active hub · epoch ' + str(hub.epoch);
+      if (ui.hubRole.textContent !== roleText) ui.hubRole.textContent = roleText;
+      ui.hubRole.title = 'Postgres storage: this hub holds the leader lease' +
+        (Array.isArray(hub.hub_urls) && hub.hub_urls.length ? ' (hubs: ' + hub.hub_urls.join(', ') + ')' : '');
+    }
     renderUptime();
     updateTitle();
   }
@@ -1945,7 +1956,40 @@
       showLogin('Session expired — log in again.');
       return;
     }
+    // Gone or a standby now: another hub of the same database may lead.
+    if (!r.ok && await moveToActiveHub()) return;
     scheduleReconnect();
+  }
+
+  /** Asks every other hub of this database (`hub_urls`) for its role and
+   *  opens the dashboard of the one that leads; false when none does yet. */
+  async function moveToActiveHub() {
+    const urls = model.hub && Array.isArray(model.hub.hub_urls) ? model.hub.hub_urls : [];
+    for (const url of urls) {
+      let origin;
+      try { origin = new URL(url).origin; } catch (e) { continue; }
+      if (origin === location.origin) continue;
+      const abort = new AbortController();
+      const timer = setTimeout(function () { abort.abort(); }, 2000);
+      let health = null;
+      try {
+        const res = await fetch(origin + '/health', { cache: 'no-store', signal: abort.signal });
+        health = await res.json();
+      } catch (e) {
+        health = null;
+      } finally {
+        clearTimeout(timer);
+      }
+      if (!model.loggedIn || ws) return false;
+      if (health && (health.role === 'leader' || health.role === 'single')) {
+        model.conn.movingTo = origin;
+        mark('conn');
+        flush();
+        location.assign(origin + location.pathname + location.search + location.hash);
+        return true;
+      }
+    }
+    return false;
   }
 
   function scheduleReconnect() {
@@ -2047,6 +2091,7 @@
     model.uptimeMs = isNum(d.uptime_ms) ? d.uptime_ms : null;
     model.uptimeAt = localNow;
     model.health = d.health && typeof d.health === 'object' ? d.health : { status: 'ok', conditions: [] };
+    model.hub = d.hub && typeof d.hub === 'object' ? d.hub : null;
     model.agents = new Map((Array.isArray(d.agents) ? d.agents : []).filter(function (a) { return a && a.agent_id; })
       .map(function (a) { return [a.agent_id, a]; }));
     const q = d.queue || {};

@@ -147,6 +147,10 @@ pub struct Config {
     /// With Postgres: the leader lease; a standby takes over at most this
     /// long after the active hub stopped renewing it.
     pub failover_ms: u64,
+    /// The public URLs of every hub on the same database, this one too
+    /// (`http://hub-a:4000`): the dashboard moves to the active one when
+    /// its hub stops (ext, #22).
+    pub hub_urls: Vec<String>,
     /// Completed, cancelled and dead-lettered tasks last changed longer ago
     /// are archived to the backup directory (ext, PROTOCOL.md 6.34); 0 = never.
     pub task_retention_days: u64,
@@ -234,6 +238,7 @@ impl Default for Config {
             postgres_url: None,
             postgres_cache_dir: None,
             failover_ms: 5_000,
+            hub_urls: Vec::new(),
             task_retention_days: 90,
             task_retention_ms: None,
             standing_run_retention_days: 90,
@@ -368,6 +373,24 @@ impl Config {
                     reason: "must be sled or postgres".into(),
                 })
             }
+        }
+        if self.hub_urls.len() > crate::protocol::MAX_HUB_URLS
+            || self.hub_urls.iter().any(|u| {
+                let rest = u
+                    .strip_prefix("http://")
+                    .or_else(|| u.strip_prefix("https://"));
+                // URL characters only: the dashboard's policy names them.
+                !matches!(rest, Some(h) if !h.is_empty()
+                    && h.chars().all(|c| c.is_ascii_alphanumeric() || ":/.-_[]%".contains(c)))
+            })
+        {
+            return Err(ConfigError::Invalid {
+                field: "hub_urls",
+                reason: format!(
+                    "expected at most {} http:// or https:// URLs",
+                    crate::protocol::MAX_HUB_URLS
+                ),
+            });
         }
         if !(1_000..=600_000).contains(&self.failover_ms) {
             return Err(ConfigError::Invalid {
@@ -691,6 +714,24 @@ mod tests {
             c.postgres_cache_dir(),
             std::path::PathBuf::from("/srv/d.pgcache")
         );
+    }
+
+    #[test]
+    fn hub_urls_hold_only_http_urls() {
+        let f = write("hub_urls = [\"http://hub-a:4000\", \"https://hub-b\"]\n");
+        let c = Config::load(Some(f.path()), &Overrides::default()).expect("valid");
+        assert_eq!(c.hub_urls.len(), 2);
+        for bad in [
+            "[\"ws://hub-a:4000\"]",
+            "[\"http://\"]",
+            // It goes into the dashboard's content security policy.
+            "[\"http://a; script-src *\"]",
+            "[\"http://a 'unsafe-inline'\"]",
+        ] {
+            let f = write(&format!("hub_urls = {bad}\n"));
+            let e = Config::load(Some(f.path()), &Overrides::default()).unwrap_err();
+            assert!(e.to_string().contains("hub_urls"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -258,6 +258,12 @@ pub(crate) fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState
         tokens.clone(),
         bus.clone(),
         started_at,
+        serde_json::json!({
+            "storage": config.storage,
+            "role": if store.leader_epoch().is_some() { "leader" } else { "single" },
+            "epoch": store.leader_epoch(),
+            "hub_urls": config.hub_urls.iter().map(|u| u.trim_end_matches('/')).collect::<Vec<_>>(),
+        }),
     ));
     Ok(HubState {
         leader_epoch: store.leader_epoch(),

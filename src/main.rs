@@ -187,7 +187,8 @@ struct Target {
     #[command(flatten)]
     common: Common,
     /// Talk to a running hub at this URL (needs AGENTCOM_ADMIN_TOKEN) instead of
-    /// opening the data directory.
+    /// opening the data directory; several hubs' URLs separated by commas go
+    /// to the active one.
     #[arg(long, env = "AGENTCOM_HUB_URL")]
     hub: Option<String>,
 }

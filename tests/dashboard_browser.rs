@@ -9,9 +9,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+
 use std::time::Duration;
 
 use common::*;
@@ -21,39 +20,12 @@ const AGENT_ID: &str = "browser-agent";
 /// Bounds the whole scenario (a hang, not a speed measurement).
 const SCENARIO_TIMEOUT: Duration = Duration::from_secs(300);
 
-fn chromium() -> PathBuf {
-    std::env::var_os("AGENTCOM_CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
-}
-
 fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
 }
 
 fn prerequisites() {
-    let missing: Vec<String> = [
-        (
-            chromium().exists(),
-            format!(
-                "{} (apt-get install chromium, or set AGENTCOM_CHROMIUM)",
-                chromium().display()
-            ),
-        ),
-        (
-            browser_dir().join("node_modules/playwright-core").exists(),
-            "playwright-core (npm ci --prefix tests/browser)".to_string(),
-        ),
-    ]
-    .into_iter()
-    .filter(|(ok, _)| !ok)
-    .map(|(_, what)| what)
-    .collect();
-    assert!(
-        missing.is_empty(),
-        "the browser test needs: {}; .ci/run installs them",
-        missing.join(", ")
-    );
+    browser_prerequisites(&browser_dir());
 }
 
 /// Waits for the agent's next `task_assign` and returns (task_id, generation).
@@ -594,73 +566,28 @@ fn operator_watches_and_steers_the_fleet_from_the_dashboard() {
     assert_eq!(status, 201, "{eye}");
     let observer_token = eye["token"].as_str().unwrap_or_default().to_string();
     let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-artifacts");
-    let mut child = Command::new("node")
-        .arg(browser_dir().join("dashboard.mjs"))
-        .env("HUB_URL", hub.url(""))
-        .env("ADMIN_TOKEN", &hub.admin_token)
-        .env("AGENT_TOKEN", &agent_token)
-        .env("OBSERVER_TOKEN", &observer_token)
-        .env("AGENT_ID", AGENT_ID)
-        .env("ARTIFACT_DIR", &artifacts)
-        .env("CHROMIUM", chromium())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("run node (the machine's Node.js)");
-    let mut to_node = child.stdin.take().expect("node stdin");
-    let from_node = child.stdout.take().expect("node stdout");
-    // A watchdog: a hung browser ends the test instead of the CI job.
-    let pid = child.id();
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let watch = done.clone();
-    std::thread::spawn(move || {
-        let deadline = std::time::Instant::now() + SCENARIO_TIMEOUT;
-        while std::time::Instant::now() < deadline {
-            if watch.load(std::sync::atomic::Ordering::SeqCst) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
-    });
-
     let mut side = Side {
         hub,
-        agent_token,
+        agent_token: agent_token.clone(),
         agent: None,
         wide: None,
     };
-    let mut passed = false;
-    let mut failure = None;
-    let mut shots = Vec::new();
-    for line in BufReader::new(from_node).lines() {
-        let Ok(line) = line else { break };
-        println!("[browser] {line}");
-        if let Some(rest) = line.strip_prefix("WAIT ") {
-            let (step, arg) = rest.split_once(' ').unwrap_or((rest, ""));
-            let answer = match side.step(step, arg) {
-                Ok(v) => format!("OK {v}"),
-                Err(why) => {
-                    failure.get_or_insert(format!("{step}: {why}"));
-                    format!("FAIL {why}")
-                }
-            };
-            if writeln!(to_node, "{answer}").is_err() {
-                break;
-            }
-        } else if let Some(path) = line.strip_prefix("ARTIFACT ") {
-            shots.push(PathBuf::from(path));
-        } else if line == "PASS" {
-            passed = true;
-            break;
-        } else if let Some(why) = line.strip_prefix("FAIL ") {
-            failure.get_or_insert(why.to_string());
-        }
-    }
-    let status = child.wait().expect("wait for node");
-    done.store(true, std::sync::atomic::Ordering::SeqCst);
-    for shot in &shots {
+    let env = [
+        ("HUB_URL", side.hub.url("")),
+        ("ADMIN_TOKEN", side.hub.admin_token.clone()),
+        ("AGENT_TOKEN", agent_token),
+        ("OBSERVER_TOKEN", observer_token),
+        ("AGENT_ID", AGENT_ID.to_string()),
+        ("ARTIFACT_DIR", artifacts.display().to_string()),
+    ];
+    let scenario = run_browser_scenario(
+        &browser_dir().join("dashboard.mjs"),
+        &env,
+        SCENARIO_TIMEOUT,
+        |step, arg| side.step(step, arg),
+    );
+    let shots = &scenario.screenshots;
+    for shot in shots {
         println!("dashboard screenshot: {}", shot.display());
         assert!(
             std::fs::metadata(shot).is_ok_and(|m| m.len() > 10_000),
@@ -668,10 +595,40 @@ fn operator_watches_and_steers_the_fleet_from_the_dashboard() {
             shot.display()
         );
     }
-    assert!(
-        passed && status.success() && failure.is_none(),
-        "browser scenario failed ({status}): {}",
-        failure.unwrap_or_else(|| "no PASS line".into())
-    );
+    scenario.assert_passed();
     assert_eq!(shots.len(), 2, "the desktop and phone screenshots");
+}
+
+#[test]
+fn the_dashboard_moves_to_the_hub_that_takes_over() {
+    if !on_postgres() {
+        eprintln!("skipped on sled: failover needs the Postgres backend");
+        return;
+    }
+    prerequisites();
+    // Both hubs' URLs are in their config before they start.
+    let (port_a, port_b) = (free_port(), free_port());
+    let urls =
+        format!("hub_urls = [\"http://127.0.0.1:{port_a}\", \"http://127.0.0.1:{port_b}\"]\n");
+    let mut active = Hub::start_on_port(&urls, port_a);
+    let mut standby = active.standby_on_port(port_b);
+    let env = [
+        ("HUB_A", active.url("")),
+        ("HUB_B", standby.url("")),
+        ("ADMIN_TOKEN", active.admin_token.clone()),
+    ];
+    let scenario = run_browser_scenario(
+        &browser_dir().join("failover.mjs"),
+        &env,
+        SCENARIO_TIMEOUT,
+        |step, _| match step {
+            "kill_active" => {
+                active.kill9();
+                standby.wait_serving();
+                Ok(String::new())
+            }
+            other => Err(format!("unknown step {other}")),
+        },
+    );
+    scenario.assert_passed();
 }

@@ -33,7 +33,12 @@ struct McpClient {
 impl McpClient {
     /// Spawns the server for `hub` with `token` and completes the handshake.
     fn start(hub: &Hub, token: &str) -> McpClient {
-        let mut client = McpClient::spawn(&hub.url(""), token);
+        McpClient::start_at(&hub.url(""), token)
+    }
+
+    /// [`McpClient::start`] with `--hub` as given (several URLs, comma-separated).
+    fn start_at(hubs: &str, token: &str) -> McpClient {
+        let mut client = McpClient::spawn(hubs, token);
         let init = client.request(
             "initialize",
             json!({
@@ -1211,4 +1216,25 @@ fn topic_events_are_published_and_read_through_the_tools() {
     assert_eq!(history["versions"][0]["updated_by"], "lead", "{history}");
     let bad = mcp.call_err("get_context", json!({"key": "a/b"}));
     assert_eq!(bad["error"], "invalid_arguments", "{bad}");
+}
+
+#[test]
+fn with_several_hub_urls_the_tools_reach_the_active_hub_across_a_failover() {
+    let Some((mut active, mut standby, hubs)) = active_and_standby() else {
+        return;
+    };
+    let mut mcp = McpClient::start_at(&hubs, &active.admin_token);
+    let before = mcp.call("submit_task", json!({"description": "before the failover"}));
+    let before = before["task_id"].as_str().expect("task_id").to_string();
+    active.kill9();
+    standby.wait_serving();
+    let after = mcp.call("submit_task", json!({"description": "after the failover"}));
+    let after = after["task_id"].as_str().expect("task_id").to_string();
+    for id in [&before, &after] {
+        let t = get_task(&standby, id);
+        assert_eq!(t["status"], "queued", "{t}");
+    }
+    let listed = mcp.call("get_task", json!({"task_id": before}));
+    assert_eq!(listed["description"], "before the failover", "{listed}");
+    mcp.close();
 }

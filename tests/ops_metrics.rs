@@ -110,7 +110,13 @@ fn metrics_after_a_known_workload() {
     };
     let (status, text) = scrape(Some(SCRAPE));
     assert_eq!(status, 200, "{text}");
+    let role = if on_postgres() {
+        "agentcom_hub_role{role=\"leader\"} 1"
+    } else {
+        "agentcom_hub_role{role=\"single\"} 1"
+    };
     for line in [
+        role,
         "agentcom_events_total{event=\"completed\"} 5",
         "agentcom_events_total{event=\"failed\"} 2",
         "agentcom_dead_letter_tasks 2",

@@ -12,6 +12,18 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 
+/// `GET url` as Prometheus text (200 expected).
+fn prometheus(url: &str, token: Option<&str>) -> String {
+    let mut req = ureq::get(url);
+    if let Some(t) = token {
+        req = req.set("Authorization", &format!("Bearer {t}"));
+    }
+    match req.call() {
+        Ok(resp) => resp.into_string().unwrap_or_default(),
+        Err(e) => panic!("GET {url}: {e}"),
+    }
+}
+
 #[test]
 fn a_standby_takes_over_with_every_acknowledged_task_when_the_active_hub_dies() {
     if !on_postgres() {
@@ -69,6 +81,23 @@ fn a_standby_takes_over_with_every_acknowledged_task_when_the_active_hub_dies() 
         (health["role"].as_str(), health["epoch"].as_i64()),
         (Some("leader"), Some(1))
     );
+    // Each role's metrics: the standby's without a token.
+    let text = prometheus(&standby.url("/metrics"), None);
+    for line in [
+        "agentcom_hub_role{role=\"standby\"} 1",
+        "agentcom_hub_role{role=\"leader\"} 0",
+        "agentcom_hub_leader_epoch 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+    }
+    assert!(text.contains("agentcom_hub_standby_seconds "), "{text}");
+    let text = prometheus(&active.url("/metrics"), Some(&active.admin_token));
+    for line in [
+        "agentcom_hub_role{role=\"leader\"} 1",
+        "agentcom_hub_leader_epoch 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+    }
     // The active hub dies: the standby takes over, on the same address.
     let port = standby.port;
     let pid = active.pid().expect("running");
@@ -84,6 +113,11 @@ fn a_standby_takes_over_with_every_acknowledged_task_when_the_active_hub_dies() 
     assert_eq!(
         (health["role"].as_str(), health["epoch"].as_i64()),
         (Some("leader"), Some(2))
+    );
+    let text = prometheus(&standby.url("/metrics"), Some(&standby.admin_token));
+    assert!(
+        text.lines().any(|l| l == "agentcom_hub_leader_epoch 2"),
+        "{text}"
     );
     for (i, id) in ids.iter().enumerate() {
         let t = get_task(&standby, id);
@@ -149,4 +183,49 @@ fn a_paused_leader_that_lost_its_lease_writes_nothing_when_it_resumes() {
     let listed = list_all_tasks(&new, "", 100);
     assert_eq!(listed.len(), 2, "{listed:?}");
     assert!(new.postgres_number("SELECT count(*) FROM agentcom_kv") >= rows_before);
+}
+
+/// `agentcom-hub` with `AGENTCOM_HUB_URL` naming several hubs.
+fn cli(hubs: &str, admin: &str, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_agentcom-hub"))
+        .args(args)
+        .env("AGENTCOM_HUB_URL", hubs)
+        .env("AGENTCOM_ADMIN_TOKEN", admin)
+        .env_remove("AGENTCOM_DATA_DIR")
+        .output()
+        .expect("run agentcom-hub")
+}
+
+#[test]
+fn the_cli_with_several_hub_urls_reaches_the_active_hub_across_a_failover() {
+    let Some((mut active, mut standby, hubs)) = active_and_standby() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("task.json");
+    std::fs::write(&file, r#"{"description": "through the list"}"#).expect("task file");
+    let out = cli(
+        &hubs,
+        &active.admin_token,
+        &["task", "submit", "-f", &file.display().to_string()],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON answer");
+    let id = created["task_id"].as_str().expect("task_id").to_string();
+    // With one URL, a standby's refusal is shown as it is.
+    let out = cli(
+        &standby.url(""),
+        &active.admin_token,
+        &["task", "submit", "-f", &file.display().to_string()],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("standby"),
+        "{out:?}"
+    );
+    active.kill9();
+    standby.wait_serving();
+    let out = cli(&hubs, &active.admin_token, &["task", "cancel", &id]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(get_task(&standby, &id)["status"], "cancelled");
 }

@@ -14,6 +14,7 @@
 mod approvals;
 mod budgets;
 mod context;
+mod failover;
 mod flow;
 mod frames;
 mod priority;
@@ -28,6 +29,7 @@ mod topics;
 pub use approvals::*;
 pub use budgets::*;
 pub use context::*;
+pub use failover::*;
 pub use flow::*;
 pub use frames::*;
 pub use priority::*;

@@ -12,7 +12,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use agentcom_protocol::{check_slot_count, MAX_SLOTS};
+use agentcom_protocol::{check_slot_count, MAX_HUB_URLS, MAX_SLOTS};
 use serde_json::{Map, Value};
 
 /// A configuration problem, naming the field it is about.
@@ -91,10 +91,14 @@ pub struct Config {
     pub token: String,
     /// Display name sent with `identify` (default: agent_id).
     pub name: Option<String>,
-    /// `ws://host:port/ws`.
-    pub hub_url: String,
-    /// `http://host:port` (derived from hub_url when absent).
+    /// `http://host:port` (derived from hub_url when absent): the first of
+    /// `hub_api_urls`.
     pub hub_api_url: String,
+    /// Every hub's WebSocket URL (ext, #22: hubs on one Postgres, one active):
+    /// `hub_urls`, else `[hub_url]`.
+    pub hub_urls: Vec<String>,
+    /// Every hub's HTTP API URL, in the order of `hub_urls`.
+    pub hub_api_urls: Vec<String>,
     pub capabilities: Vec<String>,
     /// How many tasks it asks to run at once, each with its own worker (not
     /// set: what its token says, else 1).
@@ -193,7 +197,9 @@ const KNOWN_KEYS: &[&str] = &[
     "token",
     "name",
     "hub_url",
+    "hub_urls",
     "hub_api_url",
+    "hub_api_urls",
     "capabilities",
     "wake_command",
     "confirmation_timeout_ms",
@@ -280,25 +286,73 @@ impl Config {
         let agent_id = f.req_str("agent_id", 128)?;
         let token = f.req_str("token", 256)?;
         let name = f.opt_str("name", 256)?;
-        let hub_url = f.req_str("hub_url", 2048)?;
-        if !(hub_url.starts_with("ws://") || hub_url.starts_with("wss://")) {
-            return Err(ConfigError::new(
-                "hub_url",
-                "must be a ws:// or wss:// URL, e.g. ws://hub:4000/ws",
-            ));
-        }
-        let hub_api_url = match f.opt_str("hub_api_url", 2048)? {
-            Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
-                u.trim_end_matches('/').to_string()
-            }
-            Some(_) => {
+        let hub_urls = match (f.opt_str("hub_url", 2048)?, f.opt_str_list("hub_urls")?) {
+            (Some(_), Some(_)) => {
                 return Err(ConfigError::new(
-                    "hub_api_url",
-                    "must be an http:// or https:// URL",
+                    "hub_urls",
+                    "give hub_url (one hub) or hub_urls (several), not both",
                 ))
             }
-            None => api_url_from_ws(&hub_url),
+            (Some(one), None) => vec![one],
+            (None, Some(list)) if !list.is_empty() && list.len() <= MAX_HUB_URLS => list,
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "hub_urls",
+                    format!("expected 1 to {MAX_HUB_URLS} URLs"),
+                ))
+            }
+            (None, None) => return Err(ConfigError::new("hub_url", "is required")),
         };
+        let key = if hub_urls.len() > 1 {
+            "hub_urls"
+        } else {
+            "hub_url"
+        };
+        for url in &hub_urls {
+            if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+                return Err(ConfigError::new(
+                    key,
+                    "must be a ws:// or wss:// URL, e.g. ws://hub:4000/ws",
+                ));
+            }
+        }
+        let check_api = |key: &str, u: String| {
+            if u.starts_with("http://") || u.starts_with("https://") {
+                Ok(u.trim_end_matches('/').to_string())
+            } else {
+                Err(ConfigError::new(key, "must be an http:// or https:// URL"))
+            }
+        };
+        let hub_api_urls = match (
+            f.opt_str("hub_api_url", 2048)?,
+            f.opt_str_list("hub_api_urls")?,
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    "hub_api_urls",
+                    "give hub_api_url or hub_api_urls, not both",
+                ))
+            }
+            (Some(one), None) if hub_urls.len() == 1 => vec![check_api("hub_api_url", one)?],
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "hub_api_url",
+                    "with several hub_urls, give hub_api_urls (one per hub) or leave it out",
+                ))
+            }
+            (None, Some(list)) if list.len() == hub_urls.len() => list
+                .into_iter()
+                .map(|u| check_api("hub_api_urls", u))
+                .collect::<Result<Vec<_>, _>>()?,
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "hub_api_urls",
+                    "expected one URL for each of hub_urls, in the same order",
+                ))
+            }
+            (None, None) => hub_urls.iter().map(|u| api_url_from_ws(u)).collect(),
+        };
+        let hub_api_url = hub_api_urls[0].clone();
         let capabilities = f.opt_str_list("capabilities")?.unwrap_or_default();
         let slots = match f.get("slots") {
             None => None,
@@ -476,8 +530,9 @@ impl Config {
             agent_id,
             token,
             name,
-            hub_url,
             hub_api_url,
+            hub_urls,
+            hub_api_urls,
             capabilities,
             slots,
             reserve_slot_for_standing,
@@ -745,6 +800,37 @@ mod tests {
         assert_eq!(e.field, "stall_ms");
         let e = parse("agent_id = \"a\"\ntoken = \"t\"\nhub_url = \"http://h\"\n").unwrap_err();
         assert_eq!(e.field, "hub_url");
+    }
+
+    #[test]
+    fn several_hubs_each_with_its_api_url() {
+        let head = "agent_id = \"a\"\ntoken = \"t\"\n";
+        let c = parse(&format!(
+            "{head}hub_urls = [\"ws://a:1/ws\", \"wss://b/ws\"]\n"
+        ))
+        .expect("valid");
+        assert_eq!(c.hub_urls, vec!["ws://a:1/ws", "wss://b/ws"]);
+        assert_eq!(c.hub_api_urls, vec!["http://a:1", "https://b"]);
+        assert_eq!(c.hub_api_url, "http://a:1");
+        for (bad, field) in [
+            (
+                "hub_url = \"ws://a/ws\"\nhub_urls = [\"ws://b/ws\"]",
+                "hub_urls",
+            ),
+            (
+                "hub_urls = [\"ws://a/ws\", \"ws://b/ws\"]\nhub_api_urls = [\"http://a\"]",
+                "hub_api_urls",
+            ),
+            (
+                "hub_urls = [\"ws://a/ws\", \"ws://b/ws\"]\nhub_api_url = \"http://a\"",
+                "hub_api_url",
+            ),
+            ("hub_urls = [\"ws://a/ws\", \"http://b\"]", "hub_urls"),
+            ("hub_urls = []", "hub_urls"),
+        ] {
+            let e = parse(&format!("{head}{bad}\n")).unwrap_err();
+            assert_eq!(e.field, field, "{bad}");
+        }
     }
 
     #[test]

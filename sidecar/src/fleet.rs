@@ -347,8 +347,8 @@ pub fn remove(agent_id: &str, revoke: bool) -> Result<Vec<String>, String> {
         done.push(format!("stopped the background sidecar (pid {pid})"));
     }
     if revoke {
-        let url = format!("{}/api/agents/{}/token", cfg.hub_api_url, cfg.agent_id);
-        match http::request("DELETE", &url, Some(&cfg.token), None) {
+        let path = format!("/api/agents/{}/token", cfg.agent_id);
+        match http::to_hub(&cfg.hub_api_urls, "DELETE", &path, Some(&cfg.token), None) {
             Ok((200, _)) => done.push(format!("revoked its token on {}", cfg.hub_api_url)),
             Ok((status, body)) => {
                 return Err(format!(

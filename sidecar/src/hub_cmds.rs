@@ -381,8 +381,7 @@ fn call_with(
     body: Option<&Value>,
     (what, refused_input): (&str, &[u16]),
 ) -> Result<(), Fatal> {
-    let url = format!("{}{path}", cfg.hub_api_url);
-    let (status, resp) = http::request(method, &url, Some(&cfg.token), body)
+    let (status, resp) = http::to_hub(&cfg.hub_api_urls, method, path, Some(&cfg.token), body)
         .map_err(|e| fatal(1, format!("cannot reach the hub: {e}")))?;
     println!("{resp}");
     match status {

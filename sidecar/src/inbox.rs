@@ -349,14 +349,11 @@ impl Mail {
         self.fetching = true;
         let since = self.inbox.cursor();
         tracing::debug!(since, "reading the mailbox");
-        let url = format!(
-            "{}/api/mailbox/{}?since={since}",
-            self.cfg.hub_api_url, self.cfg.agent_id
-        );
-        let token = self.cfg.token.clone();
+        let path = format!("/api/mailbox/{}?since={since}", self.cfg.agent_id);
+        let cfg = Arc::clone(&self.cfg);
         let tx = self.tx.clone();
         tokio::task::spawn_blocking(move || {
-            let result = http::request("GET", &url, Some(&token), None)
+            let result = http::to_hub(&cfg.hub_api_urls, "GET", &path, Some(&cfg.token), None)
                 .map_err(|e| e.to_string())
                 .and_then(|(status, body)| match status {
                     200 => Ok(page_of(&body)),
@@ -397,14 +394,18 @@ impl Mail {
     fn send_ack(&mut self) {
         let seq = self.ack_want;
         self.ack_in_flight = Some(seq);
-        let url = format!(
-            "{}/api/mailbox/{}/ack",
-            self.cfg.hub_api_url, self.cfg.agent_id
-        );
-        let token = self.cfg.token.clone();
+        let path = format!("/api/mailbox/{}/ack", self.cfg.agent_id);
+        let cfg = Arc::clone(&self.cfg);
         let tx = self.tx.clone();
         tokio::task::spawn_blocking(move || {
-            let ok = match http::request("POST", &url, Some(&token), Some(&json!({"seq": seq}))) {
+            let body = json!({"seq": seq});
+            let ok = match http::to_hub(
+                &cfg.hub_api_urls,
+                "POST",
+                &path,
+                Some(&cfg.token),
+                Some(&body),
+            ) {
                 Ok((200, _)) => true,
                 Ok((status, body)) => {
                     tracing::warn!(seq, status, body = %body, "mailbox ack refused");

@@ -1,6 +1,10 @@
 //! The hub connection: connect, identify, keep alive, reconnect.
 //!
-//! One task owns the WebSocket. Each connection gets a number; the relay tags
+//! One task owns the WebSocket. With several hub URLs (ext, #22: hubs on one
+//! Postgres, one active) it keeps to the one it is connected to and moves on
+//! to the next when a connection fails or ends (a standby refuses the upgrade
+//! with 503); the backoff delay comes only once every URL failed in a row.
+//! Each connection gets a number; the relay tags
 //! what it sends with the number it believes is current, and frames for an older
 //! connection are dropped here (the relay re-sends whatever still matters from
 //! its durable outbox after the next `Online`).
@@ -43,7 +47,8 @@ pub struct Outbound {
 
 #[derive(Debug, Clone)]
 pub struct LinkConfig {
-    pub url: String,
+    /// The hubs' WebSocket URLs (at least one).
+    pub urls: Vec<String>,
     pub identify: ClientFrame,
     pub ping_interval: Duration,
     pub pong_timeout: Duration,
@@ -99,15 +104,30 @@ pub async fn run(
 ) {
     let mut backoff = Backoff::new(cfg.reconnect_initial, cfg.reconnect_max);
     let mut conn: u64 = 0;
+    let urls = cfg.urls.len().max(1);
+    let mut current = 0usize;
+    // Connections that failed in a row: a whole round of the URLs waits.
+    let mut failed_in_a_row = 0usize;
     loop {
         conn += 1;
-        let (end, was_online) = connection(&cfg, conn, &events, &mut outbound, &mut backoff).await;
+        let url = cfg.urls.get(current).cloned().unwrap_or_default();
+        let (end, was_online) =
+            connection(&cfg, &url, conn, &events, &mut outbound, &mut backoff).await;
         if was_online && events.send(LinkEvent::Offline { conn }).await.is_err() {
             return;
         }
         match end {
             End::Shutdown => return,
             End::Retry(why) => {
+                failed_in_a_row = if was_online { 1 } else { failed_in_a_row + 1 };
+                if urls > 1 {
+                    current = (current + 1) % urls;
+                    if failed_in_a_row < urls {
+                        tracing::info!(reason = %why, next = %cfg.urls[current], "hub connection lost; trying the next hub");
+                        continue;
+                    }
+                    failed_in_a_row = 0;
+                }
                 let delay = backoff.next_delay();
                 tracing::info!(reason = %why, delay_ms = delay.as_millis() as u64, "hub connection lost; reconnecting");
                 // Drain frames meant for dead connections while waiting, so the
@@ -128,17 +148,13 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn connection(
     cfg: &LinkConfig,
+    url: &str,
     conn: u64,
     events: &mpsc::Sender<LinkEvent>,
     outbound: &mut mpsc::Receiver<Outbound>,
     backoff: &mut Backoff,
 ) -> (End, bool) {
-    let ws = match timeout(
-        HANDSHAKE_TIMEOUT,
-        tokio_tungstenite::connect_async(cfg.url.as_str()),
-    )
-    .await
-    {
+    let ws = match timeout(HANDSHAKE_TIMEOUT, tokio_tungstenite::connect_async(url)).await {
         Ok(Ok((ws, _))) => ws,
         Ok(Err(e)) => return (End::Retry(format!("connect failed: {e}")), false),
         Err(_) => return (End::Retry("connect timed out".into()), false),
@@ -183,7 +199,7 @@ async fn connection(
         }
     };
     backoff.reset();
-    tracing::info!(conn, "identified with the hub");
+    tracing::info!(conn, hub = %url, "identified with the hub");
     let online = LinkEvent::Online {
         conn,
         slots: granted,

@@ -374,9 +374,14 @@ fn verify(
         "metadata": {"onboarding": true},
         "needed_capabilities": [format!("agent:{}", cfg.agent_id)],
     });
-    let url = format!("{}/api/tasks", cfg.hub_api_url);
-    let (status, resp) = http::request("POST", &url, Some(&cfg.token), Some(&task))
-        .map_err(|e| err(1, format!("cannot reach the hub to verify: {e}")))?;
+    let (status, resp) = http::to_hub(
+        &cfg.hub_api_urls,
+        "POST",
+        "/api/tasks",
+        Some(&cfg.token),
+        Some(&task),
+    )
+    .map_err(|e| err(1, format!("cannot reach the hub to verify: {e}")))?;
     if status != 201 && status != 200 {
         return Err(err(
             1,
@@ -391,7 +396,7 @@ fn verify(
         "verifying: onboarding task {task_id} submitted; waiting for the sidecar to complete it"
     );
     let deadline = Instant::now() + timeout;
-    let task_url = format!("{}/api/tasks/{task_id}", cfg.hub_api_url);
+    let task_path = format!("/api/tasks/{task_id}");
     let mut last = Value::Null;
     while Instant::now() < deadline {
         if let Some(c) = child.as_deref_mut() {
@@ -405,7 +410,9 @@ fn verify(
                 ));
             }
         }
-        if let Ok((200, t)) = http::request("GET", &task_url, Some(&cfg.token), None) {
+        if let Ok((200, t)) =
+            http::to_hub(&cfg.hub_api_urls, "GET", &task_path, Some(&cfg.token), None)
+        {
             match t["status"].as_str() {
                 Some("completed") => {
                     println!(

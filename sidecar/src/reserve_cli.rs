@@ -124,9 +124,14 @@ pub fn run(cmd: ScopeCmd) -> Result<(), Fatal> {
         }
     };
     let cfg = load_config(config)?;
-    let url = format!("{}{path}", cfg.hub_api_url);
-    let (status, resp): (u16, Value) = http::request(method, &url, Some(&cfg.token), body.as_ref())
-        .map_err(|e| fatal(1, format!("cannot reach the hub: {e}")))?;
+    let (status, resp): (u16, Value) = http::to_hub(
+        &cfg.hub_api_urls,
+        method,
+        &path,
+        Some(&cfg.token),
+        body.as_ref(),
+    )
+    .map_err(|e| fatal(1, format!("cannot reach the hub: {e}")))?;
     println!("{resp}");
     match status {
         200 | 201 => Ok(()),

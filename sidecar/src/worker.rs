@@ -139,6 +139,10 @@ impl WorkerCtx {
                 self.cfg.path.display().to_string(),
             ),
             ("AGENTCOM_HUB_API_URL".into(), self.cfg.hub_api_url.clone()),
+            (
+                "AGENTCOM_HUB_API_URLS".into(),
+                self.cfg.hub_api_urls.join(","),
+            ),
         ];
         // One environment string may hold at most 128 KiB (Linux); a larger task
         // would make every wake fail, so it is then only in TASK_JSON_FILE.

@@ -12,7 +12,8 @@ use crate::{accepted, hub_request, Fatal};
 /// Where the running hub is.
 #[derive(Args, Clone)]
 pub struct Online {
-    /// The running hub's URL.
+    /// The running hub's URL, or several hubs' URLs separated by commas
+    /// (hubs on one Postgres: requests go to the active one).
     #[arg(
         long,
         env = "AGENTCOM_HUB_URL",

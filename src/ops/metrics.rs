@@ -311,6 +311,33 @@ impl Handler<History> for Metrics {
     }
 }
 
+/// Prometheus text of a hub's role among hubs on one database (ext, #22):
+/// `role` is `leader`, `standby` or `single` (sled); `epoch` the leader
+/// lease's epoch (this hub's when it leads, the leader's as a standby saw
+/// it); `standby_seconds` how long a standby has waited.
+pub(crate) fn role_metrics(role: &str, epoch: Option<i64>, standby_seconds: Option<f64>) -> String {
+    let mut out = String::from(
+        "# HELP agentcom_hub_role This hub's role among hubs on one database: 1 for the role it has.\n# TYPE agentcom_hub_role gauge\n",
+    );
+    for r in ["leader", "standby", "single"] {
+        out.push_str(&format!(
+            "agentcom_hub_role{{role=\"{r}\"}} {}\n",
+            u8::from(r == role)
+        ));
+    }
+    if let Some(e) = epoch {
+        out.push_str(&format!(
+            "# HELP agentcom_hub_leader_epoch The leader lease's epoch (it rises at every takeover).\n# TYPE agentcom_hub_leader_epoch gauge\nagentcom_hub_leader_epoch {e}\n"
+        ));
+    }
+    if let Some(s) = standby_seconds {
+        out.push_str(&format!(
+            "# HELP agentcom_hub_standby_seconds How long this standby has waited for the leader lease.\n# TYPE agentcom_hub_standby_seconds gauge\nagentcom_hub_standby_seconds {s:.3}\n"
+        ));
+    }
+    out
+}
+
 /// Prometheus text exposition of a snapshot.
 pub(crate) fn prometheus(s: &Snapshot) -> String {
     let mut out = String::new();

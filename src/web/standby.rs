@@ -1,7 +1,9 @@
 //! A standby's HTTP (ext, #22): while another hub holds the Postgres leader
 //! lease, this hub listens on its address and answers `GET /health` with its
 //! role and the leader (503, so a load balancer sends nothing here), and
-//! every other request with 503 `{"error":"standby","leader"}`: clients with
+//! `GET /metrics` with its role (Prometheus text, no token: nothing more
+//! than `/health` says), and every other request with 503
+//! `{"error":"standby","leader"}`: clients with
 //! several hub URLs move on to the next. Once this hub holds the lease the
 //! standby server stops and the hub's own server binds the same address.
 //!
@@ -37,6 +39,15 @@ fn body(leader: &str) -> serde_json::Value {
            "hint": "another hub holds the leader lease: use it (this one takes over if it stops)"})
 }
 
+/// A standby's `/metrics` (no token: it tells only what `/health` tells):
+/// its role, the leader's epoch as the lease row says, how long it waited.
+fn standby_metrics(leader: &str, waited: std::time::Duration) -> String {
+    let epoch = leader
+        .rsplit_once("(epoch ")
+        .and_then(|(_, rest)| rest.trim_end_matches(')').parse::<i64>().ok());
+    crate::ops::metrics::role_metrics("standby", epoch, Some(waited.as_secs_f64()))
+}
+
 impl Standby {
     /// Binds `bind` and serves on a thread of its own.
     pub fn start(bind: &str) -> std::io::Result<Standby> {
@@ -45,6 +56,7 @@ impl Standby {
         let addr = listener.local_addr()?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let served = leader.clone();
+        let started = std::time::Instant::now();
         let thread = std::thread::Builder::new()
             .name("standby-http".into())
             .spawn(move || {
@@ -52,10 +64,27 @@ impl Standby {
                 let result = system.block_on(async move {
                     let server = HttpServer::new(move || {
                         let l = served.clone();
-                        App::new().default_service(web::to(move || {
-                            let leader = l.get();
-                            async move { HttpResponse::ServiceUnavailable().json(body(&leader)) }
-                        }))
+                        let m = served.clone();
+                        App::new()
+                            .route(
+                                "/metrics",
+                                web::get().to(move || {
+                                    let text = standby_metrics(&m.get(), started.elapsed());
+                                    async move {
+                                        HttpResponse::Ok()
+                                            .content_type("text/plain; version=0.0.4")
+                                            .body(text)
+                                    }
+                                }),
+                            )
+                            .default_service(web::to(move || {
+                                let leader = l.get();
+                                async move {
+                                    HttpResponse::ServiceUnavailable()
+                                        .insert_header(("Access-Control-Allow-Origin", "*"))
+                                        .json(body(&leader))
+                                }
+                            }))
                     })
                     .workers(1)
                     .disable_signals()

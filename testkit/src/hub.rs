@@ -108,16 +108,30 @@ impl Hub {
     /// port. Restarts pick a free port again (read `port` after one) until
     /// [`Hub::keep_port_on_restart`].
     pub fn launch(bin: &Path, config: &str) -> Hub {
-        Hub::launch_on(bin, config, postgres_base().is_some())
+        Hub::launch_on(bin, config, postgres_base().is_some(), 0)
+    }
+
+    /// The workspace's hub (with [`Hub::start_with_config`]'s defaults) on
+    /// `port` of 127.0.0.1, kept on restarts: for set-ups that name the
+    /// hub's URL in a config before it starts (see [`free_port`]).
+    pub fn start_on_port(config: &str, port: u16) -> Hub {
+        let hub = Hub::launch_on(
+            &hub_bin(),
+            &format!("retry_backoff_base_ms = 0\n{config}"),
+            postgres_base().is_some(),
+            port,
+        );
+        hub.keep_port_on_restart();
+        hub
     }
 
     /// The workspace's hub on sled, whatever the suite runs on (a migration's
     /// source).
     pub fn start_on_sled(config: &str) -> Hub {
-        Hub::launch_on(&hub_bin(), config, false)
+        Hub::launch_on(&hub_bin(), config, false, 0)
     }
 
-    fn launch_on(bin: &Path, config: &str, on_postgres: bool) -> Hub {
+    fn launch_on(bin: &Path, config: &str, on_postgres: bool, port: u16) -> Hub {
         let root = tempfile::Builder::new()
             .prefix("agentcom-hub-test-")
             .tempdir()
@@ -145,7 +159,7 @@ impl Hub {
             admin_token: format!("adm_{}", random_hex(3)),
             starts: 0,
             admin_env: true,
-            bind_port: 0,
+            bind_port: port,
             keep_port: AtomicBool::new(false),
             postgres_db,
             announce: std::sync::Mutex::new(None),
@@ -177,6 +191,11 @@ impl Hub {
     /// own: a standby until it holds the leader lease, so this returns once it
     /// serves (the active hub gone or stopped).
     pub fn standby_of(&self) -> Hub {
+        self.standby_on_port(0)
+    }
+
+    /// [`Hub::standby_of`] on `port` of 127.0.0.1 (0: a free one).
+    pub fn standby_on_port(&self, port: u16) -> Hub {
         assert!(
             self.postgres_db.is_some(),
             "standby_of needs the suite on Postgres"
@@ -196,7 +215,7 @@ impl Hub {
             admin_token: self.admin_token.clone(),
             starts: 0,
             admin_env: true,
-            bind_port: 0,
+            bind_port: port,
             keep_port: AtomicBool::new(false),
             postgres_db: self.postgres_db.clone(),
             announce: std::sync::Mutex::new(None),
@@ -524,4 +543,27 @@ fn parse_listening_line(line: &str) -> Option<u16> {
     let rest = line.split("listening on http://127.0.0.1:").nth(1)?;
     let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
     digits.parse().ok()
+}
+
+/// A port of 127.0.0.1 free now (the kernel's pick): for a hub whose URL a
+/// config must name before it starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+/// Two hubs on one Postgres database, the active one and a standby, and both
+/// URLs as a client lists them, the standby first (so a client must move on);
+/// `None`, said on stderr, when the suite runs on sled: nothing to fail over.
+pub fn active_and_standby() -> Option<(Hub, Hub, String)> {
+    if !on_postgres() {
+        eprintln!("skipped on sled: failover needs the Postgres backend");
+        return None;
+    }
+    let active = Hub::start();
+    let standby = active.standby_of();
+    let hubs = format!("{},{}", standby.url(""), active.url(""));
+    Some((active, standby, hubs))
 }

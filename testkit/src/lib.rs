@@ -11,6 +11,7 @@
 //! generous upper bounds named by the constants in [`support`].
 
 pub mod agent;
+pub mod browser;
 pub mod chaos;
 pub mod clock;
 pub mod fixtures;
@@ -22,6 +23,7 @@ pub mod support;
 pub mod worker;
 
 pub use agent::*;
+pub use browser::*;
 pub use chaos::*;
 pub use clock::*;
 pub use fixtures::*;

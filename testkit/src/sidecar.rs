@@ -67,6 +67,20 @@ impl Sidecar {
         s
     }
 
+    /// Names several hubs (`hub_urls`, their WebSocket URLs in this order)
+    /// instead of the one it was prepared for.
+    pub fn use_hubs(&self, ws_urls: &[String]) {
+        let text = fs::read_to_string(self.config_path()).expect("config");
+        let mut table: toml::Table = toml::from_str(&text).expect("config is TOML");
+        table.remove("hub_url");
+        table.insert(
+            "hub_urls".into(),
+            toml::Value::Array(ws_urls.iter().map(|u| u.as_str().into()).collect()),
+        );
+        let config = toml::to_string(&table).expect("encode config");
+        fs::write(self.config_path(), config).expect("config");
+    }
+
     /// Adds `wake_command` (a shell string) to the config.
     pub fn set_wake(&self, cmd: &str) {
         let mut cfg = fs::read_to_string(self.config_path()).expect("config");

@@ -8,16 +8,10 @@
 //
 // Env: HUB_URL, ADMIN_TOKEN, AGENT_TOKEN, AGENT_ID, ARTIFACT_DIR, CHROMIUM.
 
-import { chromium } from 'playwright-core';
-import { createInterface } from 'node:readline';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { env, hub, check, tid, launch, run } from './harness.mjs';
 
-const env = (name) => {
-  const v = process.env[name];
-  if (!v) throw new Error(`${name} is not set`);
-  return v;
-};
 const HUB = env('HUB_URL');
 const ADMIN = env('ADMIN_TOKEN');
 const AGENT_TOKEN = env('AGENT_TOKEN');
@@ -27,35 +21,9 @@ const ARTIFACTS = env('ARTIFACT_DIR');
 // Generous: these bound a hang, they do not measure speed.
 const WAIT_MS = 30_000;
 
-const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
-
-/** Asks the Rust side to do `step`; returns what it answered after OK. */
-async function hub(step, arg = '') {
-  console.log(`WAIT ${step}${arg ? ' ' + arg : ''}`);
-  const { value, done } = await lines.next();
-  if (done) throw new Error(`stdin closed while waiting for ${step}`);
-  if (!value.startsWith('OK')) throw new Error(`hub side failed at ${step}: ${value}`);
-  return value.slice(2).trim();
-}
-
-function check(cond, what) {
-  if (!cond) throw new Error(`expectation failed: ${what}`);
-}
-
-const tid = (id) => `[data-testid="${id}"]`;
-
 async function main() {
   mkdirSync(ARTIFACTS, { recursive: true });
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    // Chromium must not reach for the network (the machine has none beyond
-    // loopback); the hub serves everything the page needs.
-    args: [
-      '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    ],
-  });
+  const browser = await launch();
   try {
     const context = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
     const page = await context.newPage();
@@ -479,10 +447,4 @@ async function main() {
   }
 }
 
-main().then(() => {
-  // stdin (the hub side's answers) stays open: leave without waiting for it.
-  process.exit(0);
-}).catch((e) => {
-  console.log(`FAIL ${String(e && e.stack || e).split('\n').join(' / ')}`);
-  process.exit(1);
-});
+run(main);

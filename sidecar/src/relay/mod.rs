@@ -151,7 +151,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let mail = Mail::open(Arc::clone(&cfg), mail_tx)
         .map_err(|e| format!("cannot open the inbox in {}: {e}", cfg.state_dir.display()))?;
     let link_cfg = LinkConfig {
-        url: cfg.hub_url.clone(),
+        urls: cfg.hub_urls.clone(),
         identify: ClientFrame::Identify {
             agent_id: cfg.agent_id.clone(),
             token: cfg.token.clone(),
@@ -185,7 +185,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         mail,
     };
     relay.start(loaded);
-    tracing::info!(agent_id = %cfg.agent_id, hub = %cfg.hub_url, "sidecar running");
+    tracing::info!(agent_id = %cfg.agent_id, hubs = ?cfg.hub_urls, "sidecar running");
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| format!("cannot install the SIGTERM handler: {e}"))?;

@@ -21,7 +21,8 @@ pub use tools::HubTools;
 
 #[derive(Args)]
 pub struct McpArgs {
-    /// The running hub's URL.
+    /// The running hub's URL, or several hubs' URLs separated by commas
+    /// (hubs on one Postgres: requests go to the active one).
     #[arg(
         long,
         env = "AGENTCOM_HUB_URL",
@@ -68,21 +69,27 @@ pub fn run(args: McpArgs) -> Result<(), Fatal> {
     })
 }
 
-fn check_url(url: &str) -> Result<(), Fatal> {
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"));
-    match rest {
-        Some(host)
-            if !host.trim_end_matches('/').is_empty() && !host.contains(char::is_whitespace) =>
-        {
-            Ok(())
-        }
-        _ => Err(Fatal {
-            code: 2,
-            message: format!(
-                "--hub (AGENTCOM_HUB_URL) must be an http:// or https:// URL, got {url:?}"
-            ),
-        }),
+fn check_url(urls: &str) -> Result<(), Fatal> {
+    let list = agentcom_hub::protocol::split_hub_urls(urls);
+    let bad = |url: &str| {
+        Fatal {
+        code: 2,
+        message: format!(
+            "--hub (AGENTCOM_HUB_URL) must be an http:// or https:// URL, or several separated by commas, got {url:?}"
+        ),
     }
+    };
+    if list.is_empty() || list.len() > agentcom_hub::protocol::MAX_HUB_URLS {
+        return Err(bad(urls));
+    }
+    for url in &list {
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"));
+        match rest {
+            Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => {}
+            _ => return Err(bad(url)),
+        }
+    }
+    Ok(())
 }

@@ -655,6 +655,7 @@ impl HubTools {
                 "error": "hub_unreachable",
                 "message": message,
                 "hub": self.inner.client.base(),
+                "hubs": self.inner.client.bases(),
             }))),
         }
     }

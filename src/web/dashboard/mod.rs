@@ -73,6 +73,9 @@ pub(crate) struct DashboardDeps {
     pub tokens: Tokens,
     pub bus: EventBus,
     pub started_at: i64,
+    /// This hub's place among hubs on one database: storage, role, epoch and
+    /// every hub's URL (the page moves to the active one when this one stops).
+    pub hub: Value,
     storage_health: Mutex<Option<(Instant, Value)>>,
 }
 
@@ -88,6 +91,7 @@ impl DashboardDeps {
         tokens: Tokens,
         bus: EventBus,
         started_at: i64,
+        hub: Value,
     ) -> DashboardDeps {
         DashboardDeps {
             queue,
@@ -99,6 +103,7 @@ impl DashboardDeps {
             tokens,
             bus,
             started_at,
+            hub,
             storage_health: Mutex::new(None),
         }
     }
@@ -193,6 +198,7 @@ impl DashboardDeps {
             "uptime_ms": now.saturating_sub(self.started_at).max(0),
             "timestamp": now,
             "health": health(&active, &self.storage.problems()),
+            "hub": self.hub,
             "agents": cards,
             "queue": stats,
             "dead_letter_tasks": dead,

@@ -22,7 +22,17 @@ pub(super) const DASHBOARD_HEADER: &str = "x-agentcom-dashboard";
 /// Largest client frame on the dashboard socket.
 const MAX_FRAME_BYTES: usize = 64 * 1024;
 
-const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+/// The page's content security policy: it may connect to this hub, and read
+/// `/health` of the other hubs on the same database (`hub_urls`, checked to
+/// hold only URL characters when the config loaded).
+fn csp(hub_urls: &[String]) -> String {
+    let mut connect = String::from("'self'");
+    for url in hub_urls {
+        connect.push(' ');
+        connect.push_str(url.trim_end_matches('/'));
+    }
+    format!("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src {connect}; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+}
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/dashboard", web::get().to(index))
@@ -34,14 +44,14 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
         .route("/ws/dashboard", web::get().to(socket));
 }
 
-fn file(name: &str) -> Result<HttpResponse, ApiError> {
+fn file(name: &str, hub_urls: &[String]) -> Result<HttpResponse, ApiError> {
     let (_, content_type, body) = ASSETS
         .iter()
         .find(|(n, _, _)| *n == name)
         .ok_or(ApiError::NotFound)?;
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, *content_type))
-        .insert_header((header::CONTENT_SECURITY_POLICY, CSP))
+        .insert_header((header::CONTENT_SECURITY_POLICY, csp(hub_urls)))
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .insert_header((header::X_FRAME_OPTIONS, "DENY"))
         .insert_header((header::REFERRER_POLICY, "no-referrer"))
@@ -49,12 +59,15 @@ fn file(name: &str) -> Result<HttpResponse, ApiError> {
         .body(*body))
 }
 
-async fn index() -> Result<HttpResponse, ApiError> {
-    file("index.html")
+async fn index(state: web::Data<HubState>) -> Result<HttpResponse, ApiError> {
+    file("index.html", &state.config.hub_urls)
 }
 
-async fn asset(path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    file(&path.into_inner())
+async fn asset(
+    path: web::Path<String>,
+    state: web::Data<HubState>,
+) -> Result<HttpResponse, ApiError> {
+    file(&path.into_inner(), &state.config.hub_urls)
 }
 
 /// Whose live login the request's session cookie is, if any.

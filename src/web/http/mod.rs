@@ -309,14 +309,18 @@ async fn health(state: web::Data<HubState>) -> Result<HttpResponse, ApiError> {
         Some(_) => "leader",
         None => "single",
     };
-    Ok(HttpResponse::Ok().json(json!({
-        "status": "ok",
-        "service": "agent_com",
-        "agents_connected": n,
-        "storage": state.config.storage,
-        "role": role,
-        "epoch": state.leader_epoch,
-    })))
+    // Readable from any page: a dashboard served by another hub of the same
+    // database looks here for the active one.
+    Ok(HttpResponse::Ok()
+        .insert_header(("Access-Control-Allow-Origin", "*"))
+        .json(json!({
+            "status": "ok",
+            "service": "agent_com",
+            "agents_connected": n,
+            "storage": state.config.storage,
+            "role": role,
+            "epoch": state.leader_epoch,
+        })))
 }
 
 async fn agent_socket(
