@@ -125,3 +125,50 @@ fn scale_queued_reports_restart_and_per_assignment_cost() {
         );
     }
 }
+
+#[test]
+fn bench_runs_its_own_hub_on_postgres_and_drops_its_database_after() {
+    let Some(server) = std::env::var("AGENTCOM_TEST_POSTGRES")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+    else {
+        eprintln!("skipped on sled: AGENTCOM_TEST_POSTGRES names no server");
+        return;
+    };
+    let out = Command::new(env!("CARGO_BIN_EXE_agentcom-hub"))
+        .args(["bench", "--agents", "2", "--tasks", "100", "--batch", "10"])
+        .args(["--timeout-secs", "120", "--json", "--postgres", &server])
+        .env_remove("AGENTCOM_ADMIN_TOKEN")
+        .output()
+        .expect("run bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value =
+        serde_json::from_str(stdout.lines().last().expect("a report line")).expect("JSON");
+    assert_eq!(
+        (
+            report["completed"].as_u64(),
+            report["lost"].as_u64(),
+            report["duplicated"].as_u64()
+        ),
+        (Some(100), Some(0), Some(0)),
+        "{report}"
+    );
+    assert_eq!(report["storage"], "postgres", "{report}");
+    // Its database is gone again.
+    let mut client =
+        postgres::Client::connect(&format!("{server} dbname=postgres"), postgres::NoTls)
+            .expect("connect");
+    let left: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'agentcom_bench_%'",
+            &[],
+        )
+        .expect("query")
+        .get(0);
+    assert_eq!(left, 0, "bench databases left behind");
+}

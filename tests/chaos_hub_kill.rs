@@ -16,14 +16,13 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// Short timers so the hub recovers quickly: a held task nobody recovers is
 /// reclaimed after 1 s, a silent lease after 5 s, a stalled socket after 3 s.
@@ -92,113 +91,6 @@ static LONG: Mode = Mode {
     deadline: Duration::from_secs(40 * 60),
 };
 
-/// What one submitter saw.
-#[derive(Default)]
-struct SubmitLog {
-    /// chaos key → task id, for every 201.
-    acknowledged: Vec<(String, String)>,
-    /// Keys whose request got no answer (the hub died, or was down).
-    unanswered: Vec<String>,
-    /// Keys answered with something other than 201: (key, status, body).
-    refused: Vec<(String, u16, Value)>,
-}
-
-/// Posts tasks (single and batch) until `stop`, reading the hub's port from
-/// `port` (0 while it is down). Every task carries a unique `chaos_key`.
-fn submitter(
-    name: String,
-    port: Arc<AtomicU16>,
-    admin_token: String,
-    stop: Arc<AtomicBool>,
-    mut rng: ChaosRng,
-    mode: &'static Mode,
-    deadline: Instant,
-) -> SubmitLog {
-    let mut log = SubmitLog::default();
-    let priorities = ["urgent", "high", "normal", "low"];
-    let mut n = 0u64;
-    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
-        thread::sleep(rng.millis(mode.submit_gap.0, mode.submit_gap.1));
-        let p = port.load(Ordering::SeqCst);
-        if p == 0 {
-            continue;
-        }
-        let count = if rng.chance(250) {
-            rng.range(2, mode.max_batch)
-        } else {
-            1
-        };
-        let keys: Vec<String> = (0..count)
-            .map(|_| {
-                n += 1;
-                format!("{name}-{n}")
-            })
-            .collect();
-        let tasks: Vec<Value> = keys
-            .iter()
-            .map(|k| {
-                json!({
-                    "description": format!("chaos task {k}"),
-                    "priority": priorities[rng.range(0, 3) as usize],
-                    "metadata": {"chaos_key": k},
-                })
-            })
-            .collect();
-        let body = if count == 1 {
-            tasks[0].clone()
-        } else {
-            Value::Array(tasks)
-        };
-        let url = format!("http://127.0.0.1:{p}/api/tasks");
-        match try_http(
-            "POST",
-            &url,
-            Some(&admin_token),
-            Some(&body),
-            SUBMIT_TIMEOUT,
-        ) {
-            Ok((201, resp)) => {
-                let ids: Vec<String> = if count == 1 {
-                    vec![resp["task_id"].as_str().unwrap_or_default().to_string()]
-                } else {
-                    resp["tasks"]
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .map(|t| t["task_id"].as_str().unwrap_or_default().to_string())
-                                .collect()
-                        })
-                        .unwrap_or_default()
-                };
-                assert_eq!(
-                    ids.len(),
-                    keys.len(),
-                    "201 with one task id per submitted task: {resp}"
-                );
-                log.acknowledged.extend(keys.into_iter().zip(ids));
-            }
-            Ok((status, resp)) => {
-                for k in keys {
-                    log.refused.push((k, status, resp.clone()));
-                }
-            }
-            Err(_) => log.unanswered.extend(keys),
-        }
-    }
-    log
-}
-
-/// Copies the hub's stderr logs somewhere that outlives the temp dir.
-fn keep_logs(hub: &Hub, seed: u64) -> PathBuf {
-    keep_files(
-        &format!("agentcom-chaos-hub-{seed}"),
-        hub.log_paths().into_iter().filter_map(|p| {
-            let name = p.file_name()?.to_string_lossy().into_owned();
-            Some((p, name))
-        }),
-    )
-}
-
 #[test]
 fn hub_kill9_under_load_every_acknowledged_task_completes_exactly_once() {
     let mode: &'static Mode = if chaos_long() { &LONG } else { &QUICK };
@@ -244,16 +136,18 @@ fn hub_kill9_under_load_every_acknowledged_task_completes_exactly_once() {
             break;
         }
         faults_on.store(true, Ordering::SeqCst);
-        let stop = Arc::new(AtomicBool::new(false));
-        let submitters: Vec<_> = (0..mode.submitters)
-            .map(|s| {
-                let (port, stop) = (Arc::clone(&port), Arc::clone(&stop));
-                let token = hub.admin_token.clone();
-                let rng = ChaosRng::fork(seed, 1000 + (run * 16 + s) as u64);
-                let name = format!("r{run}s{s}");
-                thread::spawn(move || submitter(name, port, token, stop, rng, mode, deadline))
-            })
-            .collect();
+        let pace = SubmitPace {
+            gap: mode.submit_gap,
+            max_batch: mode.max_batch,
+            timeout: SUBMIT_TIMEOUT,
+        };
+        let submitters = ChaosSubmitters::start(
+            (mode.submitters, run, seed),
+            &port,
+            &hub.admin_token,
+            pace,
+            deadline,
+        );
 
         thread::sleep(rng.millis(mode.before_kill.0, mode.before_kill.1));
         hub.kill9();
@@ -264,13 +158,10 @@ fn hub_kill9_under_load_every_acknowledged_task_completes_exactly_once() {
         port.store(hub.port, Ordering::SeqCst);
         thread::sleep(rng.millis(mode.after_restart.0, mode.after_restart.1));
 
-        stop.store(true, Ordering::SeqCst);
-        for s in submitters {
-            let log = s.join().expect("submitter thread");
-            acknowledged.extend(log.acknowledged);
-            unanswered.extend(log.unanswered);
-            refused.extend(log.refused);
-        }
+        let log = submitters.finish();
+        acknowledged.extend(log.acknowledged);
+        unanswered.extend(log.unanswered);
+        refused.extend(log.refused);
         runs = run;
 
         // Drain with faults off: every task must finish.
@@ -320,26 +211,7 @@ fn hub_kill9_under_load_every_acknowledged_task_completes_exactly_once() {
         last.lost.len(),
         last.duplicated.len()
     );
-    if !last.lost.is_empty() || !last.duplicated.is_empty() || !refused.is_empty() {
-        let kept = keep_logs(&hub, seed);
-        println!(
-            "chaos seed={seed}: hub logs kept in {}; lost:\n{}\nduplicated:\n{}\nrefused submits: {:?}",
-            kept.display(),
-            show(&last.lost),
-            show(&last.duplicated),
-            refused.iter().take(5).collect::<Vec<_>>()
-        );
-    }
-    assert!(
-        runs >= 1,
-        "no chaos run finished within {:?}",
-        mode.deadline
-    );
-    assert_eq!(last.lost.len(), 0, "lost tasks (seed {seed})");
-    assert_eq!(last.duplicated.len(), 0, "duplicated tasks (seed {seed})");
-    assert!(
-        refused.is_empty(),
-        "submits answered with neither 201 nor silence (seed {seed}): {:?}",
-        refused.iter().take(5).collect::<Vec<_>>()
-    );
+    last.verdict((seed, runs), &refused, || {
+        keep_hub_logs(&hub, &format!("agentcom-chaos-hub-{seed}"))
+    });
 }

@@ -417,6 +417,38 @@ pub struct Audit {
     pub duplicated: BTreeMap<String, String>,
 }
 
+impl Audit {
+    /// The end of a chaos test: on a problem prints the lost and duplicated
+    /// tasks and the refused submits, with where `keep` copied the logs; then
+    /// fails unless a run finished and nothing was lost, duplicated or
+    /// refused (answered with neither 201 nor silence).
+    pub fn verdict(
+        &self,
+        (seed, runs): (u64, usize),
+        refused: &[(String, u16, Value)],
+        keep: impl FnOnce() -> PathBuf,
+    ) {
+        if !self.lost.is_empty() || !self.duplicated.is_empty() || !refused.is_empty() {
+            let kept = keep();
+            println!(
+                "chaos seed={seed}: logs kept in {}; lost:\n{}\nduplicated:\n{}\nrefused submits: {:?}",
+                kept.display(),
+                show(&self.lost),
+                show(&self.duplicated),
+                refused.iter().take(5).collect::<Vec<_>>()
+            );
+        }
+        assert!(runs >= 1, "no chaos run finished before the deadline");
+        assert_eq!(self.lost.len(), 0, "lost tasks (seed {seed})");
+        assert_eq!(self.duplicated.len(), 0, "duplicated tasks (seed {seed})");
+        assert!(
+            refused.is_empty(),
+            "submits answered with neither 201 nor silence (seed {seed}): {:?}",
+            refused.iter().take(5).collect::<Vec<_>>()
+        );
+    }
+}
+
 /// Checks every task of the hub against what the submitters saw: each task
 /// carries the `metadata.chaos_key` of its submission; `acknowledged` maps the
 /// keys answered 201 to their task ids, `unanswered` holds the keys whose submit
@@ -537,4 +569,165 @@ pub fn keep_files(dir_name: &str, files: impl IntoIterator<Item = (PathBuf, Stri
         let _ = std::fs::copy(&path, dir.join(name));
     }
     dir
+}
+
+/// What one chaos submitter saw.
+#[derive(Default)]
+pub struct SubmitLog {
+    /// chaos key → task id, for every 201.
+    pub acknowledged: Vec<(String, String)>,
+    /// Keys whose request got no answer (the hub died, or was down).
+    pub unanswered: Vec<String>,
+    /// Keys answered with something other than 201: (key, status, body).
+    pub refused: Vec<(String, u16, Value)>,
+}
+
+/// How a chaos submitter paces itself.
+#[derive(Debug, Clone, Copy)]
+pub struct SubmitPace {
+    /// Pause between two requests (ms range).
+    pub gap: (u64, u64),
+    /// Largest batch (a quarter of the requests are batches).
+    pub max_batch: u64,
+    /// Timeout of one request.
+    pub timeout: Duration,
+}
+
+/// Posts tasks (single and batch) with the admin token until `stop` or
+/// `deadline`, to the hub whose port `port` holds (0 while none serves). Every
+/// task carries a unique `metadata.chaos_key` (`<name>-<n>`), so [`audit`]
+/// can tell what each answer covered.
+pub fn chaos_submitter(
+    name: String,
+    port: Arc<std::sync::atomic::AtomicU16>,
+    admin_token: String,
+    stop: Arc<AtomicBool>,
+    mut rng: ChaosRng,
+    pace: SubmitPace,
+    deadline: Instant,
+) -> SubmitLog {
+    let mut log = SubmitLog::default();
+    let priorities = ["urgent", "high", "normal", "low"];
+    let mut n = 0u64;
+    while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+        thread::sleep(rng.millis(pace.gap.0, pace.gap.1));
+        let p = port.load(Ordering::SeqCst);
+        if p == 0 {
+            continue;
+        }
+        let count = if rng.chance(250) {
+            rng.range(2, pace.max_batch)
+        } else {
+            1
+        };
+        let keys: Vec<String> = (0..count)
+            .map(|_| {
+                n += 1;
+                format!("{name}-{n}")
+            })
+            .collect();
+        let tasks: Vec<Value> = keys
+            .iter()
+            .map(|k| {
+                json!({
+                    "description": format!("chaos task {k}"),
+                    "priority": priorities[rng.range(0, 3) as usize],
+                    "metadata": {"chaos_key": k},
+                })
+            })
+            .collect();
+        let body = if count == 1 {
+            tasks[0].clone()
+        } else {
+            Value::Array(tasks)
+        };
+        let url = format!("http://127.0.0.1:{p}/api/tasks");
+        match try_http("POST", &url, Some(&admin_token), Some(&body), pace.timeout) {
+            Ok((201, resp)) => {
+                let ids = created_ids(&resp, count == 1);
+                assert_eq!(
+                    ids.len(),
+                    keys.len(),
+                    "201 with one task id per submitted task: {resp}"
+                );
+                log.acknowledged.extend(keys.into_iter().zip(ids));
+            }
+            Ok((status, resp)) => {
+                for k in keys {
+                    log.refused.push((k, status, resp.clone()));
+                }
+            }
+            Err(_) => log.unanswered.extend(keys),
+        }
+    }
+    log
+}
+
+/// The task ids a 201 to `POST /api/tasks` gave: its `task_id` (`single`),
+/// else each of its `tasks`.
+pub fn created_ids(resp: &Value, single: bool) -> Vec<String> {
+    if single {
+        return vec![resp["task_id"].as_str().unwrap_or_default().to_string()];
+    }
+    resp["tasks"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|t| t["task_id"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// One chaos run's submitters: `count` [`chaos_submitter`] threads, named
+/// `r<run>s<i>` with RNG streams forked from `seed`.
+pub struct ChaosSubmitters {
+    stop: Arc<AtomicBool>,
+    threads: Vec<thread::JoinHandle<SubmitLog>>,
+}
+
+impl ChaosSubmitters {
+    pub fn start(
+        (count, run, seed): (usize, usize, u64),
+        port: &Arc<std::sync::atomic::AtomicU16>,
+        admin_token: &str,
+        pace: SubmitPace,
+        deadline: Instant,
+    ) -> ChaosSubmitters {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..count)
+            .map(|s| {
+                let (port, stop) = (Arc::clone(port), Arc::clone(&stop));
+                let token = admin_token.to_string();
+                let rng = ChaosRng::fork(seed, 1000 + (run * 16 + s) as u64);
+                let name = format!("r{run}s{s}");
+                thread::spawn(move || chaos_submitter(name, port, token, stop, rng, pace, deadline))
+            })
+            .collect();
+        ChaosSubmitters { stop, threads }
+    }
+
+    /// Stops them and merges what they saw.
+    pub fn finish(self) -> SubmitLog {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut all = SubmitLog::default();
+        for t in self.threads {
+            let log = t.join().expect("submitter thread");
+            all.acknowledged.extend(log.acknowledged);
+            all.unanswered.extend(log.unanswered);
+            all.refused.extend(log.refused);
+        }
+        all
+    }
+}
+
+/// Copies a hub's stderr logs somewhere that outlives its temp dir.
+pub fn keep_hub_logs(hub: &Hub, name: &str) -> PathBuf {
+    keep_files(
+        name,
+        hub.log_paths().into_iter().filter_map(|p| {
+            let file = p.file_name()?.to_string_lossy().into_owned();
+            Some((p, file))
+        }),
+    )
 }

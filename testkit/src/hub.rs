@@ -267,6 +267,22 @@ impl Hub {
         None
     }
 
+    /// The first column of every row `sql` answers (text) on this hub's
+    /// Postgres database.
+    pub fn postgres_strings(&self, sql: &str) -> Vec<String> {
+        let (Some(db), Some(base)) = (&self.postgres_db, postgres_base()) else {
+            panic!("postgres_strings needs the suite on Postgres");
+        };
+        let mut client = postgres::Client::connect(&format!("{base} dbname={db}"), postgres::NoTls)
+            .expect("connect to the hub's database");
+        client
+            .query(sql, &[])
+            .expect("query")
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
     /// One number from this hub's Postgres database (`sql` answers one
     /// `bigint`).
     pub fn postgres_number(&self, sql: &str) -> i64 {
@@ -436,6 +452,16 @@ impl Hub {
         if let Err(e) = result {
             std::panic::resume_unwind(e);
         }
+    }
+
+    /// Starts a stopped hub of a Postgres pair again on its port as a standby
+    /// (another hub leads); returns once it answers as one. [`Hub::wait_serving`]
+    /// then waits for it to take over.
+    pub fn start_again_as_standby(&mut self) {
+        let before = self.bind_port;
+        self.bind_port = self.port;
+        self.spawn_until(true);
+        self.bind_port = before;
     }
 
     /// Starts the hub again after `kill9` or `stop`, on the same data dir and the

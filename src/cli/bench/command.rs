@@ -11,6 +11,16 @@ pub struct BenchArgs {
     /// starting one on a temporary data dir.
     #[arg(long)]
     hub: Option<String>,
+    /// Run the bench's own hub on Postgres instead of sled: a key=value
+    /// connection string (`host=… user=… password=…`) to a server where the
+    /// bench may create a database; it makes one for the run and drops it.
+    #[arg(
+        long,
+        env = "AGENTCOM_BENCH_POSTGRES",
+        hide_env_values = true,
+        conflicts_with = "hub"
+    )]
+    postgres: Option<String>,
     /// Simulated agents (WebSocket connections).
     #[arg(long, default_value_t = 10)]
     agents: usize,
@@ -95,6 +105,7 @@ pub fn command(args: BenchArgs) -> Result<(), Fatal> {
     }
     let opts = BenchOptions {
         hub: args.hub,
+        postgres: args.postgres,
         admin_token: std::env::var("AGENTCOM_ADMIN_TOKEN").ok(),
         agents: args.agents,
         tasks: args.tasks,

@@ -35,6 +35,9 @@ pub use scale::{scale_idle_agents, scale_queued};
 pub struct BenchOptions {
     /// Target a running hub instead of starting one (needs `admin_token`).
     pub hub: Option<String>,
+    /// Run the bench's own hub on Postgres: a key=value connection string to
+    /// a server where the bench makes a database of its own (dropped after).
+    pub postgres: Option<String>,
     pub admin_token: Option<String>,
     pub agents: usize,
     pub tasks: usize,
@@ -91,6 +94,8 @@ impl Percentiles {
 /// The measured outcome.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BenchReport {
+    /// The bench's own hub's storage (`sled`, `postgres`), or `remote` (--hub).
+    pub storage: &'static str,
     pub agents: usize,
     pub tasks: usize,
     /// Submission rate asked for (`None`: as fast as possible).
@@ -127,6 +132,8 @@ struct Timeline {
 struct OwnHub {
     child: Child,
     dir: PathBuf,
+    /// On Postgres: the server's connection string and the bench's database.
+    database: Option<(String, String)>,
 }
 
 impl Drop for OwnHub {
@@ -134,7 +141,25 @@ impl Drop for OwnHub {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some((server, db)) = &self.database {
+            if let Err(e) = postgres_admin(
+                server,
+                &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+            ) {
+                eprintln!("bench: {e}");
+            }
+        }
     }
+}
+
+/// One statement on the server's `postgres` database.
+fn postgres_admin(server: &str, sql: &str) -> Result<(), String> {
+    let mut client =
+        postgres::Client::connect(&format!("{server} dbname=postgres"), postgres::NoTls)
+            .map_err(|e| format!("cannot connect to Postgres ({server}): {e}"))?;
+    client
+        .batch_execute(sql)
+        .map_err(|e| format!("postgres: {sql}: {e}"))
 }
 
 impl OwnHub {
@@ -156,16 +181,47 @@ impl OwnHub {
     }
 }
 
-fn start_hub(admin: &str) -> Result<(OwnHub, String), String> {
-    let dir = std::env::temp_dir().join(format!(
-        "agentcom-bench-{}-{:x}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
+/// Starts the bench's own hub on a temporary data dir, on sled, or on a new
+/// database of the Postgres server `postgres` names (key=value form).
+fn start_hub(admin: &str, postgres: Option<&str>) -> Result<(OwnHub, String), String> {
+    let tag = format!("{}_{:x}", std::process::id(), rand::random::<u32>());
+    let dir = std::env::temp_dir().join(format!("agentcom-bench-{tag}"));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    std::fs::write(dir.join("hub.toml"), "log_level = \"warn\"\n").map_err(|e| e.to_string())?;
-    let (child, url) = spawn_hub(&dir, admin)?;
-    Ok((OwnHub { child, dir }, url))
+    let mut config = String::from("log_level = \"warn\"\n");
+    let database = match postgres {
+        Some(server) => {
+            let db = format!("agentcom_bench_{tag}");
+            postgres_admin(server, &format!("CREATE DATABASE {db}"))?;
+            let url = format!("{server} dbname={db}");
+            config.push_str(&format!(
+                "storage = \"postgres\"\npostgres_url = {}\n",
+                toml::Value::String(url)
+            ));
+            Some((server.to_string(), db))
+        }
+        None => None,
+    };
+    std::fs::write(dir.join("hub.toml"), config).map_err(|e| e.to_string())?;
+    match spawn_hub(&dir, admin) {
+        Ok((child, url)) => Ok((
+            OwnHub {
+                child,
+                dir,
+                database,
+            },
+            url,
+        )),
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            if let Some((server, db)) = &database {
+                let _ = postgres_admin(
+                    server,
+                    &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+                );
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Runs `agentcom-hub serve` on `dir` and waits for its listening line.
@@ -317,7 +373,7 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, String> {
         }
         None => {
             let admin = format!("bench-{:016x}", rand::random::<u64>());
-            let (hub, url) = start_hub(&admin)?;
+            let (hub, url) = start_hub(&admin, opts.postgres.as_deref())?;
             (Some(hub), url, admin)
         }
     };
@@ -539,6 +595,11 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, String> {
     let duplicated = t.completed.values().filter(|(_, n)| *n > 1).count()
         + t.assigned.values().filter(|(_, n)| *n > 1).count();
     Ok(BenchReport {
+        storage: match (&opts.hub, &opts.postgres) {
+            (Some(_), _) => "remote",
+            (None, Some(_)) => "postgres",
+            (None, None) => "sled",
+        },
         scopes: opts.scopes,
         concurrency_keys: opts.concurrency_keys,
         agents: opts.agents,

@@ -33,7 +33,7 @@ fn new_runtime() -> Result<tokio::runtime::Runtime, String> {
 /// `--scale idle-agents`: hub memory per idle, identified connection.
 pub fn scale_idle_agents(agents: usize) -> Result<ScaleReport, String> {
     let admin = format!("bench-{:016x}", rand::random::<u64>());
-    let (hub, url) = start_hub(&admin)?;
+    let (hub, url) = start_hub(&admin, None)?;
     let pid = hub.child.id();
     let tokens = register_agents(&url, &admin, agents, 0)?;
     std::thread::sleep(Duration::from_millis(500));
@@ -183,11 +183,11 @@ pub fn scale_queued(n: usize, progress: bool) -> Result<ScaleReport, String> {
     let admin = format!("bench-{:016x}", rand::random::<u64>());
     // Small queue first, on its own hub.
     let small = {
-        let (_hub, url) = start_hub(&admin)?;
+        let (_hub, url) = start_hub(&admin, None)?;
         fill_queue(&url, &admin, 1000 + LIFECYCLES, false)?;
         timed_lifecycles(&url, &admin, AGENTS, LIFECYCLES)?
     };
-    let (mut hub, url) = start_hub(&admin)?;
+    let (mut hub, url) = start_hub(&admin, None)?;
     let before = current_rss(hub.child.id()).ok_or("cannot read hub RSS")?;
     fill_queue(&url, &admin, n + LIFECYCLES, progress)?;
     let after = current_rss(hub.child.id()).ok_or("cannot read hub RSS")?;

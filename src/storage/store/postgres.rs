@@ -151,12 +151,40 @@ pub(crate) fn is_fenced(e: &StoreError) -> bool {
 }
 
 /// A connection holding (or waiting for) the leader lease.
+/// One flush: the lease extended (only while ours at our epoch) and, joined
+/// to it, the deletes and the upserts; answers 1 when the lease held. One
+/// statement, so one round trip and one implicit transaction. The epoch is
+/// the fence: a lease that expired while nobody took it (a long pause, no
+/// standby) is still ours, since taking it raises the epoch.
+const COMMIT_SQL: &str = "WITH lease AS (
+    UPDATE agentcom_leader
+       SET expires_at = now() + $3::float8 * interval '1 millisecond'
+     WHERE id = 1 AND holder = $1 AND epoch = $2
+    RETURNING 1 AS held
+), gone AS (
+    DELETE FROM agentcom_kv kv
+     USING UNNEST($4::text[], $5::bytea[]) AS d(tree, k), lease
+     WHERE kv.tree = d.tree AND kv.k = d.k
+    RETURNING 1
+), put AS (
+    INSERT INTO agentcom_kv (tree, k, v, epoch)
+    SELECT u.t, u.k, u.v, $2 FROM UNNEST($6::text[], $7::bytea[], $8::bytea[]) AS u(t, k, v), lease
+    ON CONFLICT (tree, k) DO UPDATE SET v = EXCLUDED.v, epoch = EXCLUDED.epoch
+    RETURNING 1
+)
+SELECT count(*) FROM lease";
+
 pub(crate) struct Replica {
     client: Client,
+    /// The connection string (a start reads the store on a second connection
+    /// while this one keeps the lease).
+    url: String,
     holder: String,
     lease: Duration,
     epoch: i64,
     last_renew: Instant,
+    /// [`COMMIT_SQL`], prepared once per connection.
+    commit_statement: Option<postgres::Statement>,
 }
 
 impl Replica {
@@ -165,11 +193,23 @@ impl Replica {
         let client = Client::connect(url, NoTls).map_err(|e| pg_error("cannot connect", e))?;
         let mut r = Replica {
             client,
+            url: url.to_string(),
             holder: holder.to_string(),
             lease,
             epoch: 0,
             last_renew: Instant::now(),
+            commit_statement: None,
         };
+        // A hub paused (or cut off) inside a transaction must not keep its
+        // locks, the lease row's above all, past its lease: the server ends
+        // such a transaction, and a standby can take over.
+        let idle = format!(
+            "SET idle_in_transaction_session_timeout = {}",
+            lease.as_millis().max(1)
+        );
+        r.client
+            .batch_execute(&idle)
+            .map_err(|e| pg_error("set up the session", e))?;
         r.migrate()?;
         Ok(r)
     }
@@ -251,15 +291,21 @@ impl Replica {
         }
     }
 
-    /// Copies every row into the cache's trees (a start).
+    /// Copies every row into the cache's trees (a start). The rows come on a
+    /// connection of their own, page by page, while this one renews the lease
+    /// between pages: a large store takes longer to read than the lease lasts.
     pub(super) fn load_into(&mut self, open: &Open) -> Result<u64, StoreError> {
-        let mut tx = self.client.transaction().map_err(|e| pg_error("load", e))?;
+        let mut reader = Client::connect(&self.url, NoTls).map_err(|e| pg_error("load", e))?;
+        let mut tx = reader.transaction().map_err(|e| pg_error("load", e))?;
         let stmt = tx
             .prepare("SELECT tree, k, v FROM agentcom_kv ORDER BY tree, k")
             .map_err(|e| pg_error("load", e))?;
         let portal = tx.bind(&stmt, &[]).map_err(|e| pg_error("load", e))?;
         let mut n = 0u64;
         loop {
+            if self.renew_due() {
+                self.renew()?;
+            }
             let rows = tx
                 .query_portal(&portal, LOAD_PAGE as i32)
                 .map_err(|e| pg_error("load", e))?;
@@ -281,28 +327,10 @@ impl Replica {
         }
         tx.commit().map_err(|e| pg_error("load", e))?;
         open.db.flush()?;
-        Ok(n)
-    }
-
-    /// Extends the lease inside `tx`, only while still ours.
-    fn hold(
-        tx: &mut postgres::Transaction<'_>,
-        holder: &str,
-        epoch: i64,
-        lease_ms: f64,
-    ) -> Result<(), StoreError> {
-        let held = tx
-            .execute(
-                "UPDATE agentcom_leader
-                    SET expires_at = now() + $3::float8 * interval '1 millisecond'
-                  WHERE id = 1 AND holder = $1 AND epoch = $2 AND expires_at > now()",
-                &[&holder, &epoch, &lease_ms],
-            )
-            .map_err(|e| pg_error("renew the lease", e))?;
-        match held {
-            1 => Ok(()),
-            _ => Err(fenced(holder, epoch)),
+        if self.renew_due() {
+            self.renew()?;
         }
+        Ok(n)
     }
 
     /// Rows in the store table (a migration writes only into an empty one).
@@ -378,37 +406,40 @@ impl Replica {
         self.write_rows((&del_tree, &del_k), (&up_tree, &up_k, &up_v))
     }
 
-    /// Deletes and upserts rows in one transaction that first extends the
-    /// lease, only while it is still ours (else nothing is written).
+    /// Deletes and upserts rows and extends the lease, all in one statement
+    /// (one round trip, its own transaction): the writes join the lease
+    /// update, so they happen only while the lease is still ours at our epoch;
+    /// else nothing is written and the hub is fenced.
     fn write_rows(
         &mut self,
         (del_tree, del_k): (&[&str], &[&[u8]]),
         (up_tree, up_k, up_v): (&[&str], &[&[u8]], &[&[u8]]),
     ) -> Result<(), StoreError> {
+        let statement = match &self.commit_statement {
+            Some(s) => s.clone(),
+            None => {
+                let s = self
+                    .client
+                    .prepare(COMMIT_SQL)
+                    .map_err(|e| pg_error("prepare the commit", e))?;
+                self.commit_statement = Some(s.clone());
+                s
+            }
+        };
         let (holder, epoch, lease_ms) = (self.holder.clone(), self.epoch, self.lease_ms());
-        let mut tx = self
+        let row = self
             .client
-            .transaction()
-            .map_err(|e| pg_error("begin", e))?;
-        Self::hold(&mut tx, &holder, epoch, lease_ms)?;
-        if !del_k.is_empty() {
-            tx.execute(
-                "DELETE FROM agentcom_kv kv USING UNNEST($1::text[], $2::bytea[]) AS d(tree, k)
-                  WHERE kv.tree = d.tree AND kv.k = d.k",
-                &[&del_tree, &del_k],
+            .query_one(
+                &statement,
+                &[
+                    &holder, &epoch, &lease_ms, &del_tree, &del_k, &up_tree, &up_k, &up_v,
+                ],
             )
-            .map_err(|e| pg_error("delete", e))?;
+            .map_err(|e| pg_error("commit", e))?;
+        let held: i64 = row.get(0);
+        if held != 1 {
+            return Err(fenced(&holder, epoch));
         }
-        if !up_k.is_empty() {
-            tx.execute(
-                "INSERT INTO agentcom_kv (tree, k, v, epoch)
-                 SELECT t, k, v, $4 FROM UNNEST($1::text[], $2::bytea[], $3::bytea[]) AS u(t, k, v)
-                 ON CONFLICT (tree, k) DO UPDATE SET v = EXCLUDED.v, epoch = EXCLUDED.epoch",
-                &[&up_tree, &up_k, &up_v, &epoch],
-            )
-            .map_err(|e| pg_error("write", e))?;
-        }
-        tx.commit().map_err(|e| pg_error("commit", e))?;
         self.last_renew = Instant::now();
         Ok(())
     }
