@@ -14,12 +14,7 @@ pub struct BenchArgs {
     /// Run the bench's own hub on Postgres instead of sled: a key=value
     /// connection string (`host=… user=… password=…`) to a server where the
     /// bench may create a database; it makes one for the run and drops it.
-    #[arg(
-        long,
-        env = "AGENTCOM_BENCH_POSTGRES",
-        hide_env_values = true,
-        conflicts_with = "hub"
-    )]
+    #[arg(long, conflicts_with = "hub")]
     postgres: Option<String>,
     /// Simulated agents (WebSocket connections).
     #[arg(long, default_value_t = 10)]
