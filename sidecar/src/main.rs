@@ -70,7 +70,8 @@ enum Cmd {
     },
     /// Join a hub with a one-time invite: register, write the config, run, verify.
     Join {
-        /// The hub's URL (http://host:port).
+        /// The hub's URL (http://host:port), or several hubs' on one database
+        /// separated by commas (the config then follows the active one).
         #[arg(long)]
         hub: String,
         #[arg(long)]

@@ -80,10 +80,24 @@ pub fn join(args: &JoinArgs) -> Result<(), JoinError> {
     if args.agent_id.is_empty() || args.agent_id.chars().count() > 128 {
         return Err(err(2, "--agent-id must be 1 to 128 characters"));
     }
-    let base = api_base(&args.hub);
-    if !(base.starts_with("http://") || base.starts_with("https://")) {
-        return Err(err(2, "--hub must be an http(s):// or ws(s):// URL"));
+    // One hub, or several on one database (comma-separated): registration
+    // goes to the active one.
+    let bases: Vec<String> = agentcom_protocol::split_hub_urls(&args.hub)
+        .iter()
+        .map(|h| api_base(h))
+        .collect();
+    if bases.is_empty()
+        || bases.len() > agentcom_protocol::MAX_HUB_URLS
+        || !bases
+            .iter()
+            .all(|b| b.starts_with("http://") || b.starts_with("https://"))
+    {
+        return Err(err(
+            2,
+            "--hub must be an http(s):// or ws(s):// URL, or several separated by commas",
+        ));
     }
+    let base = bases[0].clone();
     let dir = sidecar_dir(args)?;
     let config_path = dir.join("config.toml");
 
@@ -115,8 +129,8 @@ pub fn join(args: &JoinArgs) -> Result<(), JoinError> {
         );
         cfg
     } else {
-        let reg = register(&base, args)?;
-        write_config(&dir, &config_path, args, &base, &reg)?;
+        let reg = register(&bases, args)?;
+        write_config(&dir, &config_path, args, &bases, &reg)?;
         println!(
             "registered agent {} with {}; config written to {}",
             args.agent_id,
@@ -150,12 +164,13 @@ struct Registration {
     hub_ws_url: Option<String>,
     hub_api_url: Option<String>,
     default_repo: Option<String>,
+    /// Every hub of the database, when the hub's config names them.
+    hub_urls: Vec<String>,
 }
 
-fn register(base: &str, args: &JoinArgs) -> Result<Registration, JoinError> {
-    let url = format!("{base}/api/onboard/register");
+fn register(bases: &[String], args: &JoinArgs) -> Result<Registration, JoinError> {
     let body = json!({"agent_id": args.agent_id, "invite": args.invite});
-    let (status, resp) = http::request("POST", &url, None, Some(&body))
+    let (status, resp) = http::to_hub(bases, "POST", "/api/onboard/register", None, Some(&body))
         .map_err(|e| err(1, format!("cannot reach the hub: {e}")))?;
     match status {
         200 | 201 => {
@@ -173,6 +188,16 @@ fn register(base: &str, args: &JoinArgs) -> Result<Registration, JoinError> {
                 hub_ws_url: text("hub_ws_url"),
                 hub_api_url: text("hub_api_url"),
                 default_repo: text("default_repo"),
+                hub_urls: resp["hub_urls"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
+                            .map(|u| u.trim_end_matches('/').to_string())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
             })
         }
         403 => Err(err(
@@ -197,19 +222,36 @@ fn write_config(
     dir: &Path,
     path: &Path,
     args: &JoinArgs,
-    base: &str,
+    bases: &[String],
     reg: &Registration,
 ) -> Result<(), JoinError> {
-    let api = reg.hub_api_url.clone().unwrap_or_else(|| base.to_string());
-    let ws = reg
-        .hub_ws_url
-        .clone()
-        .unwrap_or_else(|| config::ws_url_from_api(&api));
     let mut table = toml::Table::new();
     table.insert("agent_id".into(), args.agent_id.clone().into());
     table.insert("token".into(), reg.token.clone().into());
-    table.insert("hub_url".into(), ws.into());
-    table.insert("hub_api_url".into(), api.trim_end_matches('/').into());
+    // Several hubs (the hub's config names them, or --hub did): the sidecar
+    // follows the active one.
+    let several = match (reg.hub_urls.len() > 1, bases.len() > 1) {
+        (true, _) => Some(reg.hub_urls.clone()),
+        (false, true) => Some(bases.to_vec()),
+        (false, false) => None,
+    };
+    if let Some(apis) = several.filter(|a| a.len() <= agentcom_protocol::MAX_HUB_URLS) {
+        let list =
+            |urls: Vec<String>| toml::Value::Array(urls.into_iter().map(Into::into).collect());
+        table.insert(
+            "hub_urls".into(),
+            list(apis.iter().map(|a| config::ws_url_from_api(a)).collect()),
+        );
+        table.insert("hub_api_urls".into(), list(apis));
+    } else {
+        let api = reg.hub_api_url.clone().unwrap_or_else(|| bases[0].clone());
+        let ws = reg
+            .hub_ws_url
+            .clone()
+            .unwrap_or_else(|| config::ws_url_from_api(&api));
+        table.insert("hub_url".into(), ws.into());
+        table.insert("hub_api_url".into(), api.trim_end_matches('/').into());
+    }
     // The invite's capabilities (as the hub recorded them) unless given here.
     let caps = if args.capabilities.is_empty() {
         &reg.capabilities

@@ -211,3 +211,58 @@ fn invite_join_verify_then_rerun_resumes_and_bad_invites_write_nothing() {
     assert_eq!(out.status.code(), Some(1));
     assert!(!home4.path().join(".agentcom").exists());
 }
+
+#[test]
+fn join_with_several_hubs_writes_hub_urls_and_the_sidecar_finds_the_live_one() {
+    // The hub's config names two hubs of one database; the first is gone.
+    let (live, gone) = (free_port(), free_port());
+    let hubs = [
+        format!("http://127.0.0.1:{gone}"),
+        format!("http://127.0.0.1:{live}"),
+    ];
+    let hub = Hub::start_on_port(
+        &format!("hub_urls = [\"{}\", \"{}\"]\n", hubs[0], hubs[1]),
+        live,
+    );
+    let home = tempfile::tempdir().expect("home");
+    let mut args = invite(&hub, "pair", None);
+    // join too takes the list, and registers with the hub that answers.
+    let i = args.iter().position(|a| a == "--hub").expect("--hub");
+    args[i + 1] = hubs.join(",");
+    let sidecar_dir = home.path().join(".agentcom").join("sidecar").join("pair");
+    let _bg = Background(sidecar_dir.join("sidecar.pid"));
+    let out = join(home.path(), &args);
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "join failed:\n{stdout}\n{}\n{}",
+        text(&out.stderr),
+        tail(&sidecar_dir.join("sidecar.log"), 30)
+    );
+    assert!(stdout.contains("verified:"), "{stdout}");
+    let cfg: toml::Table = toml::from_str(
+        &fs::read_to_string(sidecar_dir.join("config.toml")).expect("config written"),
+    )
+    .expect("TOML");
+    let list = |key: &str| -> Vec<String> {
+        cfg[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("{key} in {cfg:?}"))
+            .iter()
+            .filter_map(|u| u.as_str().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(
+        list("hub_urls"),
+        [
+            format!("ws://127.0.0.1:{gone}/ws"),
+            format!("ws://127.0.0.1:{live}/ws")
+        ]
+    );
+    assert_eq!(list("hub_api_urls"), hubs);
+    assert!(!cfg.contains_key("hub_url"), "{cfg:?}");
+    // The sidecar passed over the hub that is gone.
+    assert!(hub
+        .agent("pair")
+        .is_some_and(|a| a["fsm_state"] != "offline"));
+}

@@ -316,6 +316,8 @@ async fn register(
         "hub_ws_url": ws,
         "hub_api_url": api,
         "default_repo": state.config.default_repo,
+        // Hubs on one database (ext, #22): the sidecar follows the active one.
+        "hub_urls": state.config.hub_urls.iter().map(|u| u.trim_end_matches('/')).collect::<Vec<_>>(),
     })))
 }
 
