@@ -349,10 +349,11 @@ fn serve(common: Common, bind: Option<String>) -> Result<(), Fatal> {
         "postgres" => {
             // A standby answers on the hub's address until it holds the lease,
             // then the hub binds the same address.
-            let standby = Standby::start(&config.bind).map_err(|e| Fatal {
-                code: 1,
-                message: format!("cannot bind {}: {e}", config.bind),
-            })?;
+            let standby =
+                Standby::start(&config.bind, config.hub_urls.clone()).map_err(|e| Fatal {
+                    code: 1,
+                    message: format!("cannot bind {}: {e}", config.bind),
+                })?;
             let addr = standby.addr();
             let name = config
                 .public_url

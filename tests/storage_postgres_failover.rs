@@ -81,6 +81,15 @@ fn a_standby_takes_over_with_every_acknowledged_task_when_the_active_hub_dies() 
         (health["role"].as_str(), health["epoch"].as_i64()),
         (Some("leader"), Some(1))
     );
+    // A browser at the standby's dashboard learns who leads.
+    match ureq::get(&standby.url("/dashboard")).call() {
+        Err(ureq::Error::Status(503, resp)) => {
+            let page = resp.into_string().unwrap_or_default();
+            assert!(page.contains("This hub is a standby"), "{page}");
+            assert!(page.contains(&active.port.to_string()), "{page}");
+        }
+        other => panic!("the standby's dashboard: {other:?}"),
+    }
     // Each role's metrics: the standby's without a token.
     let text = prometheus(&standby.url("/metrics"), None);
     for line in [

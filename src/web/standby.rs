@@ -48,9 +48,51 @@ fn standby_metrics(leader: &str, waited: std::time::Duration) -> String {
     crate::ops::metrics::role_metrics("standby", epoch, Some(waited.as_secs_f64()))
 }
 
+/// Text safe inside HTML.
+fn html_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// What a browser finds at a standby's `/dashboard`: who leads, a link to
+/// each hub's dashboard (`hub_urls`), and a reload every few seconds, so the
+/// page becomes the dashboard once this hub takes over.
+fn standby_page(leader: &str, hub_urls: &[String]) -> String {
+    let links: String = hub_urls
+        .iter()
+        .map(|u| {
+            let u = html_text(u.trim_end_matches('/'));
+            format!("<li><a href=\"{u}/dashboard\">{u}</a></li>")
+        })
+        .collect();
+    let hubs = if links.is_empty() {
+        String::new()
+    } else {
+        format!("<p>The hubs of this database:</p><ul>{links}</ul>")
+    };
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"5\">\
+         <title>AgentCom: standby hub</title></head><body data-role=\"standby\">\
+         <h1>This hub is a standby</h1><p>Another hub holds the leader lease: <code>{}</code>. \
+         This page reloads and becomes the dashboard if this hub takes over.</p>{hubs}</body></html>",
+        html_text(leader)
+    )
+}
+
 impl Standby {
-    /// Binds `bind` and serves on a thread of its own.
-    pub fn start(bind: &str) -> std::io::Result<Standby> {
+    /// Binds `bind` and serves on a thread of its own; its `/dashboard` links
+    /// to `hub_urls` (the hub config's list).
+    pub fn start(bind: &str, hub_urls: Vec<String>) -> std::io::Result<Standby> {
         let leader = Leader::default();
         let listener = std::net::TcpListener::bind(bind)?;
         let addr = listener.local_addr()?;
@@ -65,7 +107,21 @@ impl Standby {
                     let server = HttpServer::new(move || {
                         let l = served.clone();
                         let m = served.clone();
+                        let d = served.clone();
+                        let urls = hub_urls.clone();
                         App::new()
+                            .route(
+                                "/dashboard",
+                                web::get().to(move || {
+                                    let page = standby_page(&d.get(), &urls);
+                                    async move {
+                                        HttpResponse::ServiceUnavailable()
+                                            .content_type("text/html; charset=utf-8")
+                                            .insert_header(("Cache-Control", "no-store"))
+                                            .body(page)
+                                    }
+                                }),
+                            )
                             .route(
                                 "/metrics",
                                 web::get().to(move || {
@@ -129,5 +185,41 @@ impl Standby {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_standby_page_links_every_hub_and_escapes_what_it_shows() {
+        let page = standby_page(
+            "<hub-a>#1 (epoch 3)",
+            &["http://hub-a:4000/".into(), "http://hub-b:4000".into()],
+        );
+        assert!(page.contains("&lt;hub-a&gt;#1 (epoch 3)"), "{page}");
+        assert!(!page.contains("<hub-a>"), "{page}");
+        assert!(
+            page.contains("<a href=\"http://hub-a:4000/dashboard\">"),
+            "{page}"
+        );
+        assert!(
+            page.contains("<a href=\"http://hub-b:4000/dashboard\">"),
+            "{page}"
+        );
+        assert!(page.contains("http-equiv=\"refresh\""), "{page}");
+        assert!(!standby_page("x", &[]).contains("<ul>"));
+    }
+
+    #[test]
+    fn standby_metrics_read_the_leaders_epoch() {
+        let text = standby_metrics("h:1#7 (epoch 12)", std::time::Duration::from_secs(2));
+        assert!(text.contains("agentcom_hub_leader_epoch 12\n"), "{text}");
+        assert!(
+            text.contains("agentcom_hub_role{role=\"standby\"} 1\n"),
+            "{text}"
+        );
+        assert!(!standby_metrics("unknown", std::time::Duration::ZERO).contains("epoch "));
     }
 }
