@@ -238,3 +238,27 @@ fn the_cli_with_several_hub_urls_reaches_the_active_hub_across_a_failover() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(get_task(&standby, &id)["status"], "cancelled");
 }
+
+#[test]
+fn a_leader_paused_past_its_lease_with_no_standby_goes_on_at_its_epoch() {
+    if !on_postgres() {
+        eprintln!("skipped on sled: the lease needs the Postgres backend");
+        return;
+    }
+    let mut hub = Hub::start();
+    let pid = hub.pid().expect("running") as i32;
+    signal(pid, libc::SIGSTOP);
+    // Well past the lease (failover_ms = 1000 in the tests): it expires, and
+    // nobody takes it.
+    std::thread::sleep(Duration::from_millis(2500));
+    signal(pid, libc::SIGCONT);
+    // The epoch is the fence, and nobody raised it: the hub writes on.
+    let id = submit(&hub, json!({"description": "after a long pause"}));
+    assert_eq!(get_task(&hub, &id)["status"], "queued");
+    assert_eq!(
+        hub.wait_exit(Duration::from_millis(500)),
+        None,
+        "still running"
+    );
+    assert_eq!(hub.postgres_number("SELECT epoch FROM agentcom_leader"), 1);
+}
