@@ -148,8 +148,8 @@ pub struct Config {
     /// long after the active hub stopped renewing it.
     pub failover_ms: u64,
     /// The public URLs of every hub on the same database, this one too
-    /// (`http://hub-a:4000`): the dashboard moves to the active one when
-    /// its hub stops (ext, #22).
+    /// (`http://hub-a:4000`; a trailing `/` is dropped at load): the
+    /// dashboard moves to the active one when its hub stops (ext, #22).
     pub hub_urls: Vec<String>,
     /// Completed, cancelled and dead-lettered tasks last changed longer ago
     /// are archived to the backup directory (ext, PROTOCOL.md 6.34); 0 = never.
@@ -282,6 +282,10 @@ impl Config {
         }
         if let Some(url) = &overrides.postgres_url {
             config.postgres_url = Some(url.clone());
+        }
+        // Each hub's URL as the dashboard and the sidecars use it.
+        for url in &mut config.hub_urls {
+            url.truncate(url.trim_end_matches('/').len());
         }
         config.check()?;
         Ok(config)

@@ -69,6 +69,15 @@ pub(crate) struct HubState {
     pub leader_epoch: Option<i64>,
 }
 
+/// This hub's role among hubs on one database: `leader` while it holds the
+/// Postgres lease at `epoch`, `single` on sled (a standby runs no hub yet).
+pub(crate) fn role_of(epoch: Option<i64>) -> &'static str {
+    match epoch {
+        Some(_) => "leader",
+        None => "single",
+    }
+}
+
 impl HubState {
     pub(crate) fn session_deps(&self) -> SessionDeps {
         SessionDeps {
@@ -260,9 +269,9 @@ pub(crate) fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState
         started_at,
         serde_json::json!({
             "storage": config.storage,
-            "role": if store.leader_epoch().is_some() { "leader" } else { "single" },
+            "role": role_of(store.leader_epoch()),
             "epoch": store.leader_epoch(),
-            "hub_urls": config.hub_urls.iter().map(|u| u.trim_end_matches('/')).collect::<Vec<_>>(),
+            "hub_urls": config.hub_urls,
         }),
     ));
     Ok(HubState {

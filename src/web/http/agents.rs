@@ -317,7 +317,7 @@ async fn register(
         "hub_api_url": api,
         "default_repo": state.config.default_repo,
         // Hubs on one database (ext, #22): the sidecar follows the active one.
-        "hub_urls": state.config.hub_urls.iter().map(|u| u.trim_end_matches('/')).collect::<Vec<_>>(),
+        "hub_urls": state.config.hub_urls,
     })))
 }
 

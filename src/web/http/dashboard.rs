@@ -29,7 +29,7 @@ fn csp(hub_urls: &[String]) -> String {
     let mut connect = String::from("'self'");
     for url in hub_urls {
         connect.push(' ');
-        connect.push_str(url.trim_end_matches('/'));
+        connect.push_str(url);
     }
     format!("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src {connect}; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 }

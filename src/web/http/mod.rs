@@ -305,10 +305,7 @@ async fn health(state: web::Data<HubState>) -> Result<HttpResponse, ApiError> {
     let n = state.presence.send(OnlineCount).await?;
     // With Postgres the active hub says so (a standby's own server answers
     // `standby`, see `web::standby`).
-    let role = match state.leader_epoch {
-        Some(_) => "leader",
-        None => "single",
-    };
+    let role = crate::hub::role_of(state.leader_epoch);
     // Readable from any page: a dashboard served by another hub of the same
     // database looks here for the active one.
     Ok(HttpResponse::Ok()

@@ -151,12 +151,8 @@ async fn metrics_text(
         .send(Latest)
         .await?
         .ok_or_else(|| ApiError::Unavailable("no metrics snapshot yet".into()))?;
-    let role = if state.leader_epoch.is_some() {
-        "leader"
-    } else {
-        "single"
-    };
     let mut text = metrics::prometheus(&latest);
+    let role = crate::hub::role_of(state.leader_epoch);
     text.push_str(&metrics::role_metrics(role, state.leader_epoch, None));
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
