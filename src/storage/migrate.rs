@@ -147,9 +147,11 @@ pub fn migrate(
         source.release_lease_now()?;
     }
     drop(source);
-    // The check: the target read back as a hub would read it.
+    // The check: the target read back as a hub would read it. A sled target
+    // was closed a moment ago in this process: its lock is waited for.
     let target_digest = match to {
-        Endpoint::Sled(dir) => Store::open(dir)?.scan_all(&mut |_, _, _| Ok(()))?,
+        Endpoint::Sled(dir) => Store::reopen_with_cache(dir, super::store::DEFAULT_CACHE_BYTES)?
+            .scan_all(&mut |_, _, _| Ok(()))?,
         Endpoint::Postgres(url) => {
             let check = open_postgres(url, &work_dir.join("check.pgcache"), lease)?;
             let digest = check.scan_all(&mut |_, _, _| Ok(()))?;

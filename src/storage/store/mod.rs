@@ -625,7 +625,7 @@ mod tests {
             store.tasks.insert(seq_key(2), b"x".to_vec()).is_err(),
             "closed"
         );
-        let again = Store::open(dir.path()).expect("reopen");
+        let again = Store::reopen_with_cache(dir.path(), DEFAULT_CACHE_BYTES).expect("reopen");
         assert!(!dir.path().join(SEAL_FILE).exists(), "taken out at open");
         assert_eq!(again.opened_seal(), Some(&seal));
         let digest = again.scan_all(&mut |_, _, _| Ok(())).expect("scan");
@@ -674,7 +674,7 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 1, "one apply ran the hook");
         store.close().expect("close");
         assert!(store.meta.insert("late", b"x".to_vec()).is_err(), "closed");
-        let again = Store::open(dir.path()).expect("reopen");
+        let again = Store::reopen_with_cache(dir.path(), DEFAULT_CACHE_BYTES).expect("reopen");
         assert_eq!(
             again.meta.get("k").expect("get").as_deref(),
             Some(&b"3"[..])
