@@ -168,3 +168,36 @@ fn a_busy_port_fails_the_start_cleanly_before_anything_runs() {
     let (status, _) = hub.get("/health");
     assert_eq!(status, 200);
 }
+
+/// A clean stop (SIGTERM) after ordinary work logs no error: the last writes,
+/// the checkpoint, the seal and (on Postgres) the lease's release all end well.
+#[test]
+fn a_clean_stop_logs_no_error() {
+    let mut hub = Hub::start();
+    let token = register_agent(&hub, "w", &[]);
+    let mut w = Agent::connect(&hub, "w", &token);
+    let task = submit(&hub, json!({"description": "one"}));
+    let assign = w.take(&task);
+    w.complete(&assign);
+    hub.put("/api/context/project.style", &json!({"text": "tabs"}));
+    hub.post(
+        "/api/message",
+        &json!({"to": "w", "payload": {"text": "hi"}}),
+    );
+    w.close();
+    hub.stop();
+    let log = hub
+        .log_paths()
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+        .collect::<String>();
+    assert!(log.contains("store sealed and closed"), "{log}");
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(r#""level":"ERROR""#))
+        .collect();
+    assert!(errors.is_empty(), "a clean stop logged errors: {errors:#?}");
+    if on_postgres() {
+        assert!(log.contains("leader lease released"), "{log}");
+    }
+}

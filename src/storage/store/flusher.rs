@@ -75,18 +75,15 @@ pub(super) fn run_flusher(
                     .apply(open)
                     .and_then(|()| open.db.flush().map(|_| ()))
                     .map_err(StoreError::from),
-                (Some(open), Some(r)) => match staging.apply(open) {
-                    Err(e) => Err(StoreError::from(e)),
-                    Ok(()) => {
-                        let batches = staging.take_replicated();
-                        let committed = r.commit(&batches);
-                        if let Err(e) = &committed {
-                            stop_if_fenced(e);
-                            staging.requeue_replicated(batches);
-                        }
-                        committed
-                    }
-                },
+                (Some(open), Some(r)) => staging
+                    .apply(open)
+                    .map_err(StoreError::from)
+                    .and_then(|()| commit_replicated(&staging, r)),
+                // Closed (a stop's seal) with every write applied: nothing is
+                // left for sled; what reached it is still committed to the
+                // replica (the stop's last round, which releases the lease).
+                (None, None) if staging.is_idle() => Ok(()),
+                (None, Some(r)) if staging.is_idle() => commit_replicated(&staging, r),
                 (None, _) => Err(StoreError::Closed),
             }
         };
@@ -105,6 +102,18 @@ pub(super) fn run_flusher(
             let _ = w.send(result.clone());
         }
     }
+}
+
+/// Commits everything applied to sled since the last commit; on failure it
+/// stays queued for the next one.
+fn commit_replicated(staging: &Staging, replica: &mut Replica) -> Result<(), StoreError> {
+    let batches = staging.take_replicated();
+    let committed = replica.commit(&batches);
+    if let Err(e) = &committed {
+        stop_if_fenced(e);
+        staging.requeue_replicated(batches);
+    }
+    committed
 }
 
 /// A fenced hub stops at once: another holds the lease and writes now.
