@@ -357,6 +357,9 @@
       'submit-form', 'submit-description', 'submit-priority', 'submit-max-retries',
       'submit-capabilities', 'submit-repo', 'submit-concurrency-key', 'submit-write-paths',
       'submit-approval', 'submit-merge', 'submit-budget-tokens', 'submit-budget-usd', 'submit-depends-on', 'submit-inputs', 'submit-fan-in', 'submit-notify',
+      'submit-more', 'submit-correlation', 'submit-dedupe-key', 'submit-run-after', 'submit-stall', 'submit-max-runtime',
+      'submit-read-paths', 'submit-context-keys', 'submit-metadata', 'submit-complete-by', 'submit-lease',
+      'submit-max-reclaims', 'submit-blocked-policy', 'submit-blocked-requeue',
       'spend-date', 'spend-tokens', 'spend-usd', 'spend-empty', 'spend-list', 'spend-days',
       'rules-form', 'rules-text', 'rules-error', 'rules-source', 'budgets-form', 'budgets-text', 'budgets-error',
       'topics-summary', 'topics-empty', 'topics-list', 'topic-events', 'subscriptions-empty', 'subscriptions-list',
@@ -1829,6 +1832,15 @@
       add('inputs from', h('span', { class: 'chips', testid: 'detail-inputs-from' }, t.inputs_from.map(function (d) { return taskLink(str(d)); })));
     }
     if (t.notify) add('notify', h('span', { testid: 'detail-notify', text: t.notify === 'event' ? 'task.finished event' : 'message to ' + str(t.submitted_by) }));
+    if (t.correlation_id) add('correlation', h('span', { class: 'mono', testid: 'detail-correlation', text: str(t.correlation_id) }));
+    if (t.blocked_policy) {
+      add('when blocked', h('span', { testid: 'detail-blocked-policy', text: str(t.blocked_policy) +
+        (isNum(t.blocked_requeue_ms) ? ' (requeue after ' + fmtDuration(t.blocked_requeue_ms) + ')' : '') }));
+    }
+    if (t.dedupe_key) add('dedupe key', h('span', { class: 'mono', testid: 'detail-dedupe-key', text: str(t.dedupe_key) }));
+    if (Array.isArray(t.context_keys) && t.context_keys.length) {
+      add('context keys', h('span', { class: 'chips', testid: 'detail-context-keys' }, t.context_keys.map(function (k) { return chip(str(k)); })));
+    }
     if (t.concurrency_key) {
       add('concurrency key', h('span', { class: 'mono', testid: 'detail-concurrency-key', text: str(t.concurrency_key) }));
     }
@@ -2491,7 +2503,62 @@
     inputs_from: 'submitDependsOn',
     depends_on_correlation: 'submitFanIn',
     notify: 'submitNotify',
+    correlation_id: 'submitCorrelation',
+    dedupe_key: 'submitDedupeKey',
+    run_after: 'submitRunAfter',
+    stall_ms: 'submitStall',
+    max_runtime_ms: 'submitMaxRuntime',
+    read_paths: 'submitReadPaths',
+    context_keys: 'submitContextKeys',
+    metadata: 'submitMetadata',
+    complete_by: 'submitCompleteBy',
+    lease_ms: 'submitLease',
+    max_reclaims: 'submitMaxReclaims',
+    blocked_policy: 'submitBlockedPolicy',
+    blocked_requeue_ms: 'submitBlockedRequeue',
   };
+
+  function commaList(input) {
+    return input.value.split(',').map(function (s) { return s.trim(); }).filter(Boolean);
+  }
+
+  // The "More options" fields, checked here where the hub cannot tell what
+  // was typed (seconds, a local time, JSON): null and a field error when one
+  // is wrong.
+  function moreOptions(body) {
+    let ok = true;
+    const bad = function (field, text) { showFieldError(field, text); ok = false; };
+    const corr = ui.submitCorrelation.value.trim();
+    if (corr) body.correlation_id = corr;
+    const dedupe = ui.submitDedupeKey.value.trim();
+    if (dedupe) body.dedupe_key = dedupe;
+    [['run_after', ui.submitRunAfter], ['complete_by', ui.submitCompleteBy]].forEach(function (f) {
+      if (!f[1].value) return;
+      const ms = new Date(f[1].value).getTime();
+      if (isFinite(ms)) body[f[0]] = ms; else bad(f[0], 'not a date and time');
+    });
+    [['stall_ms', ui.submitStall, 1000], ['max_runtime_ms', ui.submitMaxRuntime, 1000], ['lease_ms', ui.submitLease, 1000],
+      ['blocked_requeue_ms', ui.submitBlockedRequeue, 1000], ['max_reclaims', ui.submitMaxReclaims, 1]].forEach(function (f) {
+      const v = f[1].value.trim();
+      if (v === '') return;
+      if (/^\d+$/.test(v)) body[f[0]] = Number(v) * f[2];
+      else bad(f[0], f[2] === 1 ? 'must be a whole number' : 'must be a whole number of seconds');
+    });
+    if (ui.submitBlockedPolicy.value) body.blocked_policy = ui.submitBlockedPolicy.value;
+    const reads = commaList(ui.submitReadPaths);
+    if (reads.length) body.read_paths = reads;
+    const keys = commaList(ui.submitContextKeys);
+    if (keys.length) body.context_keys = keys;
+    const meta = ui.submitMetadata.value.trim();
+    if (meta) {
+      let parsed = null;
+      try { parsed = JSON.parse(meta); } catch (_) { parsed = null; }
+      if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) body.metadata = parsed;
+      else bad('metadata', 'must be a JSON object, like {"ticket": "OPS-12"}');
+    }
+    if (!ok) ui.submitMore.open = true;
+    return ok;
+  }
 
   function showFieldError(field, text) {
     const base = String(field || '').split(/[.[]/)[0];
@@ -2545,6 +2612,11 @@
       }
       body.max_retries = Number(mr);
     }
+    if (!moreOptions(body)) {
+      result.replaceChildren('Not submitted: see the marked fields under More options');
+      result.dataset.kind = 'bad';
+      return;
+    }
     submitting = true;
     ui.submitButton.disabled = true;
     result.replaceChildren('Submitting…');
@@ -2565,6 +2637,10 @@
       ui.submitInputs.checked = false;
       ui.submitFanIn.value = '';
       ui.submitNotify.value = '';
+      // A correlation often spans several submits: it stays; the rest goes.
+      [ui.submitDedupeKey, ui.submitRunAfter, ui.submitStall, ui.submitMaxRuntime, ui.submitReadPaths,
+        ui.submitContextKeys, ui.submitMetadata, ui.submitCompleteBy, ui.submitLease, ui.submitMaxReclaims,
+        ui.submitBlockedPolicy, ui.submitBlockedRequeue].forEach(function (el) { el.value = ''; });
       actionResult('submit ' + id + ': ' + str(r.data.status || 'queued'), 'ok');
       addSubmittedRow(id, body, r.data);
       return;

@@ -422,6 +422,44 @@ impl Side {
                     .then(|| t["id"].as_str().unwrap_or_default().to_string())
                     .ok_or(format!("not as submitted: {t}"))
             }
+            "nothing_submitted" => {
+                let (_, page) = hub.get("/api/tasks?limit=1000");
+                let made = page["tasks"]
+                    .as_array()
+                    .map_or(0, |t| t.iter().filter(|t| t["description"] == arg).count());
+                (made == 0)
+                    .then(String::new)
+                    .ok_or(format!("a refused form made {made} task(s)"))
+            }
+            "more_options_submitted" => {
+                let (_, page) = hub.get("/api/tasks?limit=1000");
+                let task = page["tasks"].as_array().and_then(|t| {
+                    t.iter()
+                        .find(|t| t["description"] == "Nightly report")
+                        .cloned()
+                });
+                let Some(t) = task else {
+                    return Err("no task from More options".into());
+                };
+                // The page's local time, to the second it was typed with.
+                let typed: i64 = arg.parse().map_err(|_| format!("bad time {arg}"))?;
+                let run_after = t["run_after"].as_i64().unwrap_or_default();
+                (t["stall_ms"] == 60_000
+                    && t["max_runtime_ms"] == 600_000
+                    && t["correlation_id"] == "nightly"
+                    && t["dedupe_key"] == "nightly-1"
+                    && t["context_keys"] == json!(["project.style", "project.owners"])
+                    && t["metadata"]["ticket"] == "OPS-12"
+                    && (typed - run_after).abs() < 1_000
+                    && t["lease_ms"] == 120_000
+                    && t["max_reclaims"] == 2
+                    && t["blocked_policy"] == "wait"
+                    && (t["complete_by"].as_i64().unwrap_or_default() - run_after - 3_600_000)
+                        .abs()
+                        < 1_000)
+                    .then(|| t["id"].as_str().unwrap_or_default().to_string())
+                    .ok_or(format!("not as submitted: {t}"))
+            }
             "context_seeded" => {
                 let (status, made) = hub.put(
                     "/api/context/project.conventions",

@@ -339,6 +339,50 @@ async function main() {
     await page.click(tid('task-detail-close'));
     console.log(`fan-in ${fanId} over ${parts.length} parts submitted and shown from the page`);
 
+    // More options: what the page checks itself (seconds, JSON) is marked
+    // before anything is sent; what the hub refuses is shown under its field;
+    // a good submit carries every option, and the drawer shows them.
+    await page.fill(tid('submit-description'), 'Nightly report');
+    await page.click(`${tid('submit-more')} summary`);
+    await page.fill(tid('submit-stall'), 'soon');
+    await page.fill(tid('submit-metadata'), '[1, 2]');
+    await page.click(tid('submit-button'));
+    await page.locator('[data-field-error="stall_ms"]', { hasText: 'whole number of seconds' }).waitFor();
+    await page.locator('[data-field-error="metadata"]', { hasText: 'JSON object' }).waitFor();
+    await page.locator(tid('submit-result'), { hasText: 'Not submitted' }).waitFor();
+    await page.fill(tid('submit-stall'), '60');
+    await page.fill(tid('submit-max-runtime'), '0');
+    await page.fill(tid('submit-metadata'), '{"ticket": "OPS-12"}');
+    await page.click(tid('submit-button'));
+    await page.locator('[data-field-error="max_runtime_ms"]', { hasText: /./ }).waitFor();
+    await hub('nothing_submitted', 'Nightly report');
+    const later = new Date(Date.now() + 3600 * 1000);
+    const pad = (n) => String(n).padStart(2, '0');
+    const local = `${later.getFullYear()}-${pad(later.getMonth() + 1)}-${pad(later.getDate())}T` +
+      `${pad(later.getHours())}:${pad(later.getMinutes())}:${pad(later.getSeconds())}`;
+    await page.fill(tid('submit-max-runtime'), '600');
+    await page.fill(tid('submit-correlation'), 'nightly');
+    await page.fill(tid('submit-dedupe-key'), 'nightly-1');
+    await page.fill(tid('submit-run-after'), local);
+    await page.fill(tid('submit-context-keys'), 'project.style, project.owners');
+    await page.fill(tid('submit-lease'), '120');
+    await page.fill(tid('submit-max-reclaims'), '2');
+    await page.selectOption(tid('submit-blocked-policy'), 'wait');
+    const due = new Date(later.getTime() + 3600 * 1000);
+    await page.fill(tid('submit-complete-by'), `${due.getFullYear()}-${pad(due.getMonth() + 1)}-${pad(due.getDate())}T` +
+      `${pad(due.getHours())}:${pad(due.getMinutes())}:${pad(due.getSeconds())}`);
+    await page.click(tid('submit-button'));
+    const moreId = await hub('more_options_submitted', String(later.getTime()));
+    await page.click(`${tid('submit-result')} button`);
+    const moreDetail = page.locator(`${tid('task-detail')}[data-task-id="${moreId}"]`);
+    await moreDetail.locator(tid('detail-correlation'), { hasText: 'nightly' }).waitFor();
+    await moreDetail.locator(tid('detail-dedupe-key'), { hasText: 'nightly-1' }).waitFor();
+    await moreDetail.locator(tid('detail-context-keys'), { hasText: 'project.owners' }).waitFor();
+    await moreDetail.locator(tid('detail-blocked-policy'), { hasText: 'wait' }).waitFor();
+    await moreDetail.getByText('OPS-12').waitFor();
+    await page.click(tid('task-detail-close'));
+    console.log(`task ${moreId} submitted with every one of More options and shown from the page`);
+
     // Shared context: a key opens with its value; an edit saves a new
     // version; an edit from a stale version is refused, naming the current
     // one; an older version opens from the history.
