@@ -557,6 +557,36 @@ fn mailbox_cap_evicts_the_oldest_and_counts_and_logs_it() {
         })
     });
     assert!(logged, "no log line about evicting from bob's mailbox");
+
+    // An agent that never acknowledges does not flood the log: a burst of
+    // evictions is one warning (at most one a minute), and the count still
+    // counts every one.
+    let started = std::time::Instant::now();
+    for n in 9..=30 {
+        let sent = request(
+            &mut alice,
+            json!({"type": "message", "to": "bob", "payload": {"n": n}}),
+        );
+        assert_eq!(sent["type"], "message_sent", "{sent}");
+    }
+    let mailbox = read_mailbox(&hub, "bob", &t_bob, 0);
+    assert_eq!(mailbox["evicted"], 25, "{mailbox}");
+    let minutes = started.elapsed().as_secs() / 60;
+    let warnings: usize = hub
+        .log_paths()
+        .iter()
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("mailbox full") && l.contains("bob"))
+                .count()
+        })
+        .sum();
+    assert!(
+        warnings as u64 <= 2 + minutes,
+        "{warnings} warnings for 25 evictions in {minutes} minute(s)"
+    );
 }
 
 #[test]

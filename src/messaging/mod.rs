@@ -131,6 +131,40 @@ pub(crate) struct Messaging {
     next_seq: u64,
     mailboxes: HashMap<String, MailboxMeta>,
     channels: BTreeMap<String, ChannelRecord>,
+    evictions: EvictionWarnings,
+}
+
+/// How often a full mailbox's evictions are logged, per agent: an agent that
+/// never acknowledges would otherwise log one warning per message it is sent.
+const EVICTION_WARNING_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The first eviction from an agent's mailbox is logged at once; later ones at
+/// most once per [`EVICTION_WARNING_EVERY`], with how many there were since.
+/// The mailbox's `evicted` count (its status, the metrics) counts every one.
+#[derive(Default)]
+struct EvictionWarnings {
+    last: HashMap<String, (std::time::Instant, u64)>,
+}
+
+impl EvictionWarnings {
+    /// Counts one eviction; `Some(n)` when it is time to log the `n` since the last warning.
+    fn evicted(&mut self, agent_id: &str, now: std::time::Instant) -> Option<u64> {
+        match self.last.get_mut(agent_id) {
+            Some((at, quiet)) if now.duration_since(*at) < EVICTION_WARNING_EVERY => {
+                *quiet += 1;
+                None
+            }
+            Some((at, quiet)) => {
+                let n = *quiet + 1;
+                (*at, *quiet) = (now, 0);
+                Some(n)
+            }
+            None => {
+                self.last.insert(agent_id.to_string(), (now, 0));
+                Some(1)
+            }
+        }
+    }
 }
 
 fn new_message_id() -> String {
@@ -179,6 +213,7 @@ impl Messaging {
             next_seq,
             mailboxes,
             channels,
+            evictions: EvictionWarnings::default(),
         })
     }
 
@@ -265,8 +300,11 @@ impl Messaging {
             self.store.mailbox.remove(oldest)?;
             meta.count -= 1;
             meta.evicted += 1;
-            tracing::warn!(agent_id = %agent_id, evicted_total = meta.evicted,
-                           cap = self.limits.mailbox_cap, "mailbox full: evicted its oldest message");
+            if let Some(since) = self.evictions.evicted(agent_id, std::time::Instant::now()) {
+                tracing::warn!(agent_id = %agent_id, evicted = since, evicted_total = meta.evicted,
+                               cap = self.limits.mailbox_cap,
+                               "mailbox full: evicted its oldest message(s) (logged at most once a minute per agent)");
+            }
         }
         self.save_mailbox(agent_id, &meta)?;
         self.mailboxes.insert(agent_id.to_string(), meta);
@@ -411,6 +449,24 @@ impl Actor for Messaging {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn eviction_warnings_come_once_a_minute_per_agent_with_the_count_since() {
+        let mut w = super::EvictionWarnings::default();
+        let t0 = std::time::Instant::now();
+        let later = |secs| t0 + std::time::Duration::from_secs(secs);
+        assert_eq!(w.evicted("bob", t0), Some(1));
+        assert_eq!(w.evicted("bob", later(1)), None);
+        assert_eq!(w.evicted("bob", later(59)), None);
+        assert_eq!(
+            w.evicted("carol", later(59)),
+            Some(1),
+            "each agent has its own"
+        );
+        // A minute after the last warning: logged, with the two kept quiet.
+        assert_eq!(w.evicted("bob", later(60)), Some(3));
+        assert_eq!(w.evicted("bob", later(61)), None);
+    }
+
     use std::sync::Arc;
 
     use super::*;
