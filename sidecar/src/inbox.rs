@@ -9,9 +9,13 @@
 //! ```
 //!
 //! The cursor (the highest mailbox sequence written here) is derived from the
-//! kept entries; should it come out lower (its entry pruned), the mailbox read
-//! after the next connect returns only what the hub still holds, and repeats
-//! are recognised by id.
+//! kept entries. The mailbox read after each connect (and after a gap) asks for
+//! everything the hub still holds, not only what lies past the cursor: repeats
+//! are recognised by id, and a message the inbox does not know is kept whatever
+//! its sequence. So a hub whose mailbox went back (restored from an older
+//! backup: its sequences start again below the cursor) loses nothing: its
+//! answer's `last_seq` lowers the cursor, and nothing is acknowledged past what
+//! was read since (an acknowledgement covers every sequence up to it).
 //!
 //! The hub keeps every direct message and broadcast in this agent's mailbox
 //! until it is acknowledged; its push carries the `mailbox_seq`. The sidecar
@@ -158,6 +162,19 @@ impl Inbox {
         self.cursor
     }
 
+    /// Whether a message with this id is kept here (unread or among the read
+    /// ones kept).
+    pub fn knows(&self, id: &str) -> bool {
+        self.ids.contains(id)
+    }
+
+    /// The hub's mailbox ends below the cursor (it went back): the cursor
+    /// follows it, so nothing is acknowledged past what the hub holds now.
+    /// In memory only: after a restart the next mailbox read lowers it again.
+    pub fn lower_cursor(&mut self, to: u64) {
+        self.cursor = self.cursor.min(to);
+    }
+
     /// Writes a message (fsynced) unless its id is already here; `None` for a
     /// repeat. A mailbox message moves the cursor.
     pub fn add(
@@ -191,12 +208,21 @@ pub enum MailEvent {
     /// A mailbox page after `since` (`Err`: the hub could not be asked).
     Fetched {
         since: u64,
-        result: Result<Vec<(u64, ChatMessage)>, String>,
+        result: Result<MailboxPage, String>,
     },
     /// Time to try a failed fetch again.
     Retry,
     /// An acknowledgement up to `seq` ended (`ok`: the hub took it).
     Acked { seq: u64, ok: bool },
+}
+
+/// One answer of `GET /api/mailbox/:id`.
+#[derive(Debug, Default)]
+pub struct MailboxPage {
+    /// `(mailbox seq, message)`, in mailbox order.
+    pub entries: Vec<(u64, ChatMessage)>,
+    /// The newest sequence the hub's mailbox has given out.
+    pub last_seq: Option<u64>,
 }
 
 /// The relay's side of the inbox: see the module documentation.
@@ -215,6 +241,11 @@ pub struct Mail {
     ack_want: u64,
     ack_in_flight: Option<u64>,
     ack_again: bool,
+    /// A mailbox read has ended since the last connect: until then the hub's
+    /// `last_seq` is not known, and nothing is acknowledged.
+    synced: bool,
+    /// Where the next page of a catch-up starts (0: everything the hub holds).
+    next_since: u64,
 }
 
 impl Mail {
@@ -231,18 +262,23 @@ impl Mail {
             ack_want: 0,
             ack_in_flight: None,
             ack_again: false,
+            synced: false,
+            next_since: 0,
         })
     }
 
     /// Identified with the hub: catch up with the mailbox.
     pub fn on_online(&mut self) {
         self.online = true;
+        self.synced = false;
         self.pages = 0;
+        self.next_since = 0;
         self.fetch();
     }
 
     pub fn on_offline(&mut self) {
         self.online = false;
+        self.synced = false;
     }
 
     /// A `message` or `channel_message` push.
@@ -254,11 +290,24 @@ impl Mail {
                     self.ack(seq);
                 }
             }
-            // Already here (a repeat), or older than the cursor: the hub has
-            // not heard the acknowledgement.
-            Some(seq) if seq <= self.inbox.cursor() => self.ack_again(),
+            // Already here (a repeat): the hub has not heard the
+            // acknowledgement.
+            Some(seq) if seq <= self.inbox.cursor() && self.inbox.knows(&message.id) => {
+                self.ack_again()
+            }
+            // Not here, yet at or below the cursor: the hub's mailbox went
+            // back (an older backup); its read says how far.
+            Some(seq) if seq <= self.inbox.cursor() => {
+                tracing::warn!(message_id = %message.id, mailbox_seq = seq, cursor = self.inbox.cursor(),
+                    "a new message below the inbox cursor: reading the whole mailbox");
+                self.next_since = 0;
+                self.fetch()
+            }
             // A gap: the mailbox says what came before, in order.
-            Some(_) => self.fetch(),
+            Some(_) => {
+                self.next_since = 0;
+                self.fetch()
+            }
             None => {
                 self.store(message, None);
             }
@@ -276,17 +325,34 @@ impl Mail {
             Ok(page) => {
                 tracing::debug!(
                     since,
-                    messages = page.len(),
+                    messages = page.entries.len(),
+                    last_seq = ?page.last_seq,
                     refetch = self.refetch,
                     "mailbox read"
                 );
-                let full = page.len() >= PAGE;
-                let mut stored_all = true;
-                for (seq, message) in page {
-                    if seq > self.inbox.cursor() {
-                        stored_all &= self.store(message, Some(seq));
-                    }
+                if let Some(last) = page.last_seq.filter(|l| *l < self.inbox.cursor()) {
+                    tracing::warn!(
+                        hub_last_seq = last,
+                        cursor = self.inbox.cursor(),
+                        "the hub's mailbox is behind this inbox (restored from an older backup?): \
+                         following it; messages are recognised by id"
+                    );
+                    self.inbox.lower_cursor(last);
+                    self.ack_want = self.ack_want.min(last);
                 }
+                let full = page.entries.len() >= PAGE;
+                self.next_since = if full {
+                    page.entries.last().map_or(0, |(seq, _)| *seq)
+                } else {
+                    0
+                };
+                let mut stored_all = true;
+                for (seq, message) in page.entries {
+                    // Unknown ids are kept whatever their sequence; repeats
+                    // are recognised inside.
+                    stored_all &= self.store(message, Some(seq));
+                }
+                self.synced = true;
                 if stored_all && self.inbox.cursor() > 0 {
                     // Also what an acknowledgement lost with a connection left.
                     self.ack_again();
@@ -347,7 +413,7 @@ impl Mail {
             return;
         }
         self.fetching = true;
-        let since = self.inbox.cursor();
+        let since = self.next_since;
         tracing::debug!(since, "reading the mailbox");
         let path = format!("/api/mailbox/{}?since={since}", self.cfg.agent_id);
         let cfg = Arc::clone(&self.cfg);
@@ -366,7 +432,7 @@ impl Mail {
     /// Tells the hub every mailbox message up to `seq` is safe here.
     fn ack(&mut self, seq: u64) {
         self.ack_want = self.ack_want.max(seq);
-        if self.ack_in_flight.is_none() {
+        if self.ack_in_flight.is_none() && self.synced {
             self.send_ack();
         }
     }
@@ -374,6 +440,10 @@ impl Mail {
     /// Acknowledges the cursor again, even if that was sent before.
     fn ack_again(&mut self) {
         self.ack_want = self.ack_want.max(self.inbox.cursor());
+        if !self.synced {
+            // The connect's mailbox read acknowledges when it ends.
+            return;
+        }
         if self.ack_in_flight.is_some() {
             self.ack_again = true;
         } else if self.ack_want > 0 {
@@ -384,7 +454,12 @@ impl Mail {
     fn acked(&mut self, seq: u64, ok: bool) {
         self.ack_in_flight = None;
         // A failed one is sent again when asked again meanwhile (a connect's
-        // mailbox read), else by the next message or connect.
+        // mailbox read), else by the next message or connect. Before a
+        // connect's read ends, nothing is sent: the read acknowledges.
+        if !self.synced {
+            self.ack_again = false;
+            return;
+        }
         if self.ack_again || (ok && self.ack_want > seq) {
             self.ack_again = false;
             self.send_ack();
@@ -467,9 +542,9 @@ impl Mail {
     }
 }
 
-/// `(mailbox seq, message)` of a `GET /api/mailbox` answer.
-fn page_of(body: &Value) -> Vec<(u64, ChatMessage)> {
-    body["messages"]
+/// `(mailbox seq, message)` and `last_seq` of a `GET /api/mailbox` answer.
+fn page_of(body: &Value) -> MailboxPage {
+    let entries = body["messages"]
         .as_array()
         .map(|entries| {
             entries
@@ -481,7 +556,11 @@ fn page_of(body: &Value) -> Vec<(u64, ChatMessage)> {
                 })
                 .collect()
         })
-        .unwrap_or_default()
+        .unwrap_or_default();
+    MailboxPage {
+        entries,
+        last_seq: body["last_seq"].as_u64(),
+    }
 }
 
 #[cfg(test)]
