@@ -123,9 +123,12 @@ pub struct Config {
     pub event_retention_days: u64,
     /// How often standing orders look at their schedules and runs.
     pub standing_order_tick_ms: u64,
-    /// Testing only: standing orders read the time (ms since the epoch) from this
-    /// file instead of the system clock, so a test can move time.
-    pub standing_order_clock_file: Option<PathBuf>,
+    /// Testing only: the hub's calendar (standing orders' schedules, the UTC day
+    /// of daily budgets) reads the time (ms since the epoch) from this file
+    /// instead of the system clock, so a test can move time. Also read as
+    /// `standing_order_clock_file`, its earlier name.
+    #[serde(alias = "standing_order_clock_file")]
+    pub calendar_clock_file: Option<PathBuf>,
     /// Hours between compactions of the live store; 0 = never.
     pub compact_interval_hours: u64,
     /// Milliseconds between compactions; overrides `compact_interval_hours`.
@@ -231,7 +234,7 @@ impl Default for Config {
             retry_backoff_max_ms: 600_000,
             event_retention_days: 30,
             standing_order_tick_ms: 1_000,
-            standing_order_clock_file: None,
+            calendar_clock_file: None,
             approval_rules: Vec::new(),
             topic_retention_days: 30,
             storage: "sled".into(),
@@ -685,6 +688,19 @@ mod tests {
         let c = Config::load(Some(f.path()), &o).expect("valid");
         assert_eq!(c.bind, "127.0.0.1:6000");
         assert_eq!(c.acceptance_timeout_ms, 10);
+    }
+
+    #[test]
+    fn the_calendar_clock_is_also_read_under_its_earlier_name() {
+        for key in ["calendar_clock_file", "standing_order_clock_file"] {
+            let f = write(&format!("{key} = \"/tmp/clock\"\n"));
+            let c = Config::load(Some(f.path()), &Overrides::default()).expect("valid");
+            assert_eq!(
+                c.calendar_clock_file,
+                Some(PathBuf::from("/tmp/clock")),
+                "{key}"
+            );
+        }
     }
 
     #[test]

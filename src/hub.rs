@@ -197,7 +197,7 @@ pub(crate) fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState
         limits,
     )?
     .start();
-    let clock = match &config.standing_order_clock_file {
+    let clock = match &config.calendar_clock_file {
         Some(path) => standing::file_clock(path.clone()),
         None => standing::system_clock(),
     };

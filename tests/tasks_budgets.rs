@@ -184,3 +184,72 @@ fn daily_budgets_of_agents_and_groups_pause_their_tasks() {
     assert_eq!(spend["budgets"]["agents"]["g1"]["tokens"], 10000, "{spend}");
     assert_eq!(spend["today"]["total"]["tokens"], 300, "{spend}");
 }
+
+#[test]
+fn a_new_utc_day_resumes_the_tasks_paused_for_the_days_budget() {
+    // The hub's calendar at 23:59 UTC on day D; the sweep looks every 100 ms.
+    const DAY: i64 = 86_400_000;
+    let d: i64 = 20_500;
+    let clock = HubClock::new(d * DAY + DAY - 60_000);
+    let hub = Hub::start_with_config(&format!("{}sweep_interval_ms = 100\n", clock.config()));
+    let token = register_agent(&hub, "g1", &[]);
+    let mut agent = Agent::connect(&hub, "g1", &token);
+    let (status, body) = hub.put(
+        "/api/admin/budgets",
+        &json!({"agents": {"g1": {"tokens": 100}}}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let task = submit(&hub, json!({"description": "overnight"}));
+    let assign = agent.take(&task);
+    progress(&mut agent, &assign, 150, 0.0);
+    agent.recv_type("task_paused", PUSH_TIMEOUT);
+    let (_, spend) = hub.get("/api/spend");
+    let day_d = spend["date"].clone();
+    assert_eq!(spend["today"]["agents"]["g1"]["tokens"], 150, "{spend}");
+
+    // Midnight: the day's holds are looked at again, and this one is over.
+    clock.set((d + 1) * DAY + 1_000);
+    let resumed = agent.recv_type("task_answer", PUSH_TIMEOUT);
+    assert_eq!(resumed["task_id"], task.as_str(), "{resumed}");
+    assert_eq!(resumed["answer"], "resume", "{resumed}");
+    let (_, spend) = hub.get("/api/spend");
+    assert_ne!(spend["date"], day_d, "{spend}");
+    assert_eq!(spend["today"]["total"]["tokens"], 0, "{spend}");
+    // Day D is kept among the days, with what it spent.
+    let kept = spend["days"]
+        .as_array()
+        .and_then(|days| days.iter().find(|x| x["date"] == day_d).cloned());
+    assert_eq!(
+        kept.map(|x| x["spent"]["tokens"].clone()),
+        Some(json!(150)),
+        "{spend}"
+    );
+    let t = get_task(&hub, &task);
+    assert_eq!(t["question"]["answer"], "resume", "{t}");
+    assert_eq!(
+        events_named(&t, "resumed"),
+        1,
+        "resumed by the new day: {t}"
+    );
+
+    // The new day counts from zero: 50 more is within it, 60 after that is not.
+    progress(&mut agent, &assign, 200, 0.0);
+    let counted = wait_for(SOON, || {
+        hub.get("/api/spend").1["today"]["agents"]["g1"]["tokens"] == 50
+    });
+    assert!(counted, "{}", hub.get("/api/spend").1);
+    let t = get_task(&hub, &task);
+    assert_eq!(events_named(&t, "budget_exceeded"), 1, "paused early: {t}");
+    progress(&mut agent, &assign, 260, 0.0);
+    agent.recv_type("task_paused", PUSH_TIMEOUT);
+    let t = get_task(&hub, &task);
+    assert_eq!(t["question"]["budget"]["scope"], "agent:g1", "{t}");
+    assert_eq!(events_named(&t, "budget_exceeded"), 2, "{t}");
+}
+
+/// How many of a task's history events are called `name`.
+fn events_named(task: &Value, name: &str) -> usize {
+    task["history"]
+        .as_array()
+        .map_or(0, |h| h.iter().filter(|e| e["event"] == name).count())
+}

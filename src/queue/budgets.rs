@@ -51,9 +51,31 @@ pub(super) struct DaySpend {
     pub(super) capabilities: BTreeMap<String, Spend>,
 }
 
+/// Where the UTC day comes from: the time the caller passes, or a test's
+/// calendar clock (`calendar_clock_file`).
+#[derive(Default, Clone)]
+pub(super) struct Calendar(Option<crate::util::Clock>);
+
+impl Calendar {
+    pub(super) fn new(clock: Option<crate::util::Clock>) -> Calendar {
+        Calendar(clock)
+    }
+}
+
+impl std::fmt::Debug for Calendar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Calendar(clock file)"
+        } else {
+            "Calendar(system)"
+        })
+    }
+}
+
 /// See the module documentation.
 #[derive(Debug, Default)]
 pub(super) struct Budgets {
+    pub(super) calendar: Calendar,
     pub(super) daily: DailyBudgets,
     days: BTreeMap<i64, DaySpend>,
     /// Records changed in memory since the last write: (day, kind, name).
@@ -72,8 +94,16 @@ fn add(map: &mut BTreeMap<String, Spend>, name: &str, delta: Spend) {
 }
 
 impl Budgets {
-    pub(super) fn load(store: &Store) -> Result<Budgets, StoreError> {
-        let mut b = Budgets::default();
+    /// Empty, with its calendar.
+    pub(super) fn with_calendar(calendar: Calendar) -> Budgets {
+        Budgets {
+            calendar,
+            ..Budgets::default()
+        }
+    }
+
+    pub(super) fn load(store: &Store, calendar: Calendar) -> Result<Budgets, StoreError> {
+        let mut b = Budgets::with_calendar(calendar);
         if let Some(v) = store.meta.get(BUDGETS_KEY)? {
             b.daily = decode("meta", BUDGETS_KEY.as_bytes(), &v)?;
         }
@@ -126,7 +156,7 @@ impl Budgets {
         if delta.is_zero() {
             return Ok(());
         }
-        let today = day_of(now);
+        let today = self.today(now);
         let (agent, group) = who;
         let day = self.days.entry(today).or_default();
         day.total = day.total.plus(delta);
@@ -173,7 +203,7 @@ impl Budgets {
                     .insert(format!("{SPEND_PREFIX}{day}/{kind}/{name}"), encode(&s))?;
             }
         }
-        let today = day_of(now);
+        let today = self.today(now);
         while let Some((&oldest, _)) = self.days.first_key_value() {
             if oldest > today - DAYS_KEPT {
                 break;
@@ -191,6 +221,11 @@ impl Budgets {
         Ok(())
     }
 
+    /// The UTC day at `now`, or at the calendar clock's time when a test set one.
+    pub(super) fn today(&self, now: i64) -> i64 {
+        day_of(self.calendar.0.as_ref().map_or(now, |clock| clock()))
+    }
+
     /// Whether changes wait to be written.
     pub(super) fn is_dirty(&self) -> bool {
         !self.dirty.is_empty()
@@ -199,7 +234,7 @@ impl Budgets {
     /// The daily budget `agent` or its `group` is over today, if any:
     /// (scope, budget).
     pub(super) fn over(&self, now: i64, agent: &str, group: &str) -> Option<(String, Limit)> {
-        let today = self.days.get(&day_of(now));
+        let today = self.days.get(&self.today(now));
         let spent = |m: Option<&BTreeMap<String, Spend>>, k: &str| {
             m.and_then(|m| m.get(k)).copied().unwrap_or_default()
         };
@@ -219,7 +254,7 @@ impl Budgets {
     /// Whether a daily hold's `scope` (`agent:<id>` / `group:<g>`) is still
     /// over today.
     pub(super) fn still_over(&self, now: i64, scope: &str) -> bool {
-        let today = self.days.get(&day_of(now));
+        let today = self.days.get(&self.today(now));
         let check = |budgets: &BTreeMap<String, Limit>,
                      spent: Option<&BTreeMap<String, Spend>>,
                      key: &str| {
@@ -236,7 +271,7 @@ impl Budgets {
 
     /// Today's spend, the budgets, and each kept day's total.
     pub(super) fn view(&self, now: i64) -> Value {
-        let today = day_of(now);
+        let today = self.today(now);
         let empty = DaySpend::default();
         let t = self.days.get(&today).unwrap_or(&empty);
         let days: Vec<Value> = self

@@ -225,7 +225,12 @@ impl TaskQueue {
             scopes: scopes::Scopes::default(),
             keys: keys::ConcurrencyKeys::default(),
             approvals: approvals::ApprovalRules::default(),
-            budgets: budgets::Budgets::default(),
+            budgets: budgets::Budgets::with_calendar(budgets::Calendar::new(
+                config
+                    .calendar_clock_file
+                    .clone()
+                    .map(crate::util::file_clock),
+            )),
             spend_day: i64::MIN,
             outbox: outbox::Outbox::default(),
             completions: Completions::default(),

@@ -81,7 +81,8 @@ impl TaskQueue {
         self.timers.clear();
         self.lanes = Lanes::load(&self.store)?;
         self.keys = super::keys::ConcurrencyKeys::load(&self.store)?;
-        self.budgets = super::budgets::Budgets::load(&self.store)?;
+        let calendar = self.budgets.calendar.clone();
+        self.budgets = super::budgets::Budgets::load(&self.store, calendar)?;
         self.approvals =
             super::approvals::ApprovalRules::load(&self.store, &self.policy.approval_rules)?;
         self.completions = Completions::default();

@@ -58,6 +58,9 @@ impl TaskQueue {
         }
         // Reservations whose time is up are released (and their waiters offered).
         self.expire_reservations(now);
+        // A new UTC day, and the ledger's unwritten changes, whatever else is due.
+        self.new_day(now);
+        self.write_ledger(now);
         if due.is_empty() && !self.timers.any_due(now) {
             self.spawn_release(ctx);
             return;
@@ -82,8 +85,6 @@ impl TaskQueue {
             }
         }
         self.run_timers(now);
-        self.new_day(now);
-        self.write_ledger(now);
         self.spawn_release(ctx);
     }
 

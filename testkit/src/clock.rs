@@ -36,7 +36,7 @@ impl HubClock {
     /// Hub config lines: standing orders read this clock, every 50 ms.
     pub fn config(&self) -> String {
         format!(
-            "standing_order_clock_file = {:?}\nstanding_order_tick_ms = 50\n",
+            "calendar_clock_file = {:?}\nstanding_order_tick_ms = 50\n",
             self.path.display().to_string()
         )
     }

@@ -11,7 +11,7 @@
 //! those occurrences as missed (they were never run), at most `PLAN_CAP` per tick.
 //!
 //! The clock is injected (`Clock`): the system clock in production, a file that a
-//! test writes in tests (`standing_order_clock_file`).
+//! test writes in tests (`calendar_clock_file`).
 //!
 //! Architecture invariant: standing orders create and cancel tasks only through
 //! the `TaskQueue`'s messages and read their state the same way; they never
@@ -22,12 +22,9 @@ mod archive;
 pub(crate) mod schedule;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
@@ -49,30 +46,7 @@ const PLAN_CAP: usize = 100;
 /// Most runs one `runs` query returns.
 pub(crate) const MAX_RUNS: usize = 1000;
 
-/// Where the standing-order clock reads the time.
-pub(crate) type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
-
-/// The system clock.
-pub(crate) fn system_clock() -> Clock {
-    Arc::new(now_ms)
-}
-
-/// A clock read from a file holding ms since the epoch (tests drive time with it;
-/// write it atomically). An unreadable file keeps the last good reading (the
-/// system time until there is one), so a half-written file never jumps the clock.
-pub(crate) fn file_clock(path: PathBuf) -> Clock {
-    let last = Mutex::new(None::<i64>);
-    Arc::new(move || {
-        let read = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|t| t.trim().parse::<i64>().ok());
-        let mut last = last.lock();
-        if let Some(t) = read {
-            *last = Some(t);
-        }
-        last.unwrap_or_else(now_ms)
-    })
-}
+pub(crate) use crate::util::{file_clock, system_clock, Clock};
 
 /// A standing order as stored.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

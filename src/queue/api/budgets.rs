@@ -19,7 +19,6 @@ use super::questions::answer_to;
 use crate::agents::presence::Deliver;
 use crate::domain::task::{TaskError, TaskStatus};
 use crate::protocol::{DailyBudgets, ServerFrame, Spend};
-use crate::queue::budgets::day_of;
 use crate::queue::entry::Entry;
 use crate::queue::{QueueError, TaskQueue};
 use crate::storage::eventlog::NewEvent;
@@ -236,7 +235,7 @@ impl TaskQueue {
 
     /// Called by the sweep: on a new UTC day the day's holds are looked at.
     pub(in crate::queue) fn new_day(&mut self, now: i64) {
-        let today = day_of(now);
+        let today = self.budgets.today(now);
         if self.spend_day != today {
             self.spend_day = today;
             self.resume_daily_holds("hub");
