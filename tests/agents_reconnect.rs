@@ -136,7 +136,8 @@ fn recovering_an_unknown_task_gets_task_reassign() {
     );
     assert_eq!(
         reply,
-        json!({"type": "task_reassign", "task_id": "task-00000000deadbeef"})
+        json!({"type": "task_reassign", "task_id": "task-00000000deadbeef",
+               "reason": "unknown_task"})
     );
     assert_eq!(agent_state(&hub, "sidecar-3")["fsm_state"], "idle");
 }

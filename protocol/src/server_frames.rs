@@ -175,6 +175,11 @@ pub enum ServerFrame {
     },
     TaskReassign {
         task_id: String,
+        /// (ext) `unknown_task`: the hub has no such task at all (its store
+        /// was restored from an older backup); absent: another holds it, or
+        /// it is no longer assigned.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     TaskCancelled {
         task_id: String,

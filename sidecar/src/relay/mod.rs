@@ -520,7 +520,9 @@ impl Relay {
                 task_id,
                 generation,
             } => self.on_continue(&task_id, generation),
-            ServerFrame::TaskReassign { task_id } => self.on_reassign(&task_id),
+            ServerFrame::TaskReassign { task_id, reason } => {
+                self.on_reassign(&task_id, reason.as_deref())
+            }
             ServerFrame::TaskAnswer {
                 task_id,
                 generation,

@@ -232,7 +232,7 @@ impl Relay {
         self.flush_outbox();
     }
 
-    pub(super) fn on_reassign(&mut self, task_id: &str) {
+    pub(super) fn on_reassign(&mut self, task_id: &str, reason: Option<&str>) {
         let Some(h) = self.held.get(task_id) else {
             return;
         };
@@ -244,7 +244,21 @@ impl Relay {
         // hub may push the task again (a new generation, adopted) before it
         // answers our recovery of the old one, and that answer is stale.
         match self.recovery_answered(task_id) {
-            Some(asked) if asked == generation => self.release(task_id, "task_reassign"),
+            Some(asked) if asked == generation => {
+                if reason == Some("unknown_task") {
+                    // Work the hub lost (restored from an older backup): said
+                    // loudly, so an operator can submit it again; what the
+                    // agent writes is archived with the task as always.
+                    tracing::warn!(
+                        task_id,
+                        generation,
+                        archive = %self.cfg.state_dir.join("archive").display(),
+                        "the hub does not know this task (its store restored from an older backup?): \
+                         released; its result files go to the archive; submit it again if it must run"
+                    );
+                }
+                self.release(task_id, "task_reassign")
+            }
             Some(asked) => {
                 tracing::info!(task_id, asked, generation, "stale task_reassign ignored");
             }

@@ -321,7 +321,7 @@ impl Handler<Lifecycle> for AgentFsm {
                             },
                         })
                     }
-                    (Ok(ReportReply::NotHeld), reply) => {
+                    (Ok(ReportReply::NotHeld { unknown }), reply) => {
                         // A report about an older generation says nothing about the
                         // one the FSM holds now; only let go of what it matches.
                         let about_current = act
@@ -336,7 +336,10 @@ impl Handler<Lifecycle> for AgentFsm {
                                 task_id,
                                 action: "abort".into(),
                             },
-                            _ => ServerFrame::TaskReassign { task_id },
+                            _ => ServerFrame::TaskReassign {
+                                task_id,
+                                reason: unknown.then(|| "unknown_task".to_string()),
+                            },
                         })
                     }
                     (Ok(ReportReply::Noted), _) => None,

@@ -141,8 +141,9 @@ pub(crate) enum ReportReply {
     Accepted(u64),
     /// The agent holds the task at this generation.
     Holds(u64),
-    /// The agent does not hold the task.
-    NotHeld,
+    /// The agent does not hold the task (`unknown`: the hub has no such
+    /// task at all).
+    NotHeld { unknown: bool },
     /// Recorded; nothing to answer.
     Noted,
 }
@@ -323,7 +324,9 @@ impl TaskQueue {
                 self.renew(task_id, true);
                 ReportReply::Holds(g)
             }
-            None => ReportReply::NotHeld,
+            None => ReportReply::NotHeld {
+                unknown: self.index.whole(task_id).is_none(),
+            },
         }
     }
 
