@@ -287,9 +287,7 @@ fn a_hub_restored_from_an_older_backup_loses_no_message() {
     let mut hub = Hub::start();
     let sc = Sidecar::start(&hub, "listener", "");
     let admin = hub.admin_token.clone();
-    let (status, backup) = hub.post("/api/admin/backup", &json!({}));
-    assert_eq!(status, 201, "{backup}");
-    let file = backup["path"].as_str().expect("backup path").to_string();
+    let file = hub.backup_now();
 
     // Three messages the backup does not hold: the inbox's cursor is 3.
     let mut sent: Vec<String> = (1..=3)
@@ -305,19 +303,7 @@ fn a_hub_restored_from_an_older_backup_loses_no_message() {
 
     // The hub comes back from the older backup: its mailbox sequences start
     // again at 1, below the sidecar's cursor.
-    hub.stop();
-    std::fs::remove_dir_all(hub.data_dir()).expect("wipe the data dir");
-    let restored = Command::new(hub_bin())
-        .args(["restore", &file, "--data-dir"])
-        .arg(hub.data_dir())
-        .output()
-        .expect("run agentcom-hub restore");
-    assert!(
-        restored.status.success(),
-        "{}",
-        String::from_utf8_lossy(&restored.stderr)
-    );
-    hub.start_again();
+    hub.restore_backup(&file);
     sc.wait_online(&hub);
     for n in 4..=5 {
         sent.push(send(

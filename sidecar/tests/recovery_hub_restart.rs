@@ -69,9 +69,7 @@ fn a_task_the_restored_hub_does_not_know_is_released_loudly_and_its_result_kept(
     sc.spawn();
     sc.wait_online(&hub);
     // A backup that holds no task; then a task the agent starts on.
-    let (status, backup) = hub.post("/api/admin/backup", &json!({}));
-    assert_eq!(status, 201, "{backup}");
-    let file = backup["path"].as_str().expect("backup path").to_string();
+    let file = hub.backup_now();
     let task_id = hub.submit_for("steady", json!({"description": "lost by a restore"}));
     let started = sc.results_dir().join(format!("{task_id}.started"));
     assert!(
@@ -81,15 +79,7 @@ fn a_task_the_restored_hub_does_not_know_is_released_loudly_and_its_result_kept(
     );
 
     // The hub comes back from the backup: it has never heard of the task.
-    hub.stop();
-    fs::remove_dir_all(hub.data_dir()).expect("wipe the data dir");
-    let restored = std::process::Command::new(hub_bin())
-        .args(["restore", &file, "--data-dir"])
-        .arg(hub.data_dir())
-        .output()
-        .expect("run agentcom-hub restore");
-    assert!(restored.status.success());
-    hub.start_again();
+    hub.restore_backup(&file);
     sc.wait_online(&hub);
 
     // The sidecar says so as a warning, lets the task go (the agent is free for

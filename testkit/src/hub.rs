@@ -421,6 +421,36 @@ impl Hub {
         self.start_again();
     }
 
+    /// Sled only: writes a backup now (`POST /api/admin/backup`) and answers its
+    /// file, for [`Hub::restore_backup`].
+    pub fn backup_now(&self) -> String {
+        let (status, backup) = self.post("/api/admin/backup", &serde_json::json!({}));
+        assert_eq!(status, 201, "POST /api/admin/backup: {backup}");
+        backup["path"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no path in {backup}"))
+            .to_string()
+    }
+
+    /// Sled only: the hub stops, its data dir is replaced by the backup `file`
+    /// (`agentcom-hub restore`), and it starts again on it: a hub come back
+    /// from an older backup.
+    pub fn restore_backup(&mut self, file: &str) {
+        self.stop();
+        std::fs::remove_dir_all(self.data_dir()).expect("wipe the data dir");
+        let restored = Command::new(hub_bin())
+            .args(["restore", file, "--data-dir"])
+            .arg(self.data_dir())
+            .output()
+            .expect("run agentcom-hub restore");
+        assert!(
+            restored.status.success(),
+            "restore: {}",
+            String::from_utf8_lossy(&restored.stderr)
+        );
+        self.start_again();
+    }
+
     /// Restarts without `AGENTCOM_ADMIN_TOKEN` in the environment: the admin token
     /// must then come from the data dir (stored hashed).
     pub fn restart_without_admin_env(&mut self) {
