@@ -2579,13 +2579,13 @@
     const body = {
       description: ui.submitDescription.value,
       priority: ui.submitPriority.value || 'normal',
-      needed_capabilities: ui.submitCapabilities.value.split(',').map(function (s) { return s.trim(); }).filter(Boolean),
+      needed_capabilities: commaList(ui.submitCapabilities),
     };
     const repo = ui.submitRepo.value.trim();
     if (repo) body.repo = repo;
     const key = ui.submitConcurrencyKey.value.trim();
     if (key) body.concurrency_key = key;
-    const writes = ui.submitWritePaths.value.split(',').map(function (s) { return s.trim(); }).filter(Boolean);
+    const writes = commaList(ui.submitWritePaths);
     if (writes.length) body.write_paths = writes;
     if (ui.submitApproval.value) body.approval = ui.submitApproval.value;
     if (ui.submitMerge.checked) body.merge_on_approval = true;
@@ -2594,7 +2594,7 @@
     if (bt !== '') body.budget_tokens = /^\d+$/.test(bt) ? Number(bt) : bt;
     const bu = ui.submitBudgetUsd.value.trim();
     if (bu !== '') body.budget_usd = isFinite(Number(bu)) ? Number(bu) : bu;
-    const deps = ui.submitDependsOn.value.split(',').map(function (s) { return s.trim(); }).filter(Boolean);
+    const deps = commaList(ui.submitDependsOn);
     if (deps.length) {
       body.depends_on = deps;
       if (ui.submitInputs.checked) body.inputs_from = deps;

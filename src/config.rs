@@ -262,6 +262,13 @@ pub struct Overrides {
 }
 
 impl Config {
+    /// The test's calendar clock (`calendar_clock_file`), if one is set.
+    pub(crate) fn calendar_clock(&self) -> Option<crate::util::Clock> {
+        self.calendar_clock_file
+            .clone()
+            .map(crate::util::file_clock)
+    }
+
     /// Reads the file (if any), applies overrides and checks every value.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
         let mut config = match file {

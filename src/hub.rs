@@ -197,10 +197,9 @@ pub(crate) fn start_actors(config: Arc<Config>, store: Store) -> Result<HubState
         limits,
     )?
     .start();
-    let clock = match &config.calendar_clock_file {
-        Some(path) => standing::file_clock(path.clone()),
-        None => standing::system_clock(),
-    };
+    let clock = config
+        .calendar_clock()
+        .unwrap_or_else(standing::system_clock);
     let standing = StandingOrders::load(
         store.clone(),
         queue.clone(),

@@ -84,7 +84,8 @@ fn bench_refuses_impossible_shapes() {
     assert_eq!(out.status.code(), Some(2), "clap refuses --batch 0");
 }
 
-fn scale_report(args: &[&str]) -> Value {
+/// Runs `agentcom-hub bench --json ARGS`; answers its report (the last line).
+fn bench_report(args: &[&str]) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_agentcom-hub"))
         .args(["bench", "--json"])
         .args(args)
@@ -102,7 +103,7 @@ fn scale_report(args: &[&str]) -> Value {
 
 #[test]
 fn scale_idle_agents_reports_memory_per_connection() {
-    let report = scale_report(&["--scale", "idle-agents", "--agents", "50"]);
+    let report = bench_report(&["--scale", "idle-agents", "--agents", "50"]);
     assert_eq!(report["mode"], "idle-agents", "{report}");
     assert_eq!(report["agents"], 50, "{report}");
     assert!(report["hub_rss_after_bytes"].as_u64() > Some(0), "{report}");
@@ -111,7 +112,7 @@ fn scale_idle_agents_reports_memory_per_connection() {
 
 #[test]
 fn scale_queued_reports_restart_and_per_assignment_cost() {
-    let report = scale_report(&["--scale", "queued", "--tasks", "3000"]);
+    let report = bench_report(&["--scale", "queued", "--tasks", "3000"]);
     assert_eq!(report["queued"], 3000, "{report}");
     for key in [
         "restart_to_serving_ms",
@@ -135,20 +136,18 @@ fn bench_runs_its_own_hub_on_postgres_and_drops_its_database_after() {
         eprintln!("skipped on sled: AGENTCOM_TEST_POSTGRES names no server");
         return;
     };
-    let out = Command::new(env!("CARGO_BIN_EXE_agentcom-hub"))
-        .args(["bench", "--agents", "2", "--tasks", "100", "--batch", "10"])
-        .args(["--timeout-secs", "120", "--json", "--postgres", &server])
-        .env_remove("AGENTCOM_ADMIN_TOKEN")
-        .output()
-        .expect("run bench");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "stdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value =
-        serde_json::from_str(stdout.lines().last().expect("a report line")).expect("JSON");
+    let report = bench_report(&[
+        "--agents",
+        "2",
+        "--tasks",
+        "100",
+        "--batch",
+        "10",
+        "--timeout-secs",
+        "120",
+        "--postgres",
+        &server,
+    ]);
     assert_eq!(
         (
             report["completed"].as_u64(),

@@ -77,13 +77,6 @@ static LONG: Mode = Mode {
     deadline: Duration::from_secs(40 * 60),
 };
 
-#[derive(Default)]
-struct SubmitLog {
-    acknowledged: Vec<(String, String)>,
-    unanswered: Vec<String>,
-    refused: Vec<(String, u16, Value)>,
-}
-
 /// Submits `count` tasks (single and small batches, each with a unique
 /// `chaos_key`), with random gaps, then returns.
 fn submitter(
@@ -112,30 +105,13 @@ fn submitter(
                 |k| json!({"description": format!("chaos task {k}"), "metadata": {"chaos_key": k}}),
             )
             .collect();
-        let body = if batch == 1 {
-            tasks[0].clone()
-        } else {
-            Value::Array(tasks)
-        };
-        match try_http(
-            "POST",
+        log.post(
             &format!("{base}/api/tasks"),
-            Some(&admin_token),
-            Some(&body),
+            &admin_token,
+            keys,
+            tasks,
             SUBMIT_TIMEOUT,
-        ) {
-            Ok((201, resp)) => {
-                let ids = created_ids(&resp, batch == 1);
-                assert_eq!(ids.len(), keys.len(), "one task id per task: {resp}");
-                log.acknowledged.extend(keys.into_iter().zip(ids));
-            }
-            Ok((status, resp)) => {
-                for k in keys {
-                    log.refused.push((k, status, resp.clone()));
-                }
-            }
-            Err(_) => log.unanswered.extend(keys),
-        }
+        );
     }
     log
 }

@@ -226,10 +226,7 @@ impl TaskQueue {
             keys: keys::ConcurrencyKeys::default(),
             approvals: approvals::ApprovalRules::default(),
             budgets: budgets::Budgets::with_calendar(budgets::Calendar::new(
-                config
-                    .calendar_clock_file
-                    .clone()
-                    .map(crate::util::file_clock),
+                config.calendar_clock(),
             )),
             spend_day: i64::MIN,
             outbox: outbox::Outbox::default(),

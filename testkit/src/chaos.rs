@@ -582,6 +582,43 @@ pub struct SubmitLog {
     pub refused: Vec<(String, u16, Value)>,
 }
 
+impl SubmitLog {
+    /// Posts `tasks` (those of `keys`, in order: one task alone, more as a
+    /// batch) with the admin token and records what its answer covered.
+    pub fn post(
+        &mut self,
+        url: &str,
+        admin_token: &str,
+        keys: Vec<String>,
+        mut tasks: Vec<Value>,
+        timeout: Duration,
+    ) {
+        let single = tasks.len() == 1;
+        let body = if single {
+            tasks.remove(0)
+        } else {
+            Value::Array(tasks)
+        };
+        match try_http("POST", url, Some(admin_token), Some(&body), timeout) {
+            Ok((201, resp)) => {
+                let ids = created_ids(&resp, single);
+                assert_eq!(
+                    ids.len(),
+                    keys.len(),
+                    "201 with one task id per submitted task: {resp}"
+                );
+                self.acknowledged.extend(keys.into_iter().zip(ids));
+            }
+            Ok((status, resp)) => {
+                for k in keys {
+                    self.refused.push((k, status, resp.clone()));
+                }
+            }
+            Err(_) => self.unanswered.extend(keys),
+        }
+    }
+}
+
 /// How a chaos submitter paces itself.
 #[derive(Debug, Clone, Copy)]
 pub struct SubmitPace {
@@ -636,29 +673,8 @@ pub fn chaos_submitter(
                 })
             })
             .collect();
-        let body = if count == 1 {
-            tasks[0].clone()
-        } else {
-            Value::Array(tasks)
-        };
         let url = format!("http://127.0.0.1:{p}/api/tasks");
-        match try_http("POST", &url, Some(&admin_token), Some(&body), pace.timeout) {
-            Ok((201, resp)) => {
-                let ids = created_ids(&resp, count == 1);
-                assert_eq!(
-                    ids.len(),
-                    keys.len(),
-                    "201 with one task id per submitted task: {resp}"
-                );
-                log.acknowledged.extend(keys.into_iter().zip(ids));
-            }
-            Ok((status, resp)) => {
-                for k in keys {
-                    log.refused.push((k, status, resp.clone()));
-                }
-            }
-            Err(_) => log.unanswered.extend(keys),
-        }
+        log.post(&url, &admin_token, keys, tasks, pace.timeout);
     }
     log
 }

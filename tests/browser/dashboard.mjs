@@ -356,21 +356,21 @@ async function main() {
     await page.click(tid('submit-button'));
     await page.locator('[data-field-error="max_runtime_ms"]', { hasText: /./ }).waitFor();
     await hub('nothing_submitted', 'Nightly report');
-    const later = new Date(Date.now() + 3600 * 1000);
+    // A datetime-local field's value: the browser's local time, to the second.
     const pad = (n) => String(n).padStart(2, '0');
-    const local = `${later.getFullYear()}-${pad(later.getMonth() + 1)}-${pad(later.getDate())}T` +
-      `${pad(later.getHours())}:${pad(later.getMinutes())}:${pad(later.getSeconds())}`;
+    const localInput = (d) => `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T` +
+      `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+    const later = new Date(Date.now() + 3600 * 1000);
     await page.fill(tid('submit-max-runtime'), '600');
     await page.fill(tid('submit-correlation'), 'nightly');
     await page.fill(tid('submit-dedupe-key'), 'nightly-1');
-    await page.fill(tid('submit-run-after'), local);
+    await page.fill(tid('submit-run-after'), localInput(later));
     await page.fill(tid('submit-context-keys'), 'project.style, project.owners');
     await page.fill(tid('submit-lease'), '120');
     await page.fill(tid('submit-max-reclaims'), '2');
     await page.selectOption(tid('submit-blocked-policy'), 'wait');
     const due = new Date(later.getTime() + 3600 * 1000);
-    await page.fill(tid('submit-complete-by'), `${due.getFullYear()}-${pad(due.getMonth() + 1)}-${pad(due.getDate())}T` +
-      `${pad(due.getHours())}:${pad(due.getMinutes())}:${pad(due.getSeconds())}`);
+    await page.fill(tid('submit-complete-by'), localInput(due));
     await page.click(tid('submit-button'));
     const moreId = await hub('more_options_submitted', String(later.getTime()));
     await page.click(`${tid('submit-result')} button`);

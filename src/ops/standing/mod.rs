@@ -46,7 +46,7 @@ const PLAN_CAP: usize = 100;
 /// Most runs one `runs` query returns.
 pub(crate) const MAX_RUNS: usize = 1000;
 
-pub(crate) use crate::util::{file_clock, system_clock, Clock};
+pub(crate) use crate::util::{system_clock, Clock};
 
 /// A standing order as stored.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
